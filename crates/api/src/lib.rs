@@ -1,0 +1,63 @@
+//! fulcrum's HTTP API.
+//!
+//! One router serves every front door. The native API lives under `/v1`; the cloud
+//! dialects (OCI, Huawei, Azure) will each get a module of their own that translates its
+//! wire shapes into control-plane operations and renders errors its own way, in one place.
+//!
+//! Architecture invariant: only this crate knows HTTP and JSON wire shapes. It never
+//! touches the store: every read goes through the control plane's view, every write
+//! through a control-plane operation.
+
+use std::sync::Arc;
+
+use axum::Router;
+use fulcrum_control::{ControlPlane, RateLimiter};
+
+mod auth;
+mod native;
+mod request;
+
+pub use auth::ApiToken;
+pub use native::openapi_document;
+
+/// How the API authenticates and throttles callers.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Bearer tokens accepted by the native API. Empty: every call but health and the
+    /// OpenAPI document answers 401.
+    pub tokens: Vec<ApiToken>,
+    /// Requests per second per caller, after a burst.
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            rate_per_second: 200.0,
+            rate_burst: 400,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub control: Arc<ControlPlane>,
+    pub tokens: Arc<Vec<ApiToken>>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// The whole API as one router.
+pub fn router(control: Arc<ControlPlane>, config: &ApiConfig) -> Router {
+    let state = AppState {
+        control,
+        tokens: Arc::new(config.tokens.clone()),
+        limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
+    };
+    native::router(state)
+        .layer(axum::middleware::from_fn(request::with_request_id))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            request::panic_response,
+        ))
+}

@@ -1,0 +1,124 @@
+//! The native API's one error shape: `{code, message, field?, request_id}`.
+
+use axum::response::{IntoResponse, Response};
+use fulcrum_control::ControlError;
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::request::current_request_id;
+
+#[derive(Debug)]
+pub(crate) struct NativeError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub retry_after_secs: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// Stable, machine-readable: `invalid_argument`, `unauthenticated`, `not_found`,
+    /// `conflict`, `busy`, `locked`, `retry_token_reused`, `precondition_failed`,
+    /// `rate_limited`, `unavailable`, `internal`.
+    code: &'static str,
+    message: String,
+    /// The request field at fault, for `invalid_argument`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    request_id: String,
+}
+
+impl NativeError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        Self {
+            field: (!field.is_empty()).then_some(field),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<ControlError> for NativeError {
+    fn from(e: ControlError) -> Self {
+        let message = e.to_string();
+        match e {
+            ControlError::Invalid(v) => {
+                let field = v.first().field.clone();
+                NativeError::invalid(field, message)
+            }
+            ControlError::NotFound { .. } => NativeError::not_found(message),
+            ControlError::Conflict(_) => {
+                NativeError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            ControlError::Busy { .. } => NativeError::new(StatusCode::CONFLICT, "busy", message),
+            ControlError::Locked { .. } => {
+                NativeError::new(StatusCode::CONFLICT, "locked", message)
+            }
+            ControlError::RetryTokenReused => {
+                NativeError::new(StatusCode::CONFLICT, "retry_token_reused", message)
+            }
+            ControlError::PreconditionFailed { .. } => NativeError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                message,
+            ),
+            ControlError::RateLimited { retry_after } => NativeError {
+                retry_after_secs: Some(retry_after.as_secs().max(1)),
+                ..NativeError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
+            ControlError::Unavailable(_) => {
+                NativeError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            ControlError::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                NativeError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for NativeError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+            field: self.field,
+            request_id: current_request_id(),
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        resp
+    }
+}

@@ -1,0 +1,150 @@
+//! Extractors that turn every malformed request into a clear 400 naming the field.
+
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use fulcrum_control::{EtagScope, IfMatch, RequestContext};
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::NativeError;
+use crate::AppState;
+use crate::auth::{Principal, authenticate, bearer};
+use crate::request::current_request_id;
+
+/// A JSON body, read with the offending field named on any error. Unknown fields are
+/// refused by the target types themselves (`deny_unknown_fields`).
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = NativeError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default();
+            if !ct.contains("json") {
+                return Err(NativeError::new(
+                    http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "invalid_argument",
+                    format!("expected an application/json body, not {ct}"),
+                ));
+            }
+        }
+        let bytes = bytes::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| NativeError::new(e.status(), "invalid_argument", e.body_text()))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(NativeError::invalid(
+            "",
+            "the request body is empty; expected JSON",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            NativeError::invalid("", format!("malformed JSON: {inner}"))
+        } else if path == "." {
+            NativeError::invalid("", inner.to_string())
+        } else {
+            NativeError::invalid(path.clone(), format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// Query parameters, refused with a 400 naming the parameter.
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = NativeError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| NativeError::invalid("", e.body_text()))
+    }
+}
+
+/// What a mutation needs to know about the request besides its body.
+pub(crate) struct Ctx(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = NativeError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| -> Result<Option<String>, NativeError> {
+            parts
+                .headers
+                .get(name)
+                .map(|v| {
+                    v.to_str().map(str::to_owned).map_err(|_| {
+                        NativeError::invalid(name, format!("header {name} is not valid text"))
+                    })
+                })
+                .transpose()
+        };
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .map(|p| p.0.clone())
+            .unwrap_or_default();
+        let lock_override = match header("x-lock-override")?.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(NativeError::invalid(
+                    "x-lock-override",
+                    format!("x-lock-override must be true or false (got {other:?})"),
+                ));
+            }
+        };
+        Ok(Ctx(RequestContext {
+            request_id: current_request_id(),
+            principal,
+            retry_token: header("idempotency-key")?,
+            if_match: header("if-match")?.map(|value| IfMatch {
+                scope: EtagScope::Resource,
+                value,
+            }),
+            lock_override,
+        }))
+    }
+}
+
+/// Authenticates `/v1` calls (all but health and the OpenAPI document) and applies the
+/// per-caller rate limit.
+pub(crate) async fn require_token(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if path == "/v1/health" || path == "/v1/openapi.json" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    let Some(presented) = presented else {
+        return NativeError::unauthenticated("missing bearer token (Authorization: Bearer …)")
+            .into_response();
+    };
+    let Some(principal) = authenticate(&state.tokens, presented) else {
+        return NativeError::unauthenticated("invalid bearer token").into_response();
+    };
+    if let Err(wait) = state.limiter.check(&principal.0) {
+        return NativeError::from(fulcrum_control::ControlError::RateLimited { retry_after: wait })
+            .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}

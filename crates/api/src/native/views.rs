@@ -1,0 +1,114 @@
+//! What the native API returns for each resource: the stored resource with its
+//! provisioning and operating status, secrets masked.
+
+use fulcrum_control::{Config, ControlPlane, Versioned};
+use fulcrum_model::{
+    HealthMonitor, Listener, LoadBalancer, Member, OperatingStatus, Pool, ProvisioningStatus,
+    Subnet,
+};
+use serde::Serialize;
+
+macro_rules! view {
+    ($name:ident, $inner:ty) => {
+        #[derive(Serialize, utoipa::ToSchema)]
+        pub(crate) struct $name {
+            #[serde(flatten)]
+            pub resource: $inner,
+            pub provisioning_status: ProvisioningStatus,
+            pub operating_status: OperatingStatus,
+        }
+    };
+}
+
+view!(LoadBalancerView, LoadBalancer);
+view!(ListenerView, Listener);
+view!(PoolView, Pool);
+view!(MemberView, Member);
+view!(HealthMonitorView, HealthMonitor);
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SubnetView {
+    #[serde(flatten)]
+    pub resource: Subnet,
+}
+
+fn admin(up: bool) -> OperatingStatus {
+    if up {
+        OperatingStatus::Online
+    } else {
+        OperatingStatus::Offline
+    }
+}
+
+/// Until the data plane reports health, a member's operating status follows its admin
+/// state: offline, draining, or (with no monitor to say otherwise) no monitor.
+pub(crate) fn member_status(cfg: &Config, m: &Member) -> OperatingStatus {
+    if !m.spec.accepts_bound_requests() {
+        OperatingStatus::Offline
+    } else if m.spec.drain {
+        OperatingStatus::Draining
+    } else if cfg.monitor_of(&m.pool_id).is_some() {
+        OperatingStatus::Online
+    } else {
+        OperatingStatus::NoMonitor
+    }
+}
+
+pub(crate) fn lb(cp: &ControlPlane, v: &Versioned<LoadBalancer>) -> LoadBalancerView {
+    LoadBalancerView {
+        resource: v.value.clone(),
+        provisioning_status: cp.provisioning_status(v),
+        operating_status: admin(v.value.spec.admin_state_up),
+    }
+}
+
+pub(crate) fn listener(cp: &ControlPlane, v: &Versioned<Listener>) -> ListenerView {
+    let mut resource = v.value.clone();
+    if let Some(tls) = &mut resource.spec.tls {
+        tls.private_key_pem = "***".into();
+    }
+    ListenerView {
+        resource,
+        provisioning_status: cp.provisioning_status(v),
+        operating_status: admin(v.value.spec.admin_state_up),
+    }
+}
+
+pub(crate) fn pool(cp: &ControlPlane, cfg: &Config, v: &Versioned<Pool>) -> PoolView {
+    let mut resource = v.value.clone();
+    resource.spec.upstream = resource.spec.upstream.masked();
+    let operating_status = if cfg.monitor_of(&v.value.id).is_some() {
+        OperatingStatus::Online
+    } else {
+        OperatingStatus::NoMonitor
+    };
+    PoolView {
+        resource,
+        provisioning_status: cp.provisioning_status(v),
+        operating_status,
+    }
+}
+
+pub(crate) fn member(cp: &ControlPlane, cfg: &Config, v: &Versioned<Member>) -> MemberView {
+    let mut resource = v.value.clone();
+    resource.spec.upstream = resource.spec.upstream.as_ref().map(|u| u.masked());
+    MemberView {
+        operating_status: member_status(cfg, &v.value),
+        resource,
+        provisioning_status: cp.provisioning_status(v),
+    }
+}
+
+pub(crate) fn monitor(cp: &ControlPlane, v: &Versioned<HealthMonitor>) -> HealthMonitorView {
+    HealthMonitorView {
+        resource: v.value.clone(),
+        provisioning_status: cp.provisioning_status(v),
+        operating_status: admin(v.value.spec.admin_state_up),
+    }
+}
+
+pub(crate) fn subnet(v: &Versioned<Subnet>) -> SubnetView {
+    SubnetView {
+        resource: v.value.clone(),
+    }
+}

@@ -1,0 +1,716 @@
+//! The mutation engine: plan against the view, commit with compare-and-swap, retry on
+//! conflict; plus the tasks that keep the view current and finish work requests.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use fulcrum_model::{
+    LoadBalancerId, PoolId, ResourceKind, ResourceRef, Timestamp, WorkRequest, WorkRequestId,
+    WorkRequestStatus,
+};
+use fulcrum_store::{Compare, Op, Revision, Store, StoreError, Txn};
+use futures::StreamExt;
+use parking_lot::{RwLock, RwLockReadGuard};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::config::{decode_work_request, is_pending};
+use crate::{Config, ControlError, EtagScope, RequestContext, etag, etag_matches, keys};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// With no data plane attached, count a revision as applied as soon as this node's
+    /// view holds it. The data plane turns this off and reports what it serves instead.
+    pub self_apply: bool,
+    /// How long a retry token is remembered.
+    pub retry_token_ttl: Duration,
+    /// How long a mutation waits for an earlier change of the same load balancer to be
+    /// served before answering `Busy`.
+    pub busy_wait: Duration,
+    /// How many revisions of change history to keep before compacting.
+    pub history_revisions: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            self_apply: true,
+            retry_token_ttl: Duration::from_secs(24 * 3600),
+            busy_wait: Duration::from_secs(2),
+            history_revisions: 10_000,
+        }
+    }
+}
+
+/// What a successful mutation returns.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub work_request: WorkRequest,
+    /// The resource the operation created or changed, for the response body.
+    pub result: Option<ResourceRef>,
+    /// The store revision holding the change.
+    pub revision: Revision,
+    /// True when a retry token matched an earlier identical request: nothing was done again.
+    pub replayed: bool,
+}
+
+/// What an operation wants to commit, computed from one view of the configuration.
+pub(crate) struct Plan {
+    pub operation: &'static str,
+    /// The load balancer the change lies under: its key is rewritten (its ETag moves)
+    /// and compared, which serialises changes within one load balancer.
+    pub lb: Option<LoadBalancerId>,
+    /// Pools whose ETag moves (a member or health monitor changed beneath them).
+    pub touch_pools: Vec<PoolId>,
+    pub compares: Vec<Compare>,
+    pub writes: Vec<Op>,
+    pub resources: Vec<ResourceRef>,
+    pub result: Option<ResourceRef>,
+    /// The mod revision of the resource acted on, for `If-Match` in resource scope
+    /// (`None` when it does not exist yet).
+    pub target_revision: Option<Revision>,
+}
+
+impl Plan {
+    pub fn new(operation: &'static str) -> Self {
+        Plan {
+            operation,
+            lb: None,
+            touch_pools: Vec::new(),
+            compares: Vec::new(),
+            writes: Vec::new(),
+            resources: Vec::new(),
+            result: None,
+            target_revision: None,
+        }
+    }
+
+    pub fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<(), ControlError> {
+        let value = serde_json::to_vec(value).map_err(|e| ControlError::Internal(e.to_string()))?;
+        self.writes.push(Op::Put { key, value });
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: String) {
+        self.writes.push(Op::Delete { key });
+    }
+
+    pub fn touched(&mut self, kind: ResourceKind, id: impl std::fmt::Display) {
+        self.resources.push(ResourceRef {
+            kind,
+            id: id.to_string(),
+        });
+    }
+
+    fn writes_key(&self, key: &str) -> bool {
+        self.writes.iter().any(|op| match op {
+            Op::Put { key: k, .. } | Op::Delete { key: k } => k == key,
+        })
+    }
+}
+
+/// What a retry token remembers.
+#[derive(Serialize, Deserialize)]
+struct RetryRecord {
+    fingerprint: String,
+    work_request_id: WorkRequestId,
+    result: Option<ResourceRef>,
+    expires_at: Timestamp,
+}
+
+/// What a retry token says about a request.
+enum TokenState {
+    /// Seen with the same request: this is the first outcome.
+    Replay(Box<Outcome>),
+    /// Not remembered; `stale` is the mod revision of an expired record to overwrite.
+    Fresh { stale: Option<Revision> },
+}
+
+/// A retry token's place in the store and the request it must match.
+struct RetrySlot {
+    key: String,
+    fingerprint: String,
+    stale: Option<Revision>,
+}
+
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    config: RwLock<Config>,
+    /// The revision the view holds.
+    seen: watch::Sender<Revision>,
+    /// The revision the data plane serves.
+    applied: watch::Sender<Revision>,
+    opts: Options,
+}
+
+const MAX_ATTEMPTS: usize = 20;
+
+impl ControlPlane {
+    /// Loads the configuration and starts the tasks that keep the view current.
+    pub async fn start(store: Arc<dyn Store>, opts: Options) -> Result<Arc<Self>, ControlError> {
+        let range = store.range(keys::ROOT).await?;
+        let config = Config::from_kvs(&range.kvs, range.revision);
+        let cp = Arc::new(ControlPlane {
+            store,
+            seen: watch::Sender::new(range.revision),
+            applied: watch::Sender::new(if opts.self_apply { range.revision } else { 0 }),
+            config: RwLock::new(config),
+            opts,
+        });
+        tokio::spawn(watch_config(Arc::downgrade(&cp), range.revision + 1));
+        tokio::spawn(finish_work_requests(Arc::downgrade(&cp)));
+        Ok(cp)
+    }
+
+    /// The current view. Do not hold it across an `.await`.
+    pub fn view(&self) -> RwLockReadGuard<'_, Config> {
+        self.config.read()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The data plane reports the revision it now serves.
+    pub fn report_applied(&self, revision: Revision) {
+        self.applied.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
+    }
+
+    pub fn applied_revision(&self) -> Revision {
+        *self.applied.borrow()
+    }
+
+    /// Subscribes to the revision the view holds (the data plane recompiles on change).
+    pub fn subscribe_seen(&self) -> watch::Receiver<Revision> {
+        self.seen.subscribe()
+    }
+
+    /// Waits until the data plane serves `revision`, up to `timeout`. True if it does.
+    pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> bool {
+        wait_for(&self.applied, revision, timeout).await
+    }
+
+    async fn wait_seen(&self, revision: Revision, timeout: Duration) -> bool {
+        wait_for(&self.seen, revision, timeout).await
+    }
+
+    /// Whether a resource last changed at `mod_revision` is still being applied.
+    pub fn is_pending(&self, mod_revision: Revision) -> bool {
+        mod_revision > self.applied_revision()
+    }
+
+    /// Runs one mutation: idempotency, preconditions, locks, CAS commit with retries.
+    pub(crate) async fn mutate<I: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        input: &I,
+        plan_fn: impl Fn(&Config, Timestamp) -> Result<Plan, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        let mut retry = match &ctx.retry_token {
+            Some(token) => Some(self.retry_slot(ctx, token, input)?),
+            None => None,
+        };
+        if let Some(slot) = &mut retry {
+            match self.replay(&slot.key, &slot.fingerprint).await? {
+                TokenState::Replay(outcome) => return Ok(*outcome),
+                TokenState::Fresh { stale } => slot.stale = stale,
+            }
+        }
+
+        let mut waited_busy = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let now = Utc::now();
+            let (plan, planned_at, lb_revision) = {
+                let cfg = self.config.read();
+                let plan = plan_fn(&cfg, now)?;
+                let lb_revision = plan
+                    .lb
+                    .as_ref()
+                    .and_then(|id| cfg.loadbalancers.get(id))
+                    .map(|lb| lb.mod_revision);
+                check_precondition(ctx, &plan, lb_revision)?;
+                (plan, cfg.revision, lb_revision)
+            };
+            if let Some(rev) = lb_revision
+                && self.is_pending(rev)
+            {
+                if waited_busy || !self.wait_applied(rev, self.opts.busy_wait).await {
+                    let id = plan.lb.map(|l| l.0).unwrap_or_default();
+                    return Err(ControlError::Busy {
+                        kind: ResourceKind::LoadBalancer,
+                        id,
+                    });
+                }
+                waited_busy = true;
+                continue;
+            }
+
+            let wr_id = WorkRequestId(uuid::Uuid::new_v4().to_string());
+            let wr = WorkRequest {
+                id: wr_id.clone(),
+                operation: plan.operation.to_owned(),
+                loadbalancer_id: plan.lb.clone(),
+                resources: plan.resources.clone(),
+                status: WorkRequestStatus::Accepted,
+                revision: 0,
+                request_id: ctx.request_id.clone(),
+                message: String::new(),
+                error: None,
+                accepted_at: now,
+                finished_at: None,
+            };
+            let txn = self.build_txn(&plan, &wr, retry.as_ref(), now)?;
+            let resp = self.store.txn(txn).await?;
+            if resp.succeeded {
+                // Read-your-writes: the next request on this node sees the change.
+                if !self.wait_seen(resp.revision, Duration::from_secs(10)).await {
+                    tracing::warn!(revision = resp.revision, "view is slow to catch up");
+                }
+                let mut work_request = wr;
+                work_request.revision = resp.revision;
+                work_request.status = self.derive_status(work_request.status, resp.revision);
+                return Ok(Outcome {
+                    work_request,
+                    result: plan.result,
+                    revision: resp.revision,
+                    replayed: false,
+                });
+            }
+            // Someone else wrote first: a concurrent request with our token, or a change
+            // to what we planned on. Replay or re-plan on a fresher view.
+            if let Some(slot) = &mut retry {
+                match self.replay(&slot.key, &slot.fingerprint).await? {
+                    TokenState::Replay(outcome) => return Ok(*outcome),
+                    TokenState::Fresh { stale } => slot.stale = stale,
+                }
+            }
+            let current = self.store.revision().await?;
+            let target = current.max(planned_at + 1);
+            self.wait_seen(target, Duration::from_secs(2)).await;
+        }
+        Err(ControlError::Conflict(
+            "too many concurrent changes; retry".into(),
+        ))
+    }
+
+    fn retry_slot<I: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        token: &str,
+        input: &I,
+    ) -> Result<RetrySlot, ControlError> {
+        if token.is_empty() || token.chars().count() > 64 {
+            return Err(ControlError::invalid(
+                "retry_token",
+                "the retry token must be 1 to 64 characters",
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(ctx.principal.as_bytes());
+        h.update([0]);
+        h.update(token.as_bytes());
+        let key = keys::idempotency(&hex(&h.finalize()));
+        let body = serde_json::to_vec(input).map_err(|e| ControlError::Internal(e.to_string()))?;
+        let fingerprint = hex(&Sha256::digest(&body));
+        Ok(RetrySlot {
+            key,
+            fingerprint,
+            stale: None,
+        })
+    }
+
+    /// The earlier outcome for a retry token, if it is still remembered.
+    async fn replay(&self, key: &str, fingerprint: &str) -> Result<TokenState, ControlError> {
+        let Some(kv) = self.store.get(key).await? else {
+            return Ok(TokenState::Fresh { stale: None });
+        };
+        let stale = TokenState::Fresh {
+            stale: Some(kv.mod_revision),
+        };
+        let Ok(record) = serde_json::from_slice::<RetryRecord>(&kv.value) else {
+            return Ok(stale);
+        };
+        if record.expires_at <= Utc::now() {
+            return Ok(stale);
+        }
+        if record.fingerprint != fingerprint {
+            return Err(ControlError::RetryTokenReused);
+        }
+        // The record was written by the transaction that made the change.
+        let revision = kv.mod_revision;
+        self.wait_seen(revision, Duration::from_secs(10)).await;
+        let work_request = self
+            .get_work_request(&record.work_request_id)
+            .await?
+            .ok_or_else(|| {
+                ControlError::Internal("work request of a retry token is gone".into())
+            })?;
+        Ok(TokenState::Replay(Box::new(Outcome {
+            work_request,
+            result: record.result,
+            revision,
+            replayed: true,
+        })))
+    }
+
+    fn build_txn(
+        &self,
+        plan: &Plan,
+        wr: &WorkRequest,
+        retry: Option<&RetrySlot>,
+        now: Timestamp,
+    ) -> Result<Txn, ControlError> {
+        let cfg = self.config.read();
+        let mut compares = plan.compares.clone();
+        let mut writes = plan.writes.clone();
+        if let Some(lb_id) = &plan.lb
+            && let Some(lb) = cfg.loadbalancers.get(lb_id)
+        {
+            let key = keys::lb(lb_id);
+            compares.push(Compare::unchanged(key.clone(), lb.mod_revision));
+            if !plan.writes_key(&key) {
+                writes.push(Op::Put {
+                    key,
+                    value: to_json(&lb.value)?,
+                });
+            }
+        }
+        for pool_id in &plan.touch_pools {
+            let key = keys::pool(pool_id);
+            if let Some(pool) = cfg.pools.get(pool_id)
+                && !plan.writes_key(&key)
+            {
+                compares.push(Compare::unchanged(key.clone(), pool.mod_revision));
+                writes.push(Op::Put {
+                    key,
+                    value: to_json(&pool.value)?,
+                });
+            }
+        }
+        writes.push(Op::Put {
+            key: keys::work_request(&wr.id),
+            value: to_json(wr)?,
+        });
+        if let Some(RetrySlot {
+            key,
+            fingerprint,
+            stale,
+        }) = retry
+        {
+            // Absent, or present but expired (then overwritten, guarded by its revision).
+            compares.push(match stale {
+                Some(rev) => Compare::unchanged(key.clone(), *rev),
+                None => Compare::absent(key.clone()),
+            });
+            let expires_at = now
+                + chrono::Duration::from_std(self.opts.retry_token_ttl)
+                    .map_err(|e| ControlError::Internal(e.to_string()))?;
+            writes.push(Op::Put {
+                key: key.clone(),
+                value: to_json(&RetryRecord {
+                    fingerprint: fingerprint.clone(),
+                    work_request_id: wr.id.clone(),
+                    result: plan.result.clone(),
+                    expires_at,
+                })?,
+            });
+        }
+        Ok(Txn {
+            compares,
+            success: writes,
+            failure: Vec::new(),
+        })
+    }
+
+    fn derive_status(&self, stored: WorkRequestStatus, revision: Revision) -> WorkRequestStatus {
+        if stored.is_final() {
+            stored
+        } else if *self.applied.borrow() >= revision {
+            WorkRequestStatus::Succeeded
+        } else if *self.seen.borrow() >= revision {
+            WorkRequestStatus::InProgress
+        } else {
+            WorkRequestStatus::Accepted
+        }
+    }
+
+    pub async fn get_work_request(
+        &self,
+        id: &WorkRequestId,
+    ) -> Result<Option<WorkRequest>, ControlError> {
+        let Some(kv) = self.store.get(&keys::work_request(id)).await? else {
+            return Ok(None);
+        };
+        Ok(decode_work_request(&kv).map(|mut wr| {
+            wr.status = self.derive_status(wr.status, wr.revision);
+            wr
+        }))
+    }
+
+    /// Work requests, newest first, optionally of one load balancer.
+    pub async fn list_work_requests(
+        &self,
+        lb: Option<&LoadBalancerId>,
+    ) -> Result<Vec<WorkRequest>, ControlError> {
+        let range = self.store.range(keys::WORK_REQUESTS).await?;
+        let mut out: Vec<WorkRequest> = range
+            .kvs
+            .iter()
+            .filter_map(decode_work_request)
+            .filter(|wr| lb.is_none() || wr.loadbalancer_id.as_ref() == lb)
+            .map(|mut wr| {
+                wr.status = self.derive_status(wr.status, wr.revision);
+                wr
+            })
+            .collect();
+        out.sort_by_key(|wr| std::cmp::Reverse(wr.revision));
+        Ok(out)
+    }
+
+    /// Waits until the work request is final or `timeout` passes; returns its state then.
+    pub async fn wait_work_request(
+        &self,
+        id: &WorkRequestId,
+        timeout: Duration,
+    ) -> Result<Option<WorkRequest>, ControlError> {
+        let Some(wr) = self.get_work_request(id).await? else {
+            return Ok(None);
+        };
+        if wr.status.is_final() {
+            return Ok(Some(wr));
+        }
+        self.wait_applied(wr.revision, timeout).await;
+        self.get_work_request(id).await
+    }
+}
+
+fn check_precondition(
+    ctx: &RequestContext,
+    plan: &Plan,
+    lb_revision: Option<Revision>,
+) -> Result<(), ControlError> {
+    let Some(im) = &ctx.if_match else {
+        return Ok(());
+    };
+    let current = match im.scope {
+        EtagScope::Resource => plan.target_revision,
+        EtagScope::LoadBalancer => lb_revision,
+    };
+    match current {
+        Some(rev) if etag_matches(&im.value, &etag(rev)) => Ok(()),
+        Some(rev) => Err(ControlError::PreconditionFailed { current: etag(rev) }),
+        None => Err(ControlError::PreconditionFailed {
+            current: String::new(),
+        }),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ControlError> {
+    serde_json::to_vec(v).map_err(|e| ControlError::Internal(e.to_string()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+async fn wait_for(tx: &watch::Sender<Revision>, revision: Revision, timeout: Duration) -> bool {
+    let mut rx = tx.subscribe();
+    tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Keeps the view current: list, then watch from the next revision; re-list when the
+/// history was compacted or the store failed.
+async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(this) = cp.upgrade() else { return };
+        let store = this.store.clone();
+        drop(this);
+        let mut stream = match store.watch(keys::ROOT, from).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "config watch failed to start");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                from = match relist(&cp, &store).await {
+                    Some(rev) => rev + 1,
+                    None => return,
+                };
+                continue;
+            }
+        };
+        while let Some(item) = stream.next().await {
+            let Some(this) = cp.upgrade() else { return };
+            match item {
+                Ok(batch) => {
+                    backoff = Duration::from_millis(50);
+                    this.config.write().apply(&batch);
+                    from = batch.revision + 1;
+                    this.seen.send_replace(batch.revision);
+                    if this.opts.self_apply {
+                        this.report_applied(batch.revision);
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, StoreError::Compacted { .. }) {
+                        tracing::warn!(error = %e, "config watch broke");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    drop(this);
+                    from = match relist(&cp, &store).await {
+                        Some(rev) => rev + 1,
+                        None => return,
+                    };
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revision> {
+    loop {
+        match store.range(keys::ROOT).await {
+            Ok(range) => {
+                let this = cp.upgrade()?;
+                *this.config.write() = Config::from_kvs(&range.kvs, range.revision);
+                this.seen.send_replace(range.revision);
+                if this.opts.self_apply {
+                    this.report_applied(range.revision);
+                }
+                return Some(range.revision);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "config re-list failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                cp.upgrade()?;
+            }
+        }
+    }
+}
+
+/// Marks work requests SUCCEEDED once the data plane serves them, forgets expired retry
+/// tokens and compacts old history.
+async fn finish_work_requests(cp: Weak<ControlPlane>) {
+    let mut applied = match cp.upgrade() {
+        Some(this) => this.applied.subscribe(),
+        None => return,
+    };
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = housekeeping.tick() => {
+                let Some(this) = cp.upgrade() else { return };
+                this.housekeeping().await;
+                continue;
+            }
+        }
+        let Some(this) = cp.upgrade() else { return };
+        let done: Vec<(WorkRequestId, Revision)> = {
+            let applied = *applied.borrow_and_update();
+            this.config
+                .read()
+                .pending_work_requests
+                .iter()
+                .filter(|(_, rev)| **rev <= applied)
+                .map(|(id, rev)| (id.clone(), *rev))
+                .collect()
+        };
+        if let Err(e) = this.persist_finished(&done).await {
+            tracing::warn!(error = %e, "could not record finished work requests");
+        }
+    }
+}
+
+impl ControlPlane {
+    async fn persist_finished(
+        &self,
+        done: &[(WorkRequestId, Revision)],
+    ) -> Result<(), ControlError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut compares = Vec::new();
+        let mut writes = Vec::new();
+        for (id, _) in done {
+            let key = keys::work_request(id);
+            let Some(kv) = self.store.get(&key).await? else {
+                continue;
+            };
+            let Some(mut wr) = decode_work_request(&kv) else {
+                continue;
+            };
+            if !is_pending(wr.status) {
+                continue;
+            }
+            wr.status = WorkRequestStatus::Succeeded;
+            wr.finished_at = Some(now);
+            compares.push(Compare::unchanged(key.clone(), kv.mod_revision));
+            writes.push(Op::Put {
+                key,
+                value: to_json(&wr)?,
+            });
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        // A concurrent finisher (another node) may have won; then there is nothing to do.
+        self.store
+            .txn(Txn {
+                compares,
+                success: writes,
+                failure: Vec::new(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn housekeeping(&self) {
+        if let Err(e) = self.forget_expired_tokens().await {
+            tracing::warn!(error = %e, "could not forget expired retry tokens");
+        }
+        let keep_from = self.applied_revision() - self.opts.history_revisions;
+        if keep_from > 1
+            && let Err(e) = self.store.compact(keep_from).await
+        {
+            tracing::warn!(error = %e, "could not compact history");
+        }
+    }
+
+    async fn forget_expired_tokens(&self) -> Result<(), ControlError> {
+        let now = Utc::now();
+        let range = self.store.range(keys::IDEMPOTENCY).await?;
+        for kv in range.kvs {
+            let expired = serde_json::from_slice::<RetryRecord>(&kv.value)
+                .map(|r| r.expires_at <= now)
+                .unwrap_or(true);
+            if expired {
+                self.store
+                    .txn(Txn {
+                        compares: vec![Compare::unchanged(kv.key.clone(), kv.mod_revision)],
+                        success: vec![Op::Delete { key: kv.key }],
+                        failure: Vec::new(),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

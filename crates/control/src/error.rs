@@ -1,0 +1,54 @@
+use std::time::Duration;
+
+use fulcrum_model::{ResourceKind, ValidationError};
+use fulcrum_store::StoreError;
+
+/// Why an operation was refused. Every dialect renders these its own way, in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("{kind} {id} not found")]
+    NotFound { kind: ResourceKind, id: String },
+    /// The request conflicts with the current state (a duplicate, a reference, a protection).
+    #[error("{0}")]
+    Conflict(String),
+    /// The resource has a change the data plane does not serve yet; retry shortly.
+    #[error("{kind} {id} has a change in progress; retry shortly")]
+    Busy { kind: ResourceKind, id: String },
+    /// A lock forbids the change and the request did not override it.
+    #[error("load balancer {id} is locked ({lock}); override the lock to change it")]
+    Locked { id: String, lock: String },
+    #[error("the ETag does not match (current {current})")]
+    PreconditionFailed { current: String },
+    #[error("the retry token was already used for a different request")]
+    RetryTokenReused,
+    #[error("too many requests; retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("the configuration store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    pub fn not_found(kind: ResourceKind, id: impl std::fmt::Display) -> Self {
+        ControlError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ControlError::Invalid(ValidationError::invalid(field, message))
+    }
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ControlError::Unavailable(m),
+            other => ControlError::Internal(other.to_string()),
+        }
+    }
+}

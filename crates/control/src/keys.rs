@@ -1,0 +1,68 @@
+//! The store's key layout. Everything fulcrum keeps lives under [`ROOT`], so one watch
+//! of that prefix sees every change; "children of X" is a prefix range.
+
+use fulcrum_model::{
+    HealthMonitorId, ListenerId, LoadBalancerId, MemberId, PoolId, SubnetId, WorkRequestId,
+};
+
+pub const ROOT: &str = "/fulcrum/v1/";
+pub const CONFIG: &str = "/fulcrum/v1/config/";
+pub const WORK_REQUESTS: &str = "/fulcrum/v1/wr/";
+pub const IDEMPOTENCY: &str = "/fulcrum/v1/idem/";
+
+pub fn lb(id: &LoadBalancerId) -> String {
+    format!("{CONFIG}lb/{id}")
+}
+pub fn listener(id: &ListenerId) -> String {
+    format!("{CONFIG}listener/{id}")
+}
+pub fn pool(id: &PoolId) -> String {
+    format!("{CONFIG}pool/{id}")
+}
+pub fn member(pool: &PoolId, id: &MemberId) -> String {
+    format!("{CONFIG}member/{pool}/{id}")
+}
+pub fn monitor(id: &HealthMonitorId) -> String {
+    format!("{CONFIG}monitor/{id}")
+}
+pub fn subnet(id: &SubnetId) -> String {
+    format!("{CONFIG}subnet/{id}")
+}
+pub fn work_request(id: &WorkRequestId) -> String {
+    format!("{WORK_REQUESTS}{id}")
+}
+pub fn idempotency(digest_hex: &str) -> String {
+    format!("{IDEMPOTENCY}{digest_hex}")
+}
+
+/// A parsed config key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigKey<'a> {
+    LoadBalancer(&'a str),
+    Listener(&'a str),
+    Pool(&'a str),
+    Member { pool: &'a str, member: &'a str },
+    Monitor(&'a str),
+    Subnet(&'a str),
+    WorkRequest(&'a str),
+}
+
+pub fn parse(key: &str) -> Option<ConfigKey<'_>> {
+    if let Some(id) = key.strip_prefix(WORK_REQUESTS) {
+        return Some(ConfigKey::WorkRequest(id));
+    }
+    let rest = key.strip_prefix(CONFIG)?;
+    let (kind, id) = rest.split_once('/')?;
+    Some(match kind {
+        "lb" => ConfigKey::LoadBalancer(id),
+        "listener" => ConfigKey::Listener(id),
+        "pool" => ConfigKey::Pool(id),
+        "member" => {
+            let (pool, member) = id.split_once('/')?;
+            ConfigKey::Member { pool, member }
+        }
+        "monitor" => ConfigKey::Monitor(id),
+        "subnet" => ConfigKey::Subnet(id),
+        _ => return None,
+    })
+}

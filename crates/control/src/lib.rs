@@ -1,0 +1,83 @@
+//! fulcrum's control plane.
+//!
+//! Every operation on the model is one atomic store transaction: it is planned against
+//! the in-memory [`Config`] view, guarded by compare-and-swap on the mod revisions it read,
+//! and retried if another writer got there first. A rejected request changes nothing.
+//!
+//! Shared semantics every dialect maps onto:
+//! - **ETags** are store mod revisions. Every change under a load balancer rewrites the load
+//!   balancer's key (and a member change its pool's key), so one value per load balancer
+//!   (OCI) or per pool (Azure backend) moves whenever anything beneath it does.
+//! - **Idempotency**: a retry token binds to a fingerprint of the request for 24 h; a replay
+//!   returns the first outcome, a different request with the same token is refused.
+//! - **Work requests**: each mutation writes one in the same transaction. Its revision is
+//!   the transaction's; it succeeds once the data plane reports serving that revision.
+//! - **Locks** on load balancers, overridable per request.
+//!
+//! Architecture invariant: this crate knows no HTTP and no dialect. It speaks the model.
+
+mod config;
+mod engine;
+mod error;
+mod keys;
+mod ops;
+mod patch;
+mod ratelimit;
+
+pub use config::{Config, Versioned};
+pub use engine::{ControlPlane, Options, Outcome};
+pub use error::ControlError;
+pub use ops::*;
+pub use patch::merge_patch;
+pub use ratelimit::RateLimiter;
+
+/// Who asks for a change and how: everything a dialect learned from the request besides
+/// the operation's own arguments.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    /// Echoed in responses and recorded on the work request.
+    pub request_id: String,
+    /// The authenticated caller; retry tokens are scoped to it.
+    pub principal: String,
+    /// Retry token (1..64 characters): the same token with the same request acts once.
+    pub retry_token: Option<String>,
+    pub if_match: Option<IfMatch>,
+    /// Override load balancer locks (OCI `isLockOverride`).
+    pub lock_override: bool,
+}
+
+/// A precondition on an ETag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfMatch {
+    pub scope: EtagScope,
+    /// An ETag as [`etag`] formats it, or `*` for "exists".
+    pub value: String,
+}
+
+/// Which ETag a precondition names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtagScope {
+    /// The resource the operation acts on (a member's own, a pool's, …).
+    Resource,
+    /// The load balancer the resource belongs to (OCI).
+    LoadBalancer,
+}
+
+/// The ETag of a resource at a mod revision: an opaque string without quotes.
+pub fn etag(mod_revision: i64) -> String {
+    format!("{mod_revision:x}")
+}
+
+/// Whether an `If-Match` value matches an ETag: `*` always; otherwise compared exactly,
+/// ignoring surrounding quotes and a weak `W/` prefix.
+pub fn etag_matches(if_match: &str, current: &str) -> bool {
+    let v = if_match.trim();
+    if v == "*" {
+        return true;
+    }
+    v.split(',').any(|candidate| {
+        let c = candidate.trim();
+        let c = c.strip_prefix("W/").unwrap_or(c);
+        c.trim_matches('"') == current
+    })
+}

@@ -1,0 +1,974 @@
+//! Operations on the model. Each validates against the view with the model's pure
+//! functions and commits through the engine as one transaction.
+
+use std::collections::HashMap;
+
+use fulcrum_model::{
+    HealthMonitor, HealthMonitorId, HealthMonitorSpec, Listener, ListenerId, ListenerSpec,
+    LoadBalancer, LoadBalancerId, LoadBalancerSpec, LockKind, MAX_BATCH_MEMBERS, Member,
+    MemberContext, MemberId, MemberSpec, Pool, PoolContext, PoolId, PoolSpec, ProvisioningStatus,
+    ResourceKind, Subnet, SubnetId, SubnetSpec, ValidationError, check_monitor_for_pool,
+    check_unique_endpoints,
+};
+use fulcrum_store::Compare;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::engine::Plan;
+use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
+
+/// A batch change of a pool's members (seed 001), all or nothing.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "action", content = "members", rename_all = "snake_case")]
+pub enum BatchMembers {
+    /// Every listed member is added.
+    Add(Vec<MemberSpec>),
+    /// The pool's members become exactly the list. Members already in the pool at the same
+    /// address and port keep their id (and their connections and health).
+    Replace(Vec<MemberSpec>),
+    /// The listed members are removed.
+    Delete(Vec<MemberId>),
+}
+
+impl BatchMembers {
+    pub fn len(&self) -> usize {
+        match self {
+            BatchMembers::Add(m) | BatchMembers::Replace(m) => m.len(),
+            BatchMembers::Delete(ids) => ids.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Applies a JSON merge patch to a spec and reads it back, naming the offending field
+/// on failure (unknown fields included).
+pub fn patch_spec<T: Serialize + DeserializeOwned>(
+    current: &T,
+    patch: &Value,
+) -> Result<T, ControlError> {
+    if !patch.is_object() {
+        return Err(ControlError::invalid("", "the body must be a JSON object"));
+    }
+    let mut doc =
+        serde_json::to_value(current).map_err(|e| ControlError::Internal(e.to_string()))?;
+    crate::merge_patch(&mut doc, patch);
+    decode_spec(doc)
+}
+
+/// Reads a spec from JSON, naming the offending field on failure.
+pub fn decode_spec<T: DeserializeOwned>(doc: Value) -> Result<T, ControlError> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        let inner = e.into_inner().to_string();
+        let message = if field.is_empty() {
+            inner
+        } else {
+            format!("{field}: {inner}")
+        };
+        ControlError::Invalid(ValidationError::invalid(field, message))
+    })
+}
+
+/// The load balancer a change lies under, after its locks allow the change.
+fn lb_for_change<'a>(
+    cfg: &'a Config,
+    ctx: &RequestContext,
+    id: &LoadBalancerId,
+) -> Result<&'a Versioned<LoadBalancer>, ControlError> {
+    let lb = cfg
+        .loadbalancers
+        .get(id)
+        .ok_or_else(|| ControlError::not_found(ResourceKind::LoadBalancer, id))?;
+    if lb.value.spec.has_lock(LockKind::Full) && !ctx.lock_override {
+        return Err(ControlError::Locked {
+            id: id.to_string(),
+            lock: "FULL".into(),
+        });
+    }
+    Ok(lb)
+}
+
+fn pool_of<'a>(cfg: &'a Config, id: &PoolId) -> Result<&'a Versioned<Pool>, ControlError> {
+    cfg.pools
+        .get(id)
+        .ok_or_else(|| ControlError::not_found(ResourceKind::Pool, id))
+}
+
+fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> MemberContext<'a> {
+    MemberContext {
+        lb_kind: lb.spec.kind,
+        lb_vpc_id: &lb.spec.vpc_id,
+        subnet: spec
+            .subnet_id
+            .as_ref()
+            .and_then(|id| cfg.subnets.get(id))
+            .map(|s| &s.value.spec),
+    }
+}
+
+/// Keeps referenced subnets from changing under the transaction, and rewrites them so a
+/// concurrent subnet update or deletion (which compares the subnet) fails instead of
+/// leaving a member outside its subnet.
+fn guard_subnets<'a>(
+    cfg: &Config,
+    plan: &mut Plan,
+    specs: impl IntoIterator<Item = &'a MemberSpec>,
+) -> Result<(), ControlError> {
+    let mut seen = std::collections::HashSet::new();
+    for s in specs {
+        if let Some(id) = &s.subnet_id
+            && seen.insert(id.clone())
+            && let Some(subnet) = cfg.subnets.get(id)
+        {
+            let key = keys::subnet(id);
+            plan.compares
+                .push(Compare::unchanged(key.clone(), subnet.mod_revision));
+            plan.put(key, &subnet.value)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_port_free(
+    cfg: &Config,
+    lb: &LoadBalancer,
+    spec: &ListenerSpec,
+    except: Option<&ListenerId>,
+) -> Result<(), ControlError> {
+    let vip = lb.spec.vip_address;
+    for other in cfg.listeners.values() {
+        let o = &other.value;
+        if Some(&o.id) == except
+            || o.spec.port != spec.port
+            || o.spec.protocol.is_udp() != spec.protocol.is_udp()
+        {
+            continue;
+        }
+        let Some(other_lb) = cfg.loadbalancers.get(&o.loadbalancer_id) else {
+            continue;
+        };
+        let other_vip = other_lb.value.spec.vip_address;
+        if vip == other_vip || vip.is_unspecified() || other_vip.is_unspecified() {
+            return Err(ControlError::Conflict(format!(
+                "port {} on {} is already used by listener {}",
+                spec.port, vip, o.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_listener_pools(
+    cfg: &Config,
+    lb_id: &LoadBalancerId,
+    spec: &ListenerSpec,
+) -> Result<(), ControlError> {
+    for (field, pool_id) in spec.pool_refs() {
+        let pool = cfg.pools.get(pool_id).ok_or_else(|| {
+            ControlError::invalid(field.clone(), format!("pool {pool_id} does not exist"))
+        })?;
+        spec.validate_pool(
+            &field,
+            lb_id,
+            &pool.value.loadbalancer_id,
+            pool.value.spec.protocol,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_pool_name_free(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    name: &str,
+    except: Option<&PoolId>,
+) -> Result<(), ControlError> {
+    if !name.is_empty()
+        && cfg
+            .pools_of(lb)
+            .any(|p| p.value.spec.name == name && Some(&p.value.id) != except)
+    {
+        return Err(ControlError::Conflict(format!(
+            "load balancer {lb} already has a pool named {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlError> {
+    if n > 0 && pool.spec.member_deletion_protection {
+        return Err(ControlError::Conflict(format!(
+            "pool {} has member deletion protection enabled; members cannot be removed",
+            pool.id
+        )));
+    }
+    Ok(())
+}
+
+/// Plans the removal of a pool with everything beneath it.
+fn plan_pool_removal(cfg: &Config, plan: &mut Plan, pool: &Pool) -> Result<(), ControlError> {
+    let members: Vec<_> = cfg.members_of(&pool.id).collect();
+    check_member_removal(pool, members.len())?;
+    for m in members {
+        plan.delete(keys::member(&pool.id, &m.value.id));
+        plan.touched(ResourceKind::Member, &m.value.id);
+    }
+    if let Some(mon) = cfg.monitor_of(&pool.id) {
+        plan.delete(keys::monitor(&mon.value.id));
+        plan.touched(ResourceKind::HealthMonitor, &mon.value.id);
+    }
+    plan.delete(keys::pool(&pool.id));
+    plan.touched(ResourceKind::Pool, &pool.id);
+    Ok(())
+}
+
+impl ControlPlane {
+    // ---- load balancers ------------------------------------------------------------
+
+    pub async fn create_loadbalancer(
+        &self,
+        ctx: &RequestContext,
+        spec: LoadBalancerSpec,
+    ) -> Result<Outcome, ControlError> {
+        spec.validate()?;
+        self.mutate(ctx, &("CreateLoadBalancer", &spec), |_cfg, now| {
+            let id = LoadBalancerId(new_id());
+            let lb = LoadBalancer {
+                id: id.clone(),
+                spec: spec.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut plan = Plan::new("CreateLoadBalancer");
+            plan.compares.push(Compare::absent(keys::lb(&id)));
+            plan.put(keys::lb(&id), &lb)?;
+            plan.touched(ResourceKind::LoadBalancer, &id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(id);
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn update_loadbalancer(
+        &self,
+        ctx: &RequestContext,
+        id: &LoadBalancerId,
+        patch: &Value,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("UpdateLoadBalancer", id, patch), |cfg, now| {
+            let lb = cfg
+                .loadbalancers
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::LoadBalancer, id))?;
+            let spec: LoadBalancerSpec = patch_spec(&lb.value.spec, patch)?;
+            spec.validate()?;
+            // Changing only the locks is how a lock is lifted: always allowed.
+            let mut unlocked = spec.clone();
+            unlocked.locks = lb.value.spec.locks.clone();
+            if unlocked != lb.value.spec {
+                lb_for_change(cfg, ctx, id)?;
+            }
+            let mut plan = Plan::new("UpdateLoadBalancer");
+            plan.target_revision = Some(lb.mod_revision);
+            let updated = LoadBalancer {
+                spec,
+                updated_at: now,
+                ..lb.value.clone()
+            };
+            plan.put(keys::lb(id), &updated)?;
+            plan.touched(ResourceKind::LoadBalancer, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Deletes a load balancer; with `cascade`, everything beneath it too.
+    pub async fn delete_loadbalancer(
+        &self,
+        ctx: &RequestContext,
+        id: &LoadBalancerId,
+        cascade: bool,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeleteLoadBalancer", id, cascade), |cfg, _now| {
+            let lb = lb_for_change(cfg, ctx, id)?;
+            if lb.value.spec.has_lock(LockKind::Delete) && !ctx.lock_override {
+                return Err(ControlError::Locked {
+                    id: id.to_string(),
+                    lock: "DELETE".into(),
+                });
+            }
+            let listeners: Vec<_> = cfg.listeners_of(id).collect();
+            let pools: Vec<_> = cfg.pools_of(id).collect();
+            if !cascade && (!listeners.is_empty() || !pools.is_empty()) {
+                return Err(ControlError::Conflict(format!(
+                    "load balancer {id} still has {} listeners and {} pools; delete them first or delete with cascade",
+                    listeners.len(),
+                    pools.len()
+                )));
+            }
+            let mut plan = Plan::new("DeleteLoadBalancer");
+            plan.target_revision = Some(lb.mod_revision);
+            for l in listeners {
+                plan.delete(keys::listener(&l.value.id));
+                plan.touched(ResourceKind::Listener, &l.value.id);
+            }
+            for p in pools {
+                plan_pool_removal(cfg, &mut plan, &p.value)?;
+            }
+            plan.delete(keys::lb(id));
+            plan.touched(ResourceKind::LoadBalancer, id);
+            plan.lb = Some(id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    // ---- listeners -----------------------------------------------------------------
+
+    pub async fn create_listener(
+        &self,
+        ctx: &RequestContext,
+        lb_id: &LoadBalancerId,
+        spec: ListenerSpec,
+    ) -> Result<Outcome, ControlError> {
+        spec.validate()?;
+        self.mutate(ctx, &("CreateListener", lb_id, &spec), |cfg, now| {
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            check_listener_pools(cfg, lb_id, &spec)?;
+            check_port_free(cfg, &lb.value, &spec, None)?;
+            let id = ListenerId(new_id());
+            let listener = Listener {
+                id: id.clone(),
+                loadbalancer_id: lb_id.clone(),
+                spec: spec.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut plan = Plan::new("CreateListener");
+            plan.put(keys::listener(&id), &listener)?;
+            plan.touched(ResourceKind::Listener, &id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn update_listener(
+        &self,
+        ctx: &RequestContext,
+        id: &ListenerId,
+        patch: &Value,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("UpdateListener", id, patch), |cfg, now| {
+            let cur = cfg
+                .listeners
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Listener, id))?;
+            let lb_id = &cur.value.loadbalancer_id;
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            let spec: ListenerSpec = patch_spec(&cur.value.spec, patch)?;
+            spec.validate()?;
+            check_listener_pools(cfg, lb_id, &spec)?;
+            check_port_free(cfg, &lb.value, &spec, Some(id))?;
+            let mut plan = Plan::new("UpdateListener");
+            plan.target_revision = Some(cur.mod_revision);
+            let updated = Listener {
+                spec,
+                updated_at: now,
+                ..cur.value.clone()
+            };
+            plan.put(keys::listener(id), &updated)?;
+            plan.touched(ResourceKind::Listener, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn delete_listener(
+        &self,
+        ctx: &RequestContext,
+        id: &ListenerId,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeleteListener", id), |cfg, _now| {
+            let cur = cfg
+                .listeners
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Listener, id))?;
+            lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
+            let mut plan = Plan::new("DeleteListener");
+            plan.target_revision = Some(cur.mod_revision);
+            plan.delete(keys::listener(id));
+            plan.touched(ResourceKind::Listener, id);
+            plan.lb = Some(cur.value.loadbalancer_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    // ---- pools ---------------------------------------------------------------------
+
+    pub async fn create_pool(
+        &self,
+        ctx: &RequestContext,
+        lb_id: &LoadBalancerId,
+        spec: PoolSpec,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("CreatePool", lb_id, &spec), |cfg, now| {
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            spec.validate(PoolContext {
+                lb_kind: lb.value.spec.kind,
+            })?;
+            check_pool_name_free(cfg, lb_id, &spec.name, None)?;
+            let id = PoolId(new_id());
+            let pool = Pool {
+                id: id.clone(),
+                loadbalancer_id: lb_id.clone(),
+                spec: spec.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut plan = Plan::new("CreatePool");
+            plan.put(keys::pool(&id), &pool)?;
+            plan.touched(ResourceKind::Pool, &id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn update_pool(
+        &self,
+        ctx: &RequestContext,
+        id: &PoolId,
+        patch: &Value,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("UpdatePool", id, patch), |cfg, now| {
+            let cur = pool_of(cfg, id)?;
+            let lb_id = &cur.value.loadbalancer_id;
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            let spec: PoolSpec = patch_spec(&cur.value.spec, patch)?;
+            spec.validate(PoolContext {
+                lb_kind: lb.value.spec.kind,
+            })?;
+            spec.validate_update(&cur.value.spec)?;
+            if spec.name != cur.value.spec.name {
+                check_pool_name_free(cfg, lb_id, &spec.name, Some(id))?;
+            }
+            let mut plan = Plan::new("UpdatePool");
+            plan.target_revision = Some(cur.mod_revision);
+            let updated = Pool {
+                spec,
+                updated_at: now,
+                ..cur.value.clone()
+            };
+            plan.compares
+                .push(Compare::unchanged(keys::pool(id), cur.mod_revision));
+            plan.put(keys::pool(id), &updated)?;
+            plan.touched(ResourceKind::Pool, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Deletes a pool with its members and health monitor. Refused while a listener
+    /// routes to it, or while member deletion protection holds members in it.
+    pub async fn delete_pool(
+        &self,
+        ctx: &RequestContext,
+        id: &PoolId,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeletePool", id), |cfg, _now| {
+            let cur = pool_of(cfg, id)?;
+            lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
+            if let Some(l) = cfg
+                .listeners
+                .values()
+                .find(|l| l.value.spec.pool_refs().any(|(_, p)| p == id))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "pool {id} is in use by listener {}",
+                    l.value.id
+                )));
+            }
+            let mut plan = Plan::new("DeletePool");
+            plan.target_revision = Some(cur.mod_revision);
+            plan_pool_removal(cfg, &mut plan, &cur.value)?;
+            plan.lb = Some(cur.value.loadbalancer_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    // ---- members -------------------------------------------------------------------
+
+    pub async fn create_member(
+        &self,
+        ctx: &RequestContext,
+        pool_id: &PoolId,
+        spec: MemberSpec,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("CreateMember", pool_id, &spec), |cfg, now| {
+            let pool = pool_of(cfg, pool_id)?;
+            let lb = lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
+            spec.validate(member_ctx(cfg, &lb.value, &spec))?;
+            check_unique_endpoints(
+                cfg.members_of(pool_id).map(|m| &m.value.spec),
+                [("address".to_owned(), &spec)],
+            )?;
+            let id = MemberId(new_id());
+            let mut plan = Plan::new("CreateMember");
+            guard_subnets(cfg, &mut plan, [&spec])?;
+            plan.put(
+                keys::member(pool_id, &id),
+                &Member {
+                    id: id.clone(),
+                    pool_id: pool_id.clone(),
+                    spec: spec.clone(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            )?;
+            plan.touched(ResourceKind::Member, &id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(pool.value.loadbalancer_id.clone());
+            plan.touch_pools.push(pool_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn update_member(
+        &self,
+        ctx: &RequestContext,
+        pool_id: &PoolId,
+        id: &MemberId,
+        patch: &Value,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("UpdateMember", pool_id, id, patch), |cfg, now| {
+            let pool = pool_of(cfg, pool_id)?;
+            let cur = cfg
+                .member(pool_id, id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Member, id))?;
+            let lb = lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
+            let spec: MemberSpec = patch_spec(&cur.value.spec, patch)?;
+            spec.validate(member_ctx(cfg, &lb.value, &spec))?;
+            check_unique_endpoints(
+                cfg.members_of(pool_id)
+                    .filter(|m| &m.value.id != id)
+                    .map(|m| &m.value.spec),
+                [("address".to_owned(), &spec)],
+            )?;
+            let mut plan = Plan::new("UpdateMember");
+            guard_subnets(cfg, &mut plan, [&spec])?;
+            plan.target_revision = Some(cur.mod_revision);
+            plan.put(
+                keys::member(pool_id, id),
+                &Member {
+                    spec,
+                    updated_at: now,
+                    ..cur.value.clone()
+                },
+            )?;
+            plan.touched(ResourceKind::Member, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(pool.value.loadbalancer_id.clone());
+            plan.touch_pools.push(pool_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn delete_member(
+        &self,
+        ctx: &RequestContext,
+        pool_id: &PoolId,
+        id: &MemberId,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeleteMember", pool_id, id), |cfg, _now| {
+            let pool = pool_of(cfg, pool_id)?;
+            let cur = cfg
+                .member(pool_id, id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Member, id))?;
+            lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
+            check_member_removal(&pool.value, 1)?;
+            let mut plan = Plan::new("DeleteMember");
+            plan.target_revision = Some(cur.mod_revision);
+            plan.delete(keys::member(pool_id, id));
+            plan.touched(ResourceKind::Member, id);
+            plan.lb = Some(pool.value.loadbalancer_id.clone());
+            plan.touch_pools.push(pool_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Adds, replaces or deletes up to 200 members of a pool in one transaction.
+    pub async fn batch_members(
+        &self,
+        ctx: &RequestContext,
+        pool_id: &PoolId,
+        batch: BatchMembers,
+    ) -> Result<Outcome, ControlError> {
+        if batch.len() > MAX_BATCH_MEMBERS {
+            return Err(ControlError::invalid(
+                "members",
+                format!(
+                    "at most {MAX_BATCH_MEMBERS} members per call (got {})",
+                    batch.len()
+                ),
+            ));
+        }
+        self.mutate(ctx, &("BatchMembers", pool_id, &batch), |cfg, now| {
+            let pool = pool_of(cfg, pool_id)?;
+            let lb = lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
+            let mut plan = Plan::new("BatchMembers");
+            plan.target_revision = Some(pool.mod_revision);
+            plan.lb = Some(pool.value.loadbalancer_id.clone());
+            plan.touch_pools.push(pool_id.clone());
+            let existing: Vec<&Versioned<Member>> = cfg.members_of(pool_id).collect();
+            match &batch {
+                BatchMembers::Add(specs) | BatchMembers::Replace(specs) => {
+                    let mut errors = fulcrum_model::Checker::new();
+                    for (i, s) in specs.iter().enumerate() {
+                        errors.nested(
+                            &format!("members[{i}]"),
+                            s.validate(member_ctx(cfg, &lb.value, s)),
+                        );
+                    }
+                    errors.finish()?;
+                    let replacing = matches!(batch, BatchMembers::Replace(_));
+                    let kept = if replacing {
+                        Vec::new()
+                    } else {
+                        existing.clone()
+                    };
+                    check_unique_endpoints(
+                        kept.iter().map(|m| &m.value.spec),
+                        specs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| (format!("members[{i}]"), s)),
+                    )?;
+                    guard_subnets(cfg, &mut plan, specs)?;
+                    // On replace, a member at an address and port already in the pool
+                    // keeps its id: its connections, health and counters carry over.
+                    let mut by_endpoint: HashMap<String, &Versioned<Member>> = if replacing {
+                        existing
+                            .iter()
+                            .map(|m| (m.value.spec.endpoint(), *m))
+                            .collect()
+                    } else {
+                        HashMap::new()
+                    };
+                    for s in specs {
+                        let member = match by_endpoint.remove(&s.endpoint()) {
+                            Some(old) => Member {
+                                spec: s.clone(),
+                                updated_at: now,
+                                ..old.value.clone()
+                            },
+                            None => Member {
+                                id: MemberId(new_id()),
+                                pool_id: pool_id.clone(),
+                                spec: s.clone(),
+                                created_at: now,
+                                updated_at: now,
+                            },
+                        };
+                        plan.put(keys::member(pool_id, &member.id), &member)?;
+                        plan.touched(ResourceKind::Member, &member.id);
+                    }
+                    check_member_removal(&pool.value, by_endpoint.len())?;
+                    for old in by_endpoint.values() {
+                        plan.delete(keys::member(pool_id, &old.value.id));
+                        plan.touched(ResourceKind::Member, &old.value.id);
+                    }
+                }
+                BatchMembers::Delete(ids) => {
+                    check_member_removal(&pool.value, ids.len())?;
+                    let mut errors = fulcrum_model::Checker::new();
+                    let mut seen = std::collections::HashSet::new();
+                    for (i, id) in ids.iter().enumerate() {
+                        if cfg.member(pool_id, id).is_none() {
+                            errors.fail(
+                                format!("members[{i}].id"),
+                                format!("member {id} is not in pool {pool_id}"),
+                            );
+                        } else if !seen.insert(id) {
+                            errors.fail(
+                                format!("members[{i}].id"),
+                                format!("member {id} is listed twice"),
+                            );
+                        }
+                    }
+                    errors.finish()?;
+                    for id in ids {
+                        plan.delete(keys::member(pool_id, id));
+                        plan.touched(ResourceKind::Member, id);
+                    }
+                }
+            }
+            plan.result = Some(fulcrum_model::ResourceRef {
+                kind: ResourceKind::Pool,
+                id: pool_id.to_string(),
+            });
+            Ok(plan)
+        })
+        .await
+    }
+
+    // ---- health monitors -----------------------------------------------------------
+
+    pub async fn create_monitor(
+        &self,
+        ctx: &RequestContext,
+        spec: HealthMonitorSpec,
+    ) -> Result<Outcome, ControlError> {
+        spec.validate()?;
+        self.mutate(ctx, &("CreateHealthMonitor", &spec), |cfg, now| {
+            let pool = pool_of(cfg, &spec.pool_id).map_err(|_| {
+                ControlError::invalid("pool_id", format!("pool {} does not exist", spec.pool_id))
+            })?;
+            lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
+            check_monitor_for_pool(spec.kind, pool.value.spec.protocol)?;
+            if let Some(existing) = cfg.monitor_of(&spec.pool_id) {
+                return Err(ControlError::Conflict(format!(
+                    "pool {} already has health monitor {}",
+                    spec.pool_id, existing.value.id
+                )));
+            }
+            let id = HealthMonitorId(new_id());
+            let mut plan = Plan::new("CreateHealthMonitor");
+            plan.put(
+                keys::monitor(&id),
+                &HealthMonitor {
+                    id: id.clone(),
+                    loadbalancer_id: pool.value.loadbalancer_id.clone(),
+                    spec: spec.clone(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            )?;
+            plan.touched(ResourceKind::HealthMonitor, &id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(pool.value.loadbalancer_id.clone());
+            plan.touch_pools.push(spec.pool_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn update_monitor(
+        &self,
+        ctx: &RequestContext,
+        id: &HealthMonitorId,
+        patch: &Value,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("UpdateHealthMonitor", id, patch), |cfg, now| {
+            let cur = cfg
+                .monitors
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::HealthMonitor, id))?;
+            lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
+            let spec: HealthMonitorSpec = patch_spec(&cur.value.spec, patch)?;
+            spec.validate()?;
+            if spec.pool_id != cur.value.spec.pool_id {
+                return Err(ControlError::invalid(
+                    "pool_id",
+                    "a health monitor cannot move to another pool",
+                ));
+            }
+            let pool = pool_of(cfg, &spec.pool_id)?;
+            check_monitor_for_pool(spec.kind, pool.value.spec.protocol)?;
+            let mut plan = Plan::new("UpdateHealthMonitor");
+            plan.target_revision = Some(cur.mod_revision);
+            plan.put(
+                keys::monitor(id),
+                &HealthMonitor {
+                    spec: spec.clone(),
+                    updated_at: now,
+                    ..cur.value.clone()
+                },
+            )?;
+            plan.touched(ResourceKind::HealthMonitor, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(cur.value.loadbalancer_id.clone());
+            plan.touch_pools.push(spec.pool_id);
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn delete_monitor(
+        &self,
+        ctx: &RequestContext,
+        id: &HealthMonitorId,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeleteHealthMonitor", id), |cfg, _now| {
+            let cur = cfg
+                .monitors
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::HealthMonitor, id))?;
+            lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
+            let mut plan = Plan::new("DeleteHealthMonitor");
+            plan.target_revision = Some(cur.mod_revision);
+            plan.delete(keys::monitor(id));
+            plan.touched(ResourceKind::HealthMonitor, id);
+            plan.lb = Some(cur.value.loadbalancer_id.clone());
+            plan.touch_pools.push(cur.value.spec.pool_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    // ---- subnets -------------------------------------------------------------------
+
+    pub async fn create_subnet(
+        &self,
+        ctx: &RequestContext,
+        spec: SubnetSpec,
+    ) -> Result<Outcome, ControlError> {
+        spec.validate()?;
+        self.mutate(ctx, &("CreateSubnet", &spec), |_cfg, now| {
+            let id = SubnetId(new_id());
+            let mut plan = Plan::new("CreateSubnet");
+            plan.put(
+                keys::subnet(&id),
+                &Subnet {
+                    id: id.clone(),
+                    spec: spec.clone(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            )?;
+            plan.touched(ResourceKind::Subnet, &id);
+            plan.result = plan.resources.first().cloned();
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Updates a subnet; refused if a member using it would no longer fit.
+    pub async fn update_subnet(
+        &self,
+        ctx: &RequestContext,
+        id: &SubnetId,
+        patch: &Value,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("UpdateSubnet", id, patch), |cfg, now| {
+            let cur = cfg
+                .subnets
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Subnet, id))?;
+            let spec: SubnetSpec = patch_spec(&cur.value.spec, patch)?;
+            spec.validate()?;
+            let mut plan = Plan::new("UpdateSubnet");
+            for (pool_id, members) in &cfg.members {
+                for m in members
+                    .values()
+                    .filter(|m| m.value.spec.subnet_id.as_ref() == Some(id))
+                {
+                    let Some(pool) = cfg.pools.get(pool_id) else {
+                        continue;
+                    };
+                    let Some(lb) = cfg.loadbalancers.get(&pool.value.loadbalancer_id) else {
+                        continue;
+                    };
+                    let mctx = MemberContext {
+                        lb_kind: lb.value.spec.kind,
+                        lb_vpc_id: &lb.value.spec.vpc_id,
+                        subnet: Some(&spec),
+                    };
+                    if let Err(e) = m.value.spec.validate(mctx) {
+                        return Err(ControlError::Conflict(format!(
+                            "member {} would no longer fit: {e}",
+                            m.value.id
+                        )));
+                    }
+                    plan.compares.push(Compare::unchanged(
+                        keys::member(pool_id, &m.value.id),
+                        m.mod_revision,
+                    ));
+                }
+            }
+            plan.target_revision = Some(cur.mod_revision);
+            plan.compares
+                .push(Compare::unchanged(keys::subnet(id), cur.mod_revision));
+            plan.put(
+                keys::subnet(id),
+                &Subnet {
+                    spec,
+                    updated_at: now,
+                    ..cur.value.clone()
+                },
+            )?;
+            plan.touched(ResourceKind::Subnet, id);
+            plan.result = plan.resources.first().cloned();
+            Ok(plan)
+        })
+        .await
+    }
+
+    pub async fn delete_subnet(
+        &self,
+        ctx: &RequestContext,
+        id: &SubnetId,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeleteSubnet", id), |cfg, _now| {
+            let cur = cfg
+                .subnets
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Subnet, id))?;
+            if let Some(m) = cfg
+                .members
+                .values()
+                .flat_map(|ms| ms.values())
+                .find(|m| m.value.spec.subnet_id.as_ref() == Some(id))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "subnet {id} is in use by member {}",
+                    m.value.id
+                )));
+            }
+            let mut plan = Plan::new("DeleteSubnet");
+            plan.target_revision = Some(cur.mod_revision);
+            plan.compares
+                .push(Compare::unchanged(keys::subnet(id), cur.mod_revision));
+            plan.delete(keys::subnet(id));
+            plan.touched(ResourceKind::Subnet, id);
+            Ok(plan)
+        })
+        .await
+    }
+
+    // ---- reads ---------------------------------------------------------------------
+
+    /// Where a resource last changed at `mod_revision` (created at `create_revision`) stands.
+    pub fn provisioning_status<T>(&self, v: &Versioned<T>) -> ProvisioningStatus {
+        if !self.is_pending(v.mod_revision) {
+            ProvisioningStatus::Active
+        } else if v.create_revision == v.mod_revision {
+            ProvisioningStatus::PendingCreate
+        } else {
+            ProvisioningStatus::PendingUpdate
+        }
+    }
+}

@@ -1,0 +1,240 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Checker, ListenerId, LoadBalancerId, MAX_NAME_LEN, PoolId, PoolProtocol, Timestamp,
+    ValidationError, is_host_name,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ListenerProtocol {
+    Tcp,
+    Udp,
+    Http,
+    /// TLS passed through to HTTPS members (L4 on the wire).
+    Https,
+    /// TLS terminated here, HTTP to the members.
+    TerminatedHttps,
+    Quic,
+}
+
+impl ListenerProtocol {
+    /// Whether the listener binds a UDP socket (else TCP).
+    pub fn is_udp(self) -> bool {
+        matches!(self, ListenerProtocol::Udp | ListenerProtocol::Quic)
+    }
+
+    /// Whether requests are parsed, so L7 routes apply.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            ListenerProtocol::Http | ListenerProtocol::TerminatedHttps
+        )
+    }
+
+    /// Seed 002: which pool protocols a listener of this protocol may use.
+    /// UDP → UDP or QUIC; TCP → TCP (the seed says "must be TCP": no TCPSSL);
+    /// HTTP → HTTP; HTTPS → HTTP or HTTPS; TERMINATED_HTTPS → HTTP. The seed names no
+    /// QUIC listener; ours takes QUIC pools only.
+    pub fn accepts_pool(self, pool: PoolProtocol) -> bool {
+        use ListenerProtocol as L;
+        use PoolProtocol as P;
+        matches!(
+            (self, pool),
+            (L::Udp, P::Udp | P::Quic)
+                | (L::Tcp, P::Tcp)
+                | (L::Http, P::Http)
+                | (L::Https, P::Http | P::Https)
+                | (L::TerminatedHttps, P::Http)
+                | (L::Quic, P::Quic)
+        )
+    }
+}
+
+/// An L7 route: requests whose host and path match go to `pool_id`. The first matching
+/// route wins; requests matching none go to the listener's default pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct L7Route {
+    /// Exact host, or `*.example.com` for any subdomain; absent matches every host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix starting with `/`; absent matches every path.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    pub pool_id: PoolId,
+}
+
+/// A certificate and key for TLS termination, as PEM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificate_chain_pem: String,
+    /// Write-only: reads return it masked.
+    pub private_key_pem: String,
+}
+
+/// Timeouts in milliseconds. Defaults follow common proxy practice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerTimeouts {
+    pub connect_ms: u32,
+    pub client_header_ms: u32,
+    pub idle_ms: u32,
+    pub upstream_response_ms: u32,
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: 3_000,
+            client_header_ms: 10_000,
+            idle_ms: 60_000,
+            upstream_response_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub protocol: ListenerProtocol,
+    pub port: u16,
+    #[serde(default)]
+    pub default_pool_id: Option<PoolId>,
+    #[serde(default)]
+    pub routes: Vec<L7Route>,
+    #[serde(default = "crate::default_true")]
+    pub admin_state_up: bool,
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Most concurrent client connections; absent = unlimited.
+    #[serde(default)]
+    pub connection_limit: Option<u32>,
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+}
+
+impl ListenerSpec {
+    /// Checks the listener on its own. Pool references (existence, same load balancer,
+    /// protocol compatibility) need the pools: see [`ListenerSpec::validate_pool`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut c = Checker::new();
+        c.max_len("name", &self.name, MAX_NAME_LEN);
+        c.max_len("description", &self.description, MAX_NAME_LEN);
+        c.check(self.port != 0, "port", || {
+            "port must be between 1 and 65535 (got 0)".into()
+        });
+        match (&self.tls, self.protocol) {
+            (None, ListenerProtocol::TerminatedHttps) => c.missing("tls"),
+            (Some(_), p) if p != ListenerProtocol::TerminatedHttps => c.fail(
+                "tls",
+                "tls is only valid for TERMINATED_HTTPS listeners".to_string(),
+            ),
+            (Some(tls), _) => {
+                c.check(
+                    tls.certificate_chain_pem
+                        .contains("-----BEGIN CERTIFICATE-----"),
+                    "tls.certificate_chain_pem",
+                    || "tls.certificate_chain_pem must hold a PEM certificate".into(),
+                );
+                c.check(
+                    tls.private_key_pem.contains("PRIVATE KEY-----"),
+                    "tls.private_key_pem",
+                    || "tls.private_key_pem must hold a PEM private key".into(),
+                );
+            }
+            (None, _) => {}
+        }
+        if !self.routes.is_empty() && !self.protocol.is_http() {
+            c.fail(
+                "routes",
+                "routes are only valid for HTTP and TERMINATED_HTTPS listeners",
+            );
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(h) = &r.host {
+                c.check(is_host_name(h, true), &format!("routes[{i}].host"), || {
+                    format!("routes[{i}].host {h:?} is not a host name")
+                });
+            }
+            if let Some(p) = &r.path_prefix {
+                c.check(
+                    p.starts_with('/') && p.len() <= 1024,
+                    &format!("routes[{i}].path_prefix"),
+                    || format!("routes[{i}].path_prefix must start with '/' (got {p:?})"),
+                );
+            }
+        }
+        if let Some(limit) = self.connection_limit {
+            c.check(limit > 0, "connection_limit", || {
+                "connection_limit must be at least 1".into()
+            });
+        }
+        let t = &self.timeouts;
+        for (name, v) in [
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.client_header_ms", t.client_header_ms),
+            ("timeouts.idle_ms", t.idle_ms),
+            ("timeouts.upstream_response_ms", t.upstream_response_ms),
+        ] {
+            c.range(name, v, 1, 3_600_000);
+        }
+        c.finish()
+    }
+
+    /// Every pool this listener sends traffic to, with the field that names it.
+    pub fn pool_refs(&self) -> impl Iterator<Item = (String, &PoolId)> {
+        self.default_pool_id
+            .iter()
+            .map(|p| ("default_pool_id".to_owned(), p))
+            .chain(
+                self.routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("routes[{i}].pool_id"), &r.pool_id)),
+            )
+    }
+
+    /// Checks one referenced pool: same load balancer and a compatible protocol.
+    pub fn validate_pool(
+        &self,
+        field: &str,
+        listener_lb: &LoadBalancerId,
+        pool_lb: &LoadBalancerId,
+        pool_protocol: PoolProtocol,
+    ) -> Result<(), ValidationError> {
+        if listener_lb != pool_lb {
+            return Err(ValidationError::invalid(
+                field,
+                format!("{field} names a pool of another load balancer"),
+            ));
+        }
+        if !self.protocol.accepts_pool(pool_protocol) {
+            return Err(ValidationError::invalid(
+                field,
+                format!(
+                    "a {:?} listener cannot use a {:?} pool",
+                    self.protocol, pool_protocol
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Listener {
+    pub id: ListenerId,
+    pub loadbalancer_id: LoadBalancerId,
+    #[serde(flatten)]
+    pub spec: ListenerSpec,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,983 @@
+//! The embedded backend: a revisioned key-value store on one redb file.
+//!
+//! Layout (three tables):
+//! * `kv`: key → `(create_rev, mod_rev, version, value)`, the current state, so `get` and
+//!   `range` are plain B-tree lookups;
+//! * `changes`: revision → every event of that revision, the history `watch` replays;
+//! * `meta`: the current revision and the compacted revision.
+//!
+//! Every transaction that writes something bumps the revision by one, writes its keys,
+//! appends one `changes` row and commits with redb's default `Durability::Immediate`, so the
+//! change is on disk before `txn` returns. The commit and the live notification happen under
+//! one writer lock: watchers therefore see revisions in commit order.
+//!
+//! Conventions where etcd leaves a choice or differs:
+//! * an empty store is at revision 0; the first write makes revision 1;
+//! * `watch(prefix, 0)` (or any revision below 1) replays from the first revision still in
+//!   the log, like `watch(prefix, 1)`; etcd would start at the current revision instead;
+//! * a delete event carries the key, an empty value, `mod_revision` = the deleting revision,
+//!   and `create_revision` = `version` = 0 (what etcd reports too);
+//! * `compact(rev)` keeps revision `rev` watchable and records `rev - 1` as compacted;
+//!   compacting below an earlier compaction is a no-op, beyond the current revision an error.
+//!
+//! Transactions may not name the same key twice in one branch (etcd refuses such requests
+//! too: "duplicate key given in txn request"); they fail with `Internal("duplicate key in
+//! txn")` before touching the store. This keeps "which write wins" out of the data model.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::broadcast;
+
+use crate::{
+    Compare, Event, EventKind, KeyValue, Op, RangeResponse, Revision, Store, StoreError, Txn,
+    TxnResponse, WatchBatch, WatchStream,
+};
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const CHANGES: TableDefinition<i64, &[u8]> = TableDefinition::new("changes");
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+
+/// First byte of every encoded row, so the format can evolve without guessing.
+const FORMAT_V1: u8 = 1;
+
+/// Live notifications kept for slow watchers; a watcher further behind re-reads `changes`.
+const DEFAULT_BROADCAST_CAPACITY: usize = 1024;
+/// Revisions read per blocking call while a watcher catches up, to bound memory and latency.
+const HISTORY_CHUNK: usize = 256;
+
+/// The redb-backed [`Store`]. Cheap to share behind an `Arc`: reads run concurrently with the
+/// single writer, all blocking work runs on tokio's blocking pool.
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    db: Database,
+    /// Serialises commit + notification so live batches leave in revision order.
+    write_lock: Mutex<()>,
+    changes_tx: broadcast::Sender<Arc<Change>>,
+}
+
+/// One committed revision with all its events (unfiltered), as broadcast to watchers.
+#[derive(Debug)]
+struct Change {
+    revision: Revision,
+    events: Vec<Event>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path`, creating parent directories as needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_capacity(path, DEFAULT_BROADCAST_CAPACITY)
+    }
+
+    fn open_with_capacity(path: &Path, capacity: usize) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .ctx(&format!("create store directory {}", parent.display()))?;
+        }
+        let db = Database::create(path).ctx(&format!("open redb file {}", path.display()))?;
+        // Create the tables up front so read transactions never meet a missing table.
+        let wtx = db.begin_write().ctx("begin init transaction")?;
+        {
+            wtx.open_table(KV).ctx("create kv table")?;
+            wtx.open_table(CHANGES).ctx("create changes table")?;
+            wtx.open_table(META).ctx("create meta table")?;
+        }
+        wtx.commit().ctx("commit init transaction")?;
+        let (changes_tx, _) = broadcast::channel(capacity.max(1));
+        tracing::debug!(path = %path.display(), "embedded store opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                write_lock: Mutex::new(()),
+                changes_tx,
+            }),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` on the blocking pool: redb is synchronous and may fsync.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        run_blocking(self.inner.clone(), f).await
+    }
+}
+
+async fn run_blocking<T, F>(inner: Arc<Inner>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || f(&inner))
+        .await
+        .map_err(|e| StoreError::Internal(format!("store worker failed: {e}")))?
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            let rtx = inner.db.begin_read().ctx("begin read")?;
+            let kv = rtx.open_table(KV).ctx("open kv table")?;
+            let found = kv.get(key.as_str()).ctx("read key")?;
+            found.map(|v| decode_kv(&key, v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |inner| {
+            let rtx = inner.db.begin_read().ctx("begin read")?;
+            let meta = rtx.open_table(META).ctx("open meta table")?;
+            let revision = read_meta(&meta, META_REVISION)?;
+            let kv = rtx.open_table(KV).ctx("open kv table")?;
+            let mut kvs = Vec::new();
+            for entry in kv.range(prefix.as_str()..).ctx("range kv table")? {
+                let (k, v) = entry.ctx("range kv table")?;
+                let key = k.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                kvs.push(decode_kv(key, v.value())?);
+            }
+            Ok(RangeResponse { kvs, revision })
+        })
+        .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        reject_duplicates(&txn.success)?;
+        reject_duplicates(&txn.failure)?;
+        self.blocking(move |inner| inner.apply(txn)).await
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        // Subscribe before any history is read: every commit is then either visible to the
+        // history read or delivered live (or both, which `next_rev` deduplicates).
+        let rx = self.inner.changes_tx.subscribe();
+        let state = WatchState {
+            inner: Arc::downgrade(&self.inner),
+            prefix: prefix.to_owned(),
+            next_rev: from_revision.max(1),
+            rx,
+            pending: VecDeque::new(),
+            phase: Phase::CatchUp,
+        };
+        Ok(Box::pin(futures::stream::unfold(state, WatchState::step)))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.compact(revision)).await
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.blocking(|inner| {
+            let rtx = inner.db.begin_read().ctx("begin read")?;
+            let meta = rtx.open_table(META).ctx("open meta table")?;
+            read_meta(&meta, META_REVISION)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// Evaluates the compares and applies one branch in a single redb write transaction.
+    fn apply(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        let _writer = self.write_lock.lock();
+        let wtx = self.db.begin_write().ctx("begin write")?;
+        let (succeeded, current, change) = {
+            let mut meta = wtx.open_table(META).ctx("open meta table")?;
+            let mut kv = wtx.open_table(KV).ctx("open kv table")?;
+            let current = read_meta(&meta, META_REVISION)?;
+
+            let mut succeeded = true;
+            for compare in &txn.compares {
+                if !compare_holds(&kv, compare)? {
+                    succeeded = false;
+                    break;
+                }
+            }
+            let ops = if succeeded { txn.success } else { txn.failure };
+
+            let rev = current + 1;
+            let mut events = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Put { key, value } => {
+                        let prev = match kv.get(key.as_str()).ctx("read key")? {
+                            Some(v) => Some(decode_kv(&key, v.value())?),
+                            None => None,
+                        };
+                        let (create_revision, version) = match prev {
+                            Some(p) => (p.create_revision, p.version + 1),
+                            None => (rev, 1),
+                        };
+                        let encoded = encode_kv(create_revision, rev, version, &value);
+                        kv.insert(key.as_str(), encoded.as_slice())
+                            .ctx("write key")?;
+                        events.push(Event {
+                            kind: EventKind::Put,
+                            kv: KeyValue {
+                                key,
+                                value,
+                                create_revision,
+                                mod_revision: rev,
+                                version,
+                            },
+                        });
+                    }
+                    Op::Delete { key } => {
+                        let existed = kv.remove(key.as_str()).ctx("delete key")?.is_some();
+                        if existed {
+                            events.push(Event {
+                                kind: EventKind::Delete,
+                                kv: KeyValue {
+                                    key,
+                                    value: Vec::new(),
+                                    create_revision: 0,
+                                    mod_revision: rev,
+                                    version: 0,
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+
+            if events.is_empty() {
+                (succeeded, current, None)
+            } else {
+                let mut changes = wtx.open_table(CHANGES).ctx("open changes table")?;
+                let row = encode_events(&events)?;
+                changes.insert(rev, row.as_slice()).ctx("append change")?;
+                meta.insert(META_REVISION, rev).ctx("write revision")?;
+                (
+                    succeeded,
+                    current,
+                    Some(Change {
+                        revision: rev,
+                        events,
+                    }),
+                )
+            }
+        };
+
+        match change {
+            None => {
+                // Nothing written: no new revision, nothing to make durable.
+                wtx.abort().ctx("abort empty transaction")?;
+                Ok(TxnResponse {
+                    succeeded,
+                    revision: current,
+                })
+            }
+            Some(change) => {
+                wtx.commit().ctx("commit transaction")?;
+                let revision = change.revision;
+                // No receiver is fine: nobody is watching.
+                let _ = self.changes_tx.send(Arc::new(change));
+                Ok(TxnResponse {
+                    succeeded,
+                    revision,
+                })
+            }
+        }
+    }
+
+    /// Drops `changes` rows below `revision`; the current key values are untouched.
+    fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock();
+        let wtx = self.db.begin_write().ctx("begin write")?;
+        let changed = {
+            let mut meta = wtx.open_table(META).ctx("open meta table")?;
+            let current = read_meta(&meta, META_REVISION)?;
+            let compacted = read_meta(&meta, META_COMPACTED)?;
+            if revision > current {
+                return Err(StoreError::Internal(format!(
+                    "cannot compact to revision {revision}: current revision is {current}"
+                )));
+            }
+            if revision - 1 <= compacted {
+                false
+            } else {
+                let mut changes = wtx.open_table(CHANGES).ctx("open changes table")?;
+                changes
+                    .retain_in(..revision, |_, _| false)
+                    .ctx("drop old changes")?;
+                meta.insert(META_COMPACTED, revision - 1)
+                    .ctx("write compacted revision")?;
+                true
+            }
+        };
+        if changed {
+            wtx.commit().ctx("commit compaction")?;
+        } else {
+            wtx.abort().ctx("abort no-op compaction")?;
+        }
+        Ok(())
+    }
+
+    /// Reads up to [`HISTORY_CHUNK`] `changes` rows from `from` on, in one snapshot.
+    fn read_history(&self, prefix: &str, from: Revision) -> Result<History, StoreError> {
+        let rtx = self.db.begin_read().ctx("begin read")?;
+        let meta = rtx.open_table(META).ctx("open meta table")?;
+        let current = read_meta(&meta, META_REVISION)?;
+        let compacted = read_meta(&meta, META_COMPACTED)?;
+        if from <= compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        let changes = rtx.open_table(CHANGES).ctx("open changes table")?;
+        let mut batches = Vec::new();
+        let mut last_scanned = None;
+        for row in changes
+            .range(from..)
+            .ctx("range changes table")?
+            .take(HISTORY_CHUNK)
+        {
+            let (rev, data) = row.ctx("range changes table")?;
+            let revision = rev.value();
+            let events = decode_events(revision, data.value())?;
+            let events: Vec<Event> = events
+                .into_iter()
+                .filter(|e| e.kv.key.starts_with(prefix))
+                .collect();
+            if !events.is_empty() {
+                batches.push(WatchBatch { revision, events });
+            }
+            last_scanned = Some(revision);
+        }
+        Ok(History {
+            batches,
+            last_scanned,
+            current,
+        })
+    }
+}
+
+struct History {
+    batches: Vec<WatchBatch>,
+    last_scanned: Option<Revision>,
+    current: Revision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading `changes` rows from `next_rev` until the snapshot's current revision.
+    CatchUp,
+    /// Following the broadcast of new commits.
+    Live,
+    /// An error was yielded; the stream is over.
+    Done,
+}
+
+/// The state of one watch stream. It runs inside the consumer's task (no spawned task), and
+/// holds the store only weakly so an open watch does not keep the database file open.
+struct WatchState {
+    inner: Weak<Inner>,
+    prefix: String,
+    /// The next revision this watcher has not yet yielded or skipped.
+    next_rev: Revision,
+    rx: broadcast::Receiver<Arc<Change>>,
+    pending: VecDeque<WatchBatch>,
+    phase: Phase,
+}
+
+impl WatchState {
+    async fn step(mut self) -> Option<(Result<WatchBatch, StoreError>, Self)> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                return Some((Ok(batch), self));
+            }
+            match self.phase {
+                Phase::Done => return None,
+                Phase::CatchUp => {
+                    if let Err(e) = self.catch_up().await {
+                        self.phase = Phase::Done;
+                        return Some((Err(e), self));
+                    }
+                }
+                Phase::Live => match self.rx.recv().await {
+                    Ok(change) => {
+                        if change.revision == self.next_rev {
+                            self.next_rev += 1;
+                            let events: Vec<Event> = change
+                                .events
+                                .iter()
+                                .filter(|e| e.kv.key.starts_with(self.prefix.as_str()))
+                                .cloned()
+                                .collect();
+                            if !events.is_empty() {
+                                self.pending.push_back(WatchBatch {
+                                    revision: change.revision,
+                                    events,
+                                });
+                            }
+                        } else if change.revision > self.next_rev {
+                            // A gap: the missing revisions are committed, so read them back.
+                            self.phase = Phase::CatchUp;
+                        }
+                        // Older revisions were already yielded from history.
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "watcher lagged; re-reading the change log");
+                        self.phase = Phase::CatchUp;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.phase = Phase::Done;
+                        return Some((Err(closed()), self));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        let inner = self.inner.upgrade().ok_or_else(closed)?;
+        let prefix = self.prefix.clone();
+        let from = self.next_rev;
+        let history = run_blocking(inner, move |inner| inner.read_history(&prefix, from)).await?;
+        self.pending.extend(history.batches);
+        match history.last_scanned {
+            Some(last) => self.next_rev = last + 1,
+            // Rows exist for every revision after the compaction point: a missing one means
+            // the file is damaged, and looping on it would spin.
+            None if self.next_rev <= history.current => {
+                return Err(StoreError::Internal(format!(
+                    "change log has no row for revision {} (current {})",
+                    self.next_rev, history.current
+                )));
+            }
+            None => {}
+        }
+        if self.next_rev > history.current {
+            self.phase = Phase::Live;
+        }
+        Ok(())
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("embedded store closed".into())
+}
+
+fn reject_duplicates(ops: &[Op]) -> Result<(), StoreError> {
+    let mut seen = HashSet::new();
+    for op in ops {
+        let key = match op {
+            Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
+        };
+        if !seen.insert(key) {
+            return Err(StoreError::Internal("duplicate key in txn".into()));
+        }
+    }
+    Ok(())
+}
+
+fn compare_holds(
+    kv: &impl ReadableTable<&'static str, &'static [u8]>,
+    compare: &Compare,
+) -> Result<bool, StoreError> {
+    let (key, expected, pick): (&str, Revision, fn(&KeyValue) -> Revision) = match compare {
+        Compare::ModRevision { key, revision } => (key, *revision, |kv| kv.mod_revision),
+        Compare::CreateRevision { key, revision } => (key, *revision, |kv| kv.create_revision),
+    };
+    let actual = match kv.get(key).ctx("read key")? {
+        Some(v) => pick(&decode_kv(key, v.value())?),
+        None => 0,
+    };
+    Ok(actual == expected)
+}
+
+fn read_meta(
+    meta: &impl ReadableTable<&'static str, i64>,
+    name: &str,
+) -> Result<Revision, StoreError> {
+    Ok(meta
+        .get(name)
+        .ctx("read meta")?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+/// Adds context to any displayable error and turns it into `StoreError::Internal`.
+trait Ctx<T> {
+    fn ctx(self, what: &str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Internal(format!("{what}: {e}")))
+    }
+}
+
+// Row encoding: a format byte, then fixed-width little-endian integers and u32
+// length-prefixed byte strings. Hand-rolled to stay dependency-free and compact.
+
+fn encode_kv(create: Revision, modified: Revision, version: i64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 24 + value.len());
+    out.push(FORMAT_V1);
+    out.extend_from_slice(&create.to_le_bytes());
+    out.extend_from_slice(&modified.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_kv(key: &str, bytes: &[u8]) -> Result<KeyValue, StoreError> {
+    let mut r = Reader::new(bytes, "kv row");
+    r.format()?;
+    let create_revision = r.i64()?;
+    let mod_revision = r.i64()?;
+    let version = r.i64()?;
+    Ok(KeyValue {
+        key: key.to_owned(),
+        value: r.rest().to_vec(),
+        create_revision,
+        mod_revision,
+        version,
+    })
+}
+
+fn encode_events(events: &[Event]) -> Result<Vec<u8>, StoreError> {
+    let size: usize = events
+        .iter()
+        .map(|e| 25 + e.kv.key.len() + e.kv.value.len())
+        .sum();
+    let mut out = Vec::with_capacity(5 + size);
+    out.push(FORMAT_V1);
+    put_len(&mut out, events.len())?;
+    for e in events {
+        out.push(match e.kind {
+            EventKind::Put => 0,
+            EventKind::Delete => 1,
+        });
+        out.extend_from_slice(&e.kv.create_revision.to_le_bytes());
+        out.extend_from_slice(&e.kv.version.to_le_bytes());
+        put_len(&mut out, e.kv.key.len())?;
+        out.extend_from_slice(e.kv.key.as_bytes());
+        put_len(&mut out, e.kv.value.len())?;
+        out.extend_from_slice(&e.kv.value);
+    }
+    Ok(out)
+}
+
+fn decode_events(revision: Revision, bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
+    let mut r = Reader::new(bytes, "changes row");
+    r.format()?;
+    let count = r.len()?;
+    let mut events = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let kind = match r.take(1)?[0] {
+            0 => EventKind::Put,
+            1 => EventKind::Delete,
+            other => return Err(r.corrupt(&format!("unknown event kind {other}"))),
+        };
+        let create_revision = r.i64()?;
+        let version = r.i64()?;
+        let key_len = r.len()?;
+        let key = std::str::from_utf8(r.take(key_len)?)
+            .map_err(|_| r.corrupt("key is not UTF-8"))?
+            .to_owned();
+        let value_len = r.len()?;
+        let value = r.take(value_len)?.to_vec();
+        events.push(Event {
+            kind,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision,
+                mod_revision: revision,
+                version,
+            },
+        });
+    }
+    Ok(events)
+}
+
+/// Lengths are u32 on disk: a key or value of 4 GiB or more is refused, not truncated.
+fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), StoreError> {
+    let len = u32::try_from(len)
+        .map_err(|_| StoreError::Internal(format!("entry of {len} bytes is too large")))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Self { bytes, what }
+    }
+
+    fn corrupt(&self, why: &str) -> StoreError {
+        StoreError::Internal(format!("corrupt {}: {why}", self.what))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.bytes.len() < n {
+            return Err(self.corrupt("truncated"));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn format(&mut self) -> Result<(), StoreError> {
+        match self.take(1)?[0] {
+            FORMAT_V1 => Ok(()),
+            other => Err(self.corrupt(&format!("unknown format {other}"))),
+        }
+    }
+
+    fn i64(&mut self) -> Result<i64, StoreError> {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(self.take(8)?);
+        Ok(i64::from_le_bytes(buf))
+    }
+
+    fn len(&mut self) -> Result<usize, StoreError> {
+        let mut buf = [0u8; 4];
+        buf.copy_from_slice(self.take(4)?);
+        usize::try_from(u32::from_le_bytes(buf)).map_err(|_| self.corrupt("length overflow"))
+    }
+
+    fn rest(self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::conformance;
+
+    const STEP: Duration = Duration::from_secs(10);
+
+    fn fresh() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("fulcrum.redb")).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    macro_rules! conformance_cases {
+        ($($case:ident),* $(,)?) => {
+            mod conformance_suite {
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $case() {
+                        let (_dir, store) = fresh();
+                        conformance::$case(store).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    conformance_cases!(
+        put_get_bookkeeping,
+        range_by_prefix,
+        txn_compares,
+        txn_rejects_duplicate_keys,
+        revision_monotonic,
+        cas_counter_race,
+        create_if_absent_race,
+        watch_replay_then_live,
+        watch_prefix_and_deletes,
+        watch_concurrent_writes_no_gaps,
+        watch_future_revision,
+        watch_compacted,
+        compaction_keeps_values,
+    );
+
+    /// `run_all` itself, as other backends will call it: one fresh file per case.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_run_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        conformance::run_all(|| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.path().join(format!("case{i}.redb"));
+            async move { EmbeddedStore::open(&path).unwrap() }
+        })
+        .await;
+    }
+
+    fn put(key: &str, value: &[u8]) -> Txn {
+        Txn {
+            success: vec![Op::Put {
+                key: key.into(),
+                value: value.to_vec(),
+            }],
+            ..Txn::default()
+        }
+    }
+
+    async fn next(w: &mut WatchStream) -> Option<Result<WatchBatch, StoreError>> {
+        tokio::time::timeout(STEP, w.next())
+            .await
+            .expect("watch stalled")
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_values_revisions_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        // Parent directories are created on open.
+        let path = dir.path().join("nested/deeper/fulcrum.redb");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            assert_eq!(store.revision().await.unwrap(), 0);
+            for i in 0..5u8 {
+                store.txn(put("r/a", &[i])).await.unwrap();
+            }
+            store.txn(put("r/b", b"b")).await.unwrap();
+            let del = Txn {
+                success: vec![Op::Delete { key: "r/a".into() }],
+                ..Txn::default()
+            };
+            assert_eq!(store.txn(del).await.unwrap().revision, 7);
+            store.txn(put("r/a", b"new")).await.unwrap();
+            store.compact(3).await.unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.revision().await.unwrap(), 8);
+        let a = store.get("r/a").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                a.value.as_slice(),
+                a.create_revision,
+                a.mod_revision,
+                a.version
+            ),
+            (&b"new"[..], 8, 8, 1)
+        );
+        let b = store.get("r/b").await.unwrap().unwrap();
+        assert_eq!((b.create_revision, b.mod_revision, b.version), (6, 6, 1));
+
+        // History after the compaction point survived, with its events.
+        let mut w = store.watch("r/", 3).await.unwrap();
+        let mut revs = Vec::new();
+        while revs.last() != Some(&8) {
+            let batch = next(&mut w).await.unwrap().unwrap();
+            if batch.revision == 7 {
+                assert_eq!(batch.events[0].kind, EventKind::Delete);
+            }
+            revs.push(batch.revision);
+        }
+        assert_eq!(revs, [3, 4, 5, 6, 7, 8]);
+        // And so did the compaction itself.
+        let mut w = store.watch("r/", 2).await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            Some(Err(StoreError::Compacted {
+                requested: 2,
+                compacted: 2
+            }))
+        );
+        assert_eq!(next(&mut w).await, None);
+
+        // Writes carry on from the persisted revision and version.
+        let resp = store.txn(put("r/b", b"b2")).await.unwrap();
+        assert_eq!(resp.revision, 9);
+        assert_eq!(store.get("r/b").await.unwrap().unwrap().version, 2);
+    }
+
+    #[tokio::test]
+    async fn watch_from_zero_or_one_replays_everything() {
+        let (_dir, store) = fresh();
+        store.txn(put("z/a", b"1")).await.unwrap();
+        store.txn(put("z/b", b"1")).await.unwrap();
+        for from in [0, 1, -5] {
+            let mut w = store.watch("z/", from).await.unwrap();
+            assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 1);
+            assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 2);
+        }
+        store.compact(2).await.unwrap();
+        let mut w = store.watch("z/", 0).await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            Some(Err(StoreError::Compacted {
+                requested: 1,
+                compacted: 1
+            }))
+        );
+    }
+
+    #[tokio::test]
+    async fn compaction_rules() {
+        let (_dir, store) = fresh();
+        for i in 0..6u8 {
+            store.txn(put("c/a", &[i])).await.unwrap();
+        }
+        let err = store.compact(7).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Internal(ref m) if m.contains("current revision is 6")),
+            "{err}"
+        );
+        store.compact(4).await.unwrap();
+        // Below an earlier compaction: nothing happens, history from 4 is still there.
+        store.compact(2).await.unwrap();
+        store.compact(4).await.unwrap();
+        let mut w = store.watch("c/", 4).await.unwrap();
+        assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 4);
+        let mut w = store.watch("c/", 3).await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            Some(Err(StoreError::Compacted {
+                requested: 3,
+                compacted: 3
+            }))
+        );
+        // Compacting to the current revision keeps it watchable.
+        store.compact(6).await.unwrap();
+        let mut w = store.watch("c/", 6).await.unwrap();
+        assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 6);
+        assert_eq!(store.revision().await.unwrap(), 6);
+    }
+
+    /// A live watcher that falls further behind than the broadcast buffer re-reads the
+    /// missed revisions from the change log and misses nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lagging_live_watcher_recovers_from_change_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_capacity(&dir.path().join("s.redb"), 2).unwrap();
+        store.txn(put("l/0", b"0")).await.unwrap();
+        let mut w = store.watch("l/", 1).await.unwrap();
+        assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 1);
+        // Now live; let 40 commits pile up unread (the buffer holds 2).
+        for i in 1..=40 {
+            store.txn(put(&format!("l/{i}"), b"x")).await.unwrap();
+        }
+        for rev in 2..=41 {
+            let batch = next(&mut w).await.unwrap().unwrap();
+            assert_eq!(batch.revision, rev);
+            assert_eq!(batch.events[0].kv.key, format!("l/{}", rev - 1));
+        }
+        // And it keeps following live commits afterwards.
+        store.txn(put("l/last", b"x")).await.unwrap();
+        assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 42);
+    }
+
+    /// A lagging watcher whose missed revisions were compacted meanwhile gets `Compacted`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lagging_watcher_after_compaction_gets_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_capacity(&dir.path().join("s.redb"), 2).unwrap();
+        store.txn(put("l/0", b"0")).await.unwrap();
+        let mut w = store.watch("l/", 1).await.unwrap();
+        assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 1);
+        for i in 1..=20 {
+            store.txn(put(&format!("l/{i}"), b"x")).await.unwrap();
+        }
+        store.compact(15).await.unwrap();
+        assert_eq!(
+            next(&mut w).await,
+            Some(Err(StoreError::Compacted {
+                requested: 2,
+                compacted: 14
+            }))
+        );
+        assert_eq!(next(&mut w).await, None);
+    }
+
+    /// Watches hold the store weakly: dropping the store closes the file (it can be
+    /// reopened) and ends the stream with `Unavailable`.
+    #[tokio::test]
+    async fn open_watch_does_not_keep_the_store_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = EmbeddedStore::open(&path).unwrap();
+        store.txn(put("w/a", b"1")).await.unwrap();
+        let mut w = store.watch("w/", 1).await.unwrap();
+        assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 1);
+        drop(store);
+        let reopened = EmbeddedStore::open(&path).unwrap();
+        assert!(matches!(
+            next(&mut w).await,
+            Some(Err(StoreError::Unavailable(_)))
+        ));
+        assert_eq!(next(&mut w).await, None);
+        assert_eq!(reopened.revision().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn row_encoding_round_trips_and_rejects_garbage() {
+        let events = vec![
+            Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: "k/ü".into(),
+                    value: vec![0, 1, 2, 255],
+                    create_revision: 3,
+                    mod_revision: 9,
+                    version: 4,
+                },
+            },
+            Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: "k/2".into(),
+                    value: vec![],
+                    create_revision: 0,
+                    mod_revision: 9,
+                    version: 0,
+                },
+            },
+        ];
+        let row = encode_events(&events).unwrap();
+        assert_eq!(decode_events(9, &row).unwrap(), events);
+        assert!(decode_events(9, &row[..row.len() - 1]).is_err());
+        assert!(decode_events(9, &[2]).is_err());
+
+        let kv = encode_kv(3, 9, 4, b"value");
+        let decoded = decode_kv("k", &kv).unwrap();
+        assert_eq!(
+            (
+                decoded.create_revision,
+                decoded.mod_revision,
+                decoded.version
+            ),
+            (3, 9, 4)
+        );
+        assert_eq!(decoded.value, b"value");
+        assert!(decode_kv("k", &kv[..10]).is_err());
+    }
+}
