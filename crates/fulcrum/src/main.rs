@@ -1,1 +1,147 @@
-fn main() {}
+//! The `fulcrum` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod apply;
+mod client;
+mod commands;
+mod output;
+mod paths;
+mod serve;
+
+#[derive(Parser)]
+#[command(
+    name = "fulcrum",
+    version,
+    about = "A load balancer driven live through an API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client commands reach the API.
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// The fulcrum API.
+    #[arg(
+        long,
+        global = true,
+        env = "FULCRUM_SERVER",
+        default_value = "http://127.0.0.1:9000"
+    )]
+    pub server: String,
+    /// API bearer token (default: the token `fulcrum serve` generated in the data directory).
+    #[arg(long, global = true, env = "FULCRUM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where to find a generated token when --token is not given.
+    #[arg(long, global = true, env = "FULCRUM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run fulcrum: embedded store, control plane and API.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the store and the generated API token live.
+        #[arg(long, env = "FULCRUM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address of the management API [default: 127.0.0.1:9000].
+        #[arg(long, env = "FULCRUM_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Apply this declarative file (YAML, TOML or JSON) once the API is up.
+        #[arg(long)]
+        apply: Option<PathBuf>,
+    },
+    /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
+    Apply {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Delete members not in the file (members always match the file exactly) and also
+        /// listeners, pools and health monitors of the file's load balancers not in it.
+        #[arg(long)]
+        prune: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print the native API's OpenAPI document.
+    Openapi,
+    #[command(flatten)]
+    Resource(commands::ResourceCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line, with the causes, never a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            apply,
+        } => {
+            serve::run(serve::ServeArgs {
+                config,
+                data_dir,
+                listen,
+                apply,
+            })
+            .await
+        }
+        Command::Apply {
+            file,
+            prune,
+            client,
+        } => {
+            let c = commands::connect(&client)?;
+            let summary = apply::apply_file(&c, &file, prune).await?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&fulcrum_api::openapi_document())?
+            );
+            Ok(())
+        }
+        Command::Resource(cmd) => commands::run(cmd).await,
+    }
+}

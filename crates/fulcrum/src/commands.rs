@@ -1,0 +1,934 @@
+//! Client commands: list/get/create/update/delete for every resource.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use crate::ClientOpts;
+use crate::client::Client;
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum ResourceCommand {
+    /// Load balancers.
+    #[command(alias = "lb")]
+    Loadbalancer {
+        #[command(subcommand)]
+        cmd: LbCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Listeners: ports the data plane binds.
+    Listener {
+        #[command(subcommand)]
+        cmd: ListenerCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Pools of members.
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Members (backend servers) of a pool.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Health monitors.
+    #[command(name = "healthmonitor", alias = "monitor")]
+    HealthMonitor {
+        #[command(subcommand)]
+        cmd: MonitorCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Subnets members' addresses must lie in.
+    Subnet {
+        #[command(subcommand)]
+        cmd: SubnetCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Work requests: where each change stands.
+    #[command(name = "work-request", alias = "wr")]
+    WorkRequest {
+        #[command(subcommand)]
+        cmd: WorkRequestCmd,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// Options every create and update takes.
+#[derive(Args, Clone, Default)]
+pub struct WriteOpts {
+    /// Set any field: `--set weight=3`, `--set upstream.tls.validate_certificate_chain=false`.
+    /// Values are JSON when they parse as JSON, else strings.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
+    /// Read the fields from a file (JSON, YAML or TOML); flags override it.
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
+    /// Only change the resource if its ETag still matches.
+    #[arg(long)]
+    if_match: Option<String>,
+    /// Wait until the data plane serves the change.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Subcommand)]
+pub enum LbCmd {
+    List,
+    Get {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Address the listeners bind [default: 0.0.0.0].
+        #[arg(long)]
+        vip: Option<String>,
+        #[arg(long)]
+        vpc_id: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Delete {
+        id: String,
+        /// Also delete its listeners, pools, members and health monitors.
+        #[arg(long)]
+        cascade: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ListenerCmd {
+    List {
+        #[arg(long)]
+        lb: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    Create {
+        /// The load balancer.
+        lb: String,
+        #[arg(long)]
+        protocol: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        default_pool: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        default_pool: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Delete {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PoolCmd {
+    List {
+        #[arg(long)]
+        lb: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    Create {
+        /// The load balancer.
+        lb: String,
+        #[arg(long)]
+        protocol: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// ROUND_ROBIN, LEAST_CONNECTIONS, SOURCE_IP or QUIC_CID.
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Update {
+        id: String,
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Delete {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// Member fields settable by flag.
+#[derive(Args, Clone, Default)]
+pub struct MemberFlags {
+    #[arg(long)]
+    weight: Option<u32>,
+    /// No new requests; in-flight ones finish. `--drain false` undrains.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    drain: Option<bool>,
+    /// Only used while no non-backup member is available.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    backup: Option<bool>,
+    /// No traffic at all.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    offline: Option<bool>,
+    #[arg(long)]
+    admin_state_up: Option<bool>,
+    /// Priority group, 0..100; lower is preferred.
+    #[arg(long)]
+    priority: Option<u8>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    subnet_id: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum MemberCmd {
+    List {
+        pool: String,
+    },
+    Get {
+        pool: String,
+        id: String,
+    },
+    Create {
+        pool: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        port: u16,
+        #[command(flatten)]
+        fields: MemberFlags,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    /// e.g. `fulcrum member update POOL MEMBER --weight 3 --drain`
+    Update {
+        pool: String,
+        id: String,
+        #[command(flatten)]
+        fields: MemberFlags,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Delete {
+        pool: String,
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Add, replace or delete up to 200 members at once, all or nothing.
+    Batch {
+        pool: String,
+        /// add, replace or delete.
+        #[arg(long)]
+        action: String,
+        /// A list of members (JSON, YAML or TOML under `members`); for delete, their ids.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MonitorCmd {
+    List {
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    Create {
+        pool: String,
+        /// TCP, HTTP, HTTPS or UDP_CONNECT.
+        #[arg(long = "type")]
+        kind: String,
+        #[arg(long)]
+        interval_ms: Option<u32>,
+        #[arg(long)]
+        url_path: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Update {
+        id: String,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Delete {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubnetCmd {
+    List,
+    Get {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        cidr: String,
+        #[arg(long)]
+        vpc_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Update {
+        id: String,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkRequestCmd {
+    List {
+        #[arg(long)]
+        lb: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    /// Wait until the change is served (or failed), with a progress indicator.
+    Wait {
+        id: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+}
+
+/// A client for the options given: the token from the flag, the environment, or the file
+/// `fulcrum serve` generated.
+pub fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
+    let token = match &opts.token {
+        Some(t) => t.clone(),
+        None => {
+            let dir = opts
+                .data_dir
+                .clone()
+                .unwrap_or_else(crate::paths::default_data_dir);
+            let path = crate::paths::token_file(&dir);
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no API token: pass --token or FULCRUM_TOKEN (none found in {})",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    Client::new(opts.server.clone(), token)
+}
+
+/// Reads a JSON, YAML or TOML file by its extension (YAML also reads JSON).
+pub fn read_document(path: &PathBuf) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let doc = match ext {
+        "toml" => toml::from_str::<Value>(&text).map_err(anyhow::Error::from),
+        "json" => serde_json::from_str(&text).map_err(anyhow::Error::from),
+        _ => serde_yaml_ng::from_str(&text).map_err(anyhow::Error::from),
+    };
+    doc.with_context(|| format!("cannot parse {}", path.display()))
+}
+
+/// Builds a request body from a file, named flags and `--set` pairs (later wins).
+fn body(opts: &WriteOpts, named: Vec<(&str, Option<Value>)>) -> anyhow::Result<Value> {
+    let mut doc = match &opts.file {
+        Some(f) => read_document(f)?,
+        None => json!({}),
+    };
+    if !doc.is_object() {
+        bail!("the file must hold an object of fields");
+    }
+    for (k, v) in named {
+        if let Some(v) = v {
+            set_path(&mut doc, k, v);
+        }
+    }
+    for pair in &opts.set {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--set takes FIELD=VALUE (got {pair:?})"))?;
+        let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+        set_path(&mut doc, k, v);
+    }
+    Ok(doc)
+}
+
+fn set_path(doc: &mut Value, path: &str, value: Value) {
+    let mut cur = doc;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(map) = cur else { return };
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), value);
+            return;
+        }
+        cur = map.entry(part.to_owned()).or_insert_with(|| json!({}));
+    }
+}
+
+fn s(v: &Option<String>) -> Option<Value> {
+    v.clone().map(Value::String)
+}
+
+fn j<T: serde::Serialize>(v: Option<T>) -> Option<Value> {
+    v.and_then(|v| serde_json::to_value(v).ok())
+}
+
+pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
+    use ResourceCommand as R;
+    match cmd {
+        R::Loadbalancer { cmd, client } => {
+            let c = connect(&client)?;
+            let view = output::LOADBALANCER;
+            match cmd {
+                LbCmd::List => list(&c, &client, &view, "/v1/loadbalancers").await,
+                LbCmd::Get { id } => get(&c, &client, &format!("/v1/loadbalancers/{id}")).await,
+                LbCmd::Create {
+                    name,
+                    vip,
+                    vpc_id,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![
+                            ("name", Some(Value::String(name))),
+                            ("vip_address", s(&vip)),
+                            ("vpc_id", s(&vpc_id)),
+                        ],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        "/v1/loadbalancers".into(),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                LbCmd::Update { id, name, opts } => {
+                    let b = body(&opts, vec![("name", s(&name))])?;
+                    write(
+                        &c,
+                        &client,
+                        Method::PATCH,
+                        format!("/v1/loadbalancers/{id}"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                LbCmd::Delete { id, cascade, wait } => {
+                    delete(
+                        &c,
+                        &client,
+                        &format!("/v1/loadbalancers/{id}?cascade={cascade}"),
+                        wait,
+                    )
+                    .await
+                }
+            }
+        }
+        R::Listener { cmd, client } => {
+            let c = connect(&client)?;
+            match cmd {
+                ListenerCmd::List { lb } => {
+                    let path = match lb {
+                        Some(lb) => format!("/v1/loadbalancers/{lb}/listeners"),
+                        None => "/v1/listeners".into(),
+                    };
+                    list(&c, &client, &output::LISTENER, &path).await
+                }
+                ListenerCmd::Get { id } => get(&c, &client, &format!("/v1/listeners/{id}")).await,
+                ListenerCmd::Create {
+                    lb,
+                    protocol,
+                    port,
+                    default_pool,
+                    name,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![
+                            ("protocol", Some(Value::String(protocol))),
+                            ("port", j(Some(port))),
+                            ("default_pool_id", s(&default_pool)),
+                            ("name", s(&name)),
+                        ],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        format!("/v1/loadbalancers/{lb}/listeners"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                ListenerCmd::Update {
+                    id,
+                    default_pool,
+                    port,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![("default_pool_id", s(&default_pool)), ("port", j(port))],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::PATCH,
+                        format!("/v1/listeners/{id}"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                ListenerCmd::Delete { id, wait } => {
+                    delete(&c, &client, &format!("/v1/listeners/{id}"), wait).await
+                }
+            }
+        }
+        R::Pool { cmd, client } => {
+            let c = connect(&client)?;
+            match cmd {
+                PoolCmd::List { lb } => {
+                    let path = match lb {
+                        Some(lb) => format!("/v1/loadbalancers/{lb}/pools"),
+                        None => "/v1/pools".into(),
+                    };
+                    list(&c, &client, &output::POOL, &path).await
+                }
+                PoolCmd::Get { id } => get(&c, &client, &format!("/v1/pools/{id}")).await,
+                PoolCmd::Create {
+                    lb,
+                    protocol,
+                    name,
+                    algorithm,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![
+                            ("protocol", Some(Value::String(protocol))),
+                            ("name", s(&name)),
+                            ("algorithm", s(&algorithm)),
+                        ],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        format!("/v1/loadbalancers/{lb}/pools"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                PoolCmd::Update {
+                    id,
+                    algorithm,
+                    name,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![("algorithm", s(&algorithm)), ("name", s(&name))],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::PATCH,
+                        format!("/v1/pools/{id}"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                PoolCmd::Delete { id, wait } => {
+                    delete(&c, &client, &format!("/v1/pools/{id}"), wait).await
+                }
+            }
+        }
+        R::Member { cmd, client } => {
+            let c = connect(&client)?;
+            match cmd {
+                MemberCmd::List { pool } => {
+                    list(
+                        &c,
+                        &client,
+                        &output::MEMBER,
+                        &format!("/v1/pools/{pool}/members"),
+                    )
+                    .await
+                }
+                MemberCmd::Get { pool, id } => {
+                    get(&c, &client, &format!("/v1/pools/{pool}/members/{id}")).await
+                }
+                MemberCmd::Create {
+                    pool,
+                    address,
+                    port,
+                    fields,
+                    opts,
+                } => {
+                    let mut named = member_fields(&fields);
+                    named.push(("address", Some(Value::String(address))));
+                    named.push(("port", j(Some(port))));
+                    let b = body(&opts, named)?;
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        format!("/v1/pools/{pool}/members"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                MemberCmd::Update {
+                    pool,
+                    id,
+                    fields,
+                    opts,
+                } => {
+                    let b = body(&opts, member_fields(&fields))?;
+                    write(
+                        &c,
+                        &client,
+                        Method::PATCH,
+                        format!("/v1/pools/{pool}/members/{id}"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                MemberCmd::Delete { pool, id, wait } => {
+                    delete(&c, &client, &format!("/v1/pools/{pool}/members/{id}"), wait).await
+                }
+                MemberCmd::Batch {
+                    pool,
+                    action,
+                    file,
+                    wait,
+                } => {
+                    let doc = read_document(&file)?;
+                    let members = match doc {
+                        Value::Array(a) => Value::Array(a),
+                        Value::Object(mut o) => o
+                            .remove("members")
+                            .context("the file needs a `members` list")?,
+                        _ => bail!("the file must hold a list of members"),
+                    };
+                    let opts = WriteOpts {
+                        wait,
+                        ..Default::default()
+                    };
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        format!("/v1/pools/{pool}/members/batch"),
+                        json!({"action": action, "members": members}),
+                        &opts,
+                    )
+                    .await
+                }
+            }
+        }
+        R::HealthMonitor { cmd, client } => {
+            let c = connect(&client)?;
+            match cmd {
+                MonitorCmd::List { pool } => {
+                    let path = match pool {
+                        Some(p) => format!("/v1/healthmonitors?pool_id={p}"),
+                        None => "/v1/healthmonitors".into(),
+                    };
+                    list(&c, &client, &output::MONITOR, &path).await
+                }
+                MonitorCmd::Get { id } => {
+                    get(&c, &client, &format!("/v1/healthmonitors/{id}")).await
+                }
+                MonitorCmd::Create {
+                    pool,
+                    kind,
+                    interval_ms,
+                    url_path,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![
+                            ("pool_id", Some(Value::String(pool))),
+                            ("type", Some(Value::String(kind))),
+                            ("interval_ms", j(interval_ms)),
+                            ("url_path", s(&url_path)),
+                        ],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        "/v1/healthmonitors".into(),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                MonitorCmd::Update { id, opts } => {
+                    let b = body(&opts, vec![])?;
+                    write(
+                        &c,
+                        &client,
+                        Method::PATCH,
+                        format!("/v1/healthmonitors/{id}"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                MonitorCmd::Delete { id, wait } => {
+                    delete(&c, &client, &format!("/v1/healthmonitors/{id}"), wait).await
+                }
+            }
+        }
+        R::Subnet { cmd, client } => {
+            let c = connect(&client)?;
+            match cmd {
+                SubnetCmd::List => list(&c, &client, &output::SUBNET, "/v1/subnets").await,
+                SubnetCmd::Get { id } => get(&c, &client, &format!("/v1/subnets/{id}")).await,
+                SubnetCmd::Create {
+                    cidr,
+                    vpc_id,
+                    name,
+                    opts,
+                } => {
+                    let b = body(
+                        &opts,
+                        vec![
+                            ("cidr", Some(Value::String(cidr))),
+                            ("vpc_id", Some(Value::String(vpc_id))),
+                            ("name", s(&name)),
+                        ],
+                    )?;
+                    write(&c, &client, Method::POST, "/v1/subnets".into(), b, &opts).await
+                }
+                SubnetCmd::Update { id, opts } => {
+                    let b = body(&opts, vec![])?;
+                    write(
+                        &c,
+                        &client,
+                        Method::PATCH,
+                        format!("/v1/subnets/{id}"),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                SubnetCmd::Delete { id } => {
+                    delete(&c, &client, &format!("/v1/subnets/{id}"), false).await
+                }
+            }
+        }
+        R::WorkRequest { cmd, client } => {
+            let c = connect(&client)?;
+            match cmd {
+                WorkRequestCmd::List { lb } => {
+                    let path = match lb {
+                        Some(lb) => format!("/v1/work-requests?loadbalancer_id={lb}"),
+                        None => "/v1/work-requests".into(),
+                    };
+                    list(&c, &client, &output::WORK_REQUEST, &path).await
+                }
+                WorkRequestCmd::Get { id } => {
+                    get(&c, &client, &format!("/v1/work-requests/{id}")).await
+                }
+                WorkRequestCmd::Wait { id, timeout } => {
+                    let wr = wait_for(&c, &id, Duration::from_secs(timeout), !client.json).await?;
+                    output::print_one(&wr, client.json);
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn member_fields(f: &MemberFlags) -> Vec<(&'static str, Option<Value>)> {
+    vec![
+        ("weight", j(f.weight)),
+        ("drain", j(f.drain)),
+        ("backup", j(f.backup)),
+        ("offline", j(f.offline)),
+        ("admin_state_up", j(f.admin_state_up)),
+        ("priority", j(f.priority)),
+        ("name", s(&f.name)),
+        ("subnet_id", s(&f.subnet_id)),
+    ]
+}
+
+async fn list(
+    c: &Client,
+    opts: &ClientOpts,
+    view: &output::Columns,
+    path: &str,
+) -> anyhow::Result<()> {
+    let items = c.list_all(path).await?;
+    output::print_list(view, &items, opts.json);
+    Ok(())
+}
+
+async fn get(c: &Client, opts: &ClientOpts, path: &str) -> anyhow::Result<()> {
+    let v = c.get(path).await?;
+    output::print_one(&v, opts.json);
+    Ok(())
+}
+
+async fn write(
+    c: &Client,
+    opts: &ClientOpts,
+    method: Method,
+    path: String,
+    body: Value,
+    w: &WriteOpts,
+) -> anyhow::Result<()> {
+    let reply = c
+        .call(method, &path, Some(&body), w.if_match.as_deref())
+        .await?;
+    if w.wait
+        && let Some(id) = &reply.work_request_id
+    {
+        wait_for(c, id, Duration::from_secs(120), !opts.json).await?;
+    }
+    output::print_one(&reply.body, opts.json);
+    if !opts.json {
+        if let Some(etag) = reply.etag {
+            eprintln!("etag: {etag}");
+        }
+        if let Some(id) = reply.work_request_id {
+            eprintln!("work request: {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn delete(c: &Client, opts: &ClientOpts, path: &str, wait: bool) -> anyhow::Result<()> {
+    let reply = c.call(Method::DELETE, path, None, None).await?;
+    let mut wr = reply.body;
+    if wait && let Some(id) = wr.get("id").and_then(Value::as_str).map(str::to_owned) {
+        wr = wait_for(c, &id, Duration::from_secs(120), !opts.json).await?;
+    }
+    output::print_one(&wr, opts.json);
+    Ok(())
+}
+
+/// Polls a work request until it is final, showing a spinner on a terminal.
+pub async fn wait_for(
+    c: &Client,
+    id: &str,
+    timeout: Duration,
+    progress: bool,
+) -> anyhow::Result<Value> {
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(100));
+        b.set_message(format!("waiting for work request {id}"));
+        Some(b)
+    } else {
+        None
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let wr = c
+            .get(&format!("/v1/work-requests/{id}/wait?timeout_ms=1000"))
+            .await?;
+        let status = wr
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if let Some(b) = &bar {
+            b.set_message(format!("work request {id}: {status}"));
+        }
+        if status == "SUCCEEDED" || status == "FAILED" {
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if status == "FAILED" {
+                bail!(
+                    "work request {id} failed: {}",
+                    wr.get("error").unwrap_or(&Value::Null)
+                );
+            }
+            return Ok(wr);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "work request {id} is still {status} after {}s",
+                timeout.as_secs()
+            );
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Where fulcrum keeps its files by default.
+
+use std::path::PathBuf;
+
+/// `$FULCRUM_DATA_DIR`, else `$XDG_DATA_HOME/fulcrum`, else `~/.local/share/fulcrum`,
+/// else `./fulcrum-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FULCRUM_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("fulcrum");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".local/share/fulcrum");
+    }
+    PathBuf::from("fulcrum-data")
+}
+
+/// The file `serve` writes its generated API token to, when no token is configured.
+pub fn token_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("api-token")
+}
+
+pub fn store_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("fulcrum.redb")
+}

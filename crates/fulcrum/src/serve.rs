@@ -1,0 +1,190 @@
+//! `fulcrum serve`: the store, the control plane and the API in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use fulcrum_api::{ApiConfig, ApiToken};
+use fulcrum_control::{ControlPlane, Options};
+use fulcrum_store::EmbeddedStore;
+use serde::Deserialize;
+
+use crate::paths;
+
+/// `fulcrum.toml`. Every field is optional; flags and environment variables win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address of the management API (default 127.0.0.1:9000).
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+    pub rate_per_second: Option<f64>,
+    pub rate_burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub name: String,
+    pub token: String,
+}
+
+pub struct ServeArgs {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub apply: Option<PathBuf>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(paths::default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let listen = match args.listen.or(file.api.listen) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse()?,
+    };
+
+    let mut tokens: Vec<ApiToken> = file
+        .api
+        .tokens
+        .into_iter()
+        .map(|t| ApiToken {
+            name: t.name,
+            token: t.token,
+        })
+        .collect();
+    if let Ok(t) = std::env::var("FULCRUM_API_TOKEN")
+        && !t.is_empty()
+    {
+        tokens.push(ApiToken {
+            name: "env".into(),
+            token: t,
+        });
+    }
+    if tokens.is_empty() {
+        tokens.push(ApiToken {
+            name: "local".into(),
+            token: local_token(&data_dir)?,
+        });
+    }
+    let token_for_apply = tokens[0].token.clone();
+    let defaults = ApiConfig::default();
+    let api_config = ApiConfig {
+        tokens,
+        rate_per_second: file.api.rate_per_second.unwrap_or(defaults.rate_per_second),
+        rate_burst: file.api.rate_burst.unwrap_or(defaults.rate_burst),
+    };
+
+    let store_path = paths::store_file(&data_dir);
+    let store = EmbeddedStore::open(&store_path)
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let control = ControlPlane::start(Arc::new(store), Options::default())
+        .await
+        .context("cannot load the configuration")?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    let app = fulcrum_api::router(control.clone(), &api_config);
+    tracing::info!(api = %local, data_dir = %data_dir.display(), "fulcrum is serving");
+    // One line a script can wait for (tests read it to learn the port).
+    println!(
+        "fulcrum: API listening on http://{local} (data in {})",
+        data_dir.display()
+    );
+
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    if let Some(file) = args.apply {
+        let client = crate::client::Client::new(format!("http://{local}"), token_for_apply)?;
+        crate::apply::apply_file(&client, &file, false)
+            .await
+            .with_context(|| format!("cannot apply {}", file.display()))?;
+    }
+    server.await??;
+    tracing::info!("fulcrum stopped");
+    Ok(())
+}
+
+/// The token of a node with none configured: generated once, kept in the data directory
+/// (readable only by its owner) so the CLI on the same machine finds it.
+fn local_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = paths::token_file(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(&path, &token)?;
+    eprintln!(
+        "fulcrum: generated an API token in {} (the CLI reads it from there)",
+        path.display()
+    );
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

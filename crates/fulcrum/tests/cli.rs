@@ -1,0 +1,202 @@
+//! The CLI as a user runs it: `apply` twice, client commands, error lines.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, TOKEN};
+
+const STACK: &str = r#"
+subnets:
+  - {name: backends, cidr: 10.0.0.0/24, vpc_id: vpc-1}
+loadbalancers:
+  - name: web
+    vip_address: 127.0.0.1
+    vpc_id: vpc-1
+    pools:
+      - name: app
+        protocol: HTTP
+        algorithm: LEAST_CONNECTIONS
+        health_monitor: {type: HTTP, url_path: /health, interval_ms: 2000, timeout_ms: 1000}
+        members:
+          - {address: 10.0.0.5, port: 8080, weight: 3, subnet: backends}
+          - {address: 10.0.0.6, port: 8080, subnet: backends}
+    listeners:
+      - name: http
+        protocol: HTTP
+        port: 18090
+        default_pool: app
+        routes: [{path_prefix: /api, pool: app}]
+"#;
+
+fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(args)
+        .args(["--server", &server.base, "--token", TOKEN])
+        .env_remove("FULCRUM_DATA_DIR")
+        .output()
+        .expect("run fulcrum");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn apply_is_declarative_and_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.yaml");
+    std::fs::write(&file, STACK).unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let path = file.to_str().unwrap();
+
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("5 created"), "{out}"); // subnet, lb, pool, monitor, listener
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("0 created, 0 updated"),
+        "second apply changed something: {out}"
+    );
+
+    let api = server.client();
+    let pools = api.items("/v1/pools").await;
+    assert_eq!(pools.len(), 1);
+    let pool = pools[0]["id"].as_str().unwrap();
+    let members = api.items(&format!("/v1/pools/{pool}/members")).await;
+    assert_eq!(members.len(), 2);
+    let listener = &api.items("/v1/listeners").await[0];
+    assert_eq!(listener["default_pool_id"], pool);
+    assert_eq!(listener["routes"][0]["pool_id"], pool);
+
+    // Editing the file changes just what changed.
+    std::fs::write(&file, STACK.replace("weight: 3", "weight: 4")).unwrap();
+    let (ok, out, _) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok);
+    assert!(out.contains("0 created, 1 updated"), "{out}");
+    let members = api.items(&format!("/v1/pools/{pool}/members")).await;
+    assert!(members.iter().any(|m| m["weight"] == 4));
+
+    // A member outside its subnet is refused with the field named, and nothing changes.
+    std::fs::write(&file, STACK.replace("10.0.0.6", "10.9.9.9")).unwrap();
+    let (ok, _, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(!ok);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains("members[1]") && err.contains("not in subnet"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert_eq!(
+        api.items(&format!("/v1/pools/{pool}/members")).await.len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn serve_applies_a_file_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.yaml");
+    std::fs::write(&file, STACK).unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--apply", file.to_str().unwrap()],
+    );
+    let api = server.client();
+    let mut found = false;
+    for _ in 0..100 {
+        if api.items("/v1/listeners").await.len() == 1 {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(found, "the file was applied at start");
+}
+
+#[tokio::test]
+async fn client_commands_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (ok, out, err) = fulcrum(&server, &["lb", "create", "--name", "web", "--json"]);
+    assert!(ok, "{err}");
+    let lb: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let lb = lb["id"].as_str().unwrap();
+    let (ok, out, _) = fulcrum(
+        &server,
+        &[
+            "pool",
+            "create",
+            lb,
+            "--protocol",
+            "TCP",
+            "--name",
+            "p",
+            "--json",
+        ],
+    );
+    assert!(ok);
+    let pool: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pool = pool["id"].as_str().unwrap();
+    let (ok, out, _) = fulcrum(
+        &server,
+        &[
+            "member",
+            "create",
+            pool,
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "7000",
+            "--json",
+        ],
+    );
+    assert!(ok);
+    let member: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let member = member["id"].as_str().unwrap();
+
+    let (ok, out, err) = fulcrum(
+        &server,
+        &[
+            "member", "update", pool, member, "--weight", "3", "--drain", "--wait",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("DRAINING"), "{out}");
+    let (ok, out, _) = fulcrum(&server, &["member", "list", pool]);
+    assert!(ok);
+    assert!(out.contains("127.0.0.1") && out.contains("WEIGHT"), "{out}");
+
+    // Errors: one line, non-zero exit, no panic.
+    let (ok, _, err) = fulcrum(
+        &server,
+        &["member", "update", pool, member, "--set", "priority=500"],
+    );
+    assert!(!ok);
+    assert!(
+        err.starts_with("error: priority") && err.contains("HTTP 400"),
+        "{err}"
+    );
+    let (ok, _, err) = fulcrum(&server, &["pool", "get", "missing"]);
+    assert!(!ok);
+    assert!(
+        err.contains("not found") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "lb",
+            "list",
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: cannot reach fulcrum"), "{err}");
+}
