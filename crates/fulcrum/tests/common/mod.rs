@@ -105,6 +105,18 @@ impl Resp {
 }
 
 impl Api {
+    /// A client that opens a new connection per request: a server may close a connection
+    /// whose request body it did not read, and a pooled client would race that close.
+    pub fn unpooled(&self) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
+            ..self.clone()
+        }
+    }
+
     pub async fn raw(
         &self,
         method: &str,
