@@ -135,8 +135,16 @@ struct RetrySlot {
     stale: Option<Revision>,
 }
 
+/// What the data plane observes about members, for reads through any API.
+pub trait Observer: Send + Sync {
+    /// The observed status of a member, or None when there is no evidence either way.
+    fn member_status(&self, id: &fulcrum_model::MemberId)
+    -> Option<fulcrum_model::OperatingStatus>;
+}
+
 pub struct ControlPlane {
     store: Arc<dyn Store>,
+    observer: RwLock<Option<Arc<dyn Observer>>>,
     config: RwLock<Config>,
     /// The revision the view holds.
     seen: watch::Sender<Revision>,
@@ -154,6 +162,7 @@ impl ControlPlane {
         let config = Config::from_kvs(&range.kvs, range.revision);
         let cp = Arc::new(ControlPlane {
             store,
+            observer: RwLock::new(None),
             seen: watch::Sender::new(range.revision),
             applied: watch::Sender::new(if opts.self_apply { range.revision } else { 0 }),
             config: RwLock::new(config),
@@ -171,6 +180,18 @@ impl ControlPlane {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The data plane registers what it observes (health) for reads.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        *self.observer.write() = Some(observer);
+    }
+
+    pub fn observed_member_status(
+        &self,
+        id: &fulcrum_model::MemberId,
+    ) -> Option<fulcrum_model::OperatingStatus> {
+        self.observer.read().as_ref()?.member_status(id)
     }
 
     /// The data plane reports the revision it now serves.

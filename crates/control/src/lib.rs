@@ -25,7 +25,7 @@ mod patch;
 mod ratelimit;
 
 pub use config::{Config, Versioned};
-pub use engine::{ControlPlane, Options, Outcome};
+pub use engine::{ControlPlane, Observer, Options, Outcome};
 pub use error::ControlError;
 pub use ops::*;
 pub use patch::merge_patch;

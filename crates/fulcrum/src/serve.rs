@@ -48,6 +48,9 @@ pub struct ServeArgs {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 
+/// How long a stopping fulcrum lets in-flight requests finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -102,9 +105,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store_path = paths::store_file(&data_dir);
     let store = EmbeddedStore::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
-    let control = ControlPlane::start(Arc::new(store), Options::default())
+    // The data plane reports what it serves; work requests succeed only then.
+    let options = Options {
+        self_apply: false,
+        ..Options::default()
+    };
+    let control = ControlPlane::start(Arc::new(store), options)
         .await
         .context("cannot load the configuration")?;
+    let data_plane = fulcrum_proxy::DataPlane::start(control.clone());
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -130,6 +139,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot apply {}", file.display()))?;
     }
     server.await??;
+    data_plane.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("fulcrum stopped");
     Ok(())
 }

@@ -40,13 +40,15 @@ fn admin(up: bool) -> OperatingStatus {
     }
 }
 
-/// Until the data plane reports health, a member's operating status follows its admin
-/// state: offline, draining, or (with no monitor to say otherwise) no monitor.
-pub(crate) fn member_status(cfg: &Config, m: &Member) -> OperatingStatus {
+/// A member's operating status: its admin state first (offline, draining), then what the
+/// data plane observes (health checks, failed connects), else online or no monitor.
+pub(crate) fn member_status(cp: &ControlPlane, cfg: &Config, m: &Member) -> OperatingStatus {
     if !m.spec.accepts_bound_requests() {
         OperatingStatus::Offline
     } else if m.spec.drain {
         OperatingStatus::Draining
+    } else if let Some(observed) = cp.observed_member_status(&m.id) {
+        observed
     } else if cfg.monitor_of(&m.pool_id).is_some() {
         OperatingStatus::Online
     } else {
@@ -77,7 +79,19 @@ pub(crate) fn listener(cp: &ControlPlane, v: &Versioned<Listener>) -> ListenerVi
 pub(crate) fn pool(cp: &ControlPlane, cfg: &Config, v: &Versioned<Pool>) -> PoolView {
     let mut resource = v.value.clone();
     resource.spec.upstream = resource.spec.upstream.masked();
-    let operating_status = if cfg.monitor_of(&v.value.id).is_some() {
+    let statuses: Vec<OperatingStatus> = cfg
+        .members_of(&v.value.id)
+        .map(|m| member_status(cp, cfg, &m.value))
+        .collect();
+    let failing = statuses
+        .iter()
+        .filter(|s| **s == OperatingStatus::Error)
+        .count();
+    let operating_status = if failing > 0 && failing == statuses.len() {
+        OperatingStatus::Error
+    } else if failing > 0 {
+        OperatingStatus::Degraded
+    } else if cfg.monitor_of(&v.value.id).is_some() {
         OperatingStatus::Online
     } else {
         OperatingStatus::NoMonitor
@@ -93,7 +107,7 @@ pub(crate) fn member(cp: &ControlPlane, cfg: &Config, v: &Versioned<Member>) -> 
     let mut resource = v.value.clone();
     resource.spec.upstream = resource.spec.upstream.as_ref().map(|u| u.masked());
     MemberView {
-        operating_status: member_status(cfg, &v.value),
+        operating_status: member_status(cp, cfg, &v.value),
         resource,
         provisioning_status: cp.provisioning_status(v),
     }

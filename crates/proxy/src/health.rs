@@ -1,0 +1,220 @@
+//! Active health checks, run off the request path: one task per checked member, restarted
+//! when its pool (and so its monitor) changes. The counting is a pure state machine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fulcrum_model::{HealthMonitorSpec, HealthMonitorType, MemberId};
+use http::{Method, Request};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinHandle;
+
+use crate::DataPlaneInner;
+use crate::snapshot::{Snapshot, Target};
+use crate::state::{Health, MemberState};
+use crate::upstream::connect_tcp;
+
+/// Rise/fall counting: `rise` successes in a row make a member healthy, `fall` failures
+/// in a row unhealthy. Pure.
+#[derive(Debug, Clone)]
+pub struct HealthCounter {
+    rise: u8,
+    fall: u8,
+    successes: u8,
+    failures: u8,
+    state: Health,
+}
+
+impl HealthCounter {
+    pub fn new(rise: u8, fall: u8, state: Health) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            successes: 0,
+            failures: 0,
+            state,
+        }
+    }
+
+    /// Records one check; returns the new state when it changed.
+    pub fn record(&mut self, ok: bool) -> Option<Health> {
+        let next = if ok {
+            self.failures = 0;
+            self.successes = self.successes.saturating_add(1);
+            (self.successes >= self.rise).then_some(Health::Healthy)
+        } else {
+            self.successes = 0;
+            self.failures = self.failures.saturating_add(1);
+            (self.failures >= self.fall).then_some(Health::Unhealthy)
+        };
+        match next {
+            Some(s) if s != self.state => {
+                self.state = s;
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Checks {
+    /// Per member: the pool revision the task was started for, and the task.
+    tasks: HashMap<MemberId, (i64, JoinHandle<()>)>,
+}
+
+impl Drop for Checks {
+    fn drop(&mut self) {
+        for (_, (_, t)) in self.tasks.drain() {
+            t.abort();
+        }
+    }
+}
+
+impl DataPlaneInner {
+    /// Starts checks for members of pools with a monitor, stops the rest.
+    pub(crate) fn reconcile_health(&self, snap: &Snapshot) {
+        let mut desired: HashMap<
+            MemberId,
+            (i64, HealthMonitorSpec, Target, String, Arc<MemberState>),
+        > = HashMap::new();
+        for pool in snap.pools.values() {
+            let Some(monitor) = &pool.monitor else {
+                continue;
+            };
+            for m in &pool.members {
+                desired.insert(
+                    m.id.clone(),
+                    (
+                        pool.revision,
+                        monitor.clone(),
+                        m.target.clone(),
+                        m.authority.clone(),
+                        m.state.clone(),
+                    ),
+                );
+            }
+        }
+        let mut checks = self.checks.lock();
+        checks.tasks.retain(|id, (rev, task)| {
+            let keep = desired.get(id).is_some_and(|d| d.0 == *rev);
+            if !keep {
+                task.abort();
+                if !desired.contains_key(id)
+                    && let Some(state) = self.registry.get(id)
+                {
+                    // No monitor any more: no evidence either way.
+                    state.set_health(Health::Unknown);
+                }
+            }
+            keep
+        });
+        for (id, (rev, monitor, target, authority, state)) in desired {
+            if checks.tasks.contains_key(&id) {
+                continue;
+            }
+            let task = tokio::spawn(check_loop(monitor, target, authority, state));
+            checks.tasks.insert(id, (rev, task));
+        }
+    }
+}
+
+async fn check_loop(
+    monitor: HealthMonitorSpec,
+    target: Target,
+    authority: String,
+    state: Arc<MemberState>,
+) {
+    let target = match (monitor.port, target) {
+        (Some(port), Target::Addr(a)) => Target::Addr(std::net::SocketAddr::new(a.ip(), port)),
+        (Some(port), Target::Host(h, _)) => Target::Host(h, port),
+        (None, t) => t,
+    };
+    let mut counter = HealthCounter::new(
+        monitor.healthy_threshold,
+        monitor.unhealthy_threshold,
+        state.health(),
+    );
+    let interval = Duration::from_millis(u64::from(monitor.interval_ms));
+    let timeout = Duration::from_millis(u64::from(monitor.timeout_ms));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let ok = tokio::time::timeout(timeout, check_once(&monitor, &target, &authority))
+            .await
+            .unwrap_or(false);
+        if let Some(new) = counter.record(ok) {
+            tracing::info!(member = %authority, state = ?new, "health changed");
+            state.set_health(new);
+        }
+    }
+}
+
+async fn check_once(monitor: &HealthMonitorSpec, target: &Target, authority: &str) -> bool {
+    let Ok(stream) = connect_tcp(target, Duration::from_secs(3600)).await else {
+        return false;
+    };
+    match monitor.kind {
+        HealthMonitorType::Tcp => true,
+        HealthMonitorType::Http => http_check(monitor, stream, authority).await,
+        // TLS to members arrives with upstream TLS settings; until then an HTTPS monitor
+        // checks that the member accepts connections.
+        HealthMonitorType::Https => true,
+        // UDP pools are not proxied yet.
+        HealthMonitorType::UdpConnect => true,
+    }
+}
+
+async fn http_check(
+    monitor: &HealthMonitorSpec,
+    stream: tokio::net::TcpStream,
+    authority: &str,
+) -> bool {
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return false;
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let method = Method::from_bytes(monitor.http_method.as_bytes()).unwrap_or(Method::GET);
+    let host = monitor.domain_name.as_deref().unwrap_or(authority);
+    let Ok(req) = Request::builder()
+        .method(method)
+        .uri(monitor.url_path.as_str())
+        .header(http::header::HOST, host)
+        .header(http::header::USER_AGENT, "fulcrum-health-check")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+    else {
+        return false;
+    };
+    match sender.send_request(req).await {
+        Ok(resp) => monitor.expects(resp.status().as_u16()),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall() {
+        let mut c = HealthCounter::new(2, 3, Health::Unknown);
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(true), None, "a success resets the failure run");
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(false), None);
+        assert_eq!(c.record(false), Some(Health::Unhealthy));
+        assert_eq!(c.record(false), None, "no repeated transitions");
+        assert_eq!(c.record(true), None);
+        assert_eq!(c.record(true), Some(Health::Healthy));
+        assert_eq!(c.record(true), None);
+    }
+}

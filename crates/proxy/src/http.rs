@@ -1,0 +1,260 @@
+//! The HTTP proxy: route, pick a member, forward, stream the answer back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fulcrum_balance::hash_ip;
+use fulcrum_model::ListenerId;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Incoming};
+
+use crate::DataPlaneInner;
+use crate::select::{Tried, pick};
+use crate::snapshot::PoolRt;
+use crate::state::{Health, Lease};
+use crate::upstream::{ResponseBody, UpstreamBody, acquire};
+
+/// Attempts per request: the first member plus one retry elsewhere.
+const MAX_ATTEMPTS: usize = 2;
+
+pub(crate) struct ConnInfo {
+    pub listener: ListenerId,
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+fn reply(status: StatusCode, reason: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!(
+        "{} {}: {reason}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(h);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Requests we may resend after a failure before any response byte (RFC 9110 §9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+pub(crate) async fn handle(
+    dp: Arc<DataPlaneInner>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, std::convert::Infallible> {
+    Ok(proxy(&dp, &conn, req).await)
+}
+
+async fn proxy(
+    dp: &DataPlaneInner,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    // Ambiguous framing is a smuggling vector: refuse it outright.
+    if req.headers().contains_key(header::TRANSFER_ENCODING)
+        && req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "both Content-Length and Transfer-Encoding",
+        );
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let (pool, timeouts) = {
+        let snap = dp.snapshot.load();
+        let Some(listener) = snap.listeners.get(&conn.listener) else {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
+        };
+        let Some(pool) = listener.route(host.as_deref(), req.uri().path()) else {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no pool serves this request",
+            );
+        };
+        (pool.clone(), listener.timeouts)
+    };
+    forward(dp, conn, req, host, &pool, timeouts).await
+}
+
+async fn forward(
+    dp: &DataPlaneInner,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    host: Option<String>,
+    pool: &PoolRt,
+    timeouts: fulcrum_model::ListenerTimeouts,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = req.into_parts();
+    prepare_upstream_headers(&mut parts.headers, conn, host.as_deref());
+    parts.version = Version::HTTP_11;
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+    let bodyless = body.is_end_stream();
+    let retryable = bodyless && idempotent(&parts.method);
+    let mut body = Some(body);
+    let client_hash = hash_ip(conn.peer.ip());
+    let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
+    let response_timeout = Duration::from_millis(u64::from(timeouts.upstream_response_ms));
+    let mut tried = Tried::default();
+    let mut last_error = "no member is available";
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(idx) = pick(pool, client_hash, &tried) else {
+            break;
+        };
+        tried.add(idx);
+        let member = &pool.members[idx];
+        let lease = Lease::new(&member.state);
+        let (mut sender, reused) = match acquire(member, connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(member = %member.authority, error = %e, "connect failed");
+                dp.passive_failure(pool, idx);
+                last_error = "could not connect to a member";
+                status = StatusCode::BAD_GATEWAY;
+                continue;
+            }
+        };
+        member.state.connect_succeeded();
+        let upstream_body: UpstreamBody = match body.take() {
+            Some(b) if !bodyless => Either::Left(b),
+            _ => Either::Right(Empty::new()),
+        };
+        let mut upstream_req = Request::from_parts(parts.clone(), upstream_body);
+        if bodyless {
+            upstream_req.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        let sent = tokio::time::timeout(response_timeout, sender.send_request(upstream_req)).await;
+        match sent {
+            Ok(Ok(resp)) => {
+                let keep_alive = !resp
+                    .headers()
+                    .get(header::CONNECTION)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                let body = crate::upstream::PooledBody::new(
+                    rbody,
+                    sender,
+                    member.state.clone(),
+                    lease,
+                    keep_alive,
+                );
+                return Response::from_parts(rparts, Either::Left(body));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(member = %member.authority, error = %e, reused, "upstream request failed");
+                last_error = "the member closed the connection";
+                status = StatusCode::BAD_GATEWAY;
+                if !retryable {
+                    break;
+                }
+                if !reused {
+                    dp.passive_failure(pool, idx);
+                }
+            }
+            Err(_) => {
+                last_error = "the member did not answer in time";
+                status = StatusCode::GATEWAY_TIMEOUT;
+                break;
+            }
+        }
+    }
+    reply(status, last_error)
+}
+
+fn prepare_upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
+    strip_hop_by_hop(headers);
+    let client = conn.peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client}"),
+        None => client.clone(),
+    };
+    let proto = if conn.tls { "https" } else { "http" };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    let for_value = match conn.peer.ip() {
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        v4 => v4.to_string(),
+    };
+    let mut forwarded = format!("for={for_value};proto={proto}");
+    if let Some(h) = host {
+        forwarded.push_str(&format!(";host=\"{h}\""));
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.append(header::FORWARDED, v);
+    }
+    if !headers.contains_key(header::HOST)
+        && let Some(h) = host
+        && let Ok(v) = HeaderValue::from_str(h)
+    {
+        headers.insert(header::HOST, v);
+    }
+}
+
+impl DataPlaneInner {
+    /// A connect failure counts against the member; enough in a row eject it until a
+    /// health check (or, without a monitor, a cool-down) brings it back.
+    pub(crate) fn passive_failure(&self, pool: &PoolRt, idx: usize) {
+        let member = &pool.members[idx];
+        let failures = member.state.connect_failed();
+        let threshold = pool
+            .monitor
+            .as_ref()
+            .map_or(3, |m| u32::from(m.unhealthy_threshold));
+        if failures >= threshold && member.state.health() != Health::Unhealthy {
+            tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
+            member.state.eject_passively(pool.monitor.is_none());
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Picking a member for one request: tier by tier (priority groups, backups last), each
+//! balanced by the pool's algorithm over the members available right now.
+
+use fulcrum_balance::View;
+
+use crate::snapshot::{PoolRt, Tier};
+
+/// Members this request already tried (at most a few), so a retry goes elsewhere.
+#[derive(Default, Clone, Copy)]
+pub struct Tried {
+    idx: [usize; 4],
+    len: usize,
+}
+
+impl Tried {
+    pub fn add(&mut self, idx: usize) {
+        if self.len < self.idx.len() {
+            self.idx[self.len] = idx;
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, idx: usize) -> bool {
+        self.idx[..self.len].contains(&idx)
+    }
+}
+
+struct TierView<'a> {
+    pool: &'a PoolRt,
+    tier: &'a Tier,
+    tried: &'a Tried,
+}
+
+impl View for TierView<'_> {
+    fn eligible(&self, i: usize) -> bool {
+        let idx = self.tier.members[i];
+        let m = &self.pool.members[idx];
+        m.accepts_new
+            && m.state.is_available()
+            && !self.tried.contains(idx)
+            && m.max_connections
+                .is_none_or(|max| m.state.in_flight() < u64::from(max))
+    }
+
+    fn in_flight(&self, i: usize) -> u64 {
+        self.pool.members[self.tier.members[i]].state.in_flight()
+    }
+}
+
+/// The pool member index for a request, or None when no member is available.
+pub fn pick(pool: &PoolRt, client_hash: u64, tried: &Tried) -> Option<usize> {
+    pool.tiers.iter().find_map(|tier| {
+        let view = TierView { pool, tier, tried };
+        tier.selector
+            .select(client_hash, &view)
+            .map(|i| tier.members[i])
+    })
+}

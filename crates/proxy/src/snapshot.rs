@@ -1,0 +1,280 @@
+//! The immutable configuration the proxy serves from, compiled from the control plane's
+//! view. Readers take it with one `ArcSwap::load`; nothing in it changes after compile.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use fulcrum_balance::{Candidate, Selector, hash_bytes};
+use fulcrum_control::Config;
+use fulcrum_model::{
+    Algorithm, HealthMonitorSpec, ListenerId, ListenerProtocol, ListenerTimeouts, MemberId, PoolId,
+    PoolProtocol,
+};
+
+use crate::state::{MemberState, Registry};
+
+pub struct Snapshot {
+    pub revision: i64,
+    pub listeners: HashMap<ListenerId, Arc<ListenerRt>>,
+    pub pools: HashMap<PoolId, Arc<PoolRt>>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Snapshot {
+            revision: 0,
+            listeners: HashMap::new(),
+            pools: HashMap::new(),
+        }
+    }
+}
+
+/// How a listener binds: a change here means a new socket.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BindKey {
+    pub addr: SocketAddr,
+    pub udp: bool,
+}
+
+pub struct ListenerRt {
+    pub id: ListenerId,
+    pub bind: BindKey,
+    pub protocol: ListenerProtocol,
+    pub enabled: bool,
+    pub default_pool: Option<Arc<PoolRt>>,
+    pub routes: Vec<RouteRt>,
+    pub timeouts: ListenerTimeouts,
+    pub connection_limit: Option<u32>,
+}
+
+pub struct RouteRt {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub pool: Arc<PoolRt>,
+}
+
+impl ListenerRt {
+    /// The pool for a request: the first route whose host and path match, else the default.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<PoolRt>> {
+        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        self.routes
+            .iter()
+            .find(|r| {
+                r.host
+                    .as_deref()
+                    .is_none_or(|want| host_matches(want, host))
+                    && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            })
+            .map(|r| &r.pool)
+            .or(self.default_pool.as_ref())
+    }
+}
+
+fn host_matches(want: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    match want.strip_prefix("*.") {
+        // `*.example.com` matches `a.example.com`, not `example.com`; no allocation.
+        Some(suffix) => host.len().checked_sub(suffix.len() + 1).is_some_and(|dot| {
+            host.as_bytes()[dot] == b'.'
+                && host
+                    .get(dot + 1..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        }),
+        None => host.eq_ignore_ascii_case(want),
+    }
+}
+
+/// Where a member is reached.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Addr(SocketAddr),
+    /// A DNS name, resolved at connect time.
+    Host(String, u16),
+}
+
+pub struct MemberRt {
+    pub id: MemberId,
+    pub target: Target,
+    /// `host:port` for the Host header and logs.
+    pub authority: String,
+    pub weight: u32,
+    /// May take new, unbound requests (admin state, drain, offline, weight).
+    pub accepts_new: bool,
+    pub max_connections: Option<u32>,
+    pub state: Arc<MemberState>,
+}
+
+/// Members of one priority: balanced among themselves; the next tier takes over only
+/// when no member of this one is available.
+pub struct Tier {
+    pub selector: Selector,
+    /// Pool member index of each selector index.
+    pub members: Vec<usize>,
+}
+
+pub struct PoolRt {
+    pub id: PoolId,
+    /// The pool key's mod revision when compiled: any change to the pool, its members or
+    /// its monitor moves it, so an unchanged pool is reused as is.
+    pub revision: i64,
+    pub protocol: PoolProtocol,
+    pub algorithm: Algorithm,
+    pub members: Vec<MemberRt>,
+    pub tiers: Vec<Tier>,
+    pub monitor: Option<HealthMonitorSpec>,
+}
+
+impl PoolRt {
+    fn compile(cfg: &Config, id: &PoolId, revision: i64, registry: &Registry) -> Option<PoolRt> {
+        let pool = &cfg.pools.get(id)?.value;
+        let mut members: Vec<MemberRt> = cfg
+            .members_of(id)
+            .map(|m| {
+                let spec = &m.value.spec;
+                let target = match spec.address.parse::<IpAddr>() {
+                    Ok(ip) => Target::Addr(SocketAddr::new(ip, spec.port)),
+                    Err(_) => Target::Host(spec.address.clone(), spec.port),
+                };
+                MemberRt {
+                    id: m.value.id.clone(),
+                    target,
+                    authority: spec.endpoint(),
+                    weight: spec.weight,
+                    accepts_new: spec.accepts_new_requests(),
+                    max_connections: spec
+                        .max_connections
+                        .or(pool.spec.max_connections_per_member),
+                    state: registry.member(&m.value.id),
+                }
+            })
+            .collect();
+        // A stable order keeps round-robin positions and hashing independent of map order.
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+
+        let algorithm = match pool.spec.algorithm {
+            Algorithm::RoundRobin => fulcrum_balance::Algorithm::RoundRobin,
+            Algorithm::LeastConnections => fulcrum_balance::Algorithm::LeastConnections,
+            Algorithm::SourceIp | Algorithm::QuicCid => fulcrum_balance::Algorithm::ConsistentHash,
+        };
+        // Tiers: by priority (lower first), backup members after all others.
+        let mut keys: Vec<(bool, u8)> = cfg
+            .members_of(id)
+            .map(|m| (m.value.spec.backup, m.value.spec.priority))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let spec_of = |mid: &MemberId| cfg.member(id, mid).map(|m| &m.value.spec);
+        let tiers = keys
+            .into_iter()
+            .map(|key| {
+                let idx: Vec<usize> = members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| spec_of(&m.id).is_some_and(|s| (s.backup, s.priority) == key))
+                    .map(|(i, _)| i)
+                    .collect();
+                let candidates: Vec<Candidate> = idx
+                    .iter()
+                    .map(|&i| {
+                        Candidate::new(
+                            members[i].weight,
+                            hash_bytes(members[i].id.as_str().as_bytes()),
+                        )
+                    })
+                    .collect();
+                Tier {
+                    selector: Selector::build(algorithm, &candidates),
+                    members: idx,
+                }
+            })
+            .collect();
+        Some(PoolRt {
+            id: id.clone(),
+            revision,
+            protocol: pool.spec.protocol,
+            algorithm: pool.spec.algorithm,
+            members,
+            tiers,
+            monitor: cfg
+                .monitor_of(id)
+                .map(|m| m.value.spec.clone())
+                .filter(|m| m.admin_state_up),
+        })
+    }
+}
+
+/// Compiles the snapshot for the view, reusing every pool of `previous` that did not change.
+pub fn compile(cfg: &Config, previous: &Snapshot, registry: &Registry) -> Snapshot {
+    let mut pools = HashMap::with_capacity(cfg.pools.len());
+    for (id, v) in &cfg.pools {
+        let reused = previous
+            .pools
+            .get(id)
+            .filter(|p| p.revision == v.mod_revision)
+            .cloned();
+        let pool = match reused {
+            Some(p) => p,
+            None => match PoolRt::compile(cfg, id, v.mod_revision, registry) {
+                Some(p) => Arc::new(p),
+                None => continue,
+            },
+        };
+        pools.insert(id.clone(), pool);
+    }
+    let mut listeners = HashMap::with_capacity(cfg.listeners.len());
+    for (id, v) in &cfg.listeners {
+        let l = &v.value;
+        let Some(lb) = cfg.loadbalancers.get(&l.loadbalancer_id) else {
+            continue;
+        };
+        let pool = |pid: &PoolId| pools.get(pid).cloned();
+        listeners.insert(
+            id.clone(),
+            Arc::new(ListenerRt {
+                id: id.clone(),
+                bind: BindKey {
+                    addr: SocketAddr::new(lb.value.spec.vip_address, l.spec.port),
+                    udp: l.spec.protocol.is_udp(),
+                },
+                protocol: l.spec.protocol,
+                enabled: l.spec.admin_state_up && lb.value.spec.admin_state_up,
+                default_pool: l.spec.default_pool_id.as_ref().and_then(pool),
+                routes: l
+                    .spec
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        Some(RouteRt {
+                            host: r.host.clone(),
+                            path_prefix: r.path_prefix.clone(),
+                            pool: pool(&r.pool_id)?,
+                        })
+                    })
+                    .collect(),
+                timeouts: l.spec.timeouts,
+                connection_limit: l.spec.connection_limit,
+            }),
+        );
+    }
+    Snapshot {
+        revision: cfg.revision,
+        listeners,
+        pools,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_matches;
+
+    #[test]
+    fn host_patterns() {
+        assert!(host_matches("example.com", Some("EXAMPLE.com")));
+        assert!(!host_matches("example.com", Some("www.example.com")));
+        assert!(host_matches("*.example.com", Some("www.example.com")));
+        assert!(!host_matches("*.example.com", Some("example.com")));
+        assert!(!host_matches("*.example.com", Some("wwwexample.com")));
+        assert!(!host_matches("example.com", None));
+    }
+}

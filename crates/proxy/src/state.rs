@@ -1,0 +1,150 @@
+//! Per-member live state that outlives snapshots: in-flight count, health, idle upstream
+//! connections. Keyed by the member's stable id, so a config swap (a weight change, a
+//! new member next to it) never resets what the data plane knows about a member.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use fulcrum_model::MemberId;
+use parking_lot::Mutex;
+
+use crate::upstream::IdleConnections;
+
+/// What health checks and passive observation say about a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// No evidence either way (new, or no monitor): treated as healthy.
+    Unknown = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+}
+
+#[derive(Default)]
+pub struct MemberState {
+    /// Requests (HTTP) or connections (TCP) in flight, counted through [`Lease`]s.
+    in_flight: AtomicU64,
+    health: AtomicU8,
+    /// Consecutive failed connects seen by the proxy (passive health).
+    connect_failures: AtomicU32,
+    /// Without a monitor, a passively ejected member is out until this many milliseconds
+    /// after [`epoch`] (0: not ejected).
+    ejected_until_ms: AtomicU64,
+    pub(crate) idle: IdleConnections,
+}
+
+impl MemberState {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Relaxed);
+        if h == Health::Healthy {
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+            self.connect_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_available(&self) -> bool {
+        if self.health() == Health::Unhealthy {
+            return false;
+        }
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0 || now_ms() >= until
+    }
+
+    /// Takes the member out after failed connects. With a monitor, the monitor brings it
+    /// back; without one, it is tried again after a cool-down.
+    pub fn eject_passively(&self, cool_down: bool) {
+        if cool_down {
+            self.ejected_until_ms
+                .store(now_ms() + PASSIVE_COOL_DOWN_MS, Ordering::Relaxed);
+            self.connect_failures.store(0, Ordering::Relaxed);
+        } else {
+            self.set_health(Health::Unhealthy);
+        }
+    }
+
+    /// Whether connects failed recently enough to keep the member out.
+    pub fn passively_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Counts a failed connect; returns how many happened in a row.
+    pub fn connect_failed(&self) -> u32 {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn connect_succeeded(&self) {
+        self.connect_failures.store(0, Ordering::Relaxed);
+    }
+}
+
+/// How long a member without a monitor stays out after failed connects.
+const PASSIVE_COOL_DOWN_MS: u64 = 10_000;
+
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// Milliseconds since the process's first look at the clock (never 0).
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
+
+/// Holds one unit of a member's in-flight count until dropped, whatever happens to the
+/// configuration meanwhile.
+pub struct Lease(Arc<MemberState>);
+
+impl Lease {
+    pub fn new(state: &Arc<MemberState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease(state.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Hands out the one live state of each member. Entries die with the last snapshot or
+/// lease that holds them; a member that comes back later starts fresh.
+#[derive(Default)]
+pub struct Registry {
+    members: Mutex<HashMap<MemberId, Weak<MemberState>>>,
+}
+
+impl Registry {
+    pub fn member(&self, id: &MemberId) -> Arc<MemberState> {
+        let mut map = self.members.lock();
+        if let Some(state) = map.get(id).and_then(Weak::upgrade) {
+            return state;
+        }
+        let state = Arc::new(MemberState::default());
+        map.insert(id.clone(), Arc::downgrade(&state));
+        state
+    }
+
+    /// Forgets entries no snapshot or lease holds any more.
+    pub fn sweep(&self) {
+        self.members.lock().retain(|_, w| w.strong_count() > 0);
+    }
+
+    pub fn get(&self, id: &MemberId) -> Option<Arc<MemberState>> {
+        self.members.lock().get(id).and_then(Weak::upgrade)
+    }
+}
