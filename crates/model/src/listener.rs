@@ -65,13 +65,39 @@ pub struct L7Route {
     pub pool_id: PoolId,
 }
 
-/// A certificate and key for TLS termination, as PEM.
+/// Certificates for TLS termination, as PEM: a default one, and more chosen by the
+/// server name the client asks for (SNI).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificate_chain_pem: String,
     /// Write-only: reads return it masked.
     pub private_key_pem: String,
+    #[serde(default)]
+    pub sni_certificates: Vec<SniCertificate>,
+}
+
+/// A certificate served to clients that ask for `server_name` (exact, or `*.example.com`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    pub server_name: String,
+    pub certificate_chain_pem: String,
+    /// Write-only: reads return it masked.
+    pub private_key_pem: String,
+}
+
+fn check_pem_pair(c: &mut Checker, prefix: &str, cert: &str, key: &str) {
+    c.check(
+        cert.contains("-----BEGIN CERTIFICATE-----"),
+        &format!("{prefix}certificate_chain_pem"),
+        || format!("{prefix}certificate_chain_pem must hold a PEM certificate"),
+    );
+    c.check(
+        key.contains("PRIVATE KEY-----"),
+        &format!("{prefix}private_key_pem"),
+        || format!("{prefix}private_key_pem must hold a PEM private key"),
+    );
 }
 
 /// Timeouts in milliseconds. Defaults follow common proxy practice.
@@ -136,17 +162,31 @@ impl ListenerSpec {
                 "tls is only valid for TERMINATED_HTTPS listeners".to_string(),
             ),
             (Some(tls), _) => {
-                c.check(
-                    tls.certificate_chain_pem
-                        .contains("-----BEGIN CERTIFICATE-----"),
-                    "tls.certificate_chain_pem",
-                    || "tls.certificate_chain_pem must hold a PEM certificate".into(),
+                check_pem_pair(
+                    &mut c,
+                    "tls.",
+                    &tls.certificate_chain_pem,
+                    &tls.private_key_pem,
                 );
-                c.check(
-                    tls.private_key_pem.contains("PRIVATE KEY-----"),
-                    "tls.private_key_pem",
-                    || "tls.private_key_pem must hold a PEM private key".into(),
-                );
+                for (i, sni) in tls.sni_certificates.iter().enumerate() {
+                    let prefix = format!("tls.sni_certificates[{i}].");
+                    c.check(
+                        is_host_name(&sni.server_name, true),
+                        &format!("{prefix}server_name"),
+                        || {
+                            format!(
+                                "{prefix}server_name {:?} is not a host name",
+                                sni.server_name
+                            )
+                        },
+                    );
+                    check_pem_pair(
+                        &mut c,
+                        &prefix,
+                        &sni.certificate_chain_pem,
+                        &sni.private_key_pem,
+                    );
+                }
             }
             (None, _) => {}
         }

@@ -1605,6 +1605,7 @@ fn tls() -> Option<ListenerTls> {
     Some(ListenerTls {
         certificate_chain_pem: CERT.into(),
         private_key_pem: KEY.into(),
+        sni_certificates: Vec::new(),
     })
 }
 

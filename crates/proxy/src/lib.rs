@@ -25,6 +25,7 @@ mod select;
 mod snapshot;
 mod state;
 mod tcp;
+mod tls;
 mod upstream;
 
 pub use health::HealthCounter;

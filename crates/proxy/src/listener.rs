@@ -70,6 +70,11 @@ impl DataPlaneInner {
                 ));
                 continue;
             }
+            if let Some(Err(e)) = &l.tls {
+                tracing::warn!(listener = %id, error = %e, "invalid TLS configuration");
+                failed.push((id.clone(), e.clone()));
+                continue;
+            }
             match bind_tcp(l.bind.addr) {
                 Ok(socket) => {
                     let (stop, stop_rx) = watch::channel(false);
@@ -158,7 +163,8 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _guard = guard;
             match protocol {
-                ListenerProtocol::Http => serve_http(dp, id, stream, peer, stop).await,
+                ListenerProtocol::Http => serve_http(dp, id, stream, peer, false, stop).await,
+                ListenerProtocol::TerminatedHttps => serve_tls(dp, id, stream, peer, stop).await,
                 ListenerProtocol::Tcp | ListenerProtocol::Https => {
                     crate::tcp::serve(dp, id, stream, peer).await
                 }
@@ -170,29 +176,60 @@ async fn accept_loop(
     tracing::debug!(listener = %id, "stopped accepting");
 }
 
-async fn serve_http(
+fn header_timeout(dp: &DataPlaneInner, id: &ListenerId) -> Duration {
+    let ms = dp
+        .snapshot
+        .load()
+        .listeners
+        .get(id)
+        .map_or(10_000, |l| l.timeouts.client_header_ms);
+    Duration::from_millis(u64::from(ms))
+}
+
+async fn serve_tls(
     dp: Arc<DataPlaneInner>,
     id: ListenerId,
     stream: TcpStream,
     peer: SocketAddr,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let header_timeout = dp
-        .snapshot
-        .load()
-        .listeners
-        .get(&id)
-        .map_or(10_000, |l| l.timeouts.client_header_ms);
+    let config = {
+        let snap = dp.snapshot.load();
+        match snap.listeners.get(&id).and_then(|l| l.tls.clone()) {
+            Some(Ok(c)) => c,
+            _ => return,
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    // The handshake counts against the header timeout: a silent client cannot hold a slot.
+    match tokio::time::timeout(header_timeout(&dp, &id), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(dp, id, tls, peer, true, stop).await,
+        Ok(Err(e)) => tracing::debug!(listener = %id, %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(listener = %id, %peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http<S>(
+    dp: Arc<DataPlaneInner>,
+    id: ListenerId,
+    stream: S,
+    peer: SocketAddr,
+    tls: bool,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = header_timeout(&dp, &id);
     let info = Arc::new(ConnInfo {
         listener: id,
         peer,
-        tls: false,
+        tls,
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(u64::from(header_timeout)))
+        .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let service =

@@ -39,6 +39,10 @@ pub struct BindKey {
 
 pub struct ListenerRt {
     pub id: ListenerId,
+    /// The listener key's mod revision: its TLS config is rebuilt only when it moves.
+    pub revision: i64,
+    /// For TERMINATED_HTTPS: the server config, or why it could not be built.
+    pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
     pub bind: BindKey,
     pub protocol: ListenerProtocol,
     pub enabled: bool,
@@ -229,10 +233,26 @@ pub fn compile(cfg: &Config, previous: &Snapshot, registry: &Registry) -> Snapsh
             continue;
         };
         let pool = |pid: &PoolId| pools.get(pid).cloned();
+        let tls = match (&l.spec.tls, l.spec.protocol) {
+            (Some(tls), ListenerProtocol::TerminatedHttps) => Some(
+                previous
+                    .listeners
+                    .get(id)
+                    .filter(|p| p.revision == v.mod_revision)
+                    .and_then(|p| p.tls.clone())
+                    .unwrap_or_else(|| crate::tls::server_config(tls)),
+            ),
+            (None, ListenerProtocol::TerminatedHttps) => {
+                Some(Err("TERMINATED_HTTPS needs a certificate".into()))
+            }
+            _ => None,
+        };
         listeners.insert(
             id.clone(),
             Arc::new(ListenerRt {
                 id: id.clone(),
+                revision: v.mod_revision,
+                tls,
                 bind: BindKey {
                     addr: SocketAddr::new(lb.value.spec.vip_address, l.spec.port),
                     udp: l.spec.protocol.is_udp(),

@@ -68,6 +68,9 @@ pub(crate) fn listener(cp: &ControlPlane, v: &Versioned<Listener>) -> ListenerVi
     let mut resource = v.value.clone();
     if let Some(tls) = &mut resource.spec.tls {
         tls.private_key_pem = "***".into();
+        for sni in &mut tls.sni_certificates {
+            sni.private_key_pem = "***".into();
+        }
     }
     ListenerView {
         resource,

@@ -1,0 +1,229 @@
+//! TLS termination end to end: certificates from the API, ALPN (h2 and http/1.1), SNI.
+#![allow(clippy::unwrap_used)] // test helpers may panic
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::Server;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that answers with the X-Forwarded-Proto it saw.
+async fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let proto = req
+                            .headers()
+                            .get("x-forwarded-proto")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("none")
+                            .to_owned();
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                            "proto={proto}"
+                        )))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cert {
+    pem: String,
+    key: String,
+    der: CertificateDer<'static>,
+}
+
+fn cert(names: &[&str]) -> Cert {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let c = rcgen::generate_simple_self_signed(names).unwrap();
+    Cert {
+        pem: c.cert.pem(),
+        key: c.signing_key.serialize_pem(),
+        der: c.cert.der().clone(),
+    }
+}
+
+/// Connects over TLS trusting `trust`, asking for `sni` and `alpn`.
+async fn connect(
+    port: u16,
+    sni: &str,
+    trust: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    connector
+        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn terminates_tls_with_alpn_and_sni() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let upstream = backend().await;
+    let default = cert(&["default.test"]);
+    let shop = cert(&["shop.test"]);
+    let wild = cert(&["*.api.test"]);
+
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "tls", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTP"})),
+        )
+        .await
+        .id();
+    api.ok(
+        "POST",
+        &format!("/v1/pools/{pool}/members"),
+        Some(json!({"address": "127.0.0.1", "port": upstream})),
+    )
+    .await;
+    let port = free_port();
+    let listener = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({
+                "protocol": "TERMINATED_HTTPS", "port": port, "default_pool_id": pool,
+                "tls": {
+                    "certificate_chain_pem": default.pem, "private_key_pem": default.key,
+                    "sni_certificates": [
+                        {"server_name": "shop.test", "certificate_chain_pem": shop.pem, "private_key_pem": shop.key},
+                        {"server_name": "*.api.test", "certificate_chain_pem": wild.pem, "private_key_pem": wild.key}
+                    ]
+                }
+            })),
+        )
+        .await;
+    assert_eq!(
+        listener.body["tls"]["private_key_pem"], "***",
+        "keys are write-only"
+    );
+    assert_eq!(
+        listener.body["tls"]["sni_certificates"][0]["private_key_pem"],
+        "***"
+    );
+    let wr = listener.header("x-work-request-id").unwrap();
+    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+        .await;
+
+    // h2 negotiated by ALPN.
+    let tls = connect(port, "default.test", &default.der, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("https://default.test/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"proto=https");
+    }
+
+    // HTTP/1.1 over TLS.
+    let tls = connect(port, "default.test", &default.der, &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "default.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+
+    // SNI picks the certificate: each name verifies only against its own certificate.
+    for (name, c) in [
+        ("shop.test", &shop),
+        ("x.api.test", &wild),
+        ("other.test", &default),
+    ] {
+        let tls = connect(
+            port,
+            if name == "other.test" {
+                "default.test"
+            } else {
+                name
+            },
+            &c.der,
+            &[b"http/1.1"],
+        )
+        .await;
+        let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        assert_eq!(presented, c.der, "{name}");
+    }
+
+    // A certificate whose key does not match is refused by the data plane, and the
+    // listener stays unbound rather than serving something else.
+    let bad_port = free_port();
+    let r = api
+        .call(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({
+                "protocol": "TERMINATED_HTTPS", "port": bad_port, "default_pool_id": pool,
+                "tls": {"certificate_chain_pem": shop.pem, "private_key_pem": default.key}
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(TcpStream::connect(("127.0.0.1", bad_port)).await.is_err());
+    // The good listener keeps serving.
+    let tls = connect(port, "shop.test", &shop.der, &[b"http/1.1"]).await;
+    drop(tls);
+}

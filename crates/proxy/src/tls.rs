@@ -1,0 +1,133 @@
+//! TLS termination: rustls server configs built from listeners' PEM certificates, with
+//! certificates chosen by SNI and ALPN offering h2 and http/1.1.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fulcrum_model::ListenerTls;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified_key(
+    provider: &CryptoProvider,
+    what: &str,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what}: cannot read the certificate chain: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{what}: no certificate in the chain"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("{what}: cannot read the private key: {e}"))?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map(Arc::new)
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Picks the certificate for the server name the client asked for, else the default.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` stored as `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        let found = self.exact.get(&name).or_else(|| {
+            name.split_once('.')
+                .and_then(|(_, parent)| self.wildcard.get(parent))
+        });
+        Some(found.unwrap_or(&self.default).clone())
+    }
+}
+
+/// A server config for a listener's certificates; an error names what is wrong.
+pub(crate) fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
+    let provider = provider();
+    let default = certified_key(
+        &provider,
+        "tls",
+        &tls.certificate_chain_pem,
+        &tls.private_key_pem,
+    )?;
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    for (i, sni) in tls.sni_certificates.iter().enumerate() {
+        let key = certified_key(
+            &provider,
+            &format!("tls.sni_certificates[{i}]"),
+            &sni.certificate_chain_pem,
+            &sni.private_key_pem,
+        )?;
+        let name = sni.server_name.to_ascii_lowercase();
+        match name.strip_prefix("*.") {
+            Some(parent) => wildcard.insert(parent.to_owned(), key),
+            None => exact.insert(name, key),
+        };
+    }
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver {
+            default,
+            exact,
+            wildcard,
+        }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("cert");
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    fn tls(cert: &str, key: &str) -> ListenerTls {
+        ListenerTls {
+            certificate_chain_pem: cert.into(),
+            private_key_pem: key.into(),
+            sni_certificates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn builds_from_a_matching_pair_and_refuses_the_rest() {
+        let (cert_a, key_a) = pair("a.test");
+        let (_, key_b) = pair("b.test");
+        assert!(server_config(&tls(&cert_a, &key_a)).is_ok());
+        let mismatch = server_config(&tls(&cert_a, &key_b)).unwrap_err();
+        assert!(mismatch.contains("tls"), "{mismatch}");
+        let garbage = server_config(&tls(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            &key_a,
+        ));
+        assert!(garbage.is_err());
+        assert!(
+            server_config(&tls("", &key_a))
+                .unwrap_err()
+                .contains("no certificate")
+        );
+    }
+}
