@@ -48,14 +48,40 @@ pub(crate) struct AppState {
     pub limiter: Arc<RateLimiter>,
 }
 
-/// The whole API as one router.
-pub fn router(control: Arc<ControlPlane>, config: &ApiConfig) -> Router {
+/// Renders metrics in the Prometheus text format (the data plane's, typically).
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The whole API as one router. `/metrics`, when a source is given, needs no token, like
+/// `/v1/health`: scrapers and probes run where the API listens (127.0.0.1 by default).
+pub fn router(
+    control: Arc<ControlPlane>,
+    config: &ApiConfig,
+    metrics: Option<MetricsSource>,
+) -> Router {
     let state = AppState {
         control,
         tokens: Arc::new(config.tokens.clone()),
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
     };
-    native::router(state)
+    let mut router = native::router(state);
+    if let Some(render) = metrics {
+        router = router.route(
+            "/metrics",
+            axum::routing::get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        render(),
+                    )
+                }
+            }),
+        );
+    }
+    router
         .layer(axum::middleware::from_fn(request::with_request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             request::panic_response,

@@ -51,6 +51,10 @@ impl std::fmt::Display for Summary {
 
 pub async fn apply_file(client: &Client, path: &Path, prune: bool) -> anyhow::Result<Summary> {
     let doc = crate::commands::read_document(&path.to_path_buf())?;
+    apply_document(client, doc, prune).await
+}
+
+pub async fn apply_document(client: &Client, doc: Value, prune: bool) -> anyhow::Result<Summary> {
     let mut doc = match doc {
         Value::Object(o) => o,
         _ => bail!("the file must hold an object with `subnets` and `loadbalancers`"),

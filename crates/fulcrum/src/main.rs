@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 mod apply;
 mod client;
 mod commands;
+mod demo;
 mod output;
 mod paths;
 mod serve;
@@ -62,6 +63,10 @@ enum Command {
         /// Apply this declarative file (YAML, TOML or JSON) once the API is up.
         #[arg(long)]
         apply: Option<PathBuf>,
+        /// Also start three local demo backends and a listener on 127.0.0.1:8080 balancing
+        /// over them (in a throwaway data directory unless --data-dir is given).
+        #[arg(long)]
+        demo: bool,
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
     Apply {
@@ -116,12 +121,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             apply,
+            demo,
         } => {
             serve::run(serve::ServeArgs {
                 config,
                 data_dir,
                 listen,
                 apply,
+                demo,
             })
             .await
         }

@@ -44,6 +44,7 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub apply: Option<PathBuf>,
+    pub demo: bool,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -60,8 +61,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => FileConfig::default(),
     };
+    // The demo runs in a throwaway directory unless told otherwise, so it never mixes
+    // with a real configuration.
+    let demo_dir = match (args.demo, &args.data_dir) {
+        (true, None) => Some(tempfile::tempdir().context("cannot create a demo directory")?),
+        _ => None,
+    };
     let data_dir = args
         .data_dir
+        .or(demo_dir.as_ref().map(|d| d.path().to_owned()))
         .or(file.data_dir)
         .unwrap_or_else(paths::default_data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -113,13 +121,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let control = ControlPlane::start(Arc::new(store), options)
         .await
         .context("cannot load the configuration")?;
-    let data_plane = fulcrum_proxy::DataPlane::start(control.clone());
+    let data_plane = Arc::new(fulcrum_proxy::DataPlane::start(control.clone()));
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let app = fulcrum_api::router(control.clone(), &api_config);
+    let metrics_source = data_plane.clone();
+    let app = fulcrum_api::router(
+        control.clone(),
+        &api_config,
+        Some(Arc::new(move || metrics_source.render_metrics())),
+    );
     tracing::info!(api = %local, data_dir = %data_dir.display(), "fulcrum is serving");
     // One line a script can wait for (tests read it to learn the port).
     println!(
@@ -132,6 +145,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
+    if args.demo {
+        crate::demo::start_backends().await?;
+        let client =
+            crate::client::Client::new(format!("http://{local}"), token_for_apply.clone())?;
+        crate::apply::apply_document(&client, crate::demo::document(), false)
+            .await
+            .context("cannot set up the demo")?;
+        println!(
+            "fulcrum demo: http://127.0.0.1:{} balances over 3 backends (127.0.0.1:{:?}). Try:\n  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:{}/; done",
+            crate::demo::LISTENER_PORT,
+            crate::demo::BACKEND_PORTS,
+            crate::demo::LISTENER_PORT
+        );
+    }
     if let Some(file) = args.apply {
         let client = crate::client::Client::new(format!("http://{local}"), token_for_apply)?;
         crate::apply::apply_file(&client, &file, false)

@@ -200,3 +200,23 @@ async fn client_commands_and_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: cannot reach fulcrum"), "{err}");
 }
+
+#[tokio::test]
+async fn demo_rotates_across_three_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::start_with(dir.path(), &["--demo"]);
+    let http = reqwest::Client::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        if let Ok(r) = http.get("http://127.0.0.1:8080/").send().await
+            && let Ok(text) = r.text().await
+        {
+            seen.insert(text);
+        }
+        if seen.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}

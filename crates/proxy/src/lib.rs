@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 mod health;
 mod http;
 mod listener;
+mod metrics;
 mod select;
 mod snapshot;
 mod state;
@@ -81,6 +82,17 @@ impl DataPlane {
             passively_ejected: s.passively_ejected(),
             in_flight: s.in_flight(),
         })
+    }
+
+    /// The data plane's metrics in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) =
+            prometheus_client::encoding::text::encode(&mut out, &metrics::registry(&self.inner))
+        {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
     }
 
     /// Where a listener is bound, if it is.

@@ -50,6 +50,7 @@ pub struct ListenerRt {
     pub routes: Vec<RouteRt>,
     pub timeouts: ListenerTimeouts,
     pub connection_limit: Option<u32>,
+    pub stats: Arc<crate::metrics::Stats>,
 }
 
 pub struct RouteRt {
@@ -274,6 +275,7 @@ pub fn compile(cfg: &Config, previous: &Snapshot, registry: &Registry) -> Snapsh
                     .collect(),
                 timeouts: l.spec.timeouts,
                 connection_limit: l.spec.connection_limit,
+                stats: registry.listener_stats.get(id.as_str()),
             }),
         );
     }

@@ -32,6 +32,7 @@ pub struct MemberState {
     /// after [`epoch`] (0: not ejected).
     ejected_until_ms: AtomicU64,
     pub(crate) idle: IdleConnections,
+    pub(crate) stats: crate::metrics::Stats,
 }
 
 impl MemberState {
@@ -126,6 +127,8 @@ impl Drop for Lease {
 #[derive(Default)]
 pub struct Registry {
     members: Mutex<HashMap<MemberId, Weak<MemberState>>>,
+    /// Listener counters, which outlive snapshots the same way.
+    pub(crate) listener_stats: crate::metrics::StatsRegistry,
 }
 
 impl Registry {
@@ -142,6 +145,7 @@ impl Registry {
     /// Forgets entries no snapshot or lease holds any more.
     pub fn sweep(&self) {
         self.members.lock().retain(|_, w| w.strong_count() > 0);
+        self.listener_stats.sweep();
     }
 
     pub fn get(&self, id: &MemberId) -> Option<Arc<MemberState>> {

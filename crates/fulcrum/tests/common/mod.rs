@@ -1,6 +1,8 @@
 //! Runs the real `fulcrum` binary on a free port with its own data directory.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

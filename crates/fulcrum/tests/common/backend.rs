@@ -1,0 +1,241 @@
+//! In-test backends on 127.0.0.1: an HTTP/1.1 server that answers with its name, and a
+//! TCP echo server. Both can be shut down (listener and open connections closed, as when
+//! the process dies) and the HTTP one restarted on the same port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What a backend has seen, kept across a restart.
+#[derive(Default)]
+struct Shared {
+    /// Requests answered or being answered (health checks on `/health` not counted).
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    /// Delay for every request without `?delay_ms=`.
+    delay_ms: AtomicU64,
+    /// What `/health` answers (0: 200).
+    health_status: AtomicU16,
+    last_headers: parking_lot::Mutex<Option<HeaderMap>>,
+}
+
+/// An HTTP/1.1 backend: answers every request with its name (header `x-backend` and the
+/// body), after `?delay_ms=N` or its own delay. `/health` answers 200 (or what
+/// [`Backend::set_health`] says) and is not counted.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let mut b = Backend {
+            name: name.to_owned(),
+            addr,
+            shared: Arc::default(),
+            running: None,
+        };
+        b.serve(listener);
+        b
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests seen so far (not health checks).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests being answered right now.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.shared.health_status.store(status, Ordering::SeqCst);
+    }
+
+    /// The headers of the last request (not health checks).
+    pub fn last_headers(&self) -> Option<HeaderMap> {
+        self.shared.last_headers.lock().clone()
+    }
+
+    /// Closes the listener and every open connection, as a dying process would.
+    pub async fn shutdown(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+            // Connection tasks see the stop on their next poll; give them that poll.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Serves again on the same address.
+    pub async fn restart(&mut self) {
+        assert!(self.running.is_none(), "{} is running", self.name);
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = self.shared.clone();
+        let name: Arc<str> = self.name.as_str().into();
+        let task = tokio::spawn(accept_loop(listener, shared, name, stop_rx));
+        self.running = Some((stop, task));
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(true);
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return,
+        };
+        let (shared, name, mut stop) = (shared.clone(), name.clone(), stop.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (shared, name) = (shared.clone(), name.clone());
+                async move { Ok::<_, Infallible>(answer(&shared, &name, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            // Dropping the connection closes the socket, in-flight requests included.
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn answer(shared: &Shared, name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/health" {
+        let status = match shared.health_status.load(Ordering::SeqCst) {
+            0 => 200,
+            s => s,
+        };
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"health")));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        return resp;
+    }
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(&shared.in_flight);
+    *shared.last_headers.lock() = Some(req.headers().clone());
+    let delay = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("delay_ms="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| shared.delay_ms.load(Ordering::SeqCst));
+    // Read the whole request body before answering.
+    let _ = req.into_body().collect().await;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(name.to_owned())));
+    resp.headers_mut()
+        .insert("x-backend", name.parse().expect("header value"));
+    resp
+}
+
+/// A TCP server that echoes every byte back.
+pub struct Echo {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Echo { addr, task }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,1160 @@
+//! The data plane end to end: the real `fulcrum serve` binary proxies real requests to
+//! in-test backends, all on 127.0.0.1, while the native API changes its configuration.
+//!
+//! Every test starts its own server and backends, uses only bounded loops, and takes a few
+//! seconds at most.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::backend::{Backend, Echo};
+use common::{Api, Resp, Server};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ---- harness ---------------------------------------------------------------------------
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A fulcrum server with the API rate limit lifted (some tests make 1,000 changes).
+struct Fulcrum {
+    api: Api,
+    _server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl Fulcrum {
+    fn start() -> Fulcrum {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("fulcrum.toml");
+        std::fs::write(
+            &config,
+            "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n",
+        )
+        .expect("write config");
+        let config = config.to_str().expect("utf-8 path").to_owned();
+        let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
+        Fulcrum {
+            api: server.client(),
+            _server: server,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the work request of a change; the data plane serves it once it succeeded.
+    async fn wait(&self, r: &Resp) {
+        let wr = r
+            .header("x-work-request-id")
+            .expect("x-work-request-id header");
+        let done = self
+            .api
+            .ok(
+                "GET",
+                &format!("/v1/work-requests/{wr}/wait?timeout_ms=10000"),
+                None,
+            )
+            .await;
+        assert_eq!(done.body["status"], "SUCCEEDED", "{}", done.body);
+    }
+
+    /// A change that is waited for.
+    async fn apply(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let r = self.api.ok(method, path, body).await;
+        self.wait(&r).await;
+        r
+    }
+
+    async fn loadbalancer(&self) -> String {
+        self.apply(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "lb", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id()
+    }
+
+    async fn pool(&self, lb: &str, protocol: &str, algorithm: &str) -> String {
+        self.apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "pool", "protocol": protocol, "algorithm": algorithm})),
+        )
+        .await
+        .id()
+    }
+
+    /// A member on 127.0.0.1:`port`; `extra` is merged in (weight, backup, offline...).
+    async fn member(&self, pool: &str, port: u16, extra: Value) -> String {
+        let mut body = json!({"address": "127.0.0.1", "port": port});
+        merge(&mut body, extra);
+        self.apply("POST", &format!("/v1/pools/{pool}/members"), Some(body))
+            .await
+            .id()
+    }
+
+    async fn patch_member(&self, pool: &str, member: &str, patch: Value) {
+        self.apply(
+            "PATCH",
+            &format!("/v1/pools/{pool}/members/{member}"),
+            Some(patch),
+        )
+        .await;
+    }
+
+    async fn listener(&self, lb: &str, protocol: &str, port: u16, pool: Option<&str>) -> String {
+        self.listener_with(lb, protocol, port, pool, json!({}))
+            .await
+    }
+
+    async fn listener_with(
+        &self,
+        lb: &str,
+        protocol: &str,
+        port: u16,
+        pool: Option<&str>,
+        extra: Value,
+    ) -> String {
+        let mut body = json!({"name": format!("l{port}"), "protocol": protocol, "port": port});
+        if let Some(p) = pool {
+            body["default_pool_id"] = json!(p);
+        }
+        merge(&mut body, extra);
+        self.apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(body),
+        )
+        .await
+        .id()
+    }
+
+    async fn monitor(&self, pool: &str, extra: Value) {
+        let mut body = json!({"pool_id": pool, "type": "HTTP", "url_path": "/health"});
+        merge(&mut body, extra);
+        self.apply("POST", "/v1/healthmonitors", Some(body)).await;
+    }
+
+    async fn member_status(&self, pool: &str, member: &str) -> String {
+        let r = self
+            .api
+            .ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
+            .await;
+        r.body["operating_status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+}
+
+/// One HTTP pool behind one HTTP listener, one member per backend.
+struct Stack {
+    f: Fulcrum,
+    lb: String,
+    pool: String,
+    members: Vec<String>,
+    url: String,
+}
+
+impl Stack {
+    async fn new(algorithm: &str, backends: &[(&Backend, Value)]) -> Stack {
+        let f = Fulcrum::start();
+        let lb = f.loadbalancer().await;
+        let pool = f.pool(&lb, "HTTP", algorithm).await;
+        let mut members = Vec::new();
+        for (b, extra) in backends {
+            members.push(f.member(&pool, b.port(), extra.clone()).await);
+        }
+        let port = free_port();
+        f.listener(&lb, "HTTP", port, Some(&pool)).await;
+        Stack {
+            f,
+            lb,
+            pool,
+            members,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GET through the proxy: the status and the body (a backend's name when it answered).
+async fn get(c: &reqwest::Client, url: &str) -> (u16, String) {
+    match c.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, format!("client error: {e}")),
+    }
+}
+
+/// The backend name that answered, panicking on anything but 200.
+async fn who(c: &reqwest::Client, url: &str) -> String {
+    let (status, body) = get(c, url).await;
+    assert_eq!(status, 200, "GET {url}: {body}");
+    body
+}
+
+/// `n` GETs with `concurrency` clients at once; answers counted by backend name, anything
+/// but 200 counted as `status <code>: <body>`.
+async fn hammer(url: &str, n: u64, concurrency: usize) -> HashMap<String, u64> {
+    let left = Arc::new(AtomicU64::new(n));
+    let c = client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (left, c, url) = (left.clone(), c.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            while left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                .is_ok()
+            {
+                let (status, body) = get(&c, &url).await;
+                let key = if status == 200 {
+                    body
+                } else {
+                    format!("status {status}: {body}")
+                };
+                *counts.entry(key).or_default() += 1;
+            }
+            counts
+        });
+    }
+    let mut total = HashMap::new();
+    while let Some(r) = tasks.join_next().await {
+        for (k, v) in r.expect("task") {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+/// GETs sent continuously by `workers` tasks until stopped: answers by backend name, and
+/// every failure (status other than 200, or a client error) with its reason.
+struct Stream {
+    stop: Arc<AtomicBool>,
+    tasks: tokio::task::JoinSet<(HashMap<String, u64>, Vec<String>)>,
+}
+
+impl Stream {
+    fn start(url: &str, workers: usize) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = client();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (stop, c, url) = (stop.clone(), c.clone(), url.to_owned());
+            tasks.spawn(async move {
+                let mut ok: HashMap<String, u64> = HashMap::new();
+                let mut failed = Vec::new();
+                // Bounded: the test stops it long before.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    match get(&c, &url).await {
+                        (200, body) => *ok.entry(body).or_default() += 1,
+                        (status, body) => failed.push(format!("{status}: {body}")),
+                    }
+                }
+                (ok, failed)
+            });
+        }
+        Stream { stop, tasks }
+    }
+
+    async fn finish(mut self) -> (HashMap<String, u64>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut ok = HashMap::new();
+        let mut failed = Vec::new();
+        while let Some(r) = self.tasks.join_next().await {
+            let (o, f) = r.expect("task");
+            for (k, v) in o {
+                *ok.entry(k).or_default() += v;
+            }
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; returns whether it held.
+async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends raw bytes to 127.0.0.1:`port` and reads the answer until the server closes.
+async fn raw_http(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn refuses(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).await.is_err()
+}
+
+// ---- balancing -------------------------------------------------------------------------
+
+/// 1. Weights 3:1 over 4,000 requests: within 5% of 3,000 and 1,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distribution_follows_weights() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&a, json!({"weight": 3})), (&b, json!({"weight": 1}))],
+    )
+    .await;
+    let counts = hammer(&s.url, 4_000, 8).await;
+    let (na, nb) = (counts.get("a").copied(), counts.get("b").copied());
+    assert_eq!(na.unwrap_or(0) + nb.unwrap_or(0), 4_000, "{counts:?}");
+    let na = na.unwrap_or(0);
+    assert!((2_850..=3_150).contains(&na), "3:1 expected: {counts:?}");
+    assert_eq!((a.requests(), b.requests()), (na, 4_000 - na));
+}
+
+/// 2. Smooth weighted round robin: {5, 1, 1} gives nginx's `a a b a c a a`, repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smooth_round_robin_sequence() {
+    let heavy = Backend::start("heavy").await;
+    let l1 = Backend::start("light-1").await;
+    let l2 = Backend::start("light-2").await;
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[
+            (&heavy, json!({"weight": 5})),
+            (&l1, json!({"weight": 1})),
+            (&l2, json!({"weight": 1})),
+        ],
+    )
+    .await;
+    let c = client();
+    let mut names = Vec::new();
+    for _ in 0..21 {
+        names.push(who(&c, &s.url).await);
+    }
+    // The light members are b and c in the order they first answer.
+    let mut lights: Vec<&str> = Vec::new();
+    let seq: String = names
+        .iter()
+        .map(|n| {
+            if n == "heavy" {
+                'a'
+            } else {
+                if !lights.contains(&n.as_str()) {
+                    lights.push(n);
+                }
+                if lights[0] == n { 'b' } else { 'c' }
+            }
+        })
+        .collect();
+    assert_eq!(seq, "aabacaa".repeat(3), "{names:?}");
+    assert_eq!(lights.len(), 2, "{names:?}");
+}
+
+/// 3. LEAST_CONNECTIONS sends new requests away from a member holding slow ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_avoids_the_busy_member() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    // B starts offline, so the slow requests all land on A.
+    let s = Stack::new(
+        "LEAST_CONNECTIONS",
+        &[(&a, json!({})), (&b, json!({"offline": true}))],
+    )
+    .await;
+    let c = client();
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let (c, url) = (c.clone(), format!("{}/slow?delay_ms=3000", s.url));
+        slow.spawn(async move { get(&c, &url).await });
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async { a.in_flight() == 5 }).await,
+        "A holds {} slow requests",
+        a.in_flight()
+    );
+    s.f.patch_member(&s.pool, &s.members[1], json!({"offline": false}))
+        .await;
+    let mut fast = Vec::new();
+    for _ in 0..20 {
+        fast.push(who(&c, &s.url).await);
+    }
+    assert!(
+        a.in_flight() == 5,
+        "the slow requests ended too early for the test to mean anything"
+    );
+    assert!(fast.iter().all(|n| n == "b"), "{fast:?}");
+    while let Some(r) = slow.join_next().await {
+        assert_eq!(r.expect("task"), (200, "a".to_owned()));
+    }
+}
+
+/// 4. SOURCE_IP: a client sticks to one member; adding a fifth member to four moves about
+/// one client in five, (nearly) all of them to the new member. Clients differ by source
+/// address: all of 127.0.0.0/8 is loopback on Linux.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_sticks_and_remaps_little() {
+    let mut backends = Vec::new();
+    for name in ["m1", "m2", "m3", "m4", "m5"] {
+        backends.push(Backend::start(name).await);
+    }
+    let first4: Vec<(&Backend, Value)> = backends[..4].iter().map(|b| (b, json!({}))).collect();
+    let s = Stack::new("SOURCE_IP", &first4).await;
+
+    // One client, many requests: one member.
+    let c = client();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(who(&c, &s.url).await);
+    }
+    assert!(seen.iter().all(|n| *n == seen[0]), "{seen:?}");
+
+    // 200 clients, one per source address 127.0.0.2..=127.0.0.201.
+    let clients: Vec<(IpAddr, reqwest::Client)> = (2u8..=201)
+        .map(|i| {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i));
+            let c = reqwest::Client::builder()
+                .no_proxy()
+                .local_address(ip)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client");
+            (ip, c)
+        })
+        .collect();
+    let round = |times: usize| {
+        let clients = clients.clone();
+        let url = s.url.clone();
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (ip, c) in clients {
+                let url = url.clone();
+                tasks.spawn(async move {
+                    let mut names = Vec::new();
+                    for _ in 0..times {
+                        names.push(who(&c, &url).await);
+                    }
+                    (ip, names)
+                });
+            }
+            let mut out = HashMap::new();
+            while let Some(r) = tasks.join_next().await {
+                let (ip, names) = r.expect("task");
+                assert!(names.iter().all(|n| *n == names[0]), "{ip}: {names:?}");
+                out.insert(ip, names[0].clone());
+            }
+            out
+        }
+    };
+    let before = round(2).await;
+    let mut per_member: HashMap<&str, usize> = HashMap::new();
+    for n in before.values() {
+        *per_member.entry(n.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_member.len(),
+        4,
+        "clients spread over 4 members: {per_member:?}"
+    );
+    assert!(
+        per_member.values().all(|&n| n >= 20),
+        "even spread: {per_member:?}"
+    );
+
+    s.f.member(&s.pool, backends[4].port(), json!({})).await;
+    let after = round(1).await;
+    let moved: Vec<(&IpAddr, &String)> =
+        after.iter().filter(|(ip, n)| before[*ip] != **n).collect();
+    let (to_new, elsewhere): (Vec<_>, Vec<_>) =
+        moved.into_iter().partition(|(_, n)| n.as_str() == "m5");
+    // Ideal: 40 of 200 (1/5) move, all to the new member. Maglev also reshuffles a few
+    // clients among the old members (at most 8 of 200 in 20,000 simulated pools with
+    // random member ids); more than 10 would be a regression.
+    assert!(
+        elsewhere.len() <= 10,
+        "{} clients moved between old members: {elsewhere:?}",
+        elsewhere.len()
+    );
+    // Binomial spread around 40 is about ±6.
+    assert!(
+        (15..=70).contains(&to_new.len()) && to_new.len() + elsewhere.len() <= 70,
+        "{} of 200 clients moved to the new member, {} elsewhere",
+        to_new.len(),
+        elsewhere.len()
+    );
+}
+
+// ---- admin states ----------------------------------------------------------------------
+
+/// 5. Drain: 100 in-flight slow requests all finish with 200; no new request goes to the
+/// drained member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_in_flight_and_takes_no_new() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&a, json!({})), (&b, json!({"offline": true}))],
+    )
+    .await;
+    let c = client();
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (c, url) = (c.clone(), format!("{}/slow?delay_ms=3000", s.url));
+        slow.spawn(async move { get(&c, &url).await });
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || async { a.in_flight() == 100 }).await,
+        "A holds {} of 100 slow requests",
+        a.in_flight()
+    );
+    s.f.patch_member(&s.pool, &s.members[1], json!({"offline": false}))
+        .await;
+    s.f.patch_member(&s.pool, &s.members[0], json!({"drain": true}))
+        .await;
+    assert_eq!(s.f.member_status(&s.pool, &s.members[0]).await, "DRAINING");
+    let mut fresh = Vec::new();
+    for _ in 0..20 {
+        fresh.push(who(&c, &s.url).await);
+    }
+    assert_eq!(
+        a.in_flight(),
+        100,
+        "the slow requests ended before the drain: the test proves nothing"
+    );
+    assert!(fresh.iter().all(|n| n == "b"), "{fresh:?}");
+    let mut done = 0;
+    while let Some(r) = slow.join_next().await {
+        assert_eq!(r.expect("task"), (200, "a".to_owned()));
+        done += 1;
+    }
+    assert_eq!(done, 100);
+    assert_eq!(
+        a.requests(),
+        100,
+        "no new request reached the drained member"
+    );
+}
+
+/// 6. An offline member gets no traffic; a member of weight 0 gets no new requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_and_weight_zero_get_nothing() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let c3 = Backend::start("c").await;
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&a, json!({})), (&b, json!({})), (&c3, json!({}))],
+    )
+    .await;
+    let c = client();
+    s.f.patch_member(&s.pool, &s.members[0], json!({"offline": true}))
+        .await;
+    for _ in 0..30 {
+        who(&c, &s.url).await;
+    }
+    assert_eq!(
+        (a.requests(), b.requests(), c3.requests()),
+        (0, 15, 15),
+        "offline A"
+    );
+
+    s.f.patch_member(&s.pool, &s.members[0], json!({"offline": false}))
+        .await;
+    s.f.patch_member(&s.pool, &s.members[1], json!({"weight": 0}))
+        .await;
+    for _ in 0..30 {
+        who(&c, &s.url).await;
+    }
+    assert_eq!(
+        (a.requests(), b.requests(), c3.requests()),
+        (15, 15, 30),
+        "weight 0 on B"
+    );
+}
+
+// ---- health ----------------------------------------------------------------------------
+
+/// 7. The backup member takes over when the primary fails its health checks, and hands
+/// back when the primary recovers (restarted on the same port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_takes_over_and_hands_back() {
+    let mut primary = Backend::start("primary").await;
+    let backup = Backend::start("backup").await;
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&primary, json!({})), (&backup, json!({"backup": true}))],
+    )
+    .await;
+    s.f.monitor(
+        &s.pool,
+        json!({"interval_ms": 200, "timeout_ms": 150, "healthy_threshold": 1, "unhealthy_threshold": 2}),
+    )
+    .await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(who(&c, &s.url).await, "primary");
+    }
+    assert_eq!(backup.requests(), 0);
+
+    primary.shutdown().await;
+    let (pool, pm) = (&s.pool, &s.members[0]);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            s.f.member_status(pool, pm).await == "ERROR"
+        })
+        .await,
+        "the primary is marked down by its health checks"
+    );
+    for _ in 0..10 {
+        assert_eq!(who(&c, &s.url).await, "backup");
+    }
+
+    primary.restart().await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            who(&c, &s.url).await == "primary"
+        })
+        .await,
+        "the primary takes over again when healthy"
+    );
+    for _ in 0..10 {
+        assert_eq!(who(&c, &s.url).await, "primary");
+    }
+}
+
+/// 8. A backend killed under load is ejected, and its idempotent GETs are retried on the
+/// others: no client sees an error. Restarted, it gets traffic again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backend_is_ejected_without_client_errors() {
+    let a = Backend::start("a").await;
+    let mut b = Backend::start("b").await;
+    let c3 = Backend::start("c").await;
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&a, json!({})), (&b, json!({})), (&c3, json!({}))],
+    )
+    .await;
+    // Slow checks: passive ejection (failed connects) acts long before the monitor would.
+    s.f.monitor(
+        &s.pool,
+        json!({"interval_ms": 500, "timeout_ms": 200, "healthy_threshold": 1, "unhealthy_threshold": 3}),
+    )
+    .await;
+    let stream = Stream::start(&s.url, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.requests() > 0, "B served before it was killed");
+    b.shutdown().await;
+    let (pool, bm) = (&s.pool, &s.members[1]);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            s.f.member_status(pool, bm).await == "ERROR"
+        })
+        .await,
+        "the killed member is ejected"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Back on its port: the monitor's next passing check brings it back.
+    let served = b.requests();
+    b.restart().await;
+    let back = eventually(Duration::from_secs(3), || async { b.requests() > served }).await;
+    let (ok, failed) = stream.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // Traffic really flowed throughout (how much depends on the machine's load).
+    assert!(ok.values().sum::<u64>() >= 10, "{ok:?}");
+    assert!(back, "the restarted member gets traffic again");
+}
+
+// ---- configuration changes -------------------------------------------------------------
+
+/// 9. A changed weight, or a new member, is followed by the very next requests once the
+/// work request succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_apply_to_the_very_next_requests() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let c3 = Backend::start("c").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({})), (&b, json!({}))]).await;
+    let c = client();
+    let count = |names: &[String], who: &str| names.iter().filter(|n| *n == who).count();
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        names.push(who(&c, &s.url).await);
+    }
+    assert_eq!(
+        (count(&names, "a"), count(&names, "b")),
+        (2, 2),
+        "{names:?}"
+    );
+
+    s.f.patch_member(&s.pool, &s.members[0], json!({"weight": 3}))
+        .await;
+    names.clear();
+    for _ in 0..8 {
+        names.push(who(&c, &s.url).await);
+    }
+    assert_eq!(
+        (count(&names, "a"), count(&names, "b")),
+        (6, 2),
+        "{names:?}"
+    );
+
+    s.f.member(&s.pool, c3.port(), json!({})).await;
+    names.clear();
+    for _ in 0..5 {
+        names.push(who(&c, &s.url).await);
+    }
+    assert_eq!(
+        (count(&names, "a"), count(&names, "b"), count(&names, "c")),
+        (3, 1, 1),
+        "{names:?}"
+    );
+}
+
+/// 10. 1,000 configuration changes while a client sends requests: not one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_changes_under_load_fail_nothing() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({})), (&b, json!({}))]).await;
+    s.f.monitor(&s.pool, json!({"interval_ms": 1000, "timeout_ms": 500}))
+        .await;
+    let stream = Stream::start(&s.url, 2);
+    let member_a = format!("/v1/pools/{}/members/{}", s.pool, s.members[0]);
+    let batch = format!("/v1/pools/{}/members/batch", s.pool);
+    let mut last = None;
+    for i in 0..1_000u32 {
+        let r = if i % 10 == 9 {
+            // The same two members, replaced in one batch.
+            s.f.api
+                .ok(
+                    "POST",
+                    &batch,
+                    Some(json!({"action": "replace", "members": [
+                        {"address": "127.0.0.1", "port": a.port(), "weight": 1 + i % 3},
+                        {"address": "127.0.0.1", "port": b.port()},
+                    ]})),
+                )
+                .await
+        } else {
+            s.f.api
+                .ok("PATCH", &member_a, Some(json!({"weight": 1 + i % 2})))
+                .await
+        };
+        last = Some(r);
+    }
+    s.f.wait(&last.expect("changes")).await;
+    let (ok, failed) = stream.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let total: u64 = ok.values().sum();
+    assert!(total >= 200, "too few requests to mean anything: {ok:?}");
+    assert!(a.requests() > 0 && b.requests() > 0, "{ok:?}");
+}
+
+// ---- protocols and listeners -----------------------------------------------------------
+
+/// 11. HTTP/2 with prior knowledge (h2c) end to end, several streams on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({})), (&b, json!({}))]).await;
+    let authority = s.url.trim_start_matches("http://").to_owned();
+    let stream = TcpStream::connect(&authority).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let mut sender = sender.clone();
+        let uri = format!("http://{authority}/h2?i={i}");
+        tasks.spawn(async move {
+            let req = hyper::Request::get(uri)
+                .body(Empty::<Bytes>::new())
+                .expect("request");
+            let resp = sender.send_request(req).await.expect("h2 request");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            (parts.status, parts.version, body)
+        });
+    }
+    let mut names = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (status, version, body) = r.expect("task");
+        assert_eq!(status, 200, "{body:?}");
+        assert_eq!(version, hyper::Version::HTTP_2);
+        names.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    // Concurrent streams are balanced like any requests (not necessarily 5/5 exactly).
+    assert!(names.iter().all(|n| n == "a" || n == "b"), "{names:?}");
+    assert!(
+        names.contains(&"a".into()) && names.contains(&"b".into()),
+        "{names:?}"
+    );
+    let seen = a.last_headers().expect("a saw a request");
+    assert_eq!(
+        seen.get("host").and_then(|v| v.to_str().ok()),
+        Some(authority.as_str()),
+        "the backend gets a Host header from the h2 authority"
+    );
+}
+
+/// 12. Listeners are live: a new one answers within a second, a deleted one refuses, a
+/// moved one answers on the new port and refuses on the old; the others never notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_live() {
+    let a = Backend::start("a").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
+    // Another listener, hammered throughout.
+    let stream = Stream::start(&s.url, 2);
+    let c = client();
+    let answers = |port: u16| {
+        let c = c.clone();
+        async move { get(&c, &format!("http://127.0.0.1:{port}/")).await.0 == 200 }
+    };
+
+    let p2 = free_port();
+    let created = s
+        .f
+        .api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{}/listeners", s.lb),
+            Some(json!({"name": "second", "protocol": "HTTP", "port": p2, "default_pool_id": s.pool})),
+        )
+        .await;
+    let l2 = created.id();
+    assert!(
+        eventually(Duration::from_secs(1), || answers(p2)).await,
+        "a new listener answers within a second"
+    );
+
+    let p3 = free_port();
+    s.f.api
+        .ok(
+            "PATCH",
+            &format!("/v1/listeners/{l2}"),
+            Some(json!({"port": p3})),
+        )
+        .await;
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            answers(p3).await && refuses(p2).await
+        })
+        .await,
+        "a moved listener answers on its new port and refuses on the old"
+    );
+
+    let deleted =
+        s.f.api
+            .call("DELETE", &format!("/v1/listeners/{l2}"), None)
+            .await;
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+    assert!(
+        eventually(Duration::from_secs(1), || refuses(p3)).await,
+        "a deleted listener refuses connections"
+    );
+
+    let (ok, failed) = stream.finish().await;
+    assert!(failed.is_empty(), "the other listener noticed: {failed:?}");
+    // Traffic really flowed throughout (how much depends on the machine's load).
+    assert!(ok.values().sum::<u64>() >= 3, "{ok:?}");
+}
+
+/// 14. A TCP listener copies bytes both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_proxies_bytes() {
+    let echo = Echo::start().await;
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "TCP", "ROUND_ROBIN").await;
+    f.member(&pool, echo.addr.port(), json!({})).await;
+    let port = free_port();
+    f.listener(&lb, "TCP", port, Some(&pool)).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..5u8 {
+        tasks.spawn(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            // More than one socket buffer's worth, written while reading.
+            let data: Vec<u8> = (0..256 * 1024).map(|j| (j as u8) ^ i).collect();
+            let (mut r, mut w) = s.split();
+            let write = async {
+                w.write_all(&data).await.expect("write");
+                w.shutdown().await.expect("shutdown");
+            };
+            let mut back = Vec::new();
+            let read = r.read_to_end(&mut back);
+            let (_, read) = tokio::join!(write, read);
+            read.expect("read");
+            assert!(back == data, "connection {i}: {} bytes back", back.len());
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task");
+    }
+}
+
+// ---- proxy hygiene ---------------------------------------------------------------------
+
+/// 13a. Forwarding headers reach the member; hop-by-hop headers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_no_hop_by_hop() {
+    let a = Backend::start("a").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
+    let port: u16 = s
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let answer = raw_http(
+        port,
+        "GET /hygiene HTTP/1.1\r\n\
+         Host: example.test\r\n\
+         X-Forwarded-For: 10.9.9.9\r\n\
+         Connection: close, X-Secret\r\n\
+         X-Secret: hop\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         TE: trailers\r\n\
+         X-Kept: end-to-end\r\n\
+         \r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let h = a.last_headers().expect("the backend saw the request");
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(
+        get("x-forwarded-for").as_deref(),
+        Some("10.9.9.9, 127.0.0.1")
+    );
+    assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
+    let forwarded = get("forwarded").unwrap_or_default();
+    assert!(
+        forwarded.contains("for=127.0.0.1")
+            && forwarded.contains("proto=http")
+            && forwarded.contains("host=\"example.test\""),
+        "Forwarded: {forwarded}"
+    );
+    assert_eq!(get("host").as_deref(), Some("example.test"));
+    assert_eq!(get("x-kept").as_deref(), Some("end-to-end"));
+    for hop in ["x-secret", "keep-alive", "proxy-connection", "te"] {
+        assert_eq!(get(hop), None, "{hop} was forwarded");
+    }
+    let connection = get("connection").unwrap_or_default().to_ascii_lowercase();
+    assert!(
+        !connection.contains("x-secret") && !connection.contains("close"),
+        "Connection forwarded: {connection}"
+    );
+}
+
+/// 13b. Content-Length with Transfer-Encoding (a smuggling vector): Transfer-Encoding
+/// wins, Content-Length is dropped, and the connection closes after the response, so
+/// bytes after the chunked body are never read as a second request (HAProxy's handling,
+/// allowed by RFC 9112 §6.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_cannot_smuggle() {
+    let a = Backend::start("a").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
+    let port: u16 = s
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    for headers in [
+        "Content-Length: 999\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+    ] {
+        let before = a.requests();
+        let answer = raw_http(
+            port,
+            &format!(
+                "POST /a HTTP/1.1\r\nHost: x\r\n{headers}\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{headers:?}: {answer}"
+        );
+        assert_eq!(
+            a.requests(),
+            before + 1,
+            "the smuggled request reached the member"
+        );
+        let seen = a.last_headers().expect("headers");
+        assert!(seen.get("content-length").is_none(), "{seen:?}");
+    }
+}
+
+/// 13c. No available member: 503 with a short reason; no pool at all: 503 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_member_answers_503_with_a_reason() {
+    let a = Backend::start("a").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({"offline": true}))]).await;
+    let c = client();
+    let (status, body) = get(&c, &s.url).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body.is_empty() && body.len() < 200 && body.contains("member"),
+        "reason: {body:?}"
+    );
+    let bare = free_port();
+    s.f.listener(&s.lb, "HTTP", bare, None).await;
+    let (status, body) = get(&c, &format!("http://127.0.0.1:{bare}/")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.is_empty() && body.len() < 200, "reason: {body:?}");
+    assert_eq!(a.requests(), 0);
+}
+
+/// 13d. A member slower than the listener's upstream_response_ms: 504, in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_member_answers_504() {
+    let a = Backend::start("a").await;
+    a.set_delay_ms(3_000);
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    f.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    f.listener_with(
+        &lb,
+        "HTTP",
+        port,
+        Some(&pool),
+        json!({"timeouts": {"upstream_response_ms": 300}}),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, body) = get(&client(), &format!("http://127.0.0.1:{port}/")).await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.len() < 200, "reason: {body:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(2_000),
+        "answered after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_per_listener_pool_and_member() {
+    let f = Fulcrum::start();
+    let a = Backend::start("a").await;
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let member = f.member(&pool, a.port(), json!({})).await;
+    let dead = f.member(&pool, free_port(), json!({"weight": 1})).await;
+    let port = free_port();
+    let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/")).await.0, 200);
+    }
+    let text = f.api.raw("GET", "/metrics", None, &[]).await.body;
+    let text = text.as_str().expect("text format");
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| !l.starts_with('#') && l.contains(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no line with {needle} in\n{text}"))
+    };
+    let l = format!("listener=\"{listener}\"");
+    assert_eq!(
+        value(&format!(
+            "fulcrum_listener_requests_total{{{l},code_class=\"2xx\"}}"
+        )),
+        10.0
+    );
+    assert_eq!(
+        value(&format!(
+            "fulcrum_listener_request_duration_seconds_count{{{l}}}"
+        )),
+        10.0
+    );
+    assert_eq!(
+        value(&format!(
+            "fulcrum_pool_responses_total{{pool=\"{pool}\",code_class=\"2xx\"}}"
+        )),
+        10.0
+    );
+    let m = format!("pool=\"{pool}\",member=\"{member}\"");
+    assert_eq!(
+        value(&format!(
+            "fulcrum_member_responses_total{{{m},code_class=\"2xx\"}}"
+        )),
+        10.0
+    );
+    assert_eq!(value(&format!("fulcrum_member_in_flight{{{m}}}")), 0.0);
+    assert_eq!(value(&format!("fulcrum_member_available{{{m}}}")), 1.0);
+    let d = format!("pool=\"{pool}\",member=\"{dead}\"");
+    assert!(
+        value(&format!(
+            "fulcrum_member_errors_total{{{d},kind=\"connect\"}}"
+        )) >= 1.0
+    );
+    assert!(value("fulcrum_config_revision") > 0.0);
+}
