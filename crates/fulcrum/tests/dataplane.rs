@@ -1158,3 +1158,108 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
     );
     assert!(value("fulcrum_config_revision") > 0.0);
 }
+
+/// An idle keep-alive connection is closed after the listener's idle timeout; a busy one
+/// is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    let a = Backend::start("a").await;
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    f.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    f.listener_with(
+        &lb,
+        "HTTP",
+        port,
+        Some(&pool),
+        json!({"timeouts": {"idle_ms": 300}}),
+    )
+    .await;
+    a.set_delay_ms(500);
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // A request slower than the idle timeout is not cut.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Then, idle, the connection is closed within a few idle periods.
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+}
+
+/// SIGTERM: the listener stops accepting, the request in flight finishes, fulcrum exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests() {
+    let a = Backend::start("a").await;
+    a.set_delay_ms(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path());
+    let api = server.client();
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "lb", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTP"})),
+        )
+        .await
+        .id();
+    api.ok(
+        "POST",
+        &format!("/v1/pools/{pool}/members"),
+        Some(json!({"address": "127.0.0.1", "port": a.port()})),
+    )
+    .await;
+    let port = free_port();
+    let l = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
+        )
+        .await;
+    let wr = l.header("x-work-request-id").expect("work request");
+    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+        .await;
+
+    let url = format!("http://127.0.0.1:{port}/");
+    let slow = tokio::spawn(async move { get(&client(), &url).await });
+    assert!(eventually(Duration::from_secs(2), || async { a.in_flight() == 1 }).await);
+    let pid = server.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let (code, body) = slow.await.expect("join");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "a"),
+        "the in-flight request finished"
+    );
+    let exited = eventually(Duration::from_secs(5), || {
+        let done = server.child.try_wait().ok().flatten().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "fulcrum exits after draining");
+    assert!(refuses(port).await, "no longer accepting");
+}

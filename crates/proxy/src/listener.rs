@@ -209,6 +209,21 @@ async fn serve_tls(
     }
 }
 
+/// What a connection is doing, for its idle timeout.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since the connection opened, at the last request's start or end.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self, opened: tokio::time::Instant) {
+        let ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
 async fn serve_http<S>(
     dp: Arc<DataPlaneInner>,
     id: ListenerId,
@@ -220,11 +235,20 @@ async fn serve_http<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = header_timeout(&dp, &id);
+    let idle = dp
+        .snapshot
+        .load()
+        .listeners
+        .get(&id)
+        .map_or(60_000, |l| l.timeouts.idle_ms);
+    let idle = Duration::from_millis(u64::from(idle));
     let info = Arc::new(ConnInfo {
         listener: id,
         peer,
         tls,
     });
+    let opened = tokio::time::Instant::now();
+    let activity = Arc::new(Activity::default());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -232,14 +256,27 @@ async fn serve_http<S>(
         .header_read_timeout(header_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let service =
-        hyper::service::service_fn(move |req| crate::http::handle(dp.clone(), info.clone(), req));
+    let seen = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (dp, info, seen) = (dp.clone(), info.clone(), seen.clone());
+        async move {
+            seen.in_flight.fetch_add(1, Ordering::Relaxed);
+            seen.touch(opened);
+            let resp = crate::http::handle(dp, info, req).await;
+            seen.touch(opened);
+            seen.in_flight.fetch_sub(1, Ordering::Relaxed);
+            resp
+        }
+    });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut stopping = *stop.borrow();
     if stopping {
         conn.as_mut().graceful_shutdown();
     }
+    // hyper has no idle timeout for HTTP/1 keep-alive: check a few times per period.
+    let mut idle_check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
@@ -247,6 +284,15 @@ async fn serve_http<S>(
                 // Stopped, or the listener is gone: finish the request in flight, then close.
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !stopping => {
+                let quiet = opened.elapsed().saturating_sub(Duration::from_millis(
+                    activity.last_ms.load(Ordering::Relaxed),
+                ));
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     }
