@@ -140,6 +140,9 @@ pub trait Observer: Send + Sync {
     /// The observed status of a member, or None when there is no evidence either way.
     fn member_status(&self, id: &fulcrum_model::MemberId)
     -> Option<fulcrum_model::OperatingStatus>;
+
+    /// Why a listener is not serving (it could not bind, its certificate is invalid), if so.
+    fn listener_error(&self, id: &fulcrum_model::ListenerId) -> Option<String>;
 }
 
 pub struct ControlPlane {
@@ -192,6 +195,10 @@ impl ControlPlane {
         id: &fulcrum_model::MemberId,
     ) -> Option<fulcrum_model::OperatingStatus> {
         self.observer.read().as_ref()?.member_status(id)
+    }
+
+    pub fn observed_listener_error(&self, id: &fulcrum_model::ListenerId) -> Option<String> {
+        self.observer.read().as_ref()?.listener_error(id)
     }
 
     /// The data plane reports the revision it now serves.

@@ -1263,3 +1263,39 @@ async fn sigterm_finishes_in_flight_requests() {
     assert!(exited, "fulcrum exits after draining");
     assert!(refuses(port).await, "no longer accepting");
 }
+
+/// A quiet TCP connection is closed after the listener's idle timeout; a talking one is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connections_are_closed() {
+    let echo = Echo::start().await;
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "TCP", "ROUND_ROBIN").await;
+    f.member(&pool, echo.addr.port(), json!({})).await;
+    let port = free_port();
+    f.listener_with(
+        &lb,
+        "TCP",
+        port,
+        Some(&pool),
+        json!({"timeouts": {"idle_ms": 300}}),
+    )
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    // Talking every 100 ms for longer than the idle timeout keeps it open.
+    for _ in 0..6 {
+        s.write_all(b"ping").await.expect("write");
+        s.read_exact(&mut buf[..4]).await.expect("echo");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "closed too early"
+    );
+}

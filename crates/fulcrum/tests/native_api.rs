@@ -180,6 +180,7 @@ async fn snapshot(api: &Api, lb: &str, pool: &str) -> Value {
         if let Some(o) = v.as_object_mut() {
             o.remove("provisioning_status");
             o.remove("operating_status");
+            o.remove("status_reason");
         }
         v
     };

@@ -11,6 +11,7 @@ use common::Server;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -221,9 +222,137 @@ async fn terminates_tls_with_alpn_and_sni() {
         )
         .await;
     assert_eq!(r.status, 201);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let wr = r.header("x-work-request-id").unwrap();
+    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+        .await;
     assert!(TcpStream::connect(("127.0.0.1", bad_port)).await.is_err());
+    // The API says why.
+    let bad = api
+        .ok("GET", &format!("/v1/listeners/{}", r.id()), None)
+        .await;
+    assert_eq!(bad.body["operating_status"], "ERROR", "{}", bad.body);
+    let reason = bad.body["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("tls") && reason.contains("KeyMismatch"),
+        "{reason}"
+    );
     // The good listener keeps serving.
     let tls = connect(port, "shop.test", &shop.der, &[b"http/1.1"]).await;
     drop(tls);
+}
+
+/// A TLS backend whose `/health` answers with the status in `health`.
+async fn tls_backend(c: &Cert, health: Arc<std::sync::atomic::AtomicU16>) -> u16 {
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![c.der.clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, health) = (acceptor.clone(), health.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let status = if req.uri().path() == "/health" {
+                        health.load(std::sync::atomic::Ordering::Relaxed)
+                    } else {
+                        200
+                    };
+                    async move {
+                        let mut r = Response::new(Full::new(Bytes::from("tls backend")));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_health_checks_speak_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let c = cert(&["member.test"]);
+    let health = Arc::new(std::sync::atomic::AtomicU16::new(503));
+    let port = tls_backend(&c, health.clone()).await;
+
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTPS"})),
+        )
+        .await
+        .id();
+    let member = api
+        .ok(
+            "POST",
+            &format!("/v1/pools/{pool}/members"),
+            Some(json!({"address": "127.0.0.1", "port": port})),
+        )
+        .await
+        .id();
+    api.ok(
+        "POST",
+        "/v1/healthmonitors",
+        Some(json!({"pool_id": pool, "type": "HTTPS", "url_path": "/health", "interval_ms": 100, "timeout_ms": 100,
+                    "healthy_threshold": 1, "unhealthy_threshold": 1, "domain_name": "member.test"})),
+    )
+    .await;
+    let status = || async {
+        api.ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
+            .await
+            .body["operating_status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = status().await;
+        if seen == "ERROR" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen, "ERROR",
+        "503 on /health over TLS marks the member down"
+    );
+    health.store(200, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..50 {
+        seen = status().await;
+        if seen == "ONLINE" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "ONLINE", "200 over TLS brings it back");
 }

@@ -175,19 +175,33 @@ async fn check_once(monitor: &HealthMonitorSpec, target: &Target, authority: &st
     match monitor.kind {
         HealthMonitorType::Tcp => true,
         HealthMonitorType::Http => http_check(monitor, stream, authority).await,
-        // TLS to members arrives with upstream TLS settings; until then an HTTPS monitor
-        // checks that the member accepts connections.
-        HealthMonitorType::Https => true,
+        HealthMonitorType::Https => {
+            let Ok(config) = crate::tls::health_check_client() else {
+                return false;
+            };
+            let host = monitor.domain_name.as_deref().unwrap_or(authority);
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let Ok(name) = rustls::pki_types::ServerName::try_from(host.to_owned()) else {
+                return false;
+            };
+            match tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await
+            {
+                Ok(tls) => http_check(monitor, tls, authority).await,
+                Err(_) => false,
+            }
+        }
         // UDP pools are not proxied yet.
         HealthMonitorType::UdpConnect => true,
     }
 }
 
-async fn http_check(
-    monitor: &HealthMonitorSpec,
-    stream: tokio::net::TcpStream,
-    authority: &str,
-) -> bool {
+async fn http_check<S>(monitor: &HealthMonitorSpec, stream: S, authority: &str) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     else {
         return false;

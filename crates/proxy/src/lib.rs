@@ -168,4 +168,8 @@ impl fulcrum_control::Observer for Observations {
             Health::Unknown => None,
         }
     }
+
+    fn listener_error(&self, id: &ListenerId) -> Option<String> {
+        self.0.bind_errors.lock().get(id).cloned()
+    }
 }

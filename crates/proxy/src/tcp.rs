@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use fulcrum_balance::hash_ip;
 use fulcrum_model::ListenerId;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::DataPlaneInner;
@@ -43,9 +48,10 @@ pub(crate) async fn serve(
         let member = &pool.members[idx];
         let _lease = Lease::new(&member.state);
         match connect_tcp(&member.target, connect_timeout).await {
-            Ok(mut upstream) => {
+            Ok(upstream) => {
                 member.state.connect_succeeded();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
+                copy_until_idle(&mut client, upstream, idle).await;
                 return;
             }
             Err(e) => {
@@ -55,4 +61,77 @@ pub(crate) async fn serve(
         }
     }
     // No member: closing the connection is all TCP can say.
+}
+
+/// Copies both ways until either side closes or neither sends anything for `idle`.
+async fn copy_until_idle(client: &mut TcpStream, upstream: TcpStream, idle: Duration) {
+    let opened = tokio::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut client = Tracked {
+        inner: client,
+        opened,
+        last: last.clone(),
+    };
+    let mut upstream = Tracked {
+        inner: upstream,
+        opened,
+        last: last.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            _ = check.tick() => {
+                let quiet = opened
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if quiet >= idle {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A stream that stamps the time of each successful read.
+struct Tracked<S> {
+    inner: S,
+    opened: tokio::time::Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

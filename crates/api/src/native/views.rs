@@ -21,7 +21,16 @@ macro_rules! view {
 }
 
 view!(LoadBalancerView, LoadBalancer);
-view!(ListenerView, Listener);
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ListenerView {
+    #[serde(flatten)]
+    pub resource: Listener,
+    pub provisioning_status: ProvisioningStatus,
+    pub operating_status: OperatingStatus,
+    /// Why the listener is not serving, when its operating status is ERROR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
 view!(PoolView, Pool);
 view!(MemberView, Member);
 view!(HealthMonitorView, HealthMonitor);
@@ -72,10 +81,15 @@ pub(crate) fn listener(cp: &ControlPlane, v: &Versioned<Listener>) -> ListenerVi
             sni.private_key_pem = "***".into();
         }
     }
+    let status_reason = cp.observed_listener_error(&v.value.id);
     ListenerView {
         resource,
         provisioning_status: cp.provisioning_status(v),
-        operating_status: admin(v.value.spec.admin_state_up),
+        operating_status: match status_reason {
+            Some(_) => OperatingStatus::Error,
+            None => admin(v.value.spec.admin_state_up),
+        },
+        status_reason,
     }
 }
 
