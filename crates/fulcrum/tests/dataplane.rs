@@ -1299,3 +1299,158 @@ async fn idle_tcp_connections_are_closed() {
         "closed too early"
     );
 }
+
+/// L7 routes: the first route whose host and path prefix match wins, else the default pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path_prefix() {
+    let (web, api, shop) = (
+        Backend::start("web").await,
+        Backend::start("api").await,
+        Backend::start("shop").await,
+    );
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let mut pools = Vec::new();
+    for (name, b) in [("web", &web), ("api", &api), ("shop", &shop)] {
+        let p = f
+            .apply(
+                "POST",
+                &format!("/v1/loadbalancers/{lb}/pools"),
+                Some(json!({"name": name, "protocol": "HTTP"})),
+            )
+            .await
+            .id();
+        f.member(&p, b.port(), json!({})).await;
+        pools.push(p);
+    }
+    let port = free_port();
+    f.listener_with(
+        &lb,
+        "HTTP",
+        port,
+        Some(&pools[0]),
+        json!({"routes": [
+            {"path_prefix": "/api/", "pool_id": pools[1]},
+            {"host": "*.shop.test", "pool_id": pools[2]},
+            {"host": "shop.test", "path_prefix": "/", "pool_id": pools[2]}
+        ]}),
+    )
+    .await;
+    let c = client();
+    let at = |host: &'static str, path: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .header("host", host)
+                .send()
+                .await
+                .expect("send");
+            r.text().await.expect("body")
+        }
+    };
+    assert_eq!(at("example.test", "/").await, "web");
+    assert_eq!(at("example.test", "/api/v1").await, "api");
+    assert_eq!(
+        at("example.test", "/apix").await,
+        "web",
+        "prefix, not substring"
+    );
+    assert_eq!(at("www.shop.test", "/").await, "shop");
+    assert_eq!(
+        at("shop.test:8080", "/cart").await,
+        "shop",
+        "the port is not part of the host"
+    );
+    assert_eq!(
+        at("shop.test", "/api/x").await,
+        "api",
+        "the first matching route wins"
+    );
+}
+
+/// A member removed from its pool gets no new requests, and its in-flight ones finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_member_finishes_in_flight_requests() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&a, json!({})), (&b, json!({"offline": true}))],
+    )
+    .await;
+    a.set_delay_ms(1500);
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let url = s.url.clone();
+        slow.spawn(async move { get(&client(), &url).await });
+    }
+    assert!(eventually(Duration::from_secs(2), || async { a.in_flight() == 10 }).await);
+    s.f.patch_member(&s.pool, &s.members[1], json!({"offline": false}))
+        .await;
+    let removed =
+        s.f.api
+            .ok(
+                "DELETE",
+                &format!("/v1/pools/{}/members/{}", s.pool, s.members[0]),
+                None,
+            )
+            .await;
+    s.f.wait(&removed).await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(who(&c, &s.url).await, "b");
+    }
+    while let Some(r) = slow.join_next().await {
+        assert_eq!(r.expect("join"), (200, "a".to_owned()));
+    }
+}
+
+/// A listener's connection limit: connections past it are closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_is_enforced() {
+    let a = Backend::start("a").await;
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    f.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    f.listener_with(
+        &lb,
+        "HTTP",
+        port,
+        Some(&pool),
+        json!({"connection_limit": 2}),
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        open.push(s);
+    }
+    let mut third = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("answered or closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed, not served");
+    drop(open);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            get(&client(), &format!("http://127.0.0.1:{port}/")).await.0 == 200
+        })
+        .await,
+        "slots free up when connections close"
+    );
+}
