@@ -493,10 +493,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
             let c = connect(&client)?;
             match cmd {
                 ListenerCmd::List { lb } => {
-                    let path = match lb {
-                        Some(lb) => format!("/v1/loadbalancers/{lb}/listeners"),
-                        None => "/v1/listeners".into(),
-                    };
+                    let path = under_loadbalancer(lb.as_deref(), "listeners");
                     list(&c, &client, &output::LISTENER, &path).await
                 }
                 ListenerCmd::Get { id } => get(&c, &client, &format!("/v1/listeners/{id}")).await,
@@ -556,10 +553,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
             let c = connect(&client)?;
             match cmd {
                 PoolCmd::List { lb } => {
-                    let path = match lb {
-                        Some(lb) => format!("/v1/loadbalancers/{lb}/pools"),
-                        None => "/v1/pools".into(),
-                    };
+                    let path = under_loadbalancer(lb.as_deref(), "pools");
                     list(&c, &client, &output::POOL, &path).await
                 }
                 PoolCmd::Get { id } => get(&c, &client, &format!("/v1/pools/{id}")).await,
@@ -813,6 +807,14 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+/// `/v1/loadbalancers/{lb}/{what}` for one load balancer's, `/v1/{what}` for all.
+fn under_loadbalancer(lb: Option<&str>, what: &str) -> String {
+    match lb {
+        Some(lb) => format!("/v1/loadbalancers/{lb}/{what}"),
+        None => format!("/v1/{what}"),
     }
 }
 
