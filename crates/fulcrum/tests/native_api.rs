@@ -601,3 +601,23 @@ async fn locks_and_deletion_protection_hold() {
     assert!(api.items("/v1/listeners").await.is_empty());
     assert!(api.items("/v1/healthmonitors").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let r = api
+        .http
+        .post(format!("{}/v1/loadbalancers", api.base))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("name=web")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "content-type");
+    assert!(api.items("/v1/loadbalancers").await.is_empty());
+}

@@ -23,9 +23,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or_default();
             if !ct.contains("json") {
-                return Err(NativeError::new(
-                    http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "invalid_argument",
+                return Err(NativeError::invalid(
+                    "content-type",
                     format!("expected an application/json body, not {ct}"),
                 ));
             }
