@@ -1454,3 +1454,143 @@ async fn connection_limit_is_enforced() {
         "slots free up when connections close"
     );
 }
+
+/// Upstream credentials (headers, query parameters, Authorization) and the base path reach
+/// the member, replace what the client sent, and never come back in clear from the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_credentials_and_base_path_reach_the_member() {
+    let a = Backend::start("a").await;
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f
+        .apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTP", "upstream": {
+                "base_path": "/base/",
+                "credentials": {
+                    "headers": {"x-api-key": ["secret-1", "secret-2"]},
+                    "query": {"code": ["a b&c"]},
+                    "authorization": {"scheme": "Bearer", "parameter": "tok-123"}
+                }
+            }})),
+        )
+        .await
+        .id();
+    let member = f.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let c = client();
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/items?page=2"))
+        .header("authorization", "Basic c3Bvb2Y=")
+        .header("x-api-key", "from-client")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        a.last_uri().as_deref(),
+        Some("/base/items?page=2&code=a%20b%26c")
+    );
+    let h = a.last_headers().expect("headers");
+    assert_eq!(h.get("authorization").unwrap(), "Bearer tok-123");
+    let keys: Vec<_> = h.get_all("x-api-key").iter().collect();
+    assert_eq!(
+        keys,
+        ["secret-1", "secret-2"],
+        "the client's value is replaced"
+    );
+
+    // Reads mask every secret.
+    let shown = f
+        .api
+        .ok("GET", &format!("/v1/pools/{pool}"), None)
+        .await
+        .body;
+    let text = shown.to_string();
+    assert!(
+        !text.contains("secret-1") && !text.contains("tok-123") && !text.contains("a b&c"),
+        "{text}"
+    );
+    assert_eq!(
+        shown["upstream"]["credentials"]["authorization"]["scheme"],
+        "Bearer"
+    );
+
+    // A member's own settings replace the pool's.
+    f.patch_member(
+        &pool,
+        &member,
+        json!({"upstream": {"credentials": {"headers": {"x-member": ["m"]}}}}),
+    )
+    .await;
+    assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/z")).await.0, 200);
+    assert_eq!(a.last_uri().as_deref(), Some("/z"));
+    let h = a.last_headers().expect("headers");
+    assert_eq!(h.get("x-member").unwrap(), "m");
+    assert!(h.get("x-api-key").is_none());
+}
+
+/// Priority groups: the lowest priority with an available member takes new requests,
+/// weighted inside the group; when it has none the next group takes over, and traffic
+/// moves back when it recovers, with no failed request throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_groups_fail_over_and_back_without_errors() {
+    let (a1, a2, b) = (
+        Backend::start("a1").await,
+        Backend::start("a2").await,
+        Backend::start("b").await,
+    );
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[
+            (&a1, json!({"priority": 0, "weight": 3})),
+            (&a2, json!({"priority": 0, "weight": 1})),
+            (&b, json!({"priority": 5})),
+        ],
+    )
+    .await;
+    s.f.monitor(
+        &s.pool,
+        json!({"interval_ms": 100, "timeout_ms": 100, "healthy_threshold": 1, "unhealthy_threshold": 1}),
+    )
+    .await;
+    let first = hammer(&s.url, 400, 4).await;
+    assert_eq!(first.get("b"), None, "{first:?}");
+    assert_eq!(
+        first.get("a1").copied().unwrap_or(0),
+        300,
+        "weighted inside the group: {first:?}"
+    );
+
+    let stream = Stream::start(&s.url, 2);
+    // Both preferred members fail their checks (they still answer other requests).
+    a1.set_health(503);
+    a2.set_health(503);
+    let c = client();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            who(&c, &s.url).await == "b"
+        })
+        .await,
+        "the next group takes over"
+    );
+    a1.set_health(200);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            who(&c, &s.url).await == "a1"
+        })
+        .await,
+        "traffic moves back when the preferred group recovers"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            who(&c, &s.url).await,
+            "a1",
+            "a2 is still down, b is not preferred"
+        );
+    }
+    let (_, failed) = stream.finish().await;
+    assert!(failed.is_empty(), "{failed:?}");
+}

@@ -174,7 +174,9 @@ async fn forward(
             Some(b) if !bodyless => Either::Left(b),
             _ => Either::Right(Empty::new()),
         };
-        let mut upstream_req = Request::from_parts(parts.clone(), upstream_body);
+        let mut member_parts = parts.clone();
+        apply_upstream(&mut member_parts, &member.upstream);
+        let mut upstream_req = Request::from_parts(member_parts, upstream_body);
         if bodyless {
             upstream_req.headers_mut().remove(header::CONTENT_LENGTH);
         }
@@ -223,6 +225,40 @@ async fn forward(
         }
     }
     reply(status, last_error)
+}
+
+/// Adds a member's credentials and base path to a request bound for it.
+fn apply_upstream(parts: &mut http::request::Parts, u: &crate::snapshot::UpstreamRt) {
+    if u.is_empty() {
+        return;
+    }
+    for (name, values) in &u.headers {
+        parts.headers.remove(name);
+        for v in values {
+            parts.headers.append(name.clone(), v.clone());
+        }
+    }
+    if u.base_path.is_empty() && u.query.is_empty() {
+        return;
+    }
+    let path = parts.uri.path();
+    let mut target = String::with_capacity(u.base_path.len() + path.len() + u.query.len() + 2);
+    target.push_str(&u.base_path);
+    target.push_str(if path.is_empty() { "/" } else { path });
+    let query = parts.uri.query().filter(|q| !q.is_empty());
+    if query.is_some() || !u.query.is_empty() {
+        target.push('?');
+        if let Some(q) = query {
+            target.push_str(q);
+            if !u.query.is_empty() {
+                target.push('&');
+            }
+        }
+        target.push_str(&u.query);
+    }
+    if let Ok(uri) = target.parse::<Uri>() {
+        parts.uri = uri;
+    }
 }
 
 fn prepare_upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use fulcrum_balance::{Candidate, Selector, hash_bytes};
 use fulcrum_control::Config;
+use fulcrum_model::UpstreamSettings;
 use fulcrum_model::{
     Algorithm, HealthMonitorSpec, ListenerId, ListenerProtocol, ListenerTimeouts, MemberId, PoolId,
     PoolProtocol,
 };
+use http::{HeaderName, HeaderValue};
 
 use crate::state::{MemberState, Registry};
 
@@ -98,8 +100,75 @@ pub enum Target {
     Host(String, u16),
 }
 
+/// A member's upstream settings, prepared once per compile so a request only copies them.
+#[derive(Default)]
+pub struct UpstreamRt {
+    /// Credential headers (Authorization included), replacing any the client sent.
+    pub headers: Vec<(HeaderName, Vec<HeaderValue>)>,
+    /// Credential query parameters, already encoded (`k=v&k=v`), or empty.
+    pub query: String,
+    /// Prefixed to every path, without a trailing `/`.
+    pub base_path: String,
+}
+
+impl UpstreamRt {
+    pub fn compile(u: &UpstreamSettings) -> UpstreamRt {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        // RFC 3986 unreserved characters stay as they are.
+        const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let c = &u.credentials;
+        let mut headers: Vec<(HeaderName, Vec<HeaderValue>)> = c
+            .headers
+            .iter()
+            .filter_map(|(name, values)| {
+                // The model validated names and values; anything else is skipped, not sent.
+                let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let values = values
+                    .iter()
+                    .filter_map(|v| HeaderValue::from_str(v).ok())
+                    .collect();
+                Some((name, values))
+            })
+            .collect();
+        if let Some(a) = &c.authorization
+            && let Ok(v) = HeaderValue::from_str(&format!("{} {}", a.scheme, a.parameter))
+        {
+            headers.push((http::header::AUTHORIZATION, vec![v]));
+        }
+        let query = c
+            .query
+            .iter()
+            .flat_map(|(k, values)| {
+                values.iter().map(move |v| {
+                    format!(
+                        "{}={}",
+                        utf8_percent_encode(k, QUERY),
+                        utf8_percent_encode(v, QUERY)
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        UpstreamRt {
+            headers,
+            query,
+            base_path: u.base_path.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Whether requests need rewriting at all.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query.is_empty() && self.base_path.is_empty()
+    }
+}
+
 pub struct MemberRt {
     pub id: MemberId,
+    pub upstream: Arc<UpstreamRt>,
     pub target: Target,
     /// `host:port` for the Host header and logs.
     pub authority: String,
@@ -133,6 +202,7 @@ pub struct PoolRt {
 impl PoolRt {
     fn compile(cfg: &Config, id: &PoolId, revision: i64, registry: &Registry) -> Option<PoolRt> {
         let pool = &cfg.pools.get(id)?.value;
+        let pool_upstream = Arc::new(UpstreamRt::compile(&pool.spec.upstream));
         let mut members: Vec<MemberRt> = cfg
             .members_of(id)
             .map(|m| {
@@ -143,6 +213,10 @@ impl PoolRt {
                 };
                 MemberRt {
                     id: m.value.id.clone(),
+                    upstream: match &spec.upstream {
+                        Some(own) => Arc::new(UpstreamRt::compile(own)),
+                        None => pool_upstream.clone(),
+                    },
                     target,
                     authority: spec.endpoint(),
                     weight: spec.weight,

@@ -30,6 +30,7 @@ struct Shared {
     /// What `/health` answers (0: 200).
     health_status: AtomicU16,
     last_headers: parking_lot::Mutex<Option<HeaderMap>>,
+    last_uri: parking_lot::Mutex<Option<String>>,
 }
 
 /// An HTTP/1.1 backend: answers every request with its name (header `x-backend` and the
@@ -83,6 +84,11 @@ impl Backend {
     /// The headers of the last request (not health checks).
     pub fn last_headers(&self) -> Option<HeaderMap> {
         self.shared.last_headers.lock().clone()
+    }
+
+    /// Path and query of the last request (health checks excluded).
+    pub fn last_uri(&self) -> Option<String> {
+        self.shared.last_uri.lock().clone()
     }
 
     /// Closes the listener and every open connection, as a dying process would.
@@ -184,6 +190,7 @@ async fn answer(shared: &Shared, name: &str, req: Request<Incoming>) -> Response
     shared.in_flight.fetch_add(1, Ordering::SeqCst);
     let _in_flight = InFlight(&shared.in_flight);
     *shared.last_headers.lock() = Some(req.headers().clone());
+    *shared.last_uri.lock() = Some(req.uri().to_string());
     let delay = req
         .uri()
         .query()
