@@ -1594,3 +1594,184 @@ async fn priority_groups_fail_over_and_back_without_errors() {
     let (_, failed) = stream.finish().await;
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+async fn get_with_cookie(
+    c: &reqwest::Client,
+    url: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c.get(url);
+    if let Some(v) = cookie {
+        req = req.header("cookie", v);
+    }
+    req.send().await.expect("send")
+}
+
+/// HTTP_COOKIE: fulcrum inserts an opaque cookie naming the member; requests carrying it
+/// stay there, a drained member keeps serving its bound clients, an offline one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_cookie_persistence() {
+    let (a, b, c_) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let s = Stack::new(
+        "ROUND_ROBIN",
+        &[(&a, json!({})), (&b, json!({})), (&c_, json!({}))],
+    )
+    .await;
+    s.f.apply(
+        "PATCH",
+        &format!("/v1/pools/{}", s.pool),
+        Some(json!({"session_persistence": {"type": "HTTP_COOKIE", "persistence_timeout": 30}})),
+    )
+    .await;
+    let c = client();
+    let first = get_with_cookie(&c, &s.url, None).await;
+    let cookie = set_cookie(&first, "fulcrum_sticky").expect("a persistence cookie");
+    assert!(
+        cookie.contains("Max-Age=1800") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let value = cookie.split(';').next().unwrap().to_owned();
+    let member = first.text().await.unwrap();
+    for m in &s.members {
+        assert!(!value.contains(m.as_str()), "opaque: {value}");
+    }
+    assert!(!value.contains("127.0.0.1"), "opaque: {value}");
+    for _ in 0..1000 {
+        let r = get_with_cookie(&c, &s.url, Some(&value)).await;
+        assert!(
+            set_cookie(&r, "fulcrum_sticky").is_none(),
+            "no new cookie while bound"
+        );
+        assert_eq!(r.text().await.unwrap(), member);
+    }
+    let idx = ["a", "b", "c"].iter().position(|n| *n == member).unwrap();
+    s.f.patch_member(&s.pool, &s.members[idx], json!({"drain": true}))
+        .await;
+    assert_eq!(
+        get_with_cookie(&c, &s.url, Some(&value))
+            .await
+            .text()
+            .await
+            .unwrap(),
+        member,
+        "drain keeps bound clients"
+    );
+    s.f.patch_member(&s.pool, &s.members[idx], json!({"offline": true}))
+        .await;
+    let moved = get_with_cookie(&c, &s.url, Some(&value)).await;
+    let rebound = set_cookie(&moved, "fulcrum_sticky").expect("rebound to another member");
+    let other = moved.text().await.unwrap();
+    assert_ne!(other, member);
+    let value = rebound.split(';').next().unwrap().to_owned();
+    for _ in 0..20 {
+        assert_eq!(
+            get_with_cookie(&c, &s.url, Some(&value))
+                .await
+                .text()
+                .await
+                .unwrap(),
+            other
+        );
+    }
+}
+
+/// A backend that issues `SESSION=<name>-<n>` to clients without one.
+async fn app_cookie_backend(name: &'static str) -> u16 {
+    use hyper::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let issued = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let issued = issued.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let has = req
+                        .headers()
+                        .get("cookie")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("SESSION="));
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        let mut r = Response::new(http_body_util::Full::new(Bytes::from(name)));
+                        if !has {
+                            r.headers_mut().insert(
+                                "set-cookie",
+                                format!("SESSION={name}-{n}; Path=/")
+                                    .parse()
+                                    .expect("header"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// APP_COOKIE: fulcrum learns the application's cookie from responses and sends requests
+/// carrying that value to the member that issued it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_cookie_persistence() {
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let mut members = Vec::new();
+    for name in ["x", "y", "z"] {
+        members.push(
+            f.member(&pool, app_cookie_backend(name).await, json!({}))
+                .await,
+        );
+    }
+    f.apply(
+        "PATCH",
+        &format!("/v1/pools/{pool}"),
+        Some(json!({"session_persistence": {"type": "APP_COOKIE", "cookie_name": "SESSION"}})),
+    )
+    .await;
+    let port = free_port();
+    f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let c = client();
+    // Three clients, each given a session by whichever member served it first.
+    for _ in 0..3 {
+        let first = get_with_cookie(&c, &url, None).await;
+        let session = set_cookie(&first, "SESSION").expect("the app sets its cookie");
+        let owner = first.text().await.unwrap();
+        let value = session.split(';').next().unwrap().to_owned();
+        assert!(value.starts_with(&format!("SESSION={owner}-")), "{value}");
+        for _ in 0..30 {
+            assert_eq!(
+                get_with_cookie(&c, &url, Some(&value))
+                    .await
+                    .text()
+                    .await
+                    .unwrap(),
+                owner
+            );
+        }
+    }
+}

@@ -17,7 +17,9 @@ use crate::metrics::ErrorKind;
 use crate::select::{Tried, pick};
 use crate::snapshot::PoolRt;
 use crate::state::{Health, Lease};
+use crate::sticky::StickyKey;
 use crate::upstream::{ResponseBody, UpstreamBody, acquire};
+use fulcrum_model::EffectivePersistence;
 
 /// Attempts per request: the first member plus one retry elsewhere.
 const MAX_ATTEMPTS: usize = 2;
@@ -150,9 +152,11 @@ async fn forward(
     let mut tried = Tried::default();
     let mut last_error = "no member is available";
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    let session = Session::of(pool, conn.peer.ip(), &parts.headers);
+    let mut bound = session.bound;
 
     for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = pick(pool, client_hash, &tried) else {
+        let Some(idx) = bound.take().or_else(|| pick(pool, client_hash, &tried)) else {
             break;
         };
         tried.add(idx);
@@ -195,6 +199,7 @@ async fn forward(
                     .is_some_and(|v| v.eq_ignore_ascii_case("close"));
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
+                session.remember(pool, idx, &mut rparts.headers);
                 let body = crate::upstream::PooledBody::new(
                     rbody,
                     sender,
@@ -225,6 +230,123 @@ async fn forward(
         }
     }
     reply(status, last_error)
+}
+
+/// The name of the cookie fulcrum inserts for HTTP_COOKIE persistence.
+const STICKY_COOKIE: &str = "fulcrum_sticky";
+
+/// Session persistence for one request: where it is bound, and what to remember.
+struct Session {
+    /// The member the client is bound to, if it may still serve it.
+    bound: Option<usize>,
+    /// The binding key this request carried (source address or application cookie value).
+    key: Option<StickyKey>,
+    ttl: Duration,
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+impl Session {
+    fn of(pool: &PoolRt, client: std::net::IpAddr, headers: &HeaderMap) -> Session {
+        let none = |ttl| Session {
+            bound: None,
+            key: None,
+            ttl,
+        };
+        match &pool.persistence {
+            EffectivePersistence::None => none(Duration::ZERO),
+            EffectivePersistence::SourceIp { timeout_minutes } => {
+                let ttl = minutes(*timeout_minutes);
+                let key = StickyKey::Addr(client);
+                Session {
+                    bound: pool
+                        .sticky
+                        .get(&key, ttl)
+                        .and_then(|id| bound_by_id(pool, &id)),
+                    key: Some(key),
+                    ttl,
+                }
+            }
+            EffectivePersistence::HttpCookie { timeout_minutes } => Session {
+                bound: cookie_value(headers, STICKY_COOKIE)
+                    .and_then(|v| pool.by_cookie.get(v))
+                    .and_then(|&i| pool.bound(i)),
+                key: None,
+                ttl: minutes(*timeout_minutes),
+            },
+            EffectivePersistence::AppCookie { cookie_name } => {
+                let key =
+                    cookie_value(headers, cookie_name).map(|v| StickyKey::Cookie(v.to_owned()));
+                Session {
+                    bound: key
+                        .as_ref()
+                        .and_then(|k| pool.sticky.get(k, APP_COOKIE_TTL))
+                        .and_then(|id| bound_by_id(pool, &id)),
+                    key,
+                    ttl: APP_COOKIE_TTL,
+                }
+            }
+        }
+    }
+
+    /// Records the member that answered: binds (or rebinds) the client to it.
+    fn remember(&self, pool: &PoolRt, idx: usize, response: &mut HeaderMap) {
+        let member = &pool.members[idx];
+        match &pool.persistence {
+            EffectivePersistence::None => {}
+            EffectivePersistence::SourceIp { .. } => {
+                if let Some(k) = &self.key {
+                    pool.sticky.bind(k.clone(), &member.id, self.ttl);
+                }
+            }
+            EffectivePersistence::HttpCookie { .. } => {
+                if self.bound != Some(idx) {
+                    let cookie = format!(
+                        "{STICKY_COOKIE}={}; Path=/; Max-Age={}; HttpOnly",
+                        member.cookie,
+                        self.ttl.as_secs()
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&cookie) {
+                        response.append(header::SET_COOKIE, v);
+                    }
+                }
+            }
+            EffectivePersistence::AppCookie { cookie_name } => {
+                // The application sets (or renews) its cookie: bind that value to the member.
+                let issued = response
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .filter_map(|v| v.split(';').next()?.trim().split_once('='))
+                    .find(|(k, _)| k == cookie_name)
+                    .map(|(_, v)| StickyKey::Cookie(v.trim().to_owned()));
+                // A client whose member went away is rebound to the one that served it.
+                for key in issued.iter().chain(self.key.iter()) {
+                    pool.sticky.bind(key.clone(), &member.id, self.ttl);
+                }
+            }
+        }
+    }
+}
+
+/// Application cookies carry no timeout of their own (seed 002): bindings idle out after a day.
+const APP_COOKIE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn minutes(m: u32) -> Duration {
+    Duration::from_secs(u64::from(m) * 60)
+}
+
+fn bound_by_id(pool: &PoolRt, id: &fulcrum_model::MemberId) -> Option<usize> {
+    pool.by_id.get(id).and_then(|&i| pool.bound(i))
 }
 
 /// Adds a member's credentials and base path to a request bound for it.

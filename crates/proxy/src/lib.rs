@@ -25,6 +25,7 @@ mod metrics;
 mod select;
 mod snapshot;
 mod state;
+mod sticky;
 mod tcp;
 mod tls;
 mod upstream;

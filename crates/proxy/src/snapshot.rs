@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use fulcrum_balance::{Candidate, Selector, hash_bytes};
 use fulcrum_control::Config;
-use fulcrum_model::UpstreamSettings;
 use fulcrum_model::{
     Algorithm, HealthMonitorSpec, ListenerId, ListenerProtocol, ListenerTimeouts, MemberId, PoolId,
     PoolProtocol,
 };
+use fulcrum_model::{EffectivePersistence, UpstreamSettings};
 use http::{HeaderName, HeaderValue};
 
 use crate::state::{MemberState, Registry};
@@ -175,6 +175,10 @@ pub struct MemberRt {
     pub weight: u32,
     /// May take new, unbound requests (admin state, drain, offline, weight).
     pub accepts_new: bool,
+    /// May take requests bound to it by persistence (a drained member still does).
+    pub accepts_bound: bool,
+    /// The opaque value of the persistence cookie that names this member.
+    pub cookie: String,
     pub max_connections: Option<u32>,
     pub state: Arc<MemberState>,
 }
@@ -197,6 +201,20 @@ pub struct PoolRt {
     pub members: Vec<MemberRt>,
     pub tiers: Vec<Tier>,
     pub monitor: Option<HealthMonitorSpec>,
+    pub persistence: EffectivePersistence,
+    pub sticky: Arc<crate::sticky::StickyTable>,
+    /// Member index by id and by persistence cookie, for bound requests.
+    pub by_id: HashMap<MemberId, usize>,
+    pub by_cookie: HashMap<String, usize>,
+}
+
+impl PoolRt {
+    /// A member that may serve a request bound to it: not offline, not ejected. Drained
+    /// members still serve their bound clients.
+    pub fn bound(&self, idx: usize) -> Option<usize> {
+        let m = self.members.get(idx)?;
+        (m.accepts_bound && m.state.is_available()).then_some(idx)
+    }
 }
 
 impl PoolRt {
@@ -221,6 +239,11 @@ impl PoolRt {
                     authority: spec.endpoint(),
                     weight: spec.weight,
                     accepts_new: spec.accepts_new_requests(),
+                    accepts_bound: spec.accepts_bound_requests(),
+                    cookie: format!(
+                        "{:016x}",
+                        fulcrum_balance::mix64(hash_bytes(m.value.id.as_str().as_bytes()))
+                    ),
                     max_connections: spec
                         .max_connections
                         .or(pool.spec.max_connections_per_member),
@@ -268,7 +291,21 @@ impl PoolRt {
                 }
             })
             .collect();
+        let by_id = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        let by_cookie = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.cookie.clone(), i))
+            .collect();
         Some(PoolRt {
+            persistence: pool.spec.effective_persistence(),
+            sticky: registry.sticky(id),
+            by_id,
+            by_cookie,
             id: id.clone(),
             revision,
             protocol: pool.spec.protocol,

@@ -129,6 +129,8 @@ pub struct Registry {
     members: Mutex<HashMap<MemberId, Weak<MemberState>>>,
     /// Listener counters, which outlive snapshots the same way.
     pub(crate) listener_stats: crate::metrics::StatsRegistry,
+    /// Session persistence bindings per pool.
+    sticky: Mutex<HashMap<fulcrum_model::PoolId, Weak<crate::sticky::StickyTable>>>,
 }
 
 impl Registry {
@@ -143,8 +145,19 @@ impl Registry {
     }
 
     /// Forgets entries no snapshot or lease holds any more.
+    pub fn sticky(&self, pool: &fulcrum_model::PoolId) -> Arc<crate::sticky::StickyTable> {
+        let mut map = self.sticky.lock();
+        if let Some(t) = map.get(pool).and_then(Weak::upgrade) {
+            return t;
+        }
+        let t = Arc::new(crate::sticky::StickyTable::default());
+        map.insert(pool.clone(), Arc::downgrade(&t));
+        t
+    }
+
     pub fn sweep(&self) {
         self.members.lock().retain(|_, w| w.strong_count() > 0);
+        self.sticky.lock().retain(|_, w| w.strong_count() > 0);
         self.listener_stats.sweep();
     }
 

@@ -40,8 +40,20 @@ pub(crate) async fn serve(
     let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
     let client_hash = hash_ip(peer.ip());
     let mut tried = Tried::default();
+    // TCP pools persist by source address (seed 002), whatever the configured type.
+    let sticky = match pool.persistence {
+        fulcrum_model::EffectivePersistence::SourceIp { timeout_minutes } => Some((
+            crate::sticky::StickyKey::Addr(peer.ip()),
+            Duration::from_secs(u64::from(timeout_minutes) * 60),
+        )),
+        _ => None,
+    };
+    let mut bound = sticky.as_ref().and_then(|(key, ttl)| {
+        let id = pool.sticky.get(key, *ttl)?;
+        pool.by_id.get(&id).and_then(|&i| pool.bound(i))
+    });
     for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = pick(&pool, client_hash, &tried) else {
+        let Some(idx) = bound.take().or_else(|| pick(&pool, client_hash, &tried)) else {
             break;
         };
         tried.add(idx);
@@ -50,6 +62,9 @@ pub(crate) async fn serve(
         match connect_tcp(&member.target, connect_timeout).await {
             Ok(upstream) => {
                 member.state.connect_succeeded();
+                if let Some((key, ttl)) = sticky {
+                    pool.sticky.bind(key, &member.id, ttl);
+                }
                 let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
                 copy_until_idle(&mut client, upstream, idle).await;
                 return;
