@@ -1775,3 +1775,43 @@ async fn app_cookie_persistence() {
         }
     }
 }
+
+/// Slow start: a member joining a pool with slow start takes a share of new requests that
+/// rises linearly from a 10 % floor of its weight to all of it over the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_ramps_a_new_member_up() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
+    s.f.apply(
+        "PATCH",
+        &format!("/v1/pools/{}", s.pool),
+        Some(json!({"slow_start": {"enable": true, "duration": 30}})),
+    )
+    .await;
+    let added = Instant::now();
+    s.f.member(&s.pool, b.port(), json!({})).await;
+    let share = |counts: HashMap<String, u64>| {
+        let b = counts.get("b").copied().unwrap_or(0) as f64;
+        let total = counts.values().sum::<u64>() as f64;
+        assert_eq!(total, 400.0, "{counts:?}");
+        b / total
+    };
+    // Right after joining: about 0.1 / (1 + 0.1) ≈ 9 % of requests.
+    let early = share(hammer(&s.url, 400, 4).await);
+    let at = added.elapsed().as_secs_f64() / 30.0;
+    let expected = at.max(0.1) / (1.0 + at.max(0.1));
+    assert!(
+        (early - expected).abs() < 0.06,
+        "early share {early:.3}, expected ≈ {expected:.3}"
+    );
+    // Halfway: 0.5 / 1.5 ≈ 33 %.
+    tokio::time::sleep(Duration::from_secs(15).saturating_sub(added.elapsed())).await;
+    let t0 = added.elapsed().as_secs_f64() / 30.0;
+    let mid = share(hammer(&s.url, 400, 4).await);
+    let t1 = added.elapsed().as_secs_f64() / 30.0;
+    let (lo, hi) = (t0 / (1.0 + t0), t1 / (1.0 + t1));
+    assert!(
+        mid > lo - 0.06 && mid < hi + 0.06,
+        "mid share {mid:.3}, expected between {lo:.3} and {hi:.3}"
+    );
+}

@@ -42,6 +42,19 @@ impl View for TierView<'_> {
                 .is_none_or(|max| m.state.in_flight() < u64::from(max))
     }
 
+    fn effective_weight(&self, i: usize, configured: u32) -> u32 {
+        // Slow start, except for a member alone in its group: it takes everything anyway.
+        match self.pool.slow_start {
+            Some(window) if self.tier.members.len() > 1 => {
+                let f = self.pool.members[self.tier.members[i]]
+                    .state
+                    .warm_factor(window);
+                ((f64::from(configured) * f).ceil() as u32).clamp(1, configured.max(1))
+            }
+            _ => configured,
+        }
+    }
+
     fn in_flight(&self, i: usize) -> u64 {
         self.pool.members[self.tier.members[i]].state.in_flight()
     }

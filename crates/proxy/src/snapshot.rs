@@ -16,6 +16,9 @@ use http::{HeaderName, HeaderValue};
 
 use crate::state::{MemberState, Registry};
 
+/// Weight multiplier in pools with slow start (see `PoolRt::compile`).
+const SLOW_START_SCALE: u32 = 100;
+
 pub struct Snapshot {
     pub revision: i64,
     pub listeners: HashMap<ListenerId, Arc<ListenerRt>>,
@@ -202,6 +205,8 @@ pub struct PoolRt {
     pub tiers: Vec<Tier>,
     pub monitor: Option<HealthMonitorSpec>,
     pub persistence: EffectivePersistence,
+    /// The slow-start window, for HTTP pools that enable it.
+    pub slow_start: Option<std::time::Duration>,
     pub sticky: Arc<crate::sticky::StickyTable>,
     /// Member index by id and by persistence cookie, for bound requests.
     pub by_id: HashMap<MemberId, usize>,
@@ -218,9 +223,24 @@ impl PoolRt {
 }
 
 impl PoolRt {
-    fn compile(cfg: &Config, id: &PoolId, revision: i64, registry: &Registry) -> Option<PoolRt> {
+    /// `previous` is this pool as last compiled; `starting` is true for the first snapshot
+    /// of the process (no slow start then).
+    fn compile(
+        cfg: &Config,
+        id: &PoolId,
+        revision: i64,
+        registry: &Registry,
+        previous: Option<&PoolRt>,
+        starting: bool,
+    ) -> Option<PoolRt> {
         let pool = &cfg.pools.get(id)?.value;
         let pool_upstream = Arc::new(UpstreamRt::compile(&pool.spec.upstream));
+        // A member alone in its pool takes everything anyway: no ramp for it.
+        let others_serve = cfg
+            .members_of(id)
+            .filter(|m| m.value.spec.accepts_new_requests())
+            .count()
+            > 1;
         let mut members: Vec<MemberRt> = cfg
             .members_of(id)
             .map(|m| {
@@ -247,7 +267,20 @@ impl PoolRt {
                     max_connections: spec
                         .max_connections
                         .or(pool.spec.max_connections_per_member),
-                    state: registry.member(&m.value.id),
+                    state: {
+                        let (state, new) = registry.member_new(&m.value.id);
+                        // Slow start: a member that joins, or comes back from drain or
+                        // offline, ramps up (never on process start).
+                        let was_out = previous
+                            .and_then(|p| p.by_id.get(&m.value.id).map(|&i| &p.members[i]))
+                            .is_some_and(|old| !old.accepts_new);
+                        if others_serve
+                            && ((new && !starting) || (was_out && spec.accepts_new_requests()))
+                        {
+                            state.start_warming();
+                        }
+                        state
+                    },
                 }
             })
             .collect();
@@ -258,6 +291,13 @@ impl PoolRt {
             Algorithm::RoundRobin => fulcrum_balance::Algorithm::RoundRobin,
             Algorithm::LeastConnections => fulcrum_balance::Algorithm::LeastConnections,
             Algorithm::SourceIp | Algorithm::QuicCid => fulcrum_balance::Algorithm::ConsistentHash,
+        };
+        // Slow start lowers weights by fractions: scale them so a weight of 1 can still be
+        // a tenth of itself. Shares are unchanged.
+        let weight_scale = if pool.spec.slow_start_secs().is_some() {
+            SLOW_START_SCALE
+        } else {
+            1
         };
         // Tiers: by priority (lower first), backup members after all others.
         let mut keys: Vec<(bool, u8)> = cfg
@@ -280,7 +320,7 @@ impl PoolRt {
                     .iter()
                     .map(|&i| {
                         Candidate::new(
-                            members[i].weight,
+                            members[i].weight.saturating_mul(weight_scale),
                             hash_bytes(members[i].id.as_str().as_bytes()),
                         )
                     })
@@ -303,6 +343,10 @@ impl PoolRt {
             .collect();
         Some(PoolRt {
             persistence: pool.spec.effective_persistence(),
+            slow_start: pool
+                .spec
+                .slow_start_secs()
+                .map(|s| std::time::Duration::from_secs(u64::from(s))),
             sticky: registry.sticky(id),
             by_id,
             by_cookie,
@@ -331,7 +375,14 @@ pub fn compile(cfg: &Config, previous: &Snapshot, registry: &Registry) -> Snapsh
             .cloned();
         let pool = match reused {
             Some(p) => p,
-            None => match PoolRt::compile(cfg, id, v.mod_revision, registry) {
+            None => match PoolRt::compile(
+                cfg,
+                id,
+                v.mod_revision,
+                registry,
+                previous.pools.get(id).map(|p| p.as_ref()),
+                previous.revision == 0,
+            ) {
                 Some(p) => Arc::new(p),
                 None => continue,
             },

@@ -31,6 +31,8 @@ pub struct MemberState {
     /// Without a monitor, a passively ejected member is out until this many milliseconds
     /// after [`epoch`] (0: not ejected).
     ejected_until_ms: AtomicU64,
+    /// When the member started warming up (slow start), in [`now_ms`] (0: not warming).
+    warm_since_ms: AtomicU64,
     pub(crate) idle: IdleConnections,
     pub(crate) stats: crate::metrics::Stats,
 }
@@ -49,7 +51,11 @@ impl MemberState {
     }
 
     pub fn set_health(&self, h: Health) {
-        self.health.store(h as u8, Ordering::Relaxed);
+        let was = self.health.swap(h as u8, Ordering::Relaxed);
+        if h == Health::Healthy && was == Health::Unhealthy as u8 {
+            // Back from failing: take load gradually (slow start, where the pool has it).
+            self.start_warming();
+        }
         if h == Health::Healthy {
             self.ejected_until_ms.store(0, Ordering::Relaxed);
             self.connect_failures.store(0, Ordering::Relaxed);
@@ -76,6 +82,27 @@ impl MemberState {
         }
     }
 
+    /// Starts (or restarts) the slow-start ramp.
+    pub fn start_warming(&self) {
+        self.warm_since_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The share of its weight a member gets `window` into slow start: from a 10 % floor
+    /// up to 100 % linearly, then 1 for good.
+    pub fn warm_factor(&self, window: std::time::Duration) -> f64 {
+        let since = self.warm_since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms().saturating_sub(since) as f64;
+        let window = window.as_millis() as f64;
+        if window <= 0.0 || elapsed >= window {
+            self.warm_since_ms.store(0, Ordering::Relaxed);
+            return 1.0;
+        }
+        (elapsed / window).max(SLOW_START_FLOOR)
+    }
+
     /// Whether connects failed recently enough to keep the member out.
     pub fn passively_ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
@@ -91,6 +118,9 @@ impl MemberState {
         self.connect_failures.store(0, Ordering::Relaxed);
     }
 }
+
+/// The smallest share of its weight a warming member gets (Envoy's min_weight_percent).
+const SLOW_START_FLOOR: f64 = 0.1;
 
 /// How long a member without a monitor stays out after failed connects.
 const PASSIVE_COOL_DOWN_MS: u64 = 10_000;
@@ -134,14 +164,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn member(&self, id: &MemberId) -> Arc<MemberState> {
+    /// The member's state, and whether it was created just now.
+    pub fn member_new(&self, id: &MemberId) -> (Arc<MemberState>, bool) {
         let mut map = self.members.lock();
         if let Some(state) = map.get(id).and_then(Weak::upgrade) {
-            return state;
+            return (state, false);
         }
         let state = Arc::new(MemberState::default());
         map.insert(id.clone(), Arc::downgrade(&state));
-        state
+        (state, true)
     }
 
     /// Forgets entries no snapshot or lease holds any more.
