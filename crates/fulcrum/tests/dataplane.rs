@@ -1815,3 +1815,88 @@ async fn slow_start_ramps_a_new_member_up() {
         "mid share {mid:.3}, expected between {lo:.3} and {hi:.3}"
     );
 }
+
+/// Circuit breaker: 5 failing answers within the interval trip a member for the trip
+/// duration; then one probe decides. A 503 with Retry-After trips for that long when the
+/// rule accepts it. With every member tripped, clients get a 503 saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_trips_recovers_and_honours_retry_after() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({})), (&b, json!({}))]).await;
+    s.f.apply(
+        "PATCH",
+        &format!("/v1/pools/{}", s.pool),
+        Some(json!({"upstream": {"circuit_breaker": [{
+            "name": "fives",
+            "failure_condition": {"count": 5, "interval_ms": 10000,
+                                  "status_code_ranges": [{"min": 500, "max": 599}]},
+            "trip_duration_ms": 1000,
+            "accept_retry_after": true
+        }]}})),
+    )
+    .await;
+    let c = client();
+    b.set_status(500, None);
+    // Round robin alternates: b answers 500 five times, then trips.
+    let mut b_failures = 0;
+    for _ in 0..10 {
+        let (status, _) = get(&c, &s.url).await;
+        if status == 500 {
+            b_failures += 1;
+        }
+    }
+    assert_eq!(b_failures, 5, "b answered 5 failures before it tripped");
+    let before = b.requests();
+    for _ in 0..20 {
+        assert_eq!(who(&c, &s.url).await, "a", "b is tripped");
+    }
+    assert_eq!(b.requests(), before);
+    assert_eq!(s.f.member_status(&s.pool, &s.members[1]).await, "ERROR");
+
+    // After the trip, one probe: b is healthy again, so it closes.
+    b.set_status(0, None);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let seen = hammer(&s.url, 40, 1).await;
+    assert!(seen.get("b").copied().unwrap_or(0) >= 15, "{seen:?}");
+
+    // Retry-After: 2 s, longer than the rule's trip duration.
+    b.set_status(503, Some("2"));
+    let mut tripped_at = None;
+    for _ in 0..4 {
+        if get(&c, &s.url).await.0 == 503 {
+            tripped_at = Some(Instant::now());
+            break;
+        }
+    }
+    let tripped_at = tripped_at.expect("b answered 503");
+    b.set_status(0, None);
+    for _ in 0..10 {
+        assert_eq!(who(&c, &s.url).await, "a", "tripped by Retry-After");
+    }
+    tokio::time::sleep(Duration::from_millis(1300).saturating_sub(tripped_at.elapsed())).await;
+    for _ in 0..6 {
+        assert_eq!(
+            who(&c, &s.url).await,
+            "a",
+            "still tripped after the rule's 1 s: Retry-After said 2 s"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2200).saturating_sub(tripped_at.elapsed())).await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            who(&c, &s.url).await == "b"
+        })
+        .await,
+        "b serves again after Retry-After"
+    );
+
+    // Everyone tripped: a 503 that says so.
+    a.set_status(503, Some("5"));
+    b.set_status(503, Some("5"));
+    for _ in 0..4 {
+        get(&c, &s.url).await;
+    }
+    let (status, body) = get(&c, &s.url).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("circuit breaker"), "{body}");
+}

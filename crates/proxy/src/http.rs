@@ -13,6 +13,7 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::DataPlaneInner;
+use crate::breaker::Outcome;
 use crate::metrics::ErrorKind;
 use crate::select::{Tried, pick};
 use crate::snapshot::PoolRt;
@@ -167,6 +168,9 @@ async fn forward(
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
                 member.state.stats.error(ErrorKind::Connect);
+                member
+                    .state
+                    .breaker_record(&member.upstream.breaker_rules, Outcome::ConnectionFailure);
                 dp.passive_failure(pool, idx);
                 last_error = "could not connect to a member";
                 status = StatusCode::BAD_GATEWAY;
@@ -192,6 +196,20 @@ async fn forward(
                     .state
                     .stats
                     .record(resp.status().as_u16(), sent_at.elapsed());
+                if !member.upstream.breaker_rules.is_empty() {
+                    let retry_after_ms = resp
+                        .headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| crate::breaker::parse_retry_after(v, unix_ms()));
+                    member.state.breaker_record(
+                        &member.upstream.breaker_rules,
+                        Outcome::Status {
+                            status: resp.status().as_u16(),
+                            retry_after_ms,
+                        },
+                    );
+                }
                 let keep_alive = !resp
                     .headers()
                     .get(header::CONNECTION)
@@ -212,6 +230,9 @@ async fn forward(
             Ok(Err(e)) => {
                 tracing::debug!(member = %member.authority, error = %e, reused, "upstream request failed");
                 member.state.stats.error(ErrorKind::Reset);
+                member
+                    .state
+                    .breaker_record(&member.upstream.breaker_rules, Outcome::ConnectionFailure);
                 last_error = "the member closed the connection";
                 status = StatusCode::BAD_GATEWAY;
                 if !retryable {
@@ -223,13 +244,27 @@ async fn forward(
             }
             Err(_) => {
                 member.state.stats.error(ErrorKind::Timeout);
+                member
+                    .state
+                    .breaker_record(&member.upstream.breaker_rules, Outcome::Timeout);
                 last_error = "the member did not answer in time";
                 status = StatusCode::GATEWAY_TIMEOUT;
                 break;
             }
         }
     }
+    if status == StatusCode::SERVICE_UNAVAILABLE
+        && pool.members.iter().any(|m| m.state.breaker_open())
+    {
+        last_error = "the circuit breaker of every available member is open";
+    }
     reply(status, last_error)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The name of the cookie fulcrum inserts for HTTP_COOKIE persistence.

@@ -18,6 +18,7 @@ use fulcrum_control::ControlPlane;
 use fulcrum_model::{ListenerId, MemberId};
 use parking_lot::Mutex;
 
+mod breaker;
 mod health;
 mod http;
 mod listener;
@@ -164,7 +165,9 @@ impl fulcrum_control::Observer for Observations {
         let s = self.0.registry.get(id)?;
         match s.health() {
             Health::Unhealthy => Some(fulcrum_model::OperatingStatus::Error),
-            _ if s.passively_ejected() => Some(fulcrum_model::OperatingStatus::Error),
+            _ if s.passively_ejected() || s.breaker_open() => {
+                Some(fulcrum_model::OperatingStatus::Error)
+            }
             Health::Healthy => Some(fulcrum_model::OperatingStatus::Online),
             Health::Unknown => None,
         }

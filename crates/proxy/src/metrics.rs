@@ -258,7 +258,7 @@ impl prometheus_client::collector::Collector for Collector {
             .map(|(l, s)| {
                 let v = match s.health() {
                     Health::Unhealthy => 0,
-                    _ if s.passively_ejected() => 0,
+                    _ if s.passively_ejected() || s.breaker_open() => 0,
                     _ => 1,
                 };
                 (l.clone(), v)

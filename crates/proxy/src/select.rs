@@ -37,6 +37,7 @@ impl View for TierView<'_> {
         let m = &self.pool.members[idx];
         m.accepts_new
             && m.state.is_available()
+            && m.state.breaker_allows()
             && !self.tried.contains(idx)
             && m.max_connections
                 .is_none_or(|max| m.state.in_flight() < u64::from(max))

@@ -112,6 +112,7 @@ pub struct UpstreamRt {
     pub query: String,
     /// Prefixed to every path, without a trailing `/`.
     pub base_path: String,
+    pub breaker_rules: Vec<fulcrum_model::CircuitBreakerRule>,
 }
 
 impl UpstreamRt {
@@ -160,6 +161,7 @@ impl UpstreamRt {
             headers,
             query,
             base_path: u.base_path.trim_end_matches('/').to_owned(),
+            breaker_rules: u.circuit_breaker.clone(),
         }
     }
 
@@ -218,7 +220,7 @@ impl PoolRt {
     /// members still serve their bound clients.
     pub fn bound(&self, idx: usize) -> Option<usize> {
         let m = self.members.get(idx)?;
-        (m.accepts_bound && m.state.is_available()).then_some(idx)
+        (m.accepts_bound && m.state.is_available() && m.state.breaker_allows()).then_some(idx)
     }
 }
 

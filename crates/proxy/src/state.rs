@@ -31,6 +31,10 @@ pub struct MemberState {
     /// Without a monitor, a passively ejected member is out until this many milliseconds
     /// after [`epoch`] (0: not ejected).
     ejected_until_ms: AtomicU64,
+    /// Circuit breaker: the state machine, and when its current trip ends (mirrored in an
+    /// atomic so selection reads it without a lock; 0: not tripped).
+    breaker: Mutex<crate::breaker::Breaker>,
+    breaker_until_ms: AtomicU64,
     /// When the member started warming up (slow start), in [`now_ms`] (0: not warming).
     warm_since_ms: AtomicU64,
     pub(crate) idle: IdleConnections,
@@ -80,6 +84,35 @@ impl MemberState {
         } else {
             self.set_health(Health::Unhealthy);
         }
+    }
+
+    /// Whether the breaker lets new requests through now (closed, or its trip is over).
+    pub fn breaker_allows(&self) -> bool {
+        let until = self.breaker_until_ms.load(Ordering::Relaxed);
+        until == 0 || now_ms() >= until
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        !self.breaker_allows()
+    }
+
+    /// Feeds one request's outcome to the breaker.
+    pub fn breaker_record(
+        &self,
+        rules: &[fulcrum_model::CircuitBreakerRule],
+        outcome: crate::breaker::Outcome,
+    ) {
+        if rules.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut b = self.breaker.lock();
+        b.record(rules, outcome, now);
+        let until = match b.state(now) {
+            crate::breaker::State::Open { until_ms } => until_ms,
+            _ => 0,
+        };
+        self.breaker_until_ms.store(until, Ordering::Relaxed);
     }
 
     /// Starts (or restarts) the slow-start ramp.

@@ -31,6 +31,9 @@ struct Shared {
     health_status: AtomicU16,
     last_headers: parking_lot::Mutex<Option<HeaderMap>>,
     last_uri: parking_lot::Mutex<Option<String>>,
+    /// Status of ordinary answers (0: 200), and a Retry-After to send with them.
+    status: std::sync::atomic::AtomicU16,
+    retry_after: parking_lot::Mutex<Option<String>>,
 }
 
 /// An HTTP/1.1 backend: answers every request with its name (header `x-backend` and the
@@ -84,6 +87,12 @@ impl Backend {
     /// The headers of the last request (not health checks).
     pub fn last_headers(&self) -> Option<HeaderMap> {
         self.shared.last_headers.lock().clone()
+    }
+
+    /// Answers ordinary requests with `status` (and `Retry-After: retry_after` if given).
+    pub fn set_status(&self, status: u16, retry_after: Option<&str>) {
+        self.shared.status.store(status, Ordering::SeqCst);
+        *self.shared.retry_after.lock() = retry_after.map(str::to_owned);
     }
 
     /// Path and query of the last request (health checks excluded).
@@ -207,6 +216,14 @@ async fn answer(shared: &Shared, name: &str, req: Request<Incoming>) -> Response
     let mut resp = Response::new(Full::new(Bytes::from(name.to_owned())));
     resp.headers_mut()
         .insert("x-backend", name.parse().expect("header value"));
+    let status = shared.status.load(Ordering::SeqCst);
+    if status != 0 {
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        if let Some(ra) = shared.retry_after.lock().clone() {
+            resp.headers_mut()
+                .insert("retry-after", ra.parse().expect("header value"));
+        }
+    }
     resp
 }
 
