@@ -256,7 +256,10 @@ impl ControlPlane {
         let mut waited_busy = false;
         for _ in 0..MAX_ATTEMPTS {
             let now = Utc::now();
-            let (plan, planned_at, lb_revision) = {
+            let wr_id = WorkRequestId(uuid::Uuid::new_v4().to_string());
+            // Plan, check the precondition and take the compares from one view: a compare
+            // read from a fresher view than the plan could let a stale plan commit.
+            let (plan, planned_at, lb_revision, wr, txn) = {
                 let cfg = self.config.read();
                 let plan = plan_fn(&cfg, now)?;
                 let lb_revision = plan
@@ -265,7 +268,21 @@ impl ControlPlane {
                     .and_then(|id| cfg.loadbalancers.get(id))
                     .map(|lb| lb.mod_revision);
                 check_precondition(ctx, &plan, lb_revision)?;
-                (plan, cfg.revision, lb_revision)
+                let wr = WorkRequest {
+                    id: wr_id,
+                    operation: plan.operation.to_owned(),
+                    loadbalancer_id: plan.lb.clone(),
+                    resources: plan.resources.clone(),
+                    status: WorkRequestStatus::Accepted,
+                    revision: 0,
+                    request_id: ctx.request_id.clone(),
+                    message: String::new(),
+                    error: None,
+                    accepted_at: now,
+                    finished_at: None,
+                };
+                let txn = self.build_txn(&cfg, &plan, &wr, retry.as_ref(), now)?;
+                (plan, cfg.revision, lb_revision, wr, txn)
             };
             if let Some(rev) = lb_revision
                 && self.is_pending(rev)
@@ -281,21 +298,6 @@ impl ControlPlane {
                 continue;
             }
 
-            let wr_id = WorkRequestId(uuid::Uuid::new_v4().to_string());
-            let wr = WorkRequest {
-                id: wr_id.clone(),
-                operation: plan.operation.to_owned(),
-                loadbalancer_id: plan.lb.clone(),
-                resources: plan.resources.clone(),
-                status: WorkRequestStatus::Accepted,
-                revision: 0,
-                request_id: ctx.request_id.clone(),
-                message: String::new(),
-                error: None,
-                accepted_at: now,
-                finished_at: None,
-            };
-            let txn = self.build_txn(&plan, &wr, retry.as_ref(), now)?;
             let resp = self.store.txn(txn).await?;
             if resp.succeeded {
                 // Read-your-writes: the next request on this node sees the change.
@@ -389,14 +391,15 @@ impl ControlPlane {
         })))
     }
 
+    /// The transaction for a plan, with compares from `cfg`, the view it was planned on.
     fn build_txn(
         &self,
+        cfg: &Config,
         plan: &Plan,
         wr: &WorkRequest,
         retry: Option<&RetrySlot>,
         now: Timestamp,
     ) -> Result<Txn, ControlError> {
-        let cfg = self.config.read();
         let mut compares = plan.compares.clone();
         let mut writes = plan.writes.clone();
         if let Some(lb_id) = &plan.lb

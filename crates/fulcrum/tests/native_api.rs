@@ -489,35 +489,38 @@ async fn concurrent_conditional_updates_have_one_winner() {
     let api = server.client();
     let (_lb, pool, members) = build_stack(&api).await;
     let path = format!("/v1/pools/{pool}/members/{}", members[0]);
-    let etag = api.ok("GET", &path, None).await.header("etag").unwrap();
-    let mut tasks = Vec::new();
-    for w in 10..26 {
-        let api = api.clone();
-        let (path, etag) = (path.clone(), etag.clone());
-        tasks.push(tokio::spawn(async move {
-            api.raw(
-                "PATCH",
-                &path,
-                Some(&format!("{{\"weight\": {w}}}")),
-                &[("if-match", &etag)],
-            )
-            .await
-            .status
-        }));
+    // Several rounds: a lost race shows only now and then.
+    for round in 0..10 {
+        let etag = api.ok("GET", &path, None).await.header("etag").unwrap();
+        let mut tasks = Vec::new();
+        for w in 10..26 {
+            let api = api.clone();
+            let (path, etag) = (path.clone(), etag.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = api
+                    .raw(
+                        "PATCH",
+                        &path,
+                        Some(&format!("{{\"weight\": {w}}}")),
+                        &[("if-match", &etag)],
+                    )
+                    .await;
+                (r.status, w)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let winners: Vec<_> = results.iter().filter(|(s, _)| *s == 200).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        assert!(
+            results.iter().all(|(s, _)| *s == 200 || *s == 412),
+            "{results:?}"
+        );
+        let now = api.ok("GET", &path, None).await.body["weight"].clone();
+        assert_eq!(now, winners[0].1, "the winner's write is the one stored");
     }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 412),
-        "{statuses:?}"
-    );
 }
 
 #[tokio::test]
