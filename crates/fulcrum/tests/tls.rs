@@ -356,3 +356,110 @@ async fn https_health_checks_speak_tls() {
     }
     assert_eq!(seen, "ONLINE", "200 over TLS brings it back");
 }
+
+/// TLS to members: chain and name checked by default against the configured CA; a wrong
+/// name fails (502) until name checking is turned off; without the CA the chain fails
+/// until chain checking is turned off.
+#[tokio::test]
+async fn upstream_tls_validation_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let good = cert(&["127.0.0.1"]);
+    let wrong_name = cert(&["elsewhere.test"]);
+    let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let good_port = tls_backend(&good, ok.clone()).await;
+    let wrong_port = tls_backend(&wrong_name, ok.clone()).await;
+
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let mut urls = Vec::new();
+    let mut pools = Vec::new();
+    for (name, port, ca) in [
+        ("good", good_port, &good.pem),
+        ("wrong", wrong_port, &wrong_name.pem),
+    ] {
+        let pool = api
+            .ok(
+                "POST",
+                &format!("/v1/loadbalancers/{lb}/pools"),
+                Some(json!({"name": name, "protocol": "HTTP", "upstream": {
+                    "scheme": "https", "tls": {"ca_certificates_pem": ca}
+                }})),
+            )
+            .await
+            .id();
+        api.ok(
+            "POST",
+            &format!("/v1/pools/{pool}/members"),
+            Some(json!({"address": "127.0.0.1", "port": port})),
+        )
+        .await;
+        let lport = free_port();
+        let l = api
+            .ok(
+                "POST",
+                &format!("/v1/loadbalancers/{lb}/listeners"),
+                Some(json!({"protocol": "HTTP", "port": lport, "default_pool_id": pool})),
+            )
+            .await;
+        let wr = l.header("x-work-request-id").unwrap();
+        api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+            .await;
+        urls.push(format!("http://127.0.0.1:{lport}/"));
+        pools.push(pool);
+    }
+    let http = reqwest::Client::new();
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(urls[0].clone()).await, 200, "valid chain and name");
+    assert_eq!(
+        status(urls[1].clone()).await,
+        502,
+        "the name does not match"
+    );
+
+    let patch = |pool: String, body: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let r = api
+                .ok("PATCH", &format!("/v1/pools/{pool}"), Some(body))
+                .await;
+            let wr = r.header("x-work-request-id").unwrap();
+            api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+                .await;
+        }
+    };
+    patch(
+        pools[1].clone(),
+        json!({"upstream": {"tls": {"validate_certificate_name": false}}}),
+    )
+    .await;
+    assert_eq!(status(urls[1].clone()).await, 200, "name checks off");
+
+    // Without the CA the chain is unknown: refused until chain checks are off.
+    patch(
+        pools[0].clone(),
+        json!({"upstream": {"tls": {"ca_certificates_pem": null}}}),
+    )
+    .await;
+    assert_eq!(status(urls[0].clone()).await, 502, "unknown issuer");
+    patch(
+        pools[0].clone(),
+        json!({"upstream": {"tls": {"validate_certificate_chain": false}}}),
+    )
+    .await;
+    assert_eq!(
+        status(urls[0].clone()).await,
+        200,
+        "chain checks off, name still right"
+    );
+}

@@ -222,6 +222,7 @@ async fn forward(
                     rbody,
                     sender,
                     member.state.clone(),
+                    member.upstream.clone(),
                     lease,
                     keep_alive,
                 );

@@ -113,6 +113,11 @@ pub struct UpstreamRt {
     /// Prefixed to every path, without a trailing `/`.
     pub base_path: String,
     pub breaker_rules: Vec<fulcrum_model::CircuitBreakerRule>,
+    /// For https members: the TLS client config, or why it could not be built.
+    pub tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    /// What this was compiled from: idle connections made under other settings (other TLS
+    /// checks, say) are not reused.
+    pub source: UpstreamSettings,
 }
 
 impl UpstreamRt {
@@ -162,6 +167,9 @@ impl UpstreamRt {
             query,
             base_path: u.base_path.trim_end_matches('/').to_owned(),
             breaker_rules: u.circuit_breaker.clone(),
+            source: u.clone(),
+            tls: (u.scheme == fulcrum_model::UpstreamScheme::Https)
+                .then(|| crate::tls::upstream_client(&u.tls, c.client_certificate_pem.as_deref())),
         }
     }
 

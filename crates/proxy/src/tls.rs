@@ -201,3 +201,135 @@ pub(crate) fn health_check_client() -> Result<Arc<rustls::ClientConfig>, String>
         })
         .clone()
 }
+
+/// Checks the chain, the name, both or neither, as a member's TLS settings say.
+#[derive(Debug)]
+struct MemberVerifier {
+    /// Chain (and, unless `check_name` is false, name) checks; None: chain not checked.
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for MemberVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match &self.webpki {
+            Some(v) => {
+                match v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                    Err(rustls::Error::InvalidCertificate(
+                        NotValidForName | NotValidForNameContext { .. },
+                    )) if !self.check_name => {
+                        Ok(rustls::client::danger::ServerCertVerified::assertion())
+                    }
+                    other => other,
+                }
+            }
+            None => {
+                if self.check_name {
+                    let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                    rustls::client::verify_server_name(&cert, server_name)?;
+                }
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The client config for TLS to a member: Mozilla's roots plus the configured CAs, the
+/// chain and name checks as configured (both on by default), and a client certificate if
+/// one is set. An error names what is wrong.
+pub(crate) fn upstream_client(
+    tls: &fulcrum_model::UpstreamTls,
+    client_cert_pem: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = &tls.ca_certificates_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("upstream.tls.ca_certificates_pem: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("upstream.tls.ca_certificates_pem: {e}"))?;
+        }
+    }
+    let webpki = if tls.validate_certificate_chain {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MemberVerifier {
+            webpki,
+            check_name: tls.validate_certificate_name,
+            provider,
+        }));
+    let mut config = match client_cert_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("credentials.client_certificate_pem: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| format!("credentials.client_certificate_pem: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("credentials.client_certificate_pem: {e}"))?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::snapshot::{MemberRt, Target};
+use crate::snapshot::{MemberRt, Target, UpstreamRt};
 use crate::state::{Lease, MemberState};
 
 /// What the proxy sends upstream: the client's body streamed as is, or nothing.
@@ -28,26 +28,40 @@ const MAX_IDLE: usize = 64;
 /// would fail a request.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
+/// An idle connection and the upstream settings it was opened under.
+struct Idle {
+    conn: SendRequest<UpstreamBody>,
+    since: Instant,
+    settings: Arc<UpstreamRt>,
+}
+
 #[derive(Default)]
 pub struct IdleConnections {
-    conns: Mutex<Vec<(SendRequest<UpstreamBody>, Instant)>>,
+    conns: Mutex<Vec<Idle>>,
 }
 
 impl IdleConnections {
-    fn take(&self) -> Option<SendRequest<UpstreamBody>> {
+    /// An idle connection opened under `settings` (same TLS checks, certificates...).
+    fn take(&self, settings: &Arc<UpstreamRt>) -> Option<SendRequest<UpstreamBody>> {
         let mut conns = self.conns.lock();
-        while let Some((c, since)) = conns.pop() {
-            if c.is_ready() && since.elapsed() < MAX_IDLE_AGE {
-                return Some(c);
+        while let Some(idle) = conns.pop() {
+            let same =
+                Arc::ptr_eq(&idle.settings, settings) || idle.settings.source == settings.source;
+            if same && idle.conn.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
+                return Some(idle.conn);
             }
         }
         None
     }
 
-    fn put(&self, c: SendRequest<UpstreamBody>) {
+    fn put(&self, conn: SendRequest<UpstreamBody>, settings: Arc<UpstreamRt>) {
         let mut conns = self.conns.lock();
-        if conns.len() < MAX_IDLE && c.is_ready() {
-            conns.push((c, Instant::now()));
+        if conns.len() < MAX_IDLE && conn.is_ready() {
+            conns.push(Idle {
+                conn,
+                since: Instant::now(),
+                settings,
+            });
         }
     }
 }
@@ -56,6 +70,7 @@ impl IdleConnections {
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
+    Tls(String),
     Handshake(hyper::Error),
 }
 
@@ -64,6 +79,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS to the member failed: {e}"),
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
         }
     }
@@ -91,10 +107,37 @@ pub async fn acquire(
     member: &MemberRt,
     timeout: Duration,
 ) -> Result<(SendRequest<UpstreamBody>, bool), ConnectError> {
-    if let Some(c) = member.state.idle.take() {
+    if let Some(c) = member.state.idle.take(&member.upstream) {
         return Ok((c, true));
     }
     let stream = connect_tcp(&member.target, timeout).await?;
+    let sender = match &member.upstream.tls {
+        None => handshake(stream).await?,
+        Some(Err(e)) => return Err(ConnectError::Tls(e.clone())),
+        Some(Ok(config)) => {
+            // SNI and name checks use the member's host: its DNS name, or its address.
+            let name = match &member.target {
+                Target::Host(h, _) => rustls::pki_types::ServerName::try_from(h.clone())
+                    .map_err(|e| ConnectError::Tls(e.to_string()))?,
+                Target::Addr(a) => rustls::pki_types::ServerName::IpAddress(a.ip().into()),
+            };
+            let tls = tokio::time::timeout(
+                timeout,
+                tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream),
+            )
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+            handshake(tls).await?
+        }
+    };
+    Ok((sender, false))
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<UpstreamBody>, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -103,7 +146,7 @@ pub async fn acquire(
         // Ends when the member closes the connection or the last sender is dropped.
         let _ = conn.await;
     });
-    Ok((sender, false))
+    Ok(sender)
 }
 
 /// A member's response body on its way to the client. When it ends, the connection goes
@@ -111,7 +154,7 @@ pub async fn acquire(
 /// away first, both are dropped and the connection closes.
 pub struct PooledBody {
     inner: Incoming,
-    conn: Option<(SendRequest<UpstreamBody>, Arc<MemberState>)>,
+    conn: Option<(SendRequest<UpstreamBody>, Arc<MemberState>, Arc<UpstreamRt>)>,
     _lease: Option<Lease>,
 }
 
@@ -120,10 +163,11 @@ impl PooledBody {
         inner: Incoming,
         conn: SendRequest<UpstreamBody>,
         state: Arc<MemberState>,
+        settings: Arc<UpstreamRt>,
         lease: Lease,
         keep_alive: bool,
     ) -> Self {
-        let conn = keep_alive.then_some((conn, state));
+        let conn = keep_alive.then_some((conn, state, settings));
         let mut body = PooledBody {
             inner,
             conn,
@@ -136,8 +180,8 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some((conn, state)) = self.conn.take() {
-            state.idle.put(conn);
+        if let Some((conn, state, settings)) = self.conn.take() {
+            state.idle.put(conn, settings);
         }
         self._lease = None;
     }
