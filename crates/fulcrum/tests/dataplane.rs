@@ -1814,6 +1814,13 @@ async fn slow_start_ramps_a_new_member_up() {
         mid > lo - 0.06 && mid < hi + 0.06,
         "mid share {mid:.3}, expected between {lo:.3} and {hi:.3}"
     );
+    // Past the window: full weight, an even split.
+    tokio::time::sleep(Duration::from_millis(30_500).saturating_sub(added.elapsed())).await;
+    let full = share(hammer(&s.url, 400, 4).await);
+    assert!(
+        (full - 0.5).abs() < 0.06,
+        "full share {full:.3}, expected ≈ 0.5"
+    );
 }
 
 /// Circuit breaker: 5 failing answers within the interval trip a member for the trip

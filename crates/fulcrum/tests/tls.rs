@@ -463,3 +463,155 @@ async fn upstream_tls_validation_is_honoured() {
         "chain checks off, name still right"
     );
 }
+
+/// A forward proxy: absolute-form HTTP and CONNECT tunnels. Records each request line and
+/// Proxy-Authorization it saw.
+/// Request lines and Proxy-Authorization values a proxy saw.
+type Seen = Arc<parking_lot::Mutex<Vec<(String, Option<String>)>>>;
+
+async fn forward_proxy(seen: Seen) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or("").to_owned();
+                let auth = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Proxy-Authorization: ")
+                            .or_else(|| l.strip_prefix("proxy-authorization: "))
+                    })
+                    .map(str::to_owned);
+                seen.lock().push((line.clone(), auth));
+                let mut parts = line.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                if method == "CONNECT" {
+                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                } else {
+                    let rest = target.trim_start_matches("http://");
+                    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                    let Ok(mut upstream) = TcpStream::connect(authority).await else {
+                        return;
+                    };
+                    let origin = text.replacen(target, if path.is_empty() { "/" } else { path }, 1);
+                    upstream.write_all(origin.as_bytes()).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Members reached through a forward proxy: absolute-form for http members, CONNECT for
+/// https ones, with basic proxy credentials.
+#[tokio::test]
+async fn members_behind_a_forward_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let proxy = forward_proxy(seen.clone()).await;
+    let plain = backend().await;
+    let good = cert(&["127.0.0.1"]);
+    let secure = tls_backend(&good, Arc::new(std::sync::atomic::AtomicU16::new(200))).await;
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let mut urls = Vec::new();
+    for (name, port, upstream) in [
+        (
+            "plain",
+            plain,
+            json!({"proxy": {"url": format!("http://127.0.0.1:{proxy}"), "username": "u", "password": "p"}}),
+        ),
+        (
+            "secure",
+            secure,
+            json!({"scheme": "https", "tls": {"ca_certificates_pem": good.pem},
+                                   "proxy": {"url": format!("http://127.0.0.1:{proxy}"), "username": "u", "password": "p"}}),
+        ),
+    ] {
+        let pool = api
+            .ok(
+                "POST",
+                &format!("/v1/loadbalancers/{lb}/pools"),
+                Some(json!({"name": name, "protocol": "HTTP", "upstream": upstream})),
+            )
+            .await
+            .id();
+        api.ok(
+            "POST",
+            &format!("/v1/pools/{pool}/members"),
+            Some(json!({"address": "127.0.0.1", "port": port})),
+        )
+        .await;
+        let lport = free_port();
+        let l = api
+            .ok(
+                "POST",
+                &format!("/v1/loadbalancers/{lb}/listeners"),
+                Some(json!({"protocol": "HTTP", "port": lport, "default_pool_id": pool})),
+            )
+            .await;
+        let wr = l.header("x-work-request-id").unwrap();
+        api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+            .await;
+        urls.push(format!("http://127.0.0.1:{lport}/path?q=1"));
+    }
+    let http = reqwest::Client::new();
+    let r = http.get(&urls[0]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "proto=http");
+    let r = http.get(&urls[1]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tls backend");
+    let seen = seen.lock().clone();
+    let basic = Some("Basic dTpw".to_owned()); // base64("u:p")
+    assert!(
+        seen.contains(&(
+            format!("GET http://127.0.0.1:{plain}/path?q=1 HTTP/1.1"),
+            basic.clone()
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(format!("CONNECT 127.0.0.1:{secure} HTTP/1.1"), basic)),
+        "{seen:?}"
+    );
+    // Credentials are write-only.
+    let pools = api.items("/v1/pools").await;
+    assert!(
+        pools
+            .iter()
+            .all(|p| p["upstream"]["proxy"]["password"] == "***"),
+        "{pools:?}"
+    );
+}

@@ -184,6 +184,24 @@ async fn forward(
         };
         let mut member_parts = parts.clone();
         apply_upstream(&mut member_parts, &member.upstream);
+        if let Some(proxy) = &member.upstream.proxy
+            && member.upstream.tls.is_none()
+        {
+            // Plain HTTP through a forward proxy: absolute-form, with its credentials.
+            let pq = member_parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .to_owned();
+            if let Ok(uri) = format!("http://{}{pq}", member.authority).parse::<Uri>() {
+                member_parts.uri = uri;
+            }
+            if let Some(auth) = &proxy.authorization {
+                member_parts
+                    .headers
+                    .insert(header::PROXY_AUTHORIZATION, auth.clone());
+            }
+        }
         let mut upstream_req = Request::from_parts(member_parts, upstream_body);
         if bodyless {
             upstream_req.headers_mut().remove(header::CONTENT_LENGTH);

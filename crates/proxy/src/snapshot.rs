@@ -115,6 +115,8 @@ pub struct UpstreamRt {
     pub breaker_rules: Vec<fulcrum_model::CircuitBreakerRule>,
     /// For https members: the TLS client config, or why it could not be built.
     pub tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
+    /// A forward proxy the member is reached through.
+    pub proxy: Option<ProxyRt>,
     /// What this was compiled from: idle connections made under other settings (other TLS
     /// checks, say) are not reused.
     pub source: UpstreamSettings,
@@ -168,6 +170,7 @@ impl UpstreamRt {
             base_path: u.base_path.trim_end_matches('/').to_owned(),
             breaker_rules: u.circuit_breaker.clone(),
             source: u.clone(),
+            proxy: u.proxy.as_ref().map(ProxyRt::compile),
             tls: (u.scheme == fulcrum_model::UpstreamScheme::Https)
                 .then(|| crate::tls::upstream_client(&u.tls, c.client_certificate_pem.as_deref())),
         }
@@ -176,6 +179,40 @@ impl UpstreamRt {
     /// Whether requests need rewriting at all.
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty() && self.query.is_empty() && self.base_path.is_empty()
+    }
+}
+
+/// A forward proxy: where it listens and the `Proxy-Authorization` to send it.
+pub struct ProxyRt {
+    pub target: Target,
+    pub authorization: Option<HeaderValue>,
+}
+
+impl ProxyRt {
+    fn compile(p: &fulcrum_model::ForwardProxy) -> ProxyRt {
+        use base64::Engine;
+        // The model accepts only `http://host[:port]`.
+        let hostport = p.url.trim_start_matches("http://");
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, port)) if !h.ends_with(']') || hostport.starts_with('[') => {
+                (h, port.parse().unwrap_or(80))
+            }
+            _ => (hostport, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let target = match host.parse::<IpAddr>() {
+            Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Target::Host(host.to_owned(), port),
+        };
+        let authorization = p.username.as_ref().and_then(|user| {
+            let pass = p.password.as_deref().unwrap_or("");
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            HeaderValue::from_str(&format!("Basic {token}")).ok()
+        });
+        ProxyRt {
+            target,
+            authorization,
+        }
     }
 }
 

@@ -110,7 +110,21 @@ pub async fn acquire(
     if let Some(c) = member.state.idle.take(&member.upstream) {
         return Ok((c, true));
     }
-    let stream = connect_tcp(&member.target, timeout).await?;
+    let stream = match &member.upstream.proxy {
+        None => connect_tcp(&member.target, timeout).await?,
+        Some(proxy) => {
+            let stream = connect_tcp(&proxy.target, timeout).await?;
+            if member.upstream.tls.is_some() {
+                // TLS to the member goes through a tunnel; plain HTTP uses absolute-form
+                // requests on the proxy connection itself (see `http.rs`).
+                tokio::time::timeout(timeout, tunnel(stream, &member.authority, proxy))
+                    .await
+                    .map_err(|_| ConnectError::Timeout)??
+            } else {
+                stream
+            }
+        }
+    };
     let sender = match &member.upstream.tls {
         None => handshake(stream).await?,
         Some(Err(e)) => return Err(ConnectError::Tls(e.clone())),
@@ -132,6 +146,43 @@ pub async fn acquire(
         }
     };
     Ok((sender, false))
+}
+
+/// Opens a CONNECT tunnel to `authority` through a forward proxy.
+async fn tunnel(
+    mut stream: TcpStream,
+    authority: &str,
+    proxy: &crate::snapshot::ProxyRt,
+) -> Result<TcpStream, ConnectError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(auth) = proxy.authorization.as_ref().and_then(|a| a.to_str().ok()) {
+        request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(ConnectError::Io)?;
+    // Read the proxy's answer up to the blank line, byte by byte so nothing of the
+    // tunnelled stream is consumed.
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || stream.read(&mut byte).await.map_err(ConnectError::Io)? == 0 {
+            return Err(ConnectError::Tls("the proxy closed the tunnel".into()));
+        }
+        head.push(byte[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if !status.starts_with('2') {
+        let line = status_line.lines().next().unwrap_or("").to_owned();
+        return Err(ConnectError::Tls(format!(
+            "the proxy refused the tunnel: {line}"
+        )));
+    }
+    Ok(stream)
 }
 
 async fn handshake<S>(stream: S) -> Result<SendRequest<UpstreamBody>, ConnectError>
