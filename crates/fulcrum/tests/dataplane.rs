@@ -1907,3 +1907,64 @@ async fn circuit_breaker_trips_recovers_and_honours_retry_after() {
     assert_eq!(status, 503);
     assert!(body.contains("circuit breaker"), "{body}");
 }
+
+/// TCP pools persist by source address: new connections from a client go to the member it
+/// was bound to (round robin notwithstanding) until that member goes offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_pools_persist_by_source_address() {
+    let (a, b, c_) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f
+        .apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(
+                json!({"name": "tcp", "protocol": "TCP", "algorithm": "ROUND_ROBIN",
+                        "session_persistence": {"type": "HTTP_COOKIE"}}),
+            ),
+        )
+        .await
+        .id();
+    let mut members = Vec::new();
+    for b_ in [&a, &b, &c_] {
+        members.push(f.member(&pool, b_.port(), json!({})).await);
+    }
+    let port = free_port();
+    f.listener(&lb, "TCP", port, Some(&pool)).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    // A new connection per request (no pooling): persistence, not keep-alive, keeps them together.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client")
+    };
+    let first = who(&fresh(), &url).await;
+    for _ in 0..30 {
+        assert_eq!(
+            who(&fresh(), &url).await,
+            first,
+            "TCP pools persist by source IP whatever the type"
+        );
+    }
+    let idx = ["a", "b", "c"]
+        .iter()
+        .position(|n| *n == first)
+        .expect("known");
+    f.patch_member(&pool, &members[idx], json!({"offline": true}))
+        .await;
+    let moved = who(&fresh(), &url).await;
+    assert_ne!(moved, first);
+    for _ in 0..10 {
+        assert_eq!(
+            who(&fresh(), &url).await,
+            moved,
+            "rebound to the new member"
+        );
+    }
+}
