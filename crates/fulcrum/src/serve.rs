@@ -19,6 +19,15 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub proxy: ProxySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// The longest a member's `Retry-After` may trip its circuit breaker (default 300).
+    pub max_retry_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,7 +130,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let control = ControlPlane::start(Arc::new(store), options)
         .await
         .context("cannot load the configuration")?;
-    let data_plane = Arc::new(fulcrum_proxy::DataPlane::start(control.clone()));
+    let mut dp_options = fulcrum_proxy::DataPlaneOptions::default();
+    if let Some(secs) = file.proxy.max_retry_after_secs {
+        dp_options.max_retry_after = std::time::Duration::from_secs(secs);
+    }
+    let data_plane = Arc::new(fulcrum_proxy::DataPlane::start(control.clone(), dp_options));
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1968,3 +1968,70 @@ async fn tcp_pools_persist_by_source_address() {
         );
     }
 }
+
+/// `proxy.max_retry_after_secs` bounds how long a Retry-After trips a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_bounded_by_the_configured_maximum() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("fulcrum.toml");
+    std::fs::write(&config, "[proxy]\nmax_retry_after_secs = 1\n").expect("config");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let api = server.client();
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "lb", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok("POST", &format!("/v1/loadbalancers/{lb}/pools"), Some(json!({"name": "p", "protocol": "HTTP",
+            "upstream": {"circuit_breaker": [{"name": "ra", "trip_duration_ms": 60000, "accept_retry_after": true,
+                "failure_condition": {"count": 100, "interval_ms": 10000, "status_code_ranges": [{"min": 503, "max": 503}]}}]}})))
+        .await
+        .id();
+    for port in [a.port(), b.port()] {
+        api.ok(
+            "POST",
+            &format!("/v1/pools/{pool}/members"),
+            Some(json!({"address": "127.0.0.1", "port": port})),
+        )
+        .await;
+    }
+    let port = free_port();
+    let l = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
+        )
+        .await;
+    let wr = l.header("x-work-request-id").expect("wr");
+    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
+        .await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let c = client();
+    b.set_status(503, Some("30"));
+    let mut tripped = false;
+    for _ in 0..4 {
+        if get(&c, &url).await.0 == 503 {
+            tripped = true;
+            break;
+        }
+    }
+    assert!(tripped, "b answered 503 with Retry-After: 30");
+    b.set_status(0, None);
+    assert_eq!(who(&c, &url).await, "a");
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            who(&c, &url).await == "b"
+        })
+        .await,
+        "b is back after the 1 s maximum, not 30 s"
+    );
+}

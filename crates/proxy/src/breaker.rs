@@ -7,7 +7,8 @@
 
 use fulcrum_model::CircuitBreakerRule;
 
-/// The longest a `Retry-After` may trip a member.
+/// The longest a `Retry-After` may trip a member: the default of the data plane's setting,
+/// and a hard cap whatever it says.
 pub const MAX_RETRY_AFTER_MS: u64 = 300_000;
 /// A percentage rule needs at least this many requests in its interval.
 pub const MIN_REQUESTS_FOR_PERCENTAGE: u64 = 10;

@@ -219,7 +219,11 @@ async fn forward(
                         .headers()
                         .get(header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| crate::breaker::parse_retry_after(v, unix_ms()));
+                        .and_then(|v| crate::breaker::parse_retry_after(v, unix_ms()))
+                        .map(|ms| {
+                            let max = dp.options.max_retry_after.as_millis();
+                            ms.min(u64::try_from(max).unwrap_or(u64::MAX))
+                        });
                     member.state.breaker_record(
                         &member.upstream.breaker_rules,
                         Outcome::Status {

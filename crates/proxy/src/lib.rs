@@ -35,7 +35,23 @@ pub use health::HealthCounter;
 pub use snapshot::Snapshot;
 pub use state::Health;
 
+/// Data-plane settings that are not part of the API's configuration.
+#[derive(Clone, Debug)]
+pub struct DataPlaneOptions {
+    /// The longest a `Retry-After` may trip a member (circuit breakers that accept it).
+    pub max_retry_after: Duration,
+}
+
+impl Default for DataPlaneOptions {
+    fn default() -> Self {
+        Self {
+            max_retry_after: Duration::from_millis(breaker::MAX_RETRY_AFTER_MS),
+        }
+    }
+}
+
 pub(crate) struct DataPlaneInner {
+    pub options: DataPlaneOptions,
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: state::Registry,
     listeners: Mutex<HashMap<ListenerId, listener::Running>>,
@@ -58,8 +74,9 @@ impl DataPlane {
     /// Starts serving the control plane's configuration, and keeps following it. The
     /// control plane should run with `self_apply` off: the data plane reports what it
     /// serves.
-    pub fn start(control: Arc<ControlPlane>) -> DataPlane {
+    pub fn start(control: Arc<ControlPlane>, options: DataPlaneOptions) -> DataPlane {
         let inner = Arc::new(DataPlaneInner {
+            options,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             registry: state::Registry::default(),
             listeners: Mutex::new(HashMap::new()),
