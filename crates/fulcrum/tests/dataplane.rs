@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::backend::{Backend, Echo};
-use common::{Api, Resp, Server};
+use common::{Api, Resp, Server, free_port};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
@@ -22,15 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 // ---- harness ---------------------------------------------------------------------------
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A fulcrum server with the API rate limit lifted (some tests make 1,000 changes).
 struct Fulcrum {
@@ -59,18 +50,7 @@ impl Fulcrum {
 
     /// Waits for the work request of a change; the data plane serves it once it succeeded.
     async fn wait(&self, r: &Resp) {
-        let wr = r
-            .header("x-work-request-id")
-            .expect("x-work-request-id header");
-        let done = self
-            .api
-            .ok(
-                "GET",
-                &format!("/v1/work-requests/{wr}/wait?timeout_ms=10000"),
-                None,
-            )
-            .await;
-        assert_eq!(done.body["status"], "SUCCEEDED", "{}", done.body);
+        self.api.applied(r).await;
     }
 
     /// A change that is waited for.
@@ -1228,17 +1208,7 @@ async fn sigterm_finishes_in_flight_requests() {
         Some(json!({"address": "127.0.0.1", "port": a.port()})),
     )
     .await;
-    let port = free_port();
-    let l = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/listeners"),
-            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
-        )
-        .await;
-    let wr = l.header("x-work-request-id").expect("work request");
-    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-        .await;
+    let port = api.http_listener(&lb, &pool).await;
 
     let url = format!("http://127.0.0.1:{port}/");
     let slow = tokio::spawn(async move { get(&client(), &url).await });
@@ -2003,17 +1973,7 @@ async fn retry_after_is_bounded_by_the_configured_maximum() {
         )
         .await;
     }
-    let port = free_port();
-    let l = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/listeners"),
-            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
-        )
-        .await;
-    let wr = l.header("x-work-request-id").expect("wr");
-    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-        .await;
+    let port = api.http_listener(&lb, &pool).await;
     let url = format!("http://127.0.0.1:{port}/");
     let c = client();
     b.set_status(503, Some("30"));

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::Server;
+use common::{Server, free_port};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -45,14 +45,6 @@ async fn backend() -> u16 {
         }
     });
     port
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Cert {
@@ -153,9 +145,7 @@ async fn terminates_tls_with_alpn_and_sni() {
         listener.body["tls"]["sni_certificates"][0]["private_key_pem"],
         "***"
     );
-    let wr = listener.header("x-work-request-id").unwrap();
-    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-        .await;
+    api.applied(&listener).await;
 
     // h2 negotiated by ALPN.
     let tls = connect(port, "default.test", &default.der, &[b"h2", b"http/1.1"]).await;
@@ -222,9 +212,7 @@ async fn terminates_tls_with_alpn_and_sni() {
         )
         .await;
     assert_eq!(r.status, 201);
-    let wr = r.header("x-work-request-id").unwrap();
-    api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-        .await;
+    api.applied(&r).await;
     assert!(TcpStream::connect(("127.0.0.1", bad_port)).await.is_err());
     // The API says why.
     let bad = api
@@ -401,17 +389,7 @@ async fn upstream_tls_validation_is_honoured() {
             Some(json!({"address": "127.0.0.1", "port": port})),
         )
         .await;
-        let lport = free_port();
-        let l = api
-            .ok(
-                "POST",
-                &format!("/v1/loadbalancers/{lb}/listeners"),
-                Some(json!({"protocol": "HTTP", "port": lport, "default_pool_id": pool})),
-            )
-            .await;
-        let wr = l.header("x-work-request-id").unwrap();
-        api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-            .await;
+        let lport = api.http_listener(&lb, &pool).await;
         urls.push(format!("http://127.0.0.1:{lport}/"));
         pools.push(pool);
     }
@@ -433,9 +411,7 @@ async fn upstream_tls_validation_is_honoured() {
             let r = api
                 .ok("PATCH", &format!("/v1/pools/{pool}"), Some(body))
                 .await;
-            let wr = r.header("x-work-request-id").unwrap();
-            api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-                .await;
+            api.applied(&r).await;
         }
     };
     patch(
@@ -573,17 +549,7 @@ async fn members_behind_a_forward_proxy() {
             Some(json!({"address": "127.0.0.1", "port": port})),
         )
         .await;
-        let lport = free_port();
-        let l = api
-            .ok(
-                "POST",
-                &format!("/v1/loadbalancers/{lb}/listeners"),
-                Some(json!({"protocol": "HTTP", "port": lport, "default_pool_id": pool})),
-            )
-            .await;
-        let wr = l.header("x-work-request-id").unwrap();
-        api.ok("GET", &format!("/v1/work-requests/{wr}/wait"), None)
-            .await;
+        let lport = api.http_listener(&lb, &pool).await;
         urls.push(format!("http://127.0.0.1:{lport}/path?q=1"));
     }
     let http = reqwest::Client::new();

@@ -16,7 +16,7 @@ use crate::DataPlaneInner;
 use crate::breaker::Outcome;
 use crate::metrics::ErrorKind;
 use crate::select::{Tried, pick};
-use crate::snapshot::PoolRt;
+use crate::snapshot::{ListenerRt, PoolRt};
 use crate::state::{Health, Lease};
 use crate::sticky::StickyKey;
 use crate::upstream::{ResponseBody, UpstreamBody, acquire};
@@ -86,22 +86,24 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, std::convert::Infallible> {
     let start = std::time::Instant::now();
-    let stats = dp
-        .snapshot
-        .load()
-        .listeners
-        .get(&conn.listener)
-        .map(|l| l.stats.clone());
-    let resp = proxy(&dp, &conn, req).await;
-    if let Some(s) = stats {
-        s.record(resp.status().as_u16(), start.elapsed());
-    }
+    // One snapshot read per request: the listener (routes, timeouts, counters) it serves.
+    let Some(listener) = dp.snapshot.load().listeners.get(&conn.listener).cloned() else {
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener is being removed",
+        ));
+    };
+    let resp = proxy(&dp, &conn, &listener, req).await;
+    listener
+        .stats
+        .record(resp.status().as_u16(), start.elapsed());
     Ok(resp)
 }
 
 async fn proxy(
     dp: &DataPlaneInner,
     conn: &ConnInfo,
+    listener: &ListenerRt,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     // Ambiguous framing (Content-Length with Transfer-Encoding) never reaches here as
@@ -113,20 +115,13 @@ async fn proxy(
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .map(str::to_owned);
-    let (pool, timeouts) = {
-        let snap = dp.snapshot.load();
-        let Some(listener) = snap.listeners.get(&conn.listener) else {
-            return reply(StatusCode::SERVICE_UNAVAILABLE, "listener is being removed");
-        };
-        let Some(pool) = listener.route(host.as_deref(), req.uri().path()) else {
-            return reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no pool serves this request",
-            );
-        };
-        (pool.clone(), listener.timeouts)
+    let Some(pool) = listener.route(host.as_deref(), req.uri().path()) else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no pool serves this request",
+        );
     };
-    forward(dp, conn, req, host, &pool, timeouts).await
+    forward(dp, conn, req, host, pool, listener.timeouts).await
 }
 
 async fn forward(
@@ -167,10 +162,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                member.state.stats.error(ErrorKind::Connect);
-                member
-                    .state
-                    .breaker_record(&member.upstream.breaker_rules, Outcome::ConnectionFailure);
+                failed(member, ErrorKind::Connect);
                 dp.passive_failure(pool, idx);
                 last_error = "could not connect to a member";
                 status = StatusCode::BAD_GATEWAY;
@@ -252,10 +244,7 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 tracing::debug!(member = %member.authority, error = %e, reused, "upstream request failed");
-                member.state.stats.error(ErrorKind::Reset);
-                member
-                    .state
-                    .breaker_record(&member.upstream.breaker_rules, Outcome::ConnectionFailure);
+                failed(member, ErrorKind::Reset);
                 last_error = "the member closed the connection";
                 status = StatusCode::BAD_GATEWAY;
                 if !retryable {
@@ -266,10 +255,7 @@ async fn forward(
                 }
             }
             Err(_) => {
-                member.state.stats.error(ErrorKind::Timeout);
-                member
-                    .state
-                    .breaker_record(&member.upstream.breaker_rules, Outcome::Timeout);
+                failed(member, ErrorKind::Timeout);
                 last_error = "the member did not answer in time";
                 status = StatusCode::GATEWAY_TIMEOUT;
                 break;
@@ -282,6 +268,18 @@ async fn forward(
         last_error = "the circuit breaker of every available member is open";
     }
     reply(status, last_error)
+}
+
+/// A request to the member failed before it answered: count it, and tell the breaker.
+pub(crate) fn failed(member: &crate::snapshot::MemberRt, kind: ErrorKind) {
+    member.state.stats.error(kind);
+    let outcome = match kind {
+        ErrorKind::Connect | ErrorKind::Reset => Outcome::ConnectionFailure,
+        ErrorKind::Timeout => Outcome::Timeout,
+    };
+    member
+        .state
+        .breaker_record(&member.upstream.breaker_rules, outcome);
 }
 
 fn unix_ms() -> u64 {

@@ -71,6 +71,7 @@ pub(crate) async fn serve(
             }
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
+                crate::http::failed(member, crate::metrics::ErrorKind::Connect);
                 dp.passive_failure(&pool, idx);
             }
         }

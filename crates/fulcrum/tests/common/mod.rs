@@ -177,3 +177,45 @@ impl Api {
         r.body["items"].as_array().expect("items").clone()
     }
 }
+
+/// A port free right now on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Api {
+    /// Waits until the change `r` made is served: its work request succeeded.
+    pub async fn applied(&self, r: &Resp) {
+        let wr = r
+            .header("x-work-request-id")
+            .expect("x-work-request-id header");
+        let done = self
+            .ok(
+                "GET",
+                &format!("/v1/work-requests/{wr}/wait?timeout_ms=10000"),
+                None,
+            )
+            .await;
+        assert_eq!(done.body["status"], "SUCCEEDED", "{}", done.body);
+    }
+
+    /// An HTTP listener of `lb` on a free port sending to `pool`, served once this returns.
+    pub async fn http_listener(&self, lb: &str, pool: &str) -> u16 {
+        let port = free_port();
+        let r = self
+            .ok(
+                "POST",
+                &format!("/v1/loadbalancers/{lb}/listeners"),
+                Some(
+                    serde_json::json!({"protocol": "HTTP", "port": port, "default_pool_id": pool}),
+                ),
+            )
+            .await;
+        self.applied(&r).await;
+        port
+    }
+}
