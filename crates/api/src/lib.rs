@@ -1,8 +1,8 @@
 //! fulcrum's HTTP API.
 //!
-//! One router serves every front door. The native API lives under `/v1`; the cloud
-//! dialects (OCI, Huawei, Azure) will each get a module of their own that translates its
-//! wire shapes into control-plane operations and renders errors its own way, in one place.
+//! One router serves every front door. The native API lives under `/v1`; each cloud
+//! dialect (`oci`, `huawei`, `azure`) is a module of its own that translates its wire
+//! shapes into control-plane operations and renders errors its own way, in one place.
 //!
 //! Architecture invariant: only this crate knows HTTP and JSON wire shapes. It never
 //! touches the store: every read goes through the control plane's view, every write
@@ -14,11 +14,17 @@ use axum::Router;
 use fulcrum_control::{ControlPlane, RateLimiter};
 
 mod auth;
+mod azure;
+mod huawei;
 mod native;
+mod oci;
 mod request;
 
 pub use auth::ApiToken;
+pub use azure::AzureConfig;
+pub use huawei::HuaweiConfig;
 pub use native::openapi_document;
+pub use oci::OciConfig;
 
 /// How the API authenticates and throttles callers.
 #[derive(Clone, Debug)]
@@ -29,6 +35,12 @@ pub struct ApiConfig {
     /// Requests per second per caller, after a burst.
     pub rate_per_second: f64,
     pub rate_burst: u32,
+    /// The OCI dialect's keys.
+    pub oci: OciConfig,
+    /// The Huawei dialect's credentials.
+    pub huawei: HuaweiConfig,
+    /// The Azure dialect's credentials.
+    pub azure: AzureConfig,
 }
 
 impl Default for ApiConfig {
@@ -37,6 +49,9 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             rate_per_second: 200.0,
             rate_burst: 400,
+            oci: OciConfig::default(),
+            huawei: HuaweiConfig::default(),
+            azure: AzureConfig::default(),
         }
     }
 }
@@ -63,7 +78,10 @@ pub fn router(
         tokens: Arc::new(config.tokens.clone()),
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
     };
-    let mut router = native::router(state);
+    let mut router = native::router(state.clone())
+        .merge(oci::router(state.clone(), &config.oci))
+        .merge(huawei::router(state.clone(), &config.huawei))
+        .merge(azure::router(state, &config.azure));
     if let Some(render) = metrics {
         router = router.route(
             "/metrics",

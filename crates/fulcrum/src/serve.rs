@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use fulcrum_api::{ApiConfig, ApiToken};
+use fulcrum_api::{ApiConfig, ApiToken, AzureConfig, HuaweiConfig, OciConfig};
 use fulcrum_control::{ControlPlane, Options};
 use fulcrum_store::EmbeddedStore;
 use serde::Deserialize;
@@ -21,6 +21,12 @@ pub struct FileConfig {
     pub api: ApiSection,
     #[serde(default)]
     pub proxy: ProxySection,
+    #[serde(default)]
+    pub oci: OciConfig,
+    #[serde(default)]
+    pub huawei: HuaweiConfig,
+    #[serde(default)]
+    pub azure: AzureConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +123,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokens,
         rate_per_second: file.api.rate_per_second.unwrap_or(defaults.rate_per_second),
         rate_burst: file.api.rate_burst.unwrap_or(defaults.rate_burst),
+        oci: file.oci,
+        huawei: file.huawei,
+        azure: file.azure,
     };
 
     let store_path = paths::store_file(&data_dir);

@@ -1,0 +1,253 @@
+"""Shared harness for the cloud-SDK compatibility tests in sdk/<dialect>/.
+
+Each test starts a real fulcrum (the binary in $FULCRUM_BIN) with a throwaway data
+directory, real local HTTP backends, and drives fulcrum with the cloud's own, unmodified
+SDK. Nothing here is a double: the SDK talks HTTP to fulcrum, and traffic goes through
+fulcrum's listeners to the backends.
+
+Standard library only, so every dialect's venv can import it.
+"""
+
+import contextlib
+import http.client
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+TOKEN = "sdk-test-token"
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Backend:
+    """A real HTTP server on 127.0.0.1 that answers every request with its name.
+
+    Records how many requests it served and the last request's headers and path;
+    `status` makes it answer with another code (and `headers` adds response headers).
+    """
+
+    def __init__(self, name, port=None):
+        self.name = name
+        self.port = port or free_port()
+        self.hits = 0
+        self.status = 200
+        self.headers = {}
+        self.last_headers = {}
+        self.last_path = None
+        self._lock = threading.Lock()
+        self._server = None
+        self.start()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with backend._lock:
+                    backend.hits += 1
+                    backend.last_headers = {k.lower(): v for k, v in self.headers.items()}
+                    backend.last_path = self.path
+                    status, extra = backend.status, dict(backend.headers)
+                body = backend.name.encode()
+                self.send_response(status)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(body)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def reset(self):
+        with self._lock:
+            self.hits = 0
+
+
+class Fulcrum:
+    """A running `fulcrum serve` with its own data directory and API port.
+
+    `config` is extra fulcrum.toml text appended after the [api] section (for example
+    an `[oci]` section with keys). The native API token is `TOKEN`.
+    """
+
+    def __init__(self, config=""):
+        self.dir = tempfile.mkdtemp(prefix="fulcrum-sdk-")
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        path = os.path.join(self.dir, "fulcrum.toml")
+        with open(path, "w") as f:
+            f.write(
+                f'data_dir = "{self.dir}/data"\n'
+                f"[api]\n"
+                f'listen = "127.0.0.1:{self.api_port}"\n'
+                f"rate_per_second = 10000.0\nrate_burst = 10000\n"
+                f'tokens = [{{ name = "sdk", token = "{TOKEN}" }}]\n'
+                f"{config}\n"
+            )
+        binary = os.environ.get("FULCRUM_BIN") or os.path.join(
+            os.path.dirname(__file__), "..", "target", "debug", "fulcrum"
+        )
+        self.log = open(os.path.join(self.dir, "fulcrum.log"), "w")
+        self.process = subprocess.Popen(
+            [binary, "serve", "--config", path],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.api_url + "/v1/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.time() > deadline:
+                self.dump_log()
+                raise RuntimeError("fulcrum did not start")
+            time.sleep(0.05)
+
+    def native(self, method, path, body=None):
+        """Calls the native API; returns (status, parsed JSON or None)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.api_url + path, data=data, method=method)
+        req.add_header("authorization", f"Bearer {TOKEN}")
+        if data is not None:
+            req.add_header("content-type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                text = r.read()
+                return r.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            return e.code, json.loads(text) if text else None
+
+    def dump_log(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            sys.stderr.write("---- fulcrum log (last 80 lines) ----\n")
+            sys.stderr.writelines(f.readlines()[-80:])
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def get(url, headers=None, timeout=5):
+    """One plain HTTP GET on a fresh connection; returns (status, body text, headers)."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def spread(url, n, headers=None):
+    """Sends n GETs, each on a new connection; returns {body: count} (errors as 'status:N')."""
+    counts = {}
+    for _ in range(n):
+        status, body, _ = get(url, headers)
+        key = body if status == 200 else f"status:{status}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def wait_until(predicate, timeout=10, interval=0.05, what="condition"):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_port(port, timeout=10):
+    def open_():
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return True
+        return False
+
+    wait_until(open_, timeout, what=f"port {port} to accept")
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+class Steps:
+    """Runs named steps in order, prints each result, and exits 1 if any failed.
+
+    Steps share state through the object the test passes around; a failed step stops
+    the run (later steps usually depend on earlier ones).
+    """
+
+    def __init__(self, title):
+        self.title = title
+        self.steps = []
+
+    def step(self, fn):
+        self.steps.append(fn)
+        return fn
+
+    def run(self, *args):
+        print(f"== {self.title}")
+        started = time.time()
+        for fn in self.steps:
+            t0 = time.time()
+            try:
+                fn(*args)
+            except Exception:
+                print(f"FAIL {fn.__name__} ({time.time() - t0:.2f}s)")
+                traceback.print_exc()
+                return False
+            print(f"ok   {fn.__name__} ({time.time() - t0:.2f}s)")
+        print(f"== {self.title}: {len(self.steps)} steps passed in {time.time() - started:.1f}s")
+        return True
