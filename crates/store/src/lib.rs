@@ -150,4 +150,21 @@ pub trait Store: Send + Sync + 'static {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
     /// The current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Puts a key that lives only as long as this client's session. A shared store ties it
+    /// to a lease the process keeps renewing, so the key disappears soon after the process
+    /// dies or loses the store, and is put back when the session resumes. A store with no
+    /// sessions (the embedded one, which only its own process uses) keeps it like any key.
+    async fn put_session(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        let resp = self
+            .txn(Txn {
+                success: vec![Op::Put {
+                    key: key.to_owned(),
+                    value,
+                }],
+                ..Txn::default()
+            })
+            .await?;
+        Ok(resp.revision)
+    }
 }

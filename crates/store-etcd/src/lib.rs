@@ -1,0 +1,532 @@
+//! The etcd backend of [`fulcrum_store::Store`], for fleets of nodes sharing one
+//! configuration.
+//!
+//! etcd already has the semantics the store trait describes (one global revision, create
+//! and mod revisions, versions, compare-and-swap transactions, ordered watches that answer
+//! "compacted"), so this crate is a translation plus the failure handling a client of a
+//! replicated service needs:
+//! - every unary call has a deadline, so a dead member or a partition never hangs a caller;
+//! - reads are retried on failure (they are safe to repeat), and so is a transaction that
+//!   could not even be sent (connection refused: it cannot have been applied). A transaction
+//!   that timed out is *not* retried: it may have committed; the caller sees `Unavailable`
+//!   and re-plans against its view, where compare-and-swap and retry tokens make that safe;
+//! - session keys are bound to a lease this process keeps alive, and put back under a new
+//!   lease when etcd forgot the old one (after an outage longer than the TTL).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
+    TxnOp, WatchOptions,
+};
+use fulcrum_store::{
+    Compare, Event, EventKind, KeyValue, Op, RangeResponse, Revision, Store, StoreError, Txn,
+    TxnResponse, WatchBatch, WatchStream,
+};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tonic::Code;
+
+pub mod testing;
+
+/// How to reach etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// Client URLs, e.g. `http://127.0.0.1:2379` (`https://` with TLS).
+    pub endpoints: Vec<String>,
+    /// etcd user and password, when etcd has authentication on.
+    pub user: Option<(String, String)>,
+    /// PEM of the CA that signed etcd's server certificates (TLS endpoints).
+    pub ca_pem: Option<String>,
+    /// PEM client certificate and key, when etcd asks for client certificates.
+    pub client_identity_pem: Option<(String, String)>,
+    /// Deadline of every unary call.
+    pub call_timeout: Duration,
+    /// How long session keys outlive a node that stops renewing them.
+    pub session_ttl: Duration,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            user: None,
+            ca_pem: None,
+            client_identity_pem: None,
+            call_timeout: Duration::from_secs(3),
+            session_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct EtcdStore {
+    client: Client,
+    call_timeout: Duration,
+    session: Arc<Session>,
+}
+
+/// This process's lease and the keys bound to it.
+struct Session {
+    ttl: Duration,
+    state: Mutex<SessionState>,
+}
+
+#[derive(Default)]
+struct SessionState {
+    lease: Option<i64>,
+    /// Session keys and their latest values, put back when the lease is replaced.
+    keys: BTreeMap<String, Vec<u8>>,
+}
+
+/// Transient failures are retried this many times (reads, unsent writes).
+const ATTEMPTS: usize = 3;
+
+impl EtcdStore {
+    /// Succeeds without a reachable etcd (unless etcd authentication is configured): calls
+    /// fail `Unavailable` until it is back.
+    pub async fn connect(options: EtcdOptions) -> Result<Self, StoreError> {
+        if options.endpoints.is_empty() {
+            return Err(StoreError::Internal("no etcd endpoints given".into()));
+        }
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            // HTTP/2 pings notice a dead member under an idle watch within seconds.
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &options.user {
+            connect = connect.with_user(user, password);
+        }
+        if options.ca_pem.is_some() || options.client_identity_pem.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &options.ca_pem {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &options.client_identity_pem {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(tls);
+        }
+        // The channel connects lazily (with no etcd user, connecting sends nothing), so a
+        // node starts and serves its cached configuration while etcd is down.
+        let client = tokio::time::timeout(
+            options.call_timeout,
+            Client::connect(&options.endpoints, Some(connect)),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("etcd: no answer while authenticating".into()))?
+        .map_err(unavailable)?;
+        let session = Arc::new(Session {
+            ttl: options.session_ttl,
+            state: Mutex::new(SessionState::default()),
+        });
+        tokio::spawn(keep_session_alive(
+            client.clone(),
+            Arc::downgrade(&session),
+            options.call_timeout,
+        ));
+        Ok(Self {
+            client,
+            call_timeout: options.call_timeout,
+            session,
+        })
+    }
+
+    /// One call with a deadline, retried after a short pause when that is safe.
+    async fn call<T, F, Fut>(&self, what: &str, retry: Retry, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            match tokio::time::timeout(self.call_timeout, f(self.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    if let Some(fatal) = fatal(&e) {
+                        return Err(fatal);
+                    }
+                    last = Some(format!("{what}: {e}"));
+                    if retry == Retry::IfUnsent && !unsent(&e) {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    last = Some(format!(
+                        "{what}: no answer from etcd within {:?}",
+                        self.call_timeout
+                    ));
+                    // A write that timed out may have been applied.
+                    if retry == Retry::IfUnsent {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(last.unwrap_or_default()))
+    }
+}
+
+/// When a failed call may be sent again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads and idempotent calls: after any transient failure.
+    Always,
+    /// Writes: only when the request cannot have reached etcd.
+    IfUnsent,
+}
+
+/// Whether a failure happened before etcd could have received the request.
+fn unsent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == Code::Unavailable && s.message().contains("connect")
+        }
+        _ => false,
+    }
+}
+
+/// Errors that say the request itself is wrong: retrying cannot help.
+fn fatal(e: &etcd_client::Error) -> Option<StoreError> {
+    match e {
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(s.code(), Code::InvalidArgument | Code::OutOfRange) =>
+        {
+            Some(StoreError::Internal(format!(
+                "etcd refused the request: {}",
+                s.message()
+            )))
+        }
+        etcd_client::Error::InvalidArgs(m) => Some(StoreError::Internal(m.clone())),
+        _ => None,
+    }
+}
+
+fn unavailable(e: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+    }
+}
+
+fn convert_op(op: Op) -> TxnOp {
+    match op {
+        Op::Put { key, value } => TxnOp::put(key, value, None),
+        Op::Delete { key } => TxnOp::delete(key, None),
+    }
+}
+
+fn convert_compare(c: Compare) -> EtcdCompare {
+    match c {
+        Compare::ModRevision { key, revision } => {
+            EtcdCompare::mod_revision(key, CompareOp::Equal, revision)
+        }
+        Compare::CreateRevision { key, revision } => {
+            EtcdCompare::create_revision(key, CompareOp::Equal, revision)
+        }
+    }
+}
+
+fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Revision {
+    h.map(|h| h.revision()).unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let resp = self
+            .call("get", Retry::Always, |mut c| async move {
+                c.get(key, None).await
+            })
+            .await?;
+        Ok(resp.kvs().first().map(convert_kv))
+    }
+
+    async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
+        let resp = self
+            .call("range", Retry::Always, |mut c| async move {
+                c.get(prefix, Some(GetOptions::new().with_prefix())).await
+            })
+            .await?;
+        Ok(RangeResponse {
+            kvs: resp.kvs().iter().map(convert_kv).collect(),
+            revision: header_revision(resp.header()),
+        })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        let resp = self
+            .call("txn", Retry::IfUnsent, |mut c| {
+                let txn = txn.clone();
+                async move {
+                    let t = etcd_client::Txn::new()
+                        .when(
+                            txn.compares
+                                .into_iter()
+                                .map(convert_compare)
+                                .collect::<Vec<_>>(),
+                        )
+                        .and_then(txn.success.into_iter().map(convert_op).collect::<Vec<_>>())
+                        .or_else(txn.failure.into_iter().map(convert_op).collect::<Vec<_>>());
+                    c.txn(t).await
+                }
+            })
+            .await?;
+        Ok(TxnResponse {
+            succeeded: resp.succeeded(),
+            revision: header_revision(resp.header()),
+        })
+    }
+
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        // etcd reads start revision 0 as "now"; the trait means "from the beginning".
+        let start = from_revision.max(1);
+        let mut client = self.client.clone();
+        let stream = tokio::time::timeout(
+            self.call_timeout,
+            client.watch(
+                prefix,
+                Some(WatchOptions::new().with_prefix().with_start_revision(start)),
+            ),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("watch: no answer from etcd".into()))?
+        .map_err(unavailable)?;
+        Ok(Box::pin(watch_batches(stream, start)))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.call("compact", Retry::Always, |mut c| async move {
+            c.compact(revision, None).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        // A count-only read of one key returns the header without data.
+        let resp = self
+            .call("revision", Retry::Always, |mut c| async move {
+                c.get("\0", Some(GetOptions::new().with_count_only())).await
+            })
+            .await?;
+        Ok(header_revision(resp.header()))
+    }
+
+    async fn put_session(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        self.session
+            .state
+            .lock()
+            .keys
+            .insert(key.to_owned(), value.clone());
+        let lease = self.ensure_lease().await?;
+        let resp = self
+            .call("put", Retry::IfUnsent, |mut c| {
+                let value = value.clone();
+                async move {
+                    c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await;
+        match resp {
+            Ok(r) => Ok(header_revision(r.header())),
+            Err(e) => {
+                // "lease not found": etcd expired it while we were cut off; the keeper
+                // grants a new one and puts every session key back.
+                self.session.state.lock().lease = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl EtcdStore {
+    async fn ensure_lease(&self) -> Result<i64, StoreError> {
+        if let Some(id) = self.session.state.lock().lease {
+            return Ok(id);
+        }
+        let ttl = self.session.ttl.as_secs().max(1) as i64;
+        let granted = self
+            .call("lease grant", Retry::Always, |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
+            .await?;
+        let id = granted.id();
+        let mut state = self.session.state.lock();
+        Ok(*state.lease.get_or_insert(id))
+    }
+}
+
+/// Renews the session lease at a third of its TTL. When etcd says the lease is gone, or it
+/// cannot be renewed, it is dropped; the next tick grants a new one and puts every session
+/// key back under it.
+async fn keep_session_alive(
+    mut client: Client,
+    session: std::sync::Weak<Session>,
+    call_timeout: Duration,
+) {
+    loop {
+        let Some(s) = session.upgrade() else { return };
+        let period = (s.ttl / 3).max(Duration::from_millis(200));
+        let (lease, keys) = {
+            let state = s.state.lock();
+            (state.lease, state.keys.clone())
+        };
+        drop(s);
+        tokio::time::sleep(period).await;
+        if keys.is_empty() {
+            continue;
+        }
+        let renewed = match lease {
+            Some(id) => tokio::time::timeout(call_timeout, renew(&mut client, id))
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        if renewed {
+            continue;
+        }
+        let Some(s) = session.upgrade() else { return };
+        s.state.lock().lease = None;
+        let ttl = s.ttl.as_secs().max(1) as i64;
+        drop(s);
+        let regranted = tokio::time::timeout(call_timeout, async {
+            let id = client.lease_grant(ttl, None).await?.id();
+            for (key, value) in &keys {
+                client
+                    .put(
+                        key.as_str(),
+                        value.clone(),
+                        Some(PutOptions::new().with_lease(id)),
+                    )
+                    .await?;
+            }
+            Ok::<i64, etcd_client::Error>(id)
+        })
+        .await;
+        match regranted {
+            Ok(Ok(id)) => {
+                if let Some(s) = session.upgrade() {
+                    s.state.lock().lease = Some(id);
+                }
+                tracing::info!(lease = id, "etcd session lease renewed after a gap");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot renew the etcd session yet"),
+            Err(_) => tracing::debug!("cannot renew the etcd session yet: timeout"),
+        }
+    }
+}
+
+/// One keep-alive round trip; true if etcd still knows the lease.
+async fn renew(client: &mut Client, id: i64) -> bool {
+    let Ok((mut keeper, mut stream)) = client.lease_keep_alive(id).await else {
+        return false;
+    };
+    if keeper.keep_alive().await.is_err() {
+        return false;
+    }
+    matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0)
+}
+
+/// Turns etcd watch responses into one batch per revision. Ends after the first error:
+/// `Compacted` when the start revision is gone, `Unavailable` when the stream broke.
+fn watch_batches(
+    stream: etcd_client::WatchStream,
+    start: Revision,
+) -> impl futures::Stream<Item = Result<WatchBatch, StoreError>> + Send {
+    futures::stream::unfold(
+        (
+            Some(stream),
+            std::collections::VecDeque::<WatchBatch>::new(),
+        ),
+        move |(stream, mut ready)| async move {
+            if let Some(batch) = ready.pop_front() {
+                return Some((Ok(batch), (stream, ready)));
+            }
+            let mut stream = stream?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        if resp.compact_revision() > 0 {
+                            let err = StoreError::Compacted {
+                                requested: start,
+                                compacted: resp.compact_revision(),
+                            };
+                            return Some((Err(err), (None, ready)));
+                        }
+                        if resp.canceled() {
+                            let err = StoreError::Unavailable(format!(
+                                "etcd cancelled the watch: {}",
+                                resp.cancel_reason()
+                            ));
+                            return Some((Err(err), (None, ready)));
+                        }
+                        group_by_revision(resp.events(), &mut ready);
+                        if let Some(batch) = ready.pop_front() {
+                            return Some((Ok(batch), (Some(stream), ready)));
+                        }
+                    }
+                    Ok(None) => {
+                        let err = StoreError::Unavailable("etcd closed the watch".into());
+                        return Some((Err(err), (None, ready)));
+                    }
+                    Err(e) => return Some((Err(unavailable(e)), (None, ready))),
+                }
+            }
+        },
+    )
+    .fuse()
+}
+
+/// Appends the events of one watch response as batches, one per revision, in order.
+fn group_by_revision(
+    events: &[etcd_client::Event],
+    out: &mut std::collections::VecDeque<WatchBatch>,
+) {
+    for event in events {
+        let Some(kv) = event.kv() else { continue };
+        let revision = kv.mod_revision();
+        let converted = match event.event_type() {
+            EventType::Put => Event {
+                kind: EventKind::Put,
+                kv: convert_kv(kv),
+            },
+            EventType::Delete => Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: revision,
+                    version: 0,
+                },
+            },
+        };
+        match out.back_mut() {
+            Some(last) if last.revision == revision => last.events.push(converted),
+            _ => out.push_back(WatchBatch {
+                revision,
+                events: vec![converted],
+            }),
+        }
+    }
+}

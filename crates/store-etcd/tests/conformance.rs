@@ -1,0 +1,50 @@
+//! The etcd backend passes the same conformance suite as the embedded store, against a
+//! real etcd started for the test.
+
+#![allow(clippy::unwrap_used)]
+
+use fulcrum_store_etcd::testing::{EtcdCluster, missing};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_backend_passes_the_store_conformance_suite() {
+    if let Some(why) = missing() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    // Cases namespace their keys and check revisions relative to where they start, so
+    // one etcd serves them all.
+    let cluster = EtcdCluster::start(1).await;
+    fulcrum_store::conformance::run_all(|| cluster.store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_keys_vanish_when_the_session_ends_and_return_when_it_resumes() {
+    use fulcrum_store::Store;
+    use std::time::Duration;
+    if let Some(why) = missing() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let cluster = EtcdCluster::start(1).await;
+    let observer = cluster.store().await;
+    let mut options = fulcrum_store_etcd::EtcdOptions::new(cluster.endpoints());
+    options.session_ttl = Duration::from_secs(2);
+    let node = fulcrum_store_etcd::EtcdStore::connect(options)
+        .await
+        .unwrap();
+    node.put_session("nodes/a", b"1".to_vec()).await.unwrap();
+    assert_eq!(observer.get("nodes/a").await.unwrap().unwrap().value, b"1");
+    // Renewed: still there after twice the TTL.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(observer.get("nodes/a").await.unwrap().is_some());
+    // The node goes away: its key follows within the TTL (plus etcd's expiry tick).
+    drop(node);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while observer.get("nodes/a").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session key outlived its node"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
