@@ -73,6 +73,7 @@ pub fn router(
     config: &ApiConfig,
     metrics: Option<MetricsSource>,
 ) -> Router {
+    let control_for_stale = control.clone();
     let state = AppState {
         control,
         tokens: Arc::new(config.tokens.clone()),
@@ -100,6 +101,10 @@ pub fn router(
         );
     }
     router
+        .layer(axum::middleware::from_fn_with_state(
+            control_for_stale,
+            request::mark_stale,
+        ))
         .layer(axum::middleware::from_fn(request::with_request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             request::panic_response,

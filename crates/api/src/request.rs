@@ -43,3 +43,26 @@ pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Resp
     )
         .into_response()
 }
+
+/// Marks every response stale while the control plane cannot reach its store (fleet mode
+/// during an etcd outage): reads then show the last configuration this node knew.
+pub(crate) async fn mark_stale(
+    axum::extract::State(control): axum::extract::State<
+        std::sync::Arc<fulcrum_control::ControlPlane>,
+    >,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    if !control.store_reachable() {
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-fulcrum-stale"),
+            HeaderValue::from_static("true"),
+        );
+        resp.headers_mut().insert(
+            http::header::WARNING,
+            HeaderValue::from_static("110 fulcrum \"Response is Stale\""),
+        );
+    }
+    resp
+}

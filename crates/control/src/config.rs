@@ -10,18 +10,20 @@ use fulcrum_model::{
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::keys::{self, ConfigKey};
 
 /// A stored value with the revisions that version it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned<T> {
     pub value: T,
     pub create_revision: Revision,
     pub mod_revision: Revision,
 }
 
-#[derive(Clone, Debug, Default)]
+/// Serialisable so a fleet node can save it and serve it after a restart without the store.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Config {
     /// The store revision this view reflects.
     pub revision: Revision,

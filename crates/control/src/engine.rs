@@ -1,6 +1,7 @@
 //! The mutation engine: plan against the view, commit with compare-and-swap, retry on
 //! conflict; plus the tasks that keep the view current and finish work requests.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::config::{decode_work_request, is_pending};
+use crate::fleet::{self, FleetView, NodeOptions};
 use crate::{Config, ControlError, EtagScope, RequestContext, etag, etag_matches, keys};
 
 #[derive(Clone, Debug)]
@@ -31,6 +33,8 @@ pub struct Options {
     pub busy_wait: Duration,
     /// How many revisions of change history to keep before compacting.
     pub history_revisions: i64,
+    /// Fleet mode (several nodes on one shared store): this node's identity.
+    pub node: Option<NodeOptions>,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             retry_token_ttl: Duration::from_secs(24 * 3600),
             busy_wait: Duration::from_secs(2),
             history_revisions: 10_000,
+            node: None,
         }
     }
 }
@@ -151,29 +156,82 @@ pub struct ControlPlane {
     config: RwLock<Config>,
     /// The revision the view holds.
     seen: watch::Sender<Revision>,
-    /// The revision the data plane serves.
-    applied: watch::Sender<Revision>,
-    opts: Options,
+    /// The revision this node's data plane serves.
+    pub(crate) local_applied: watch::Sender<Revision>,
+    /// The revision that counts as applied: this node's alone, or in fleet mode the newest
+    /// one every live node serves.
+    pub(crate) applied: watch::Sender<Revision>,
+    pub(crate) fleet_view: RwLock<FleetView>,
+    /// False while the store cannot be reached (the view may be behind).
+    store_reachable: AtomicBool,
+    pub(crate) opts: Options,
 }
 
 const MAX_ATTEMPTS: usize = 20;
 
 impl ControlPlane {
     /// Loads the configuration and starts the tasks that keep the view current.
+    ///
+    /// In fleet mode with a snapshot cache, a store that cannot be reached is not fatal: the
+    /// node starts from the configuration it saved last and catches up when the store returns.
     pub async fn start(store: Arc<dyn Store>, opts: Options) -> Result<Arc<Self>, ControlError> {
-        let range = store.range(keys::ROOT).await?;
-        let config = Config::from_kvs(&range.kvs, range.revision);
+        let cache = opts.node.as_ref().and_then(|n| n.snapshot_cache.clone());
+        let (config, reachable) = match store.range(keys::ROOT).await {
+            Ok(range) => (Config::from_kvs(&range.kvs, range.revision), true),
+            Err(e) => match cache
+                .as_deref()
+                .map(fleet::load_snapshot)
+                .transpose()?
+                .flatten()
+            {
+                Some(saved) => {
+                    tracing::warn!(error = %e, revision = saved.revision,
+                        "the store is unreachable; serving the configuration saved last");
+                    (saved, false)
+                }
+                None => return Err(e.into()),
+            },
+        };
+        let revision = config.revision;
+        let initial_applied = if opts.self_apply { revision } else { 0 };
+        let fleet = opts.node.is_some();
         let cp = Arc::new(ControlPlane {
             store,
             observer: RwLock::new(None),
-            seen: watch::Sender::new(range.revision),
-            applied: watch::Sender::new(if opts.self_apply { range.revision } else { 0 }),
+            seen: watch::Sender::new(revision),
+            local_applied: watch::Sender::new(initial_applied),
+            applied: watch::Sender::new(initial_applied),
+            fleet_view: RwLock::new(FleetView::default()),
+            store_reachable: AtomicBool::new(reachable),
             config: RwLock::new(config),
             opts,
         });
-        tokio::spawn(watch_config(Arc::downgrade(&cp), range.revision + 1));
+        tokio::spawn(watch_config(Arc::downgrade(&cp), revision + 1));
         tokio::spawn(finish_work_requests(Arc::downgrade(&cp)));
+        if fleet {
+            tokio::spawn(fleet::publish_applied(Arc::downgrade(&cp)));
+            tokio::spawn(fleet::watch_nodes(Arc::downgrade(&cp)));
+        }
+        if let Some(path) = cache {
+            tokio::spawn(fleet::keep_snapshot(Arc::downgrade(&cp), path));
+        }
         Ok(cp)
+    }
+
+    /// Whether the store answered last time this node asked (false: the view may be
+    /// behind, and changes are refused).
+    pub fn store_reachable(&self) -> bool {
+        self.store_reachable.load(Ordering::Relaxed)
+    }
+
+    fn set_store_reachable(&self, reachable: bool) {
+        if self.store_reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            if reachable {
+                tracing::info!("the store is reachable again");
+            } else {
+                tracing::warn!("the store is unreachable; serving the last configuration");
+            }
+        }
     }
 
     /// The current view. Do not hold it across an `.await`.
@@ -203,13 +261,22 @@ impl ControlPlane {
 
     /// The data plane reports the revision it now serves.
     pub fn report_applied(&self, revision: Revision) {
-        self.applied.send_if_modified(|r| {
+        let newer = self.local_applied.send_if_modified(|r| {
             let newer = revision > *r;
             if newer {
                 *r = revision;
             }
             newer
         });
+        if !newer {
+            return;
+        }
+        if self.opts.node.is_some() {
+            // Counts once this node's record says so (and every other live node's).
+            self.refresh_common_applied();
+        } else {
+            self.applied.send_replace(revision);
+        }
     }
 
     pub fn applied_revision(&self) -> Revision {
@@ -253,6 +320,13 @@ impl ControlPlane {
             }
         }
 
+        if self.opts.node.is_some() && !self.store_reachable() {
+            return Err(ControlError::Unavailable(
+                "the configuration store (etcd) is unreachable: this node keeps serving its \
+                 last configuration, but changes cannot be made until the store is back"
+                    .into(),
+            ));
+        }
         let mut waited_busy = false;
         for _ in 0..MAX_ATTEMPTS {
             let now = Utc::now();
@@ -473,6 +547,19 @@ impl ControlPlane {
         }
     }
 
+    /// Derives a stored work request's status; in fleet mode a pending one also says how
+    /// far it has spread.
+    fn annotate(&self, wr: &mut WorkRequest) {
+        let stored_final = wr.status.is_final();
+        wr.status = self.derive_status(wr.status, wr.revision);
+        if !stored_final
+            && wr.message.is_empty()
+            && let Some(spread) = self.spread(wr.revision)
+        {
+            wr.message = spread.to_string();
+        }
+    }
+
     pub async fn get_work_request(
         &self,
         id: &WorkRequestId,
@@ -481,7 +568,7 @@ impl ControlPlane {
             return Ok(None);
         };
         Ok(decode_work_request(&kv).map(|mut wr| {
-            wr.status = self.derive_status(wr.status, wr.revision);
+            self.annotate(&mut wr);
             wr
         }))
     }
@@ -498,7 +585,7 @@ impl ControlPlane {
             .filter_map(decode_work_request)
             .filter(|wr| lb.is_none() || wr.loadbalancer_id.as_ref() == lb)
             .map(|mut wr| {
-                wr.status = self.derive_status(wr.status, wr.revision);
+                self.annotate(&mut wr);
                 wr
             })
             .collect();
@@ -574,6 +661,9 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
         let mut stream = match store.watch(keys::ROOT, from).await {
             Ok(s) => s,
             Err(e) => {
+                if let Some(this) = cp.upgrade() {
+                    this.set_store_reachable(false);
+                }
                 tracing::warn!(error = %e, "config watch failed to start");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -589,6 +679,7 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
             match item {
                 Ok(batch) => {
                     backoff = Duration::from_millis(50);
+                    this.set_store_reachable(true);
                     this.config.write().apply(&batch);
                     from = batch.revision + 1;
                     this.seen.send_replace(batch.revision);
@@ -598,6 +689,7 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
                 }
                 Err(e) => {
                     if !matches!(e, StoreError::Compacted { .. }) {
+                        this.set_store_reachable(false);
                         tracing::warn!(error = %e, "config watch broke");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -619,6 +711,7 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
         match store.range(keys::ROOT).await {
             Ok(range) => {
                 let this = cp.upgrade()?;
+                this.set_store_reachable(true);
                 *this.config.write() = Config::from_kvs(&range.kvs, range.revision);
                 this.seen.send_replace(range.revision);
                 if this.opts.self_apply {
@@ -627,6 +720,9 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
                 return Some(range.revision);
             }
             Err(e) => {
+                if let Some(this) = cp.upgrade() {
+                    this.set_store_reachable(false);
+                }
                 tracing::warn!(error = %e, "config re-list failed");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 cp.upgrade()?;
@@ -693,6 +789,9 @@ impl ControlPlane {
             }
             wr.status = WorkRequestStatus::Succeeded;
             wr.finished_at = Some(now);
+            if let Some(spread) = self.spread(wr.revision) {
+                wr.message = spread.to_string();
+            }
             compares.push(Compare::unchanged(key.clone(), kv.mod_revision));
             writes.push(Op::Put {
                 key,

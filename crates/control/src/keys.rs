@@ -9,6 +9,13 @@ pub const ROOT: &str = "/fulcrum/v1/";
 pub const CONFIG: &str = "/fulcrum/v1/config/";
 pub const WORK_REQUESTS: &str = "/fulcrum/v1/wr/";
 pub const IDEMPOTENCY: &str = "/fulcrum/v1/idem/";
+/// Fleet nodes' records, bound to their sessions. Outside [`ROOT`] on purpose: the config
+/// watch never sees them, so a node publishing what it serves never triggers more work.
+pub const NODES: &str = "/fulcrum/nodes/";
+
+pub fn node(id: &str) -> String {
+    format!("{NODES}{id}")
+}
 
 pub fn lb(id: &LoadBalancerId) -> String {
     format!("{CONFIG}lb/{id}")

@@ -19,6 +19,7 @@
 mod config;
 mod engine;
 mod error;
+mod fleet;
 mod keys;
 mod ops;
 mod patch;
@@ -27,6 +28,7 @@ mod ratelimit;
 pub use config::{Config, Versioned};
 pub use engine::{ControlPlane, Observer, Options, Outcome};
 pub use error::ControlError;
+pub use fleet::{NodeOptions, NodeRecord, Spread};
 pub use ops::*;
 pub use patch::merge_patch;
 pub use ratelimit::RateLimiter;

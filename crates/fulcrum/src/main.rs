@@ -13,6 +13,7 @@ mod demo;
 mod output;
 mod paths;
 mod serve;
+mod store;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +68,16 @@ enum Command {
         /// over them (in a throwaway data directory unless --data-dir is given).
         #[arg(long)]
         demo: bool,
+        /// Shared store for a fleet: etcd://host:port[,host:port…] (etcds:// for TLS)
+        /// [default: the embedded store in the data directory].
+        #[arg(long, env = "FULCRUM_STORE")]
+        store: Option<String>,
+        /// `all` (API and data plane) or `data-plane` (only the proxy; fleet mode).
+        #[arg(long, value_enum, default_value_t = serve::Role::All)]
+        role: serve::Role,
+        /// This node's name in a fleet [default: generated once, kept in the data directory].
+        #[arg(long, env = "FULCRUM_NODE_ID")]
+        node_id: Option<String>,
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
     Apply {
@@ -122,6 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             apply,
             demo,
+            store,
+            role,
+            node_id,
         } => {
             serve::run(serve::ServeArgs {
                 config,
@@ -129,6 +143,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 apply,
                 demo,
+                store,
+                role,
+                node_id,
             })
             .await
         }

@@ -25,3 +25,8 @@ pub fn token_file(data_dir: &std::path::Path) -> PathBuf {
 pub fn store_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("fulcrum.redb")
 }
+
+/// A fleet node's copy of its last configuration.
+pub fn snapshot_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("fleet-snapshot.json")
+}

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use fulcrum_api::{ApiConfig, ApiToken, AzureConfig, HuaweiConfig, OciConfig};
-use fulcrum_control::{ControlPlane, Options};
-use fulcrum_store::EmbeddedStore;
+use fulcrum_control::{ControlPlane, NodeOptions, Options};
 use serde::Deserialize;
 
 use crate::paths;
+use crate::store::StoreSection;
 
 /// `fulcrum.toml`. Every field is optional; flags and environment variables win.
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub huawei: HuaweiConfig,
     #[serde(default)]
     pub azure: AzureConfig,
+    #[serde(default)]
+    pub store: StoreSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +36,8 @@ pub struct FileConfig {
 pub struct ProxySection {
     /// The longest a member's `Retry-After` may trip its circuit breaker (default 300).
     pub max_retry_after_secs: Option<u64>,
+    /// Bind listeners on this address instead of each load balancer's VIP (node-local).
+    pub bind_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +64,18 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     pub apply: Option<PathBuf>,
     pub demo: bool,
+    pub store: Option<String>,
+    pub role: Role,
+    pub node_id: Option<String>,
+}
+
+/// What a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The API and the data plane.
+    All,
+    /// Only the data plane (fleet mode): it follows the shared configuration and proxies.
+    DataPlane,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -128,23 +144,52 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         azure: file.azure,
     };
 
-    let store_path = paths::store_file(&data_dir);
-    let store = EmbeddedStore::open(&store_path)
-        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let (store, shared) = crate::store::open(&file.store, args.store.as_deref(), &data_dir).await?;
+    if args.role == Role::DataPlane && !shared {
+        bail!("--role data-plane needs a shared store (--store etcd://…) to follow");
+    }
+    // In a fleet each node publishes what it serves, and saves its configuration so a
+    // restart while etcd is unreachable serves traffic at once.
+    let node = match shared {
+        true => Some(NodeOptions {
+            id: match args.node_id {
+                Some(id) => id,
+                None => node_id(&data_dir)?,
+            },
+            role: match args.role {
+                Role::All => "all".into(),
+                Role::DataPlane => "data-plane".into(),
+            },
+            snapshot_cache: Some(paths::snapshot_file(&data_dir)),
+        }),
+        false => None,
+    };
     // The data plane reports what it serves; work requests succeed only then.
     let options = Options {
         self_apply: false,
+        node,
         ..Options::default()
     };
-    let control = ControlPlane::start(Arc::new(store), options)
+    let control = ControlPlane::start(store, options)
         .await
         .context("cannot load the configuration")?;
     let mut dp_options = fulcrum_proxy::DataPlaneOptions::default();
     if let Some(secs) = file.proxy.max_retry_after_secs {
         dp_options.max_retry_after = std::time::Duration::from_secs(secs);
     }
+    dp_options.bind_address = file.proxy.bind_address;
     let data_plane = Arc::new(fulcrum_proxy::DataPlane::start(control.clone(), dp_options));
 
+    if args.role == Role::DataPlane {
+        tracing::info!(data_dir = %data_dir.display(), "fulcrum data-plane node is serving");
+        println!(
+            "fulcrum: data-plane node following the shared configuration (data in {})",
+            data_dir.display()
+        );
+        shutdown_signal().await;
+        data_plane.shutdown(SHUTDOWN_GRACE).await;
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -191,6 +236,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     data_plane.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("fulcrum stopped");
     Ok(())
+}
+
+/// A fleet node's name when none is given: generated once, kept in the data directory.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    }
+    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    write_private(&path, &id)?;
+    Ok(id)
 }
 
 /// The token of a node with none configured: generated once, kept in the data directory

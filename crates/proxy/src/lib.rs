@@ -40,12 +40,16 @@ pub use state::Health;
 pub struct DataPlaneOptions {
     /// The longest a `Retry-After` may trip a member (circuit breakers that accept it).
     pub max_retry_after: Duration,
+    /// Bind every listener on this address instead of its load balancer's VIP: a
+    /// node-local choice, e.g. several fleet nodes on one host, each on its own address.
+    pub bind_address: Option<std::net::IpAddr>,
 }
 
 impl Default for DataPlaneOptions {
     fn default() -> Self {
         Self {
             max_retry_after: Duration::from_millis(breaker::MAX_RETRY_AFTER_MS),
+            bind_address: None,
         }
     }
 }
@@ -158,6 +162,7 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
                 &cfg,
                 &inner.snapshot.load(),
                 &inner.registry,
+                inner.options.bind_address,
             ))
         };
         inner.snapshot.store(snap.clone());

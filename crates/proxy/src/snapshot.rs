@@ -412,7 +412,13 @@ impl PoolRt {
 }
 
 /// Compiles the snapshot for the view, reusing every pool of `previous` that did not change.
-pub fn compile(cfg: &Config, previous: &Snapshot, registry: &Registry) -> Snapshot {
+/// `bind_address`, when set, replaces every load balancer's VIP for this node.
+pub fn compile(
+    cfg: &Config,
+    previous: &Snapshot,
+    registry: &Registry,
+    bind_address: Option<std::net::IpAddr>,
+) -> Snapshot {
     let mut pools = HashMap::with_capacity(cfg.pools.len());
     for (id, v) in &cfg.pools {
         let reused = previous
@@ -464,7 +470,10 @@ pub fn compile(cfg: &Config, previous: &Snapshot, registry: &Registry) -> Snapsh
                 revision: v.mod_revision,
                 tls,
                 bind: BindKey {
-                    addr: SocketAddr::new(lb.value.spec.vip_address, l.spec.port),
+                    addr: SocketAddr::new(
+                        bind_address.unwrap_or(lb.value.spec.vip_address),
+                        l.spec.port,
+                    ),
                     udp: l.spec.protocol.is_udp(),
                 },
                 protocol: l.spec.protocol,

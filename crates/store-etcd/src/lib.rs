@@ -82,8 +82,10 @@ struct SessionState {
     keys: BTreeMap<String, Vec<u8>>,
 }
 
-/// Transient failures are retried this many times (reads, unsent writes).
-const ATTEMPTS: usize = 3;
+/// Transient failures are retried this many times (reads, unsent writes). Generous because
+/// the client keeps sending some calls to a dead member until it is back (about one in
+/// three with one of three members down), and those fail fast.
+const ATTEMPTS: u32 = 6;
 
 impl EtcdStore {
     /// Succeeds without a reachable etcd (unless etcd authentication is configured): calls
@@ -144,7 +146,7 @@ impl EtcdStore {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                tokio::time::sleep(Duration::from_millis((25 << attempt).min(1000))).await;
             }
             match tokio::time::timeout(self.call_timeout, f(self.client.clone())).await {
                 Ok(Ok(v)) => return Ok(v),

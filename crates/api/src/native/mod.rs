@@ -63,6 +63,7 @@ impl utoipa::Modify for BearerAuth {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(list_nodes))
         .routes(routes!(list_loadbalancers, create_loadbalancer))
         .routes(routes!(
             get_loadbalancer,
@@ -226,8 +227,12 @@ struct Health {
     status: &'static str,
     /// The store revision this node's view holds.
     revision: i64,
-    /// The store revision the data plane serves.
+    /// The store revision that counts as applied: this node's data plane serves it (and,
+    /// in a fleet, every live node does).
     applied_revision: i64,
+    /// False while the store cannot be reached: reads show the last state this node knew
+    /// (responses carry `x-fulcrum-stale: true`) and changes answer 503.
+    store_reachable: bool,
 }
 
 /// Liveness and how current this node is. No authentication.
@@ -238,6 +243,39 @@ async fn health(State(s): State<AppState>) -> Json<Health> {
         status: "ok",
         revision: s.control.view().revision,
         applied_revision: s.control.applied_revision(),
+        store_reachable: s.control.store_reachable(),
+    })
+}
+
+/// A fleet node as the fleet sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct NodeView {
+    id: String,
+    /// `all` or `data-plane`.
+    role: String,
+    /// The configuration revision its data plane serves.
+    applied_revision: i64,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The live nodes sharing this configuration (fleet mode; one node has none listed).
+#[utoipa::path(get, path = "/v1/nodes", tag = "meta",
+    responses((status = 200, body = Page<NodeView>), (status = 401, body = ErrorBody)))]
+async fn list_nodes(State(s): State<AppState>) -> Json<Page<NodeView>> {
+    let items = s
+        .control
+        .nodes()
+        .into_iter()
+        .map(|n| NodeView {
+            id: n.id,
+            role: n.role,
+            applied_revision: n.applied,
+            updated_at: n.updated_at,
+        })
+        .collect();
+    Json(Page {
+        items,
+        next_page_token: None,
     })
 }
 

@@ -48,6 +48,10 @@ impl Server {
                     .unwrap_or_default()
                     .to_owned();
             }
+            // A data-plane node serves no API.
+            if line.contains("data-plane node following") {
+                break String::new();
+            }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
