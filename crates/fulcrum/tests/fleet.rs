@@ -272,6 +272,25 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         );
     }
 
+    // ---- one retry token through two nodes at once: one effect ------------------------
+    let body = json!({"weight": 42}).to_string();
+    let key = [("idempotency-key", "fleet-retry-1")];
+    let (ra, rb) = tokio::join!(
+        api_a.raw("PATCH", &path, Some(&body), &key),
+        api_b.raw("PATCH", &path, Some(&body), &key),
+    );
+    assert!(
+        ra.status < 300 && rb.status < 300,
+        "{} {}",
+        ra.body,
+        rb.body
+    );
+    assert_eq!(
+        ra.header("x-work-request-id"),
+        rb.header("x-work-request-id"),
+        "a replayed token answers with the first work request"
+    );
+
     // ---- kill the etcd leader: writes continue after the election --------------------
     let leader = etcd.leader().await.expect("a leader");
     etcd.kill(leader);

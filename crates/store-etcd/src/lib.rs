@@ -96,8 +96,10 @@ impl EtcdStore {
         }
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            // HTTP/2 pings notice a dead member under an idle watch within seconds.
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // HTTP/2 pings notice a dead member under an idle connection. Not more often
+            // than every 5 s: etcd's default --grpc-keepalive-min-time, below which it
+            // closes the connection ("too many pings"). Watches have their own stall probe.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &options.user {
             connect = connect.with_user(user, password);
@@ -449,6 +451,9 @@ async fn renew(client: &mut Client, id: i64) -> bool {
     matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0)
 }
 
+/// How long a watch may stay silent before it is asked for a progress note.
+const WATCH_QUIET: Duration = Duration::from_secs(3);
+
 /// Turns etcd watch responses into one batch per revision. Ends after the first error:
 /// `Compacted` when the start revision is gone, `Unavailable` when the stream broke.
 fn watch_batches(
@@ -465,8 +470,28 @@ fn watch_batches(
                 return Some((Ok(batch), (stream, ready)));
             }
             let mut stream = stream?;
+            let mut probing = false;
             loop {
-                match stream.message().await {
+                // A watch on a member that restarted or lost its peers can go silent without
+                // an error. After a quiet spell ask etcd for a progress note; no answer to
+                // that either means the stream is dead: end it, and the caller re-lists.
+                let message = match tokio::time::timeout(WATCH_QUIET, stream.message()).await {
+                    Ok(m) => m,
+                    Err(_) if probing => {
+                        let err = StoreError::Unavailable("etcd watch stalled".into());
+                        return Some((Err(err), (None, ready)));
+                    }
+                    Err(_) => {
+                        probing = true;
+                        if stream.request_progress().await.is_err() {
+                            let err = StoreError::Unavailable("etcd watch stalled".into());
+                            return Some((Err(err), (None, ready)));
+                        }
+                        continue;
+                    }
+                };
+                probing = false;
+                match message {
                     Ok(Some(resp)) => {
                         if resp.compact_revision() > 0 {
                             let err = StoreError::Compacted {

@@ -48,3 +48,37 @@ async fn session_keys_vanish_when_the_session_ends_and_return_when_it_resumes() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A watch with nothing to report for longer than the stall probe stays open: etcd answers
+/// the progress request, so quiet configurations are not re-listed over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_stays_open() {
+    use fulcrum_store::{Op, Store, Txn};
+    use futures::StreamExt;
+    use std::time::Duration;
+    if let Some(why) = missing() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let cluster = EtcdCluster::start(1).await;
+    let store = cluster.store().await;
+    let from = store.revision().await.unwrap() + 1;
+    let mut watch = store.watch("quiet/", from).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let put = store
+        .txn(Txn {
+            success: vec![Op::Put {
+                key: "quiet/a".into(),
+                value: b"1".to_vec(),
+            }],
+            ..Txn::default()
+        })
+        .await
+        .unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("an event")
+        .expect("the stream is open")
+        .expect("no error");
+    assert_eq!(batch.revision, put.revision);
+}
