@@ -130,7 +130,7 @@ class Fulcrum:
             [binary, "serve", "--config", path],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+            env={**os.environ, "FULCRUM_LOG": os.environ.get("FULCRUM_LOG", "info")},
         )
         deadline = time.time() + 30
         while True:
