@@ -22,6 +22,7 @@ mod error;
 mod keys;
 mod ops;
 mod patch;
+mod pool_set;
 mod ratelimit;
 
 pub use config::{Config, Versioned};
@@ -29,6 +30,7 @@ pub use engine::{ControlPlane, Observer, Options, Outcome};
 pub use error::ControlError;
 pub use ops::*;
 pub use patch::merge_patch;
+pub use pool_set::{PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
 
 /// Who asks for a change and how: everything a dialect learned from the request besides
