@@ -223,6 +223,19 @@ def patch_url_title_tls_with_fresh_etag_and_stale_etag_is_412(c):
 
 
 @steps.step
+def read_modify_write_keeps_secrets(c):
+    b = c.api.backend.get(RG, SVC, "one")
+    check(b.credentials.authorization.parameter == "***", "masked on read")
+    b.description = "rewritten by PUT"
+    c.api.backend.create_or_update(RG, SVC, "one", b, if_match="*")
+    get(c.url)
+    h = c.b1.last_headers
+    check(h.get("authorization") == "Bearer s3cret" and h.get("x-api-key") == "k-123",
+          f"masks written back keep the secrets: {h}")
+    check(c.api.backend.get(RG, SVC, "one").description == "rewritten by PUT", "PUT applied")
+
+
+@steps.step
 def priority_failover_when_the_first_backend_stops(c):
     # Stopping the harness server leaves open connections served: have b1 close the
     # ones fulcrum keeps alive first, so "stopped" means refused.
@@ -294,6 +307,9 @@ def every_validation_rule_answers_400_with_a_code(c):
     expect_error(put("x", {"url": "http://h", "type": "Other"}), 400, "ValidationError", "properties.type")
     expect_error(put("x", {"url": "not-a-url"}), 400, "ValidationError", "properties.url")
     expect_error(put("x", {"url": "http://h", "protocol": "grpc"}), 400, "ValidationError", "properties.protocol")
+    expect_error(put("x", {"url": "http://h", "credentials": {"authorization": {"scheme": "Basic", "parameter": "***"}}}),
+                 400, "ValidationError", "properties.credentials.authorization.parameter")
+    expect_error(put("x", {"url": 5}), 400, "ValidationError", "properties.url")
     expect_error(put("x", {"type": "Pool", "pool": {"services": [{"id": "missing"}]}}),
                  400, "ValidationError", "properties.pool.services[0].id")
     expect_error(put("x", {"type": "Pool", "pool": {"services": [{"id": "x"}]}}),

@@ -694,25 +694,26 @@ fn plan_write(
 ) -> Result<PoolSetChange, ControlError> {
     let lb = service_lb(cfg, service);
     let current = lb.and_then(|lb| find_backend(cfg, lb, id));
+    // The current backend in Azure's shape, secrets included: what a PATCH merges into
+    // and where masked secrets written back come from.
+    let current_props = current
+        .as_ref()
+        .map(|cur| wire::render(service, &cur.pool.value, &cur.members, &cur.labels, false));
     let (operation, props) = match w {
         Write::Put(p) => ("PutBackend", p.clone()),
         Write::Patch(p) => {
-            let cur = current
+            let cur = current_props
                 .as_ref()
                 .ok_or_else(|| ControlError::not_found(fulcrum_model::ResourceKind::Pool, id))?;
-            let mut doc = serde_json::to_value(wire::render(
-                service,
-                &cur.pool.value,
-                &cur.members,
-                &cur.labels,
-                false,
-            ))
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
+            let mut doc =
+                serde_json::to_value(cur).map_err(|e| ControlError::Internal(e.to_string()))?;
             merge_patch(&mut doc, p);
             ("UpdateBackend", doc)
         }
     };
-    let t = wire::translate(&decode_properties(props)?, service, id)?;
+    let mut props = decode_properties(props)?;
+    wire::unmask(&mut props, current_props.as_ref())?;
+    let t = wire::translate(&props, service, id)?;
 
     // The members: a Single backend's URL, or the backends a Pool references.
     let mut members = Vec::new();

@@ -25,6 +25,9 @@ pub(crate) const RESOURCE_TYPE: &str = "Microsoft.ApiManagement/service/backends
 /// Longest text Azure fields keep here (the label value limit of the model).
 const MAX_LABEL_VALUE: usize = 1024;
 
+/// Azure's limit for a title.
+const MAX_TITLE: usize = 300;
+
 /// The model's limit for a pool description, which holds the backend's description.
 const MAX_DESCRIPTION: usize = fulcrum_model::MAX_NAME_LEN;
 
@@ -330,9 +333,12 @@ pub(crate) fn translate(
             format!("protocol must be http or soap (got {v:?})"),
         ),
     }
-    for (field, value) in [("title", &p.title), ("resourceId", &p.resource_id)] {
+    for (field, value, max) in [
+        ("title", &p.title, MAX_TITLE),
+        ("resourceId", &p.resource_id, MAX_LABEL_VALUE),
+    ] {
         if let Some(v) = value {
-            c.max_len(&format!("properties.{field}"), v, MAX_LABEL_VALUE);
+            c.max_len(&format!("properties.{field}"), v, max);
             labels.insert(field.to_owned(), v.clone());
         }
     }
@@ -797,6 +803,71 @@ pub(crate) fn format_duration(ms: u64) -> String {
     s
 }
 
+/// What reads show instead of a secret.
+pub(crate) const MASK: &str = "***";
+
+/// Puts the current secret back wherever a write sends the mask reads show, so a backend
+/// read, changed and written back keeps its secrets. A mask with no secret behind it is
+/// refused: it would otherwise become the secret.
+pub(crate) fn unmask(
+    new: &mut BackendProperties,
+    current: Option<&BackendProperties>,
+) -> Result<(), ValidationError> {
+    let mut c = Checker::new();
+    let cur_cr = current.and_then(|p| p.credentials.as_ref());
+    let mut restore = |field: String, value: &mut String, old: Option<&String>| {
+        if value == MASK {
+            match old {
+                Some(old) if old != MASK => *value = old.clone(),
+                _ => c.fail(
+                    field.clone(),
+                    format!("{field}: {MASK} is how reads mask secrets; send the secret itself"),
+                ),
+            }
+        }
+    };
+    if let Some(cr) = new.credentials.as_mut() {
+        for (kind, map, old_map) in [
+            (
+                "header",
+                cr.header.as_mut(),
+                cur_cr.and_then(|c| c.header.as_ref()),
+            ),
+            (
+                "query",
+                cr.query.as_mut(),
+                cur_cr.and_then(|c| c.query.as_ref()),
+            ),
+        ] {
+            for (name, values) in map.into_iter().flatten() {
+                for (i, v) in values.iter_mut().enumerate() {
+                    let old = old_map.and_then(|m| m.get(name)).and_then(|vs| vs.get(i));
+                    restore(format!("properties.credentials.{kind}.{name}[{i}]"), v, old);
+                }
+            }
+        }
+        if let Some(a) = cr.authorization.as_mut() {
+            let old = cur_cr
+                .and_then(|c| c.authorization.as_ref())
+                .map(|a| &a.parameter);
+            restore(
+                "properties.credentials.authorization.parameter".into(),
+                &mut a.parameter,
+                old,
+            );
+        }
+    }
+    if let Some(p) = new.proxy.as_mut()
+        && let Some(pw) = p.password.as_mut()
+    {
+        let old = current
+            .and_then(|c| c.proxy.as_ref())
+            .and_then(|p| p.password.as_ref());
+        restore("properties.proxy.password".into(), pw, old);
+    }
+    c.finish()
+}
+
 // ---- to the wire --------------------------------------------------------------------
 
 /// A backend as the model holds it, back in Azure's shape. `masked`: secrets as `***`.
@@ -1147,6 +1218,25 @@ mod tests {
         );
         assert_eq!(s.backend_of_arm_id("b2"), Some("b2"));
         assert_eq!(s.backend_of_arm_id("/subscriptions/x/backends/b2"), None);
+    }
+
+    #[test]
+    fn masks_written_back_keep_the_current_secret() {
+        let current = props(json!({"url": "http://h",
+            "credentials": {"header": {"k": ["a", "b"]}, "authorization": {"scheme": "Basic", "parameter": "p"}},
+            "proxy": {"url": "http://p:1", "username": "u", "password": "pw"}}));
+        let mut new = props(json!({"url": "http://h2",
+            "credentials": {"header": {"k": ["***", "new"]}, "authorization": {"scheme": "Basic", "parameter": "***"}},
+            "proxy": {"url": "http://p:1", "username": "u", "password": "***"}}));
+        unmask(&mut new, Some(&current)).unwrap();
+        let cr = new.credentials.as_ref().unwrap();
+        assert_eq!(cr.header.as_ref().unwrap()["k"], vec!["a", "new"]);
+        assert_eq!(cr.authorization.as_ref().unwrap().parameter, "p");
+        assert_eq!(new.proxy.as_ref().unwrap().password.as_deref(), Some("pw"));
+        let mut orphan =
+            props(json!({"url": "http://h", "credentials": {"query": {"q": ["***"]}}}));
+        let e = unmask(&mut orphan, Some(&current)).unwrap_err();
+        assert_eq!(e.errors[0].field, "properties.credentials.query.q[0]");
     }
 
     #[test]
