@@ -981,3 +981,65 @@ mod tests {
         assert_eq!(new_service_lb(&a).labels, new_service_lb(&b).labels);
     }
 }
+
+#[cfg(test)]
+mod router_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const ITEM: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/apim1/backends/one?api-version=2024-05-01";
+
+    async fn call(app: &Router, auth: &str) -> (StatusCode, HeaderMap, Value) {
+        let req = Request::builder()
+            .uri(ITEM)
+            .header("authorization", auth)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_and_throttled_callers_get_arm_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let control = fulcrum_control::ControlPlane::start(Arc::new(store), Default::default())
+            .await
+            .unwrap();
+        let config = crate::ApiConfig {
+            rate_per_second: 0.001,
+            rate_burst: 1,
+            azure: AzureConfig {
+                tokens: vec![AzureToken {
+                    name: "t".into(),
+                    token: "tok".into(),
+                }],
+                jwt: None,
+            },
+            ..Default::default()
+        };
+        let app = crate::router(control, &config, None);
+        let (status, headers, body) = call(&app, "Bearer nope").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+        assert!(headers.contains_key("x-ms-request-id"));
+        let (status, _, body) = call(&app, "Bearer tok").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "ResourceNotFound");
+        let (status, headers, body) = call(&app, "Bearer tok").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["error"]["code"], "TooManyRequests");
+        assert!(headers.contains_key(http::header::RETRY_AFTER));
+    }
+}
