@@ -215,6 +215,14 @@ def patch_url_title_tls_with_fresh_etag_and_stale_etag_is_412(c):
     status, body, _ = get(c.url)
     check(body == "b1" and c.b1.last_path.startswith("/base/hello?"), c.b1.last_path)
     check(c.b1.last_headers.get("authorization") == "Bearer s3cret", "credentials survive a PATCH")
+    # How long a PATCH takes; it answers once the data plane serves the change.
+    took = []
+    for i in range(10):
+        t0 = time.perf_counter()
+        c.api.backend.update(RG, SVC, "two", "*", M.BackendUpdateParameters(title=f"two title {i}"))
+        took.append((time.perf_counter() - t0) * 1000)
+    took.sort()
+    print(f"     PATCH round trip (applied to traffic): median {took[5]:.1f} ms, max {took[-1]:.1f} ms")
     e = expect_error(lambda: c.api.backend.update(RG, SVC, "one", etag, M.BackendUpdateParameters(title="late")),
                      412, "PreconditionFailed")
     check(c.api.backend.get(RG, SVC, "one").title == "primary", f"a 412 writes nothing ({e})")

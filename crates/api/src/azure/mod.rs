@@ -106,6 +106,16 @@ struct Target {
 
 async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
     let (parts, body) = req.into_parts();
+    // The body is read before anything can refuse the request: a response sent over an
+    // unread body makes the server close the connection, and a client reusing it (the SDK
+    // keeps connections alive) would see its next request fail.
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        AzureError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than {MAX_BODY} bytes or could not be read."),
+        )
+    })?;
     let principal = az.auth.authenticate(
         parts
             .headers
@@ -155,7 +165,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
         Method::GET => get(az, &service, &id, false),
         Method::HEAD => get(az, &service, &id, true),
         Method::PUT => {
-            let body = read_json(&parts.headers, body).await?;
+            let body = parse_json(&parts.headers, &body)?;
             write(az, &ctx, &service, &id, Write::Put(properties_of(body)?)).await
         }
         Method::PATCH => {
@@ -165,7 +175,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
                     "The If-Match header is required: send the backend's ETag, or * to update unconditionally.",
                 ));
             }
-            let body = read_json(&parts.headers, body).await?;
+            let body = parse_json(&parts.headers, &body)?;
             write(az, &ctx, &service, &id, Write::Patch(properties_of(body)?)).await
         }
         Method::DELETE => delete(az, &ctx, &service, &id).await,
@@ -316,7 +326,7 @@ fn is_service_name(s: &str) -> bool {
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-async fn read_json(headers: &HeaderMap, body: axum::body::Body) -> Result<Value, AzureError> {
+fn parse_json(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, AzureError> {
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default();
         if !ct.contains("json") {
@@ -327,19 +337,13 @@ async fn read_json(headers: &HeaderMap, body: axum::body::Body) -> Result<Value,
             ));
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        AzureError::bad_request(
-            "InvalidRequestContent",
-            "The request body is too large or could not be read.",
-        )
-    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(AzureError::bad_request(
             "InvalidRequestContent",
             "The request body is empty; expected a JSON object.",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         AzureError::bad_request(
             "InvalidRequestContent",
             format!("The request content is not valid JSON: {e}"),
