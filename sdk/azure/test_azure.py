@@ -258,6 +258,20 @@ def priority_failover_when_the_first_backend_stops(c):
 
 
 @steps.step
+def patch_pool_priorities_moves_traffic(c):
+    def services(first, second):
+        ref = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{SVC}/backends/"
+        return M.BackendUpdateParameters(pool=M.BackendBaseParametersPool(services=[
+            M.BackendPoolItem(id=ref + "one", priority=first), M.BackendPoolItem(id=ref + "two", priority=second)]))
+
+    c.api.backend.update(RG, SVC, "pool", "*", services(2, 1))
+    counts = spread(c.url, 4)
+    check(counts == {"b2": 4}, f"two preferred now: {counts}")
+    c.api.backend.update(RG, SVC, "pool", "*", services(1, 2))
+    check(spread(c.url, 2) == {"b1": 2}, "one preferred again")
+
+
+@steps.step
 def circuit_breaker_trips_on_503_for_retry_after(c):
     c.api.backend.update(RG, SVC, "one", "*", M.BackendUpdateParameters(
         circuit_breaker=M.BackendCircuitBreaker(rules=[M.CircuitBreakerRule(
