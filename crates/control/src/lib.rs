@@ -23,6 +23,7 @@ mod fleet;
 mod keys;
 mod ops;
 mod patch;
+mod pool_set;
 mod ratelimit;
 
 pub use config::{Config, Versioned};
@@ -31,6 +32,7 @@ pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 pub use ops::*;
 pub use patch::merge_patch;
+pub use pool_set::{PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
 
 /// Who asks for a change and how: everything a dialect learned from the request besides

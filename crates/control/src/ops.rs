@@ -44,7 +44,7 @@ impl BatchMembers {
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -79,7 +79,7 @@ pub fn decode_spec<T: DeserializeOwned>(doc: Value) -> Result<T, ControlError> {
 }
 
 /// The load balancer a change lies under, after its locks allow the change.
-fn lb_for_change<'a>(
+pub(crate) fn lb_for_change<'a>(
     cfg: &'a Config,
     ctx: &RequestContext,
     id: &LoadBalancerId,
@@ -118,7 +118,7 @@ fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> M
 /// Keeps referenced subnets from changing under the transaction, and rewrites them so a
 /// concurrent subnet update or deletion (which compares the subnet) fails instead of
 /// leaving a member outside its subnet.
-fn guard_subnets<'a>(
+pub(crate) fn guard_subnets<'a>(
     cfg: &Config,
     plan: &mut Plan,
     specs: impl IntoIterator<Item = &'a MemberSpec>,
@@ -204,7 +204,7 @@ fn check_pool_name_free(
     Ok(())
 }
 
-fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlError> {
+pub(crate) fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlError> {
     if n > 0 && pool.spec.member_deletion_protection {
         return Err(ControlError::Conflict(format!(
             "pool {} has member deletion protection enabled; members cannot be removed",
@@ -215,7 +215,11 @@ fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlError> {
 }
 
 /// Plans the removal of a pool with everything beneath it.
-fn plan_pool_removal(cfg: &Config, plan: &mut Plan, pool: &Pool) -> Result<(), ControlError> {
+pub(crate) fn plan_pool_removal(
+    cfg: &Config,
+    plan: &mut Plan,
+    pool: &Pool,
+) -> Result<(), ControlError> {
     let members: Vec<_> = cfg.members_of(&pool.id).collect();
     check_member_removal(pool, members.len())?;
     for m in members {

@@ -1,0 +1,447 @@
+//! One atomic change of a load balancer and several of its pools (with their members),
+//! computed from the current view. A front door whose resources span pools (an Azure Pool
+//! backend follows the backends it references) changes them all in one transaction or
+//! not at all.
+
+use std::collections::{HashMap, HashSet};
+
+use fulcrum_model::{
+    LoadBalancer, LoadBalancerId, LoadBalancerSpec, Member, MemberContext, MemberId, MemberSpec,
+    Pool, PoolContext, PoolId, PoolSpec, ResourceKind, ResourceRef, check_unique_endpoints,
+};
+use fulcrum_store::Compare;
+use serde::Serialize;
+
+use crate::engine::Plan;
+use crate::ops::{check_member_removal, guard_subnets, lb_for_change, new_id, plan_pool_removal};
+use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
+
+/// What the load balancer and its pools should look like after the change.
+#[derive(Clone, Debug)]
+pub struct PoolSetChange {
+    /// Recorded on the work request (`UpdateBackend`, …).
+    pub operation: &'static str,
+    pub loadbalancer: LoadBalancerId,
+    /// The load balancer's spec after the change: it is created under `loadbalancer` when
+    /// absent, rewritten when present. `None` leaves it as it is (it must exist).
+    pub loadbalancer_spec: Option<LoadBalancerSpec>,
+    pub pools: Vec<PoolChange>,
+    /// The pool (by name) the request is about: `If-Match` in resource scope names its
+    /// ETag, and it is the outcome's result while it exists.
+    pub target_pool: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum PoolChange {
+    /// Creates the pool named `spec.name`, or replaces that pool's spec. Its members become
+    /// exactly `members`; one at an address and port already in the pool keeps its id (and
+    /// so its health, breaker and connections).
+    Put {
+        spec: Box<PoolSpec>,
+        members: Vec<MemberSpec>,
+    },
+    /// Deletes the named pool with its members and health monitor; refused while a
+    /// listener routes to it.
+    Delete { name: String },
+}
+
+impl PoolChange {
+    fn name(&self) -> &str {
+        match self {
+            PoolChange::Put { spec, .. } => &spec.name,
+            PoolChange::Delete { name } => name,
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Runs `change`, planned against the current view (and again against a fresher one
+    /// if another writer got there first), as one transaction. `input` identifies the
+    /// request for retry tokens.
+    pub async fn change_pools<I: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        input: &I,
+        change: impl Fn(&Config) -> Result<PoolSetChange, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, input, |cfg, now| {
+            let change = change(cfg)?;
+            plan_pool_set(cfg, ctx, &change, now)
+        })
+        .await
+    }
+}
+
+fn plan_pool_set(
+    cfg: &Config,
+    ctx: &RequestContext,
+    change: &PoolSetChange,
+    now: fulcrum_model::Timestamp,
+) -> Result<Plan, ControlError> {
+    let lb_id = &change.loadbalancer;
+    let mut plan = Plan::new(change.operation);
+    plan.lb = Some(lb_id.clone());
+
+    // The load balancer as it will be: existing (locks checked) or created here.
+    let existing_lb = cfg.loadbalancers.get(lb_id);
+    let lb: LoadBalancer = match (existing_lb, &change.loadbalancer_spec) {
+        (Some(_), spec) => {
+            let cur = lb_for_change(cfg, ctx, lb_id)?;
+            match spec {
+                Some(spec) if *spec != cur.value.spec => {
+                    spec.validate()?;
+                    let updated = LoadBalancer {
+                        spec: spec.clone(),
+                        updated_at: now,
+                        ..cur.value.clone()
+                    };
+                    plan.put(keys::lb(lb_id), &updated)?;
+                    updated
+                }
+                _ => cur.value.clone(),
+            }
+        }
+        (None, Some(spec)) => {
+            spec.validate()?;
+            let created = LoadBalancer {
+                id: lb_id.clone(),
+                spec: spec.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            plan.compares.push(Compare::absent(keys::lb(lb_id)));
+            plan.put(keys::lb(lb_id), &created)?;
+            plan.touched(ResourceKind::LoadBalancer, lb_id);
+            created
+        }
+        (None, None) => return Err(ControlError::not_found(ResourceKind::LoadBalancer, lb_id)),
+    };
+
+    let by_name: HashMap<&str, &Versioned<Pool>> = cfg
+        .pools_of(lb_id)
+        .filter(|p| !p.value.spec.name.is_empty())
+        .map(|p| (p.value.spec.name.as_str(), p))
+        .collect();
+    let mut seen = HashSet::new();
+    for c in &change.pools {
+        if c.name().is_empty() || !seen.insert(c.name()) {
+            return Err(ControlError::invalid(
+                "pools",
+                format!(
+                    "pool names in one change must be unique and not empty ({:?})",
+                    c.name()
+                ),
+            ));
+        }
+    }
+    plan.target_revision = by_name
+        .get(change.target_pool.as_str())
+        .map(|p| p.mod_revision);
+
+    let mut result = None;
+    for c in &change.pools {
+        match c {
+            PoolChange::Put { spec, members } => {
+                let current = by_name.get(spec.name.as_str()).copied();
+                let id = plan_pool_put(cfg, &mut plan, &lb, current, spec, members, now)?;
+                if spec.name == change.target_pool {
+                    result = Some(ResourceRef {
+                        kind: ResourceKind::Pool,
+                        id: id.to_string(),
+                    });
+                }
+            }
+            PoolChange::Delete { name } => {
+                let Some(pool) = by_name.get(name.as_str()) else {
+                    return Err(ControlError::not_found(ResourceKind::Pool, name));
+                };
+                let id = &pool.value.id;
+                if let Some(l) = cfg
+                    .listeners
+                    .values()
+                    .find(|l| l.value.spec.pool_refs().any(|(_, p)| p == id))
+                {
+                    return Err(ControlError::Conflict(format!(
+                        "pool {name} is in use by listener {}",
+                        l.value.id
+                    )));
+                }
+                plan.compares
+                    .push(Compare::unchanged(keys::pool(id), pool.mod_revision));
+                plan_pool_removal(cfg, &mut plan, &pool.value)?;
+            }
+        }
+    }
+    plan.result = result;
+    Ok(plan)
+}
+
+/// Plans one pool's creation or replacement with its members; returns the pool's id.
+fn plan_pool_put(
+    cfg: &Config,
+    plan: &mut Plan,
+    lb: &LoadBalancer,
+    current: Option<&Versioned<Pool>>,
+    spec: &PoolSpec,
+    members: &[MemberSpec],
+    now: fulcrum_model::Timestamp,
+) -> Result<PoolId, ControlError> {
+    spec.validate(PoolContext {
+        lb_kind: lb.spec.kind,
+    })?;
+    if let Some(cur) = current {
+        spec.validate_update(&cur.value.spec)?;
+    }
+    let mut errors = fulcrum_model::Checker::new();
+    for (i, m) in members.iter().enumerate() {
+        let mctx = MemberContext {
+            lb_kind: lb.spec.kind,
+            lb_vpc_id: &lb.spec.vpc_id,
+            subnet: m
+                .subnet_id
+                .as_ref()
+                .and_then(|id| cfg.subnets.get(id))
+                .map(|s| &s.value.spec),
+        };
+        errors.nested(&format!("members[{i}]"), m.validate(mctx));
+    }
+    errors.finish()?;
+    check_unique_endpoints(
+        std::iter::empty(),
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("members[{i}]"), m)),
+    )?;
+    guard_subnets(cfg, plan, members)?;
+
+    let pool = match current {
+        Some(cur) => {
+            plan.compares.push(Compare::unchanged(
+                keys::pool(&cur.value.id),
+                cur.mod_revision,
+            ));
+            Pool {
+                spec: spec.clone(),
+                updated_at: now,
+                ..cur.value.clone()
+            }
+        }
+        None => Pool {
+            id: PoolId(new_id()),
+            loadbalancer_id: lb.id.clone(),
+            spec: spec.clone(),
+            created_at: now,
+            updated_at: now,
+        },
+    };
+    let pool_id = pool.id.clone();
+    // Written even when only members change, so the pool's ETag moves.
+    plan.put(keys::pool(&pool_id), &pool)?;
+    plan.touched(ResourceKind::Pool, &pool_id);
+
+    let mut by_endpoint: HashMap<String, &Versioned<Member>> = cfg
+        .members_of(&pool_id)
+        .map(|m| (m.value.spec.endpoint(), m))
+        .collect();
+    for s in members {
+        let member = match by_endpoint.remove(&s.endpoint()) {
+            Some(old) if old.value.spec == *s => continue,
+            Some(old) => Member {
+                spec: s.clone(),
+                updated_at: now,
+                ..old.value.clone()
+            },
+            None => Member {
+                id: MemberId(new_id()),
+                pool_id: pool_id.clone(),
+                spec: s.clone(),
+                created_at: now,
+                updated_at: now,
+            },
+        };
+        plan.put(keys::member(&pool_id, &member.id), &member)?;
+        plan.touched(ResourceKind::Member, &member.id);
+    }
+    check_member_removal(&pool, by_endpoint.len())?;
+    for old in by_endpoint.values() {
+        plan.delete(keys::member(&pool_id, &old.value.id));
+        plan.touched(ResourceKind::Member, &old.value.id);
+    }
+    Ok(pool_id)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use fulcrum_model::{ListenerSpec, PoolProtocol};
+    use fulcrum_store::EmbeddedStore;
+
+    use super::*;
+    use crate::{EtagScope, IfMatch, Options, etag};
+
+    async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let cp = ControlPlane::start(Arc::new(store), Options::default())
+            .await
+            .unwrap();
+        (dir, cp)
+    }
+
+    fn put(name: &str, members: &[(&str, u16)]) -> PoolChange {
+        PoolChange::Put {
+            spec: Box::new(PoolSpec::new(name, PoolProtocol::Http)),
+            members: members
+                .iter()
+                .map(|(a, p)| MemberSpec::new(*a, *p))
+                .collect(),
+        }
+    }
+
+    fn change(lb: &LoadBalancerId, pools: Vec<PoolChange>, target: &str) -> PoolSetChange {
+        let mut spec = LoadBalancerSpec::new("svc");
+        spec.labels.insert("k".into(), target.into());
+        PoolSetChange {
+            operation: "Test",
+            loadbalancer: lb.clone(),
+            loadbalancer_spec: Some(spec),
+            pools,
+            target_pool: target.into(),
+        }
+    }
+
+    fn pool<'a>(
+        cfg: &'a Config,
+        lb: &'a LoadBalancerId,
+        name: &str,
+    ) -> Option<&'a Versioned<Pool>> {
+        cfg.pools_of(lb).find(|p| p.value.spec.name == name)
+    }
+
+    #[tokio::test]
+    async fn creates_load_balancer_and_pools_at_once_and_keeps_member_ids() {
+        let (_dir, cp) = control().await;
+        let lb = LoadBalancerId("lb-fixed".into());
+        let ctx = RequestContext::default();
+        let c = change(
+            &lb,
+            vec![put("a", &[("10.0.0.1", 80)]), put("b", &[("10.0.0.2", 80)])],
+            "a",
+        );
+        let out = cp
+            .change_pools(&ctx, &"1", |_| Ok(c.clone()))
+            .await
+            .unwrap();
+        let (a_id, member_id) = {
+            let cfg = cp.view();
+            assert_eq!(cfg.loadbalancers[&lb].value.spec.labels["k"], "a");
+            let a = pool(&cfg, &lb, "a").unwrap();
+            assert_eq!(out.result.as_ref().unwrap().id, a.value.id.to_string());
+            assert!(pool(&cfg, &lb, "b").is_some());
+            let m = cfg.members_of(&a.value.id).next().unwrap().value.id.clone();
+            (a.value.id.clone(), m)
+        };
+        // Second change: member weight changes (same endpoint keeps its id), b goes.
+        let mut weighted = MemberSpec::new("10.0.0.1", 80);
+        weighted.weight = 7;
+        let c2 = change(
+            &lb,
+            vec![
+                PoolChange::Put {
+                    spec: Box::new(PoolSpec::new("a", PoolProtocol::Http)),
+                    members: vec![weighted],
+                },
+                PoolChange::Delete { name: "b".into() },
+            ],
+            "a",
+        );
+        cp.change_pools(&ctx, &"2", |_| Ok(c2.clone()))
+            .await
+            .unwrap();
+        let cfg = cp.view();
+        let m = cfg.members_of(&a_id).next().unwrap();
+        assert_eq!((m.value.id.clone(), m.value.spec.weight), (member_id, 7));
+        assert!(pool(&cfg, &lb, "b").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refused_change_writes_nothing_and_if_match_names_the_target_pool() {
+        let (_dir, cp) = control().await;
+        let lb = LoadBalancerId("lb-fixed".into());
+        let ctx = RequestContext::default();
+        let c = change(&lb, vec![put("a", &[("10.0.0.1", 80)])], "a");
+        cp.change_pools(&ctx, &"1", |_| Ok(c.clone()))
+            .await
+            .unwrap();
+        let rev = cp.view().revision;
+
+        // One bad pool (duplicate endpoint) in the set: nothing at all is written.
+        let bad = change(
+            &lb,
+            vec![
+                put("a", &[("10.0.0.9", 80)]),
+                put("c", &[("10.0.0.3", 80), ("10.0.0.3", 80)]),
+            ],
+            "a",
+        );
+        let e = cp
+            .change_pools(&ctx, &"2", |_| Ok(bad.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+        assert_eq!(cp.view().revision, rev);
+
+        // A stale If-Match on the target pool is refused; the current one passes.
+        let stale = RequestContext {
+            if_match: Some(IfMatch {
+                scope: EtagScope::Resource,
+                value: "\"fffff\"".into(),
+            }),
+            ..Default::default()
+        };
+        let e = cp
+            .change_pools(&stale, &"3", |_| Ok(c.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::PreconditionFailed { .. }), "{e}");
+        let current = pool(&cp.view(), &lb, "a").unwrap().mod_revision;
+        let fresh = RequestContext {
+            if_match: Some(IfMatch {
+                scope: EtagScope::Resource,
+                value: etag(current),
+            }),
+            ..Default::default()
+        };
+        cp.change_pools(&fresh, &"4", |_| Ok(c.clone()))
+            .await
+            .unwrap();
+        assert!(pool(&cp.view(), &lb, "a").unwrap().mod_revision > current);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_pool_a_listener_uses_is_refused() {
+        let (_dir, cp) = control().await;
+        let lb = LoadBalancerId("lb-fixed".into());
+        let ctx = RequestContext::default();
+        let c = change(&lb, vec![put("a", &[("10.0.0.1", 80)])], "a");
+        cp.change_pools(&ctx, &"1", |_| Ok(c.clone()))
+            .await
+            .unwrap();
+        let pool_id = pool(&cp.view(), &lb, "a").unwrap().value.id.clone();
+        let l: ListenerSpec = serde_json::from_value(serde_json::json!({
+            "protocol": "HTTP", "port": 18099, "default_pool_id": pool_id,
+        }))
+        .unwrap();
+        cp.create_listener(&ctx, &lb, l).await.unwrap();
+        let del = change(&lb, vec![PoolChange::Delete { name: "a".into() }], "a");
+        let e = cp
+            .change_pools(&ctx, &"2", |_| Ok(del.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Conflict(_)), "{e}");
+    }
+}
