@@ -20,6 +20,7 @@ mod config;
 mod engine;
 mod error;
 mod keys;
+mod member_updates;
 mod ops;
 mod patch;
 mod ratelimit;

@@ -79,7 +79,7 @@ pub fn decode_spec<T: DeserializeOwned>(doc: Value) -> Result<T, ControlError> {
 }
 
 /// The load balancer a change lies under, after its locks allow the change.
-fn lb_for_change<'a>(
+pub(crate) fn lb_for_change<'a>(
     cfg: &'a Config,
     ctx: &RequestContext,
     id: &LoadBalancerId,
@@ -97,13 +97,13 @@ fn lb_for_change<'a>(
     Ok(lb)
 }
 
-fn pool_of<'a>(cfg: &'a Config, id: &PoolId) -> Result<&'a Versioned<Pool>, ControlError> {
+pub(crate) fn pool_of<'a>(cfg: &'a Config, id: &PoolId) -> Result<&'a Versioned<Pool>, ControlError> {
     cfg.pools
         .get(id)
         .ok_or_else(|| ControlError::not_found(ResourceKind::Pool, id))
 }
 
-fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> MemberContext<'a> {
+pub(crate) fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> MemberContext<'a> {
     MemberContext {
         lb_kind: lb.spec.kind,
         lb_vpc_id: &lb.spec.vpc_id,
@@ -118,7 +118,7 @@ fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> M
 /// Keeps referenced subnets from changing under the transaction, and rewrites them so a
 /// concurrent subnet update or deletion (which compares the subnet) fails instead of
 /// leaving a member outside its subnet.
-fn guard_subnets<'a>(
+pub(crate) fn guard_subnets<'a>(
     cfg: &Config,
     plan: &mut Plan,
     specs: impl IntoIterator<Item = &'a MemberSpec>,
