@@ -116,7 +116,9 @@ mod tests {
     async fn setup() -> (tempfile::TempDir, Arc<ControlPlane>, PoolId, Vec<MemberId>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
-        let cp = ControlPlane::start(store, Options::default()).await.unwrap();
+        let cp = ControlPlane::start(store, Options::default())
+            .await
+            .unwrap();
         let ctx = RequestContext::default();
         let lb = cp
             .create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))

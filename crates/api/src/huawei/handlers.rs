@@ -45,6 +45,12 @@ const POOL_RENAMES: &[(&str, &str)] = &[
         "member_deletion_protection_enable",
     ),
     ("pool_type", "type"),
+    ("Tcp", "TCP"),
+    ("Udp", "UDP"),
+    ("Http", "HTTP"),
+    ("Https", "HTTPS"),
+    ("Quic", "QUIC"),
+    ("Tcpssl", "TCPSSL"),
 ];
 const LISTENER_RENAMES: &[(&str, &str)] = &[("port", "protocol_port")];
 const MONITOR_RENAMES: &[(&str, &str)] = &[

@@ -126,14 +126,28 @@ pub(crate) fn router(state: AppState, config: &HuaweiConfig) -> Router {
         config: Arc::new(config.clone()),
     };
     Router::new()
-        .nest("/v2.0/lbaas", handlers::routes(Api::V2))
-        .nest("/v2/{project_id}/elb", handlers::routes(Api::V2))
-        .nest("/v3/{project_id}/elb", handlers::routes(Api::V3))
+        // Anything else under these prefixes is this dialect's 404, after authentication.
+        .nest(
+            "/v2.0/lbaas",
+            handlers::routes(Api::V2).fallback(no_such_endpoint),
+        )
+        .nest(
+            "/v2/{project_id}/elb",
+            handlers::routes(Api::V2).fallback(no_such_endpoint),
+        )
+        .nest(
+            "/v3/{project_id}/elb",
+            handlers::routes(Api::V3).fallback(no_such_endpoint),
+        )
         .layer(axum::middleware::from_fn_with_state(
             hstate.clone(),
             authenticate,
         ))
         .with_state(hstate)
+}
+
+async fn no_such_endpoint() -> HuaweiError {
+    HuaweiError::not_found("no such endpoint in this API")
 }
 
 /// The project named by the path (`/v2/{p}/…`, `/v3/{p}/…`), if any.
