@@ -31,6 +31,8 @@ use crate::AppState;
 mod error;
 mod handlers;
 mod sign;
+#[cfg(test)]
+mod tests;
 mod views;
 
 use error::HuaweiError;
@@ -170,9 +172,10 @@ async fn authenticate(State(s): State<HState>, req: Request, next: Next) -> Resp
 
 async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
     let (mut parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| HuaweiError::invalid("the request body is too large or unreadable"))?;
+    // The body is read (to hash it) only for a known access key; otherwise it is passed
+    // on untouched, so an unauthenticated caller cannot make us buffer it.
+    let mut body = Some(body);
+    let mut read_body = None;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let (principal, bound_project) = if let Some(auth) = header("authorization") {
         let parsed = sign::parse_authorization(auth)
@@ -183,16 +186,23 @@ async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
             .iter()
             .find(|c| c.ak == parsed.access_key)
             .ok_or_else(|| HuaweiError::unauthenticated("unknown access key"))?;
+        let bytes = match body.take() {
+            Some(b) => axum::body::to_bytes(b, MAX_BODY)
+                .await
+                .map_err(|_| HuaweiError::invalid("the request body is too large or unreadable"))?,
+            None => Bytes::new(),
+        };
         let lookup = |name: &str| header(name);
         let signed = sign::SignedRequest {
             method: parts.method.as_str(),
             raw_path: parts.uri.path(),
             raw_query: parts.uri.query(),
             header: &lookup,
-            body: &body,
+            body: &bytes,
         };
         sign::verify(&signed, &parsed, &cred.sk, chrono::Utc::now())
             .map_err(|e| HuaweiError::unauthenticated(e.to_string()))?;
+        read_body = Some(bytes);
         (format!("huawei-ak:{}", cred.ak), cred.project_id.clone())
     } else if let Some(token) = header("x-auth-token") {
         let mut found = None;
@@ -248,7 +258,11 @@ async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
         principal,
         project_id,
     });
-    Ok(Request::from_parts(parts, axum::body::Body::from(body)))
+    let body = match (body, read_body) {
+        (Some(untouched), _) => untouched,
+        (None, bytes) => axum::body::Body::from(bytes.unwrap_or_default()),
+    };
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Everything a handler reads from a request: the caller, path parameters, query pairs
