@@ -611,6 +611,40 @@ def v2_sdk_and_cleanup(c):
     expect_error(
         lambda: c.c3.delete_load_balancer(m3.DeleteLoadBalancerRequest(loadbalancer_id=c.lb_id)), 409
     )
+    expect_error(
+        lambda: c.c3.create_health_monitor(
+            m3.CreateHealthMonitorRequest(
+                body=m3.CreateHealthMonitorRequestBody(
+                    healthmonitor=m3.CreateHealthMonitorOption(
+                        pool_id=c.pool_id, type="TCP", delay=51, timeout=1, max_retries=2
+                    )
+                )
+            )
+        ),
+        400,
+        "ELB.8902",
+        "delay",
+    )
+    # LBaaS cascade delete takes everything along; the listener stops serving.
+    r = c.c2.call_api(
+        resource_path="/v2.0/lbaas/loadbalancers/{loadbalancer_id}",
+        method="DELETE",
+        path_params={"loadbalancer_id": c.lb_id},
+        query_params=[("cascade", True)],
+        header_params={"Content-Type": "application/json"},
+        response_type="DeleteLoadbalancerResponse",
+    )
+    check(r.status_code == 204, str(r.status_code))
+    expect_error(lambda: c.c3.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 404)
+
+    def closed():
+        try:
+            get(lb_url(c), timeout=1)
+            return False
+        except OSError:
+            return True
+
+    wait_until(closed, what="the listener to close")
 
 
 def main():

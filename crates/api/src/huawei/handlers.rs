@@ -389,12 +389,27 @@ async fn update_lb(api: Api, s: HState, call: Call) -> HResult {
     render_lb(api, &s, &call, &id, StatusCode::OK)
 }
 
+/// Refused while listeners or pools remain; LBaaS's `?cascade=true` takes them along.
 async fn delete_lb(api: Api, s: HState, call: Call) -> HResult {
     let id = LoadBalancerId(call.param("loadbalancer_id")?);
+    let cascade = match call
+        .query
+        .iter()
+        .find(|(k, _)| k == "cascade")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(HuaweiError::invalid(format!(
+                "cascade must be true or false (got {other:?})"
+            )));
+        }
+    };
     let outcome = s
         .app
         .control
-        .delete_loadbalancer(&ctx(&call), &id, false)
+        .delete_loadbalancer(&ctx(&call), &id, cascade)
         .await?;
     settle(api, &s, &outcome).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -1226,6 +1241,33 @@ struct MonitorUpdate {
     admin_state_up: Option<bool>,
 }
 
+/// Huawei's ranges, narrower than the model's: delay and timeout 1..50 s, retries 1..10.
+fn check_monitor_ranges(
+    delay: Option<u32>,
+    timeout: Option<u32>,
+    retries: &[(&str, Option<u8>)],
+) -> Result<(), HuaweiError> {
+    for (field, v) in [("delay", delay), ("timeout", timeout)] {
+        if let Some(v) = v
+            && !(1..=50).contains(&v)
+        {
+            return Err(HuaweiError::invalid(format!(
+                "healthmonitor.{field} must be between 1 and 50 seconds (got {v})"
+            )));
+        }
+    }
+    for (field, v) in retries {
+        if let Some(v) = v
+            && !(1..=10).contains(v)
+        {
+            return Err(HuaweiError::invalid(format!(
+                "healthmonitor.{field} must be between 1 and 10 (got {v})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn monitor_type(t: &str) -> Result<HealthMonitorType, HuaweiError> {
     Ok(match t {
         "TCP" => HealthMonitorType::Tcp,
@@ -1269,6 +1311,14 @@ fn render_monitor(
 
 async fn create_monitor(api: Api, s: HState, call: Call) -> HResult {
     let MonitorBody { healthmonitor: req } = parse::<MonitorBody<MonitorCreate>>(&call.body)?;
+    check_monitor_ranges(
+        Some(req.delay),
+        Some(req.timeout),
+        &[
+            ("max_retries", Some(req.max_retries)),
+            ("max_retries_down", req.max_retries_down),
+        ],
+    )?;
     let mut spec = HealthMonitorSpec::new(PoolId(req.pool_id), monitor_type(&req.kind)?);
     spec.interval_ms = secs(req.delay);
     spec.timeout_ms = secs(req.timeout);
@@ -1313,6 +1363,14 @@ async fn show_monitor(api: Api, s: HState, call: Call) -> HResult {
 async fn update_monitor(api: Api, s: HState, call: Call) -> HResult {
     let id = HealthMonitorId(call.param("healthmonitor_id")?);
     let MonitorBody { healthmonitor: req } = parse::<MonitorBody<MonitorUpdate>>(&call.body)?;
+    check_monitor_ranges(
+        req.delay,
+        req.timeout,
+        &[
+            ("max_retries", req.max_retries),
+            ("max_retries_down", req.max_retries_down),
+        ],
+    )?;
     let mut patch = Map::new();
     if let Some(t) = &req.kind {
         patch.insert("type".into(), json!(monitor_type(t)?));
