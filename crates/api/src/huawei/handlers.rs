@@ -1141,17 +1141,10 @@ struct BatchUpdateBody {
 #[serde(deny_unknown_fields)]
 struct BatchUpdateItem {
     id: String,
-    #[serde(flatten)]
-    update: MemberUpdateFlat,
-}
-
-#[derive(Deserialize)]
-struct MemberUpdateFlat {
     name: Option<String>,
     admin_state_up: Option<bool>,
     weight: Option<u32>,
     protocol_port: Option<u16>,
-    #[allow(dead_code)]
     availability_zone: Option<String>,
 }
 
@@ -1162,13 +1155,12 @@ async fn batch_update_members(api: Api, s: HState, call: Call) -> HResult {
     let req: BatchUpdateBody = parse(&call.body)?;
     let mut patches = Vec::with_capacity(req.members.len());
     for (i, m) in req.members.into_iter().enumerate() {
-        let u = m.update;
         let update = MemberUpdate {
-            name: u.name,
-            admin_state_up: u.admin_state_up,
-            weight: u.weight,
-            protocol_port: u.protocol_port,
-            availability_zone: None,
+            name: m.name,
+            admin_state_up: m.admin_state_up,
+            weight: m.weight,
+            protocol_port: m.protocol_port,
+            availability_zone: m.availability_zone,
         };
         patches.push((
             MemberId(m.id),
@@ -1460,6 +1452,26 @@ mod tests {
                 .unwrap();
             assert!(e.message.contains(field), "{body}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn batch_bodies_refuse_unknown_fields() {
+        assert!(parse::<BatchUpdateBody>(br#"{"members": [{"id": "a", "weight": 2}]}"#).is_ok());
+        let e = parse::<BatchUpdateBody>(br#"{"members": [{"id": "a", "colour": 1}]}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("colour"), "{}", e.message);
+        let e = parse::<BatchBody>(br#"{"members": [], "actoin": "add"}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("actoin"), "{}", e.message);
+        let e = batch_item::<BatchMember>(
+            2,
+            json!({"address": "10.0.0.1", "protocol_port": 80, "subnet_id": "s", "weigth": 1}),
+        )
+        .err()
+        .unwrap();
+        assert!(e.message.starts_with("members[2]"), "{}", e.message);
     }
 
     #[test]
