@@ -529,6 +529,68 @@ def v3_members_lists_and_monitors(c):
 
 
 @steps.step
+def v2_sdk_shared_load_balancer(c):
+    # huaweicloudsdkelb.v2 (shared ELB): its own paths, LBaaS-like shapes.
+    lb = c.c2.create_loadbalancer(
+        v2.CreateLoadbalancerRequest(
+            body=v2.CreateLoadbalancerRequestBody(
+                loadbalancer=v2.CreateLoadbalancerReq(vip_subnet_id=c.subnet["local"], name="shared-1")
+            )
+        )
+    ).loadbalancer
+    check(lb.vip_subnet_id == c.subnet["local"] and lb.tenant_id == PROJECT, str(lb))
+    pool = c.c2.create_pool(
+        v2.CreatePoolRequest(
+            body=v2.CreatePoolRequestBody(
+                pool=v2.CreatePoolReq(protocol="HTTP", lb_algorithm="LEAST_CONNECTIONS", loadbalancer_id=lb.id)
+            )
+        )
+    ).pool
+    check(pool.lb_algorithm == "LEAST_CONNECTIONS", str(pool))
+    m = c.c2.create_member(
+        v2.CreateMemberRequest(
+            pool_id=pool.id,
+            body=v2.CreateMemberRequestBody(
+                member=v2.CreateMemberReq(address="127.0.0.9", protocol_port=8080, subnet_id=c.subnet["local"])
+            ),
+        )
+    ).member
+    check(m.subnet_id == c.subnet["local"] and m.weight == 1, str(m))
+    expect_error(
+        lambda: c.c2.create_member(
+            v2.CreateMemberRequest(
+                pool_id=pool.id,
+                body=v2.CreateMemberRequestBody(
+                    member=v2.CreateMemberReq(address="127.0.0.9", protocol_port=8080, subnet_id=c.subnet["local"])
+                ),
+            )
+        ),
+        400,
+        "ELB.8902",
+        "already uses",
+    )
+
+    def persist(cookie):
+        return c.c2.update_pool(
+            v2.UpdatePoolRequest(
+                pool_id=pool.id,
+                body=v2.UpdatePoolRequestBody(
+                    pool=v2.UpdatePoolReq(session_persistence=v2.SessionPersistence(type="APP_COOKIE", cookie_name=cookie))
+                ),
+            )
+        ).pool
+
+    # Shared load balancers: cookie names of letters, digits, '-' and '_' up to 64.
+    expect_error(lambda: persist("app.session"), 400, "ELB.8902", "cookie_name")
+    expect_error(lambda: persist("c" * 65), 400, "ELB.8902", "cookie_name")
+    check(persist("app-session").session_persistence.cookie_name == "app-session", "shared cookie name")
+    c.c2.delete_member(v2.DeleteMemberRequest(pool_id=pool.id, member_id=m.id))
+    c.c2.delete_pool(v2.DeletePoolRequest(pool_id=pool.id))
+    c.c2.delete_loadbalancer(v2.DeleteLoadbalancerRequest(loadbalancer_id=lb.id))
+    expect_error(lambda: c.c2.show_loadbalancer(v2.ShowLoadbalancerRequest(loadbalancer_id=lb.id)), 404)
+
+
+@steps.step
 def authentication_failures_are_401(c):
     bad = client(v3, c.fulcrum.api_url, sk="not-the-secret")
     e = expect_error(lambda: bad.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 401, "APIGW.0301")
