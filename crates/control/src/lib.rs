@@ -21,6 +21,7 @@ mod engine;
 mod error;
 mod fleet;
 mod keys;
+mod member_updates;
 mod ops;
 mod patch;
 mod pool_set;

@@ -97,13 +97,20 @@ pub(crate) fn lb_for_change<'a>(
     Ok(lb)
 }
 
-fn pool_of<'a>(cfg: &'a Config, id: &PoolId) -> Result<&'a Versioned<Pool>, ControlError> {
+pub(crate) fn pool_of<'a>(
+    cfg: &'a Config,
+    id: &PoolId,
+) -> Result<&'a Versioned<Pool>, ControlError> {
     cfg.pools
         .get(id)
         .ok_or_else(|| ControlError::not_found(ResourceKind::Pool, id))
 }
 
-fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> MemberContext<'a> {
+pub(crate) fn member_ctx<'a>(
+    cfg: &'a Config,
+    lb: &'a LoadBalancer,
+    spec: &MemberSpec,
+) -> MemberContext<'a> {
     MemberContext {
         lb_kind: lb.spec.kind,
         lb_vpc_id: &lb.spec.vpc_id,

@@ -1,0 +1,728 @@
+"""Drives fulcrum's Huawei dialect with the unmodified huaweicloudsdkelb SDK.
+
+Seed 001 (PUT /v2.0/lbaas/pools/{pool_id}/members) has no SDK method, so it goes through
+the SDK's own signed `call_api`; everything else uses the SDK's v2/v3 client methods.
+Traffic goes through a real fulcrum listener to real local backends.
+"""
+
+import os
+import re
+import sys
+import time
+import urllib.request
+
+from harness import Backend, Fulcrum, Steps, check, free_port, get, spread, wait_port, wait_until
+
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkelb import v2, v3
+from huaweicloudsdkelb.v3 import model as m3
+
+AK = "AKHUAWEITEST0000001"
+SK = "sk-huawei-test-secret-0001"
+PROJECT = "0123456789abcdef0123456789abcdef"
+TOKEN = "huawei-token-0001"
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+CONFIG = f"""
+[huawei]
+credentials = [{{ ak = "{AK}", sk = "{SK}", project_id = "{PROJECT}" }}]
+tokens = [{{ name = "ci", token = "{TOKEN}", project_id = "{PROJECT}" }}]
+"""
+
+
+def client(module, url, sk=SK):
+    config = HttpConfig.get_default_config()
+    config.timeout = (5, 30)
+    return (
+        module.ElbClient.new_builder()
+        .with_credentials(BasicCredentials(AK, sk, PROJECT))
+        .with_endpoints([url])
+        .with_http_config(config)
+        .build()
+    )
+
+
+class Ctx:
+    pass
+
+
+steps = Steps("huawei: huaweicloudsdkelb against fulcrum")
+
+
+def expect_error(fn, status, code=None, text=None):
+    """Runs fn, which must raise ClientRequestException with this status."""
+    try:
+        fn()
+    except ClientRequestException as e:
+        check(e.status_code == status, f"expected {status}, got {e.status_code}: {e.error_msg}")
+        if code:
+            check(e.error_code == code, f"expected {code}, got {e.error_code}: {e.error_msg}")
+        if text:
+            check(text in (e.error_msg or ""), f"expected {text!r} in {e.error_msg!r}")
+        check(e.request_id, "errors carry a request id (X-Request-Id)")
+        if os.environ.get("SHOW_ERRORS"):
+            print(f"    {e.status_code} {e.error_code} {e.error_msg}")
+        return e
+    raise AssertionError(f"expected HTTP {status}, the call succeeded")
+
+
+def batch(c, body, headers=None):
+    """Seed 001 through the SDK's signed call_api."""
+    return c.c2.call_api(
+        resource_path="/v2.0/lbaas/pools/{pool_id}/members",
+        method="PUT",
+        path_params={"pool_id": c.pool_id},
+        header_params={"Content-Type": "application/json", **(headers or {})},
+        body=body,
+        response_type="ListMembersResponse",
+    )
+
+
+def member(backend, subnet, weight=None, name=None):
+    m = {"address": "127.0.0.1", "protocol_port": backend.port, "subnet_id": subnet}
+    if weight is not None:
+        m["weight"] = weight
+    if name:
+        m["name"] = name
+    return m
+
+
+def members(c):
+    """The pool's members through the SDK's v2 list_members: {port: member}."""
+    resp = c.c2.list_members(v2.ListMembersRequest(pool_id=c.pool_id))
+    return {m.protocol_port: m for m in resp.members}
+
+
+def snapshot(c):
+    return sorted((m.id, m.protocol_port, m.weight, m.name) for m in members(c).values())
+
+
+def lb_url(c):
+    return f"http://127.0.0.1:{c.listen_port}/"
+
+
+def served_by(c, n=24):
+    return spread(lb_url(c), n)
+
+
+def update_pool(c, **fields):
+    return c.c3.update_pool(
+        m3.UpdatePoolRequest(
+            pool_id=c.pool_id, body=m3.UpdatePoolRequestBody(pool=m3.UpdatePoolOption(**fields))
+        )
+    )
+
+
+def show_pool(c, pool_id=None):
+    return c.c3.show_pool(m3.ShowPoolRequest(pool_id=pool_id or c.pool_id)).pool
+
+
+@steps.step
+def setup(c):
+    c.fulcrum = Fulcrum(CONFIG)
+    c.backends = {name: Backend(name) for name in ("b1", "b2", "b3")}
+    c.c2 = client(v2, c.fulcrum.api_url)
+    c.c3 = client(v3, c.fulcrum.api_url)
+    subnets = {
+        "local": {"name": "local", "cidr": "127.0.0.0/8", "vpc_id": "vpc-1"},
+        "other": {"name": "other", "cidr": "10.9.0.0/24", "vpc_id": "vpc-1"},
+        "v6": {"name": "v6", "cidr": "fd00::/64", "vpc_id": "vpc-1"},
+        "foreign": {"name": "foreign", "cidr": "127.0.0.0/8", "vpc_id": "vpc-2"},
+    }
+    c.subnet = {}
+    for key, body in subnets.items():
+        status, out = c.fulcrum.native("POST", "/v1/subnets", body)
+        check(status == 201, f"subnet {key}: {status} {out}")
+        c.subnet[key] = out["id"]
+
+
+@steps.step
+def v3_create_load_balancer_pool_listener(c):
+    resp = c.c3.create_load_balancer(
+        m3.CreateLoadBalancerRequest(
+            body=m3.CreateLoadBalancerRequestBody(
+                loadbalancer=m3.CreateLoadBalancerOption(
+                    name="lb-1",
+                    vip_subnet_cidr_id=c.subnet["local"],
+                    vip_address="127.0.0.1",
+                    availability_zone_list=["az-1"],
+                )
+            )
+        )
+    )
+    lb = resp.loadbalancer
+    check(resp.request_id, "v3 bodies carry request_id")
+    check(lb.vpc_id == "vpc-1", f"the load balancer takes its subnet's VPC: {lb.vpc_id}")
+    check(lb.project_id == PROJECT, lb.project_id)
+    check(TIME_RE.match(lb.created_at), f"timestamp format: {lb.created_at}")
+    c.lb_id = lb.id
+    wait_until(
+        lambda: c.c3.show_load_balancer(m3.ShowLoadBalancerRequest(loadbalancer_id=c.lb_id))
+        .loadbalancer.provisioning_status
+        == "ACTIVE",
+        what="load balancer ACTIVE",
+    )
+    pool = c.c3.create_pool(
+        m3.CreatePoolRequest(
+            body=m3.CreatePoolRequestBody(
+                pool=m3.CreatePoolOption(
+                    name="pool-1", protocol="HTTP", lb_algorithm="ROUND_ROBIN", loadbalancer_id=c.lb_id
+                )
+            )
+        )
+    ).pool
+    c.pool_id = pool.id
+    check(pool.protocol == "HTTP" and pool.lb_algorithm == "ROUND_ROBIN", str(pool))
+    c.listen_port = free_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(
+                    name="http-1",
+                    protocol="HTTP",
+                    protocol_port=c.listen_port,
+                    loadbalancer_id=c.lb_id,
+                    default_pool_id=c.pool_id,
+                )
+            )
+        )
+    ).listener
+    check(listener.default_pool_id == c.pool_id, str(listener))
+    wait_port(c.listen_port)
+    pool = show_pool(c)
+    check([l.id for l in pool.listeners] == [listener.id], f"pool lists its listener: {pool.listeners}")
+
+
+@steps.step
+def seed001_add_replace_delete_with_traffic(c):
+    b1, b2, b3 = (c.backends[n] for n in ("b1", "b2", "b3"))
+    s = c.subnet["local"]
+    r = batch(c, {"action": "add", "members": [member(b1, s, name="m1"), member(b2, s, weight=3)]})
+    check(r.status_code == 202, f"add answers 202: {r.status_code}")
+    got = members(c)
+    check(set(got) == {b1.port, b2.port}, f"members after add: {got}")
+    check(got[b1.port].weight == 1 and got[b1.port].name == "m1", "weight defaults to 1")
+    check(got[b2.port].weight == 3 and got[b2.port].subnet_id == s, str(got[b2.port]))
+    wait_until(lambda: set(served_by(c, 12)) == {"b1", "b2"}, what="traffic to b1 and b2")
+
+    b2_id = got[b2.port].id
+    r = batch(c, {"action": "replace", "members": [member(b2, s, weight=1), member(b3, s)]})
+    check(r.status_code == 202, str(r.status_code))
+    got = members(c)
+    check(set(got) == {b2.port, b3.port}, f"members after replace: {got}")
+    check(got[b2.port].id == b2_id, "replace keeps the id of a member whose endpoint stays")
+    check(got[b2.port].weight == 1, "replace takes the new weight")
+    wait_until(lambda: set(served_by(c, 12)) == {"b2", "b3"}, what="traffic to b2 and b3 only")
+    b1.reset()
+    served_by(c, 12)
+    check(b1.hits == 0, "a replaced-away member gets no requests")
+
+    r = batch(c, {"action": "delete", "members": [{"id": b2_id}]})
+    check(r.status_code == 202, str(r.status_code))
+    check(set(members(c)) == {b3.port}, "delete removes by member id")
+    wait_until(lambda: served_by(c, 10) == {"b3": 10}, what="traffic to b3 only")
+
+    # An empty add and an empty delete change nothing; a missing action means replace
+    # (gophercloud's BatchUpdateMembers sends none).
+    before = snapshot(c)
+    batch(c, {"action": "add", "members": []})
+    batch(c, {"action": "delete", "members": []})
+    check(snapshot(c) == before, "empty add/delete change nothing")
+    r = batch(c, {"members": [member(b1, s), member(b3, s)]})
+    check(r.status_code == 202 and set(members(c)) == {b1.port, b3.port}, "no action = replace")
+    wait_until(lambda: set(served_by(c, 12)) == {"b1", "b3"}, what="traffic to b1 and b3")
+
+
+@steps.step
+def seed001_bad_batches_change_nothing(c):
+    b1, b2, b3 = (c.backends[n] for n in ("b1", "b2", "b3"))
+    s = c.subnet["local"]
+    before = snapshot(c)
+    many = [{"address": "127.0.0.1", "protocol_port": 20000 + i, "subnet_id": s} for i in range(201)]
+    cases = [
+        ("201 members", {"action": "add", "members": many}, "at most 200"),
+        ("duplicate in request", {"action": "add", "members": [member(b2, s), member(b2, s)]}, "already uses"),
+        ("duplicate against pool", {"action": "add", "members": [member(b2, s), member(b1, s)]}, "already uses"),
+        (
+            "address outside subnet",
+            {"action": "add", "members": [member(b2, s), member(b2, c.subnet["other"])]},
+            "is not in subnet",
+        ),
+        ("bad weight", {"action": "replace", "members": [member(b2, s, weight=101)]}, "weight"),
+        ("negative weight", {"action": "add", "members": [member(b2, s, weight=-1)]}, "weight"),
+        ("IPv6 subnet", {"action": "add", "members": [dict(member(b2, s), subnet_id=c.subnet["v6"])]}, "IPv6"),
+        (
+            "subnet in another VPC",
+            {"action": "add", "members": [dict(member(b2, s), subnet_id=c.subnet["foreign"])]},
+            "VPC",
+        ),
+        ("unknown subnet", {"action": "add", "members": [dict(member(b2, s), subnet_id="nope")]}, "does not exist"),
+        ("port 0", {"action": "add", "members": [dict(member(b2, s), protocol_port=0)]}, "protocol_port"),
+        ("long name", {"action": "add", "members": [member(b2, s, name="x" * 256)]}, "name"),
+        ("unknown action", {"action": "merge", "members": []}, "action"),
+        ("unknown member id", {"action": "delete", "members": [{"id": "no-such-member"}]}, "no-such-member"),
+        ("missing address", {"action": "add", "members": [{"protocol_port": 80, "subnet_id": s}]}, "address"),
+    ]
+    for name, body, text in cases:
+        e = expect_error(lambda: batch(c, body), 400, "ELB.8902", text)
+        check(snapshot(c) == before, f"{name}: nothing changed ({e.error_msg})")
+    check(set(served_by(c, 8)) == {"b1", "b3"}, "traffic unchanged")
+
+
+@steps.step
+def seed002_update_pool_algorithm_and_response(c):
+    b1, b2, b3 = (c.backends[n] for n in ("b1", "b2", "b3"))
+    s = c.subnet["local"]
+    batch(c, {"action": "replace", "members": [member(b1, s), member(b2, s), member(b3, s)]})
+    wait_until(lambda: set(served_by(c, 15)) == {"b1", "b2", "b3"}, what="three members serving")
+    resp = update_pool(c, lb_algorithm="SOURCE_IP", name="pool-1b", description="sticky by source")
+    check(resp.status_code == 200, str(resp.status_code))
+    check(resp.request_id, "UpdatePool answers with request_id")
+    p = resp.pool
+    check(p.lb_algorithm == "SOURCE_IP" and p.name == "pool-1b", str(p))
+    check(p.description == "sticky by source" and p.protocol == "HTTP", str(p))
+    check(p.project_id == PROJECT and p.admin_state_up is True, str(p))
+    check([x.id for x in p.loadbalancers] == [c.lb_id], str(p.loadbalancers))
+    check(len(p.members) == 3 and len(p.listeners) == 1, str(p))
+    check(TIME_RE.match(p.created_at) and TIME_RE.match(p.updated_at), f"{p.created_at} {p.updated_at}")
+    check(p.member_deletion_protection_enable is False and p.type == "" and p.vpc_id == "", str(p))
+    check(p.protection_status == "nonProtection", str(p))
+    seen = served_by(c, 30)
+    check(len(seen) == 1, f"SOURCE_IP: every request from 127.0.0.1 lands on one member: {seen}")
+    update_pool(c, lb_algorithm="ROUND_ROBIN")
+    check(set(served_by(c, 15)) == {"b1", "b2", "b3"}, "round robin spreads again")
+
+
+@steps.step
+def seed002_session_persistence_cookie_flow(c):
+    p = update_pool(c, session_persistence=m3.UpdatePoolSessionPersistenceOption(type="HTTP_COOKIE")).pool
+    sp = p.session_persistence
+    check(sp.type == "HTTP_COOKIE" and sp.persistence_timeout == 1440, f"defaults for HTTP pools: {sp}")
+    status, body, headers = get(lb_url(c))
+    cookie = headers.get("Set-Cookie") or headers.get("set-cookie")
+    check(status == 200 and cookie, f"the listener sets a persistence cookie: {headers}")
+    pair = cookie.split(";")[0]
+    sticky = spread(lb_url(c), 15, {"Cookie": pair})
+    check(sticky == {body: 15}, f"sending the cookie back sticks to {body}: {sticky}")
+    update_pool(
+        c,
+        session_persistence=m3.UpdatePoolSessionPersistenceOption(type="APP_COOKIE", cookie_name="SESSION_ID"),
+    )
+    sp = show_pool(c).session_persistence
+    check(sp.type == "APP_COOKIE" and sp.cookie_name == "SESSION_ID", str(sp))
+    # Setting it to null turns persistence off (Huawei's own SDK drops None fields, so
+    # this one goes through call_api).
+    c.c3.call_api(
+        resource_path="/v3/{project_id}/elb/pools/{pool_id}",
+        method="PUT",
+        path_params={"pool_id": c.pool_id},
+        header_params={"Content-Type": "application/json;charset=UTF-8"},
+        body={"pool": {"session_persistence": None}},
+        response_type="UpdatePoolResponse",
+    )
+    check(show_pool(c).session_persistence is None, "session_persistence null turns it off")
+    check(set(served_by(c, 15)) == {"b1", "b2", "b3"}, "no persistence: spread again")
+
+
+@steps.step
+def seed002_slow_start_and_protection(c):
+    p = update_pool(c, slow_start=m3.UpdatePoolSlowStartOption(enable=True, duration=60)).pool
+    check(p.slow_start.enable is True and p.slow_start.duration == 60, str(p.slow_start))
+    check(show_pool(c).slow_start.duration == 60, "slow start round-trips")
+    p = update_pool(c, protection_status="consoleProtection", protection_reason="audit").pool
+    check(p.protection_status == "consoleProtection" and p.protection_reason == "audit", str(p))
+    p = update_pool(c, protection_status="nonProtection", protection_reason="").pool
+    check(p.protection_status == "nonProtection", str(p))
+    p = update_pool(c, vpc_id="vpc-1", type="instance").pool
+    check(p.vpc_id == "vpc-1" and p.type == "instance", str(p))
+    check(set(served_by(c, 15)) == {"b1", "b2", "b3"}, "pool still serves")
+
+
+@steps.step
+def seed002_every_rule_refused(c):
+    # A TCP pool and a QUIC pool for the protocol-specific rules.
+    def new_pool(name, protocol, **extra):
+        return c.c3.create_pool(
+            m3.CreatePoolRequest(
+                body=m3.CreatePoolRequestBody(
+                    pool=m3.CreatePoolOption(
+                        name=name, protocol=protocol, lb_algorithm="ROUND_ROBIN", loadbalancer_id=c.lb_id, **extra
+                    )
+                )
+            )
+        ).pool.id
+
+    tcp = new_pool("tcp-1", "TCP")
+    quic = new_pool(
+        "quic-1", "QUIC", session_persistence=m3.CreatePoolSessionPersistenceOption(type="SOURCE_IP")
+    )
+    sp = m3.UpdatePoolSessionPersistenceOption
+    cases = [
+        ("admin_state_up false", c.pool_id, dict(admin_state_up=False), 400, "admin_state_up"),
+        ("name too long", c.pool_id, dict(name="n" * 256), 400, "name"),
+        ("description too long", c.pool_id, dict(description="d" * 256), 400, "description"),
+        ("unknown algorithm", c.pool_id, dict(lb_algorithm="RANDOM"), 400, "lb_algorithm"),
+        ("QUIC_CID on HTTP", c.pool_id, dict(lb_algorithm="QUIC_CID"), 400, "QUIC_CID"),
+        ("cookie_name without APP_COOKIE", c.pool_id,
+         dict(session_persistence=sp(type="HTTP_COOKIE", cookie_name="a")), 400, "cookie_name"),
+        ("APP_COOKIE without cookie_name", c.pool_id, dict(session_persistence=sp(type="APP_COOKIE")), 400,
+         "cookie_name"),
+        ("cookie_name characters", c.pool_id,
+         dict(session_persistence=sp(type="APP_COOKIE", cookie_name="bad cookie!")), 400, "cookie_name"),
+        ("cookie_name too long (dedicated: 255)", c.pool_id,
+         dict(session_persistence=sp(type="APP_COOKIE", cookie_name="c" * 256)), 400, "cookie_name"),
+        ("persistence_timeout HTTP > 1440", c.pool_id,
+         dict(session_persistence=sp(type="HTTP_COOKIE", persistence_timeout=1441)), 400, "persistence_timeout"),
+        ("persistence_timeout 0", c.pool_id,
+         dict(session_persistence=sp(type="HTTP_COOKIE", persistence_timeout=0)), 400, "persistence_timeout"),
+        ("persistence_timeout TCP > 60", tcp,
+         dict(session_persistence=sp(type="SOURCE_IP", persistence_timeout=61)), 400, "persistence_timeout"),
+        ("unknown persistence type", c.pool_id, dict(session_persistence=sp(type="NONE")), 400, "type"),
+        ("QUIC needs SOURCE_IP", quic, dict(session_persistence=sp(type="HTTP_COOKIE")), 400, "SOURCE_IP"),
+        ("slow_start on TCP", tcp, dict(slow_start=m3.UpdatePoolSlowStartOption(enable=True, duration=30)), 400,
+         "slow_start"),
+        ("slow_start below 30", c.pool_id, dict(slow_start=m3.UpdatePoolSlowStartOption(enable=True, duration=29)),
+         400, "duration"),
+        ("slow_start above 1200", c.pool_id,
+         dict(slow_start=m3.UpdatePoolSlowStartOption(enable=True, duration=1201)), 400, "duration"),
+        ("vpc_id change once set", c.pool_id, dict(vpc_id="vpc-9"), 400, "vpc_id"),
+        ("vpc_id too long", tcp, dict(vpc_id="v" * 37), 400, "vpc_id"),
+        ("type back to empty", c.pool_id, dict(type=""), 400, "type"),
+        ("type change once set", c.pool_id, dict(type="ip"), 400, "type"),
+        ("instance needs vpc_id", tcp, dict(type="instance"), 400, "vpc_id"),
+        ("ip forbids vpc_id", tcp, dict(type="ip", vpc_id="vpc-1"), 400, "vpc_id"),
+        ("unknown type", tcp, dict(type="vm"), 400, "type"),
+        ("protection_reason without consoleProtection", c.pool_id, dict(protection_reason="why"), 400,
+         "protection_reason"),
+        ("protection_reason too long", c.pool_id,
+         dict(protection_status="consoleProtection", protection_reason="r" * 256), 400, "protection_reason"),
+        ("unknown protection_status", c.pool_id, dict(protection_status="fullProtection"), 400,
+         "protection_status"),
+        ("duplicate pool name", tcp, dict(name="pool-1b"), 409, "pool-1b"),
+    ]
+    for name, pool_id, fields, status, text in cases:
+        before = show_pool(c, pool_id).to_dict()
+        before.pop("updated_at", None)
+
+        def call():
+            c.c3.update_pool(
+                m3.UpdatePoolRequest(
+                    pool_id=pool_id, body=m3.UpdatePoolRequestBody(pool=m3.UpdatePoolOption(**fields))
+                )
+            )
+
+        try:
+            expect_error(call, status, None, text)
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}")
+        after = show_pool(c, pool_id).to_dict()
+        after.pop("updated_at", None)
+        check(after == before, f"{name}: the pool did not change")
+    expect_error(lambda: c.c3.show_pool(m3.ShowPoolRequest(pool_id="no-such-pool")), 404, "ELB.8904")
+    c.c3.delete_pool(m3.DeletePoolRequest(pool_id=tcp))
+    c.c3.delete_pool(m3.DeletePoolRequest(pool_id=quic))
+
+
+@steps.step
+def member_deletion_protection_holds_in_every_dialect(c):
+    update_pool(c, member_deletion_protection_enable=True)
+    got = members(c)
+    some = next(iter(got.values()))
+    expect_error(lambda: batch(c, {"action": "delete", "members": [{"id": some.id}]}), 409, None, "protection")
+    expect_error(lambda: batch(c, {"action": "replace", "members": []}), 409, None, "protection")
+    expect_error(
+        lambda: c.c3.delete_member(m3.DeleteMemberRequest(pool_id=c.pool_id, member_id=some.id)), 409
+    )
+    expect_error(lambda: c.c2.delete_member(v2.DeleteMemberRequest(pool_id=c.pool_id, member_id=some.id)), 409)
+    status, body = c.fulcrum.native("DELETE", f"/v1/pools/{c.pool_id}/members/{some.id}")
+    check(status == 409, f"the native API refuses too: {status} {body}")
+    check(set(members(c)) == set(got), "no member was removed")
+    update_pool(c, member_deletion_protection_enable=False)
+    c.c3.delete_member(m3.DeleteMemberRequest(pool_id=c.pool_id, member_id=some.id))
+    check(some.protocol_port not in members(c), "removal works once protection is off")
+
+
+@steps.step
+def v3_members_lists_and_monitors(c):
+    b1 = c.backends["b1"]
+    s = c.subnet["local"]
+    batch(c, {"action": "replace", "members": [member(c.backends[n], s) for n in ("b1", "b2", "b3")]})
+    resp = c.c3.list_members(m3.ListMembersRequest(pool_id=c.pool_id, limit=2))
+    check(len(resp.members) == 2 and resp.page_info.current_count == 2, str(resp.page_info))
+    check(resp.page_info.next_marker == resp.members[-1].id, "a next page is announced")
+    rest = c.c3.list_members(
+        m3.ListMembersRequest(pool_id=c.pool_id, limit=2, marker=resp.page_info.next_marker)
+    )
+    check(len(rest.members) == 1 and rest.page_info.next_marker is None, str(rest.page_info))
+    ids = {m.id for m in resp.members} | {m.id for m in rest.members}
+    check(len(ids) == 3, "pages do not overlap")
+    m_b1 = next(m for m in resp.members + rest.members if m.protocol_port == b1.port)
+    check(m_b1.subnet_cidr_id == s and TIME_RE.match(m_b1.created_at), str(m_b1))
+    upd = c.c3.batch_update_members(
+        m3.BatchUpdateMembersRequest(
+            pool_id=c.pool_id,
+            body=m3.BatchUpdateMembersRequestBody(
+                members=[m3.BatchUpdateMembersOption(id=m_b1.id, weight=0, name="drained")]
+            ),
+        )
+    )
+    check(upd.request_id and upd.members[0].weight == 0, str(upd))
+    wait_until(lambda: "b1" not in served_by(c, 12), what="weight 0: no new requests to b1")
+    expect_error(
+        lambda: c.c3.batch_update_members(
+            m3.BatchUpdateMembersRequest(
+                pool_id=c.pool_id,
+                body=m3.BatchUpdateMembersRequestBody(
+                    members=[m3.BatchUpdateMembersOption(id=m_b1.id, weight=5),
+                             m3.BatchUpdateMembersOption(id="nope", weight=5)]
+                ),
+            )
+        ),
+        400,
+    )
+    check(members(c)[b1.port].weight == 0, "a failed batch-update changes nothing")
+    created = c.c3.create_member(
+        m3.CreateMemberRequest(
+            pool_id=c.pool_id,
+            body=m3.CreateMemberRequestBody(
+                member=m3.CreateMemberOption(address="127.0.0.1", protocol_port=free_port(), subnet_cidr_id=s)
+            ),
+        )
+    )
+    check(created.member.weight == 1 and created.request_id, str(created))
+    expect_error(
+        lambda: c.c3.create_member(
+            m3.CreateMemberRequest(
+                pool_id=c.pool_id,
+                body=m3.CreateMemberRequestBody(
+                    member=m3.CreateMemberOption(address="127.0.0.1", protocol_port=0, subnet_cidr_id=s)
+                ),
+            )
+        ),
+        400,
+        "ELB.8902",
+        "protocol_port",
+    )
+    c.c3.delete_member(m3.DeleteMemberRequest(pool_id=c.pool_id, member_id=created.member.id))
+    pools = c.c3.list_pools(m3.ListPoolsRequest(loadbalancer_id=[c.lb_id], limit=10))
+    check([p.id for p in pools.pools] == [c.pool_id] and pools.request_id, str(pools))
+    hm = c.c3.create_health_monitor(
+        m3.CreateHealthMonitorRequest(
+            body=m3.CreateHealthMonitorRequestBody(
+                healthmonitor=m3.CreateHealthMonitorOption(
+                    pool_id=c.pool_id, type="HTTP", delay=1, timeout=1, max_retries=2, url_path="/health"
+                )
+            )
+        )
+    ).healthmonitor
+    check(hm.delay == 1 and hm.url_path == "/health" and hm.pools[0].id == c.pool_id, str(hm))
+    check(show_pool(c).healthmonitor_id == hm.id, "the pool names its monitor")
+    # Stop a backend: the monitor takes it out; start it: back in.
+    c.backends["b3"].stop()
+    wait_until(lambda: set(served_by(c, 8)) == {"b2"}, timeout=15, what="b3 marked down")
+    c.backends["b3"].start()
+    wait_until(lambda: "b3" in served_by(c, 10), timeout=15, what="b3 back")
+    v2_pool = c.c2.show_pool(v2.ShowPoolRequest(pool_id=c.pool_id)).pool
+    check(v2_pool.healthmonitor_id == hm.id and v2_pool.lb_algorithm == "ROUND_ROBIN", str(v2_pool))
+
+
+@steps.step
+def v2_sdk_shared_load_balancer(c):
+    # huaweicloudsdkelb.v2 (shared ELB): its own paths, LBaaS-like shapes.
+    lb = c.c2.create_loadbalancer(
+        v2.CreateLoadbalancerRequest(
+            body=v2.CreateLoadbalancerRequestBody(
+                loadbalancer=v2.CreateLoadbalancerReq(vip_subnet_id=c.subnet["local"], name="shared-1")
+            )
+        )
+    ).loadbalancer
+    check(lb.vip_subnet_id == c.subnet["local"] and lb.tenant_id == PROJECT, str(lb))
+    pool = c.c2.create_pool(
+        v2.CreatePoolRequest(
+            body=v2.CreatePoolRequestBody(
+                pool=v2.CreatePoolReq(protocol="HTTP", lb_algorithm="LEAST_CONNECTIONS", loadbalancer_id=lb.id)
+            )
+        )
+    ).pool
+    check(pool.lb_algorithm == "LEAST_CONNECTIONS", str(pool))
+    m = c.c2.create_member(
+        v2.CreateMemberRequest(
+            pool_id=pool.id,
+            body=v2.CreateMemberRequestBody(
+                member=v2.CreateMemberReq(address="127.0.0.9", protocol_port=8080, subnet_id=c.subnet["local"])
+            ),
+        )
+    ).member
+    check(m.subnet_id == c.subnet["local"] and m.weight == 1, str(m))
+    expect_error(
+        lambda: c.c2.create_member(
+            v2.CreateMemberRequest(
+                pool_id=pool.id,
+                body=v2.CreateMemberRequestBody(
+                    member=v2.CreateMemberReq(address="127.0.0.9", protocol_port=8080, subnet_id=c.subnet["local"])
+                ),
+            )
+        ),
+        400,
+        "ELB.8902",
+        "already uses",
+    )
+
+    def persist(cookie):
+        return c.c2.update_pool(
+            v2.UpdatePoolRequest(
+                pool_id=pool.id,
+                body=v2.UpdatePoolRequestBody(
+                    pool=v2.UpdatePoolReq(session_persistence=v2.SessionPersistence(type="APP_COOKIE", cookie_name=cookie))
+                ),
+            )
+        ).pool
+
+    # Shared load balancers: cookie names of letters, digits, '-' and '_' up to 64.
+    expect_error(lambda: persist("app.session"), 400, "ELB.8902", "cookie_name")
+    expect_error(lambda: persist("c" * 65), 400, "ELB.8902", "cookie_name")
+    check(persist("app-session").session_persistence.cookie_name == "app-session", "shared cookie name")
+    c.c2.delete_member(v2.DeleteMemberRequest(pool_id=pool.id, member_id=m.id))
+    c.c2.delete_pool(v2.DeletePoolRequest(pool_id=pool.id))
+    c.c2.delete_loadbalancer(v2.DeleteLoadbalancerRequest(loadbalancer_id=lb.id))
+    expect_error(lambda: c.c2.show_loadbalancer(v2.ShowLoadbalancerRequest(loadbalancer_id=lb.id)), 404)
+
+
+@steps.step
+def authentication_failures_are_401(c):
+    bad = client(v3, c.fulcrum.api_url, sk="not-the-secret")
+    e = expect_error(lambda: bad.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 401, "APIGW.0301")
+    check("signature" in e.error_msg, e.error_msg)
+    # The SDK signs with an X-Sdk-Date it finds in the headers: an old one is refused.
+    e = expect_error(
+        lambda: batch(c, {"action": "add", "members": []}, {"X-Sdk-Date": "20200101T000000Z"}), 401, "APIGW.0301"
+    )
+    check("minutes" in e.error_msg, e.error_msg)
+    skew = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + 20 * 60))
+    expect_error(lambda: batch(c, {"action": "add", "members": []}, {"X-Sdk-Date": skew}), 401, "APIGW.0301")
+    # Another project than the credential's.
+    other = (
+        v3.ElbClient.new_builder()
+        .with_credentials(BasicCredentials(AK, SK, "ffffffffffffffffffffffffffffffff"))
+        .with_endpoints([c.fulcrum.api_url])
+        .build()
+    )
+    expect_error(lambda: other.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 401)
+
+    def raw(headers):
+        req = urllib.request.Request(
+            f"{c.fulcrum.api_url}/v3/{PROJECT}/elb/pools/{c.pool_id}", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    status, body = raw({"X-Auth-Token": TOKEN})
+    check(status == 200 and c.pool_id in body and "request_id" in body, f"X-Auth-Token works: {status}")
+    status, body = raw({"X-Auth-Token": "wrong"})
+    check(status == 401 and "APIGW.0301" in body, f"{status} {body}")
+    status, body = raw({"Authorization": "Bearer sdk-test-token"})
+    check(status == 401, f"native bearer tokens are not valid here: {status} {body}")
+    status, body = raw({})
+    check(status == 401, f"no credentials: {status}")
+
+
+@steps.step
+def v2_sdk_and_cleanup(c):
+    lbs = c.c2.list_loadbalancers(v2.ListLoadbalancersRequest())
+    check(any(lb.id == c.lb_id for lb in lbs.loadbalancers), "v2 lists the load balancer")
+    m = c.c2.update_member(
+        v2.UpdateMemberRequest(
+            pool_id=c.pool_id,
+            member_id=members(c)[c.backends["b2"].port].id,
+            body=v2.UpdateMemberRequestBody(member=v2.UpdateMemberReq(weight=7)),
+        )
+    ).member
+    check(m.weight == 7, str(m))
+    # The LBaaS v2.0 paths (no project in the path: it comes from X-Project-Id).
+    r = c.c2.call_api(
+        resource_path="/v2.0/lbaas/pools/{pool_id}",
+        method="GET",
+        path_params={"pool_id": c.pool_id},
+        header_params={"Content-Type": "application/json"},
+        response_type="ShowPoolResponse",
+    )
+    check(r.pool.id == c.pool_id and r.pool.project_id == PROJECT, str(r.pool))
+    r = c.c2.call_api(
+        resource_path="/v2.0/lbaas/loadbalancers",
+        method="GET",
+        header_params={"Content-Type": "application/json"},
+        response_type="ListLoadbalancersResponse",
+    )
+    check([lb.id for lb in r.loadbalancers] == [c.lb_id], str(r))
+    e = expect_error(
+        lambda: c.c2.call_api(
+            resource_path="/v3/{project_id}/elb/no-such-thing",
+            method="GET",
+            header_params={"Content-Type": "application/json"},
+            response_type="ShowPoolResponse",
+        ),
+        404,
+        "ELB.8904",
+    )
+    expect_error(lambda: c.c3.delete_pool(m3.DeletePoolRequest(pool_id=c.pool_id)), 409)
+    expect_error(
+        lambda: c.c3.delete_load_balancer(m3.DeleteLoadBalancerRequest(loadbalancer_id=c.lb_id)), 409
+    )
+    expect_error(
+        lambda: c.c3.create_health_monitor(
+            m3.CreateHealthMonitorRequest(
+                body=m3.CreateHealthMonitorRequestBody(
+                    healthmonitor=m3.CreateHealthMonitorOption(
+                        pool_id=c.pool_id, type="TCP", delay=51, timeout=1, max_retries=2
+                    )
+                )
+            )
+        ),
+        400,
+        "ELB.8902",
+        "delay",
+    )
+    # LBaaS cascade delete takes everything along; the listener stops serving.
+    r = c.c2.call_api(
+        resource_path="/v2.0/lbaas/loadbalancers/{loadbalancer_id}",
+        method="DELETE",
+        path_params={"loadbalancer_id": c.lb_id},
+        query_params=[("cascade", True)],
+        header_params={"Content-Type": "application/json"},
+        response_type="DeleteLoadbalancerResponse",
+    )
+    check(r.status_code == 204, str(r.status_code))
+    expect_error(lambda: c.c3.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 404)
+
+    def closed():
+        try:
+            get(lb_url(c), timeout=1)
+            return False
+        except OSError:
+            return True
+
+    wait_until(closed, what="the listener to close")
+
+
+def main():
+    c = Ctx()
+    ok = False
+    try:
+        ok = steps.run(c)
+    finally:
+        if getattr(c, "fulcrum", None):
+            if not ok:
+                c.fulcrum.dump_log()
+            c.fulcrum.stop()
+        for b in getattr(c, "backends", {}).values():
+            b.stop()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
