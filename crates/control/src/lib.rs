@@ -23,6 +23,7 @@ mod keys;
 mod ops;
 mod patch;
 mod ratelimit;
+mod tree;
 
 pub use config::{Config, Versioned};
 pub use engine::{ControlPlane, Observer, Options, Outcome};
@@ -30,6 +31,7 @@ pub use error::ControlError;
 pub use ops::*;
 pub use patch::merge_patch;
 pub use ratelimit::RateLimiter;
+pub use tree::{NewPool, NewResources, Parent};
 
 /// Who asks for a change and how: everything a dialect learned from the request besides
 /// the operation's own arguments.

@@ -44,7 +44,7 @@ impl BatchMembers {
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -79,7 +79,7 @@ pub fn decode_spec<T: DeserializeOwned>(doc: Value) -> Result<T, ControlError> {
 }
 
 /// The load balancer a change lies under, after its locks allow the change.
-fn lb_for_change<'a>(
+pub(crate) fn lb_for_change<'a>(
     cfg: &'a Config,
     ctx: &RequestContext,
     id: &LoadBalancerId,
@@ -103,7 +103,11 @@ fn pool_of<'a>(cfg: &'a Config, id: &PoolId) -> Result<&'a Versioned<Pool>, Cont
         .ok_or_else(|| ControlError::not_found(ResourceKind::Pool, id))
 }
 
-fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> MemberContext<'a> {
+pub(crate) fn member_ctx<'a>(
+    cfg: &'a Config,
+    lb: &'a LoadBalancer,
+    spec: &MemberSpec,
+) -> MemberContext<'a> {
     MemberContext {
         lb_kind: lb.spec.kind,
         lb_vpc_id: &lb.spec.vpc_id,
@@ -118,7 +122,7 @@ fn member_ctx<'a>(cfg: &'a Config, lb: &'a LoadBalancer, spec: &MemberSpec) -> M
 /// Keeps referenced subnets from changing under the transaction, and rewrites them so a
 /// concurrent subnet update or deletion (which compares the subnet) fails instead of
 /// leaving a member outside its subnet.
-fn guard_subnets<'a>(
+pub(crate) fn guard_subnets<'a>(
     cfg: &Config,
     plan: &mut Plan,
     specs: impl IntoIterator<Item = &'a MemberSpec>,
@@ -138,7 +142,7 @@ fn guard_subnets<'a>(
     Ok(())
 }
 
-fn check_port_free(
+pub(crate) fn check_port_free(
     cfg: &Config,
     lb: &LoadBalancer,
     spec: &ListenerSpec,
@@ -186,7 +190,7 @@ fn check_listener_pools(
     Ok(())
 }
 
-fn check_pool_name_free(
+pub(crate) fn check_pool_name_free(
     cfg: &Config,
     lb: &LoadBalancerId,
     name: &str,

@@ -1,16 +1,916 @@
 //! The OCI Load Balancing dialect under `/20170115`: seed 000 (UpdateBackend) and the
 //! operations around it, authenticated by OCI request signatures.
+//!
+//! Every request must carry a valid signature by a key registered in `[oci] keys`
+//! (`signature.rs`); the native API's bearer tokens are not accepted here. Mutations
+//! answer `204` with `opc-work-request-id`; reads carry the load balancer's ETag, the
+//! one ETag every resource of a load balancer shares, and `if-match` on any mutation is
+//! checked against it. Shapes and their translation onto the model are in `wire.rs`,
+//! errors in `error.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+use bytes::Bytes;
+use fulcrum_control::{
+    Config, ControlError, ControlPlane, EtagScope, IfMatch, NewPool, NewResources, Outcome, Parent,
+    RequestContext, Versioned, etag,
+};
+use fulcrum_model::{
+    ListenerSpec, ListenerTimeouts, LoadBalancerId, LoadBalancerSpec, LockKind, Member, Pool,
+    PoolProtocol, ResourceLock,
+};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::request::current_request_id;
 
-/// `[oci]` in `fulcrum.toml`.
+mod error;
+mod signature;
+mod wire;
+
+use error::OciError;
+use signature::{ApiKey, KeyRing, SignedRequest};
+use wire::*;
+
+type OciResult = Result<Response, OciError>;
+
+/// `[oci]` in `fulcrum.toml`: the API signing keys OCI callers sign with.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OciConfig {}
+pub struct OciConfig {
+    #[serde(default)]
+    pub keys: Vec<OciKey>,
+}
 
-pub(crate) fn router(_state: AppState, _config: &OciConfig) -> Router {
+/// One API signing key. The SDK's `keyId` is `<tenancy OCID>/<user OCID>/<fingerprint>`
+/// (from its config file); the public key is the PEM uploaded to OCI for that user.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OciKey {
+    pub key_id: String,
+    pub public_key_pem: PublicKeyPem,
+    /// The principal that rate limits and retry tokens are scoped to (default: the key id).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// An RSA public key, checked when the configuration is read.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicKeyPem(rsa::RsaPublicKey);
+
+impl TryFrom<String> for PublicKeyPem {
+    type Error = String;
+
+    fn try_from(pem: String) -> Result<Self, Self::Error> {
+        signature::parse_public_key(&pem).map(PublicKeyPem)
+    }
+}
+
+impl std::fmt::Debug for PublicKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PublicKeyPem(RSA)")
+    }
+}
+
+#[derive(Clone)]
+struct OciState {
+    app: AppState,
+    keys: Arc<KeyRing>,
+}
+
+/// The caller a signature authenticated.
+#[derive(Clone)]
+struct OciPrincipal(String);
+
+/// Largest request body accepted (a load balancer with its backend sets fits easily).
+const MAX_BODY: usize = 1 << 20;
+
+pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
+    let mut keys = KeyRing::default();
+    for k in &config.keys {
+        keys.insert(
+            k.key_id.clone(),
+            ApiKey {
+                principal: k.name.clone().unwrap_or_else(|| k.key_id.clone()),
+                key: k.public_key_pem.0.clone(),
+            },
+        );
+    }
+    if keys.is_empty() {
+        tracing::info!("no [oci] keys configured: every OCI request will answer 401");
+    }
+    let state = OciState {
+        app: state,
+        keys: Arc::new(keys),
+    };
+    const LB: &str = "/20170115/loadBalancers/{lb}";
     Router::new()
+        .route(
+            "/20170115/loadBalancers",
+            get(list_load_balancers).post(create_load_balancer),
+        )
+        .route(LB, get(get_load_balancer).delete(delete_load_balancer))
+        .route(
+            &format!("{LB}/backendSets"),
+            get(list_backend_sets).post(create_backend_set),
+        )
+        .route(
+            &format!("{LB}/backendSets/{{set}}"),
+            get(get_backend_set).delete(delete_backend_set),
+        )
+        .route(
+            &format!("{LB}/backendSets/{{set}}/backends"),
+            get(list_backends).post(create_backend),
+        )
+        .route(
+            &format!("{LB}/backendSets/{{set}}/backends/{{backend}}"),
+            get(get_backend).put(update_backend).delete(delete_backend),
+        )
+        .route(
+            &format!("{LB}/backendSets/{{set}}/healthChecker"),
+            get(get_health_checker).put(update_health_checker),
+        )
+        .route(&format!("{LB}/listeners"), post(create_listener))
+        .route(
+            &format!("{LB}/listeners/{{listener}}"),
+            put(update_listener).delete(delete_listener),
+        )
+        .route(&format!("{LB}/workRequests"), get(list_work_requests))
+        .route(
+            "/20170115/loadBalancerWorkRequests/{id}",
+            get(get_work_request),
+        )
+        .route(
+            "/20170115/{*rest}",
+            any(|| async { OciError::not_found("no such resource or operation") }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::map_response(with_opc_request_id))
+        .with_state(state)
+}
+
+// ---- authentication ------------------------------------------------------------------
+
+/// Verifies the request's signature over its raw target, headers and body, then applies
+/// the per-caller rate limit. Nothing here trusts an unsigned request.
+async fn authenticate(State(s): State<OciState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return OciError::invalid(format!(
+            "the request body is unreadable or larger than {MAX_BODY} bytes"
+        ))
+        .into_response();
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+    let verified = signature::verify(
+        &SignedRequest {
+            method: &parts.method,
+            target,
+            headers: &parts.headers,
+            body: &body,
+        },
+        &s.keys,
+        std::time::SystemTime::now(),
+    );
+    let principal = match verified {
+        Ok(key) => key.principal.clone(),
+        Err(failure) => {
+            tracing::info!(reason = %failure.0, "OCI request not authenticated");
+            return OciError::unauthenticated(format!(
+                "the request is not authenticated: {}",
+                failure.0
+            ))
+            .into_response();
+        }
+    };
+    if let Err(wait) = s.app.limiter.check(&format!("oci:{principal}")) {
+        return OciError::from(ControlError::RateLimited { retry_after: wait }).into_response();
+    }
+    parts.extensions.insert(OciPrincipal(principal));
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+async fn with_opc_request_id(mut resp: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&current_request_id()) {
+        resp.headers_mut().insert("opc-request-id", v);
+    }
+    resp
+}
+
+// ---- request pieces ------------------------------------------------------------------
+
+/// Path parameters, percent-decoded (`10.0.0.3%3A8080` → `10.0.0.3:8080`).
+struct Params(BTreeMap<String, String>);
+
+impl Params {
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+
+    fn lb(&self) -> LoadBalancerId {
+        lb_id(self.get("lb"))
+    }
+}
+
+impl FromRequestParts<OciState> for Params {
+    type Rejection = OciError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &OciState) -> Result<Self, OciError> {
+        axum::extract::Path::<BTreeMap<String, String>>::from_request_parts(parts, s)
+            .await
+            .map(|p| Params(p.0))
+            .map_err(|e| OciError::invalid(e.body_text()))
+    }
+}
+
+/// Query parameters.
+struct QueryMap(BTreeMap<String, String>);
+
+impl QueryMap {
+    fn flag(&self, name: &str) -> Result<bool, OciError> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(OciError::invalid(format!(
+                "{name} must be true or false (got {other:?})"
+            ))),
+        }
+    }
+
+    fn limit(&self) -> Result<usize, OciError> {
+        match self.0.get("limit") {
+            None => Ok(100),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    OciError::invalid(format!("limit must be between 1 and 1000 (got {v:?})"))
+                }),
+        }
+    }
+
+    /// `page`: the offset a previous `opc-next-page` gave.
+    fn offset(&self) -> Result<usize, OciError> {
+        match self.0.get("page") {
+            None => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|_| OciError::invalid("page is not a token this API issued")),
+        }
+    }
+}
+
+impl FromRequestParts<OciState> for QueryMap {
+    type Rejection = OciError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &OciState) -> Result<Self, OciError> {
+        axum::extract::Query::<BTreeMap<String, String>>::from_request_parts(parts, s)
+            .await
+            .map(|q| QueryMap(q.0))
+            .map_err(|e| OciError::invalid(e.body_text()))
+    }
+}
+
+/// What a mutation needs besides its arguments: request id, principal, retry token,
+/// `if-match` (the load balancer's ETag) and `isLockOverride`.
+struct Ctx(RequestContext);
+
+impl FromRequestParts<OciState> for Ctx {
+    type Rejection = OciError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &OciState) -> Result<Self, OciError> {
+        let header = |name: &str| -> Result<Option<String>, OciError> {
+            parts
+                .headers
+                .get(name)
+                .map(|v| {
+                    v.to_str()
+                        .map(str::to_owned)
+                        .map_err(|_| OciError::invalid(format!("header {name} is not valid text")))
+                })
+                .transpose()
+        };
+        let retry_token = header("opc-retry-token")?;
+        if let Some(t) = &retry_token
+            && (t.is_empty() || t.chars().count() > 64)
+        {
+            return Err(OciError::invalid(
+                "opc-retry-token must be 1 to 64 characters",
+            ));
+        }
+        let if_match = header("if-match")?.map(|value| IfMatch {
+            scope: EtagScope::LoadBalancer,
+            value,
+        });
+        let query = QueryMap::from_request_parts(parts, s).await?;
+        let principal = parts
+            .extensions
+            .get::<OciPrincipal>()
+            .map(|p| p.0.clone())
+            .ok_or_else(|| OciError::unauthenticated("the request is not authenticated"))?;
+        Ok(Ctx(RequestContext {
+            request_id: current_request_id(),
+            principal,
+            retry_token,
+            if_match,
+            lock_override: query.flag("isLockOverride")?,
+        }))
+    }
+}
+
+fn require_json(headers: &http::HeaderMap) -> Result<(), OciError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.contains("json") {
+        return Err(OciError::invalid(format!(
+            "expected an application/json body, not {ct:?}"
+        )));
+    }
+    Ok(())
+}
+
+// ---- responses -----------------------------------------------------------------------
+
+fn with_etag(mut resp: Response, cfg: &Config, lb: &LoadBalancerId) -> Response {
+    if let Some(v) = cfg.loadbalancers.get(lb)
+        && let Ok(h) = HeaderValue::from_str(&etag(v.mod_revision))
+    {
+        resp.headers_mut().insert(http::header::ETAG, h);
+    }
+    resp
+}
+
+fn json_for<T: serde::Serialize>(cfg: &Config, lb: &LoadBalancerId, body: &T) -> Response {
+    with_etag(axum::Json(body).into_response(), cfg, lb)
+}
+
+/// A mutation's answer: 204 with the work request that tracks it.
+fn accepted(cp: &ControlPlane, outcome: &Outcome) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&wr_ocid(&outcome.work_request.id)) {
+        resp.headers_mut().insert("opc-work-request-id", v);
+    }
+    match &outcome.work_request.loadbalancer_id {
+        Some(lb) => with_etag(resp, &cp.view(), lb),
+        None => resp,
+    }
+}
+
+// ---- lookups by OCI name -------------------------------------------------------------
+
+fn find_lb<'a>(
+    cfg: &'a Config,
+    id: &LoadBalancerId,
+) -> Result<&'a Versioned<fulcrum_model::LoadBalancer>, OciError> {
+    cfg.loadbalancers
+        .get(id)
+        .ok_or_else(|| OciError::not_found(format!("load balancer {} not found", lb_ocid(id))))
+}
+
+fn find_set<'a>(cfg: &'a Config, lb: &LoadBalancerId, name: &str) -> Result<&'a Pool, OciError> {
+    find_lb(cfg, lb)?;
+    cfg.pools
+        .values()
+        .map(|p| &p.value)
+        .find(|p| &p.loadbalancer_id == lb && pool_name(p) == name)
+        .ok_or_else(|| OciError::not_found(format!("backend set {name:?} not found")))
+}
+
+fn find_backend<'a>(cfg: &'a Config, pool: &Pool, name: &str) -> Result<&'a Member, OciError> {
+    cfg.members_of(&pool.id)
+        .map(|m| &m.value)
+        .find(|m| m.spec.endpoint() == name)
+        .ok_or_else(|| {
+            OciError::not_found(format!(
+                "backend {name:?} not found in backend set {:?}",
+                pool_name(pool)
+            ))
+        })
+}
+
+// ---- load balancers ------------------------------------------------------------------
+
+async fn list_load_balancers(State(s): State<OciState>, q: QueryMap) -> OciResult {
+    let Some(compartment_id) = q.0.get("compartmentId") else {
+        return Err(OciError::missing("compartmentId"));
+    };
+    let (limit, offset) = (q.limit()?, q.offset()?);
+    let cfg = s.app.control.view();
+    let mut all: Vec<_> = cfg
+        .loadbalancers
+        .values()
+        // Load balancers made outside OCI belong to no compartment: listed in every one.
+        .filter(|v| {
+            let c = compartment(&v.value);
+            c.is_empty() || &c == compartment_id
+        })
+        .map(|v| load_balancer(&s.app.control, &cfg, v))
+        .filter(|v| {
+            let j = serde_json::to_value(v).unwrap_or_default();
+            q.0.get("displayName")
+                .is_none_or(|n| j["displayName"].as_str() == Some(n))
+                && q.0
+                    .get("lifecycleState")
+                    .is_none_or(|st| j["lifecycleState"].as_str() == Some(st))
+        })
+        .collect();
+    let more = all.len() > offset + limit;
+    let page: Vec<_> = all.drain(..).skip(offset).take(limit).collect();
+    let mut resp = axum::Json(page).into_response();
+    if more && let Ok(v) = HeaderValue::from_str(&(offset + limit).to_string()) {
+        resp.headers_mut().insert("opc-next-page", v);
+    }
+    Ok(resp)
+}
+
+/// CreateLoadBalancer with its backend sets and listeners, all in one transaction.
+async fn create_load_balancer(
+    State(s): State<OciState>,
+    Ctx(mut ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    ctx.if_match = None;
+    let req: CreateLoadBalancerIn = parse_body(&body)?;
+    req.check_unsupported()?;
+    let name = req
+        .display_name
+        .clone()
+        .ok_or_else(|| OciError::missing("displayName"))?;
+    let mut spec = LoadBalancerSpec::new(name);
+    spec.labels = req.labels()?;
+    if req.is_delete_protection_enabled == Some(true) {
+        spec.locks.push(ResourceLock {
+            kind: LockKind::Delete,
+            message: "delete protection".into(),
+        });
+    }
+    let listeners_in = req.listeners.unwrap_or_default();
+    let sets_in = req.backend_sets.unwrap_or_default();
+    let mut listener_parts = Vec::new();
+    for (name, l) in &listeners_in {
+        let prefix = format!("listeners.{name}.");
+        check_name(name, &format!("{prefix}name"))?;
+        let parts = l.to_parts(&prefix)?;
+        if !sets_in.contains_key(&parts.default_backend_set) {
+            return Err(OciError::invalid(format!(
+                "{prefix}defaultBackendSetName {:?} is not a backend set of the request",
+                parts.default_backend_set
+            )));
+        }
+        listener_parts.push((name, parts));
+    }
+    let mut pools = Vec::new();
+    for (name, bs) in &sets_in {
+        // A backend set serves HTTP unless a TCP listener routes to it.
+        let tcp = listener_parts.iter().any(|(_, l)| {
+            l.default_backend_set == *name && l.protocol == fulcrum_model::ListenerProtocol::Tcp
+        });
+        let protocol = if tcp {
+            PoolProtocol::Tcp
+        } else {
+            PoolProtocol::Http
+        };
+        let id = ControlPlane::new_pool_id();
+        let parts = bs.to_parts(name, &id, protocol, &format!("backendSets.{name}."))?;
+        pools.push(NewPool {
+            id,
+            spec: parts.spec,
+            members: parts.members,
+            monitor: Some(parts.monitor),
+        });
+    }
+    let listeners = listener_parts
+        .into_iter()
+        .map(|(name, parts)| {
+            let pool = pools
+                .iter()
+                .find(|p| p.spec.name == parts.default_backend_set)
+                .map(|p| p.id.clone());
+            listener_spec(name, &parts, pool)
+        })
+        .collect();
+    let outcome = s
+        .app
+        .control
+        .add_resources(
+            &ctx,
+            "CreateLoadBalancer",
+            NewResources {
+                parent: Parent::New(spec),
+                pools,
+                listeners,
+            },
+        )
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+fn listener_spec(
+    name: &str,
+    parts: &ListenerParts,
+    pool: Option<fulcrum_model::PoolId>,
+) -> ListenerSpec {
+    let mut timeouts = ListenerTimeouts::default();
+    if let Some(ms) = parts.idle_ms {
+        timeouts.idle_ms = ms;
+    }
+    ListenerSpec {
+        name: name.to_owned(),
+        description: String::new(),
+        protocol: parts.protocol,
+        port: parts.port,
+        default_pool_id: pool,
+        routes: Vec::new(),
+        admin_state_up: true,
+        tls: None,
+        connection_limit: None,
+        timeouts,
+    }
+}
+
+async fn get_load_balancer(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let v = find_lb(&cfg, &id)?;
+    Ok(json_for(&cfg, &id, &load_balancer(&s.app.control, &cfg, v)))
+}
+
+/// Deletes the load balancer with everything under it, as OCI does.
+async fn delete_load_balancer(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
+    let outcome = s
+        .app
+        .control
+        .delete_loadbalancer(&ctx, &p.lb(), true)
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+// ---- backend sets --------------------------------------------------------------------
+
+async fn list_backend_sets(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    find_lb(&cfg, &id)?;
+    let sets: Vec<_> = cfg
+        .pools_of(&id)
+        .map(|v| backend_set(&cfg, &v.value))
+        .collect();
+    Ok(json_for(&cfg, &id, &sets))
+}
+
+/// CreateBackendSet: the pool, its backends and its health checker in one transaction.
+async fn create_backend_set(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: BackendSetIn = parse_body(&body)?;
+    let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
+    let id = ControlPlane::new_pool_id();
+    let parts = req.to_parts(&name, &id, PoolProtocol::Http, "")?;
+    let outcome = s
+        .app
+        .control
+        .add_resources(
+            &ctx,
+            "CreateBackendSet",
+            NewResources {
+                parent: Parent::Existing(p.lb()),
+                pools: vec![NewPool {
+                    id,
+                    spec: parts.spec,
+                    members: parts.members,
+                    monitor: Some(parts.monitor),
+                }],
+                listeners: Vec::new(),
+            },
+        )
+        .await
+        .map_err(name_conflict)?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+/// A duplicate name is OCI's 409 Conflict, not a 400.
+fn name_conflict(e: ControlError) -> OciError {
+    match &e {
+        ControlError::Invalid(v) if v.first().message.contains("already has") => {
+            OciError::new(StatusCode::CONFLICT, "Conflict", v.first().message.clone())
+        }
+        _ => e.into(),
+    }
+}
+
+async fn get_backend_set(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let pool = find_set(&cfg, &id, p.get("set"))?;
+    Ok(json_for(&cfg, &id, &backend_set(&cfg, pool)))
+}
+
+async fn delete_backend_set(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
+    let pool_id = find_set(&s.app.control.view(), &p.lb(), p.get("set"))?
+        .id
+        .clone();
+    let outcome = s.app.control.delete_pool(&ctx, &pool_id).await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+// ---- backends ------------------------------------------------------------------------
+
+async fn list_backends(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let pool = find_set(&cfg, &id, p.get("set"))?;
+    let backends: Vec<_> = cfg
+        .members_of(&pool.id)
+        .map(|m| backend(&m.value))
+        .collect();
+    Ok(json_for(&cfg, &id, &backends))
+}
+
+async fn create_backend(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let spec = parse_body::<BackendIn>(&body)?.to_spec("")?;
+    let pool_id = find_set(&s.app.control.view(), &p.lb(), p.get("set"))?
+        .id
+        .clone();
+    let outcome = s
+        .app
+        .control
+        .create_member(&ctx, &pool_id, spec)
+        .await
+        .map_err(name_conflict)?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+async fn get_backend(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let pool = find_set(&cfg, &id, p.get("set"))?;
+    let member = find_backend(&cfg, pool, p.get("backend"))?;
+    Ok(json_for(&cfg, &id, &backend(member)))
+}
+
+/// UpdateBackend (seed 000).
+async fn update_backend(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let patch = parse_body::<UpdateBackendIn>(&body)?.to_patch()?;
+    let (pool_id, member_id) = {
+        let cfg = s.app.control.view();
+        let pool = find_set(&cfg, &p.lb(), p.get("set"))?;
+        let member = find_backend(&cfg, pool, p.get("backend"))?;
+        (pool.id.clone(), member.id.clone())
+    };
+    let outcome = s
+        .app
+        .control
+        .update_member(&ctx, &pool_id, &member_id, &patch)
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+async fn delete_backend(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
+    let (pool_id, member_id) = {
+        let cfg = s.app.control.view();
+        let pool = find_set(&cfg, &p.lb(), p.get("set"))?;
+        let member = find_backend(&cfg, pool, p.get("backend"))?;
+        (pool.id.clone(), member.id.clone())
+    };
+    let outcome = s
+        .app
+        .control
+        .delete_member(&ctx, &pool_id, &member_id)
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+// ---- health checkers -----------------------------------------------------------------
+
+async fn get_health_checker(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let pool = find_set(&cfg, &id, p.get("set"))?;
+    let monitor = cfg.monitor_of(&pool.id).ok_or_else(|| {
+        OciError::not_found(format!(
+            "backend set {:?} has no health checker",
+            pool_name(pool)
+        ))
+    })?;
+    Ok(json_for(&cfg, &id, &health_checker(&monitor.value)))
+}
+
+/// UpdateHealthChecker replaces the checker (creating one for a pool made without).
+async fn update_health_checker(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: HealthCheckerIn = parse_body(&body)?;
+    let (pool_id, monitor_id) = {
+        let cfg = s.app.control.view();
+        let pool = find_set(&cfg, &p.lb(), p.get("set"))?;
+        (
+            pool.id.clone(),
+            cfg.monitor_of(&pool.id).map(|m| m.value.id.clone()),
+        )
+    };
+    let spec = req.to_spec(pool_id, "")?;
+    let outcome = match monitor_id {
+        Some(id) => {
+            let patch = serde_json::to_value(&spec)
+                .map_err(|e| OciError::from(ControlError::Internal(e.to_string())))?;
+            s.app.control.update_monitor(&ctx, &id, &patch).await?
+        }
+        None => s.app.control.create_monitor(&ctx, spec).await?,
+    };
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+// ---- listeners -----------------------------------------------------------------------
+
+fn resolve_set(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    parts: &ListenerParts,
+) -> Result<fulcrum_model::PoolId, OciError> {
+    find_set(cfg, lb, &parts.default_backend_set)
+        .map(|p| p.id.clone())
+        .map_err(|_| {
+            OciError::invalid(format!(
+                "defaultBackendSetName {:?} is not a backend set of this load balancer",
+                parts.default_backend_set
+            ))
+        })
+}
+
+async fn create_listener(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: ListenerIn = parse_body(&body)?;
+    let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
+    check_name(&name, "name")?;
+    let parts = req.to_parts("")?;
+    let lb = p.lb();
+    let pool = {
+        let cfg = s.app.control.view();
+        find_lb(&cfg, &lb)?;
+        resolve_set(&cfg, &lb, &parts)?
+    };
+    let outcome = s
+        .app
+        .control
+        .add_resources(
+            &ctx,
+            "CreateListener",
+            NewResources {
+                parent: Parent::Existing(lb),
+                pools: Vec::new(),
+                listeners: vec![listener_spec(&name, &parts, Some(pool))],
+            },
+        )
+        .await
+        .map_err(name_conflict)?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+async fn update_listener(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let parts = parse_body::<ListenerIn>(&body)?.to_parts("")?;
+    let lb = p.lb();
+    let (listener_id, pool) = {
+        let cfg = s.app.control.view();
+        find_lb(&cfg, &lb)?;
+        let l = find_listener(&cfg, &lb, p.get("listener"))?;
+        (l, resolve_set(&cfg, &lb, &parts)?)
+    };
+    let idle_ms = parts.idle_ms.unwrap_or(ListenerTimeouts::default().idle_ms);
+    let patch = serde_json::json!({
+        "protocol": parts.protocol,
+        "port": parts.port,
+        "default_pool_id": pool,
+        "timeouts": {"idle_ms": idle_ms},
+    });
+    let outcome = s
+        .app
+        .control
+        .update_listener(&ctx, &listener_id, &patch)
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+fn find_listener(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    name: &str,
+) -> Result<fulcrum_model::ListenerId, OciError> {
+    cfg.listeners_of(lb)
+        .find(|l| listener_name(&l.value) == name)
+        .map(|l| l.value.id.clone())
+        .ok_or_else(|| OciError::not_found(format!("listener {name:?} not found")))
+}
+
+async fn delete_listener(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
+    let lb = p.lb();
+    let listener_id = {
+        let cfg = s.app.control.view();
+        find_lb(&cfg, &lb)?;
+        find_listener(&cfg, &lb, p.get("listener"))?
+    };
+    let outcome = s.app.control.delete_listener(&ctx, &listener_id).await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+// ---- work requests -------------------------------------------------------------------
+
+fn compartment_of(cp: &ControlPlane, lb: Option<&LoadBalancerId>) -> String {
+    lb.and_then(|id| {
+        cp.view()
+            .loadbalancers
+            .get(id)
+            .map(|v| compartment(&v.value))
+    })
+    .unwrap_or_default()
+}
+
+async fn get_work_request(State(s): State<OciState>, p: Params) -> OciResult {
+    let id = wr_id(p.get("id"));
+    let wr =
+        s.app.control.get_work_request(&id).await?.ok_or_else(|| {
+            OciError::not_found(format!("work request {} not found", p.get("id")))
+        })?;
+    let c = compartment_of(&s.app.control, wr.loadbalancer_id.as_ref());
+    Ok(axum::Json(work_request(&wr, c)).into_response())
+}
+
+/// Newest first; `page` is the offset `opc-next-page` gave.
+async fn list_work_requests(State(s): State<OciState>, p: Params, q: QueryMap) -> OciResult {
+    let lb = p.lb();
+    let (limit, offset) = (q.limit()?, q.offset()?);
+    let all = s.app.control.list_work_requests(Some(&lb)).await?;
+    if all.is_empty() {
+        find_lb(&s.app.control.view(), &lb)?;
+    }
+    let c = compartment_of(&s.app.control, Some(&lb));
+    let more = all.len() > offset + limit;
+    let page: Vec<_> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|wr| work_request(wr, c.clone()))
+        .collect();
+    let mut resp = axum::Json(page).into_response();
+    if more && let Ok(v) = HeaderValue::from_str(&(offset + limit).to_string()) {
+        resp.headers_mut().insert("opc-next-page", v);
+    }
+    Ok(resp)
 }
