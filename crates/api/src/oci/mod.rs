@@ -614,10 +614,11 @@ async fn create_backend_set(
     Ok(accepted(&s.app.control, &outcome))
 }
 
-/// A duplicate name is OCI's 409 Conflict, not a 400.
+/// A duplicate (backend set or listener name, backend `ip:port`) is OCI's 409 Conflict,
+/// not a 400.
 fn name_conflict(e: ControlError) -> OciError {
     match &e {
-        ControlError::Invalid(v) if v.first().message.contains("already has") => {
+        ControlError::Invalid(v) if v.first().message.contains("already") => {
             OciError::new(StatusCode::CONFLICT, "Conflict", v.first().message.clone())
         }
         _ => e.into(),
