@@ -390,6 +390,47 @@ def more_backend_sets_listeners_and_deletes(c):
 
 
 @steps.step
+def update_backend_set_in_one_go(c):
+    a, b, d = c.backends
+    details = m.UpdateBackendSetDetails(
+        policy="IP_HASH",
+        backends=[m.BackendDetails(ip_address="127.0.0.1", port=x.port) for x in (a, b, d)],
+        health_checker=m.HealthCheckerDetails(protocol="TCP", interval_in_millis=1000,
+                                              timeout_in_millis=500),
+    )
+    # One bad part refuses the whole update.
+    bad = m.UpdateBackendSetDetails(policy="IP_HASH", backends=details.backends,
+                                    health_checker=m.HealthCheckerDetails(protocol="UDP"))
+    e = service_error(c.lb.update_backend_set, bad, c.lb_id, BS)
+    check(e.status == 400 and e.code == "InvalidParameter" and "healthChecker.protocol" in e.message,
+          str(e))
+    check(c.lb.get_backend_set(c.lb_id, BS).data.policy == "ROUND_ROBIN", "a refused update applied")
+    wait_wr(c, c.lb.update_backend_set(details, c.lb_id, BS))
+    got = c.lb.get_backend_set(c.lb_id, BS).data
+    check(got.policy == "IP_HASH" and len(got.backends) == 3, str(got))
+    check(got.health_checker.protocol == "TCP", str(got.health_checker))
+    # IP_HASH: every request from this one client address goes to the same backend.
+    counts = traffic(c, 30)
+    check(len(counts) == 1 and sum(counts.values()) == 30, f"IP_HASH spread one client: {counts}")
+
+
+@steps.step
+def update_load_balancer_and_delete_protection(c):
+    wait_wr(c, c.lb.update_load_balancer(
+        m.UpdateLoadBalancerDetails(display_name="renamed", is_delete_protection_enabled=True,
+                                    freeform_tags={"team": "edge"}), c.lb_id))
+    lb = c.lb.get_load_balancer(c.lb_id).data
+    check((lb.display_name, lb.is_delete_protection_enabled, lb.freeform_tags)
+          == ("renamed", True, {"team": "edge"}), str(lb))
+    e = service_error(c.lb.delete_load_balancer, c.lb_id)
+    check(e.status == 409 and e.code == "Conflict", f"protected delete: {e.status} {e.code}")
+    wait_wr(c, c.lb.update_load_balancer(
+        m.UpdateLoadBalancerDetails(is_delete_protection_enabled=False), c.lb_id))
+    e = service_error(c.lb.list_certificates, c.lb_id)
+    check(e.status == 404 and e.code == "NotAuthorizedOrNotFound", f"unsupported op: {e}")
+
+
+@steps.step
 def delete_load_balancer(c):
     wait_wr(c, c.lb.delete_load_balancer(c.lb_id))
     e = service_error(c.lb.get_load_balancer, c.lb_id)

@@ -31,7 +31,7 @@ pub use error::ControlError;
 pub use ops::*;
 pub use patch::merge_patch;
 pub use ratelimit::RateLimiter;
-pub use tree::{NewPool, NewResources, Parent};
+pub use tree::{NewPool, NewResources, Parent, PoolUpdate};
 
 /// Who asks for a change and how: everything a dialect learned from the request besides
 /// the operation's own arguments.

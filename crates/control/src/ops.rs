@@ -97,7 +97,10 @@ pub(crate) fn lb_for_change<'a>(
     Ok(lb)
 }
 
-fn pool_of<'a>(cfg: &'a Config, id: &PoolId) -> Result<&'a Versioned<Pool>, ControlError> {
+pub(crate) fn pool_of<'a>(
+    cfg: &'a Config,
+    id: &PoolId,
+) -> Result<&'a Versioned<Pool>, ControlError> {
     cfg.pools
         .get(id)
         .ok_or_else(|| ControlError::not_found(ResourceKind::Pool, id))
@@ -208,7 +211,7 @@ pub(crate) fn check_pool_name_free(
     Ok(())
 }
 
-fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlError> {
+pub(crate) fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlError> {
     if n > 0 && pool.spec.member_deletion_protection {
         return Err(ControlError::Conflict(format!(
             "pool {} has member deletion protection enabled; members cannot be removed",

@@ -1,7 +1,10 @@
-//! Adding several related resources in one transaction: a load balancer (new or
-//! existing) with pools (each with its members and health monitor) and listeners that
-//! may route to those pools. Everything is validated before anything is written, so a
-//! request is applied whole or not at all.
+//! Changing several related resources in one transaction:
+//! - adding a load balancer (new or existing) with pools (each with its members and
+//!   health monitor) and listeners that may route to those pools;
+//! - updating a pool together with its whole member list and its health monitor.
+//!
+//! Everything is validated before anything is written, so a request is applied whole or
+//! not at all.
 
 use std::collections::HashSet;
 
@@ -13,9 +16,13 @@ use fulcrum_model::{
 };
 use fulcrum_store::Compare;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::engine::Plan;
-use crate::ops::{check_port_free, guard_subnets, lb_for_change, member_ctx, new_id};
+use crate::ops::{
+    check_member_removal, check_pool_name_free, check_port_free, guard_subnets, lb_for_change,
+    member_ctx, new_id, patch_spec, pool_of,
+};
 use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 
 /// Where the new resources go.
@@ -255,6 +262,147 @@ impl ControlPlane {
     }
 }
 
+/// A pool's new state: a merge patch of its spec, and optionally its exact member list
+/// and its health monitor.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolUpdate {
+    pub patch: Value,
+    /// The pool's members become exactly these. Members already in the pool at the same
+    /// address and port keep their id (and their connections and health).
+    pub members: Option<Vec<MemberSpec>>,
+    /// Replaces the pool's health monitor, or creates one. Its `pool_id` must be the pool's.
+    pub monitor: Option<HealthMonitorSpec>,
+}
+
+impl ControlPlane {
+    /// Updates a pool, its members and its health monitor in one transaction, recorded
+    /// as one work request named `operation`.
+    pub async fn update_pool_tree(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        pool_id: &PoolId,
+        update: PoolUpdate,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &(operation, pool_id, &update), |cfg, now| {
+            let cur = pool_of(cfg, pool_id)?;
+            let lb_id = &cur.value.loadbalancer_id;
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            let spec: PoolSpec = patch_spec(&cur.value.spec, &update.patch)?;
+            let mut errors = Checker::new();
+            errors.nested(
+                "",
+                spec.validate(PoolContext {
+                    lb_kind: lb.value.spec.kind,
+                }),
+            );
+            errors.nested("", spec.validate_update(&cur.value.spec));
+            for (i, m) in update.members.iter().flatten().enumerate() {
+                errors.nested(
+                    &format!("members[{i}]"),
+                    m.validate(member_ctx(cfg, &lb.value, m)),
+                );
+            }
+            if let Some(members) = &update.members {
+                errors.nested(
+                    "",
+                    check_unique_endpoints(
+                        [],
+                        members
+                            .iter()
+                            .enumerate()
+                            .map(|(i, m)| (format!("members[{i}]"), m)),
+                    ),
+                );
+            }
+            if let Some(mon) = &update.monitor {
+                errors.nested("monitor", mon.validate());
+                errors.nested("monitor", check_monitor_for_pool(mon.kind, spec.protocol));
+                if &mon.pool_id != pool_id {
+                    errors.fail("monitor.pool_id", "the health monitor must name this pool");
+                }
+            }
+            errors.finish()?;
+            if spec.name != cur.value.spec.name {
+                check_pool_name_free(cfg, lb_id, &spec.name, Some(pool_id))?;
+            }
+
+            let mut plan = Plan::new(operation);
+            plan.target_revision = Some(cur.mod_revision);
+            plan.compares
+                .push(Compare::unchanged(keys::pool(pool_id), cur.mod_revision));
+            plan.put(
+                keys::pool(pool_id),
+                &Pool {
+                    spec: spec.clone(),
+                    updated_at: now,
+                    ..cur.value.clone()
+                },
+            )?;
+            plan.touched(ResourceKind::Pool, pool_id);
+            if let Some(members) = &update.members {
+                guard_subnets(cfg, &mut plan, members)?;
+                let mut by_endpoint: std::collections::HashMap<String, &Member> = cfg
+                    .members_of(pool_id)
+                    .map(|m| (m.value.spec.endpoint(), &m.value))
+                    .collect();
+                for m in members {
+                    let member = match by_endpoint.remove(&m.endpoint()) {
+                        Some(old) if old.spec == *m => continue,
+                        Some(old) => Member {
+                            spec: m.clone(),
+                            updated_at: now,
+                            ..old.clone()
+                        },
+                        None => Member {
+                            id: MemberId(new_id()),
+                            pool_id: pool_id.clone(),
+                            spec: m.clone(),
+                            created_at: now,
+                            updated_at: now,
+                        },
+                    };
+                    plan.put(keys::member(pool_id, &member.id), &member)?;
+                    plan.touched(ResourceKind::Member, &member.id);
+                }
+                check_member_removal(&cur.value, by_endpoint.len())?;
+                for old in by_endpoint.values() {
+                    plan.delete(keys::member(pool_id, &old.id));
+                    plan.touched(ResourceKind::Member, &old.id);
+                }
+            }
+            if let Some(mon) = &update.monitor {
+                let monitor = match cfg.monitor_of(pool_id) {
+                    Some(old) if old.value.spec == *mon => None,
+                    Some(old) => Some(HealthMonitor {
+                        spec: mon.clone(),
+                        updated_at: now,
+                        ..old.value.clone()
+                    }),
+                    None => Some(HealthMonitor {
+                        id: HealthMonitorId(new_id()),
+                        loadbalancer_id: lb_id.clone(),
+                        spec: mon.clone(),
+                        created_at: now,
+                        updated_at: now,
+                    }),
+                };
+                if let Some(monitor) = monitor {
+                    plan.put(keys::monitor(&monitor.id), &monitor)?;
+                    plan.touched(ResourceKind::HealthMonitor, &monitor.id);
+                }
+            }
+            plan.result = Some(ResourceRef {
+                kind: ResourceKind::Pool,
+                id: pool_id.to_string(),
+            });
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+}
+
 fn first_of(resources: &[ResourceRef], kind: ResourceKind) -> Option<ResourceRef> {
     resources.iter().find(|r| r.kind == kind).cloned()
 }
@@ -363,6 +511,70 @@ mod tests {
         let cfg = cp.view();
         assert_eq!(cfg.revision, before);
         assert!(cfg.loadbalancers.is_empty() && cfg.pools.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pool_its_members_and_monitor_change_together_or_not_at_all() {
+        let (_dir, cp) = control().await;
+        let pool_id = ControlPlane::new_pool_id();
+        let members = vec![
+            MemberSpec::new("10.0.0.1", 80),
+            MemberSpec::new("10.0.0.2", 80),
+        ];
+        let ctx = RequestContext::default();
+        cp.add_resources(&ctx, "Create", tree(&pool_id, members))
+            .await
+            .unwrap();
+        let kept_id = {
+            let cfg = cp.view();
+            cfg.members_of(&pool_id)
+                .find(|m| m.value.spec.address == "10.0.0.2")
+                .unwrap()
+                .value
+                .id
+                .clone()
+        };
+        let mut monitor = HealthMonitorSpec::new(pool_id.clone(), HealthMonitorType::Tcp);
+        monitor.unhealthy_threshold = 5;
+        let mut kept = MemberSpec::new("10.0.0.2", 80);
+        kept.weight = 3;
+        let update = |members: Vec<MemberSpec>, monitor: HealthMonitorSpec| PoolUpdate {
+            patch: serde_json::json!({"algorithm": "LEAST_CONNECTIONS"}),
+            members: Some(members),
+            monitor: Some(monitor),
+        };
+
+        // A bad monitor refuses the whole change.
+        let mut bad = monitor.clone();
+        bad.interval_ms = 1;
+        let before = cp.view().revision;
+        let err = cp
+            .update_pool_tree(&ctx, "U", &pool_id, update(vec![kept.clone()], bad))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("interval_ms"), "{err}");
+        assert_eq!(cp.view().revision, before);
+
+        let new = MemberSpec::new("10.0.0.3", 80);
+        cp.update_pool_tree(&ctx, "U", &pool_id, update(vec![kept, new], monitor))
+            .await
+            .unwrap();
+        let cfg = cp.view();
+        assert_eq!(
+            cfg.pools[&pool_id].value.spec.algorithm,
+            fulcrum_model::Algorithm::LeastConnections
+        );
+        let members: Vec<_> = cfg.members_of(&pool_id).map(|m| &m.value).collect();
+        assert_eq!(members.len(), 2);
+        let kept = members.iter().find(|m| m.id == kept_id).unwrap();
+        assert_eq!(
+            kept.spec.weight, 3,
+            "the member at the same endpoint keeps its id"
+        );
+        assert!(members.iter().all(|m| m.spec.address != "10.0.0.1"));
+        let mon = cfg.monitor_of(&pool_id).unwrap();
+        assert_eq!(mon.value.spec.unhealthy_threshold, 5);
+        assert_eq!(mon.value.spec.kind, HealthMonitorType::Tcp);
     }
 
     #[tokio::test]

@@ -16,11 +16,11 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::{MethodRouter, any, get, post, put};
 use bytes::Bytes;
 use fulcrum_control::{
     Config, ControlError, ControlPlane, EtagScope, IfMatch, NewPool, NewResources, Outcome, Parent,
-    RequestContext, Versioned, etag,
+    PoolUpdate, RequestContext, Versioned, etag,
 };
 use fulcrum_model::{
     ListenerSpec, ListenerTimeouts, LoadBalancerId, LoadBalancerSpec, LockKind, Member, Pool,
@@ -114,52 +114,68 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
         keys: Arc::new(keys),
     };
     const LB: &str = "/20170115/loadBalancers/{lb}";
-    Router::new()
-        .route(
-            "/20170115/loadBalancers",
+    let routes: [(String, MethodRouter<OciState>); 12] = [
+        (
+            "/20170115/loadBalancers".into(),
             get(list_load_balancers).post(create_load_balancer),
-        )
-        .route(LB, get(get_load_balancer).delete(delete_load_balancer))
-        .route(
-            &format!("{LB}/backendSets"),
+        ),
+        (
+            LB.into(),
+            get(get_load_balancer)
+                .put(update_load_balancer)
+                .delete(delete_load_balancer),
+        ),
+        (
+            format!("{LB}/backendSets"),
             get(list_backend_sets).post(create_backend_set),
-        )
-        .route(
-            &format!("{LB}/backendSets/{{set}}"),
-            get(get_backend_set).delete(delete_backend_set),
-        )
-        .route(
-            &format!("{LB}/backendSets/{{set}}/backends"),
+        ),
+        (
+            format!("{LB}/backendSets/{{set}}"),
+            get(get_backend_set)
+                .put(update_backend_set)
+                .delete(delete_backend_set),
+        ),
+        (
+            format!("{LB}/backendSets/{{set}}/backends"),
             get(list_backends).post(create_backend),
-        )
-        .route(
-            &format!("{LB}/backendSets/{{set}}/backends/{{backend}}"),
+        ),
+        (
+            format!("{LB}/backendSets/{{set}}/backends/{{backend}}"),
             get(get_backend).put(update_backend).delete(delete_backend),
-        )
-        .route(
-            &format!("{LB}/backendSets/{{set}}/healthChecker"),
+        ),
+        (
+            format!("{LB}/backendSets/{{set}}/healthChecker"),
             get(get_health_checker).put(update_health_checker),
-        )
-        .route(&format!("{LB}/listeners"), post(create_listener))
-        .route(
-            &format!("{LB}/listeners/{{listener}}"),
+        ),
+        (format!("{LB}/listeners"), post(create_listener)),
+        (
+            format!("{LB}/listeners/{{listener}}"),
             put(update_listener).delete(delete_listener),
-        )
-        .route(&format!("{LB}/workRequests"), get(list_work_requests))
-        .route(
-            "/20170115/loadBalancerWorkRequests/{id}",
+        ),
+        (format!("{LB}/workRequests"), get(list_work_requests)),
+        (
+            "/20170115/loadBalancerWorkRequests/{id}".into(),
             get(get_work_request),
-        )
-        .route(
-            "/20170115/{*rest}",
-            any(|| async { OciError::not_found("no such resource or operation") }),
-        )
+        ),
+        ("/20170115/{*rest}".into(), any(no_such_operation)),
+    ];
+    let mut router = Router::new();
+    for (path, methods) in routes {
+        router = router.route(&path, methods.fallback(no_such_operation));
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
         ))
         .layer(axum::middleware::map_response(with_opc_request_id))
         .with_state(state)
+}
+
+/// Unknown paths and methods answer in OCI's shape (after authentication, like OCI,
+/// which does not tell strangers what exists).
+async fn no_such_operation(method: http::Method, uri: http::Uri) -> OciError {
+    OciError::not_found(format!("fulcrum has no operation {method} {}", uri.path()))
 }
 
 // ---- authentication ------------------------------------------------------------------
@@ -492,7 +508,9 @@ async fn create_load_balancer(
             PoolProtocol::Http
         };
         let id = ControlPlane::new_pool_id();
-        let parts = bs.to_parts(name, &id, protocol, &format!("backendSets.{name}."))?;
+        let prefix = format!("backendSets.{name}.");
+        check_name(name, &format!("{prefix}name"))?;
+        let parts = bs.to_parts(name, &id, protocol, &prefix)?;
         pools.push(NewPool {
             id,
             spec: parts.spec,
@@ -556,6 +574,50 @@ async fn get_load_balancer(State(s): State<OciState>, p: Params) -> OciResult {
     Ok(json_for(&cfg, &id, &load_balancer(&s.app.control, &cfg, v)))
 }
 
+/// UpdateLoadBalancer: display name, delete protection (a DELETE lock) and free-form tags.
+/// The patch is computed from the load balancer as read; without the caller's own
+/// `if-match`, the change is pinned to that state (and re-read if it moved), so a
+/// concurrent change of its locks or tags is never lost.
+async fn update_load_balancer(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: UpdateLoadBalancerIn = parse_body(&body)?;
+    let id = p.lb();
+    let mut attempts = 0;
+    loop {
+        let (patch, seen) = {
+            let cfg = s.app.control.view();
+            let v = find_lb(&cfg, &id)?;
+            (req.to_patch(&v.value)?, etag(v.mod_revision))
+        };
+        let mut pinned = ctx.clone();
+        if pinned.if_match.is_none() {
+            pinned.if_match = Some(IfMatch {
+                scope: EtagScope::LoadBalancer,
+                value: seen,
+            });
+        }
+        match s
+            .app
+            .control
+            .update_loadbalancer(&pinned, &id, &patch)
+            .await
+        {
+            Err(ControlError::PreconditionFailed { .. })
+                if ctx.if_match.is_none() && attempts < 5 =>
+            {
+                attempts += 1;
+            }
+            result => return Ok(accepted(&s.app.control, &result?)),
+        }
+    }
+}
+
 /// Deletes the load balancer with everything under it, as OCI does.
 async fn delete_load_balancer(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
     let outcome = s
@@ -590,6 +652,7 @@ async fn create_backend_set(
     require_json(&headers)?;
     let req: BackendSetIn = parse_body(&body)?;
     let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
+    check_name(&name, "name")?;
     let id = ControlPlane::new_pool_id();
     let parts = req.to_parts(&name, &id, PoolProtocol::Http, "")?;
     let outcome = s
@@ -630,6 +693,43 @@ async fn get_backend_set(State(s): State<OciState>, p: Params) -> OciResult {
     let cfg = s.app.control.view();
     let pool = find_set(&cfg, &id, p.get("set"))?;
     Ok(json_for(&cfg, &id, &backend_set(&cfg, pool)))
+}
+
+/// UpdateBackendSet: policy, backends (the exact list), health checker and session
+/// persistence, all in one transaction.
+async fn update_backend_set(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: BackendSetIn = parse_body(&body)?;
+    if req.backends.is_none() {
+        return Err(OciError::missing("backends"));
+    }
+    let (pool_id, name, protocol) = {
+        let cfg = s.app.control.view();
+        let pool = find_set(&cfg, &p.lb(), p.get("set"))?;
+        (pool.id.clone(), pool.spec.name.clone(), pool.spec.protocol)
+    };
+    let parts = req.to_parts(&name, &pool_id, protocol, "")?;
+    let outcome = s
+        .app
+        .control
+        .update_pool_tree(
+            &ctx,
+            "UpdateBackendSet",
+            &pool_id,
+            PoolUpdate {
+                patch: parts.pool_patch(),
+                members: Some(parts.members),
+                monitor: Some(parts.monitor),
+            },
+        )
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
 }
 
 async fn delete_backend_set(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {

@@ -305,7 +305,7 @@ pub(crate) fn check_name(name: &str, field: &str) -> Result<(), OciError> {
 
 impl BackendSetIn {
     /// `protocol` is the pool's: OCI backend sets have none; they serve HTTP unless a
-    /// TCP listener created with them routes to them.
+    /// TCP listener created with them routes to them. The caller checks the name.
     pub fn to_parts(
         &self,
         name: &str,
@@ -314,7 +314,6 @@ impl BackendSetIn {
         prefix: &str,
     ) -> Result<BackendSetParts, OciError> {
         let f = |n: &str| format!("{prefix}{n}");
-        check_name(name, &f("name"))?;
         let mut spec = PoolSpec::new(name, protocol);
         spec.algorithm = policy(
             required(self.policy.as_deref(), &f("policy"))?,
@@ -390,6 +389,17 @@ fn policy_name(a: Algorithm) -> &'static str {
         Algorithm::LeastConnections => "LEAST_CONNECTIONS",
         Algorithm::SourceIp => "IP_HASH",
         Algorithm::QuicCid => "QUIC_CID",
+    }
+}
+
+impl BackendSetParts {
+    /// The merge patch of an existing pool's spec: the fields a backend set sets.
+    pub fn pool_patch(&self) -> Value {
+        serde_json::json!({
+            "algorithm": self.spec.algorithm,
+            "max_connections_per_member": self.spec.max_connections_per_member,
+            "session_persistence": self.spec.session_persistence,
+        })
     }
 }
 
@@ -519,6 +529,81 @@ impl CreateLoadBalancerIn {
             labels.insert(format!("oci.tag.{k}"), v.clone());
         }
         Ok(labels)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UpdateLoadBalancerIn {
+    pub display_name: Option<String>,
+    pub is_delete_protection_enabled: Option<bool>,
+    pub freeform_tags: Option<BTreeMap<String, String>>,
+    pub defined_tags: Option<Value>,
+    pub security_attributes: Option<Value>,
+    pub reserved_ips: Option<Value>,
+    pub ip_mode: Option<String>,
+    pub ipv6_subnet_cidr: Option<String>,
+    pub is_request_id_enabled: Option<bool>,
+    pub request_id_header: Option<String>,
+}
+
+impl UpdateLoadBalancerIn {
+    /// The merge patch of the load balancer's spec, given its current state.
+    pub fn to_patch(&self, lb: &LoadBalancer) -> Result<Value, OciError> {
+        unsupported(is_set(&self.defined_tags), "definedTags")?;
+        unsupported(is_set(&self.security_attributes), "securityAttributes")?;
+        unsupported(is_set(&self.reserved_ips), "reservedIps")?;
+        unsupported(self.ipv6_subnet_cidr.is_some(), "ipv6SubnetCidr")?;
+        unsupported(
+            self.is_request_id_enabled == Some(true),
+            "isRequestIdEnabled",
+        )?;
+        unsupported(self.request_id_header.is_some(), "requestIdHeader")?;
+        if let Some(mode) = &self.ip_mode
+            && mode != "IPV4"
+        {
+            return Err(OciError::invalid(format!(
+                "ipMode {mode:?} is not supported by fulcrum"
+            )));
+        }
+        let mut patch = serde_json::Map::new();
+        if let Some(name) = &self.display_name {
+            if name.trim().is_empty() {
+                return Err(OciError::invalid("displayName must not be empty"));
+            }
+            patch.insert("name".into(), Value::from(name.clone()));
+        }
+        if let Some(protect) = self.is_delete_protection_enabled {
+            let mut locks: Vec<_> = lb
+                .spec
+                .locks
+                .iter()
+                .filter(|l| l.kind != LockKind::Delete)
+                .cloned()
+                .collect();
+            if protect {
+                locks.push(fulcrum_model::ResourceLock {
+                    kind: LockKind::Delete,
+                    message: "delete protection".into(),
+                });
+            }
+            patch.insert(
+                "locks".into(),
+                serde_json::to_value(locks).unwrap_or_default(),
+            );
+        }
+        if let Some(tags) = &self.freeform_tags {
+            // Tags are replaced as a whole, as OCI does.
+            let mut labels = serde_json::Map::new();
+            for k in lb.spec.labels.keys().filter(|k| k.starts_with("oci.tag.")) {
+                labels.insert(k.clone(), Value::Null);
+            }
+            for (k, v) in tags {
+                labels.insert(format!("oci.tag.{k}"), Value::from(v.clone()));
+            }
+            patch.insert("labels".into(), Value::Object(labels));
+        }
+        Ok(Value::Object(patch))
     }
 }
 
