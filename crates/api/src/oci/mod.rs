@@ -1015,3 +1015,190 @@ async fn list_work_requests(State(s): State<OciState>, p: Params, q: QueryMap) -
     }
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The router in process: authentication, rate limits and error shapes, with requests
+    //! signed here the way the SDK signs them.
+    #![allow(clippy::unwrap_used)]
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use http_body_util::BodyExt;
+    use rsa::pkcs1v15::SigningKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::signature::{SignatureEncoding, Signer};
+    use sha2::{Digest, Sha256};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const PRIVATE: &str = include_str!("testdata/router_test_key.pem");
+    const KEY_ID: &str =
+        "ocid1.tenancy.oc1..t/ocid1.user.oc1..u/00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff";
+
+    async fn app(rate: f64, burst: u32) -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let control = ControlPlane::start(Arc::new(store), Default::default())
+            .await
+            .unwrap();
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(PRIVATE).unwrap();
+        let state = AppState {
+            control,
+            tokens: Arc::new(Vec::new()),
+            limiter: Arc::new(fulcrum_control::RateLimiter::new(rate, burst)),
+        };
+        let config = OciConfig {
+            keys: vec![OciKey {
+                key_id: KEY_ID.into(),
+                public_key_pem: PublicKeyPem(private.to_public_key()),
+                name: Some("tester".into()),
+            }],
+        };
+        (dir, router(state, &config))
+    }
+
+    /// A request signed as the SDK signs it.
+    fn signed(method: &str, target: &str, body: &str) -> Request {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let host = "127.0.0.1:9000";
+        let mut lines = vec![
+            format!("date: {date}"),
+            format!("(request-target): {} {target}", method.to_lowercase()),
+            format!("host: {host}"),
+        ];
+        let mut names = "date (request-target) host".to_owned();
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header("date", &date)
+            .header("host", host);
+        if ["PUT", "POST", "PATCH"].contains(&method) {
+            let digest = B64.encode(Sha256::digest(body.as_bytes()));
+            lines.push(format!("content-length: {}", body.len()));
+            lines.push("content-type: application/json".into());
+            lines.push(format!("x-content-sha256: {digest}"));
+            names.push_str(" content-length content-type x-content-sha256");
+            b = b
+                .header("content-length", body.len())
+                .header("content-type", "application/json")
+                .header("x-content-sha256", digest);
+        }
+        let key = SigningKey::<Sha256>::new(rsa::RsaPrivateKey::from_pkcs8_pem(PRIVATE).unwrap());
+        let sig = B64.encode(key.sign(lines.join("\n").as_bytes()).to_bytes());
+        b.header(
+            "authorization",
+            format!(
+                r#"Signature algorithm="rsa-sha256",headers="{names}",keyId="{KEY_ID}",signature="{sig}",version="1""#
+            ),
+        )
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+    }
+
+    async fn call(app: &Router, req: Request) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+
+    #[tokio::test]
+    async fn signed_requests_pass_and_others_are_401_in_ocis_shape() {
+        let (_dir, app) = app(1000.0, 1000).await;
+        let (status, headers, body) =
+            call(&app, signed("GET", "/20170115/loadBalancers/nope", "")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["code"], "NotAuthorizedOrNotFound");
+        assert!(headers.contains_key("opc-request-id"));
+
+        let unsigned = http::Request::get("/20170115/loadBalancers/nope")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = call(&app, unsigned).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["code"], "NotAuthenticated");
+        assert!(headers.contains_key("opc-request-id"));
+
+        // Unknown paths are not revealed to unsigned callers either.
+        let unsigned = http::Request::get("/20170115/whatever")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&app, unsigned).await.0, StatusCode::UNAUTHORIZED);
+        let (status, _, body) = call(&app, signed("GET", "/20170115/whatever", "")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NotAuthorizedOrNotFound"))
+        );
+        let (status, _, body) =
+            call(&app, signed("PATCH", "/20170115/loadBalancers/x", "{}")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NotAuthorizedOrNotFound"))
+        );
+    }
+
+    #[tokio::test]
+    async fn create_then_read_back_with_the_load_balancers_etag() {
+        let (_dir, app) = app(1000.0, 1000).await;
+        let body = r#"{"compartmentId": "c", "displayName": "lb", "shapeName": "flexible", "subnetIds": ["s"],
+            "backendSets": {"bs": {"policy": "LEAST_CONNECTIONS", "healthChecker": {"protocol": "TCP"},
+                                   "backends": [{"ipAddress": "10.0.0.1", "port": 80}]}}}"#;
+        let (status, headers, _) =
+            call(&app, signed("POST", "/20170115/loadBalancers", body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let wr = headers["opc-work-request-id"].to_str().unwrap().to_owned();
+        let (status, _, wr) = call(
+            &app,
+            signed(
+                "GET",
+                &format!("/20170115/loadBalancerWorkRequests/{wr}"),
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(wr["type"], "CreateLoadBalancer");
+        let lb = wr["loadBalancerId"].as_str().unwrap().to_owned();
+        let (status, headers, backend) = call(
+            &app,
+            signed(
+                "GET",
+                &format!("/20170115/loadBalancers/{lb}/backendSets/bs/backends/10.0.0.1%3A80"),
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(backend["name"], "10.0.0.1:80");
+        let etag = headers[http::header::ETAG].clone();
+        let (_, headers, set) = call(
+            &app,
+            signed(
+                "GET",
+                &format!("/20170115/loadBalancers/{lb}/backendSets/bs"),
+                "",
+            ),
+        )
+        .await;
+        assert_eq!(headers[http::header::ETAG], etag);
+        assert_eq!(set["policy"], "LEAST_CONNECTIONS");
+    }
+
+    #[tokio::test]
+    async fn each_key_is_rate_limited_with_429_too_many_requests() {
+        let (_dir, app) = app(0.01, 2).await;
+        for _ in 0..2 {
+            let (status, _, _) = call(&app, signed("GET", "/20170115/loadBalancers/x", "")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        let (status, headers, body) =
+            call(&app, signed("GET", "/20170115/loadBalancers/x", "")).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body["code"], "TooManyRequests");
+        assert!(headers.contains_key(http::header::RETRY_AFTER));
+    }
+}
