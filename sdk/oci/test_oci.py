@@ -9,7 +9,11 @@ import base64
 import email.utils
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import oci
@@ -431,6 +435,41 @@ def update_load_balancer_and_delete_protection(c):
 
 
 @steps.step
+def the_oci_cli_updates_a_backend(c):
+    """The README's CLI example, run with the real `oci` CLI from the same venv."""
+    d = tempfile.mkdtemp(prefix="oci-cli-")
+    try:
+        cli_update(c, d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def cli_update(c, d):
+    key_file = os.path.join(d, "key.pem")
+    with open(key_file, "w") as f:
+        f.write(c.private_key)
+    with open(os.path.join(d, "config"), "w") as f:
+        f.write(f"[DEFAULT]\nuser={USER}\nfingerprint={c.fingerprint}\ntenancy={TENANCY}\n"
+                f"region=us-ashburn-1\nkey_file={key_file}\n")
+    for name in ("key.pem", "config"):
+        os.chmod(os.path.join(d, name), 0o600)
+    cli = [os.path.join(os.path.dirname(sys.executable), "oci"),
+           "--config-file", os.path.join(d, "config"), "--endpoint", c.fulcrum.api_url]
+    a = c.backends[0]
+    env = {**os.environ, "SUPPRESS_LABEL_WARNING": "True"}
+    out = subprocess.run(cli + [
+        "lb", "backend", "update", "--load-balancer-id", c.lb_id, "--backend-set-name", BS,
+        "--backend-name", a.address, "--weight", "2", "--backup", "false", "--drain", "true",
+        "--offline", "false", "--wait-for-state", "SUCCEEDED"], capture_output=True, text=True,
+        env=env, timeout=60)
+    check(out.returncode == 0, f"oci lb backend update: {out.returncode} {out.stderr[-500:]}")
+    wr = json.loads(out.stdout)["data"]
+    check(wr["lifecycle-state"] == "SUCCEEDED" and wr["type"] == "UpdateBackend", out.stdout)
+    got = c.lb.get_backend(c.lb_id, BS, a.address).data
+    check((got.weight, got.drain) == (2, True), str(got))
+
+
+@steps.step
 def delete_load_balancer(c):
     wait_wr(c, c.lb.delete_load_balancer(c.lb_id))
     e = service_error(c.lb.get_load_balancer, c.lb_id)
@@ -448,6 +487,7 @@ def main():
         f'public_key_pem = """\n{public}"""\n'
     )
     c = Ctx()
+    c.private_key, c.fingerprint = private, fingerprint
     c.latencies = []
     c.backends = [Backend(n) for n in ("a", "b", "c")]
     c.fulcrum = Fulcrum(config)

@@ -441,12 +441,10 @@ async fn list_load_balancers(State(s): State<OciState>, q: QueryMap) -> OciResul
         })
         .map(|v| load_balancer(&s.app.control, &cfg, v))
         .filter(|v| {
-            let j = serde_json::to_value(v).unwrap_or_default();
-            q.0.get("displayName")
-                .is_none_or(|n| j["displayName"].as_str() == Some(n))
+            q.0.get("displayName").is_none_or(|n| &v.display_name == n)
                 && q.0
                     .get("lifecycleState")
-                    .is_none_or(|st| j["lifecycleState"].as_str() == Some(st))
+                    .is_none_or(|st| v.lifecycle_state == st)
         })
         .collect();
     let more = all.len() > offset + limit;

@@ -763,8 +763,8 @@ pub(crate) fn listener(cfg: &fulcrum_control::Config, l: &Listener) -> ListenerV
 pub(crate) struct LoadBalancerView {
     id: String,
     compartment_id: String,
-    display_name: String,
-    lifecycle_state: &'static str,
+    pub display_name: String,
+    pub lifecycle_state: &'static str,
     time_created: String,
     ip_addresses: Vec<Value>,
     shape_name: String,
