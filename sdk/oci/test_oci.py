@@ -280,6 +280,9 @@ def bad_requests_get_oci_errors(c):
     check(e.status == 404 and e.code == "NotAuthorizedOrNotFound", str(e))
     e = service_error(c.lb.get_load_balancer, "ocid1.loadbalancer.oc1.fulcrum.nope")
     check(e.status == 404, str(e))
+    # An endpoint with a trailing slash (the SDK then sends //20170115/...) works too.
+    slash = oci.load_balancer.LoadBalancerClient(c.sdk_config, service_endpoint=c.fulcrum.api_url + "/")
+    check(slash.get_load_balancer(c.lb_id).data.id == c.lb_id, "trailing-slash endpoint")
 
 
 @steps.step
@@ -498,6 +501,7 @@ def main():
             "key_content": private, "region": "us-ashburn-1",
         }
         oci.config.validate_config(sdk_config)
+        c.sdk_config = sdk_config
         c.lb = oci.load_balancer.LoadBalancerClient(sdk_config, service_endpoint=c.fulcrum.api_url)
         c.signer = oci.signer.Signer(TENANCY, USER, fingerprint, None, private_key_content=private)
         ok = steps.run(c)

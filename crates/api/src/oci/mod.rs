@@ -161,7 +161,12 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
     ];
     let mut router = Router::new();
     for (path, methods) in routes {
-        router = router.route(&path, methods.fallback(no_such_operation));
+        let methods = methods.fallback(no_such_operation);
+        // An endpoint configured with a trailing slash makes the SDK send `//20170115/…`
+        // (and sign it so): serve that too rather than fail on a detail of configuration.
+        router = router
+            .route(&format!("/{path}"), methods.clone())
+            .route(&path, methods);
     }
     router
         .layer(axum::middleware::from_fn_with_state(
@@ -1184,6 +1189,15 @@ mod tests {
         .await;
         assert_eq!(headers[http::header::ETAG], etag);
         assert_eq!(set["policy"], "LEAST_CONNECTIONS");
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_with_a_trailing_slash_works() {
+        let (_dir, app) = app(1000.0, 1000).await;
+        let (status, _, body) = call(&app, signed("GET", "//20170115/loadBalancers/x", "")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["code"], "NotAuthorizedOrNotFound");
+        assert!(body["message"].as_str().unwrap().contains("load balancer"));
     }
 
     #[tokio::test]
