@@ -43,12 +43,39 @@ use wire::*;
 
 type OciResult = Result<Response, OciError>;
 
-/// `[oci]` in `fulcrum.toml`: the API signing keys OCI callers sign with.
+/// `[oci]` in `fulcrum.toml`: the API signing keys OCI callers sign with. Checked when
+/// read: every key id has the `tenancy/user/fingerprint` form and appears once.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "OciConfigFile")]
 pub struct OciConfig {
-    #[serde(default)]
     pub keys: Vec<OciKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OciConfigFile {
+    #[serde(default)]
+    keys: Vec<OciKey>,
+}
+
+impl TryFrom<OciConfigFile> for OciConfig {
+    type Error = String;
+
+    fn try_from(file: OciConfigFile) -> Result<Self, String> {
+        let mut seen = std::collections::HashSet::new();
+        for k in &file.keys {
+            if k.key_id.split('/').filter(|p| !p.is_empty()).count() != 3 {
+                return Err(format!(
+                    "oci key_id {:?} must be <tenancy OCID>/<user OCID>/<fingerprint>",
+                    k.key_id
+                ));
+            }
+            if !seen.insert(&k.key_id) {
+                return Err(format!("oci key_id {:?} is listed twice", k.key_id));
+            }
+        }
+        Ok(OciConfig { keys: file.keys })
+    }
 }
 
 /// One API signing key. The SDK's `keyId` is `<tenancy OCID>/<user OCID>/<fingerprint>`
@@ -1189,6 +1216,28 @@ mod tests {
         .await;
         assert_eq!(headers[http::header::ETAG], etag);
         assert_eq!(set["policy"], "LEAST_CONNECTIONS");
+    }
+
+    #[test]
+    fn the_config_section_is_checked_when_read() {
+        let pem = rsa::pkcs8::EncodePublicKey::to_public_key_pem(
+            &rsa::RsaPrivateKey::from_pkcs8_pem(PRIVATE)
+                .unwrap()
+                .to_public_key(),
+            rsa::pkcs8::LineEnding::LF,
+        )
+        .unwrap();
+        let section = |key_id: &str, pem: &str| serde_json::json!({"keys": [{"key_id": key_id, "public_key_pem": pem}]});
+        let ok: OciConfig = serde_json::from_value(section(KEY_ID, &pem)).unwrap();
+        assert_eq!(ok.keys.len(), 1);
+        let err = serde_json::from_value::<OciConfig>(section("just-a-name", &pem)).unwrap_err();
+        assert!(err.to_string().contains("tenancy"), "{err}");
+        let err = serde_json::from_value::<OciConfig>(section(KEY_ID, "not a key")).unwrap_err();
+        assert!(err.to_string().contains("PEM"), "{err}");
+        let twice = serde_json::json!({"keys": [
+            {"key_id": KEY_ID, "public_key_pem": pem}, {"key_id": KEY_ID, "public_key_pem": pem}]});
+        let err = serde_json::from_value::<OciConfig>(twice).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[tokio::test]
