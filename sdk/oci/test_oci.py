@@ -249,6 +249,10 @@ def stale_if_match_is_412_no_etag_match(c):
     check(e.status == 412 and e.code == "NoEtagMatch", f"{e.status} {e.code} {e.message}")
     check(e.request_id, "no opc-request-id on the error")
     check(c.lb.get_backend(c.lb_id, BS, a.address).data.weight == 2, "a stale update changed the backend")
+    e = service_error(c.lb.get_backend_set, c.lb_id, BS, if_match=etag)
+    check(e.status == 412 and e.code == "NoEtagMatch", f"stale if-match on a read: {e.status}")
+    fresh = c.lb.get_load_balancer(c.lb_id).headers["etag"]
+    check(c.lb.get_backend_set(c.lb_id, BS, if_match=fresh).status == 200, "current if-match on a read")
 
 
 @steps.step

@@ -407,8 +407,40 @@ fn with_etag(mut resp: Response, cfg: &Config, lb: &LoadBalancerId) -> Response 
     resp
 }
 
-fn json_for<T: serde::Serialize>(cfg: &Config, lb: &LoadBalancerId, body: &T) -> Response {
-    with_etag(axum::Json(body).into_response(), cfg, lb)
+/// `if-match` on a read: the read answers only while the load balancer's ETag matches.
+struct ReadIfMatch(Option<String>);
+
+impl FromRequestParts<OciState> for ReadIfMatch {
+    type Rejection = OciError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &OciState) -> Result<Self, OciError> {
+        parts
+            .headers
+            .get("if-match")
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| OciError::invalid("header if-match is not valid text"))
+            })
+            .transpose()
+            .map(ReadIfMatch)
+    }
+}
+
+/// A read's answer: the body with the load balancer's ETag.
+fn json_for<T: serde::Serialize>(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    cond: &ReadIfMatch,
+    body: &T,
+) -> OciResult {
+    if let (Some(want), Some(v)) = (&cond.0, cfg.loadbalancers.get(lb)) {
+        let current = etag(v.mod_revision);
+        if !fulcrum_control::etag_matches(want, &current) {
+            return Err(OciError::from(ControlError::PreconditionFailed { current }));
+        }
+    }
+    Ok(with_etag(axum::Json(body).into_response(), cfg, lb))
 }
 
 /// A mutation's answer: 204 with the work request that tracks it.
@@ -597,11 +629,11 @@ fn listener_spec(
     }
 }
 
-async fn get_load_balancer(State(s): State<OciState>, p: Params) -> OciResult {
+async fn get_load_balancer(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
     let id = p.lb();
     let cfg = s.app.control.view();
     let v = find_lb(&cfg, &id)?;
-    Ok(json_for(&cfg, &id, &load_balancer(&s.app.control, &cfg, v)))
+    json_for(&cfg, &id, &cond, &load_balancer(&s.app.control, &cfg, v))
 }
 
 /// UpdateLoadBalancer: display name, delete protection (a DELETE lock) and free-form tags.
@@ -660,7 +692,7 @@ async fn delete_load_balancer(State(s): State<OciState>, p: Params, Ctx(ctx): Ct
 
 // ---- backend sets --------------------------------------------------------------------
 
-async fn list_backend_sets(State(s): State<OciState>, p: Params) -> OciResult {
+async fn list_backend_sets(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
     let id = p.lb();
     let cfg = s.app.control.view();
     find_lb(&cfg, &id)?;
@@ -668,7 +700,7 @@ async fn list_backend_sets(State(s): State<OciState>, p: Params) -> OciResult {
         .pools_of(&id)
         .map(|v| backend_set(&cfg, &v.value))
         .collect();
-    Ok(json_for(&cfg, &id, &sets))
+    json_for(&cfg, &id, &cond, &sets)
 }
 
 /// CreateBackendSet: the pool, its backends and its health checker in one transaction.
@@ -718,11 +750,11 @@ fn name_conflict(e: ControlError) -> OciError {
     }
 }
 
-async fn get_backend_set(State(s): State<OciState>, p: Params) -> OciResult {
+async fn get_backend_set(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
     let id = p.lb();
     let cfg = s.app.control.view();
     let pool = find_set(&cfg, &id, p.get("set"))?;
-    Ok(json_for(&cfg, &id, &backend_set(&cfg, pool)))
+    json_for(&cfg, &id, &cond, &backend_set(&cfg, pool))
 }
 
 /// UpdateBackendSet: policy, backends (the exact list), health checker and session
@@ -772,7 +804,7 @@ async fn delete_backend_set(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx)
 
 // ---- backends ------------------------------------------------------------------------
 
-async fn list_backends(State(s): State<OciState>, p: Params) -> OciResult {
+async fn list_backends(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
     let id = p.lb();
     let cfg = s.app.control.view();
     let pool = find_set(&cfg, &id, p.get("set"))?;
@@ -780,7 +812,7 @@ async fn list_backends(State(s): State<OciState>, p: Params) -> OciResult {
         .members_of(&pool.id)
         .map(|m| backend(&m.value))
         .collect();
-    Ok(json_for(&cfg, &id, &backends))
+    json_for(&cfg, &id, &cond, &backends)
 }
 
 async fn create_backend(
@@ -804,12 +836,12 @@ async fn create_backend(
     Ok(accepted(&s.app.control, &outcome))
 }
 
-async fn get_backend(State(s): State<OciState>, p: Params) -> OciResult {
+async fn get_backend(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
     let id = p.lb();
     let cfg = s.app.control.view();
     let pool = find_set(&cfg, &id, p.get("set"))?;
     let member = find_backend(&cfg, pool, p.get("backend"))?;
-    Ok(json_for(&cfg, &id, &backend(member)))
+    json_for(&cfg, &id, &cond, &backend(member))
 }
 
 /// UpdateBackend (seed 000).
@@ -853,7 +885,7 @@ async fn delete_backend(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> 
 
 // ---- health checkers -----------------------------------------------------------------
 
-async fn get_health_checker(State(s): State<OciState>, p: Params) -> OciResult {
+async fn get_health_checker(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
     let id = p.lb();
     let cfg = s.app.control.view();
     let pool = find_set(&cfg, &id, p.get("set"))?;
@@ -863,7 +895,7 @@ async fn get_health_checker(State(s): State<OciState>, p: Params) -> OciResult {
             pool_name(pool)
         ))
     })?;
-    Ok(json_for(&cfg, &id, &health_checker(&monitor.value)))
+    json_for(&cfg, &id, &cond, &health_checker(&monitor.value))
 }
 
 /// UpdateHealthChecker replaces the checker (creating one for a pool made without).
