@@ -122,8 +122,12 @@ def create_load_balancer_with_listener_and_backend_set(c):
             )
         },
     )
-    resp = c.lb.create_load_balancer(details)
+    resp = c.lb.create_load_balancer(details, opc_retry_token="create-sdk-lb")
     check(resp.status == 204, f"create answered {resp.status}")
+    # A retried create (same token, same body) is the same work request, not a second LB.
+    again = c.lb.create_load_balancer(details, opc_retry_token="create-sdk-lb")
+    check(again.headers["opc-work-request-id"] == resp.headers["opc-work-request-id"],
+          "a retried create made a new work request")
     wr = wait_wr(c, resp)
     check(wr.type == "CreateLoadBalancer", wr.type)
     c.lb_id = wr.load_balancer_id
@@ -141,7 +145,8 @@ def create_load_balancer_with_listener_and_backend_set(c):
     listed = oci.pagination.list_call_get_all_results(
         c.lb.list_load_balancers, COMPARTMENT, limit=1
     ).data
-    check(c.lb_id in [x.id for x in listed], "the new load balancer is not listed")
+    check([x.id for x in listed].count(c.lb_id) == 1 and len(listed) == 1,
+          f"the new load balancer is listed once: {[x.id for x in listed]}")
     # The dialect is a translation: the native API sees the same load balancer.
     native_id = c.lb_id.rsplit(".", 1)[1]
     status, body = c.fulcrum.native("GET", f"/v1/loadbalancers/{native_id}")

@@ -78,7 +78,9 @@ impl ControlPlane {
             l.validate()
                 .map_err(|e| e.within(&format!("listeners[{i}]")))?;
         }
-        self.mutate(ctx, &(operation, &res), |cfg, now| {
+        // A retry picks new pool ids: the retry token's fingerprint must not see them.
+        let fingerprint = (operation, without_pool_ids(&res));
+        self.mutate(ctx, &fingerprint, |cfg, now| {
             let mut plan = Plan::new(operation);
             let lb = match &res.parent {
                 Parent::New(spec) => {
@@ -403,6 +405,32 @@ impl ControlPlane {
     }
 }
 
+/// `res` with each new pool's id (and every reference to it) replaced by its position.
+fn without_pool_ids(res: &NewResources) -> NewResources {
+    let mut res = res.clone();
+    let ids: Vec<PoolId> = res.pools.iter().map(|p| p.id.clone()).collect();
+    let rename = |id: &mut PoolId| {
+        if let Some(i) = ids.iter().position(|p| p == id) {
+            *id = PoolId(format!("new-pool-{i}"));
+        }
+    };
+    for p in &mut res.pools {
+        rename(&mut p.id);
+        if let Some(m) = &mut p.monitor {
+            rename(&mut m.pool_id);
+        }
+    }
+    for l in &mut res.listeners {
+        if let Some(id) = &mut l.default_pool_id {
+            rename(id);
+        }
+        for r in &mut l.routes {
+            rename(&mut r.pool_id);
+        }
+    }
+    res
+}
+
 fn first_of(resources: &[ResourceRef], kind: ResourceKind) -> Option<ResourceRef> {
     resources.iter().find(|r| r.kind == kind).cloned()
 }
@@ -486,6 +514,39 @@ mod tests {
         // and listener share its revision.
         assert_eq!(out.work_request.resources.len(), 6);
         assert_eq!(cfg.pools[&pool_id].create_revision, out.revision);
+    }
+
+    #[tokio::test]
+    async fn a_retried_creation_is_recognised_despite_new_pool_ids() {
+        let (_dir, cp) = control().await;
+        let ctx = RequestContext {
+            principal: "p".into(),
+            retry_token: Some("t".into()),
+            ..Default::default()
+        };
+        let first = cp
+            .add_resources(
+                &ctx,
+                "Create",
+                tree(&ControlPlane::new_pool_id(), Vec::new()),
+            )
+            .await
+            .unwrap();
+        let again = cp
+            .add_resources(
+                &ctx,
+                "Create",
+                tree(&ControlPlane::new_pool_id(), Vec::new()),
+            )
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.work_request.id, first.work_request.id);
+        assert_eq!(cp.view().loadbalancers.len(), 1);
+        let mut other = tree(&ControlPlane::new_pool_id(), Vec::new());
+        other.listeners[0].port = 18_099;
+        let err = cp.add_resources(&ctx, "Create", other).await.unwrap_err();
+        assert!(matches!(err, ControlError::RetryTokenReused), "{err}");
     }
 
     #[tokio::test]
