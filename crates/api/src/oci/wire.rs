@@ -204,8 +204,6 @@ pub(crate) struct HealthCheckerIn {
     pub timeout_in_millis: Option<i64>,
     pub interval_in_millis: Option<i64>,
     pub response_body_regex: Option<String>,
-    #[allow(dead_code)]
-    pub is_force_plain_text: Option<bool>,
 }
 
 impl HealthCheckerIn {
@@ -268,8 +266,6 @@ impl HealthCheckerIn {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SessionPersistenceIn {
     pub cookie_name: Option<String>,
-    #[allow(dead_code)]
-    pub disable_fallback: Option<bool>,
 }
 
 /// CreateBackendSetDetails, and the value of `backendSets` in CreateLoadBalancerDetails
@@ -694,9 +690,8 @@ pub(crate) fn backend_set(cfg: &fulcrum_control::Config, p: &Pool) -> BackendSet
         ),
         Some(sp) if sp.kind == PersistenceType::HttpCookie => (
             None,
-            Some(
-                serde_json::json!({"cookieName": "X-Oracle-BMC-LBS-Route", "disableFallback": false}),
-            ),
+            // The cookie fulcrum's data plane sets for HTTP_COOKIE persistence.
+            Some(serde_json::json!({"cookieName": "fulcrum_sticky", "disableFallback": false})),
         ),
         _ => (None, None),
     };
