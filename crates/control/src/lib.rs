@@ -26,6 +26,7 @@ mod ops;
 mod patch;
 mod pool_set;
 mod ratelimit;
+mod tree;
 
 pub use config::{Config, Versioned};
 pub use engine::{ControlPlane, Observer, Options, Outcome};
@@ -35,6 +36,7 @@ pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
+pub use tree::{NewPool, NewResources, Parent, PoolUpdate};
 
 /// Who asks for a change and how: everything a dialect learned from the request besides
 /// the operation's own arguments.

@@ -145,7 +145,7 @@ pub(crate) fn guard_subnets<'a>(
     Ok(())
 }
 
-fn check_port_free(
+pub(crate) fn check_port_free(
     cfg: &Config,
     lb: &LoadBalancer,
     spec: &ListenerSpec,
@@ -193,7 +193,7 @@ fn check_listener_pools(
     Ok(())
 }
 
-fn check_pool_name_free(
+pub(crate) fn check_pool_name_free(
     cfg: &Config,
     lb: &LoadBalancerId,
     name: &str,

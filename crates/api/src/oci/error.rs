@@ -1,0 +1,119 @@
+//! The OCI dialect's one error shape: `{"code", "message"}` with OCI's codes and an
+//! `opc-request-id` header, as the `oci` SDK turns into `ServiceError`.
+
+use axum::response::{IntoResponse, Response};
+use fulcrum_control::ControlError;
+use fulcrum_model::FieldErrorKind;
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+
+use crate::request::current_request_id;
+
+#[derive(Debug)]
+pub(crate) struct OciError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl OciError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
+    }
+
+    pub fn missing(field: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            format!("{field} is required"),
+        )
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "NotAuthenticated", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotAuthorizedOrNotFound", message)
+    }
+}
+
+impl From<ControlError> for OciError {
+    fn from(e: ControlError) -> Self {
+        let message = e.to_string();
+        match e {
+            ControlError::Invalid(v) => {
+                let code = match v.first().kind {
+                    FieldErrorKind::Missing => "MissingParameter",
+                    FieldErrorKind::Invalid => "InvalidParameter",
+                };
+                OciError::new(StatusCode::BAD_REQUEST, code, message)
+            }
+            ControlError::NotFound { .. } => OciError::not_found(message),
+            ControlError::Conflict(_) | ControlError::Locked { .. } => {
+                OciError::new(StatusCode::CONFLICT, "Conflict", message)
+            }
+            // Transient: the SDK's retry strategies retry IncorrectState.
+            ControlError::Busy { .. } => {
+                OciError::new(StatusCode::CONFLICT, "IncorrectState", message)
+            }
+            ControlError::RetryTokenReused => {
+                OciError::new(StatusCode::CONFLICT, "InvalidatedRetryToken", message)
+            }
+            ControlError::PreconditionFailed { .. } => {
+                OciError::new(StatusCode::PRECONDITION_FAILED, "NoEtagMatch", message)
+            }
+            ControlError::RateLimited { retry_after } => OciError {
+                retry_after_secs: Some(retry_after.as_secs().max(1)),
+                ..OciError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+            },
+            ControlError::Unavailable(_) => OciError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                message,
+            ),
+            ControlError::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                OciError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Ok(v) = HeaderValue::from_str(&current_request_id()) {
+            resp.headers_mut().insert("opc-request-id", v);
+        }
+        resp
+    }
+}
