@@ -7,7 +7,7 @@ use fulcrum_model::{
     HealthMonitor, HealthMonitorId, HealthMonitorSpec, Listener, ListenerId, ListenerSpec,
     LoadBalancer, LoadBalancerId, LoadBalancerSpec, LockKind, MAX_BATCH_MEMBERS, Member,
     MemberContext, MemberId, MemberSpec, Pool, PoolContext, PoolId, PoolSpec, ProvisioningStatus,
-    ResourceKind, Subnet, SubnetId, SubnetSpec, ValidationError, check_monitor_for_pool,
+    ResourceKind, Subnet, SubnetId, SubnetSpec, Timestamp, ValidationError, check_monitor_for_pool,
     check_unique_endpoints,
 };
 use fulcrum_store::Compare;
@@ -217,6 +217,52 @@ pub(crate) fn check_member_removal(pool: &Pool, n: usize) -> Result<(), ControlE
             "pool {} has member deletion protection enabled; members cannot be removed",
             pool.id
         )));
+    }
+    Ok(())
+}
+
+/// A new member of `pool_id`.
+pub(crate) fn new_member(pool_id: &PoolId, spec: &MemberSpec, now: Timestamp) -> Member {
+    Member {
+        id: MemberId(new_id()),
+        pool_id: pool_id.clone(),
+        spec: spec.clone(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Plans `pool`'s members to become exactly `specs`. A member whose address and port stay
+/// keeps its id, so its connections, health and counters carry over; it is rewritten only
+/// if its spec changed. The others are deleted, unless the pool protects its members.
+pub(crate) fn plan_member_list(
+    plan: &mut Plan,
+    cfg: &Config,
+    pool: &Pool,
+    specs: &[MemberSpec],
+    now: Timestamp,
+) -> Result<(), ControlError> {
+    let mut by_endpoint: HashMap<String, &Member> = cfg
+        .members_of(&pool.id)
+        .map(|m| (m.value.spec.endpoint(), &m.value))
+        .collect();
+    for spec in specs {
+        let member = match by_endpoint.remove(&spec.endpoint()) {
+            Some(old) if old.spec == *spec => continue,
+            Some(old) => Member {
+                spec: spec.clone(),
+                updated_at: now,
+                ..old.clone()
+            },
+            None => new_member(&pool.id, spec, now),
+        };
+        plan.put(keys::member(&pool.id, &member.id), &member)?;
+        plan.touched(ResourceKind::Member, &member.id);
+    }
+    check_member_removal(pool, by_endpoint.len())?;
+    for old in by_endpoint.values() {
+        plan.delete(keys::member(&pool.id, &old.id));
+        plan.touched(ResourceKind::Member, &old.id);
     }
     Ok(())
 }
@@ -679,38 +725,14 @@ impl ControlPlane {
                             .map(|(i, s)| (format!("members[{i}]"), s)),
                     )?;
                     guard_subnets(cfg, &mut plan, specs)?;
-                    // On replace, a member at an address and port already in the pool
-                    // keeps its id: its connections, health and counters carry over.
-                    let mut by_endpoint: HashMap<String, &Versioned<Member>> = if replacing {
-                        existing
-                            .iter()
-                            .map(|m| (m.value.spec.endpoint(), *m))
-                            .collect()
+                    if replacing {
+                        plan_member_list(&mut plan, cfg, &pool.value, specs, now)?;
                     } else {
-                        HashMap::new()
-                    };
-                    for s in specs {
-                        let member = match by_endpoint.remove(&s.endpoint()) {
-                            Some(old) => Member {
-                                spec: s.clone(),
-                                updated_at: now,
-                                ..old.value.clone()
-                            },
-                            None => Member {
-                                id: MemberId(new_id()),
-                                pool_id: pool_id.clone(),
-                                spec: s.clone(),
-                                created_at: now,
-                                updated_at: now,
-                            },
-                        };
-                        plan.put(keys::member(pool_id, &member.id), &member)?;
-                        plan.touched(ResourceKind::Member, &member.id);
-                    }
-                    check_member_removal(&pool.value, by_endpoint.len())?;
-                    for old in by_endpoint.values() {
-                        plan.delete(keys::member(pool_id, &old.value.id));
-                        plan.touched(ResourceKind::Member, &old.value.id);
+                        for s in specs {
+                            let member = new_member(pool_id, s, now);
+                            plan.put(keys::member(pool_id, &member.id), &member)?;
+                            plan.touched(ResourceKind::Member, &member.id);
+                        }
                     }
                 }
                 BatchMembers::Delete(ids) => {

@@ -6,14 +6,14 @@
 use std::collections::{HashMap, HashSet};
 
 use fulcrum_model::{
-    LoadBalancer, LoadBalancerId, LoadBalancerSpec, Member, MemberContext, MemberId, MemberSpec,
-    Pool, PoolContext, PoolId, PoolSpec, ResourceKind, ResourceRef, check_unique_endpoints,
+    LoadBalancer, LoadBalancerId, LoadBalancerSpec, MemberContext, MemberSpec, Pool, PoolContext,
+    PoolId, PoolSpec, ResourceKind, ResourceRef, check_unique_endpoints,
 };
 use fulcrum_store::Compare;
 use serde::Serialize;
 
 use crate::engine::Plan;
-use crate::ops::{check_member_removal, guard_subnets, lb_for_change, new_id, plan_pool_removal};
+use crate::ops::{guard_subnets, lb_for_change, new_id, plan_member_list, plan_pool_removal};
 use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
 
 /// What the load balancer and its pools should look like after the change.
@@ -240,34 +240,7 @@ fn plan_pool_put(
     plan.put(keys::pool(&pool_id), &pool)?;
     plan.touched(ResourceKind::Pool, &pool_id);
 
-    let mut by_endpoint: HashMap<String, &Versioned<Member>> = cfg
-        .members_of(&pool_id)
-        .map(|m| (m.value.spec.endpoint(), m))
-        .collect();
-    for s in members {
-        let member = match by_endpoint.remove(&s.endpoint()) {
-            Some(old) if old.value.spec == *s => continue,
-            Some(old) => Member {
-                spec: s.clone(),
-                updated_at: now,
-                ..old.value.clone()
-            },
-            None => Member {
-                id: MemberId(new_id()),
-                pool_id: pool_id.clone(),
-                spec: s.clone(),
-                created_at: now,
-                updated_at: now,
-            },
-        };
-        plan.put(keys::member(&pool_id, &member.id), &member)?;
-        plan.touched(ResourceKind::Member, &member.id);
-    }
-    check_member_removal(&pool, by_endpoint.len())?;
-    for old in by_endpoint.values() {
-        plan.delete(keys::member(&pool_id, &old.value.id));
-        plan.touched(ResourceKind::Member, &old.value.id);
-    }
+    plan_member_list(plan, cfg, &pool, members, now)?;
     Ok(pool_id)
 }
 

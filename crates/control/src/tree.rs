@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::engine::Plan;
 use crate::ops::{
-    check_member_removal, check_pool_name_free, check_port_free, guard_subnets, lb_for_change,
-    member_ctx, new_id, patch_spec, pool_of,
+    check_pool_name_free, check_port_free, guard_subnets, lb_for_change, member_ctx, new_id,
+    patch_spec, plan_member_list, pool_of,
 };
 use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 
@@ -344,34 +344,7 @@ impl ControlPlane {
             plan.touched(ResourceKind::Pool, pool_id);
             if let Some(members) = &update.members {
                 guard_subnets(cfg, &mut plan, members)?;
-                let mut by_endpoint: std::collections::HashMap<String, &Member> = cfg
-                    .members_of(pool_id)
-                    .map(|m| (m.value.spec.endpoint(), &m.value))
-                    .collect();
-                for m in members {
-                    let member = match by_endpoint.remove(&m.endpoint()) {
-                        Some(old) if old.spec == *m => continue,
-                        Some(old) => Member {
-                            spec: m.clone(),
-                            updated_at: now,
-                            ..old.clone()
-                        },
-                        None => Member {
-                            id: MemberId(new_id()),
-                            pool_id: pool_id.clone(),
-                            spec: m.clone(),
-                            created_at: now,
-                            updated_at: now,
-                        },
-                    };
-                    plan.put(keys::member(pool_id, &member.id), &member)?;
-                    plan.touched(ResourceKind::Member, &member.id);
-                }
-                check_member_removal(&cur.value, by_endpoint.len())?;
-                for old in by_endpoint.values() {
-                    plan.delete(keys::member(pool_id, &old.id));
-                    plan.touched(ResourceKind::Member, &old.id);
-                }
+                plan_member_list(&mut plan, cfg, &cur.value, members, now)?;
             }
             if let Some(mon) = &update.monitor {
                 let monitor = match cfg.monitor_of(pool_id) {
