@@ -79,30 +79,52 @@ pub fn router(
         tokens: Arc::new(config.tokens.clone()),
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
     };
-    let mut router = native::router(state.clone())
+    let router = native::router(state.clone())
         .merge(oci::router(state.clone(), &config.oci))
         .merge(huawei::router(state.clone(), &config.huawei))
         .merge(azure::router(state, &config.azure));
-    if let Some(render) = metrics {
-        router = router.route(
-            "/metrics",
-            axum::routing::get(move || {
-                let render = render.clone();
-                async move {
-                    (
-                        [(
-                            http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        render(),
-                    )
-                }
-            }),
-        );
-    }
+    with_common_layers(with_metrics(router, metrics), control_for_stale)
+}
+
+/// What a data-plane-only fleet node serves in place of the API: `/v1/health` and
+/// `/metrics`, for probes and scrapers.
+pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<MetricsSource>) -> Router {
+    let state = AppState {
+        control: control.clone(),
+        tokens: Arc::new(Vec::new()),
+        limiter: Arc::new(RateLimiter::new(0.0, 0)),
+    };
+    let router = Router::new()
+        .route("/v1/health", axum::routing::get(native::health))
+        .with_state(state);
+    with_common_layers(with_metrics(router, metrics), control)
+}
+
+fn with_metrics(router: Router, metrics: Option<MetricsSource>) -> Router {
+    let Some(render) = metrics else {
+        return router;
+    };
+    router.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    render(),
+                )
+            }
+        }),
+    )
+}
+
+fn with_common_layers(router: Router, control: Arc<ControlPlane>) -> Router {
     router
         .layer(axum::middleware::from_fn_with_state(
-            control_for_stale,
+            control,
             request::mark_stale,
         ))
         .layer(axum::middleware::from_fn(request::with_request_id))

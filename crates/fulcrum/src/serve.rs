@@ -180,26 +180,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     dp_options.bind_address = file.proxy.bind_address;
     let data_plane = Arc::new(fulcrum_proxy::DataPlane::start(control.clone(), dp_options));
 
-    if args.role == Role::DataPlane {
-        tracing::info!(data_dir = %data_dir.display(), "fulcrum data-plane node is serving");
-        println!(
-            "fulcrum: data-plane node following the shared configuration (data in {})",
-            data_dir.display()
-        );
-        shutdown_signal().await;
-        data_plane.shutdown(SHUTDOWN_GRACE).await;
-        return Ok(());
-    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     let metrics_source = data_plane.clone();
-    let app = fulcrum_api::router(
-        control.clone(),
-        &api_config,
-        Some(Arc::new(move || metrics_source.render_metrics())),
-    );
+    let metrics: fulcrum_api::MetricsSource = Arc::new(move || metrics_source.render_metrics());
+    if args.role == Role::DataPlane {
+        // No API on this node; probes and scrapers still find /v1/health and /metrics.
+        let app = fulcrum_api::probe_router(control.clone(), Some(metrics));
+        tracing::info!(data_dir = %data_dir.display(), "fulcrum data-plane node is serving");
+        println!(
+            "fulcrum: data-plane node following the shared configuration; health and metrics on http://{local} (data in {})",
+            data_dir.display()
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        data_plane.shutdown(SHUTDOWN_GRACE).await;
+        return Ok(());
+    }
+    let app = fulcrum_api::router(control.clone(), &api_config, Some(metrics));
     tracing::info!(api = %local, data_dir = %data_dir.display(), "fulcrum is serving");
     // One line a script can wait for (tests read it to learn the port).
     println!(

@@ -72,10 +72,9 @@ impl Node {
         ));
     }
 
+    /// The node's API (a data-plane node's: only `/v1/health` and `/metrics`).
     fn api(&self) -> Api {
-        let api = self.server.as_ref().unwrap().client();
-        assert!(!api.base.is_empty(), "node {} serves no API", self.id);
-        api
+        self.server.as_ref().unwrap().client()
     }
 
     fn url(&self, port: u16) -> String {
@@ -201,6 +200,17 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         let body = body_of(&http, &node.url(port)).await;
         assert!(body == "b1" || body == "b2", "{}: {body}", node.id);
     }
+
+    // The data-plane node has no API, but answers probes and scrapers.
+    let probe = c.api();
+    assert_eq!(
+        probe.call("GET", "/v1/loadbalancers", None).await.status,
+        404
+    );
+    let health = probe.ok("GET", "/v1/health", None).await;
+    assert_eq!(health.body["store_reachable"], true, "{}", health.body);
+    let metrics = probe.ok("GET", "/metrics", None).await;
+    assert!(metrics.body.as_str().unwrap_or("").contains("fulcrum_"));
 
     // ---- propagation: API write acknowledged -> every node serves it -------------------
     let members = api_a.items(&format!("/v1/pools/{pool}/members")).await;

@@ -223,7 +223,7 @@ fn created_or_ok(outcome: &Outcome, created: bool) -> StatusCode {
 // ---- health --------------------------------------------------------------------------
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct Health {
+pub(crate) struct Health {
     status: &'static str,
     /// The store revision this node's view holds.
     revision: i64,
@@ -238,7 +238,7 @@ struct Health {
 /// Liveness and how current this node is. No authentication.
 #[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
     responses((status = 200, body = Health)))]
-async fn health(State(s): State<AppState>) -> Json<Health> {
+pub(crate) async fn health(State(s): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
         revision: s.control.view().revision,

@@ -48,9 +48,13 @@ impl Server {
                     .unwrap_or_default()
                     .to_owned();
             }
-            // A data-plane node serves no API.
-            if line.contains("data-plane node following") {
-                break String::new();
+            // A data-plane node serves no API, only health and metrics.
+            if let Some(rest) = line.split("health and metrics on ").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
