@@ -258,7 +258,7 @@ def main():
         for r in rows:
             if r.get("scenario") in ("churn-baseline", "churn-churn"):
                 c = api_by_round.get(r["round"]) if r["scenario"] == "churn-churn" else None
-                extra = "| | | |"
+                extra = "| | | | |"
                 if c:
                     extra = (f"| {c['ok']}/{c['attempted']} | {c['statuses']} "
                              f"{'(+' + str(c['exceptions']) + ' exceptions)' if c['exceptions'] else ''} | "
