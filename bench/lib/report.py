@@ -149,7 +149,9 @@ def main():
         p = prop[-1]
         t.append(("(6) propagation p99 ≤ 2 ms",
                   f"p99 {fmt(p['p99_ms'], 2)} ms (p50 {fmt(p['p50_ms'], 2)} ms, "
-                  f"{p['observed']}/{p['writes']} writes)",
+                  f"{p['observed']}/{p['writes']} writes; includes one request through fulcrum, "
+                  f"whose own p99 is {fmt(p.get('poll_rtt_p99_ms'), 2)} ms; "
+                  f"{p.get('stale_responses', '?')} answers from the old member after the ack)",
                   p["p99_ms"] is not None and p["p99_ms"] <= 2.0 and p["timeouts"] == 0))
     scale = [r["result"] for r in rows if r.get("scenario") == "scale"]
     if scale:
