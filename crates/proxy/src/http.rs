@@ -29,6 +29,31 @@ pub(crate) struct ConnInfo {
     pub listener: ListenerId,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The client's address as `X-Forwarded-For` carries it, and `for=…;proto=…` for
+    /// `Forwarded`: formatted once per connection, not per request.
+    client_ip: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(listener: ListenerId, peer: SocketAddr, tls: bool) -> ConnInfo {
+        let ip = peer.ip();
+        let proto = if tls { "https" } else { "http" };
+        let forwarded = match ip {
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+            v4 => format!("for={v4};proto={proto}"),
+        };
+        ConnInfo {
+            listener,
+            peer,
+            tls,
+            // An IP address and these fixed words are always valid header text.
+            client_ip: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_maybe_shared(Bytes::from(forwarded))
+                .unwrap_or(HeaderValue::from_static("for=unknown")),
+        }
+    }
 }
 
 fn reply(status: StatusCode, reason: &str) -> Response<ResponseBody> {
@@ -58,6 +83,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names beats a lookup per listed header.
+    if !headers
+        .keys()
+        .any(|k| k == header::UPGRADE || HOP_BY_HOP.contains(k))
+    {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -109,13 +141,17 @@ async fn proxy(
     // Ambiguous framing (Content-Length with Transfer-Encoding) never reaches here as
     // such: hyper lets Transfer-Encoding win, drops Content-Length, and closes the
     // connection after the response, so nothing can be smuggled behind the body.
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(str::to_owned);
-    let Some(pool) = listener.route(host.as_deref(), req.uri().path()) else {
+    // The Host header is kept as it came (a cheap shared copy); only an absolute-form
+    // request without one needs its authority turned into a value.
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+    let Some(pool) = listener.route(host_str, req.uri().path()) else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "no pool serves this request",
@@ -128,12 +164,12 @@ async fn forward(
     dp: &DataPlaneInner,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    host: Option<String>,
+    host: Option<HeaderValue>,
     pool: &PoolRt,
     timeouts: fulcrum_model::ListenerTimeouts,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
-    prepare_upstream_headers(&mut parts.headers, conn, host.as_deref());
+    prepare_upstream_headers(&mut parts.headers, conn, host.as_ref());
     parts.version = Version::HTTP_11;
     parts.uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
@@ -150,6 +186,7 @@ async fn forward(
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     let session = Session::of(pool, conn.peer.ip(), &parts.headers);
     let mut bound = session.bound;
+    let mut parts = Some(parts);
 
     for _ in 0..MAX_ATTEMPTS {
         let Some(idx) = bound.take().or_else(|| pick(pool, client_hash, &tried)) else {
@@ -174,7 +211,15 @@ async fn forward(
             Some(b) if !bodyless => Either::Left(b),
             _ => Either::Right(Empty::new()),
         };
-        let mut member_parts = parts.clone();
+        // Only a request that may be resent after a reset keeps a copy; any other is sent
+        // at most once (a failed connect comes back before this point).
+        let Some(mut member_parts) = (if retryable {
+            parts.clone()
+        } else {
+            parts.take()
+        }) else {
+            break;
+        };
         apply_upstream(&mut member_parts, &member.upstream);
         if let Some(proxy) = &member.upstream.proxy
             && member.upstream.tls.is_none()
@@ -439,34 +484,40 @@ fn apply_upstream(parts: &mut http::request::Parts, u: &crate::snapshot::Upstrea
     }
 }
 
-fn prepare_upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>) {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The pieces, in order, as one header value.
+fn joined(parts: &[&[u8]]) -> Option<HeaderValue> {
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+}
+
+fn prepare_upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
-    let client = conn.peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.clone(),
+    let xff = match headers.get(X_FORWARDED_FOR) {
+        Some(prev) => joined(&[prev.as_bytes(), b", ", conn.client_ip.as_bytes()]),
+        None => Some(conn.client_ip.clone()),
     };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
     let proto = if conn.tls { "https" } else { "http" };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    let for_value = match conn.peer.ip() {
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        v4 => v4.to_string(),
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let forwarded = match host {
+        Some(h) => joined(&[conn.forwarded.as_bytes(), b";host=\"", h.as_bytes(), b"\""]),
+        None => Some(conn.forwarded.clone()),
     };
-    let mut forwarded = format!("for={for_value};proto={proto}");
-    if let Some(h) = host {
-        forwarded.push_str(&format!(";host=\"{h}\""));
-    }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if let Some(v) = forwarded {
         headers.append(header::FORWARDED, v);
     }
-    if !headers.contains_key(header::HOST)
-        && let Some(h) = host
-        && let Ok(v) = HeaderValue::from_str(h)
+    if let Some(h) = host
+        && !headers.contains_key(header::HOST)
     {
-        headers.insert(header::HOST, v);
+        headers.insert(header::HOST, h.clone());
     }
 }
 

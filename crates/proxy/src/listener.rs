@@ -242,11 +242,7 @@ async fn serve_http<S>(
         .get(&id)
         .map_or(60_000, |l| l.timeouts.idle_ms);
     let idle = Duration::from_millis(u64::from(idle));
-    let info = Arc::new(ConnInfo {
-        listener: id,
-        peer,
-        tls,
-    });
+    let info = Arc::new(ConnInfo::new(id, peer, tls));
     let opened = tokio::time::Instant::now();
     let activity = Arc::new(Activity::default());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
