@@ -26,6 +26,8 @@ mod ops;
 mod patch;
 mod pool_set;
 mod ratelimit;
+#[cfg(test)]
+mod testing;
 mod tree;
 
 pub use config::{Config, Versioned};

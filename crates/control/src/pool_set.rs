@@ -248,22 +248,11 @@ fn plan_pool_put(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use fulcrum_model::{ListenerSpec, PoolProtocol};
-    use fulcrum_store::EmbeddedStore;
 
     use super::*;
-    use crate::{EtagScope, IfMatch, Options, etag};
-
-    async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-        let cp = ControlPlane::start(Arc::new(store), Options::default())
-            .await
-            .unwrap();
-        (dir, cp)
-    }
+    use crate::testing::control;
+    use crate::{EtagScope, IfMatch, etag};
 
     fn put(name: &str, members: &[(&str, u16)]) -> PoolChange {
         PoolChange::Put {

@@ -10,9 +10,8 @@ use std::collections::HashSet;
 
 use fulcrum_model::{
     Checker, HealthMonitor, HealthMonitorId, HealthMonitorSpec, Listener, ListenerId, ListenerSpec,
-    LoadBalancer, LoadBalancerId, LoadBalancerSpec, Member, MemberId, MemberSpec, Pool,
-    PoolContext, PoolId, PoolSpec, ResourceKind, ResourceRef, check_monitor_for_pool,
-    check_unique_endpoints,
+    LoadBalancer, LoadBalancerId, LoadBalancerSpec, MemberSpec, Pool, PoolContext, PoolId,
+    PoolSpec, ResourceKind, ResourceRef, check_monitor_for_pool, check_unique_endpoints,
 };
 use fulcrum_store::Compare;
 use serde::Serialize;
@@ -21,7 +20,7 @@ use serde_json::Value;
 use crate::engine::Plan;
 use crate::ops::{
     check_pool_name_free, check_port_free, guard_subnets, lb_for_change, member_ctx, new_id,
-    patch_spec, plan_member_list, pool_of,
+    new_member, patch_spec, plan_member_list, pool_of,
 };
 use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 
@@ -220,13 +219,7 @@ impl ControlPlane {
                 plan.touched(ResourceKind::Pool, &p.id);
                 guard_subnets(cfg, &mut plan, &p.members)?;
                 for m in &p.members {
-                    let member = Member {
-                        id: MemberId(new_id()),
-                        pool_id: p.id.clone(),
-                        spec: m.clone(),
-                        created_at: now,
-                        updated_at: now,
-                    };
+                    let member = new_member(&p.id, m, now);
                     plan.put(keys::member(&p.id, &member.id), &member)?;
                     plan.touched(ResourceKind::Member, &member.id);
                 }
@@ -412,22 +405,10 @@ fn first_of(resources: &[ResourceRef], kind: ResourceKind) -> Option<ResourceRef
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use fulcrum_model::{HealthMonitorType, ListenerProtocol, PoolProtocol};
-    use fulcrum_store::EmbeddedStore;
 
     use super::*;
-    use crate::Options;
-
-    async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-        let cp = ControlPlane::start(Arc::new(store), Options::default())
-            .await
-            .unwrap();
-        (dir, cp)
-    }
+    use crate::testing::control;
 
     fn listener(name: &str, port: u16, pool: &PoolId) -> ListenerSpec {
         ListenerSpec {

@@ -1,0 +1,19 @@
+//! Helpers for this crate's unit tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use fulcrum_store::EmbeddedStore;
+
+use crate::{ControlPlane, Options};
+
+/// A control plane on a fresh embedded store (kept alive by the returned directory).
+pub(crate) async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    let cp = ControlPlane::start(Arc::new(store), Options::default())
+        .await
+        .unwrap();
+    (dir, cp)
+}
