@@ -18,6 +18,9 @@ use crate::select::{Tried, pick};
 use crate::state::Lease;
 use crate::upstream::connect_tcp;
 
+/// Copy buffer per direction of a proxied TCP connection.
+const TCP_BUFFER: usize = 64 * 1024;
+
 const MAX_ATTEMPTS: usize = 2;
 
 pub(crate) async fn serve(
@@ -93,7 +96,14 @@ async fn copy_until_idle(client: &mut TcpStream, upstream: TcpStream, idle: Dura
         opened,
         last: last.clone(),
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    // 64 KiB per direction (tokio's default is 8 KiB): a quarter of the read and write
+    // calls on bulk transfers, for 112 KiB more per connection.
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        TCP_BUFFER,
+        TCP_BUFFER,
+    );
     tokio::pin!(copy);
     let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
     loop {
