@@ -11,13 +11,20 @@
 //! tie-break's `current` values are relaxed atomics as in
 //! [`SmoothWeightedRoundRobin`](crate::SmoothWeightedRoundRobin). The counters are live, so the
 //! second scan may no longer find any member at the lowest load; the pick then goes to the first
-//! member the first scan found there. Cost is O(n) per pick (a few ns per member): for large
-//! pools, power-of-two-choices would be the O(1) alternative, at the price of nginx's
-//! semantics.
+//! member the first scan found there. Cost is O(n) per pick (a few ns per member).
+//!
+//! [`SampledLeastConnections`] is the O(1) version for large pools (the [`Selector`] uses it
+//! from [`Selector::SCHEDULE_MIN_MEMBERS`] members): power of two choices, as Envoy's
+//! `LEAST_REQUEST` does, with both choices drawn in proportion to weight.
+//!
+//! [`Selector`]: crate::Selector
+//! [`Selector::SCHEDULE_MIN_MEMBERS`]: crate::Selector::SCHEDULE_MIN_MEMBERS
 
 use std::cmp::Ordering;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
+use crate::hash::mix64;
+use crate::schedule::ScheduledRoundRobin;
 use crate::swrr::smooth_pick;
 use crate::view::{Candidate, View, weight_now};
 
@@ -116,6 +123,74 @@ impl WeightedLeastConnections {
     }
 }
 
+/// Least connections by sampling: O(1) per pick whatever the pool size.
+///
+/// The first choice is the next pick of a [`ScheduledRoundRobin`] over the pool; the second is a
+/// schedule entry at a random position, which is a draw in proportion to weight. The one with
+/// the lower `in_flight / weight` wins and the first choice wins ties, so an idle pool is served
+/// exactly as smooth weighted round robin, as the exact version serves it.
+///
+/// What is given up against [`WeightedLeastConnections`]: the winner is the less loaded of two
+/// members, not the least loaded of all. Two choices are enough to keep the load spread within a
+/// small factor of the best (Mitzenmacher's "power of two choices"), and a member far busier than
+/// the rest is picked only when both draws land on it, with probability `(weight share)²`.
+#[derive(Debug)]
+pub struct SampledLeastConnections {
+    schedule: ScheduledRoundRobin,
+    /// Seeds the second choice's position; relaxed, only its spread matters.
+    draws: AtomicU64,
+}
+
+impl SampledLeastConnections {
+    /// Random entries tried for the second choice before the first one is taken alone.
+    const SECOND_CHOICE_TRIES: u64 = 4;
+
+    /// `None` when the pool is too large for a schedule (see [`ScheduledRoundRobin::new`]).
+    pub fn new(candidates: &[Candidate]) -> Option<Self> {
+        Some(Self {
+            schedule: ScheduledRoundRobin::new(candidates)?,
+            draws: AtomicU64::new(0),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.schedule.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.schedule.is_empty()
+    }
+
+    /// The less loaded of two weighted draws, or `None` when no member is eligible with a
+    /// weight above 0.
+    pub fn select<V: View + ?Sized>(&self, view: &V) -> Option<usize> {
+        let first = self.schedule.select(view)?;
+        let load = |idx: usize| -> Option<Load> {
+            match weight_now(view, idx, self.schedule.configured_weight(idx)) {
+                0 => None,
+                weight => Some(Load {
+                    in_flight: view.in_flight(idx),
+                    weight,
+                }),
+            }
+        };
+        // The live view may have changed since the schedule's pick; it is still the best guess.
+        let Some(first_load) = load(first) else {
+            return Some(first);
+        };
+        let seed = mix64(
+            self.draws
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        let second = (0..Self::SECOND_CHOICE_TRIES)
+            .find_map(|attempt| self.schedule.entry(view, mix64(seed.wrapping_add(attempt))));
+        match second.and_then(|idx| Some((idx, load(idx)?))) {
+            Some((idx, second_load)) if second_load.cmp(first_load) == Ordering::Less => Some(idx),
+            _ => Some(first),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +258,69 @@ mod tests {
         let in_flight = RefCell::new(vec![u64::MAX, u64::MAX / 2]);
         // u64::MAX / u32::MAX is far below (u64::MAX / 2) / 1.
         assert_eq!(lc.select(&InFlight(&in_flight)), Some(0));
+    }
+
+    fn sampled(weights: &[u32]) -> SampledLeastConnections {
+        let candidates: Vec<Candidate> = weights.iter().map(|&w| Candidate::new(w, 0)).collect();
+        SampledLeastConnections::new(&candidates).unwrap()
+    }
+
+    #[test]
+    fn sampled_idle_pool_is_smooth_round_robin() {
+        let lc = sampled(&[5, 1, 1]);
+        let picks: String = (0..14)
+            .map(|_| (b'a' + lc.select(&|_| true).unwrap() as u8) as char)
+            .collect();
+        assert_eq!(picks, "aabacaa".repeat(2));
+    }
+
+    #[test]
+    fn sampled_avoids_a_busy_member() {
+        // 100 equal members, one with 50 in flight: it wins only when both draws land on it.
+        let lc = sampled(&[1; 100]);
+        let mut in_flight = vec![0u64; 100];
+        in_flight[7] = 50;
+        let in_flight = RefCell::new(in_flight);
+        let picks = (0..100_000)
+            .filter(|_| lc.select(&InFlight(&in_flight)) == Some(7))
+            .count();
+        // Round robin would give it 1,000; (1/100)² of the picks is 10.
+        assert!(picks < 60, "{picks}");
+    }
+
+    #[test]
+    fn sampled_in_flight_follows_weights() {
+        // Requests that never finish, 64 members with weights 1 and 3: in-flight per unit of
+        // weight stays close across members.
+        let weights: Vec<u32> = (0..64).map(|i| if i % 2 == 0 { 1 } else { 3 }).collect();
+        let lc = sampled(&weights);
+        let in_flight = RefCell::new(vec![0u64; 64]);
+        for _ in 0..64_000 {
+            let idx = lc.select(&InFlight(&in_flight)).unwrap();
+            in_flight.borrow_mut()[idx] += 1;
+        }
+        let per_weight: Vec<f64> = in_flight
+            .borrow()
+            .iter()
+            .zip(&weights)
+            .map(|(&n, &w)| n as f64 / f64::from(w))
+            .collect();
+        let (lo, hi) = per_weight
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        // The mean is 500 per unit of weight.
+        assert!(lo > 400.0 && hi < 600.0, "{lo} .. {hi}");
+    }
+
+    #[test]
+    fn sampled_never_picks_weight_zero_or_ineligible() {
+        let mut weights = vec![1u32; 80];
+        weights[0] = 0;
+        let lc = sampled(&weights);
+        for _ in 0..1_000 {
+            let idx = lc.select(&|i: usize| i.is_multiple_of(2)).unwrap();
+            assert!(idx != 0 && idx.is_multiple_of(2), "{idx}");
+        }
+        assert_eq!(lc.select(&|i| i == 0), None);
     }
 }

@@ -13,12 +13,13 @@
 //! must survive selector rebuilds. A selector holds only what follows from configuration, plus the
 //! smoothing state of round robin, which is cheap to lose.
 //!
-//! | pool algorithm          | selector                                           | per pick |
-//! |-------------------------|----------------------------------------------------|----------|
-//! | `ROUND_ROBIN`, < 64     | [`SmoothWeightedRoundRobin`]: exact nginx SWRR     | O(n)     |
-//! | `ROUND_ROBIN`, ≥ 64     | [`ScheduledRoundRobin`]: precomputed SWRR period   | O(1)     |
-//! | `LEAST_CONNECTIONS`     | [`WeightedLeastConnections`]: nginx, SWRR on ties  | O(n)     |
-//! | `SOURCE_IP`, `QUIC_CID` | [`Maglev`]: consistent hash, weights ignored       | O(1)     |
+//! | pool algorithm            | selector                                           | per pick |
+//! |---------------------------|----------------------------------------------------|----------|
+//! | `ROUND_ROBIN`, < 64       | [`SmoothWeightedRoundRobin`]: exact nginx SWRR     | O(n)     |
+//! | `ROUND_ROBIN`, ≥ 64       | [`ScheduledRoundRobin`]: precomputed SWRR period   | O(1)     |
+//! | `LEAST_CONNECTIONS`, < 64 | [`WeightedLeastConnections`]: nginx, SWRR on ties  | O(n)     |
+//! | `LEAST_CONNECTIONS`, ≥ 64 | [`SampledLeastConnections`]: two weighted choices  | O(1)     |
+//! | `SOURCE_IP`, `QUIC_CID`   | [`Maglev`]: consistent hash, weights ignored       | O(1)     |
 //!
 //! (O(1) while most of the pool is eligible; see each module for the fallbacks.)
 //!
@@ -34,7 +35,7 @@ mod swrr;
 mod view;
 
 pub use hash::{hash_bytes, hash_ip, mix64};
-pub use least_conn::WeightedLeastConnections;
+pub use least_conn::{SampledLeastConnections, WeightedLeastConnections};
 pub use maglev::Maglev;
 pub use schedule::ScheduledRoundRobin;
 pub use selector::{Algorithm, Selector};

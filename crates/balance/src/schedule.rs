@@ -116,6 +116,20 @@ impl ScheduledRoundRobin {
         self.weighted_draw(view, seed)
     }
 
+    /// The configured weight of member `idx`.
+    pub(crate) fn configured_weight(&self, idx: usize) -> u32 {
+        self.weights[idx]
+    }
+
+    /// The member at entry `pos` (modulo the period) if it may be chosen now, without moving
+    /// the cursor: with a random `pos`, a draw in proportion to weight.
+    pub(crate) fn entry<V: View + ?Sized>(&self, view: &V, pos: u64) -> Option<usize> {
+        if self.table.is_empty() {
+            return None;
+        }
+        self.take(view, pos)
+    }
+
     /// The member at entry `pos` (modulo the period), if it may take this pick. A member below
     /// its configured weight keeps the entry with probability `effective / configured`.
     #[inline]

@@ -10,8 +10,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use fulcrum_balance::{
-    Algorithm, Candidate, Maglev, ScheduledRoundRobin, Selector, SmoothWeightedRoundRobin, View,
-    WeightedLeastConnections, hash_ip,
+    Algorithm, Candidate, Maglev, SampledLeastConnections, ScheduledRoundRobin, Selector,
+    SmoothWeightedRoundRobin, View, WeightedLeastConnections, hash_ip,
 };
 
 struct Counting;
@@ -90,6 +90,7 @@ fn check(n: usize) {
     let swrr = SmoothWeightedRoundRobin::new(&candidates);
     let scheduled = ScheduledRoundRobin::new(&candidates).expect("pool fits a schedule");
     let least = WeightedLeastConnections::new(&candidates);
+    let sampled = SampledLeastConnections::new(&candidates).expect("pool fits a schedule");
     let maglev = Maglev::new(&candidates);
     let selectors: Vec<Selector> = [
         Algorithm::RoundRobin,
@@ -122,6 +123,7 @@ fn check(n: usize) {
                 picked += usize::from(swrr.select(&view).is_some());
                 picked += usize::from(scheduled.select(&view).is_some());
                 picked += usize::from(least.select(&view).is_some());
+                picked += usize::from(sampled.select(&view).is_some());
                 picked += usize::from(maglev.select(client, &view).is_some());
                 for selector in &selectors {
                     picked += usize::from(selector.select(client, &view).is_some());
@@ -129,7 +131,7 @@ fn check(n: usize) {
             }
         });
         assert_eq!(made, 0, "{n} members: {made} allocations");
-        let expected = if expect_some { 7 * picks } else { 0 };
+        let expected = if expect_some { 8 * picks } else { 0 };
         assert_eq!(picked, expected, "{n} members");
     }
 }

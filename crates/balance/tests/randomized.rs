@@ -3,8 +3,8 @@
 //! there is no such member.
 
 use fulcrum_balance::{
-    Algorithm, Candidate, Maglev, ScheduledRoundRobin, Selector, SmoothWeightedRoundRobin, View,
-    WeightedLeastConnections,
+    Algorithm, Candidate, Maglev, SampledLeastConnections, ScheduledRoundRobin, Selector,
+    SmoothWeightedRoundRobin, View, WeightedLeastConnections,
 };
 
 struct XorShift(u64);
@@ -69,7 +69,7 @@ impl Random {
 fn never_ineligible_and_none_only_when_nothing_is_eligible() {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     for round in 0..400 {
-        let n = rng.below(80) as usize;
+        let n = rng.below(100) as usize;
         let candidates: Vec<Candidate> = (0..n)
             .map(|_| {
                 let weight = match rng.below(5) {
@@ -83,6 +83,7 @@ fn never_ineligible_and_none_only_when_nothing_is_eligible() {
         let swrr = SmoothWeightedRoundRobin::new(&candidates);
         let scheduled = ScheduledRoundRobin::new(&candidates).unwrap();
         let least = WeightedLeastConnections::new(&candidates);
+        let sampled = SampledLeastConnections::new(&candidates).unwrap();
         let maglev = Maglev::with_table_size(&candidates, 1 + rng.below(3000) as usize);
         let built: Vec<(Algorithm, Selector)> = [
             Algorithm::RoundRobin,
@@ -103,6 +104,7 @@ fn never_ineligible_and_none_only_when_nothing_is_eligible() {
                     ("swrr", swrr.select(&view)),
                     ("scheduled", scheduled.select(&view)),
                     ("least", least.select(&view)),
+                    ("sampled", sampled.select(&view)),
                 ];
                 for (name, pick) in weighted {
                     match pick {
