@@ -10,8 +10,10 @@ use serde::Deserialize;
 
 use crate::paths;
 
-/// `[store]` in `fulcrum.toml`.
+/// `[store]` in `fulcrum.toml`. Parsed in every build, so one config file stays valid whether
+/// or not this binary has etcd support; only builds with it read the etcd fields.
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// `etcd://host:port,host:port` (plain) or `etcds://…` (TLS); absent: embedded.
