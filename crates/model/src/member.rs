@@ -42,9 +42,10 @@ pub struct MemberSpec {
     /// Most concurrent connections; absent = the pool's limit.
     #[serde(default)]
     pub max_connections: Option<u32>,
-    /// Overrides the pool's upstream settings for this member.
+    /// Overrides the pool's upstream settings for this member. Boxed: few members have their
+    /// own, and inline it would more than double the size of every member held in memory.
     #[serde(default)]
-    pub upstream: Option<UpstreamSettings>,
+    pub upstream: Option<Box<UpstreamSettings>>,
 }
 
 fn default_weight() -> u32 {

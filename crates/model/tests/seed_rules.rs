@@ -359,10 +359,10 @@ fn member_rules() {
         (
             "invalid per-member upstream settings named under upstream [003]",
             |m| {
-                m.spec.upstream = Some(UpstreamSettings {
+                m.spec.upstream = Some(Box::new(UpstreamSettings {
                     base_path: "no-slash".into(),
                     ..UpstreamSettings::default()
-                })
+                }))
             },
             Invalid("upstream.base_path"),
         ),

@@ -841,7 +841,7 @@ fn service_member(
     m.name = backend.to_owned();
     m.priority = priority;
     m.weight = weight;
-    m.upstream = Some(upstream.clone());
+    m.upstream = Some(Box::new(upstream.clone()));
     m
 }
 
