@@ -74,7 +74,7 @@ impl Config {
             }
             ConfigKey::Monitor(_) => insert(&mut self.monitors, kv, |v| v.id.clone()),
             ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, |v| v.id.clone()),
-            ConfigKey::WorkRequest(id) => match decode::<WorkRequest>(kv) {
+            ConfigKey::WorkRequest(id) => match decode::<WorkRequestStatusOnly>(kv) {
                 Some(wr) if !wr.status.is_final() => {
                     self.pending_work_requests
                         .insert(WorkRequestId::from(id), kv.create_revision);
@@ -153,6 +153,13 @@ impl Config {
             .values()
             .find(|m| &m.value.spec.pool_id == pool)
     }
+}
+
+/// The one field of a work request the view keeps. A batch's work request lists every
+/// resource it touched; decoding only the status skips building those strings.
+#[derive(Deserialize)]
+struct WorkRequestStatusOnly {
+    status: WorkRequestStatus,
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {

@@ -30,6 +30,7 @@ mod sticky;
 mod tcp;
 mod tls;
 mod upstream;
+mod weak_map;
 
 pub use health::HealthCounter;
 pub use snapshot::Snapshot;
@@ -169,7 +170,6 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
         let failed = inner.reconcile_listeners(&snap);
         *inner.bind_errors.lock() = failed.into_iter().collect();
         inner.reconcile_health(&snap);
-        inner.registry.sweep();
         control.report_applied(snap.revision);
         let retry_binds = !inner.bind_errors.lock().is_empty();
         tokio::select! {

@@ -73,23 +73,11 @@ impl Stats {
 
 /// Hands out one `Stats` per listener id, alive as long as a snapshot holds it.
 #[derive(Default)]
-pub struct StatsRegistry {
-    by_id: parking_lot::Mutex<std::collections::HashMap<String, Weak<Stats>>>,
-}
+pub struct StatsRegistry(crate::weak_map::WeakMap<String, Stats>);
 
 impl StatsRegistry {
     pub fn get(&self, id: &str) -> Arc<Stats> {
-        let mut map = self.by_id.lock();
-        if let Some(s) = map.get(id).and_then(Weak::upgrade) {
-            return s;
-        }
-        let s = Arc::new(Stats::default());
-        map.insert(id.to_owned(), Arc::downgrade(&s));
-        s
-    }
-
-    pub fn sweep(&self) {
-        self.by_id.lock().retain(|_, w| w.strong_count() > 0);
+        self.0.get_or_insert_with(id, Stats::default).0
     }
 }
 

@@ -2,14 +2,14 @@
 //! connections. Keyed by the member's stable id, so a config swap (a weight change, a
 //! new member next to it) never resets what the data plane knows about a member.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use fulcrum_model::MemberId;
 use parking_lot::Mutex;
 
 use crate::upstream::IdleConnections;
+use crate::weak_map::WeakMap;
 
 /// What health checks and passive observation say about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,43 +189,27 @@ impl Drop for Lease {
 /// lease that holds them; a member that comes back later starts fresh.
 #[derive(Default)]
 pub struct Registry {
-    members: Mutex<HashMap<MemberId, Weak<MemberState>>>,
+    members: WeakMap<MemberId, MemberState>,
     /// Listener counters, which outlive snapshots the same way.
     pub(crate) listener_stats: crate::metrics::StatsRegistry,
     /// Session persistence bindings per pool.
-    sticky: Mutex<HashMap<fulcrum_model::PoolId, Weak<crate::sticky::StickyTable>>>,
+    sticky: WeakMap<fulcrum_model::PoolId, crate::sticky::StickyTable>,
 }
 
 impl Registry {
     /// The member's state, and whether it was created just now.
     pub fn member_new(&self, id: &MemberId) -> (Arc<MemberState>, bool) {
-        let mut map = self.members.lock();
-        if let Some(state) = map.get(id).and_then(Weak::upgrade) {
-            return (state, false);
-        }
-        let state = Arc::new(MemberState::default());
-        map.insert(id.clone(), Arc::downgrade(&state));
-        (state, true)
+        self.members.get_or_insert_with(id, MemberState::default)
     }
 
-    /// Forgets entries no snapshot or lease holds any more.
+    /// The pool's persistence bindings.
     pub fn sticky(&self, pool: &fulcrum_model::PoolId) -> Arc<crate::sticky::StickyTable> {
-        let mut map = self.sticky.lock();
-        if let Some(t) = map.get(pool).and_then(Weak::upgrade) {
-            return t;
-        }
-        let t = Arc::new(crate::sticky::StickyTable::default());
-        map.insert(pool.clone(), Arc::downgrade(&t));
-        t
-    }
-
-    pub fn sweep(&self) {
-        self.members.lock().retain(|_, w| w.strong_count() > 0);
-        self.sticky.lock().retain(|_, w| w.strong_count() > 0);
-        self.listener_stats.sweep();
+        self.sticky
+            .get_or_insert_with(pool, crate::sticky::StickyTable::default)
+            .0
     }
 
     pub fn get(&self, id: &MemberId) -> Option<Arc<MemberState>> {
-        self.members.lock().get(id).and_then(Weak::upgrade)
+        self.members.get(id)
     }
 }

@@ -122,7 +122,11 @@ pub(crate) fn pool(cp: &ControlPlane, cfg: &Config, v: &Versioned<Pool>) -> Pool
 
 pub(crate) fn member(cp: &ControlPlane, cfg: &Config, v: &Versioned<Member>) -> MemberView {
     let mut resource = v.value.clone();
-    resource.spec.upstream = resource.spec.upstream.as_ref().map(|u| Box::new(u.masked()));
+    resource.spec.upstream = resource
+        .spec
+        .upstream
+        .as_ref()
+        .map(|u| Box::new(u.masked()));
     MemberView {
         operating_status: member_status(cp, cfg, &v.value),
         resource,
