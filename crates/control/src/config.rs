@@ -27,6 +27,10 @@ pub struct Versioned<T> {
 pub struct Config {
     /// The store revision this view reflects.
     pub revision: Revision,
+    /// The newest revision that changed what the data plane serves: anything but work
+    /// requests. A data plane that compiled this revision serves `revision` as well.
+    #[serde(default)]
+    pub traffic_revision: Revision,
     pub loadbalancers: BTreeMap<LoadBalancerId, Versioned<LoadBalancer>>,
     pub listeners: BTreeMap<ListenerId, Versioned<Listener>>,
     pub pools: BTreeMap<PoolId, Versioned<Pool>>,
@@ -42,6 +46,7 @@ impl Config {
     pub fn from_kvs(kvs: &[KeyValue], revision: Revision) -> Self {
         let mut c = Config {
             revision,
+            traffic_revision: revision,
             ..Default::default()
         };
         for kv in kvs {
@@ -52,6 +57,9 @@ impl Config {
 
     pub fn apply(&mut self, batch: &WatchBatch) {
         for Event { kind, kv } in &batch.events {
+            if !matches!(keys::parse(&kv.key), Some(ConfigKey::WorkRequest(_)) | None) {
+                self.traffic_revision = batch.revision;
+            }
             match kind {
                 EventKind::Put => self.put(kv),
                 EventKind::Delete => self.delete(&kv.key),

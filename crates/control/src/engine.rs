@@ -167,7 +167,9 @@ pub struct ControlPlane {
     pub(crate) opts: Options,
 }
 
-const MAX_ATTEMPTS: usize = 20;
+/// Commit attempts per mutation. Every change to a load balancer compares its key, so with
+/// many writers at once a writer may lose several races before its turn comes.
+const MAX_ATTEMPTS: usize = 64;
 
 impl ControlPlane {
     /// Loads the configuration and starts the tasks that keep the view current.
@@ -327,7 +329,9 @@ impl ControlPlane {
                     .into(),
             ));
         }
-        let mut waited_busy = false;
+        // With one change at a time, each waits until the one before it is served, for
+        // `busy_wait` in all, before answering Busy.
+        let busy_deadline = tokio::time::Instant::now() + self.opts.busy_wait;
         for _ in 0..MAX_ATTEMPTS {
             let now = Utc::now();
             let wr_id = WorkRequestId(uuid::Uuid::new_v4().to_string());
@@ -359,16 +363,17 @@ impl ControlPlane {
                 (plan, cfg.revision, lb_revision, wr, txn)
             };
             if let Some(rev) = lb_revision
+                && ctx.one_change_at_a_time
                 && self.is_pending(rev)
             {
-                if waited_busy || !self.wait_applied(rev, self.opts.busy_wait).await {
+                let left = busy_deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() || !self.wait_applied(rev, left).await {
                     let id = plan.lb.map(|l| l.0).unwrap_or_default();
                     return Err(ControlError::Busy {
                         kind: ResourceKind::LoadBalancer,
                         id,
                     });
                 }
-                waited_busy = true;
                 continue;
             }
 
@@ -731,6 +736,9 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
     }
 }
 
+/// The finisher records finished work requests at most this often.
+const FINISH_EVERY: Duration = Duration::from_millis(20);
+
 /// Marks work requests SUCCEEDED once the data plane serves them, forgets expired retry
 /// tokens and compacts old history.
 async fn finish_work_requests(cp: Weak<ControlPlane>) {
@@ -739,6 +747,7 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
         None => return,
     };
     let mut housekeeping = tokio::time::interval(Duration::from_secs(300));
+    let mut last_round = tokio::time::Instant::now();
     loop {
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
@@ -748,6 +757,11 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
                 continue;
             }
         }
+        // Readers already see SUCCEEDED (the status is derived from what is applied), so
+        // recording it can wait a little: under a stream of changes one commit then records
+        // many work requests, instead of every change costing a second commit.
+        tokio::time::sleep_until(last_round + FINISH_EVERY).await;
+        last_round = tokio::time::Instant::now();
         let Some(this) = cp.upgrade() else { return };
         let done: Vec<(WorkRequestId, Revision)> = {
             let applied = *applied.borrow_and_update();

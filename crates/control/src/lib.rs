@@ -34,6 +34,8 @@ pub use config::{Config, Versioned};
 pub use engine::{ControlPlane, Observer, Options, Outcome};
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
+/// Store revisions number every configuration the control plane hands out.
+pub use fulcrum_store::Revision;
 pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};
@@ -53,6 +55,11 @@ pub struct RequestContext {
     pub if_match: Option<IfMatch>,
     /// Override load balancer locks (OCI `isLockOverride`).
     pub lock_override: bool,
+    /// Cloud semantics: a change to a load balancer waits until its previous change is
+    /// served, and is refused as `Busy` after `busy_wait` (OCI's and Huawei's "not ACTIVE").
+    /// Otherwise changes follow each other at once, each in its own revision, and the data
+    /// plane serves them in order.
+    pub one_change_at_a_time: bool,
 }
 
 /// A precondition on an ETag.

@@ -178,7 +178,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dp_options.max_retry_after = std::time::Duration::from_secs(secs);
     }
     dp_options.bind_address = file.proxy.bind_address;
-    let data_plane = Arc::new(fulcrum_proxy::DataPlane::start(control.clone(), dp_options));
+    let proxy_runtime = ProxyRuntime::start()?;
+    let data_plane = Arc::new(fulcrum_proxy::DataPlane::start_on(
+        proxy_runtime.handle(),
+        control.clone(),
+        dp_options,
+    ));
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -237,6 +242,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     data_plane.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("fulcrum stopped");
     Ok(())
+}
+
+/// The data plane's own runtime, one worker per CPU (`TOKIO_WORKER_THREADS` overrides), apart
+/// from the single thread that runs the API and the control plane: a burst of API writes
+/// cannot take a worker from traffic, and traffic cannot starve the API (Envoy splits its
+/// main thread from its workers the same way).
+struct ProxyRuntime(Option<tokio::runtime::Runtime>);
+
+impl ProxyRuntime {
+    fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("fulcrum-proxy")
+            .enable_all()
+            .build()
+            .context("cannot start the proxy runtime")?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("present until dropped").handle()
+    }
+}
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code, where a blocking runtime shutdown would panic; the data
+        // plane has already drained by then.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A fleet node's name when none is given: generated once, kept in the data directory.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fulcrum_control::ControlPlane;
+use fulcrum_control::Revision;
 use fulcrum_model::{ListenerId, MemberId};
 use parking_lot::Mutex;
 
@@ -80,6 +81,17 @@ impl DataPlane {
     /// control plane should run with `self_apply` off: the data plane reports what it
     /// serves.
     pub fn start(control: Arc<ControlPlane>, options: DataPlaneOptions) -> DataPlane {
+        Self::start_on(&tokio::runtime::Handle::current(), control, options)
+    }
+
+    /// Like [`DataPlane::start`], with every data-plane task (listeners, connections, health
+    /// checks) on `runtime`: a control plane on another runtime then never holds up traffic,
+    /// and traffic never holds up the API.
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        control: Arc<ControlPlane>,
+        options: DataPlaneOptions,
+    ) -> DataPlane {
         let inner = Arc::new(DataPlaneInner {
             options,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
@@ -90,7 +102,7 @@ impl DataPlane {
             bind_errors: Mutex::new(HashMap::new()),
         });
         control.set_observer(Arc::new(Observations(inner.clone())));
-        let task = tokio::spawn(follow(inner.clone(), control));
+        let task = runtime.spawn(follow(inner.clone(), control));
         DataPlane { inner, task }
     }
 
@@ -156,26 +168,55 @@ pub struct MemberObservation {
 
 async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
     let mut seen = control.subscribe_seen();
+    // The traffic revision last compiled: changes to work requests alone (the finisher
+    // marking them done) need no new snapshot, what is served already reflects them.
+    let mut compiled: Option<Revision> = None;
     loop {
-        let snap = {
+        let (revision, fresh) = {
             let cfg = control.view();
-            Arc::new(snapshot::compile(
-                &cfg,
-                &inner.snapshot.load(),
-                &inner.registry,
-                inner.options.bind_address,
-            ))
+            let fresh = (compiled != Some(cfg.traffic_revision)).then(|| {
+                Arc::new(snapshot::compile(
+                    &cfg,
+                    &inner.snapshot.load(),
+                    &inner.registry,
+                    inner.options.bind_address,
+                ))
+            });
+            compiled = Some(cfg.traffic_revision);
+            (cfg.revision, fresh)
         };
-        inner.snapshot.store(snap.clone());
-        let failed = inner.reconcile_listeners(&snap);
-        *inner.bind_errors.lock() = failed.into_iter().collect();
-        inner.reconcile_health(&snap);
-        control.report_applied(snap.revision);
-        let retry_binds = !inner.bind_errors.lock().is_empty();
-        tokio::select! {
-            changed = seen.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(REBIND_EVERY), if retry_binds => {}
+        if let Some(snap) = fresh {
+            inner.snapshot.store(snap.clone());
+            let failed = inner.reconcile_listeners(&snap);
+            *inner.bind_errors.lock() = failed.into_iter().collect();
+            inner.reconcile_health(&snap);
         }
+        control.report_applied(revision);
+        match wait_for_change(&mut seen, &inner).await {
+            Wake::Changed => {}
+            Wake::RetryBinds => compiled = None,
+            Wake::Closed => return,
+        }
+    }
+}
+
+enum Wake {
+    /// The view moved on.
+    Changed,
+    /// Time to try again the listeners that could not bind.
+    RetryBinds,
+    /// The control plane is gone.
+    Closed,
+}
+
+async fn wait_for_change(
+    seen: &mut tokio::sync::watch::Receiver<Revision>,
+    inner: &DataPlaneInner,
+) -> Wake {
+    let retry_binds = !inner.bind_errors.lock().is_empty();
+    tokio::select! {
+        changed = seen.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Closed },
+        _ = tokio::time::sleep(REBIND_EVERY), if retry_binds => Wake::RetryBinds,
     }
 }
 

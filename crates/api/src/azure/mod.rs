@@ -147,6 +147,8 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
             value,
         }),
         lock_override: false,
+        // API Management has no provisioning state on backends: ETags order the changes.
+        one_change_at_a_time: false,
     };
     let Target { service, backend } = target;
     let Some(id) = backend else {

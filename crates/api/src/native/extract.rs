@@ -113,6 +113,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
                 value,
             }),
             lock_override,
+            // Changes follow each other at once; the data plane serves them in order.
+            one_change_at_a_time: false,
         }))
     }
 }

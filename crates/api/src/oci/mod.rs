@@ -379,6 +379,8 @@ impl FromRequestParts<OciState> for Ctx {
             retry_token,
             if_match,
             lock_override: query.flag("isLockOverride")?,
+            // OCI takes one work request per load balancer at a time.
+            one_change_at_a_time: true,
         }))
     }
 }
