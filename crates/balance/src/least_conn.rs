@@ -21,7 +21,7 @@
 //! [`Selector::SCHEDULE_MIN_MEMBERS`]: crate::Selector::SCHEDULE_MIN_MEMBERS
 
 use std::cmp::Ordering;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering as AtomicOrdering};
 
 use crate::hash::mix64;
 use crate::schedule::ScheduledRoundRobin;
@@ -178,12 +178,8 @@ impl SampledLeastConnections {
         let Some(first_load) = load(first) else {
             return Some(first);
         };
-        let seed = mix64(
-            self.draws
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        );
-        let second = (0..Self::SECOND_CHOICE_TRIES)
-            .find_map(|attempt| self.schedule.entry(view, mix64(seed.wrapping_add(attempt))));
+        let seed = mix64(self.draws.fetch_add(1, AtomicOrdering::Relaxed));
+        let second = self.schedule.sample(view, seed, Self::SECOND_CHOICE_TRIES);
         match second.and_then(|idx| Some((idx, load(idx)?))) {
             Some((idx, second_load)) if second_load.cmp(first_load) == Ordering::Less => Some(idx),
             _ => Some(first),

@@ -108,12 +108,8 @@ impl ScheduledRoundRobin {
         // A run of ineligible entries. An entry at a random position is a draw weighted by the
         // configured weights, so sampling a few stays O(1) and keeps the shares.
         let seed = mix64(!pos);
-        for sample in 0..Self::MAX_SAMPLES as u64 {
-            if let Some(idx) = self.take(view, mix64(seed.wrapping_add(sample))) {
-                return Some(idx);
-            }
-        }
-        self.weighted_draw(view, seed)
+        self.sample(view, seed, Self::MAX_SAMPLES as u64)
+            .or_else(|| self.weighted_draw(view, seed))
     }
 
     /// The configured weight of member `idx`.
@@ -121,13 +117,18 @@ impl ScheduledRoundRobin {
         self.weights[idx]
     }
 
-    /// The member at entry `pos` (modulo the period) if it may be chosen now, without moving
-    /// the cursor: with a random `pos`, a draw in proportion to weight.
-    pub(crate) fn entry<V: View + ?Sized>(&self, view: &V, pos: u64) -> Option<usize> {
+    /// A member that may be chosen now, from entries at up to `tries` positions derived from
+    /// `seed`, without moving the cursor: each entry is a draw in proportion to weight.
+    pub(crate) fn sample<V: View + ?Sized>(
+        &self,
+        view: &V,
+        seed: u64,
+        tries: u64,
+    ) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
-        self.take(view, pos)
+        (0..tries).find_map(|n| self.take(view, mix64(seed.wrapping_add(n))))
     }
 
     /// The member at entry `pos` (modulo the period), if it may take this pick. A member below

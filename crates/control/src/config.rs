@@ -137,6 +137,16 @@ impl Config {
         self.members.get(pool)?.get(id)
     }
 
+    /// The listeners that send traffic to `pool` (as default pool or through a route).
+    pub fn listeners_using<'a>(
+        &'a self,
+        pool: &'a PoolId,
+    ) -> impl Iterator<Item = &'a Versioned<Listener>> + 'a {
+        self.listeners
+            .values()
+            .filter(move |l| l.value.spec.pool_refs().any(|(_, p)| p == pool))
+    }
+
     pub fn pools_of<'a>(
         &'a self,
         lb: &'a LoadBalancerId,

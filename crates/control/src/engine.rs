@@ -257,6 +257,28 @@ impl ControlPlane {
         self.observer.read().as_ref()?.member_status(id)
     }
 
+    /// A member's operating status, the same in every dialect: its admin state first
+    /// (offline, draining), then what the data plane observes (health checks, failed
+    /// connects), else online or no monitor.
+    pub fn member_status(
+        &self,
+        cfg: &Config,
+        m: &fulcrum_model::Member,
+    ) -> fulcrum_model::OperatingStatus {
+        use fulcrum_model::OperatingStatus;
+        if !m.spec.accepts_bound_requests() {
+            OperatingStatus::Offline
+        } else if m.spec.drain {
+            OperatingStatus::Draining
+        } else if let Some(observed) = self.observed_member_status(&m.id) {
+            observed
+        } else if cfg.monitor_of(&m.pool_id).is_some() {
+            OperatingStatus::Online
+        } else {
+            OperatingStatus::NoMonitor
+        }
+    }
+
     pub fn observed_listener_error(&self, id: &fulcrum_model::ListenerId) -> Option<String> {
         self.observer.read().as_ref()?.listener_error(id)
     }

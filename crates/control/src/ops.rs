@@ -555,11 +555,7 @@ impl ControlPlane {
         self.mutate(ctx, &("DeletePool", id), |cfg, _now| {
             let cur = pool_of(cfg, id)?;
             lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
-            if let Some(l) = cfg
-                .listeners
-                .values()
-                .find(|l| l.value.spec.pool_refs().any(|(_, p)| p == id))
-            {
+            if let Some(l) = cfg.listeners_using(id).next() {
                 return Err(ControlError::Conflict(format!(
                     "pool {id} is in use by listener {}",
                     l.value.id

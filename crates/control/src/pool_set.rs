@@ -156,11 +156,7 @@ fn plan_pool_set(
                     return Err(ControlError::not_found(ResourceKind::Pool, name));
                 };
                 let id = &pool.value.id;
-                if let Some(l) = cfg
-                    .listeners
-                    .values()
-                    .find(|l| l.value.spec.pool_refs().any(|(_, p)| p == id))
-                {
+                if let Some(l) = cfg.listeners_using(id).next() {
                     return Err(ControlError::Conflict(format!(
                         "pool {name} is in use by listener {}",
                         l.value.id

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fulcrum_control::ControlPlane;
-use fulcrum_control::Revision;
+use fulcrum_control::{ControlPlane, Revision};
 use fulcrum_model::{ListenerId, MemberId};
 use parking_lot::Mutex;
 
@@ -106,7 +105,8 @@ impl DataPlane {
         DataPlane { inner, task }
     }
 
-    /// The revision the data plane serves.
+    /// The newest configuration revision compiled into what the data plane serves. Revisions
+    /// that only touch work requests need no new snapshot and do not move it.
     pub fn revision(&self) -> i64 {
         self.inner.snapshot.load().revision
     }
@@ -192,31 +192,12 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
             inner.reconcile_health(&snap);
         }
         control.report_applied(revision);
-        match wait_for_change(&mut seen, &inner).await {
-            Wake::Changed => {}
-            Wake::RetryBinds => compiled = None,
-            Wake::Closed => return,
+        let retry_binds = !inner.bind_errors.lock().is_empty();
+        tokio::select! {
+            changed = seen.changed() => if changed.is_err() { return },
+            // Listeners that could not bind are tried again with a fresh compile.
+            _ = tokio::time::sleep(REBIND_EVERY), if retry_binds => compiled = None,
         }
-    }
-}
-
-enum Wake {
-    /// The view moved on.
-    Changed,
-    /// Time to try again the listeners that could not bind.
-    RetryBinds,
-    /// The control plane is gone.
-    Closed,
-}
-
-async fn wait_for_change(
-    seen: &mut tokio::sync::watch::Receiver<Revision>,
-    inner: &DataPlaneInner,
-) -> Wake {
-    let retry_binds = !inner.bind_errors.lock().is_empty();
-    tokio::select! {
-        changed = seen.changed() => if changed.is_ok() { Wake::Changed } else { Wake::Closed },
-        _ = tokio::time::sleep(REBIND_EVERY), if retry_binds => Wake::RetryBinds,
     }
 }
 

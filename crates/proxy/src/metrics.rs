@@ -261,7 +261,7 @@ impl prometheus_client::collector::Collector for Collector {
         gauge(
             &mut encoder,
             "fulcrum_config_revision",
-            "The configuration revision the data plane serves",
+            "The newest configuration revision compiled into what the data plane serves",
             &[(Vec::new(), snap.revision)],
         )?;
         gauge(

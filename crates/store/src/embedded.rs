@@ -50,10 +50,11 @@ const META_COMPACTED: &str = "compacted";
 const FORMAT_V1: u8 = 1;
 
 /// Live notifications kept for slow watchers; a watcher further behind re-reads `changes`.
-/// redb's page cache. Its default (1 GiB) fills with every page a write touches, and nearly
-/// all reads are served by the control plane's in-memory view instead; with 100,000 members
-/// the default cost over 100 MB of RSS for no measurable speed-up. Pages it misses come from
-/// the kernel's page cache.
+/// redb's page cache. Its default (1 GiB) fills with every page a write touches, while nearly
+/// all reads are served by the control plane's in-memory view instead: at 20,000 members it
+/// held 26 MB of a 72 MB heap (heaptrack). Capped, 200-member batches into 100,000 members
+/// took as long as before, within run-to-run noise. Pages it misses come from the kernel's
+/// page cache.
 const CACHE_BYTES: usize = 16 << 20;
 
 const DEFAULT_BROADCAST_CAPACITY: usize = 1024;

@@ -157,12 +157,7 @@ pub(crate) fn pool(api: Api, cfg: &Config, v: &Versioned<Pool>, project: &str) -
     let p = &v.value;
     let lb = cfg.loadbalancers.get(&p.loadbalancer_id).map(|v| &v.value);
     let project = project_of(lb, project);
-    let listeners = refs(
-        cfg.listeners
-            .values()
-            .filter(|l| l.value.spec.pool_refs().any(|(_, id)| *id == p.id))
-            .map(|l| l.value.id.as_str()),
-    );
+    let listeners = refs(cfg.listeners_using(&p.id).map(|l| l.value.id.as_str()));
     let members = refs(cfg.members_of(&p.id).map(|m| m.value.id.as_str()));
     let mut out = json!({
         "id": p.id,
@@ -200,21 +195,6 @@ pub(crate) fn pool(api: Api, cfg: &Config, v: &Versioned<Pool>, project: &str) -
     out
 }
 
-/// A member's operating status: admin state first, then what the data plane observes.
-fn member_status(cp: &ControlPlane, cfg: &Config, m: &Member) -> OperatingStatus {
-    if !m.spec.accepts_bound_requests() {
-        OperatingStatus::Offline
-    } else if m.spec.drain {
-        OperatingStatus::Draining
-    } else if let Some(observed) = cp.observed_member_status(&m.id) {
-        observed
-    } else if cfg.monitor_of(&m.pool_id).is_some() {
-        OperatingStatus::Online
-    } else {
-        OperatingStatus::NoMonitor
-    }
-}
-
 pub(crate) fn member(
     api: Api,
     cp: &ControlPlane,
@@ -237,7 +217,7 @@ pub(crate) fn member(
         "protocol_port": m.spec.port,
         "address": m.spec.address,
         "weight": m.spec.weight,
-        "operating_status": upper(&member_status(cp, cfg, m)),
+        "operating_status": upper(&cp.member_status(cfg, m)),
     });
     match api {
         Api::V2 => {

@@ -49,22 +49,6 @@ fn admin(up: bool) -> OperatingStatus {
     }
 }
 
-/// A member's operating status: its admin state first (offline, draining), then what the
-/// data plane observes (health checks, failed connects), else online or no monitor.
-pub(crate) fn member_status(cp: &ControlPlane, cfg: &Config, m: &Member) -> OperatingStatus {
-    if !m.spec.accepts_bound_requests() {
-        OperatingStatus::Offline
-    } else if m.spec.drain {
-        OperatingStatus::Draining
-    } else if let Some(observed) = cp.observed_member_status(&m.id) {
-        observed
-    } else if cfg.monitor_of(&m.pool_id).is_some() {
-        OperatingStatus::Online
-    } else {
-        OperatingStatus::NoMonitor
-    }
-}
-
 pub(crate) fn lb(cp: &ControlPlane, v: &Versioned<LoadBalancer>) -> LoadBalancerView {
     LoadBalancerView {
         resource: v.value.clone(),
@@ -98,7 +82,7 @@ pub(crate) fn pool(cp: &ControlPlane, cfg: &Config, v: &Versioned<Pool>) -> Pool
     resource.spec.upstream = resource.spec.upstream.masked();
     let statuses: Vec<OperatingStatus> = cfg
         .members_of(&v.value.id)
-        .map(|m| member_status(cp, cfg, &m.value))
+        .map(|m| cp.member_status(cfg, &m.value))
         .collect();
     let failing = statuses
         .iter()
@@ -128,7 +112,7 @@ pub(crate) fn member(cp: &ControlPlane, cfg: &Config, v: &Versioned<Member>) -> 
         .as_ref()
         .map(|u| Box::new(u.masked()));
     MemberView {
-        operating_status: member_status(cp, cfg, &v.value),
+        operating_status: cp.member_status(cfg, &v.value),
         resource,
         provisioning_status: cp.provisioning_status(v),
     }
