@@ -38,6 +38,9 @@ pub struct ProxySection {
     pub max_retry_after_secs: Option<u64>,
     /// Bind listeners on this address instead of each load balancer's VIP (node-local).
     pub bind_address: Option<std::net::IpAddr>,
+    /// Worker threads serving traffic (default: one per CPU; `FULCRUM_WORKERS` or
+    /// `TOKIO_WORKER_THREADS` in the environment override it).
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,12 +181,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dp_options.max_retry_after = std::time::Duration::from_secs(secs);
     }
     dp_options.bind_address = file.proxy.bind_address;
-    let proxy_runtime = ProxyRuntime::start()?;
-    let data_plane = Arc::new(fulcrum_proxy::DataPlane::start_on(
-        proxy_runtime.handle(),
-        control.clone(),
-        dp_options,
-    ));
+    dp_options.workers = worker_count(file.proxy.workers);
+    let data_plane = Arc::new(
+        fulcrum_proxy::DataPlane::start(control.clone(), dp_options)
+            .context("cannot start the data plane's workers")?,
+    );
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -244,35 +246,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The data plane's own runtime, one worker per CPU (`TOKIO_WORKER_THREADS` overrides), apart
-/// from the single thread that runs the API and the control plane: a burst of API writes
-/// cannot take a worker from traffic, and traffic cannot starve the API (Envoy splits its
-/// main thread from its workers the same way).
-struct ProxyRuntime(Option<tokio::runtime::Runtime>);
-
-impl ProxyRuntime {
-    fn start() -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("fulcrum-proxy")
-            .enable_all()
-            .build()
-            .context("cannot start the proxy runtime")?;
-        Ok(Self(Some(runtime)))
-    }
-
-    fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("present until dropped").handle()
-    }
-}
-
-impl Drop for ProxyRuntime {
-    fn drop(&mut self) {
-        // Dropped from async code, where a blocking runtime shutdown would panic; the data
-        // plane has already drained by then.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
+/// Traffic workers: the config's `[proxy] workers`, overridden by `FULCRUM_WORKERS` (or
+/// `TOKIO_WORKER_THREADS`, which sized the data plane's runtime before it had workers of
+/// its own); 0 means one per CPU.
+fn worker_count(configured: Option<usize>) -> usize {
+    ["FULCRUM_WORKERS", "TOKIO_WORKER_THREADS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+        .or(configured)
+        .unwrap_or(0)
 }
 
 /// A fleet node's name when none is given: generated once, kept in the data directory.

@@ -18,19 +18,32 @@ use fulcrum_control::{ControlPlane, Revision};
 use fulcrum_model::{ListenerId, MemberId};
 use parking_lot::Mutex;
 
+// Bottom to top: buffers and live state, the compiled snapshot and selection, member
+// connections, one request's life (h1, h2, tcp), listeners and the data plane itself.
 mod breaker;
-mod health;
-mod http;
-mod listener;
-mod metrics;
+mod iobuf;
+mod stats;
+mod sticky;
+mod weak_map;
+
+mod hyper_upstream;
+mod state;
+mod upstream;
+
 mod select;
 mod snapshot;
-mod state;
-mod sticky;
+
+mod exchange;
+mod h1;
+mod h2;
+mod persistence;
 mod tcp;
 mod tls;
-mod upstream;
-mod weak_map;
+
+mod health;
+mod listener;
+mod metrics;
+mod worker;
 
 pub use health::HealthCounter;
 pub use snapshot::Snapshot;
@@ -44,6 +57,9 @@ pub struct DataPlaneOptions {
     /// Bind every listener on this address instead of its load balancer's VIP: a
     /// node-local choice, e.g. several fleet nodes on one host, each on its own address.
     pub bind_address: Option<std::net::IpAddr>,
+    /// Worker threads serving traffic, each with its own runtime and sockets (0: one per
+    /// CPU).
+    pub workers: usize,
 }
 
 impl Default for DataPlaneOptions {
@@ -51,6 +67,7 @@ impl Default for DataPlaneOptions {
         Self {
             max_retry_after: Duration::from_millis(breaker::MAX_RETRY_AFTER_MS),
             bind_address: None,
+            workers: 0,
         }
     }
 }
@@ -64,45 +81,58 @@ pub(crate) struct DataPlaneInner {
     connections: listener::ConnCounter,
     /// Listeners that could not bind, with why.
     bind_errors: Mutex<HashMap<ListenerId, String>>,
+    /// The traffic workers' runtimes (listeners spawn their accept loops there).
+    workers: worker::Handles,
 }
 
 /// The running data plane.
 pub struct DataPlane {
     inner: Arc<DataPlaneInner>,
     task: tokio::task::JoinHandle<()>,
+    /// Declared last: dropped after everything above, it stops the worker threads.
+    _workers: worker::Workers,
 }
 
 /// How long to wait before trying again to bind listeners whose address was busy.
 const REBIND_EVERY: Duration = Duration::from_secs(2);
 
 impl DataPlane {
-    /// Starts serving the control plane's configuration, and keeps following it. The
-    /// control plane should run with `self_apply` off: the data plane reports what it
-    /// serves.
-    pub fn start(control: Arc<ControlPlane>, options: DataPlaneOptions) -> DataPlane {
-        Self::start_on(&tokio::runtime::Handle::current(), control, options)
-    }
-
-    /// Like [`DataPlane::start`], with every data-plane task (listeners, connections, health
-    /// checks) on `runtime`: a control plane on another runtime then never holds up traffic,
-    /// and traffic never holds up the API.
-    pub fn start_on(
-        runtime: &tokio::runtime::Handle,
+    /// Starts serving the control plane's configuration, and keeps following it, on
+    /// threads of its own: `options.workers` traffic workers (thread-per-core, see
+    /// `worker.rs`) and one thread for following changes and health checks, so the API's
+    /// runtime never holds up traffic and traffic never holds up the API. The control
+    /// plane should run with `self_apply` off: the data plane reports what it serves.
+    pub fn start(
         control: Arc<ControlPlane>,
         options: DataPlaneOptions,
-    ) -> DataPlane {
+    ) -> std::io::Result<DataPlane> {
+        let count = match options.workers {
+            0 => worker::default_count(),
+            n => n,
+        };
+        let workers = worker::Workers::start(count)?;
         let inner = Arc::new(DataPlaneInner {
             options,
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-            registry: state::Registry::default(),
+            registry: state::Registry::new(workers.count()),
             listeners: Mutex::new(HashMap::new()),
             checks: Mutex::new(health::Checks::default()),
             connections: listener::ConnCounter::default(),
             bind_errors: Mutex::new(HashMap::new()),
+            workers: workers.handles(),
         });
         control.set_observer(Arc::new(Observations(inner.clone())));
-        let task = runtime.spawn(follow(inner.clone(), control));
-        DataPlane { inner, task }
+        let task = workers.control().spawn(follow(inner.clone(), control));
+        Ok(DataPlane {
+            inner,
+            task,
+            _workers: workers,
+        })
+    }
+
+    /// How many workers serve traffic.
+    pub fn workers(&self) -> usize {
+        self.inner.workers.traffic().len()
     }
 
     /// The newest configuration revision compiled into what the data plane serves. Revisions

@@ -1,19 +1,26 @@
-//! Bound sockets, reconciled with each snapshot: a new listener binds, a changed address
-//! rebinds, a removed one stops accepting and lets its connections finish. Other
-//! listeners are never touched.
+//! Bound sockets, reconciled with each snapshot: a new listener binds one `SO_REUSEPORT`
+//! socket per worker (the kernel spreads connections over them), a changed address rebinds,
+//! a removed one stops accepting and lets its connections finish. Other listeners are
+//! never touched. Each accepted connection is served to its end on the worker that
+//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by hyper (`h2`), TCP by `tcp`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fulcrum_model::{ListenerId, ListenerProtocol};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::DataPlaneInner;
-use crate::http::ConnInfo;
+use crate::exchange::ConnInfo;
+use crate::h1::H2_PREFACE;
 use crate::snapshot::{BindKey, Snapshot};
 
 pub(crate) struct Running {
@@ -32,13 +39,21 @@ impl ConnCounter {
     }
 }
 
-struct ConnGuard(Arc<DataPlaneInner>);
+/// Counts one open connection, in all and for its listener, until dropped.
+struct ConnGuard {
+    dp: Arc<DataPlaneInner>,
+    listener_open: Arc<AtomicUsize>,
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.connections.0.fetch_sub(1, Ordering::Relaxed);
+        self.dp.connections.0.fetch_sub(1, Ordering::Relaxed);
+        self.listener_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Pending connections per socket (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
 
 impl DataPlaneInner {
     /// Makes the bound sockets match the snapshot. Returns the listeners that could not bind.
@@ -75,17 +90,22 @@ impl DataPlaneInner {
                 failed.push((id.clone(), e.clone()));
                 continue;
             }
-            match bind_tcp(l.bind.addr) {
-                Ok(socket) => {
+            let workers = self.workers.traffic();
+            match bind_tcp(l.bind.addr, workers.len()) {
+                Ok(sockets) => {
                     let (stop, stop_rx) = watch::channel(false);
-                    tracing::info!(listener = %id, addr = %l.bind.addr, protocol = ?l.protocol, "listening");
-                    tokio::spawn(accept_loop(
-                        self.clone(),
-                        id.clone(),
-                        l.protocol,
-                        socket,
-                        stop_rx,
-                    ));
+                    tracing::info!(listener = %id, addr = %l.bind.addr, protocol = ?l.protocol, workers = workers.len(), "listening");
+                    let open = Arc::new(AtomicUsize::new(0));
+                    for (socket, worker) in sockets.into_iter().zip(workers) {
+                        worker.spawn(accept_loop(
+                            self.clone(),
+                            id.clone(),
+                            l.protocol,
+                            socket,
+                            stop_rx.clone(),
+                            open.clone(),
+                        ));
+                    }
                     running.insert(
                         id.clone(),
                         Running {
@@ -116,21 +136,41 @@ impl DataPlaneInner {
     }
 }
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    // A std bind is immediate and keeps the reconcile synchronous.
-    let std = std::net::TcpListener::bind(addr)?;
-    std.set_nonblocking(true)?;
-    TcpListener::from_std(std)
+/// One listening socket per worker on `addr`, all with `SO_REUSEPORT`. Binding is
+/// synchronous, so the reconcile knows at once whether the address was free.
+fn bind_tcp(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    (0..count.max(1))
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(true)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(BACKLOG)?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 async fn accept_loop(
     dp: Arc<DataPlaneInner>,
     id: ListenerId,
     protocol: ListenerProtocol,
-    socket: TcpListener,
+    socket: std::net::TcpListener,
     mut stop: watch::Receiver<bool>,
+    open: Arc<AtomicUsize>,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let socket = match TcpListener::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %id, error = %e, "cannot register the listening socket");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             a = socket.accept() => a,
@@ -145,6 +185,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        let opened = Instant::now();
         let limit = dp
             .snapshot
             .load()
@@ -158,19 +199,24 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
         dp.connections.0.fetch_add(1, Ordering::Relaxed);
-        let guard = ConnGuard(dp.clone());
-        let (dp, id, open, stop) = (dp.clone(), id.clone(), open.clone(), stop.clone());
+        let guard = ConnGuard {
+            dp: dp.clone(),
+            listener_open: open.clone(),
+        };
+        let (dp, id, stop) = (dp.clone(), id.clone(), stop.clone());
+        // Spawned on this worker's own runtime: the connection never leaves this thread.
         tokio::spawn(async move {
             let _guard = guard;
             match protocol {
-                ListenerProtocol::Http => serve_http(dp, id, stream, peer, false, stop).await,
-                ListenerProtocol::TerminatedHttps => serve_tls(dp, id, stream, peer, stop).await,
+                ListenerProtocol::Http => serve_http(dp, id, stream, peer, opened, stop).await,
+                ListenerProtocol::TerminatedHttps => {
+                    serve_tls(dp, id, stream, peer, opened, stop).await
+                }
                 ListenerProtocol::Tcp | ListenerProtocol::Https => {
                     crate::tcp::serve(dp, id, stream, peer).await
                 }
                 other => tracing::debug!(?other, "protocol not served"),
             }
-            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     tracing::debug!(listener = %id, "stopped accepting");
@@ -186,12 +232,29 @@ fn header_timeout(dp: &DataPlaneInner, id: &ListenerId) -> Duration {
     Duration::from_millis(u64::from(ms))
 }
 
+/// A cleartext connection: HTTP/1.1, or HTTP/2 when it opens with HTTP/2's preface.
+async fn serve_http(
+    dp: Arc<DataPlaneInner>,
+    id: ListenerId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    opened: Instant,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conn = ConnInfo::new(id, peer, false);
+    if let Some(switch) = crate::h1::serve(&dp, &conn, stream, opened, &mut stop, true).await {
+        let io = Rewind::new(switch.read, switch.io);
+        serve_h2(dp, Arc::new(conn), io, stop).await;
+    }
+}
+
 async fn serve_tls(
     dp: Arc<DataPlaneInner>,
     id: ListenerId,
     stream: TcpStream,
     peer: SocketAddr,
-    stop: watch::Receiver<bool>,
+    opened: Instant,
+    mut stop: watch::Receiver<bool>,
 ) {
     let config = {
         let snap = dp.snapshot.load();
@@ -202,10 +265,102 @@ async fn serve_tls(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     // The handshake counts against the header timeout: a silent client cannot hold a slot.
-    match tokio::time::timeout(header_timeout(&dp, &id), acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_http(dp, id, tls, peer, true, stop).await,
-        Ok(Err(e)) => tracing::debug!(listener = %id, %peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(listener = %id, %peer, "TLS handshake timed out"),
+    let deadline = opened + header_timeout(&dp, &id);
+    let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = %id, %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(listener = %id, %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let conn = ConnInfo::new(id, peer, true);
+    if !h2 {
+        crate::h1::serve(&dp, &conn, tls, opened, &mut stop, false).await;
+        return;
+    }
+    // ALPN chose HTTP/2: only HTTP/2 is spoken from here on.
+    let mut preface = [0u8; H2_PREFACE.len()];
+    let read = tokio::time::timeout_at(deadline, tls.read_exact(&mut preface)).await;
+    if !matches!(read, Ok(Ok(_))) || preface != H2_PREFACE {
+        // An empty SETTINGS (the server's preface), then GOAWAY(PROTOCOL_ERROR).
+        const REFUSAL: [u8; 26] = [
+            0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, no parameters
+            0, 0, 8, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes
+            0, 0, 0, 0, // last stream id 0
+            0, 0, 0, 1, // PROTOCOL_ERROR
+        ];
+        let _ = tokio::time::timeout_at(deadline, async {
+            let _ = tls.write_all(&REFUSAL).await;
+            let _ = tls.shutdown().await;
+        })
+        .await;
+        return;
+    }
+    serve_h2(dp, Arc::new(conn), Rewind::new(preface.to_vec(), tls), stop).await;
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewind<S> {
+    read: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    fn new(read: Vec<u8>, inner: S) -> Self {
+        Rewind { read, at: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.read.len() {
+            let n = (this.read.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.read[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -218,7 +373,7 @@ struct Activity {
 }
 
 impl Activity {
-    fn touch(&self, opened: tokio::time::Instant) {
+    fn touch(&self, opened: Instant) {
         let ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -228,11 +383,11 @@ impl Activity {
 /// the client resets is dropped mid-way, and must not keep the connection from idling out).
 struct InFlight {
     activity: Arc<Activity>,
-    opened: tokio::time::Instant,
+    opened: Instant,
 }
 
 impl InFlight {
-    fn start(activity: Arc<Activity>, opened: tokio::time::Instant) -> Self {
+    fn start(activity: Arc<Activity>, opened: Instant) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.touch(opened);
         Self { activity, opened }
@@ -246,43 +401,35 @@ impl Drop for InFlight {
     }
 }
 
-async fn serve_http<S>(
+/// An HTTP/2 connection, served by hyper; each stream is forwarded by `h2::handle`.
+async fn serve_h2<S>(
     dp: Arc<DataPlaneInner>,
-    id: ListenerId,
+    info: Arc<ConnInfo>,
     stream: S,
-    peer: SocketAddr,
-    tls: bool,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let header_timeout = header_timeout(&dp, &id);
     let idle = dp
         .snapshot
         .load()
         .listeners
-        .get(&id)
+        .get(&info.listener)
         .map_or(60_000, |l| l.timeouts.idle_ms);
     let idle = Duration::from_millis(u64::from(idle));
-    let info = Arc::new(ConnInfo::new(id, peer, tls));
-    let opened = tokio::time::Instant::now();
+    let opened = Instant::now();
     let activity = Arc::new(Activity::default());
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let (dp, info) = (dp.clone(), info.clone());
         let in_flight = InFlight::start(seen.clone(), opened);
-        // Boxed: the request future is a few KB, and hyper moves it into place for every
-        // request (into a spawned task per stream with HTTP/2). Moving a pointer instead cut
-        // memcpy's share of the instructions (callgrind, bench/PROFILE.md).
+        // Boxed: the request future is a few KB, and hyper moves it into a spawned task
+        // per stream. Moving a pointer instead cut memcpy's share of the instructions
+        // (callgrind, bench/PROFILE.md).
         Box::pin(async move {
-            let resp = crate::http::handle(dp, info, req).await;
+            let resp = crate::h2::handle(dp, info, req).await;
             drop(in_flight);
             resp
         })
@@ -293,14 +440,13 @@ async fn serve_http<S>(
     if stopping {
         conn.as_mut().graceful_shutdown();
     }
-    // hyper has no idle timeout for HTTP/1 keep-alive: check a few times per period.
     let mut idle_check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
     idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
             _ = stop.changed(), if !stopping => {
-                // Stopped, or the listener is gone: finish the request in flight, then close.
+                // Stopped, or the listener is gone: finish the streams in flight, then close.
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }

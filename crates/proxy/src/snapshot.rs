@@ -55,7 +55,7 @@ pub struct ListenerRt {
     pub routes: Vec<RouteRt>,
     pub timeouts: ListenerTimeouts,
     pub connection_limit: Option<u32>,
-    pub stats: Arc<crate::metrics::Stats>,
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 pub struct RouteRt {
@@ -66,7 +66,7 @@ pub struct RouteRt {
 
 impl ListenerRt {
     /// The pool for a request: the first route whose host and path match, else the default.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<PoolRt>> {
+    pub fn route(&self, host: Option<&str>, path: &[u8]) -> Option<&Arc<PoolRt>> {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
         self.routes
             .iter()
@@ -74,7 +74,9 @@ impl ListenerRt {
                 r.host
                     .as_deref()
                     .is_none_or(|want| host_matches(want, host))
-                    && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+                    && r.path_prefix
+                        .as_deref()
+                        .is_none_or(|p| path.starts_with(p.as_bytes()))
             })
             .map(|r| &r.pool)
             .or(self.default_pool.as_ref())

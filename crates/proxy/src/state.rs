@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use fulcrum_model::MemberId;
 use parking_lot::Mutex;
 
-use crate::upstream::IdleConnections;
+use crate::hyper_upstream::IdleConnections;
+use crate::upstream::IdlePool;
 use crate::weak_map::WeakMap;
 
 /// What health checks and passive observation say about a member.
@@ -21,7 +22,6 @@ pub enum Health {
     Unhealthy = 2,
 }
 
-#[derive(Default)]
 pub struct MemberState {
     /// Requests (HTTP) or connections (TCP) in flight, counted through [`Lease`]s.
     in_flight: AtomicU64,
@@ -37,11 +37,29 @@ pub struct MemberState {
     breaker_until_ms: AtomicU64,
     /// When the member started warming up (slow start), in [`now_ms`] (0: not warming).
     warm_since_ms: AtomicU64,
-    pub(crate) idle: IdleConnections,
-    pub(crate) stats: crate::metrics::Stats,
+    /// Idle HTTP/1.1 connections, per worker.
+    pub(crate) idle: IdlePool,
+    /// Idle hyper client connections, for HTTP/2 listeners.
+    pub(crate) h2_idle: IdleConnections,
+    pub(crate) stats: crate::stats::Stats,
 }
 
 impl MemberState {
+    fn new(workers: usize) -> MemberState {
+        MemberState {
+            in_flight: AtomicU64::new(0),
+            health: AtomicU8::new(Health::Unknown as u8),
+            connect_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            breaker: Mutex::default(),
+            breaker_until_ms: AtomicU64::new(0),
+            warm_since_ms: AtomicU64::new(0),
+            idle: IdlePool::new(workers),
+            h2_idle: IdleConnections::default(),
+            stats: crate::stats::Stats::default(),
+        }
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -187,19 +205,31 @@ impl Drop for Lease {
 
 /// Hands out the one live state of each member. Entries die with the last snapshot or
 /// lease that holds them; a member that comes back later starts fresh.
-#[derive(Default)]
 pub struct Registry {
+    /// Workers serving traffic: each member keeps an idle-connection list per worker.
+    workers: usize,
     members: WeakMap<MemberId, MemberState>,
     /// Listener counters, which outlive snapshots the same way.
-    pub(crate) listener_stats: crate::metrics::StatsRegistry,
+    pub(crate) listener_stats: crate::stats::StatsRegistry,
     /// Session persistence bindings per pool.
     sticky: WeakMap<fulcrum_model::PoolId, crate::sticky::StickyTable>,
 }
 
 impl Registry {
+    pub fn new(workers: usize) -> Registry {
+        Registry {
+            workers,
+            members: WeakMap::default(),
+            listener_stats: crate::stats::StatsRegistry::default(),
+            sticky: WeakMap::default(),
+        }
+    }
+
     /// The member's state, and whether it was created just now.
     pub fn member_new(&self, id: &MemberId) -> (Arc<MemberState>, bool) {
-        self.members.get_or_insert_with(id, MemberState::default)
+        let workers = self.workers;
+        self.members
+            .get_or_insert_with(id, || MemberState::new(workers))
     }
 
     /// The pool's persistence bindings.

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_balance::hash_ip;
 use fulcrum_model::ListenerId;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +40,7 @@ pub(crate) async fn serve(
         (pool, l.timeouts)
     };
     let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
-    let client_hash = hash_ip(peer.ip());
+    let client_hash = fulcrum_balance::hash_ip(peer.ip());
     let mut tried = Tried::default();
     // TCP pools persist by source address (seed 002), whatever the configured type.
     let sticky = match pool.persistence {
@@ -69,12 +68,13 @@ pub(crate) async fn serve(
                     pool.sticky.bind(key, &member.id, ttl);
                 }
                 let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
-                copy_until_idle(&mut client, upstream, idle).await;
+                let mut upstream = upstream;
+                copy_until_idle(&mut client, &mut upstream, idle).await;
                 return;
             }
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                crate::http::failed(member, crate::metrics::ErrorKind::Connect);
+                crate::exchange::failed(member, crate::stats::ErrorKind::Connect);
                 dp.passive_failure(&pool, idx);
             }
         }
@@ -82,8 +82,13 @@ pub(crate) async fn serve(
     // No member: closing the connection is all TCP can say.
 }
 
-/// Copies both ways until either side closes or neither sends anything for `idle`.
-async fn copy_until_idle(client: &mut TcpStream, upstream: TcpStream, idle: Duration) {
+/// Copies both ways until either side closes or neither sends anything for `idle` (TCP
+/// listeners, and HTTP connections after a `101 Switching Protocols`).
+pub(crate) async fn copy_until_idle<A, B>(client: &mut A, upstream: &mut B, idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let opened = tokio::time::Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let mut client = Tracked {

@@ -1,67 +1,158 @@
-//! Connections to members: keep-alive HTTP/1.1 connections pooled per member (in the
-//! member's live state, so they survive config swaps), plus plain TCP connects.
+//! Connections to members: plain TCP or TLS, direct or through a forward proxy, each with
+//! its own read buffer; kept alive between requests in per-worker idle lists that live in
+//! the member's state (so they survive config swaps) and are only ever touched by the
+//! worker whose runtime owns their sockets.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::snapshot::{MemberRt, Target, UpstreamRt};
-use crate::state::{Lease, MemberState};
+use crate::iobuf::IoBuf;
+use crate::snapshot::{MemberRt, ProxyRt, Target, UpstreamRt};
 
-/// What the proxy sends upstream: the client's body streamed as is, or nothing.
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
-/// Idle connections kept per member.
+/// Idle connections kept per member and worker.
 const MAX_IDLE: usize = 64;
 /// Idle connections older than this are dropped rather than reused: most servers close
 /// idle keep-alive connections after 60 s or more, and reusing one they just closed
 /// would fail a request.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
-/// An idle connection and the upstream settings it was opened under.
-struct Idle {
-    conn: SendRequest<UpstreamBody>,
-    since: Instant,
+/// A member connection's transport.
+pub(crate) enum UpIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpIo::Plain(s) => s.is_write_vectored(),
+            UpIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One connection to a member, with the settings it was opened under.
+pub(crate) struct UpConn {
+    pub io: UpIo,
+    pub buf: IoBuf,
     settings: Arc<UpstreamRt>,
+    idle_since: Instant,
+    /// Taken from the idle list: the member may have closed it meanwhile.
+    pub reused: bool,
 }
 
-#[derive(Default)]
-pub struct IdleConnections {
-    conns: Mutex<Vec<Idle>>,
+impl UpConn {
+    /// Whether an idle connection still looks usable: no end of stream and no stray bytes
+    /// reported by the reactor. A read polled with a no-op waker costs no system call unless
+    /// the socket became readable, which is exactly the case to catch.
+    fn looks_alive(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
+            Poll::Pending
+        )
+    }
 }
 
-impl IdleConnections {
+/// A member's idle connections, one list per worker.
+pub(crate) struct IdlePool {
+    per_worker: Box<[Mutex<Vec<UpConn>>]>,
+}
+
+impl IdlePool {
+    pub fn new(workers: usize) -> IdlePool {
+        IdlePool {
+            per_worker: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+
+    fn slot(&self) -> Option<&Mutex<Vec<UpConn>>> {
+        self.per_worker.get(crate::worker::current()?)
+    }
+
     /// An idle connection opened under `settings` (same TLS checks, certificates...).
-    fn take(&self, settings: &Arc<UpstreamRt>) -> Option<SendRequest<UpstreamBody>> {
-        let mut conns = self.conns.lock();
-        while let Some(idle) = conns.pop() {
-            let same =
-                Arc::ptr_eq(&idle.settings, settings) || idle.settings.source == settings.source;
-            if same && idle.conn.is_ready() && idle.since.elapsed() < MAX_IDLE_AGE {
-                return Some(idle.conn);
+    fn take(&self, settings: &Arc<UpstreamRt>) -> Option<UpConn> {
+        let mut conns = self.slot()?.lock();
+        while let Some(mut c) = conns.pop() {
+            let same = Arc::ptr_eq(&c.settings, settings) || c.settings.source == settings.source;
+            if same && c.idle_since.elapsed() < MAX_IDLE_AGE && c.looks_alive() {
+                c.reused = true;
+                return Some(c);
             }
         }
         None
     }
 
-    fn put(&self, conn: SendRequest<UpstreamBody>, settings: Arc<UpstreamRt>) {
-        let mut conns = self.conns.lock();
-        if conns.len() < MAX_IDLE && conn.is_ready() {
-            conns.push(Idle {
-                conn,
-                since: Instant::now(),
-                settings,
-            });
+    /// Keeps a connection whose exchange ended cleanly for the next request.
+    pub fn put(&self, mut conn: UpConn) {
+        if !conn.buf.is_empty() {
+            // Bytes past the response: the member said more than it framed. Never reuse.
+            return;
+        }
+        if let Some(slot) = self.slot() {
+            let mut conns = slot.lock();
+            if conns.len() < MAX_IDLE {
+                conn.idle_since = Instant::now();
+                conns.push(conn);
+            }
         }
     }
 }
@@ -71,6 +162,7 @@ pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
     Tls(String),
+    /// Only with hyper's client (HTTP/2 listeners).
     Handshake(hyper::Error),
 }
 
@@ -101,22 +193,31 @@ pub async fn connect_tcp(target: &Target, timeout: Duration) -> Result<TcpStream
     Ok(stream)
 }
 
-/// An HTTP/1.1 connection to the member: an idle one if any, else a new one.
-/// The flag says whether it was reused (a reused one may have been closed by the server).
-pub async fn acquire(
-    member: &MemberRt,
-    timeout: Duration,
-) -> Result<(SendRequest<UpstreamBody>, bool), ConnectError> {
+/// A connection to the member: one of this worker's idle ones if any, else a new one
+/// (through its forward proxy and with TLS, as its settings say).
+pub(crate) async fn acquire(member: &MemberRt, timeout: Duration) -> Result<UpConn, ConnectError> {
     if let Some(c) = member.state.idle.take(&member.upstream) {
-        return Ok((c, true));
+        return Ok(c);
     }
+    let io = open(member, timeout).await?;
+    Ok(UpConn {
+        io,
+        buf: IoBuf::new(),
+        settings: member.upstream.clone(),
+        idle_since: Instant::now(),
+        reused: false,
+    })
+}
+
+/// A new transport to the member.
+pub(crate) async fn open(member: &MemberRt, timeout: Duration) -> Result<UpIo, ConnectError> {
     let stream = match &member.upstream.proxy {
         None => connect_tcp(&member.target, timeout).await?,
         Some(proxy) => {
             let stream = connect_tcp(&proxy.target, timeout).await?;
             if member.upstream.tls.is_some() {
                 // TLS to the member goes through a tunnel; plain HTTP uses absolute-form
-                // requests on the proxy connection itself (see `http.rs`).
+                // requests on the proxy connection itself.
                 tokio::time::timeout(timeout, tunnel(stream, &member.authority, proxy))
                     .await
                     .map_err(|_| ConnectError::Timeout)??
@@ -125,9 +226,9 @@ pub async fn acquire(
             }
         }
     };
-    let sender = match &member.upstream.tls {
-        None => handshake(stream).await?,
-        Some(Err(e)) => return Err(ConnectError::Tls(e.clone())),
+    match &member.upstream.tls {
+        None => Ok(UpIo::Plain(stream)),
+        Some(Err(e)) => Err(ConnectError::Tls(e.clone())),
         Some(Ok(config)) => {
             // SNI and name checks use the member's host: its DNS name, or its address.
             let name = match &member.target {
@@ -142,17 +243,16 @@ pub async fn acquire(
             .await
             .map_err(|_| ConnectError::Timeout)?
             .map_err(|e| ConnectError::Tls(e.to_string()))?;
-            handshake(tls).await?
+            Ok(UpIo::Tls(Box::new(tls)))
         }
-    };
-    Ok((sender, false))
+    }
 }
 
 /// Opens a CONNECT tunnel to `authority` through a forward proxy.
 async fn tunnel(
     mut stream: TcpStream,
     authority: &str,
-    proxy: &crate::snapshot::ProxyRt,
+    proxy: &ProxyRt,
 ) -> Result<TcpStream, ConnectError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
@@ -184,90 +284,3 @@ async fn tunnel(
     }
     Ok(stream)
 }
-
-async fn handshake<S>(stream: S) -> Result<SendRequest<UpstreamBody>, ConnectError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        // Ends when the member closes the connection or the last sender is dropped.
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// A member's response body on its way to the client. When it ends, the connection goes
-/// back to the member's idle pool and the in-flight lease is released; if the client goes
-/// away first, both are dropped and the connection closes.
-pub struct PooledBody {
-    inner: Incoming,
-    conn: Option<(SendRequest<UpstreamBody>, Arc<MemberState>, Arc<UpstreamRt>)>,
-    _lease: Option<Lease>,
-}
-
-impl PooledBody {
-    pub fn new(
-        inner: Incoming,
-        conn: SendRequest<UpstreamBody>,
-        state: Arc<MemberState>,
-        settings: Arc<UpstreamRt>,
-        lease: Lease,
-        keep_alive: bool,
-    ) -> Self {
-        let conn = keep_alive.then_some((conn, state, settings));
-        let mut body = PooledBody {
-            inner,
-            conn,
-            _lease: Some(lease),
-        };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some((conn, state, settings)) = self.conn.take() {
-            state.idle.put(conn, settings);
-        }
-        self._lease = None;
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => {
-                this.conn = None;
-                this._lease = None;
-            }
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// What the proxy answers clients with: a member's body, or its own short message.
-pub type ResponseBody = Either<PooledBody, Full<Bytes>>;

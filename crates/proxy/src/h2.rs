@@ -1,60 +1,23 @@
-//! The HTTP proxy: route, pick a member, forward, stream the answer back.
+//! HTTP/2 requests (hyper's server): route, pick a member, forward over hyper's HTTP/1.1
+//! client, stream the answer back.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fulcrum_balance::hash_ip;
-use fulcrum_model::ListenerId;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 
 use crate::DataPlaneInner;
-use crate::breaker::Outcome;
-use crate::metrics::ErrorKind;
+use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
+use crate::hyper_upstream::{ResponseBody, UpstreamBody, acquire};
+use crate::persistence::Session;
 use crate::select::{Tried, pick};
 use crate::snapshot::{ListenerRt, PoolRt};
-use crate::state::{Health, Lease};
-use crate::sticky::StickyKey;
-use crate::upstream::{ResponseBody, UpstreamBody, acquire};
-use fulcrum_model::EffectivePersistence;
-
-/// Attempts per request: the first member plus one retry elsewhere.
-const MAX_ATTEMPTS: usize = 2;
-
-pub(crate) struct ConnInfo {
-    pub listener: ListenerId,
-    pub peer: SocketAddr,
-    pub tls: bool,
-    /// The client's address as `X-Forwarded-For` carries it, and `for=…;proto=…` for
-    /// `Forwarded`: formatted once per connection, not per request.
-    client_ip: HeaderValue,
-    forwarded: HeaderValue,
-}
-
-impl ConnInfo {
-    pub(crate) fn new(listener: ListenerId, peer: SocketAddr, tls: bool) -> ConnInfo {
-        let ip = peer.ip();
-        let proto = if tls { "https" } else { "http" };
-        let forwarded = match ip {
-            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
-            v4 => format!("for={v4};proto={proto}"),
-        };
-        ConnInfo {
-            listener,
-            peer,
-            tls,
-            // An IP address and these fixed words are always valid header text.
-            client_ip: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
-                .unwrap_or(HeaderValue::from_static("unknown")),
-            forwarded: HeaderValue::from_maybe_shared(Bytes::from(forwarded))
-                .unwrap_or(HeaderValue::from_static("for=unknown")),
-        }
-    }
-}
+use crate::state::Lease;
+use crate::stats::ErrorKind;
 
 fn reply(status: StatusCode, reason: &str) -> Response<ResponseBody> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!(
@@ -123,7 +86,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Requests we may resend after a failure before any response byte (RFC 9110 §9.2.2).
-fn idempotent(m: &Method) -> bool {
+pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -169,7 +132,7 @@ async fn proxy(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(pool) = listener.route(host_str, req.uri().path()) else {
+    let Some(pool) = listener.route(host_str, req.uri().path().as_bytes()) else {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "no pool serves this request",
@@ -196,13 +159,21 @@ async fn forward(
     let bodyless = body.is_end_stream();
     let retryable = bodyless && idempotent(&parts.method);
     let mut body = Some(body);
-    let client_hash = hash_ip(conn.peer.ip());
+    let client_hash = conn.client_hash;
     let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
     let response_timeout = Duration::from_millis(u64::from(timeouts.upstream_response_ms));
     let mut tried = Tried::default();
     let mut last_error = "no member is available";
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    let session = Session::of(pool, conn.peer.ip(), &parts.headers);
+    let session = Session::of(
+        pool,
+        conn.peer.ip(),
+        parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
     let mut bound = session.bound;
     let mut parts = Some(parts);
 
@@ -217,7 +188,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                failed(member, ErrorKind::Connect);
+                exchange::failed(member, ErrorKind::Connect);
                 dp.passive_failure(pool, idx);
                 last_error = "could not connect to a member";
                 status = StatusCode::BAD_GATEWAY;
@@ -265,28 +236,17 @@ async fn forward(
         let sent = tokio::time::timeout(response_timeout, sender.send_request(upstream_req)).await;
         match sent {
             Ok(Ok(resp)) => {
-                member
-                    .state
-                    .stats
-                    .record(resp.status().as_u16(), sent_at.elapsed());
-                if !member.upstream.breaker_rules.is_empty() {
-                    let retry_after_ms = resp
-                        .headers()
-                        .get(header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| crate::breaker::parse_retry_after(v, unix_ms()))
-                        .map(|ms| {
-                            let max = dp.options.max_retry_after.as_millis();
-                            ms.min(u64::try_from(max).unwrap_or(u64::MAX))
-                        });
-                    member.state.breaker_record(
-                        &member.upstream.breaker_rules,
-                        Outcome::Status {
-                            status: resp.status().as_u16(),
-                            retry_after_ms,
-                        },
-                    );
-                }
+                exchange::answered(
+                    dp,
+                    member,
+                    resp.status().as_u16(),
+                    sent_at.elapsed(),
+                    || {
+                        resp.headers()
+                            .get(header::RETRY_AFTER)
+                            .map(HeaderValue::as_bytes)
+                    },
+                );
                 let keep_alive = !resp
                     .headers()
                     .get(header::CONNECTION)
@@ -294,8 +254,19 @@ async fn forward(
                     .is_some_and(|v| v.eq_ignore_ascii_case("close"));
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                session.remember(pool, idx, &mut rparts.headers);
-                let body = crate::upstream::PooledBody::new(
+                let cookie = session.remember(
+                    pool,
+                    idx,
+                    rparts
+                        .headers
+                        .get_all(header::SET_COOKIE)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                );
+                if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                    rparts.headers.append(header::SET_COOKIE, v);
+                }
+                let body = crate::hyper_upstream::PooledBody::new(
                     rbody,
                     sender,
                     member.state.clone(),
@@ -307,7 +278,7 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 tracing::debug!(member = %member.authority, error = %e, reused, "upstream request failed");
-                failed(member, ErrorKind::Reset);
+                exchange::failed(member, ErrorKind::Reset);
                 last_error = "the member closed the connection";
                 status = StatusCode::BAD_GATEWAY;
                 if !retryable {
@@ -318,154 +289,17 @@ async fn forward(
                 }
             }
             Err(_) => {
-                failed(member, ErrorKind::Timeout);
+                exchange::failed(member, ErrorKind::Timeout);
                 last_error = "the member did not answer in time";
                 status = StatusCode::GATEWAY_TIMEOUT;
                 break;
             }
         }
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE
-        && pool.members.iter().any(|m| m.state.breaker_open())
-    {
-        last_error = "the circuit breaker of every available member is open";
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        last_error = exchange::unavailable_reason(pool);
     }
     reply(status, last_error)
-}
-
-/// A request to the member failed before it answered: count it, and tell the breaker.
-pub(crate) fn failed(member: &crate::snapshot::MemberRt, kind: ErrorKind) {
-    member.state.stats.error(kind);
-    let outcome = match kind {
-        ErrorKind::Connect | ErrorKind::Reset => Outcome::ConnectionFailure,
-        ErrorKind::Timeout => Outcome::Timeout,
-    };
-    member
-        .state
-        .breaker_record(&member.upstream.breaker_rules, outcome);
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The name of the cookie fulcrum inserts for HTTP_COOKIE persistence.
-const STICKY_COOKIE: &str = "fulcrum_sticky";
-
-/// Session persistence for one request: where it is bound, and what to remember.
-struct Session {
-    /// The member the client is bound to, if it may still serve it.
-    bound: Option<usize>,
-    /// The binding key this request carried (source address or application cookie value).
-    key: Option<StickyKey>,
-    ttl: Duration,
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-}
-
-impl Session {
-    fn of(pool: &PoolRt, client: std::net::IpAddr, headers: &HeaderMap) -> Session {
-        let none = |ttl| Session {
-            bound: None,
-            key: None,
-            ttl,
-        };
-        match &pool.persistence {
-            EffectivePersistence::None => none(Duration::ZERO),
-            EffectivePersistence::SourceIp { timeout_minutes } => {
-                let ttl = minutes(*timeout_minutes);
-                let key = StickyKey::Addr(client);
-                Session {
-                    bound: pool
-                        .sticky
-                        .get(&key, ttl)
-                        .and_then(|id| bound_by_id(pool, &id)),
-                    key: Some(key),
-                    ttl,
-                }
-            }
-            EffectivePersistence::HttpCookie { timeout_minutes } => Session {
-                bound: cookie_value(headers, STICKY_COOKIE)
-                    .and_then(|v| pool.by_cookie.get(v))
-                    .and_then(|&i| pool.bound(i)),
-                key: None,
-                ttl: minutes(*timeout_minutes),
-            },
-            EffectivePersistence::AppCookie { cookie_name } => {
-                let key =
-                    cookie_value(headers, cookie_name).map(|v| StickyKey::Cookie(v.to_owned()));
-                Session {
-                    bound: key
-                        .as_ref()
-                        .and_then(|k| pool.sticky.get(k, APP_COOKIE_TTL))
-                        .and_then(|id| bound_by_id(pool, &id)),
-                    key,
-                    ttl: APP_COOKIE_TTL,
-                }
-            }
-        }
-    }
-
-    /// Records the member that answered: binds (or rebinds) the client to it.
-    fn remember(&self, pool: &PoolRt, idx: usize, response: &mut HeaderMap) {
-        let member = &pool.members[idx];
-        match &pool.persistence {
-            EffectivePersistence::None => {}
-            EffectivePersistence::SourceIp { .. } => {
-                if let Some(k) = &self.key {
-                    pool.sticky.bind(k.clone(), &member.id, self.ttl);
-                }
-            }
-            EffectivePersistence::HttpCookie { .. } => {
-                if self.bound != Some(idx) {
-                    let cookie = format!(
-                        "{STICKY_COOKIE}={}; Path=/; Max-Age={}; HttpOnly",
-                        member.cookie,
-                        self.ttl.as_secs()
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&cookie) {
-                        response.append(header::SET_COOKIE, v);
-                    }
-                }
-            }
-            EffectivePersistence::AppCookie { cookie_name } => {
-                // The application sets (or renews) its cookie: bind that value to the member.
-                let issued = response
-                    .get_all(header::SET_COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .filter_map(|v| v.split(';').next()?.trim().split_once('='))
-                    .find(|(k, _)| k == cookie_name)
-                    .map(|(_, v)| StickyKey::Cookie(v.trim().to_owned()));
-                // A client whose member went away is rebound to the one that served it.
-                for key in issued.iter().chain(self.key.iter()) {
-                    pool.sticky.bind(key.clone(), &member.id, self.ttl);
-                }
-            }
-        }
-    }
-}
-
-/// Application cookies carry no timeout of their own (seed 002): bindings idle out after a day.
-const APP_COOKIE_TTL: Duration = Duration::from_secs(24 * 3600);
-
-fn minutes(m: u32) -> Duration {
-    Duration::from_secs(u64::from(m) * 60)
-}
-
-fn bound_by_id(pool: &PoolRt, id: &fulcrum_model::MemberId) -> Option<usize> {
-    pool.by_id.get(id).and_then(|&i| pool.bound(i))
 }
 
 /// Adds a member's credentials and base path to a request bound for it.
@@ -536,22 +370,5 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Opti
         && !headers.contains_key(header::HOST)
     {
         headers.insert(header::HOST, h.clone());
-    }
-}
-
-impl DataPlaneInner {
-    /// A connect failure counts against the member; enough in a row eject it until a
-    /// health check (or, without a monitor, a cool-down) brings it back.
-    pub(crate) fn passive_failure(&self, pool: &PoolRt, idx: usize) {
-        let member = &pool.members[idx];
-        let failures = member.state.connect_failed();
-        let threshold = pool
-            .monitor
-            .as_ref()
-            .map_or(3, |m| u32::from(m.unhealthy_threshold));
-        if failures >= threshold && member.state.health() != Health::Unhealthy {
-            tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
-            member.state.eject_passively(pool.monitor.is_none());
-        }
     }
 }

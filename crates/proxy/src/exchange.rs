@@ -1,0 +1,131 @@
+//! What every HTTP request path shares: the client connection's facts, formatted once, and
+//! the accounting of one attempt at a member (counters, circuit breaker, passive health).
+//! Only failures on the member's side are charged to the member: a client that aborts or
+//! sends a malformed body never reaches this module's `failed`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use fulcrum_model::ListenerId;
+use http::HeaderValue;
+
+use crate::DataPlaneInner;
+use crate::breaker::Outcome;
+use crate::snapshot::{MemberRt, PoolRt};
+use crate::state::Health;
+use crate::stats::ErrorKind;
+
+/// Attempts per request: the first member plus one retry elsewhere.
+pub(crate) const MAX_ATTEMPTS: usize = 2;
+
+pub(crate) struct ConnInfo {
+    pub listener: ListenerId,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The client's address hashed for consistent hashing.
+    pub client_hash: u64,
+    /// The client's address as `X-Forwarded-For` carries it, and `for=…;proto=…` for
+    /// `Forwarded`: formatted once per connection, not per request.
+    pub client_ip: HeaderValue,
+    pub forwarded: HeaderValue,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(listener: ListenerId, peer: SocketAddr, tls: bool) -> ConnInfo {
+        let ip = peer.ip();
+        let proto = if tls { "https" } else { "http" };
+        let forwarded = match ip {
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+            v4 => format!("for={v4};proto={proto}"),
+        };
+        ConnInfo {
+            listener,
+            peer,
+            tls,
+            client_hash: fulcrum_balance::hash_ip(ip),
+            // An IP address and these fixed words are always valid header text.
+            client_ip: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_maybe_shared(Bytes::from(forwarded))
+                .unwrap_or(HeaderValue::from_static("for=unknown")),
+        }
+    }
+
+    pub(crate) fn proto(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// A request to the member failed on the member's side before it answered: count it, and
+/// tell the breaker.
+pub(crate) fn failed(member: &MemberRt, kind: ErrorKind) {
+    member.state.stats.error(kind);
+    let outcome = match kind {
+        ErrorKind::Connect | ErrorKind::Reset => Outcome::ConnectionFailure,
+        ErrorKind::Timeout => Outcome::Timeout,
+    };
+    member
+        .state
+        .breaker_record(&member.upstream.breaker_rules, outcome);
+}
+
+/// The member answered with `status`: count it, and feed the breaker (with the response's
+/// `Retry-After`, read only when a breaker rule may use it).
+pub(crate) fn answered<'a>(
+    dp: &DataPlaneInner,
+    member: &MemberRt,
+    status: u16,
+    elapsed: std::time::Duration,
+    retry_after: impl FnOnce() -> Option<&'a [u8]>,
+) {
+    member.state.stats.record(status, elapsed);
+    if member.upstream.breaker_rules.is_empty() {
+        return;
+    }
+    let retry_after_ms = retry_after()
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| crate::breaker::parse_retry_after(v, unix_ms()))
+        .map(|ms| {
+            let max = dp.options.max_retry_after.as_millis();
+            ms.min(u64::try_from(max).unwrap_or(u64::MAX))
+        });
+    member.state.breaker_record(
+        &member.upstream.breaker_rules,
+        Outcome::Status {
+            status,
+            retry_after_ms,
+        },
+    );
+}
+
+/// Why no member answered, for the client.
+pub(crate) fn unavailable_reason(pool: &PoolRt) -> &'static str {
+    if pool.members.iter().any(|m| m.state.breaker_open()) {
+        "the circuit breaker of every available member is open"
+    } else {
+        "no member is available"
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl DataPlaneInner {
+    /// A connect failure counts against the member; enough in a row eject it until a
+    /// health check (or, without a monitor, a cool-down) brings it back.
+    pub(crate) fn passive_failure(&self, pool: &PoolRt, idx: usize) {
+        let member = &pool.members[idx];
+        let failures = member.state.connect_failed();
+        let threshold = pool
+            .monitor
+            .as_ref()
+            .map_or(3, |m| u32::from(m.unhealthy_threshold));
+        if failures >= threshold && member.state.health() != Health::Unhealthy {
+            tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
+            member.state.eject_passively(pool.monitor.is_none());
+        }
+    }
+}

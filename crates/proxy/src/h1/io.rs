@@ -1,0 +1,160 @@
+//! Moving bytes for the HTTP/1.1 path: one deadline per connection (a single `Sleep`
+//! re-armed per phase, never a timer per operation), heads sent together with the body
+//! bytes already at hand in one vectored write, and bodies streamed by their framing.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::time::Duration;
+
+use fulcrum_h1::{ChunkError, Chunked, Step};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::iobuf::{INITIAL, IoBuf};
+
+/// Runs `io` unless the connection's deadline passes first. The deadline is moved only
+/// when it changes, so a phase costs one timer update, not one per read.
+pub(crate) async fn until<F: Future>(
+    sleep: &mut Pin<&mut Sleep>,
+    deadline: Instant,
+    io: F,
+) -> Option<F::Output> {
+    if sleep.deadline() != deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    tokio::select! {
+        biased;
+        out = io => Some(out),
+        () = sleep.as_mut() => None,
+    }
+}
+
+/// Writes `head` then `body` (either may be empty) with as few calls as the socket allows,
+/// then flushes (a no-op on plain TCP; TLS may hold records back).
+pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut head: &[u8],
+    mut body: &[u8],
+) -> std::io::Result<()> {
+    while !head.is_empty() && !body.is_empty() {
+        let n = w
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < head.len() {
+            head = &head[n..];
+        } else {
+            body = &body[n - head.len()..];
+            head = &[];
+        }
+    }
+    if !head.is_empty() {
+        w.write_all(head).await?;
+    }
+    if !body.is_empty() {
+        w.write_all(body).await?;
+    }
+    w.flush().await
+}
+
+/// How a body is delimited on the way through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Length(u64),
+    /// Chunked, forwarded as is (`decode: false`) or as its data only.
+    Chunked {
+        decode: bool,
+    },
+    UntilClose,
+}
+
+/// Why a body could not be copied; the caller knows which side each end is.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// The sending side failed, went quiet past the idle timeout, or closed early.
+    Read,
+    /// The receiving side failed or stopped reading.
+    Write,
+    /// The chunked framing is invalid: the sender's fault.
+    Malformed(ChunkError),
+}
+
+/// Copies one body from `src` (bytes already read are in `buf`) to `dst`, after `head`
+/// (sent with the first body bytes in one write, or alone at once if none are at hand).
+/// Stops exactly at the body's end: bytes after it stay in `buf`.
+pub(crate) async fn copy_body<R, W>(
+    head: &[u8],
+    buf: &mut IoBuf,
+    src: &mut R,
+    dst: &mut W,
+    framing: Framing,
+    sleep: &mut Pin<&mut Sleep>,
+    idle: Duration,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut head = head;
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut chunked = Chunked::default();
+    loop {
+        if !buf.is_empty() {
+            let data = buf.data();
+            // How much of the buffer is body, how much of that to send, and whether it ends.
+            let (body_len, send_from, send_len, done) = match framing {
+                Framing::Length(_) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+                    left -= n as u64;
+                    (n, 0, n, left == 0)
+                }
+                Framing::Chunked { decode: false } => {
+                    let (n, done) = chunked.scan(data).map_err(CopyError::Malformed)?;
+                    (n, 0, n, done)
+                }
+                Framing::Chunked { decode: true } => {
+                    match chunked.step(data).map_err(CopyError::Malformed)? {
+                        Step::Data(n) => (n, 0, n, false),
+                        Step::Framing(n) => (n, 0, 0, false),
+                        Step::Done(n) => (n, 0, 0, true),
+                    }
+                }
+                Framing::UntilClose => (data.len(), 0, data.len(), false),
+            };
+            if send_len > 0 || (done && !head.is_empty()) {
+                let part = &data[send_from..send_from + send_len];
+                until(sleep, Instant::now() + idle, write_two(dst, head, part))
+                    .await
+                    .ok_or(CopyError::Write)?
+                    .map_err(|_| CopyError::Write)?;
+                head = &[];
+            }
+            buf.consume(body_len);
+            if done {
+                return Ok(());
+            }
+            if !buf.is_empty() {
+                continue;
+            }
+        }
+        if !head.is_empty() {
+            // Nothing of the body at hand yet: the head goes now, the body as it comes.
+            until(sleep, Instant::now() + idle, write_two(dst, head, &[]))
+                .await
+                .ok_or(CopyError::Write)?
+                .map_err(|_| CopyError::Write)?;
+            head = &[];
+        }
+        match until(sleep, Instant::now() + idle, buf.read_from(src, INITIAL)).await {
+            Some(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
+            Some(Ok(n)) if n > 0 => {}
+            _ => return Err(CopyError::Read),
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! One client connection's life on HTTP/1.1: read a head, route it, pick a member, send it
+//! the rewritten head and the body, relay the answer, repeat. One task owns the client
+//! socket and the member connection it borrows for each exchange; nothing (no channel, no
+//! second task) sits between them. Heads are parsed in place by `fulcrum-h1` into the
+//! connection's buffer, which lives as long as the connection: a keep-alive request in
+//! steady state allocates nothing.
+
+mod heads;
+mod io;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use fulcrum_h1::{Body, Field, Method, Name, Request, Response, parse_request, parse_response};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::DataPlaneInner;
+use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
+use crate::iobuf::{IoBuf, MAX_HEAD};
+use crate::persistence::Session;
+use crate::select::{Tried, pick};
+use crate::snapshot::{ListenerRt, PoolRt};
+use crate::state::Lease;
+use crate::stats::ErrorKind;
+use crate::upstream::{UpConn, acquire};
+use heads::{ClientFraming, ResponseHead};
+use io::{CopyError, Framing, copy_body, until, write_two};
+
+/// The HTTP/2 connection preface: on a cleartext listener it switches to HTTP/2.
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection that turned out to speak HTTP/2 (prior knowledge): its socket and the
+/// bytes already read, to be served by the HTTP/2 server.
+pub(crate) struct SwitchToH2<S> {
+    pub io: S,
+    pub read: Vec<u8>,
+}
+
+/// What the client connection does after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+struct Client<S> {
+    io: S,
+    buf: IoBuf,
+    fields: Vec<Field>,
+    /// The member's response head fields.
+    up_fields: Vec<Field>,
+    /// Heads being written (to the member, then to the client).
+    out: Vec<u8>,
+}
+
+/// Serves a client connection until it closes, idles out or the listener stops.
+/// `detect_h2`: a cleartext listener, where a client may speak HTTP/2 with prior knowledge.
+pub(crate) async fn serve<S>(
+    dp: &DataPlaneInner,
+    conn: &ConnInfo,
+    io: S,
+    opened: Instant,
+    stop: &mut watch::Receiver<bool>,
+    detect_h2: bool,
+) -> Option<SwitchToH2<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut listener = dp.snapshot.load().listeners.get(&conn.listener).cloned()?;
+    let mut client = Client {
+        io,
+        buf: IoBuf::new(),
+        fields: Vec::with_capacity(16),
+        up_fields: Vec::with_capacity(16),
+        out: Vec::with_capacity(1024),
+    };
+    // The first head must arrive within the header timeout counted from accept.
+    let sleep = tokio::time::sleep_until(opened + ms(listener.timeouts.client_header_ms));
+    tokio::pin!(sleep);
+    let mut first = true;
+    loop {
+        let Some(req) = client
+            .read_head(&listener, first && detect_h2, first, &mut sleep, stop)
+            .await
+        else {
+            if first && detect_h2 && client.buf.data().starts_with(H2_PREFACE) {
+                return Some(SwitchToH2 {
+                    read: client.buf.data().to_vec(),
+                    io: client.io,
+                });
+            }
+            return None;
+        };
+        first = false;
+        // The listener as the newest snapshot has it (routes, pools, timeouts).
+        let current = dp.snapshot.load().listeners.get(&conn.listener).cloned();
+        match current {
+            Some(l) => listener = l,
+            None => {
+                client
+                    .reply(
+                        &mut sleep,
+                        &listener,
+                        &req,
+                        503,
+                        "listener is being removed",
+                        true,
+                    )
+                    .await;
+                return None;
+            }
+        }
+        let started = std::time::Instant::now();
+        let (status, next) = client
+            .exchange(dp, conn, &listener, req, &mut sleep, stop)
+            .await;
+        if status != 0 {
+            listener.stats.record(status, started.elapsed());
+        }
+        match next {
+            Next::KeepAlive if !*stop.borrow() => {}
+            _ => return None,
+        }
+    }
+}
+
+fn ms(v: u32) -> Duration {
+    Duration::from_millis(u64::from(v))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Waits for and parses the next request head. None: the connection is done (closed,
+    /// idle, stopped, or refused with an error answer already sent).
+    async fn read_head(
+        &mut self,
+        listener: &ListenerRt,
+        detect_h2: bool,
+        first: bool,
+        sleep: &mut Pin<&mut Sleep>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Request> {
+        self.buf.compact();
+        let header_limit = ms(listener.timeouts.client_header_ms);
+        // Between requests the connection may idle; once a head starts, it must complete
+        // within the header timeout.
+        let mut deadline = if first {
+            sleep.deadline()
+        } else if self.buf.is_empty() {
+            Instant::now() + ms(listener.timeouts.idle_ms)
+        } else {
+            Instant::now() + header_limit
+        };
+        loop {
+            let data = self.buf.data();
+            if detect_h2 && data.starts_with(H2_PREFACE) {
+                return None;
+            }
+            // Possibly the start of HTTP/2's preface: read on until it is whole.
+            let maybe_h2 = detect_h2 && H2_PREFACE.starts_with(data);
+            if !data.is_empty() && !maybe_h2 {
+                match parse_request(data, &mut self.fields, MAX_HEAD) {
+                    Ok(Some(req)) => return Some(req),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.error(sleep, listener, e.status(), e.reason(), true, false)
+                            .await;
+                        return None;
+                    }
+                }
+            }
+            let waiting = self.buf.is_empty();
+            let read = tokio::select! {
+                biased;
+                r = until(sleep, deadline, self.buf.read_from(&mut self.io, MAX_HEAD)) => r,
+                _ = stop.changed(), if waiting => return None,
+            };
+            match read {
+                Some(Ok(n)) if n > 0 => {
+                    if waiting && !first {
+                        deadline = Instant::now() + header_limit;
+                    }
+                }
+                // Closed, failed, or (at MAX_HEAD) the parser already said too large.
+                Some(_) => return None,
+                None if waiting => return None,
+                None => {
+                    let detail = "the request head did not arrive in time";
+                    self.error(sleep, listener, 408, detail, true, false).await;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Sends fulcrum's own error answer.
+    async fn error(
+        &mut self,
+        sleep: &mut Pin<&mut Sleep>,
+        listener: &ListenerRt,
+        status: u16,
+        detail: &str,
+        close: bool,
+        head_only: bool,
+    ) {
+        heads::error(&mut self.out, status, detail, close, head_only);
+        let deadline = Instant::now() + ms(listener.timeouts.idle_ms);
+        let _ = until(sleep, deadline, write_two(&mut self.io, &self.out, &[])).await;
+    }
+
+    /// Answers a request with fulcrum's own error, keeping the connection only when the
+    /// request has no body left unread.
+    async fn reply(
+        &mut self,
+        sleep: &mut Pin<&mut Sleep>,
+        listener: &ListenerRt,
+        req: &Request,
+        status: u16,
+        detail: &str,
+        force_close: bool,
+    ) -> Next {
+        let close = force_close || !req.keep_alive || req.body != Body::None;
+        self.buf.consume(req.head_len);
+        self.error(
+            sleep,
+            listener,
+            status,
+            detail,
+            close,
+            req.method == Method::Head,
+        )
+        .await;
+        if close { Next::Close } else { Next::KeepAlive }
+    }
+
+    /// One request: route, pick, send, relay. Returns the status the client got (0 when
+    /// none was sent) and what the connection does next.
+    async fn exchange(
+        &mut self,
+        dp: &DataPlaneInner,
+        conn: &ConnInfo,
+        listener: &ListenerRt,
+        req: Request,
+        sleep: &mut Pin<&mut Sleep>,
+        stop: &watch::Receiver<bool>,
+    ) -> (u16, Next) {
+        if req.method == Method::Connect {
+            let next = self
+                .reply(sleep, listener, &req, 405, "CONNECT is not served", true)
+                .await;
+            return (405, next);
+        }
+        let data = self.buf.data();
+        let host = req
+            .host
+            .or(req.authority)
+            .and_then(|h| std::str::from_utf8(h.of(data)).ok());
+        let target = req.target.of(data);
+        let path = target
+            .iter()
+            .position(|b| *b == b'?')
+            .map_or(target, |q| &target[..q]);
+        let Some(pool) = listener.route(host, path).cloned() else {
+            let next = self
+                .reply(
+                    sleep,
+                    listener,
+                    &req,
+                    503,
+                    "no pool serves this request",
+                    false,
+                )
+                .await;
+            return (503, next);
+        };
+        let timeouts = listener.timeouts;
+        let session = Session::of(
+            &pool,
+            conn.peer.ip(),
+            self.fields
+                .iter()
+                .filter(|f| f.kind == Name::Cookie)
+                .map(|f| f.value.of(data)),
+        );
+        let retryable = req.body == Body::None && req.method.is_idempotent();
+        let mut tried = Tried::default();
+        let mut bound = session.bound;
+        let mut failure = (503, exchange::unavailable_reason(&pool));
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(idx) = bound
+                .take()
+                .or_else(|| pick(&pool, conn.client_hash, &tried))
+            else {
+                break;
+            };
+            tried.add(idx);
+            let member = &pool.members[idx];
+            let lease = Lease::new(&member.state);
+            let mut up = match acquire(member, ms(timeouts.connect_ms)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(member = %member.authority, error = %e, "connect failed");
+                    exchange::failed(member, ErrorKind::Connect);
+                    dp.passive_failure(&pool, idx);
+                    failure = (502, "could not connect to a member");
+                    continue;
+                }
+            };
+            member.state.connect_succeeded();
+            match self
+                .attempt(
+                    dp, conn, &pool, idx, &req, &mut up, &session, sleep, stop, timeouts,
+                )
+                .await
+            {
+                Attempt::Done {
+                    status,
+                    reusable,
+                    next,
+                } => {
+                    if reusable {
+                        member.state.idle.put(up);
+                    }
+                    drop(lease);
+                    return (status, next);
+                }
+                Attempt::Upgraded { status } => {
+                    self.tunnel(up, sleep, ms(timeouts.idle_ms)).await;
+                    drop(lease);
+                    return (status, Next::Close);
+                }
+                Attempt::MemberFailed {
+                    kind,
+                    status,
+                    reason,
+                    retry,
+                } => {
+                    tracing::debug!(member = %member.authority, reused = up.reused, reason, "request to the member failed");
+                    exchange::failed(member, kind);
+                    if kind == ErrorKind::Reset && !up.reused {
+                        dp.passive_failure(&pool, idx);
+                    }
+                    failure = (status, reason);
+                    if !(retry && retryable) {
+                        break;
+                    }
+                }
+                Attempt::ClientFailed { answer } => {
+                    // The client's fault: nothing is charged to the member.
+                    if let Some((status, reason)) = answer {
+                        self.error(sleep, listener, status, reason, true, false)
+                            .await;
+                        return (status, Next::Close);
+                    }
+                    return (0, Next::Close);
+                }
+                Attempt::Broken => return (0, Next::Close),
+            }
+        }
+        let (status, reason) = failure;
+        let next = self
+            .reply(sleep, listener, &req, status, reason, false)
+            .await;
+        (status, next)
+    }
+
+    /// Sends the request to the member and relays its answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &mut self,
+        dp: &DataPlaneInner,
+        conn: &ConnInfo,
+        pool: &PoolRt,
+        idx: usize,
+        req: &Request,
+        up: &mut UpConn,
+        session: &Session,
+        sleep: &mut Pin<&mut Sleep>,
+        stop: &watch::Receiver<bool>,
+        timeouts: fulcrum_model::ListenerTimeouts,
+    ) -> Attempt {
+        let member = &pool.members[idx];
+        let idle = ms(timeouts.idle_ms);
+        let answer_continue = req.expect_continue;
+        heads::request(
+            &mut self.out,
+            self.buf.data(),
+            &self.fields,
+            req,
+            conn,
+            member,
+            answer_continue,
+        );
+        let sent_at = std::time::Instant::now();
+        // The head goes with the body bytes already read; a bodiless request's head stays
+        // in the buffer until answered, so a failed attempt can be sent again elsewhere.
+        let sent = match req.body {
+            Body::None => until(
+                sleep,
+                Instant::now() + idle,
+                write_two(&mut up.io, &self.out, &[]),
+            )
+            .await
+            .is_some_and(|r| r.is_ok()),
+            Body::Length(_) | Body::Chunked | Body::UntilClose => {
+                self.buf.consume(req.head_len);
+                if answer_continue && self.buf.is_empty() {
+                    let deadline = Instant::now() + idle;
+                    let continued = write_two(&mut self.io, b"HTTP/1.1 100 Continue\r\n\r\n", &[]);
+                    if until(sleep, deadline, continued)
+                        .await
+                        .is_none_or(|r| r.is_err())
+                    {
+                        return Attempt::ClientFailed { answer: None };
+                    }
+                }
+                let framing = match req.body {
+                    Body::Length(n) => Framing::Length(n),
+                    _ => Framing::Chunked { decode: false },
+                };
+                let out = std::mem::take(&mut self.out);
+                let copied = copy_body(
+                    &out,
+                    &mut self.buf,
+                    &mut self.io,
+                    &mut up.io,
+                    framing,
+                    sleep,
+                    idle,
+                )
+                .await;
+                self.out = out;
+                match copied {
+                    Ok(()) => true,
+                    Err(CopyError::Read) => return Attempt::ClientFailed { answer: None },
+                    Err(CopyError::Malformed(e)) => {
+                        return Attempt::ClientFailed {
+                            answer: Some((400, e.reason())),
+                        };
+                    }
+                    Err(CopyError::Write) => false,
+                }
+            }
+        };
+        if !sent {
+            return Attempt::MemberFailed {
+                kind: ErrorKind::Reset,
+                status: 502,
+                reason: "the member closed the connection",
+                retry: up.reused,
+            };
+        }
+
+        // The response head, after any interim ones.
+        let deadline = Instant::now() + ms(timeouts.upstream_response_ms);
+        let resp = loop {
+            match read_response(up, &mut self.up_fields, req.method, sleep, deadline).await {
+                Ok(r) if r.is_interim() => {
+                    if !answer_continue && !req.http10 {
+                        heads::interim(&mut self.out, up.buf.data(), &self.up_fields, &r);
+                        let relayed = write_two(&mut self.io, &self.out, &[]);
+                        if until(sleep, Instant::now() + idle, relayed)
+                            .await
+                            .is_none_or(|r| r.is_err())
+                        {
+                            return Attempt::ClientFailed { answer: None };
+                        }
+                    }
+                    up.buf.consume(r.head_len);
+                }
+                Ok(r) => break r,
+                Err(fail) => return fail,
+            }
+        };
+        if resp.status == 101 && (req.upgrade.is_none() || resp.upgrade.is_none()) {
+            return Attempt::MemberFailed {
+                kind: ErrorKind::Reset,
+                status: 502,
+                reason: "the member switched protocols unasked",
+                retry: false,
+            };
+        }
+        let upstream_head = up.buf.data();
+        exchange::answered(dp, member, resp.status, sent_at.elapsed(), || {
+            self.up_fields
+                .iter()
+                .find(|f| f.kind == Name::RetryAfter)
+                .map(|f| f.value.of(upstream_head))
+        });
+        let set_cookie = session.remember(
+            pool,
+            idx,
+            self.up_fields
+                .iter()
+                .filter(|f| f.kind == Name::SetCookie)
+                .map(|f| f.value.of(upstream_head)),
+        );
+        if req.body == Body::None {
+            self.buf.consume(req.head_len);
+        }
+        let framing = match resp.body {
+            Body::Chunked if req.http10 => ClientFraming::Decoded,
+            Body::UntilClose => ClientFraming::Close,
+            _ => ClientFraming::AsIs,
+        };
+        let close = !req.keep_alive || framing != ClientFraming::AsIs || *stop.borrow();
+        heads::response(
+            &mut self.out,
+            upstream_head,
+            &self.up_fields,
+            &resp,
+            &ResponseHead {
+                framing,
+                close,
+                client_http10: req.http10,
+                set_cookie: set_cookie.as_deref(),
+            },
+        );
+        up.buf.consume(resp.head_len);
+        if resp.upgrade.is_some() {
+            let deadline = Instant::now() + idle;
+            let sent = until(sleep, deadline, write_two(&mut self.io, &self.out, &[])).await;
+            return match sent {
+                Some(Ok(())) => Attempt::Upgraded {
+                    status: resp.status,
+                },
+                _ => Attempt::Broken,
+            };
+        }
+        let body = match (resp.body, framing) {
+            (Body::None, _) => None,
+            (Body::Length(n), _) => Some(Framing::Length(n)),
+            (Body::Chunked, ClientFraming::Decoded) => Some(Framing::Chunked { decode: true }),
+            (Body::Chunked, _) => Some(Framing::Chunked { decode: false }),
+            (Body::UntilClose, _) => Some(Framing::UntilClose),
+        };
+        let out = std::mem::take(&mut self.out);
+        let relayed = match body {
+            None => until(
+                sleep,
+                Instant::now() + idle,
+                write_two(&mut self.io, &out, &[]),
+            )
+            .await
+            .map_or(Err(CopyError::Write), |r| r.map_err(|_| CopyError::Write)),
+            Some(framing) => {
+                copy_body(
+                    &out,
+                    &mut up.buf,
+                    &mut up.io,
+                    &mut self.io,
+                    framing,
+                    sleep,
+                    idle,
+                )
+                .await
+            }
+        };
+        self.out = out;
+        match relayed {
+            Ok(()) => Attempt::Done {
+                status: resp.status,
+                reusable: resp.keep_alive && body != Some(Framing::UntilClose),
+                next: if close { Next::Close } else { Next::KeepAlive },
+            },
+            // The response has begun: all that is left is to close the client connection.
+            Err(CopyError::Read | CopyError::Malformed(_)) => {
+                exchange::failed(member, ErrorKind::Reset);
+                Attempt::Broken
+            }
+            Err(CopyError::Write) => Attempt::Broken,
+        }
+    }
+
+    /// Relays bytes both ways after a `101 Switching Protocols` until either side closes
+    /// or neither sends anything for `idle`.
+    async fn tunnel(&mut self, mut up: UpConn, sleep: &mut Pin<&mut Sleep>, idle: Duration) {
+        // Bytes each side sent ahead of the switch go first.
+        if !up.buf.is_empty() || !self.buf.is_empty() {
+            let deadline = Instant::now() + idle;
+            let to_client = write_two(&mut self.io, up.buf.data(), &[]);
+            if until(sleep, deadline, to_client)
+                .await
+                .is_none_or(|r| r.is_err())
+            {
+                return;
+            }
+            let to_member = write_two(&mut up.io, self.buf.data(), &[]);
+            if until(sleep, deadline, to_member)
+                .await
+                .is_none_or(|r| r.is_err())
+            {
+                return;
+            }
+            up.buf.clear();
+            self.buf.clear();
+        }
+        crate::tcp::copy_until_idle(&mut self.io, &mut up.io, idle).await;
+    }
+}
+
+/// How one attempt at a member ended.
+enum Attempt {
+    /// The response was relayed.
+    Done {
+        status: u16,
+        reusable: bool,
+        next: Next,
+    },
+    /// A 101 was relayed: the connection is now a tunnel to the member.
+    Upgraded { status: u16 },
+    /// The member failed before answering; `retry`: it may be sent elsewhere (a reused
+    /// connection the member had closed, and the request has no body).
+    MemberFailed {
+        kind: ErrorKind,
+        status: u16,
+        reason: &'static str,
+        retry: bool,
+    },
+    /// The client failed (aborted, stalled, malformed body); `answer`: what to tell it.
+    ClientFailed { answer: Option<(u16, &'static str)> },
+    /// The exchange broke after the response began: close without another word.
+    Broken,
+}
+
+/// Reads the member's next response head into its buffer.
+async fn read_response(
+    up: &mut UpConn,
+    fields: &mut Vec<Field>,
+    method: Method,
+    sleep: &mut Pin<&mut Sleep>,
+    deadline: Instant,
+) -> Result<Response, Attempt> {
+    loop {
+        if !up.buf.is_empty() {
+            match parse_response(up.buf.data(), fields, MAX_HEAD, method) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(_) => {
+                    return Err(Attempt::MemberFailed {
+                        kind: ErrorKind::Reset,
+                        status: 502,
+                        reason: "the member sent an invalid response",
+                        retry: false,
+                    });
+                }
+            }
+        }
+        let got_nothing = up.buf.is_empty();
+        match until(sleep, deadline, up.buf.read_from(&mut up.io, MAX_HEAD)).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => {
+                return Err(Attempt::MemberFailed {
+                    kind: ErrorKind::Reset,
+                    status: 502,
+                    reason: "the member closed the connection",
+                    // A reused connection the member closed before answering anything.
+                    retry: up.reused && got_nothing,
+                });
+            }
+            None => {
+                return Err(Attempt::MemberFailed {
+                    kind: ErrorKind::Timeout,
+                    status: 504,
+                    reason: "the member did not answer in time",
+                    retry: false,
+                });
+            }
+        }
+    }
+}
