@@ -14,196 +14,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::backend::{Backend, Echo};
-use common::{Api, Resp, Server, free_port};
+use common::stack::{Fulcrum, Stack, client, eventually, get, raw_http, refuses, who};
+use common::{Server, free_port};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-// ---- harness ---------------------------------------------------------------------------
-
-/// A fulcrum server with the API rate limit lifted (some tests make 1,000 changes).
-struct Fulcrum {
-    api: Api,
-    _server: Server,
-    _dir: tempfile::TempDir,
-}
-
-impl Fulcrum {
-    fn start() -> Fulcrum {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("fulcrum.toml");
-        std::fs::write(
-            &config,
-            "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n",
-        )
-        .expect("write config");
-        let config = config.to_str().expect("utf-8 path").to_owned();
-        let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
-        Fulcrum {
-            api: server.client(),
-            _server: server,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for the work request of a change; the data plane serves it once it succeeded.
-    async fn wait(&self, r: &Resp) {
-        self.api.applied(r).await;
-    }
-
-    /// A change that is waited for.
-    async fn apply(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let r = self.api.ok(method, path, body).await;
-        self.wait(&r).await;
-        r
-    }
-
-    async fn loadbalancer(&self) -> String {
-        self.apply(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "lb", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id()
-    }
-
-    async fn pool(&self, lb: &str, protocol: &str, algorithm: &str) -> String {
-        self.apply(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "pool", "protocol": protocol, "algorithm": algorithm})),
-        )
-        .await
-        .id()
-    }
-
-    /// A member on 127.0.0.1:`port`; `extra` is merged in (weight, backup, offline...).
-    async fn member(&self, pool: &str, port: u16, extra: Value) -> String {
-        let mut body = json!({"address": "127.0.0.1", "port": port});
-        merge(&mut body, extra);
-        self.apply("POST", &format!("/v1/pools/{pool}/members"), Some(body))
-            .await
-            .id()
-    }
-
-    async fn patch_member(&self, pool: &str, member: &str, patch: Value) {
-        self.apply(
-            "PATCH",
-            &format!("/v1/pools/{pool}/members/{member}"),
-            Some(patch),
-        )
-        .await;
-    }
-
-    async fn listener(&self, lb: &str, protocol: &str, port: u16, pool: Option<&str>) -> String {
-        self.listener_with(lb, protocol, port, pool, json!({}))
-            .await
-    }
-
-    async fn listener_with(
-        &self,
-        lb: &str,
-        protocol: &str,
-        port: u16,
-        pool: Option<&str>,
-        extra: Value,
-    ) -> String {
-        let mut body = json!({"name": format!("l{port}"), "protocol": protocol, "port": port});
-        if let Some(p) = pool {
-            body["default_pool_id"] = json!(p);
-        }
-        merge(&mut body, extra);
-        self.apply(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/listeners"),
-            Some(body),
-        )
-        .await
-        .id()
-    }
-
-    async fn monitor(&self, pool: &str, extra: Value) {
-        let mut body = json!({"pool_id": pool, "type": "HTTP", "url_path": "/health"});
-        merge(&mut body, extra);
-        self.apply("POST", "/v1/healthmonitors", Some(body)).await;
-    }
-
-    async fn member_status(&self, pool: &str, member: &str) -> String {
-        let r = self
-            .api
-            .ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
-            .await;
-        r.body["operating_status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-fn merge(base: &mut Value, extra: Value) {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
-    }
-}
-
-/// One HTTP pool behind one HTTP listener, one member per backend.
-struct Stack {
-    f: Fulcrum,
-    lb: String,
-    pool: String,
-    members: Vec<String>,
-    url: String,
-}
-
-impl Stack {
-    async fn new(algorithm: &str, backends: &[(&Backend, Value)]) -> Stack {
-        let f = Fulcrum::start();
-        let lb = f.loadbalancer().await;
-        let pool = f.pool(&lb, "HTTP", algorithm).await;
-        let mut members = Vec::new();
-        for (b, extra) in backends {
-            members.push(f.member(&pool, b.port(), extra.clone()).await);
-        }
-        let port = free_port();
-        f.listener(&lb, "HTTP", port, Some(&pool)).await;
-        Stack {
-            f,
-            lb,
-            pool,
-            members,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
-}
-
-/// GET through the proxy: the status and the body (a backend's name when it answered).
-async fn get(c: &reqwest::Client, url: &str) -> (u16, String) {
-    match c.get(url).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
-        Err(e) => (0, format!("client error: {e}")),
-    }
-}
-
-/// The backend name that answered, panicking on anything but 200.
-async fn who(c: &reqwest::Client, url: &str) -> String {
-    let (status, body) = get(c, url).await;
-    assert_eq!(status, 200, "GET {url}: {body}");
-    body
-}
+// ---- harness (the rest is in common::stack) ----------------------------------------
 
 /// `n` GETs with `concurrency` clients at once; answers counted by backend name, anything
 /// but 200 counted as `status <code>: <body>`.
@@ -283,39 +102,6 @@ impl Stream {
         }
         (ok, failed)
     }
-}
-
-/// Polls `cond` every 20 ms until it holds or `within` passes; returns whether it held.
-async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sends raw bytes to 127.0.0.1:`port` and reads the answer until the server closes.
-async fn raw_http(port: u16, request: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    s.write_all(request.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn refuses(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).await.is_err()
 }
 
 // ---- balancing -------------------------------------------------------------------------
@@ -987,42 +773,6 @@ async fn forwarding_headers_and_no_hop_by_hop() {
         !connection.contains("x-secret") && !connection.contains("close"),
         "Connection forwarded: {connection}"
     );
-}
-
-/// 13b. Content-Length with Transfer-Encoding (a smuggling vector): refused with 400 before
-/// any member is contacted, and the connection closes, so bytes after the body are never
-/// read as a second request (stricter than RFC 9112 §6.3 allows, as `fulcrum-h1` documents).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn content_length_with_transfer_encoding_cannot_smuggle() {
-    let a = Backend::start("a").await;
-    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
-    let port: u16 = s
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    for headers in [
-        "Content-Length: 999\r\nTransfer-Encoding: chunked\r\n",
-        "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
-    ] {
-        let before = a.requests();
-        let answer = raw_http(
-            port,
-            &format!(
-                "POST /a HTTP/1.1\r\nHost: x\r\n{headers}\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-            ),
-        )
-        .await;
-        assert!(answer.starts_with("HTTP/1.1 400 "), "{headers:?}: {answer}");
-        assert_eq!(
-            answer.matches("HTTP/1.1 ").count(),
-            1,
-            "{headers:?}: {answer}"
-        );
-        assert!(answer.contains("Connection: close"), "{answer}");
-        assert_eq!(a.requests(), before, "a member saw the ambiguous request");
-    }
 }
 
 /// 13c. No available member: 503 with a short reason; no pool at all: 503 too.

@@ -1,7 +1,15 @@
-//! Runs the real `fulcrum` binary on a free port with its own data directory.
+//! Runs the real `fulcrum` binary on a free port with its own data directory; the
+//! submodules hold what data-plane tests build on: [`stack`] (the server driven through
+//! the API, one pool behind one listener, waiting helpers), [`backend`] (HTTP and TCP
+//! echo members), [`capture`] (a raw member that records exact bytes), [`raw`] (a raw
+//! HTTP/1.1 client) and [`tls`] (certificates and a TLS client).
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod capture;
+pub mod raw;
+pub mod stack;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
