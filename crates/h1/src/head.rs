@@ -386,28 +386,39 @@ impl Framing {
 /// reg-name, IP literal and port characters (RFC 3986 §3.2.2): anything else in `Host`
 /// (spaces, commas, `@`, `/`) is refused before it reaches routing or a member.
 fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'.' | b'-'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-        )
+    HOST_CHARS[usize::from(b)]
 }
+
+const HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'.' | b'-'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more (up to
 /// `max_head` bytes: beyond that the head is refused as too large). `fields` is cleared and

@@ -21,6 +21,9 @@ const SLOW_START_SCALE: u32 = 100;
 
 pub struct Snapshot {
     pub revision: i64,
+    /// Counts compiles (several may share a revision, when binds are retried): a connection
+    /// keeps its listener until this moves, instead of looking it up per request.
+    pub generation: u64,
     pub listeners: HashMap<ListenerId, Arc<ListenerRt>>,
     pub pools: HashMap<PoolId, Arc<PoolRt>>,
 }
@@ -29,6 +32,7 @@ impl Snapshot {
     pub fn empty() -> Self {
         Snapshot {
             revision: 0,
+            generation: 0,
             listeners: HashMap::new(),
             pools: HashMap::new(),
         }
@@ -499,8 +503,10 @@ pub fn compile(
             }),
         );
     }
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     Snapshot {
         revision: cfg.revision,
+        generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         listeners,
         pools,
     }

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use fulcrum_h1::{ChunkError, Chunked, Step};
@@ -13,21 +14,51 @@ use tokio::time::{Instant, Sleep};
 
 use crate::iobuf::{INITIAL, IoBuf};
 
-/// Runs `io` unless the connection's deadline passes first. The deadline is moved only
-/// when it changes, so a phase costs one timer update, not one per read.
-pub(crate) async fn until<F: Future>(
+/// When an operation gives up.
+#[derive(Clone, Copy)]
+pub(crate) enum Limit {
+    At(Instant),
+    /// This long after the operation first has to wait (then it becomes `At`, so a phase
+    /// made of several operations keeps one deadline).
+    After(Duration),
+}
+
+/// Runs `io` unless it waits longer than `limit` (idle time).
+pub(crate) async fn within<F: Future>(
     sleep: &mut Pin<&mut Sleep>,
-    deadline: Instant,
+    limit: Duration,
     io: F,
 ) -> Option<F::Output> {
-    if sleep.deadline() != deadline {
-        sleep.as_mut().reset(deadline);
-    }
-    tokio::select! {
-        biased;
-        out = io => Some(out),
-        () = sleep.as_mut() => None,
-    }
+    bounded(sleep, &mut Limit::After(limit), io).await
+}
+
+/// The connection's one timer is armed only once `io` has to wait: most reads and writes
+/// on a busy connection complete at once and never touch the clock or the timer wheel.
+pub(crate) async fn bounded<F: Future>(
+    sleep: &mut Pin<&mut Sleep>,
+    limit: &mut Limit,
+    io: F,
+) -> Option<F::Output> {
+    let mut io = std::pin::pin!(io);
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = io.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !armed {
+            armed = true;
+            let deadline = match *limit {
+                Limit::At(at) => at,
+                Limit::After(d) => Instant::now() + d,
+            };
+            *limit = Limit::At(deadline);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Writes `head` then `body` (either may be empty) with as few calls as the socket allows,
@@ -129,7 +160,7 @@ where
             };
             if send_len > 0 || (done && !head.is_empty()) {
                 let part = &data[send_from..send_from + send_len];
-                until(sleep, Instant::now() + idle, write_two(dst, head, part))
+                within(sleep, idle, write_two(dst, head, part))
                     .await
                     .ok_or(CopyError::Write)?
                     .map_err(|_| CopyError::Write)?;
@@ -145,13 +176,13 @@ where
         }
         if !head.is_empty() {
             // Nothing of the body at hand yet: the head goes now, the body as it comes.
-            until(sleep, Instant::now() + idle, write_two(dst, head, &[]))
+            within(sleep, idle, write_two(dst, head, &[]))
                 .await
                 .ok_or(CopyError::Write)?
                 .map_err(|_| CopyError::Write)?;
             head = &[];
         }
-        match until(sleep, Instant::now() + idle, buf.read_from(src, INITIAL)).await {
+        match within(sleep, idle, buf.read_from(src, INITIAL)).await {
             Some(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
             Some(Ok(n)) if n > 0 => {}
             _ => return Err(CopyError::Read),

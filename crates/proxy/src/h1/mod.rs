@@ -26,7 +26,7 @@ use crate::state::Lease;
 use crate::stats::ErrorKind;
 use crate::upstream::{UpConn, acquire};
 use heads::{ClientFraming, ResponseHead};
-use io::{CopyError, Framing, copy_body, until, write_two};
+use io::{CopyError, Framing, Limit, bounded, copy_body, within, write_two};
 
 /// The HTTP/2 connection preface: on a cleartext listener it switches to HTTP/2.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -67,7 +67,13 @@ pub(crate) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut listener = dp.snapshot.load().listeners.get(&conn.listener).cloned()?;
+    let (mut listener, mut generation) = {
+        let snap = dp.snapshot.load();
+        (
+            snap.listeners.get(&conn.listener).cloned()?,
+            snap.generation,
+        )
+    };
     let mut client = Client {
         io,
         buf: IoBuf::new(),
@@ -94,9 +100,18 @@ where
         };
         first = false;
         // The listener as the newest snapshot has it (routes, pools, timeouts).
-        let current = dp.snapshot.load().listeners.get(&conn.listener).cloned();
+        let current = {
+            let snap = dp.snapshot.load();
+            if snap.generation == generation {
+                Some(None)
+            } else {
+                generation = snap.generation;
+                snap.listeners.get(&conn.listener).cloned().map(Some)
+            }
+        };
         match current {
-            Some(l) => listener = l,
+            Some(Some(l)) => listener = l,
+            Some(None) => {}
             None => {
                 client
                     .reply(
@@ -144,13 +159,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let header_limit = ms(listener.timeouts.client_header_ms);
         // Between requests the connection may idle; once a head starts, it must complete
         // within the header timeout.
-        let mut deadline = if first {
-            sleep.deadline()
+        let mut limit = if first {
+            Limit::At(sleep.deadline())
         } else if self.buf.is_empty() {
-            Instant::now() + ms(listener.timeouts.idle_ms)
+            Limit::After(ms(listener.timeouts.idle_ms))
         } else {
-            Instant::now() + header_limit
+            Limit::After(header_limit)
         };
+        let mut head_started = first || !self.buf.is_empty();
         loop {
             let data = self.buf.data();
             if detect_h2 && data.starts_with(H2_PREFACE) {
@@ -169,18 +185,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     }
                 }
             }
+            if !head_started && !data.is_empty() {
+                // A head began after an idle wait: it has the header timeout from now.
+                head_started = true;
+                limit = Limit::After(header_limit);
+            }
             let waiting = self.buf.is_empty();
             let read = tokio::select! {
                 biased;
-                r = until(sleep, deadline, self.buf.read_from(&mut self.io, MAX_HEAD)) => r,
+                r = bounded(sleep, &mut limit, self.buf.read_from(&mut self.io, MAX_HEAD)) => r,
                 _ = stop.changed(), if waiting => return None,
             };
             match read {
-                Some(Ok(n)) if n > 0 => {
-                    if waiting && !first {
-                        deadline = Instant::now() + header_limit;
-                    }
-                }
+                Some(Ok(n)) if n > 0 => {}
                 // Closed, failed, or (at MAX_HEAD) the parser already said too large.
                 Some(_) => return None,
                 None if waiting => return None,
@@ -204,8 +221,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         head_only: bool,
     ) {
         heads::error(&mut self.out, status, detail, close, head_only);
-        let deadline = Instant::now() + ms(listener.timeouts.idle_ms);
-        let _ = until(sleep, deadline, write_two(&mut self.io, &self.out, &[])).await;
+        let idle = ms(listener.timeouts.idle_ms);
+        let _ = within(sleep, idle, write_two(&mut self.io, &self.out, &[])).await;
     }
 
     /// Answers a request with fulcrum's own error, keeping the connection only when the
@@ -395,19 +412,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         // The head goes with the body bytes already read; a bodiless request's head stays
         // in the buffer until answered, so a failed attempt can be sent again elsewhere.
         let sent = match req.body {
-            Body::None => until(
-                sleep,
-                Instant::now() + idle,
-                write_two(&mut up.io, &self.out, &[]),
-            )
-            .await
-            .is_some_and(|r| r.is_ok()),
+            Body::None => within(sleep, idle, write_two(&mut up.io, &self.out, &[]))
+                .await
+                .is_some_and(|r| r.is_ok()),
             Body::Length(_) | Body::Chunked | Body::UntilClose => {
                 self.buf.consume(req.head_len);
                 if answer_continue && self.buf.is_empty() {
-                    let deadline = Instant::now() + idle;
                     let continued = write_two(&mut self.io, b"HTTP/1.1 100 Continue\r\n\r\n", &[]);
-                    if until(sleep, deadline, continued)
+                    if within(sleep, idle, continued)
                         .await
                         .is_none_or(|r| r.is_err())
                     {
@@ -452,14 +464,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
 
         // The response head, after any interim ones.
-        let deadline = Instant::now() + ms(timeouts.upstream_response_ms);
+        let mut limit = Limit::After(ms(timeouts.upstream_response_ms));
         let resp = loop {
-            match read_response(up, &mut self.up_fields, req.method, sleep, deadline).await {
+            match read_response(up, &mut self.up_fields, req.method, sleep, &mut limit).await {
                 Ok(r) if r.is_interim() => {
                     if !answer_continue && !req.http10 {
                         heads::interim(&mut self.out, up.buf.data(), &self.up_fields, &r);
                         let relayed = write_two(&mut self.io, &self.out, &[]);
-                        if until(sleep, Instant::now() + idle, relayed)
+                        if within(sleep, idle, relayed)
                             .await
                             .is_none_or(|r| r.is_err())
                         {
@@ -518,8 +530,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         );
         up.buf.consume(resp.head_len);
         if resp.upgrade.is_some() {
-            let deadline = Instant::now() + idle;
-            let sent = until(sleep, deadline, write_two(&mut self.io, &self.out, &[])).await;
+            let sent = within(sleep, idle, write_two(&mut self.io, &self.out, &[])).await;
             return match sent {
                 Some(Ok(())) => Attempt::Upgraded {
                     status: resp.status,
@@ -536,13 +547,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         let out = std::mem::take(&mut self.out);
         let relayed = match body {
-            None => until(
-                sleep,
-                Instant::now() + idle,
-                write_two(&mut self.io, &out, &[]),
-            )
-            .await
-            .map_or(Err(CopyError::Write), |r| r.map_err(|_| CopyError::Write)),
+            None => within(sleep, idle, write_two(&mut self.io, &out, &[]))
+                .await
+                .map_or(Err(CopyError::Write), |r| r.map_err(|_| CopyError::Write)),
             Some(framing) => {
                 copy_body(
                     &out,
@@ -577,16 +584,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn tunnel(&mut self, mut up: UpConn, sleep: &mut Pin<&mut Sleep>, idle: Duration) {
         // Bytes each side sent ahead of the switch go first.
         if !up.buf.is_empty() || !self.buf.is_empty() {
-            let deadline = Instant::now() + idle;
             let to_client = write_two(&mut self.io, up.buf.data(), &[]);
-            if until(sleep, deadline, to_client)
+            if within(sleep, idle, to_client)
                 .await
                 .is_none_or(|r| r.is_err())
             {
                 return;
             }
             let to_member = write_two(&mut up.io, self.buf.data(), &[]);
-            if until(sleep, deadline, to_member)
+            if within(sleep, idle, to_member)
                 .await
                 .is_none_or(|r| r.is_err())
             {
@@ -629,7 +635,7 @@ async fn read_response(
     fields: &mut Vec<Field>,
     method: Method,
     sleep: &mut Pin<&mut Sleep>,
-    deadline: Instant,
+    limit: &mut Limit,
 ) -> Result<Response, Attempt> {
     loop {
         if !up.buf.is_empty() {
@@ -647,7 +653,7 @@ async fn read_response(
             }
         }
         let got_nothing = up.buf.is_empty();
-        match until(sleep, deadline, up.buf.read_from(&mut up.io, MAX_HEAD)).await {
+        match bounded(sleep, limit, up.buf.read_from(&mut up.io, MAX_HEAD)).await {
             Some(Ok(n)) if n > 0 => {}
             Some(_) => {
                 return Err(Attempt::MemberFailed {
