@@ -105,7 +105,8 @@ pub enum Method {
 }
 
 impl Method {
-    fn of(m: &str) -> Method {
+    /// The method named `m` (case-sensitive, as RFC 9110 §9.1 says).
+    pub fn of(m: &str) -> Method {
         match m {
             "GET" => Method::Get,
             "HEAD" => Method::Head,

@@ -1,172 +1,223 @@
-//! HTTP/2 requests (hyper's server): route, pick a member, forward over hyper's HTTP/1.1
-//! client, stream the answer back.
+//! HTTP/2 connections (the h2 crate): every stream of a connection runs inside the
+//! connection's own task, so the frames that several streams produce in one turn leave in
+//! one flush, and nothing is spawned per stream. Each stream is forwarded to a member over
+//! the same HTTP/1.1 member connections, heads and body copying as `h1`.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty, Full};
-use hyper::body::{Body, Incoming};
+use fulcrum_h1::{Body, Method, Name, write_field};
+use futures::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::DataPlaneInner;
 use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
-use crate::hyper_upstream::{ResponseBody, UpstreamBody, acquire};
+use crate::h1::heads::{proxy_fields, replaced_by_credentials, request_line};
+use crate::h1::io::{CopyError, Framing, Limit, copy_body, within, write_two};
+use crate::h1::{MemberFailure, read_response};
+use crate::iobuf::IoBuf;
 use crate::persistence::Session;
 use crate::select::{Tried, pick};
 use crate::snapshot::{ListenerRt, PoolRt};
 use crate::state::Lease;
 use crate::stats::ErrorKind;
+use crate::upstream::{UpConn, acquire};
 
-fn reply(status: StatusCode, reason: &str) -> Response<ResponseBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!(
-        "{} {}: {reason}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )))));
-    *resp.status_mut() = status;
+/// Streams a client may open at once on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Flow-control windows: large enough that uploads are not paced by WINDOW_UPDATEs.
+const WINDOW: u32 = 1024 * 1024;
+/// Bodies up to this size are queued to the client at once instead of waiting for window.
+const SMALL_BODY: u64 = 16 * 1024;
+
+/// Serves an HTTP/2 connection (its preface may already have been read: `io` replays it)
+/// until the client closes it, it idles out, or the listener stops.
+pub(crate) async fn serve<S>(
+    dp: &DataPlaneInner,
+    conn: &ConnInfo,
+    io: S,
+    header_deadline: Instant,
+    stop: &mut watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = dp
+        .snapshot
+        .load()
+        .listeners
+        .get(&conn.listener)
+        .map_or(60_000, |l| l.timeouts.idle_ms);
+    let idle = Duration::from_millis(u64::from(idle));
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .handshake::<_, Bytes>(io);
+    let mut connection = match tokio::time::timeout_at(header_deadline, handshake).await {
+        Ok(Ok(c)) => c,
+        _ => return,
+    };
+    let mut streams = FuturesUnordered::new();
+    let mut quiet_since = Instant::now();
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        connection.graceful_shutdown();
+    }
+    loop {
+        let mut shut = false;
+        {
+            // One turn: every stream makes what progress it can, new streams are accepted,
+            // and the connection, polled last, flushes what all of them queued in one write.
+            let driver = std::future::poll_fn(|cx| {
+                loop {
+                    let mut progressed = false;
+                    while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
+                        progressed = true;
+                        if streams.is_empty() {
+                            quiet_since = Instant::now();
+                        }
+                    }
+                    match connection.poll_accept(cx) {
+                        Poll::Ready(Some(Ok((req, respond)))) => {
+                            streams.push(stream(dp, conn, req, respond));
+                            progressed = true;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            tracing::debug!(error = %e, "HTTP/2 connection failed");
+                            return Poll::Ready(());
+                        }
+                        Poll::Ready(None) => return Poll::Ready(()),
+                        Poll::Pending => {}
+                    }
+                    if !progressed {
+                        return Poll::Pending;
+                    }
+                }
+            });
+            tokio::select! {
+                biased;
+                () = driver => return,
+                _ = stop.changed(), if !stopping => shut = true,
+                () = &mut idle_check, if !stopping => {
+                    if streams.is_empty() && quiet_since.elapsed() >= idle {
+                        shut = true;
+                    } else {
+                        idle_check.as_mut().reset(quiet_since.max(Instant::now()) + idle);
+                    }
+                }
+            }
+        }
+        if shut {
+            // Stopped, idle, or the listener is gone: finish the streams in flight, then close.
+            stopping = true;
+            connection.graceful_shutdown();
+        }
+    }
+}
+
+/// One request stream: forwarded, then counted on the listener.
+async fn stream(
+    dp: &DataPlaneInner,
+    conn: &ConnInfo,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let started = std::time::Instant::now();
+    let listener = dp.snapshot.load().listeners.get(&conn.listener).cloned();
+    let Some(listener) = listener else {
+        reply(&mut respond, 503, "listener is being removed");
+        return;
+    };
+    let status = forward(dp, conn, &listener, req, &mut respond).await;
+    if status != 0 {
+        listener.stats.record(status, started.elapsed());
+    }
+}
+
+/// fulcrum's own answer: `<status> <reason>: <detail>` as plain text.
+fn reply(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) -> u16 {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = Bytes::from(format!(
+        "{} {}: {detail}\n",
+        code.as_u16(),
+        code.canonical_reason().unwrap_or("")
+    ));
+    let mut resp = Response::new(());
+    *resp.status_mut() = code;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    resp
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Ok(mut s) = respond.send_response(resp, false) {
+        let _ = s.send_data(body, true);
+    }
+    status
 }
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP_COUNT: usize = 8;
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names finds which hop-by-hop headers are present (most messages
-    // carry none, a response often only Connection); only those are looked up again.
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    let mut upgrade = false;
-    for name in headers.keys() {
-        if name == header::UPGRADE {
-            upgrade = true;
-        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present[i] = true;
-        }
-    }
-    if !upgrade && !present.contains(&true) {
-        return;
-    }
-    // Headers named in Connection are hop-by-hop too (HOP_BY_HOP[0] is Connection).
-    let named: Vec<HeaderName> = if present[0] {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|n| !HOP_BY_HOP.contains(n))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        headers.remove(h);
-    }
-    for h in &named {
-        headers.remove(h);
-    }
-    if upgrade {
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// Requests we may resend after a failure before any response byte (RFC 9110 §9.2.2).
-pub(crate) fn idempotent(m: &Method) -> bool {
+/// Request fields an HTTP/1.1 member must not get as they came: connection-specific ones,
+/// those written anew (Host, framing, forwarding).
+fn dropped(name: &HeaderName) -> bool {
     matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        Name::classify(name.as_str().as_bytes()),
+        Name::Host
+            | Name::ContentLength
+            | Name::TransferEncoding
+            | Name::Connection
+            | Name::KeepAlive
+            | Name::ProxyConnection
+            | Name::Te
+            | Name::Trailer
+            | Name::Upgrade
+            | Name::ProxyAuthorization
+            | Name::ProxyAuthenticate
+            | Name::XForwardedFor
+            | Name::XForwardedProto
     )
 }
 
-pub(crate) async fn handle(
-    dp: Arc<DataPlaneInner>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, std::convert::Infallible> {
-    let start = std::time::Instant::now();
-    // One snapshot read per request: the listener (routes, timeouts, counters) it serves.
-    let Some(listener) = dp.snapshot.load().listeners.get(&conn.listener).cloned() else {
-        return Ok(reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "listener is being removed",
-        ));
-    };
-    let resp = proxy(&dp, &conn, &listener, req).await;
-    listener
-        .stats
-        .record(resp.status().as_u16(), start.elapsed());
-    Ok(resp)
-}
-
-async fn proxy(
-    dp: &DataPlaneInner,
-    conn: &ConnInfo,
-    listener: &ListenerRt,
-    req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    // Ambiguous framing (Content-Length with Transfer-Encoding) never reaches here as
-    // such: hyper lets Transfer-Encoding win, drops Content-Length, and closes the
-    // connection after the response, so nothing can be smuggled behind the body.
-    // The Host header is kept as it came (a cheap shared copy); only an absolute-form
-    // request without one needs its authority turned into a value.
-    let host = match req.headers().get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
-    let Some(pool) = listener.route(host_str, req.uri().path().as_bytes()) else {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no pool serves this request",
-        );
-    };
-    forward(dp, conn, req, host, pool, listener.timeouts).await
-}
-
+/// Forwards one stream; returns the status the client got (0: none, the stream broke).
 async fn forward(
     dp: &DataPlaneInner,
     conn: &ConnInfo,
-    req: Request<Incoming>,
-    host: Option<HeaderValue>,
-    pool: &PoolRt,
-    timeouts: fulcrum_model::ListenerTimeouts,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = req.into_parts();
-    prepare_upstream_headers(&mut parts.headers, conn, host.as_ref());
-    parts.version = Version::HTTP_11;
-    parts.uri = match parts.uri.path_and_query() {
-        Some(pq) => Uri::from(pq.clone()),
-        None => Uri::from_static("/"),
+    listener: &ListenerRt,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> u16 {
+    let (parts, body) = req.into_parts();
+    let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if parts.method == http::Method::CONNECT {
+        return reply(respond, 405, "CONNECT is not served");
+    }
+    let Some(pool) = listener.route(host, parts.uri.path().as_bytes()).cloned() else {
+        return reply(respond, 503, "no pool serves this request");
     };
-    let bodyless = body.is_end_stream();
-    let retryable = bodyless && idempotent(&parts.method);
-    let mut body = Some(body);
-    let client_hash = conn.client_hash;
-    let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
-    let response_timeout = Duration::from_millis(u64::from(timeouts.upstream_response_ms));
-    let mut tried = Tried::default();
-    let mut last_error = "no member is available";
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    let method = Method::of(parts.method.as_str());
+    let has_body = !body.is_end_stream();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let retryable = !has_body && method.is_idempotent();
     let session = Session::of(
-        pool,
+        &pool,
         conn.peer.ip(),
         parts
             .headers
@@ -174,201 +225,325 @@ async fn forward(
             .iter()
             .map(HeaderValue::as_bytes),
     );
+    let timeouts = listener.timeouts;
+    let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
+    let sleep = tokio::time::sleep(idle);
+    tokio::pin!(sleep);
+    let mut body = Some(body);
+    let mut head = Vec::with_capacity(512);
+    let mut fields = Vec::new();
+    let mut tried = Tried::default();
     let mut bound = session.bound;
-    let mut parts = Some(parts);
-
+    let mut failure = (503, exchange::unavailable_reason(&pool));
     for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = bound.take().or_else(|| pick(pool, client_hash, &tried)) else {
+        let Some(idx) = bound
+            .take()
+            .or_else(|| pick(&pool, conn.client_hash, &tried))
+        else {
             break;
         };
         tried.add(idx);
         let member = &pool.members[idx];
-        let lease = Lease::new(&member.state);
-        let (mut sender, reused) = match acquire(member, connect_timeout).await {
+        let _lease = Lease::new(&member.state);
+        let connect = Duration::from_millis(u64::from(timeouts.connect_ms));
+        let mut up = match acquire(member, connect).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
                 exchange::failed(member, ErrorKind::Connect);
-                dp.passive_failure(pool, idx);
-                last_error = "could not connect to a member";
-                status = StatusCode::BAD_GATEWAY;
+                dp.passive_failure(&pool, idx);
+                failure = (502, "could not connect to a member");
                 continue;
             }
         };
         member.state.connect_succeeded();
-        let upstream_body: UpstreamBody = match body.take() {
-            Some(b) if !bodyless => Either::Left(b),
-            _ => Either::Right(Empty::new()),
-        };
-        // Only a request that may be resent after a reset keeps a copy; any other is sent
-        // at most once (a failed connect comes back before this point).
-        let Some(mut member_parts) = (if retryable {
-            parts.clone()
-        } else {
-            parts.take()
-        }) else {
-            break;
-        };
-        apply_upstream(&mut member_parts, &member.upstream);
-        if let Some(proxy) = &member.upstream.proxy
-            && member.upstream.tls.is_none()
-        {
-            // Plain HTTP through a forward proxy: absolute-form, with its credentials.
-            let pq = member_parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .to_owned();
-            if let Ok(uri) = format!("http://{}{pq}", member.authority).parse::<Uri>() {
-                member_parts.uri = uri;
-            }
-            if let Some(auth) = &proxy.authorization {
-                member_parts
-                    .headers
-                    .insert(header::PROXY_AUTHORIZATION, auth.clone());
-            }
-        }
-        let mut upstream_req = Request::from_parts(member_parts, upstream_body);
-        if bodyless {
-            upstream_req.headers_mut().remove(header::CONTENT_LENGTH);
-        }
-        let sent_at = std::time::Instant::now();
-        let sent = tokio::time::timeout(response_timeout, sender.send_request(upstream_req)).await;
-        match sent {
-            Ok(Ok(resp)) => {
-                exchange::answered(
-                    dp,
-                    member,
-                    resp.status().as_u16(),
-                    sent_at.elapsed(),
-                    || {
-                        resp.headers()
-                            .get(header::RETRY_AFTER)
-                            .map(HeaderValue::as_bytes)
-                    },
-                );
-                let keep_alive = !resp
-                    .headers()
-                    .get(header::CONNECTION)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-                let (mut rparts, rbody) = resp.into_parts();
-                strip_hop_by_hop(&mut rparts.headers);
-                let cookie = session.remember(
-                    pool,
-                    idx,
-                    rparts
-                        .headers
-                        .get_all(header::SET_COOKIE)
-                        .iter()
-                        .map(HeaderValue::as_bytes),
-                );
-                if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                    rparts.headers.append(header::SET_COOKIE, v);
-                }
-                let body = crate::hyper_upstream::PooledBody::new(
-                    rbody,
-                    sender,
-                    member.state.clone(),
-                    member.upstream.clone(),
-                    lease,
-                    keep_alive,
-                );
-                return Response::from_parts(rparts, Either::Left(body));
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(member = %member.authority, error = %e, reused, "upstream request failed");
-                exchange::failed(member, ErrorKind::Reset);
-                last_error = "the member closed the connection";
-                status = StatusCode::BAD_GATEWAY;
-                if !retryable {
-                    break;
-                }
-                if !reused {
-                    dp.passive_failure(pool, idx);
-                }
-            }
-            Err(_) => {
-                exchange::failed(member, ErrorKind::Timeout);
-                last_error = "the member did not answer in time";
-                status = StatusCode::GATEWAY_TIMEOUT;
-                break;
-            }
-        }
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        last_error = exchange::unavailable_reason(pool);
-    }
-    reply(status, last_error)
-}
 
-/// Adds a member's credentials and base path to a request bound for it.
-fn apply_upstream(parts: &mut http::request::Parts, u: &crate::snapshot::UpstreamRt) {
-    if u.is_empty() {
-        return;
-    }
-    for (name, values) in &u.headers {
-        parts.headers.remove(name);
-        for v in values {
-            parts.headers.append(name.clone(), v.clone());
-        }
-    }
-    if u.base_path.is_empty() && u.query.is_empty() {
-        return;
-    }
-    let path = parts.uri.path();
-    let mut target = String::with_capacity(u.base_path.len() + path.len() + u.query.len() + 2);
-    target.push_str(&u.base_path);
-    target.push_str(if path.is_empty() { "/" } else { path });
-    let query = parts.uri.query().filter(|q| !q.is_empty());
-    if query.is_some() || !u.query.is_empty() {
-        target.push('?');
-        if let Some(q) = query {
-            target.push_str(q);
-            if !u.query.is_empty() {
-                target.push('&');
+        // The head, from the client's fields.
+        request_line(
+            &mut head,
+            parts.method.as_str().as_bytes(),
+            target.as_bytes(),
+            member,
+        );
+        for (name, value) in &parts.headers {
+            if !dropped(name) && !replaced_by_credentials(member, name.as_str().as_bytes()) {
+                write_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
             }
         }
-        target.push_str(&u.query);
+        if let Some(h) = host {
+            write_field(&mut head, b"Host", h.as_bytes());
+        }
+        let prior_xff = parts
+            .headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes);
+        let framing = has_body.then_some(length);
+        proxy_fields(
+            &mut head,
+            conn,
+            member,
+            host.map(str::as_bytes),
+            prior_xff,
+            framing,
+        );
+        head.extend_from_slice(b"\r\n");
+
+        let sent_at = std::time::Instant::now();
+        let sent = match body.take().filter(|_| has_body) {
+            None => within(&mut sleep, idle, write_two(&mut up.io, &head, &[]))
+                .await
+                .is_some_and(|r| r.is_ok()),
+            Some(mut recv) => {
+                let mut input = H2In {
+                    body: &mut recv,
+                    pending: Bytes::new(),
+                };
+                let framing = length.map_or(Framing::EncodeChunked, Framing::Length);
+                let mut buf = IoBuf::new();
+                let copied = copy_body(
+                    &head, &mut buf, &mut input, &mut up.io, framing, &mut sleep, idle,
+                )
+                .await;
+                match copied {
+                    Ok(()) => true,
+                    // The client's fault: nothing is charged to the member.
+                    Err(CopyError::Read | CopyError::Malformed(_)) => {
+                        respond.send_reset(h2::Reason::CANCEL);
+                        return 0;
+                    }
+                    Err(CopyError::Write) => false,
+                }
+            }
+        };
+        let failed = if sent {
+            let mut limit = Limit::After(Duration::from_millis(u64::from(
+                timeouts.upstream_response_ms,
+            )));
+            loop {
+                match read_response(&mut up, &mut fields, method, &mut sleep, &mut limit).await {
+                    // Interim answers are the member's business with this hop.
+                    Ok(r) if r.is_interim() => up.buf.consume(r.head_len),
+                    Ok(r) if r.status == 101 => {
+                        break MemberFailure {
+                            kind: ErrorKind::Reset,
+                            status: 502,
+                            reason: "the member switched protocols unasked",
+                            retry: false,
+                        };
+                    }
+                    Ok(r) => {
+                        let (status, reusable) = relay(
+                            dp, member, &pool, idx, &session, respond, &mut up, &fields, r,
+                            sent_at, &mut sleep, idle,
+                        )
+                        .await;
+                        if reusable {
+                            member.state.idle.put(up);
+                        }
+                        return status;
+                    }
+                    Err(f) => break f,
+                }
+            }
+        } else {
+            MemberFailure {
+                kind: ErrorKind::Reset,
+                status: 502,
+                reason: "the member closed the connection",
+                retry: up.reused,
+            }
+        };
+        tracing::debug!(member = %member.authority, reused = up.reused, reason = failed.reason, "request to the member failed");
+        exchange::failed(member, failed.kind);
+        if failed.kind == ErrorKind::Reset && !up.reused {
+            dp.passive_failure(&pool, idx);
+        }
+        failure = (failed.status, failed.reason);
+        if !(failed.retry && retryable) {
+            break;
+        }
     }
-    if let Ok(uri) = target.parse::<Uri>() {
-        parts.uri = uri;
-    }
+    let (status, reason) = failure;
+    reply(respond, status, reason)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The pieces, in order, as one header value.
-fn joined(parts: &[&[u8]]) -> Option<HeaderValue> {
-    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        v.extend_from_slice(p);
+/// Sends the member's response to the client. Returns its status (0 if the stream broke)
+/// and whether the member connection may be reused.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    dp: &DataPlaneInner,
+    member: &crate::snapshot::MemberRt,
+    pool: &PoolRt,
+    idx: usize,
+    session: &Session,
+    respond: &mut SendResponse<Bytes>,
+    up: &mut UpConn,
+    fields: &[fulcrum_h1::Field],
+    resp: fulcrum_h1::Response,
+    sent_at: std::time::Instant,
+    sleep: &mut Pin<&mut Sleep>,
+    idle: Duration,
+) -> (u16, bool) {
+    let head = up.buf.data();
+    exchange::answered(dp, member, resp.status, sent_at.elapsed(), || {
+        fields
+            .iter()
+            .find(|f| f.kind == Name::RetryAfter)
+            .map(|f| f.value.of(head))
+    });
+    let set_cookie = session.remember(
+        pool,
+        idx,
+        fields
+            .iter()
+            .filter(|f| f.kind == Name::SetCookie)
+            .map(|f| f.value.of(head)),
+    );
+    let mut out = Response::new(());
+    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let headers = out.headers_mut();
+    for f in fields.iter().filter(|f| !f.hop) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.of(head)),
+            HeaderValue::from_bytes(f.value.of(head)),
+        ) {
+            headers.append(name, value);
+        }
     }
-    HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+    if let Some(n) = resp.content_length.filter(|_| resp.body != Body::Chunked) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.append(header::SET_COOKIE, v);
+    }
+    up.buf.consume(resp.head_len);
+    let framing = match resp.body {
+        Body::None => None,
+        Body::Length(n) => Some(Framing::Length(n)),
+        Body::Chunked => Some(Framing::Chunked { decode: true }),
+        Body::UntilClose => Some(Framing::UntilClose),
+    };
+    let Ok(mut send) = respond.send_response(out, framing.is_none()) else {
+        return (0, false);
+    };
+    let status = resp.status;
+    let Some(framing) = framing else {
+        return (status, resp.keep_alive);
+    };
+    // A small body already read whole goes out as one final DATA frame.
+    if let Framing::Length(n) = framing
+        && n <= SMALL_BODY
+        && up.buf.len() as u64 >= n
+    {
+        let n = n as usize;
+        let data = Bytes::copy_from_slice(&up.buf.data()[..n]);
+        up.buf.consume(n);
+        return (
+            status,
+            send.send_data(data, true).is_ok() && resp.keep_alive,
+        );
+    }
+    let mut output = H2Out { stream: &mut send };
+    let copied = copy_body(
+        &[],
+        &mut up.buf,
+        &mut up.io,
+        &mut output,
+        framing,
+        sleep,
+        idle,
+    )
+    .await;
+    match copied {
+        Ok(()) => {
+            if send.send_data(Bytes::new(), true).is_err() {
+                return (0, false);
+            }
+            (status, resp.keep_alive && framing != Framing::UntilClose)
+        }
+        Err(CopyError::Read | CopyError::Malformed(_)) => {
+            exchange::failed(member, ErrorKind::Reset);
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            (0, false)
+        }
+        Err(CopyError::Write) => (0, false),
+    }
 }
 
-fn prepare_upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
-    strip_hop_by_hop(headers);
-    let xff = match headers.get(X_FORWARDED_FOR) {
-        Some(prev) => joined(&[prev.as_bytes(), b", ", conn.client_ip.as_bytes()]),
-        None => Some(conn.client_ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+/// A client's request body as a byte stream, releasing flow-control window as it is read.
+struct H2In<'a> {
+    body: &'a mut RecvStream,
+    pending: Bytes,
+}
+
+impl AsyncRead for H2In<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        while this.pending.is_empty() {
+            match this.body.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.body.flow_control().release_capacity(data.len());
+                    this.pending = data;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(std::io::Error::other(e))),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = this.pending.len().min(buf.remaining());
+        buf.put_slice(&this.pending.split_to(n));
+        Poll::Ready(Ok(()))
     }
-    let proto = if conn.tls { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let forwarded = match host {
-        Some(h) => joined(&[conn.forwarded.as_bytes(), b";host=\"", h.as_bytes(), b"\""]),
-        None => Some(conn.forwarded.clone()),
-    };
-    if let Some(v) = forwarded {
-        headers.append(header::FORWARDED, v);
+}
+
+/// A response stream as a byte sink that sends only what the client's window allows.
+struct H2Out<'a> {
+    stream: &'a mut SendStream<Bytes>,
+}
+
+impl AsyncWrite for H2Out<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let stream = &mut *self.stream;
+        if stream.capacity() == 0 {
+            stream.reserve_capacity(buf.len());
+            match stream.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(std::io::Error::other(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = stream.capacity().min(buf.len());
+        if n == 0 {
+            return Poll::Pending;
+        }
+        match stream.send_data(Bytes::copy_from_slice(&buf[..n]), false) {
+            Ok(()) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(std::io::Error::other(e))),
+        }
     }
-    if let Some(h) = host
-        && !headers.contains_key(header::HOST)
-    {
-        headers.insert(header::HOST, h.clone());
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

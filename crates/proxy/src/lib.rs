@@ -26,7 +26,6 @@ mod stats;
 mod sticky;
 mod weak_map;
 
-mod hyper_upstream;
 mod state;
 mod upstream;
 

@@ -2,7 +2,7 @@
 //! socket per worker (the kernel spreads connections over them), a changed address rebinds,
 //! a removed one stops accepting and lets its connections finish. Other listeners are
 //! never touched. Each accepted connection is served to its end on the worker that
-//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by hyper (`h2`), TCP by `tcp`.
+//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by `h2`, TCP by `tcp`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fulcrum_model::{ListenerId, ListenerProtocol};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -244,7 +243,8 @@ async fn serve_http(
     let conn = ConnInfo::new(id, peer, false);
     if let Some(switch) = crate::h1::serve(&dp, &conn, stream, opened, &mut stop, true).await {
         let io = Rewind::new(switch.read, switch.io);
-        serve_h2(dp, Arc::new(conn), io, stop).await;
+        let deadline = Instant::now() + header_timeout(&dp, &conn.listener);
+        crate::h2::serve(&dp, &conn, io, deadline, &mut stop).await;
     }
 }
 
@@ -301,7 +301,8 @@ async fn serve_tls(
         .await;
         return;
     }
-    serve_h2(dp, Arc::new(conn), Rewind::new(preface.to_vec(), tls), stop).await;
+    let io = Rewind::new(preface.to_vec(), tls);
+    crate::h2::serve(&dp, &conn, io, deadline, &mut stop).await;
 }
 
 /// A stream whose first bytes were already read: they are read again first.
@@ -361,104 +362,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// What a connection is doing, for its idle timeout.
-#[derive(Default)]
-struct Activity {
-    in_flight: AtomicUsize,
-    /// Milliseconds since the connection opened, at the last request's start or end.
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self, opened: Instant) {
-        let ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-}
-
-/// One request in flight on a connection, until it is answered or dropped (an HTTP/2 stream
-/// the client resets is dropped mid-way, and must not keep the connection from idling out).
-struct InFlight {
-    activity: Arc<Activity>,
-    opened: Instant,
-}
-
-impl InFlight {
-    fn start(activity: Arc<Activity>, opened: Instant) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.touch(opened);
-        Self { activity, opened }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.activity.touch(self.opened);
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An HTTP/2 connection, served by hyper; each stream is forwarded by `h2::handle`.
-async fn serve_h2<S>(
-    dp: Arc<DataPlaneInner>,
-    info: Arc<ConnInfo>,
-    stream: S,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let idle = dp
-        .snapshot
-        .load()
-        .listeners
-        .get(&info.listener)
-        .map_or(60_000, |l| l.timeouts.idle_ms);
-    let idle = Duration::from_millis(u64::from(idle));
-    let opened = Instant::now();
-    let activity = Arc::new(Activity::default());
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
-    let seen = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let (dp, info) = (dp.clone(), info.clone());
-        let in_flight = InFlight::start(seen.clone(), opened);
-        // Boxed: the request future is a few KB, and hyper moves it into a spawned task
-        // per stream. Moving a pointer instead cut memcpy's share of the instructions
-        // (callgrind, bench/PROFILE.md).
-        Box::pin(async move {
-            let resp = crate::h2::handle(dp, info, req).await;
-            drop(in_flight);
-            resp
-        })
-    });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let mut stopping = *stop.borrow();
-    if stopping {
-        conn.as_mut().graceful_shutdown();
-    }
-    let mut idle_check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
-    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => break,
-            _ = stop.changed(), if !stopping => {
-                // Stopped, or the listener is gone: finish the streams in flight, then close.
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = idle_check.tick(), if !stopping => {
-                let quiet = opened.elapsed().saturating_sub(Duration::from_millis(
-                    activity.last_ms.load(Ordering::Relaxed),
-                ));
-                if activity.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
-                    stopping = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
     }
 }

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use fulcrum_model::MemberId;
 use parking_lot::Mutex;
 
-use crate::hyper_upstream::IdleConnections;
 use crate::upstream::IdlePool;
 use crate::weak_map::WeakMap;
 
@@ -39,8 +38,6 @@ pub struct MemberState {
     warm_since_ms: AtomicU64,
     /// Idle HTTP/1.1 connections, per worker.
     pub(crate) idle: IdlePool,
-    /// Idle hyper client connections, for HTTP/2 listeners.
-    pub(crate) h2_idle: IdleConnections,
     pub(crate) stats: crate::stats::Stats,
 }
 
@@ -55,7 +52,6 @@ impl MemberState {
             breaker_until_ms: AtomicU64::new(0),
             warm_since_ms: AtomicU64::new(0),
             idle: IdlePool::new(workers),
-            h2_idle: IdleConnections::default(),
             stats: crate::stats::Stats::default(),
         }
     }

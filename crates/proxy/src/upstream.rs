@@ -162,8 +162,6 @@ pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
     Tls(String),
-    /// Only with hyper's client (HTTP/2 listeners).
-    Handshake(hyper::Error),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -172,7 +170,6 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS to the member failed: {e}"),
-            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
         }
     }
 }

@@ -19,52 +19,88 @@ pub(crate) fn request(
     member: &MemberRt,
     drop_expect: bool,
 ) {
-    let u = &member.upstream;
-    out.clear();
-    out.extend_from_slice(req.method_span.of(buf));
-    out.push(b' ');
-    let plain_proxy = u.proxy.as_ref().filter(|_| u.tls.is_none());
-    if plain_proxy.is_some() {
-        // Plain HTTP through a forward proxy: absolute-form.
-        out.extend_from_slice(b"http://");
-        out.extend_from_slice(member.authority.as_bytes());
-    }
-    target(out, req.target.of(buf), &u.base_path, &u.query);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-
-    let mut forwarded_for = false;
+    request_line(out, req.method_span.of(buf), req.target.of(buf), member);
     for f in fields.iter().filter(|f| !f.hop) {
         match f.kind {
-            Name::XForwardedFor => {
-                forwarded_for = true;
-                continue;
-            }
-            Name::XForwardedProto => continue,
+            // Written anew below.
+            Name::XForwardedFor | Name::XForwardedProto => continue,
             Name::Expect if drop_expect => continue,
             _ => {}
         }
         let name = f.name.of(buf);
-        if !u.headers.is_empty()
-            && u.headers
-                .iter()
-                .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
-        {
-            // The member's own credentials replace what the client sent.
+        if replaced_by_credentials(member, name) {
             continue;
         }
         write_field(out, name, f.value.of(buf));
     }
     let host = req.host.or(req.authority).map(|h| h.of(buf));
+    let prior_xff = fields
+        .iter()
+        .filter(|f| f.kind == Name::XForwardedFor)
+        .map(|f| f.value.of(buf));
+    let body = match req.body {
+        Body::Length(n) => Some(Some(n)),
+        Body::Chunked => Some(None),
+        Body::None | Body::UntilClose => None,
+    };
+    proxy_fields(out, conn, member, host, prior_xff, body);
+    if let Some(upgrade) = req.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        write_field(out, b"Upgrade", upgrade.of(buf));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether the client's field `name` is replaced by the member's own credentials.
+pub(crate) fn replaced_by_credentials(member: &MemberRt, name: &[u8]) -> bool {
+    let u = &member.upstream;
+    !u.headers.is_empty()
+        && u.headers
+            .iter()
+            .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The request line for `member`: method, target (absolute-form through a plain forward
+/// proxy; with the member's base path and credential query), HTTP/1.1.
+pub(crate) fn request_line(
+    out: &mut Vec<u8>,
+    method: &[u8],
+    client_target: &[u8],
+    member: &MemberRt,
+) {
+    let u = &member.upstream;
+    out.clear();
+    out.extend_from_slice(method);
+    out.push(b' ');
+    if u.proxy.is_some() && u.tls.is_none() {
+        // Plain HTTP through a forward proxy: absolute-form.
+        out.extend_from_slice(b"http://");
+        out.extend_from_slice(member.authority.as_bytes());
+    }
+    target(out, client_target, &u.base_path, &u.query);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// The fields the proxy adds after the client's own: Host when the client sent none,
+/// `X-Forwarded-For` (earlier proxies' values, then this client), `X-Forwarded-Proto`,
+/// `Forwarded`, the member's credentials, a forward proxy's credentials, and the framing
+/// (`body`: Some(Some(n)) a length, Some(None) chunked, None no body).
+pub(crate) fn proxy_fields<'a>(
+    out: &mut Vec<u8>,
+    conn: &ConnInfo,
+    member: &MemberRt,
+    host: Option<&[u8]>,
+    prior_xff: impl Iterator<Item = &'a [u8]>,
+    body: Option<Option<u64>>,
+) {
+    let u = &member.upstream;
     if host.is_none() {
         write_field(out, b"Host", member.authority.as_bytes());
     }
-    // X-Forwarded-For: what earlier proxies said, then this client.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if forwarded_for {
-        for f in fields.iter().filter(|f| f.kind == Name::XForwardedFor) {
-            out.extend_from_slice(f.value.of(buf));
-            out.extend_from_slice(b", ");
-        }
+    for v in prior_xff {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
     }
     out.extend_from_slice(conn.client_ip.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -82,23 +118,19 @@ pub(crate) fn request(
             write_field(out, name.as_str().as_bytes(), v.as_bytes());
         }
     }
+    let plain_proxy = u.proxy.as_ref().filter(|_| u.tls.is_none());
     if let Some(auth) = plain_proxy.and_then(|p| p.authorization.as_ref()) {
         write_field(out, b"Proxy-Authorization", auth.as_bytes());
     }
-    match req.body {
-        Body::Length(n) => {
+    match body {
+        Some(Some(n)) => {
             out.extend_from_slice(b"Content-Length: ");
             write_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
-        Body::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Body::None | Body::UntilClose => {}
+        Some(None) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        None => {}
     }
-    if let Some(upgrade) = req.upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-        write_field(out, b"Upgrade", upgrade.of(buf));
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The target sent on: the member's base path before the client's path, the member's

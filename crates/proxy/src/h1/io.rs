@@ -65,28 +65,28 @@ pub(crate) async fn bounded<F: Future>(
 /// then flushes (a no-op on plain TCP; TLS may hold records back).
 pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
     w: &mut W,
-    mut head: &[u8],
-    mut body: &[u8],
+    head: &[u8],
+    body: &[u8],
 ) -> std::io::Result<()> {
-    while !head.is_empty() && !body.is_empty() {
-        let n = w
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            .await?;
+    write_all(w, &mut [IoSlice::new(head), IoSlice::new(body)]).await
+}
+
+/// Writes every slice, vectored, then flushes.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut parts: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let n = if parts.len() == 1 {
+            w.write(&parts[0]).await?
+        } else {
+            w.write_vectored(parts).await?
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        if n < head.len() {
-            head = &head[n..];
-        } else {
-            body = &body[n - head.len()..];
-            head = &[];
-        }
-    }
-    if !head.is_empty() {
-        w.write_all(head).await?;
-    }
-    if !body.is_empty() {
-        w.write_all(body).await?;
+        IoSlice::advance_slices(&mut parts, n);
     }
     w.flush().await
 }
@@ -100,6 +100,9 @@ pub(crate) enum Framing {
         decode: bool,
     },
     UntilClose,
+    /// Everything until the sender's end, sent chunked (a body of unknown length, from an
+    /// HTTP/2 client, to an HTTP/1.1 member).
+    EncodeChunked,
 }
 
 /// Why a body could not be copied; the caller knows which side each end is.
@@ -129,6 +132,9 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if framing == Framing::EncodeChunked {
+        return encode_chunked(head, buf, src, dst, sleep, idle).await;
+    }
     let mut head = head;
     let mut left = match framing {
         Framing::Length(n) => n,
@@ -156,7 +162,7 @@ where
                         Step::Done(n) => (n, 0, 0, true),
                     }
                 }
-                Framing::UntilClose => (data.len(), 0, data.len(), false),
+                Framing::UntilClose | Framing::EncodeChunked => (data.len(), 0, data.len(), false),
             };
             if send_len > 0 || (done && !head.is_empty()) {
                 let part = &data[send_from..send_from + send_len];
@@ -186,6 +192,54 @@ where
             Some(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
             Some(Ok(n)) if n > 0 => {}
             _ => return Err(CopyError::Read),
+        }
+    }
+}
+
+/// Copies everything `src` sends until its end to `dst` as a chunked body, after `head`.
+async fn encode_chunked<R, W>(
+    head: &[u8],
+    buf: &mut IoBuf,
+    src: &mut R,
+    dst: &mut W,
+    sleep: &mut Pin<&mut Sleep>,
+    idle: Duration,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut head = head;
+    loop {
+        let read = within(sleep, idle, buf.read_from(src, INITIAL)).await;
+        let ended = match read {
+            Some(Ok(0)) => true,
+            Some(Ok(_)) => false,
+            _ => return Err(CopyError::Read),
+        };
+        // `<hex>\r\n<data>\r\n`, or the last chunk `0\r\n\r\n`.
+        let mut size = Vec::<u8>::with_capacity(20);
+        if ended {
+            size.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            size.extend_from_slice(format!("{:x}\r\n", buf.len()).as_bytes());
+        }
+        let data: &[u8] = if ended { &[] } else { buf.data() };
+        let crlf: &[u8] = if ended { &[] } else { b"\r\n" };
+        let mut parts = [
+            IoSlice::new(head),
+            IoSlice::new(&size),
+            IoSlice::new(data),
+            IoSlice::new(crlf),
+        ];
+        within(sleep, idle, write_all(dst, &mut parts))
+            .await
+            .ok_or(CopyError::Write)?
+            .map_err(|_| CopyError::Write)?;
+        head = &[];
+        buf.clear();
+        if ended {
+            return Ok(());
         }
     }
 }

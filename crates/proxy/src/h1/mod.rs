@@ -5,8 +5,8 @@
 //! connection's buffer, which lives as long as the connection: a keep-alive request in
 //! steady state allocates nothing.
 
-mod heads;
-mod io;
+pub(crate) mod heads;
+pub(crate) mod io;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -346,12 +346,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     drop(lease);
                     return (status, Next::Close);
                 }
-                Attempt::MemberFailed {
+                Attempt::MemberFailed(MemberFailure {
                     kind,
                     status,
                     reason,
                     retry,
-                } => {
+                }) => {
                     tracing::debug!(member = %member.authority, reused = up.reused, reason, "request to the member failed");
                     exchange::failed(member, kind);
                     if kind == ErrorKind::Reset && !up.reused {
@@ -455,12 +455,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         };
         if !sent {
-            return Attempt::MemberFailed {
+            return Attempt::MemberFailed(MemberFailure {
                 kind: ErrorKind::Reset,
                 status: 502,
                 reason: "the member closed the connection",
                 retry: up.reused,
-            };
+            });
         }
 
         // The response head, after any interim ones.
@@ -481,16 +481,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     up.buf.consume(r.head_len);
                 }
                 Ok(r) => break r,
-                Err(fail) => return fail,
+                Err(fail) => return Attempt::MemberFailed(fail),
             }
         };
         if resp.status == 101 && (req.upgrade.is_none() || resp.upgrade.is_none()) {
-            return Attempt::MemberFailed {
+            return Attempt::MemberFailed(MemberFailure {
                 kind: ErrorKind::Reset,
                 status: 502,
                 reason: "the member switched protocols unasked",
                 retry: false,
-            };
+            });
         }
         let upstream_head = up.buf.data();
         exchange::answered(dp, member, resp.status, sent_at.elapsed(), || {
@@ -605,6 +605,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
+/// The member failed before its response began.
+pub(crate) struct MemberFailure {
+    pub kind: ErrorKind,
+    /// What the client is told if no other member answers.
+    pub status: u16,
+    pub reason: &'static str,
+    /// The request may be sent elsewhere: a reused connection the member had closed
+    /// before answering anything (the caller also checks the request may be resent).
+    pub retry: bool,
+}
+
 /// How one attempt at a member ended.
 enum Attempt {
     /// The response was relayed.
@@ -615,14 +626,8 @@ enum Attempt {
     },
     /// A 101 was relayed: the connection is now a tunnel to the member.
     Upgraded { status: u16 },
-    /// The member failed before answering; `retry`: it may be sent elsewhere (a reused
-    /// connection the member had closed, and the request has no body).
-    MemberFailed {
-        kind: ErrorKind,
-        status: u16,
-        reason: &'static str,
-        retry: bool,
-    },
+    /// The member failed before answering.
+    MemberFailed(MemberFailure),
     /// The client failed (aborted, stalled, malformed body); `answer`: what to tell it.
     ClientFailed { answer: Option<(u16, &'static str)> },
     /// The exchange broke after the response began: close without another word.
@@ -630,20 +635,20 @@ enum Attempt {
 }
 
 /// Reads the member's next response head into its buffer.
-async fn read_response(
+pub(crate) async fn read_response(
     up: &mut UpConn,
     fields: &mut Vec<Field>,
     method: Method,
     sleep: &mut Pin<&mut Sleep>,
     limit: &mut Limit,
-) -> Result<Response, Attempt> {
+) -> Result<Response, MemberFailure> {
     loop {
         if !up.buf.is_empty() {
             match parse_response(up.buf.data(), fields, MAX_HEAD, method) {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(_) => {
-                    return Err(Attempt::MemberFailed {
+                    return Err(MemberFailure {
                         kind: ErrorKind::Reset,
                         status: 502,
                         reason: "the member sent an invalid response",
@@ -656,16 +661,15 @@ async fn read_response(
         match bounded(sleep, limit, up.buf.read_from(&mut up.io, MAX_HEAD)).await {
             Some(Ok(n)) if n > 0 => {}
             Some(_) => {
-                return Err(Attempt::MemberFailed {
+                return Err(MemberFailure {
                     kind: ErrorKind::Reset,
                     status: 502,
                     reason: "the member closed the connection",
-                    // A reused connection the member closed before answering anything.
                     retry: up.reused && got_nothing,
                 });
             }
             None => {
-                return Err(Attempt::MemberFailed {
+                return Err(MemberFailure {
                     kind: ErrorKind::Timeout,
                     status: 504,
                     reason: "the member did not answer in time",
