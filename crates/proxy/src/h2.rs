@@ -231,7 +231,7 @@ async fn forward(
     tokio::pin!(sleep);
     let mut body = Some(body);
     let mut head = Vec::with_capacity(512);
-    let mut fields = Vec::new();
+    let mut fields = Vec::with_capacity(16);
     let mut tried = Tried::default();
     let mut bound = session.bound;
     let mut failure = (503, exchange::unavailable_reason(&pool));
@@ -402,13 +402,23 @@ async fn relay(
             .filter(|f| f.kind == Name::SetCookie)
             .map(|f| f.value.of(head)),
     );
+    // The head (and a small body already read whole) copied once; header values and the
+    // data are slices of that one allocation.
+    let small_body = match resp.body {
+        Body::Length(n) if n <= SMALL_BODY && (up.buf.len() - resp.head_len) as u64 >= n => {
+            Some(n as usize)
+        }
+        _ => None,
+    };
+    let shared = Bytes::copy_from_slice(&head[..resp.head_len + small_body.unwrap_or(0)]);
     let mut out = Response::new(());
     *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = out.headers_mut();
     for f in fields.iter().filter(|f| !f.hop) {
+        let value = shared.slice(f.value.start as usize..f.value.end as usize);
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(f.name.of(head)),
-            HeaderValue::from_bytes(f.value.of(head)),
+            HeaderValue::from_maybe_shared(value),
         ) {
             headers.append(name, value);
         }
@@ -434,13 +444,9 @@ async fn relay(
         return (status, resp.keep_alive);
     };
     // A small body already read whole goes out as one final DATA frame.
-    if let Framing::Length(n) = framing
-        && n <= SMALL_BODY
-        && up.buf.len() as u64 >= n
-    {
-        let n = n as usize;
-        let data = Bytes::copy_from_slice(&up.buf.data()[..n]);
+    if let Some(n) = small_body {
         up.buf.consume(n);
+        let data = shared.slice(resp.head_len..resp.head_len + n);
         return (
             status,
             send.send_data(data, true).is_ok() && resp.keep_alive,

@@ -1,0 +1,197 @@
+//! A keep-alive HTTP/1.1 request through the data plane, in steady state, allocates nothing:
+//! a counting global allocator watches 2,000 requests proxied by a real data plane (one
+//! worker) between a client and a member on real loopback sockets. The client and the
+//! member use fixed buffers, so what allocates in that window is the data plane, or a
+//! background task of the control plane (a few at most; one per request would be 2,000).
+
+#![allow(clippy::unwrap_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fulcrum_control::{ControlPlane, Options, RequestContext};
+use fulcrum_proxy::{DataPlane, DataPlaneOptions};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+
+/// A member answering every request on a connection with `RESPONSE`, in one write, from a
+/// fixed buffer (requests are small GETs: each ends with a blank line).
+fn member() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            conn.set_nodelay(true).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut filled = 0;
+                loop {
+                    let Ok(n) = conn.read(&mut buf[filled..]) else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    filled += n;
+                    while let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                        if conn.write_all(RESPONSE).is_err() {
+                            return;
+                        }
+                        buf.copy_within(end + 4..filled, 0);
+                        filled -= end + 4;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn spec<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// Sends a GET and reads its whole response (fixed size) into `buf`.
+fn exchange(client: &mut TcpStream, buf: &mut [u8]) -> usize {
+    client
+        .write_all(b"GET /x HTTP/1.1\r\nHost: test\r\nUser-Agent: no-alloc\r\n\r\n")
+        .unwrap();
+    let mut filled = 0;
+    loop {
+        let n = client.read(&mut buf[filled..]).unwrap();
+        assert!(n > 0, "the data plane closed the connection");
+        filled += n;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n")
+            && filled >= end + 4 + 5
+        {
+            assert!(buf.starts_with(b"HTTP/1.1 200 "));
+            return filled;
+        }
+    }
+}
+
+#[test]
+fn a_keep_alive_request_allocates_nothing() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let member_port = member();
+    let listen_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_control, _data_plane) = runtime.block_on(async {
+        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let options = Options {
+            self_apply: false,
+            ..Options::default()
+        };
+        let control = ControlPlane::start(Arc::new(store), options).await.unwrap();
+        let data_plane = DataPlane::start(
+            control.clone(),
+            DataPlaneOptions {
+                workers: 1,
+                ..DataPlaneOptions::default()
+            },
+        )
+        .unwrap();
+        let ctx = RequestContext::default();
+        let lb = control
+            .create_loadbalancer(
+                &ctx,
+                spec(serde_json::json!({"name": "lb", "vip_address": "127.0.0.1"})),
+            )
+            .await
+            .unwrap();
+        let lb_id = lb.result.unwrap().id.into();
+        let pool = control
+            .create_pool(
+                &ctx,
+                &lb_id,
+                spec(serde_json::json!({"name": "p", "protocol": "HTTP", "algorithm": "ROUND_ROBIN"})),
+            )
+            .await
+            .unwrap();
+        let pool_id = pool.result.unwrap().id;
+        control
+            .create_member(
+                &ctx,
+                &pool_id.clone().into(),
+                spec(serde_json::json!({"address": "127.0.0.1", "port": member_port})),
+            )
+            .await
+            .unwrap();
+        let listener = control
+            .create_listener(
+                &ctx,
+                &lb_id,
+                spec(serde_json::json!({
+                    "name": "l", "protocol": "HTTP", "port": listen_port,
+                    "default_pool_id": pool_id,
+                })),
+            )
+            .await
+            .unwrap();
+        assert!(
+            control
+                .wait_applied(listener.revision, Duration::from_secs(10))
+                .await,
+            "the data plane never served the configuration"
+        );
+        (control, data_plane)
+    });
+
+    let mut client = TcpStream::connect(("127.0.0.1", listen_port)).unwrap();
+    client.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // Warm up: buffers, the member connection, the idle list, the worker's timer wheel.
+    for _ in 0..200 {
+        exchange(&mut client, &mut buf);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..2_000 {
+        exchange(&mut client, &mut buf);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(
+        allocations <= 20,
+        "{allocations} allocations in 2,000 keep-alive requests: the request path allocates"
+    );
+}
