@@ -9,8 +9,8 @@ use bytes::Bytes;
 use fulcrum_model::ListenerId;
 use http::HeaderValue;
 
-use crate::DataPlaneInner;
 use crate::breaker::Outcome;
+use crate::context::Shared;
 use crate::snapshot::{MemberRt, PoolRt};
 use crate::state::Health;
 use crate::stats::ErrorKind;
@@ -72,7 +72,7 @@ pub(crate) fn failed(member: &MemberRt, kind: ErrorKind) {
 /// The member answered with `status`: count it, and feed the breaker (with the response's
 /// `Retry-After`, read only when a breaker rule may use it).
 pub(crate) fn answered<'a>(
-    dp: &DataPlaneInner,
+    dp: &Shared,
     member: &MemberRt,
     status: u16,
     elapsed: std::time::Duration,
@@ -113,19 +113,17 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-impl DataPlaneInner {
-    /// A connect failure counts against the member; enough in a row eject it until a
-    /// health check (or, without a monitor, a cool-down) brings it back.
-    pub(crate) fn passive_failure(&self, pool: &PoolRt, idx: usize) {
-        let member = &pool.members[idx];
-        let failures = member.state.connect_failed();
-        let threshold = pool
-            .monitor
-            .as_ref()
-            .map_or(3, |m| u32::from(m.unhealthy_threshold));
-        if failures >= threshold && member.state.health() != Health::Unhealthy {
-            tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
-            member.state.eject_passively(pool.monitor.is_none());
-        }
+/// A connect failure counts against the member; enough in a row eject it until a health
+/// check (or, without a monitor, a cool-down) brings it back.
+pub(crate) fn passive_failure(pool: &PoolRt, idx: usize) {
+    let member = &pool.members[idx];
+    let failures = member.state.connect_failed();
+    let threshold = pool
+        .monitor
+        .as_ref()
+        .map_or(3, |m| u32::from(m.unhealthy_threshold));
+    if failures >= threshold && member.state.health() != Health::Unhealthy {
+        tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
+        member.state.eject_passively(pool.monitor.is_none());
     }
 }

@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::DataPlaneInner;
+use crate::connect::acquire;
+use crate::context::Shared;
 use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
 use crate::h1::heads::{proxy_fields, replaced_by_credentials, request_line};
 use crate::h1::io::{CopyError, Framing, Limit, copy_body, within, write_two};
@@ -29,7 +30,7 @@ use crate::select::{Tried, pick};
 use crate::snapshot::{ListenerRt, PoolRt};
 use crate::state::Lease;
 use crate::stats::ErrorKind;
-use crate::upstream::{UpConn, acquire};
+use crate::upstream::UpConn;
 
 /// Streams a client may open at once on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -41,7 +42,7 @@ const SMALL_BODY: u64 = 16 * 1024;
 /// Serves an HTTP/2 connection (its preface may already have been read: `io` replays it)
 /// until the client closes it, it idles out, or the listener stops.
 pub(crate) async fn serve<S>(
-    dp: &DataPlaneInner,
+    dp: &Shared,
     conn: &ConnInfo,
     io: S,
     header_deadline: Instant,
@@ -127,7 +128,7 @@ pub(crate) async fn serve<S>(
 
 /// One request stream: forwarded, then counted on the listener.
 async fn stream(
-    dp: &DataPlaneInner,
+    dp: &Shared,
     conn: &ConnInfo,
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -189,7 +190,7 @@ fn dropped(name: &HeaderName) -> bool {
 
 /// Forwards one stream; returns the status the client got (0: none, the stream broke).
 async fn forward(
-    dp: &DataPlaneInner,
+    dp: &Shared,
     conn: &ConnInfo,
     listener: &ListenerRt,
     req: Request<RecvStream>,
@@ -251,7 +252,7 @@ async fn forward(
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
                 exchange::failed(member, ErrorKind::Connect);
-                dp.passive_failure(&pool, idx);
+                exchange::passive_failure(&pool, idx);
                 failure = (502, "could not connect to a member");
                 continue;
             }
@@ -357,7 +358,7 @@ async fn forward(
         tracing::debug!(member = %member.authority, reused = up.reused, reason = failed.reason, "request to the member failed");
         exchange::failed(member, failed.kind);
         if failed.kind == ErrorKind::Reset && !up.reused {
-            dp.passive_failure(&pool, idx);
+            exchange::passive_failure(&pool, idx);
         }
         failure = (failed.status, failed.reason);
         if !(failed.retry && retryable) {
@@ -374,7 +375,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// and whether the member connection may be reused.
 #[allow(clippy::too_many_arguments)]
 async fn relay(
-    dp: &DataPlaneInner,
+    dp: &Shared,
     member: &crate::snapshot::MemberRt,
     pool: &PoolRt,
     idx: usize,

@@ -12,10 +12,11 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::task::JoinHandle;
 
-use crate::DataPlaneInner;
-use crate::snapshot::{Snapshot, Target};
+use crate::connect::connect_tcp;
+use crate::settings::Target;
+use crate::snapshot::Snapshot;
+use crate::state::Registry;
 use crate::state::{Health, MemberState};
-use crate::upstream::connect_tcp;
 
 /// Rise/fall counting: `rise` successes in a row make a member healthy, `fall` failures
 /// in a row unhealthy. Pure.
@@ -86,9 +87,9 @@ impl Drop for Checks {
     }
 }
 
-impl DataPlaneInner {
+impl Checks {
     /// Starts checks for members of pools with a monitor, stops the rest.
-    pub(crate) fn reconcile_health(&self, snap: &Snapshot) {
+    pub(crate) fn reconcile(&mut self, snap: &Snapshot, registry: &Registry) {
         let mut desired: HashMap<
             MemberId,
             (i64, HealthMonitorSpec, Target, String, Arc<MemberState>),
@@ -110,13 +111,13 @@ impl DataPlaneInner {
                 );
             }
         }
-        let mut checks = self.checks.lock();
+        let checks = self;
         checks.tasks.retain(|id, (rev, task)| {
             let keep = desired.get(id).is_some_and(|d| d.0 == *rev);
             if !keep {
                 task.abort();
                 if !desired.contains_key(id)
-                    && let Some(state) = self.registry.get(id)
+                    && let Some(state) = registry.get(id)
                 {
                     // No monitor any more: no evidence either way.
                     state.set_health(Health::Unknown);

@@ -14,70 +14,58 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use context::Shared;
 use fulcrum_control::{ControlPlane, Revision};
 use fulcrum_model::{ListenerId, MemberId};
 use parking_lot::Mutex;
 
-// Bottom to top: buffers and live state, the compiled snapshot and selection, member
-// connections, one request's life (h1, h2, tcp), listeners and the data plane itself.
+// Bottom to top; each module uses only those above it. Pure parts, buffers, counters;
+// compiled member settings and member connections; live state; the snapshot and selection;
+// what a connection shares; opening member connections; accounting shared by the HTTP
+// paths; one connection's life (tcp, h1 which tunnels like tcp after a 101, h2 which reuses
+// h1's heads and body copying); the data plane's own bookkeeping (health checks, listeners,
+// metrics) and `DataPlane`.
 mod breaker;
 mod iobuf;
 mod stats;
 mod sticky;
+mod tls;
 mod weak_map;
+mod worker;
+
+mod settings;
+mod upstream;
 
 mod state;
-mod upstream;
 
 mod select;
 mod snapshot;
 
+mod connect;
+mod context;
+
 mod exchange;
+mod persistence;
+
 mod h1;
 mod h2;
-mod persistence;
 mod tcp;
-mod tls;
 
 mod health;
 mod listener;
 mod metrics;
-mod worker;
+
+pub use context::DataPlaneOptions;
 
 pub use health::HealthCounter;
 pub use snapshot::Snapshot;
 pub use state::Health;
 
-/// Data-plane settings that are not part of the API's configuration.
-#[derive(Clone, Debug)]
-pub struct DataPlaneOptions {
-    /// The longest a `Retry-After` may trip a member (circuit breakers that accept it).
-    pub max_retry_after: Duration,
-    /// Bind every listener on this address instead of its load balancer's VIP: a
-    /// node-local choice, e.g. several fleet nodes on one host, each on its own address.
-    pub bind_address: Option<std::net::IpAddr>,
-    /// Worker threads serving traffic, each with its own runtime and sockets (0: one per
-    /// CPU).
-    pub workers: usize,
-}
-
-impl Default for DataPlaneOptions {
-    fn default() -> Self {
-        Self {
-            max_retry_after: Duration::from_millis(breaker::MAX_RETRY_AFTER_MS),
-            bind_address: None,
-            workers: 0,
-        }
-    }
-}
-
-pub(crate) struct DataPlaneInner {
-    pub options: DataPlaneOptions,
-    pub snapshot: ArcSwap<Snapshot>,
-    pub registry: state::Registry,
+/// The data plane's own bookkeeping, around what connections share.
+struct DataPlaneInner {
+    shared: Arc<Shared>,
     listeners: Mutex<HashMap<ListenerId, listener::Running>>,
     checks: Mutex<health::Checks>,
-    connections: listener::ConnCounter,
     /// Listeners that could not bind, with why.
     bind_errors: Mutex<HashMap<ListenerId, String>>,
     /// The traffic workers' runtimes (listeners spawn their accept loops there).
@@ -111,12 +99,14 @@ impl DataPlane {
         };
         let workers = worker::Workers::start(count)?;
         let inner = Arc::new(DataPlaneInner {
-            options,
-            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-            registry: state::Registry::new(workers.count()),
+            shared: Arc::new(Shared {
+                options,
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                registry: state::Registry::new(workers.count()),
+                connections: context::ConnCounter::default(),
+            }),
             listeners: Mutex::new(HashMap::new()),
             checks: Mutex::new(health::Checks::default()),
-            connections: listener::ConnCounter::default(),
             bind_errors: Mutex::new(HashMap::new()),
             workers: workers.handles(),
         });
@@ -137,24 +127,29 @@ impl DataPlane {
     /// The newest configuration revision compiled into what the data plane serves. Revisions
     /// that only touch work requests need no new snapshot and do not move it.
     pub fn revision(&self) -> i64 {
-        self.inner.snapshot.load().revision
+        self.inner.shared.snapshot.load().revision
     }
 
     /// What the data plane knows of a member's health (None: not served).
     pub fn member_health(&self, id: &MemberId) -> Option<MemberObservation> {
-        self.inner.registry.get(id).map(|s| MemberObservation {
-            health: s.health(),
-            passively_ejected: s.passively_ejected(),
-            in_flight: s.in_flight(),
-        })
+        self.inner
+            .shared
+            .registry
+            .get(id)
+            .map(|s| MemberObservation {
+                health: s.health(),
+                passively_ejected: s.passively_ejected(),
+                in_flight: s.in_flight(),
+            })
     }
 
     /// The data plane's metrics in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
-        if let Err(e) =
-            prometheus_client::encoding::text::encode(&mut out, &metrics::registry(&self.inner))
-        {
+        if let Err(e) = prometheus_client::encoding::text::encode(
+            &mut out,
+            &metrics::registry(&self.inner.shared),
+        ) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
@@ -162,7 +157,7 @@ impl DataPlane {
 
     /// Where a listener is bound, if it is.
     pub fn listener_addr(&self, id: &ListenerId) -> Option<std::net::SocketAddr> {
-        self.inner.bound_addr(id)
+        listener::bound_addr(&self.inner.listeners.lock(), id)
     }
 
     /// Why a listener is not bound, if it failed to.
@@ -173,9 +168,9 @@ impl DataPlane {
     /// Stops accepting connections, lets in-flight requests finish (up to `grace`).
     pub async fn shutdown(&self, grace: Duration) {
         self.task.abort();
-        self.inner.close_all_listeners();
+        listener::close_all(&mut self.inner.listeners.lock());
         let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        while self.inner.shared.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -184,7 +179,7 @@ impl DataPlane {
 impl Drop for DataPlane {
     fn drop(&mut self) {
         self.task.abort();
-        self.inner.close_all_listeners();
+        listener::close_all(&mut self.inner.listeners.lock());
     }
 }
 
@@ -204,21 +199,27 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
         let (revision, fresh) = {
             let cfg = control.view();
             let fresh = (compiled != Some(cfg.traffic_revision)).then(|| {
+                let shared = &inner.shared;
                 Arc::new(snapshot::compile(
                     &cfg,
-                    &inner.snapshot.load(),
-                    &inner.registry,
-                    inner.options.bind_address,
+                    &shared.snapshot.load(),
+                    &shared.registry,
+                    shared.options.bind_address,
                 ))
             });
             compiled = Some(cfg.traffic_revision);
             (cfg.revision, fresh)
         };
         if let Some(snap) = fresh {
-            inner.snapshot.store(snap.clone());
-            let failed = inner.reconcile_listeners(&snap);
+            inner.shared.snapshot.store(snap.clone());
+            let failed = listener::reconcile(
+                &inner.shared,
+                inner.workers.traffic(),
+                &mut inner.listeners.lock(),
+                &snap,
+            );
             *inner.bind_errors.lock() = failed.into_iter().collect();
-            inner.reconcile_health(&snap);
+            inner.checks.lock().reconcile(&snap, &inner.shared.registry);
         }
         control.report_applied(revision);
         let retry_binds = !inner.bind_errors.lock().is_empty();
@@ -235,7 +236,7 @@ struct Observations(Arc<DataPlaneInner>);
 
 impl fulcrum_control::Observer for Observations {
     fn member_status(&self, id: &MemberId) -> Option<fulcrum_model::OperatingStatus> {
-        let s = self.0.registry.get(id)?;
+        let s = self.0.shared.registry.get(id)?;
         match s.health() {
             Health::Unhealthy => Some(fulcrum_model::OperatingStatus::Error),
             _ if s.passively_ejected() || s.breaker_open() => {

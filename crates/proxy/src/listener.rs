@@ -4,6 +4,7 @@
 //! never touched. Each accepted connection is served to its end on the worker that
 //! accepted it: HTTP/1.1 by `h1`, HTTP/2 by `h2`, TCP by `tcp`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::DataPlaneInner;
+use crate::context::Shared;
 use crate::exchange::ConnInfo;
 use crate::h1::H2_PREFACE;
 use crate::snapshot::{BindKey, Snapshot};
@@ -28,25 +29,15 @@ pub(crate) struct Running {
     stop: watch::Sender<bool>,
 }
 
-/// Open client connections of all listeners, for graceful shutdown.
-#[derive(Default)]
-pub(crate) struct ConnCounter(AtomicUsize);
-
-impl ConnCounter {
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Counts one open connection, in all and for its listener, until dropped.
 struct ConnGuard {
-    dp: Arc<DataPlaneInner>,
+    dp: Arc<Shared>,
     listener_open: Arc<AtomicUsize>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.dp.connections.0.fetch_sub(1, Ordering::Relaxed);
+        self.dp.connections.closed();
         self.listener_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -54,85 +45,87 @@ impl Drop for ConnGuard {
 /// Pending connections per socket (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
 
-impl DataPlaneInner {
-    /// Makes the bound sockets match the snapshot. Returns the listeners that could not bind.
-    pub(crate) fn reconcile_listeners(
-        self: &Arc<Self>,
-        snap: &Snapshot,
-    ) -> Vec<(ListenerId, String)> {
-        let mut running = self.listeners.lock();
-        running.retain(|id, r| {
-            let keep = snap
-                .listeners
-                .get(id)
-                .is_some_and(|l| l.enabled && l.bind == r.bind && l.protocol == r.protocol);
-            if !keep {
-                tracing::info!(listener = %id, addr = %r.bind.addr, "closing listener");
-                let _ = r.stop.send(true);
-            }
-            keep
-        });
-        let mut failed = Vec::new();
-        for (id, l) in &snap.listeners {
-            if !l.enabled || running.contains_key(id) {
-                continue;
-            }
-            if l.bind.udp {
-                failed.push((
-                    id.clone(),
-                    format!("{:?} listeners are not served yet", l.protocol),
-                ));
-                continue;
-            }
-            if let Some(Err(e)) = &l.tls {
-                tracing::warn!(listener = %id, error = %e, "invalid TLS configuration");
-                failed.push((id.clone(), e.clone()));
-                continue;
-            }
-            let workers = self.workers.traffic();
-            match bind_tcp(l.bind.addr, workers.len()) {
-                Ok(sockets) => {
-                    let (stop, stop_rx) = watch::channel(false);
-                    tracing::info!(listener = %id, addr = %l.bind.addr, protocol = ?l.protocol, workers = workers.len(), "listening");
-                    let open = Arc::new(AtomicUsize::new(0));
-                    for (socket, worker) in sockets.into_iter().zip(workers) {
-                        worker.spawn(accept_loop(
-                            self.clone(),
-                            id.clone(),
-                            l.protocol,
-                            socket,
-                            stop_rx.clone(),
-                            open.clone(),
-                        ));
-                    }
-                    running.insert(
-                        id.clone(),
-                        Running {
-                            bind: l.bind.clone(),
-                            protocol: l.protocol,
-                            stop,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(listener = %id, addr = %l.bind.addr, error = %e, "cannot bind");
-                    failed.push((id.clone(), format!("cannot bind {}: {e}", l.bind.addr)));
-                }
-            }
-        }
-        failed
-    }
-
-    /// Stops accepting everywhere; open connections finish their in-flight requests.
-    pub(crate) fn close_all_listeners(&self) {
-        for (_, r) in self.listeners.lock().drain() {
+/// Makes the bound sockets match the snapshot: `running` are the listeners bound now, and
+/// new ones get an accept loop on each worker. Returns the listeners that could not bind.
+pub(crate) fn reconcile(
+    shared: &Arc<Shared>,
+    workers: &[tokio::runtime::Handle],
+    running: &mut HashMap<ListenerId, Running>,
+    snap: &Snapshot,
+) -> Vec<(ListenerId, String)> {
+    running.retain(|id, r| {
+        let keep = snap
+            .listeners
+            .get(id)
+            .is_some_and(|l| l.enabled && l.bind == r.bind && l.protocol == r.protocol);
+        if !keep {
+            tracing::info!(listener = %id, addr = %r.bind.addr, "closing listener");
             let _ = r.stop.send(true);
         }
+        keep
+    });
+    let mut failed = Vec::new();
+    for (id, l) in &snap.listeners {
+        if !l.enabled || running.contains_key(id) {
+            continue;
+        }
+        if l.bind.udp {
+            failed.push((
+                id.clone(),
+                format!("{:?} listeners are not served yet", l.protocol),
+            ));
+            continue;
+        }
+        if let Some(Err(e)) = &l.tls {
+            tracing::warn!(listener = %id, error = %e, "invalid TLS configuration");
+            failed.push((id.clone(), e.clone()));
+            continue;
+        }
+        match bind_tcp(l.bind.addr, workers.len()) {
+            Ok(sockets) => {
+                let (stop, stop_rx) = watch::channel(false);
+                tracing::info!(listener = %id, addr = %l.bind.addr, protocol = ?l.protocol, workers = workers.len(), "listening");
+                let open = Arc::new(AtomicUsize::new(0));
+                for (socket, worker) in sockets.into_iter().zip(workers) {
+                    worker.spawn(accept_loop(
+                        shared.clone(),
+                        id.clone(),
+                        l.protocol,
+                        socket,
+                        stop_rx.clone(),
+                        open.clone(),
+                    ));
+                }
+                running.insert(
+                    id.clone(),
+                    Running {
+                        bind: l.bind.clone(),
+                        protocol: l.protocol,
+                        stop,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(listener = %id, addr = %l.bind.addr, error = %e, "cannot bind");
+                failed.push((id.clone(), format!("cannot bind {}: {e}", l.bind.addr)));
+            }
+        }
     }
+    failed
+}
 
-    pub(crate) fn bound_addr(&self, id: &ListenerId) -> Option<SocketAddr> {
-        self.listeners.lock().get(id).map(|r| r.bind.addr)
+/// Stops accepting everywhere; open connections finish their in-flight requests.
+pub(crate) fn close_all(running: &mut HashMap<ListenerId, Running>) {
+    for (_, r) in running.drain() {
+        let _ = r.stop.send(true);
     }
+}
+
+pub(crate) fn bound_addr(
+    running: &HashMap<ListenerId, Running>,
+    id: &ListenerId,
+) -> Option<SocketAddr> {
+    running.get(id).map(|r| r.bind.addr)
 }
 
 /// One listening socket per worker on `addr`, all with `SO_REUSEPORT`. Binding is
@@ -156,7 +149,7 @@ fn bind_tcp(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::Tcp
 }
 
 async fn accept_loop(
-    dp: Arc<DataPlaneInner>,
+    dp: Arc<Shared>,
     id: ListenerId,
     protocol: ListenerProtocol,
     socket: std::net::TcpListener,
@@ -197,7 +190,7 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);
-        dp.connections.0.fetch_add(1, Ordering::Relaxed);
+        dp.connections.opened();
         let guard = ConnGuard {
             dp: dp.clone(),
             listener_open: open.clone(),
@@ -221,7 +214,7 @@ async fn accept_loop(
     tracing::debug!(listener = %id, "stopped accepting");
 }
 
-fn header_timeout(dp: &DataPlaneInner, id: &ListenerId) -> Duration {
+fn header_timeout(dp: &Shared, id: &ListenerId) -> Duration {
     let ms = dp
         .snapshot
         .load()
@@ -233,7 +226,7 @@ fn header_timeout(dp: &DataPlaneInner, id: &ListenerId) -> Duration {
 
 /// A cleartext connection: HTTP/1.1, or HTTP/2 when it opens with HTTP/2's preface.
 async fn serve_http(
-    dp: Arc<DataPlaneInner>,
+    dp: Arc<Shared>,
     id: ListenerId,
     stream: TcpStream,
     peer: SocketAddr,
@@ -249,7 +242,7 @@ async fn serve_http(
 }
 
 async fn serve_tls(
-    dp: Arc<DataPlaneInner>,
+    dp: Arc<Shared>,
     id: ListenerId,
     stream: TcpStream,
     peer: SocketAddr,

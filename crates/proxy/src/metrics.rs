@@ -8,13 +8,13 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::DataPlaneInner;
+use crate::context::Shared;
 use crate::state::Health;
 use crate::stats::{CLASSES, ERROR_KINDS, Stats};
 
 /// Encodes the data plane's metrics on each scrape.
 #[derive(Debug)]
-struct Collector(Weak<DataPlaneInner>);
+struct Collector(Weak<Shared>);
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -209,7 +209,7 @@ impl prometheus_client::collector::Collector for Collector {
 }
 
 /// A registry holding the data plane's collector.
-pub(crate) fn registry(dp: &Arc<DataPlaneInner>) -> Registry {
+pub(crate) fn registry(dp: &Arc<Shared>) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(Collector(Arc::downgrade(dp))));
     r

@@ -12,10 +12,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::DataPlaneInner;
+use crate::connect::connect_tcp;
+use crate::context::Shared;
 use crate::select::{Tried, pick};
 use crate::state::Lease;
-use crate::upstream::connect_tcp;
 
 /// Copy buffer per direction of a proxied TCP connection.
 const TCP_BUFFER: usize = 64 * 1024;
@@ -23,7 +23,7 @@ const TCP_BUFFER: usize = 64 * 1024;
 const MAX_ATTEMPTS: usize = 2;
 
 pub(crate) async fn serve(
-    dp: Arc<DataPlaneInner>,
+    dp: Arc<Shared>,
     listener: ListenerId,
     mut client: TcpStream,
     peer: SocketAddr,
@@ -75,7 +75,7 @@ pub(crate) async fn serve(
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
                 crate::exchange::failed(member, crate::stats::ErrorKind::Connect);
-                dp.passive_failure(&pool, idx);
+                crate::exchange::passive_failure(&pool, idx);
             }
         }
     }

@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::DataPlaneInner;
+use crate::connect::acquire;
+use crate::context::Shared;
 use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
 use crate::iobuf::{IoBuf, MAX_HEAD};
 use crate::persistence::Session;
@@ -24,7 +25,7 @@ use crate::select::{Tried, pick};
 use crate::snapshot::{ListenerRt, PoolRt};
 use crate::state::Lease;
 use crate::stats::ErrorKind;
-use crate::upstream::{UpConn, acquire};
+use crate::upstream::UpConn;
 use heads::{ClientFraming, ResponseHead};
 use io::{CopyError, Framing, Limit, bounded, copy_body, within, write_two};
 
@@ -57,7 +58,7 @@ struct Client<S> {
 /// Serves a client connection until it closes, idles out or the listener stops.
 /// `detect_h2`: a cleartext listener, where a client may speak HTTP/2 with prior knowledge.
 pub(crate) async fn serve<S>(
-    dp: &DataPlaneInner,
+    dp: &Shared,
     conn: &ConnInfo,
     io: S,
     opened: Instant,
@@ -254,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// none was sent) and what the connection does next.
     async fn exchange(
         &mut self,
-        dp: &DataPlaneInner,
+        dp: &Shared,
         conn: &ConnInfo,
         listener: &ListenerRt,
         req: Request,
@@ -318,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 Err(e) => {
                     tracing::debug!(member = %member.authority, error = %e, "connect failed");
                     exchange::failed(member, ErrorKind::Connect);
-                    dp.passive_failure(&pool, idx);
+                    exchange::passive_failure(&pool, idx);
                     failure = (502, "could not connect to a member");
                     continue;
                 }
@@ -355,7 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     tracing::debug!(member = %member.authority, reused = up.reused, reason, "request to the member failed");
                     exchange::failed(member, kind);
                     if kind == ErrorKind::Reset && !up.reused {
-                        dp.passive_failure(&pool, idx);
+                        exchange::passive_failure(&pool, idx);
                     }
                     failure = (status, reason);
                     if !(retry && retryable) {
@@ -385,7 +386,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &mut self,
-        dp: &DataPlaneInner,
+        dp: &Shared,
         conn: &ConnInfo,
         pool: &PoolRt,
         idx: usize,
