@@ -10,13 +10,107 @@ use fulcrum_model::ListenerId;
 use http::HeaderValue;
 
 use crate::breaker::Outcome;
+use std::time::Duration;
+
+use crate::connect::acquire;
 use crate::context::Shared;
+use crate::select::{Tried, pick};
 use crate::snapshot::{MemberRt, PoolRt};
-use crate::state::Health;
+use crate::state::{Health, Lease};
 use crate::stats::ErrorKind;
+use crate::upstream::UpConn;
 
 /// Attempts per request: the first member plus one retry elsewhere.
-pub(crate) const MAX_ATTEMPTS: usize = 2;
+const MAX_ATTEMPTS: usize = 2;
+
+/// The member failed before its response began.
+pub(crate) struct MemberFailure {
+    pub kind: ErrorKind,
+    /// What the client is told if no other member answers.
+    pub status: u16,
+    pub reason: &'static str,
+    /// The request may be sent elsewhere: a reused connection the member had closed
+    /// before answering anything (the caller also checks the request may be resent).
+    pub retry: bool,
+}
+
+/// The members one request tries: the one persistence binds it to, then picks, each at
+/// most once, `MAX_ATTEMPTS` in all; with what to tell the client if none answers.
+pub(crate) struct Attempts {
+    tried: Tried,
+    bound: Option<usize>,
+    left: usize,
+    failure: (u16, &'static str),
+}
+
+impl Attempts {
+    pub fn new(pool: &PoolRt, bound: Option<usize>) -> Attempts {
+        Attempts {
+            tried: Tried::default(),
+            bound,
+            left: MAX_ATTEMPTS,
+            failure: (503, unavailable_reason(pool)),
+        }
+    }
+
+    /// The next member, its lease and a connection to it. A failed connect is charged to
+    /// its member and the next one is tried, before any of the request is sent.
+    pub async fn next(
+        &mut self,
+        pool: &PoolRt,
+        client_hash: u64,
+        connect_timeout: Duration,
+    ) -> Option<(usize, Lease, UpConn)> {
+        while self.left > 0 {
+            self.left -= 1;
+            let idx = self
+                .bound
+                .take()
+                .or_else(|| pick(pool, client_hash, &self.tried))?;
+            self.tried.add(idx);
+            let member = &pool.members[idx];
+            let lease = Lease::new(&member.state);
+            match acquire(member, connect_timeout).await {
+                Ok(up) => {
+                    member.state.connect_succeeded();
+                    return Some((idx, lease, up));
+                }
+                Err(e) => {
+                    tracing::debug!(member = %member.authority, error = %e, "connect failed");
+                    failed(member, ErrorKind::Connect);
+                    passive_failure(pool, idx);
+                    self.failure = (502, "could not connect to a member");
+                }
+            }
+        }
+        None
+    }
+
+    /// The member failed before answering: charges it. Returns whether another member may
+    /// be tried (`may_resend`: the request has no body and is idempotent).
+    pub fn member_failed(
+        &mut self,
+        pool: &PoolRt,
+        idx: usize,
+        failure: MemberFailure,
+        reused: bool,
+        may_resend: bool,
+    ) -> bool {
+        let member = &pool.members[idx];
+        tracing::debug!(member = %member.authority, reused, reason = failure.reason, "request to the member failed");
+        failed(member, failure.kind);
+        if failure.kind == ErrorKind::Reset && !reused {
+            passive_failure(pool, idx);
+        }
+        self.failure = (failure.status, failure.reason);
+        failure.retry && may_resend
+    }
+
+    /// The status and reason to answer when no member did.
+    pub fn failure(&self) -> (u16, &'static str) {
+        self.failure
+    }
+}
 
 pub(crate) struct ConnInfo {
     pub listener: ListenerId,

@@ -18,17 +18,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::connect::acquire;
 use crate::context::Shared;
-use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
+use crate::exchange::{self, Attempts, ConnInfo, MemberFailure};
 use crate::h1::heads::{proxy_fields, replaced_by_credentials, request_line};
 use crate::h1::io::{CopyError, Framing, Limit, copy_body, within, write_two};
-use crate::h1::{MemberFailure, read_response};
+use crate::h1::read_response;
 use crate::iobuf::IoBuf;
 use crate::persistence::Session;
-use crate::select::{Tried, pick};
 use crate::snapshot::{ListenerRt, PoolRt};
-use crate::state::Lease;
 use crate::stats::ErrorKind;
 use crate::upstream::UpConn;
 
@@ -170,22 +167,12 @@ fn reply(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) -> u16 {
 /// Request fields an HTTP/1.1 member must not get as they came: connection-specific ones,
 /// those written anew (Host, framing, forwarding).
 fn dropped(name: &HeaderName) -> bool {
-    matches!(
-        Name::classify(name.as_str().as_bytes()),
-        Name::Host
-            | Name::ContentLength
-            | Name::TransferEncoding
-            | Name::Connection
-            | Name::KeepAlive
-            | Name::ProxyConnection
-            | Name::Te
-            | Name::Trailer
-            | Name::Upgrade
-            | Name::ProxyAuthorization
-            | Name::ProxyAuthenticate
-            | Name::XForwardedFor
-            | Name::XForwardedProto
-    )
+    let kind = Name::classify(name.as_str().as_bytes());
+    kind.is_hop_by_hop()
+        || matches!(
+            kind,
+            Name::Host | Name::XForwardedFor | Name::XForwardedProto
+        )
 }
 
 /// Forwards one stream; returns the status the client got (0: none, the stream broke).
@@ -233,32 +220,10 @@ async fn forward(
     let mut body = Some(body);
     let mut head = Vec::with_capacity(512);
     let mut fields = Vec::with_capacity(16);
-    let mut tried = Tried::default();
-    let mut bound = session.bound;
-    let mut failure = (503, exchange::unavailable_reason(&pool));
-    for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = bound
-            .take()
-            .or_else(|| pick(&pool, conn.client_hash, &tried))
-        else {
-            break;
-        };
-        tried.add(idx);
+    let mut attempts = Attempts::new(&pool, session.bound);
+    let connect = Duration::from_millis(u64::from(timeouts.connect_ms));
+    while let Some((idx, _lease, mut up)) = attempts.next(&pool, conn.client_hash, connect).await {
         let member = &pool.members[idx];
-        let _lease = Lease::new(&member.state);
-        let connect = Duration::from_millis(u64::from(timeouts.connect_ms));
-        let mut up = match acquire(member, connect).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                exchange::failed(member, ErrorKind::Connect);
-                exchange::passive_failure(&pool, idx);
-                failure = (502, "could not connect to a member");
-                continue;
-            }
-        };
-        member.state.connect_succeeded();
-
         // The head, from the client's fields.
         request_line(
             &mut head,
@@ -355,17 +320,11 @@ async fn forward(
                 retry: up.reused,
             }
         };
-        tracing::debug!(member = %member.authority, reused = up.reused, reason = failed.reason, "request to the member failed");
-        exchange::failed(member, failed.kind);
-        if failed.kind == ErrorKind::Reset && !up.reused {
-            exchange::passive_failure(&pool, idx);
-        }
-        failure = (failed.status, failed.reason);
-        if !(failed.retry && retryable) {
+        if !attempts.member_failed(&pool, idx, failed, up.reused, retryable) {
             break;
         }
     }
-    let (status, reason) = failure;
+    let (status, reason) = attempts.failure();
     reply(respond, status, reason)
 }
 

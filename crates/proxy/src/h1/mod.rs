@@ -16,14 +16,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::connect::acquire;
 use crate::context::Shared;
-use crate::exchange::{self, ConnInfo, MAX_ATTEMPTS};
+use crate::exchange::{self, Attempts, ConnInfo, MemberFailure};
 use crate::iobuf::{IoBuf, MAX_HEAD};
 use crate::persistence::Session;
-use crate::select::{Tried, pick};
 use crate::snapshot::{ListenerRt, PoolRt};
-use crate::state::Lease;
 use crate::stats::ErrorKind;
 use crate::upstream::UpConn;
 use heads::{ClientFraming, ResponseHead};
@@ -301,30 +298,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 .map(|f| f.value.of(data)),
         );
         let retryable = req.body == Body::None && req.method.is_idempotent();
-        let mut tried = Tried::default();
-        let mut bound = session.bound;
-        let mut failure = (503, exchange::unavailable_reason(&pool));
-        for _ in 0..MAX_ATTEMPTS {
-            let Some(idx) = bound
-                .take()
-                .or_else(|| pick(&pool, conn.client_hash, &tried))
-            else {
-                break;
-            };
-            tried.add(idx);
+        let mut attempts = Attempts::new(&pool, session.bound);
+        let connect = ms(timeouts.connect_ms);
+        while let Some((idx, lease, mut up)) = attempts.next(&pool, conn.client_hash, connect).await
+        {
             let member = &pool.members[idx];
-            let lease = Lease::new(&member.state);
-            let mut up = match acquire(member, ms(timeouts.connect_ms)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                    exchange::failed(member, ErrorKind::Connect);
-                    exchange::passive_failure(&pool, idx);
-                    failure = (502, "could not connect to a member");
-                    continue;
-                }
-            };
-            member.state.connect_succeeded();
             match self
                 .attempt(
                     dp, conn, &pool, idx, &req, &mut up, &session, sleep, stop, timeouts,
@@ -347,19 +325,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     drop(lease);
                     return (status, Next::Close);
                 }
-                Attempt::MemberFailed(MemberFailure {
-                    kind,
-                    status,
-                    reason,
-                    retry,
-                }) => {
-                    tracing::debug!(member = %member.authority, reused = up.reused, reason, "request to the member failed");
-                    exchange::failed(member, kind);
-                    if kind == ErrorKind::Reset && !up.reused {
-                        exchange::passive_failure(&pool, idx);
-                    }
-                    failure = (status, reason);
-                    if !(retry && retryable) {
+                Attempt::MemberFailed(f) => {
+                    if !attempts.member_failed(&pool, idx, f, up.reused, retryable) {
                         break;
                     }
                 }
@@ -375,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 Attempt::Broken => return (0, Next::Close),
             }
         }
-        let (status, reason) = failure;
+        let (status, reason) = attempts.failure();
         let next = self
             .reply(sleep, listener, &req, status, reason, false)
             .await;
@@ -604,17 +571,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         crate::tcp::copy_until_idle(&mut self.io, &mut up.io, idle).await;
     }
-}
-
-/// The member failed before its response began.
-pub(crate) struct MemberFailure {
-    pub kind: ErrorKind,
-    /// What the client is told if no other member answers.
-    pub status: u16,
-    pub reason: &'static str,
-    /// The request may be sent elsewhere: a reused connection the member had closed
-    /// before answering anything (the caller also checks the request may be resent).
-    pub retry: bool,
 }
 
 /// How one attempt at a member ended.
