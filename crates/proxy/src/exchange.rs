@@ -127,20 +127,42 @@ pub(crate) struct ConnInfo {
 impl ConnInfo {
     pub(crate) fn new(listener: ListenerId, peer: SocketAddr, tls: bool) -> ConnInfo {
         let ip = peer.ip();
-        let proto = if tls { "https" } else { "http" };
-        let forwarded = match ip {
-            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
-            v4 => format!("for={v4};proto={proto}"),
+        let proto: &[u8] = if tls { b"https" } else { b"http" };
+        // `for=<ip>;proto=<proto>` (`for="[<ip>]"` for IPv6) in one allocation; the
+        // address alone is a slice of it. IPv4 without the formatting machinery.
+        let mut text = Vec::with_capacity(64);
+        let (ip_start, ip_end) = match ip {
+            std::net::IpAddr::V4(v4) => {
+                text.extend_from_slice(b"for=");
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    fulcrum_h1::write_decimal(&mut text, u64::from(octet));
+                }
+                let end = text.len();
+                (4, end)
+            }
+            std::net::IpAddr::V6(v6) => {
+                text.extend_from_slice(b"for=\"[");
+                text.extend_from_slice(v6.to_string().as_bytes());
+                let end = text.len();
+                text.extend_from_slice(b"]\"");
+                (6, end)
+            }
         };
+        text.extend_from_slice(b";proto=");
+        text.extend_from_slice(proto);
+        let text = Bytes::from(text);
         ConnInfo {
             listener,
             peer,
             tls,
             client_hash: fulcrum_balance::hash_ip(ip),
             // An IP address and these fixed words are always valid header text.
-            client_ip: HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+            client_ip: HeaderValue::from_maybe_shared(text.slice(ip_start..ip_end))
                 .unwrap_or(HeaderValue::from_static("unknown")),
-            forwarded: HeaderValue::from_maybe_shared(Bytes::from(forwarded))
+            forwarded: HeaderValue::from_maybe_shared(text)
                 .unwrap_or(HeaderValue::from_static("for=unknown")),
         }
     }
@@ -219,5 +241,33 @@ pub(crate) fn passive_failure(pool: &PoolRt, idx: usize) {
     if failures >= threshold && member.state.health() != Health::Unhealthy {
         tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
         member.state.eject_passively(pool.monitor.is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnInfo;
+
+    #[test]
+    fn forwarding_values_for_both_families() {
+        let v4 = ConnInfo::new(
+            "l".to_owned().into(),
+            "10.0.0.25:4000".parse().unwrap_or_else(|_| unreachable!()),
+            false,
+        );
+        assert_eq!(v4.client_ip.as_bytes(), b"10.0.0.25");
+        assert_eq!(v4.forwarded.as_bytes(), b"for=10.0.0.25;proto=http");
+        let v6 = ConnInfo::new(
+            "l".to_owned().into(),
+            "[2001:db8::1]:443"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+            true,
+        );
+        assert_eq!(v6.client_ip.as_bytes(), b"2001:db8::1");
+        assert_eq!(
+            v6.forwarded.as_bytes(),
+            b"for=\"[2001:db8::1]\";proto=https"
+        );
     }
 }

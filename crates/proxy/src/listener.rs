@@ -197,15 +197,20 @@ async fn accept_loop(
         };
         let (dp, id, stop) = (dp.clone(), id.clone(), stop.clone());
         // Spawned on this worker's own runtime: the connection never leaves this thread.
+        // Boxed: a connection's future is a few KB, and tokio moves a task's future several
+        // times while spawning and finishing it (callgrind: 7,300 Ir of memcpy per new
+        // connection); a box moves as a pointer.
         tokio::spawn(async move {
             let _guard = guard;
             match protocol {
-                ListenerProtocol::Http => serve_http(dp, id, stream, peer, opened, stop).await,
+                ListenerProtocol::Http => {
+                    Box::pin(serve_http(dp, id, stream, peer, opened, stop)).await
+                }
                 ListenerProtocol::TerminatedHttps => {
-                    serve_tls(dp, id, stream, peer, opened, stop).await
+                    Box::pin(serve_tls(dp, id, stream, peer, opened, stop)).await
                 }
                 ListenerProtocol::Tcp | ListenerProtocol::Https => {
-                    crate::tcp::serve(dp, id, stream, peer).await
+                    Box::pin(crate::tcp::serve(dp, id, stream, peer)).await
                 }
                 other => tracing::debug!(?other, "protocol not served"),
             }

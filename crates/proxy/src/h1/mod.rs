@@ -153,7 +153,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         sleep: &mut Pin<&mut Sleep>,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Request> {
-        self.buf.compact();
         let header_limit = ms(listener.timeouts.client_header_ms);
         // Between requests the connection may idle; once a head starts, it must complete
         // within the header timeout.
