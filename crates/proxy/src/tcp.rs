@@ -17,8 +17,12 @@ use crate::context::Shared;
 use crate::select::{Tried, pick};
 use crate::state::Lease;
 
-/// Copy buffer per direction of a proxied TCP connection.
+/// Copy buffer per direction of a proxied TCP connection: bulk transfers are what TCP
+/// listeners carry.
 const TCP_BUFFER: usize = 64 * 1024;
+/// Copy buffer per direction of an upgraded HTTP connection (WebSockets are many, long-lived
+/// and mostly small messages).
+pub(crate) const TUNNEL_BUFFER: usize = 16 * 1024;
 
 const MAX_ATTEMPTS: usize = 2;
 
@@ -69,7 +73,7 @@ pub(crate) async fn serve(
                 }
                 let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
                 let mut upstream = upstream;
-                copy_until_idle(&mut client, &mut upstream, idle).await;
+                copy_until_idle(&mut client, &mut upstream, idle, TCP_BUFFER).await;
                 return;
             }
             Err(e) => {
@@ -84,8 +88,12 @@ pub(crate) async fn serve(
 
 /// Copies both ways until either side closes or neither sends anything for `idle` (TCP
 /// listeners, and HTTP connections after a `101 Switching Protocols`).
-pub(crate) async fn copy_until_idle<A, B>(client: &mut A, upstream: &mut B, idle: Duration)
-where
+pub(crate) async fn copy_until_idle<A, B>(
+    client: &mut A,
+    upstream: &mut B,
+    idle: Duration,
+    buffer: usize,
+) where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
@@ -101,14 +109,9 @@ where
         opened,
         last: last.clone(),
     };
-    // 64 KiB per direction (tokio's default is 8 KiB): a quarter of the read and write
-    // calls on bulk transfers, for 112 KiB more per connection.
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        TCP_BUFFER,
-        TCP_BUFFER,
-    );
+    // TCP listeners copy with 64 KiB per direction (tokio's default is 8 KiB): a quarter of
+    // the read and write calls on bulk transfers, for 112 KiB more per connection.
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, buffer, buffer);
     tokio::pin!(copy);
     let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
     loop {

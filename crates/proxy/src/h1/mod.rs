@@ -568,7 +568,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             up.buf.clear();
             self.buf.clear();
         }
-        crate::tcp::copy_until_idle(&mut self.io, &mut up.io, idle).await;
+        let buffer = crate::tcp::TUNNEL_BUFFER;
+        crate::tcp::copy_until_idle(&mut self.io, &mut up.io, idle, buffer).await;
     }
 }
 
