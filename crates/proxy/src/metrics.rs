@@ -57,7 +57,7 @@ fn histogram(
         m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
             sum,
             s.count.load(Ordering::Relaxed),
-            &s.cumulative_buckets(),
+            &s.buckets(),
             None,
         )?;
     }
@@ -213,4 +213,47 @@ pub(crate) fn registry(dp: &Arc<Shared>) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(Collector(Arc::downgrade(dp))));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes one histogram row the way the collector does.
+    #[derive(Debug)]
+    struct One(Arc<Stats>);
+
+    impl prometheus_client::collector::Collector for One {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            histogram(&mut encoder, "t", "test", &[(Vec::new(), self.0.as_ref())])
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_once() {
+        let stats = Arc::new(Stats::default());
+        for ms in [0.7, 0.7, 3.0, 40.0, 3_000.0, 0.7, 0.7] {
+            stats.record(200, std::time::Duration::from_secs_f64(ms / 1000.0));
+        }
+        let mut r = Registry::default();
+        r.register_collector(Box::new(One(stats)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap_or_default();
+        let bucket = |le: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with("t_bucket") && l.contains(&format!("le=\"{le}\"")))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        assert_eq!(bucket("0.001"), 4, "{text}");
+        assert_eq!(bucket("0.005"), 5, "{text}");
+        assert_eq!(bucket("0.05"), 6, "{text}");
+        assert_eq!(bucket("2.5"), 6, "{text}");
+        assert_eq!(bucket("+Inf"), 7, "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("t_count") && l.ends_with(" 7")),
+            "{text}"
+        );
+    }
 }

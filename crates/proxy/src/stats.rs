@@ -21,7 +21,7 @@ pub enum ErrorKind {
 }
 pub(crate) const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "reset"];
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Stats {
     pub(crate) by_class: [AtomicU64; 5],
     pub(crate) errors: [AtomicU64; 3],
@@ -49,17 +49,21 @@ impl Stats {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn cumulative_buckets(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
+    /// The latency histogram as the Prometheus encoder takes it: each bucket's own count
+    /// (the encoder makes them cumulative), the last one `+Inf` for what exceeds them all.
+    pub(crate) fn buckets(&self) -> Vec<(f64, u64)> {
+        let count = self.count.load(Ordering::Relaxed);
+        let mut in_finite = 0;
         let mut out: Vec<(f64, u64)> = BUCKETS
             .iter()
             .zip(&self.buckets)
             .map(|(b, n)| {
-                total += n.load(Ordering::Relaxed);
-                (*b, total)
+                let n = n.load(Ordering::Relaxed);
+                in_finite += n;
+                (*b, n)
             })
             .collect();
-        out.push((f64::INFINITY, self.count.load(Ordering::Relaxed)));
+        out.push((f64::INFINITY, count.saturating_sub(in_finite)));
         out
     }
 }
