@@ -246,9 +246,11 @@ def read_modify_write_keeps_secrets(c):
 @steps.step
 def priority_failover_when_the_first_backend_stops(c):
     # Stopping the harness server leaves open connections served: have b1 close the
-    # ones fulcrum keeps alive first, so "stopped" means refused.
+    # ones fulcrum keeps alive first, so "stopped" means refused. Each of fulcrum's workers
+    # keeps its own idle connections, and a new client connection lands on any worker:
+    # enough requests that every worker has had its connections to b1 closed.
     c.b1.headers = {"connection": "close"}
-    spread(c.url, 2)
+    spread(c.url, 24)
     c.b1.stop()
     c.b1.headers = {}
     counts = spread(c.url, 4)
