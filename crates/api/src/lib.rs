@@ -109,10 +109,12 @@ fn with_metrics(router: Router, metrics: Option<MetricsSource>) -> Router {
         axum::routing::get(move || {
             let render = render.clone();
             async move {
+                // prometheus-client writes OpenMetrics (`# EOF`, counter families named
+                // without `_total`): say so, or a scraper parses it as the older text format.
                 (
                     [(
                         http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     render(),
                 )

@@ -838,7 +838,15 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
     for _ in 0..10 {
         assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/")).await.0, 200);
     }
-    let text = f.api.raw("GET", "/metrics", None, &[]).await.body;
+    let scraped = f.api.raw("GET", "/metrics", None, &[]).await;
+    assert!(
+        scraped
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text; version=1.0.0")),
+        "{:?}",
+        scraped.header("content-type")
+    );
+    let text = scraped.body;
     let text = text.as_str().expect("text format");
     let value = |needle: &str| -> f64 {
         text.lines()
