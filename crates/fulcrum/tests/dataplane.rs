@@ -890,6 +890,23 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
         )) >= 1.0
     );
     assert!(value("fulcrum_config_revision") > 0.0);
+
+    // A counter never goes down: deleting the member that served the pool's responses
+    // leaves the pool's count where it was (Prometheus would read a drop as a reset).
+    f.apply(
+        "DELETE",
+        &format!("/v1/pools/{pool}/members/{member}"),
+        None,
+    )
+    .await;
+    let after = f.metrics().await;
+    let pool_2xx = format!("fulcrum_pool_responses_total{{pool=\"{pool}\",code_class=\"2xx\"}}");
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with(&pool_2xx) && l.ends_with(" 10")),
+        "{after}"
+    );
 }
 
 /// An idle keep-alive connection is closed after the listener's idle timeout; a busy one

@@ -189,12 +189,14 @@ pub(crate) fn failed(member: &MemberRt, kind: ErrorKind) {
 /// `Retry-After`, read only when a breaker rule may use it).
 pub(crate) fn answered<'a>(
     dp: &Shared,
+    pool: &PoolRt,
     member: &MemberRt,
     status: u16,
     elapsed: std::time::Duration,
     retry_after: impl FnOnce() -> Option<&'a [u8]>,
 ) {
     member.state.stats.record(status, elapsed);
+    pool.stats.count_status(status);
     if member.upstream.breaker_rules.is_empty() {
         return;
     }

@@ -348,7 +348,7 @@ async fn relay(
     idle: Duration,
 ) -> (u16, bool) {
     let head = up.buf.data();
-    exchange::answered(dp, member, resp.status, sent_at.elapsed(), || {
+    exchange::answered(dp, pool, member, resp.status, sent_at.elapsed(), || {
         fields
             .iter()
             .find(|f| f.kind == Name::RetryAfter)

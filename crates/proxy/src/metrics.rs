@@ -86,25 +86,13 @@ impl prometheus_client::collector::Collector for Collector {
         let mut member_rows: Vec<(Labels, &crate::state::MemberState)> = Vec::new();
         let mut pool_totals: Vec<(Labels, u64)> = Vec::new();
         for pool in snap.pools.values() {
-            let mut totals = [0u64; 5];
             for m in &pool.members {
                 member_rows.push((
                     vec![("pool", pool.id.to_string()), ("member", m.id.to_string())],
                     m.state.as_ref(),
                 ));
-                for (t, n) in totals.iter_mut().zip(&m.state.stats.by_class) {
-                    *t += n.load(Ordering::Relaxed);
-                }
             }
-            for (c, n) in CLASSES.iter().zip(totals) {
-                pool_totals.push((
-                    vec![
-                        ("pool", pool.id.to_string()),
-                        ("code_class", (*c).to_owned()),
-                    ],
-                    n,
-                ));
-            }
+            pool_totals.extend(by_class(&vec![("pool", pool.id.to_string())], &pool.stats));
         }
 
         let rows: Vec<_> = listeners.iter().flat_map(|(l, s)| by_class(l, s)).collect();

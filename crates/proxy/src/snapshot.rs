@@ -140,6 +140,8 @@ pub struct PoolRt {
     /// The slow-start window, for HTTP pools that enable it.
     pub slow_start: Option<std::time::Duration>,
     pub sticky: Arc<crate::sticky::StickyTable>,
+    /// Responses of its members, counted per pool.
+    pub stats: Arc<crate::stats::Stats>,
     /// Member index by id and by persistence cookie, for bound requests.
     pub by_id: HashMap<MemberId, usize>,
     pub by_cookie: HashMap<String, usize>,
@@ -280,6 +282,7 @@ impl PoolRt {
                 .slow_start_secs()
                 .map(|s| std::time::Duration::from_secs(u64::from(s))),
             sticky: registry.sticky(id),
+            stats: registry.pool_stats.get(id.as_str()),
             by_id,
             by_cookie,
             id: id.clone(),

@@ -207,6 +207,8 @@ pub struct Registry {
     members: WeakMap<MemberId, MemberState>,
     /// Listener counters, which outlive snapshots the same way.
     pub(crate) listener_stats: crate::stats::StatsRegistry,
+    /// Pool counters: kept per pool, so deleting a member never makes them go down.
+    pub(crate) pool_stats: crate::stats::StatsRegistry,
     /// Session persistence bindings per pool.
     sticky: WeakMap<fulcrum_model::PoolId, crate::sticky::StickyTable>,
 }
@@ -217,6 +219,7 @@ impl Registry {
             workers,
             members: WeakMap::default(),
             listener_stats: crate::stats::StatsRegistry::default(),
+            pool_stats: crate::stats::StatsRegistry::default(),
             sticky: WeakMap::default(),
         }
     }

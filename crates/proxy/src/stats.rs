@@ -31,9 +31,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn record(&self, status: u16, elapsed: Duration) {
+    /// Counts a response by status class only.
+    pub fn count_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.count_status(status);
         let secs = elapsed.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);

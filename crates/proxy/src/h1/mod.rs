@@ -460,7 +460,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             });
         }
         let upstream_head = up.buf.data();
-        exchange::answered(dp, member, resp.status, sent_at.elapsed(), || {
+        exchange::answered(dp, pool, member, resp.status, sent_at.elapsed(), || {
             self.up_fields
                 .iter()
                 .find(|f| f.kind == Name::RetryAfter)
