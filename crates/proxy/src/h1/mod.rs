@@ -97,32 +97,23 @@ where
             return None;
         };
         first = false;
-        // The listener as the newest snapshot has it (routes, pools, timeouts).
-        let current = {
+        // The listener as the newest snapshot has it (routes, pools, timeouts), looked up
+        // again only when a new snapshot was published.
+        let refreshed = {
             let snap = dp.snapshot.load();
-            if snap.generation == generation {
-                Some(None)
-            } else {
-                generation = snap.generation;
-                snap.listeners.get(&conn.listener).cloned().map(Some)
-            }
+            (snap.generation != generation)
+                .then(|| (snap.generation, snap.listeners.get(&conn.listener).cloned()))
         };
-        match current {
-            Some(Some(l)) => listener = l,
-            Some(None) => {}
-            None => {
+        if let Some((newer, current)) = refreshed {
+            generation = newer;
+            let Some(current) = current else {
+                let gone = "listener is being removed";
                 client
-                    .reply(
-                        &mut sleep,
-                        &listener,
-                        &req,
-                        503,
-                        "listener is being removed",
-                        true,
-                    )
+                    .reply(&mut sleep, &listener, &req, 503, gone, true)
                     .await;
                 return None;
-            }
+            };
+            listener = current;
         }
         let started = std::time::Instant::now();
         let (status, next) = client
