@@ -3,60 +3,18 @@
 //! there), and `Chunked::scan` / `Chunked::step`, on valid input, on every way of refusing
 //! it, and on incomplete input.
 
-// A global allocator is an `unsafe impl GlobalAlloc`; the workspace denies unsafe code, and this
-// test file is the one place in the crate that needs it. It only forwards to `System` and counts.
-#![allow(unsafe_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use fulcrum_h1::{Chunked, MAX_HEADERS, Method, Step, parse_request, parse_response};
 
-struct Counting;
-
-thread_local! {
-    // `const` and without a destructor, so touching it from the allocator never allocates.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count() {
-    // `try_with`: the slot may already be gone while the thread shuts down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: as above; `ptr` came from this allocator, which is `System`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use fulcrum_testkit::{CountingAllocator, thread_allocations};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Allocations made by `f` on this thread.
 fn allocations<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = thread_allocations();
     let out = std::hint::black_box(f());
-    (ALLOCATIONS.with(Cell::get) - before, out)
+    (thread_allocations() - before, out)
 }
 
 const REQUESTS: [&[u8]; 14] = [
