@@ -7,12 +7,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::tls::{Cert, cert, tls_connect as connect};
 use common::{Server, free_port};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -45,47 +45,6 @@ async fn backend() -> u16 {
         }
     });
     port
-}
-
-struct Cert {
-    pem: String,
-    key: String,
-    der: CertificateDer<'static>,
-}
-
-fn cert(names: &[&str]) -> Cert {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let c = rcgen::generate_simple_self_signed(names).unwrap();
-    Cert {
-        pem: c.cert.pem(),
-        key: c.signing_key.serialize_pem(),
-        der: c.cert.der().clone(),
-    }
-}
-
-/// Connects over TLS trusting `trust`, asking for `sni` and `alpn`.
-async fn connect(
-    port: u16,
-    sni: &str,
-    trust: &CertificateDer<'static>,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    connector
-        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
