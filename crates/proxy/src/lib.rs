@@ -119,11 +119,6 @@ impl DataPlane {
         })
     }
 
-    /// How many workers serve traffic.
-    pub fn workers(&self) -> usize {
-        self.inner.workers.traffic().len()
-    }
-
     /// The newest configuration revision compiled into what the data plane serves. Revisions
     /// that only touch work requests need no new snapshot and do not move it.
     pub fn revision(&self) -> i64 {
