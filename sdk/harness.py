@@ -34,6 +34,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def taken_port():
+    """A listening socket on 127.0.0.1 that another program could not share (no
+    SO_REUSEPORT): a port in use. Close it to free the port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
 class Backend:
     """A real HTTP server on 127.0.0.1 that answers every request with its name.
 

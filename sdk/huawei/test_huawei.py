@@ -11,7 +11,8 @@ import sys
 import time
 import urllib.request
 
-from harness import Backend, Fulcrum, Steps, check, free_port, get, spread, wait_port, wait_until
+from harness import (Backend, Fulcrum, Steps, check, free_port, get, spread, taken_port, wait_port,
+                     wait_until)
 
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -629,6 +630,35 @@ def authentication_failures_are_401(c):
     check(status == 401, f"native bearer tokens are not valid here: {status} {body}")
     status, body = raw({})
     check(status == 401, f"no credentials: {status}")
+
+
+@steps.step
+def a_listener_that_cannot_bind_turns_the_load_balancer_error(c):
+    held = taken_port()
+    port = held.getsockname()[1]
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(
+                    name="taken", protocol="HTTP", protocol_port=port,
+                    loadbalancer_id=c.lb_id, default_pool_id=c.pool_id,
+                )
+            )
+        )
+    ).listener
+
+    def lb_status():
+        return c.c3.show_load_balancer(
+            m3.ShowLoadBalancerRequest(loadbalancer_id=c.lb_id)
+        ).loadbalancer.provisioning_status
+
+    wait_until(lambda: lb_status() == "ERROR", what="provisioning_status ERROR")
+    # The port frees: the listener binds by itself and the load balancer is ACTIVE again.
+    held.close()
+    wait_port(port)
+    wait_until(lambda: lb_status() == "ACTIVE", what="provisioning_status ACTIVE again")
+    c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
+    wait_until(lambda: lb_status() == "ACTIVE", what="the listener deleted")
 
 
 @steps.step

@@ -23,7 +23,7 @@ from oci._vendor import requests  # the SDK's own HTTP client, for hand-altered 
 from oci.load_balancer import models as m
 
 import harness
-from harness import Backend, Fulcrum, Steps, check, free_port, spread, wait_port
+from harness import Backend, Fulcrum, Steps, check, free_port, spread, taken_port, wait_port, wait_until
 
 TENANCY = "ocid1.tenancy.oc1..aaaafulcrumtest"
 USER = "ocid1.user.oc1..aaaafulcrumtest"
@@ -403,6 +403,36 @@ def more_backend_sets_listeners_and_deletes(c):
     check(b.name not in counts and sum(counts.values()) == 60, f"deleted backend served: {counts}")
     lb = c.lb.get_load_balancer(c.lb_id).data
     check(sorted(lb.listeners) == ["web"] and sorted(lb.backend_sets) == [BS], str(lb))
+
+
+@steps.step
+def a_listener_that_cannot_bind_fails_its_work_request(c):
+    # Another program holds the port: the change is accepted, then fails, and says why.
+    held = taken_port()
+    port = held.getsockname()[1]
+    ops = oci.load_balancer.LoadBalancerClientCompositeOperations(c.lb)
+    wr = ops.create_listener_and_wait_for_state(
+        m.CreateListenerDetails(name="taken", default_backend_set_name=BS, port=port,
+                                protocol="HTTP"),
+        c.lb_id,
+        wait_for_states=["SUCCEEDED", "FAILED"],
+        waiter_kwargs={"max_interval_seconds": 1, "max_wait_seconds": 30},
+    ).data
+    check(wr.lifecycle_state == "FAILED", f"work request: {wr}")
+    check(len(wr.error_details) == 1 and wr.error_details[0].error_code == "BAD_INPUT"
+          and "cannot bind" in wr.error_details[0].message, f"error details: {wr.error_details}")
+    lb = c.lb.get_load_balancer(c.lb_id).data
+    check(lb.lifecycle_state == "FAILED", f"load balancer: {lb.lifecycle_state}")
+    check("taken" in lb.listeners, "the listener is gone")
+    # The port frees: the listener binds by itself, the load balancer turns ACTIVE.
+    held.close()
+    wait_port(port)
+    wait_until(lambda: c.lb.get_load_balancer(c.lb_id).data.lifecycle_state == "ACTIVE",
+               what="the load balancer to turn ACTIVE")
+    counts = spread(f"http://127.0.0.1:{port}/", 6)
+    check(sum(n for k, n in counts.items() if not k.startswith("status:")) == 6, str(counts))
+    check(c.lb.get_work_request(wr.id).data.lifecycle_state == "FAILED", "the failure was forgotten")
+    wait_wr(c, c.lb.delete_listener(c.lb_id, "taken"))
 
 
 @steps.step

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fulcrum_model::{
-    LoadBalancerId, PoolId, ResourceKind, ResourceRef, Timestamp, WorkRequest, WorkRequestId,
-    WorkRequestStatus,
+    LoadBalancerId, PoolId, ResourceKind, ResourceRef, Timestamp, WorkRequest, WorkRequestError,
+    WorkRequestId, WorkRequestStatus,
 };
 use fulcrum_store::{Compare, Op, Revision, Store, StoreError, Txn};
 use futures::StreamExt;
@@ -145,10 +145,19 @@ pub trait Observer: Send + Sync {
     /// The observed status of a member, or None when there is no evidence either way.
     fn member_status(&self, id: &fulcrum_model::MemberId)
     -> Option<fulcrum_model::OperatingStatus>;
-
-    /// Why a listener is not serving (it could not bind, its certificate is invalid), if so.
-    fn listener_error(&self, id: &fulcrum_model::ListenerId) -> Option<String>;
 }
+
+/// Something in the configuration the data plane was given and cannot serve: a listener
+/// whose address is taken or whose certificate does not load, a pool whose TLS settings
+/// are invalid. Reported with every applied revision; a work request that changed it fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub resource: ResourceRef,
+    pub reason: String,
+}
+
+/// The code of a work request that failed because the data plane refused what it changed.
+pub const NOT_SERVED: &str = "NotServed";
 
 pub struct ControlPlane {
     store: Arc<dyn Store>,
@@ -158,6 +167,8 @@ pub struct ControlPlane {
     seen: watch::Sender<Revision>,
     /// The revision this node's data plane serves.
     pub(crate) local_applied: watch::Sender<Revision>,
+    /// What this node's data plane refused with it.
+    pub(crate) local_refused: watch::Sender<Arc<Vec<Refusal>>>,
     /// The revision that counts as applied: this node's alone, or in fleet mode the newest
     /// one every live node serves.
     pub(crate) applied: watch::Sender<Revision>,
@@ -202,6 +213,7 @@ impl ControlPlane {
             observer: RwLock::new(None),
             seen: watch::Sender::new(revision),
             local_applied: watch::Sender::new(initial_applied),
+            local_refused: watch::Sender::new(Arc::new(Vec::new())),
             applied: watch::Sender::new(initial_applied),
             fleet_view: RwLock::new(FleetView::default()),
             store_reachable: AtomicBool::new(reachable),
@@ -279,12 +291,42 @@ impl ControlPlane {
         }
     }
 
-    pub fn observed_listener_error(&self, id: &fulcrum_model::ListenerId) -> Option<String> {
-        self.observer.read().as_ref()?.listener_error(id)
+    /// Why the data plane does not serve a resource (this node's, or in fleet mode any live
+    /// node's), if it does not.
+    pub fn refusal(&self, kind: ResourceKind, id: &str) -> Option<String> {
+        let wanted = |r: &&Refusal| r.resource.kind == kind && r.resource.id == id;
+        if let Some(r) = self.local_refused.borrow().iter().find(wanted) {
+            return Some(r.reason.clone());
+        }
+        let node = self.opts.node.as_ref()?;
+        let fleet = self.fleet_view.read();
+        fleet
+            .nodes
+            .values()
+            .filter(|n| n.id != node.id)
+            .find_map(|n| {
+                let r = n.refused.iter().find(wanted)?;
+                Some(format!("node {}: {}", n.id, r.reason))
+            })
     }
 
-    /// The data plane reports the revision it now serves.
-    pub fn report_applied(&self, revision: Revision) {
+    /// Whether the data plane refuses any listener of a load balancer.
+    pub fn refuses_any_listener_of(&self, cfg: &Config, lb: &LoadBalancerId) -> bool {
+        cfg.listeners_of(lb).any(|l| {
+            self.refusal(ResourceKind::Listener, l.value.id.as_str())
+                .is_some()
+        })
+    }
+
+    /// The data plane reports the revision it now serves, and what in it it cannot serve.
+    pub fn report_applied(&self, revision: Revision, refused: Vec<Refusal>) {
+        self.local_refused.send_if_modified(|r| {
+            let changed = **r != refused;
+            if changed {
+                *r = Arc::new(refused);
+            }
+            changed
+        });
         let newer = self.local_applied.send_if_modified(|r| {
             let newer = revision > *r;
             if newer {
@@ -407,7 +449,7 @@ impl ControlPlane {
                 }
                 let mut work_request = wr;
                 work_request.revision = resp.revision;
-                work_request.status = self.derive_status(work_request.status, resp.revision);
+                self.settle(&mut work_request);
                 return Ok(Outcome {
                     work_request,
                     result: plan.result,
@@ -574,11 +616,36 @@ impl ControlPlane {
         }
     }
 
+    /// Why a work request failed, if the data plane refuses something it changed.
+    fn failure_of(&self, wr: &WorkRequest) -> Option<WorkRequestError> {
+        wr.resources.iter().find_map(|r| {
+            let reason = self.refusal(r.kind, &r.id)?;
+            Some(WorkRequestError {
+                code: NOT_SERVED.into(),
+                message: format!("{} {} is not served: {reason}", r.kind.as_str(), r.id),
+            })
+        })
+    }
+
+    /// Derives a work request's status from what is applied and what is refused.
+    fn settle(&self, wr: &mut WorkRequest) {
+        if wr.status.is_final() {
+            return;
+        }
+        wr.status = self.derive_status(wr.status, wr.revision);
+        if wr.status == WorkRequestStatus::Succeeded
+            && let Some(error) = self.failure_of(wr)
+        {
+            wr.status = WorkRequestStatus::Failed;
+            wr.error = Some(error);
+        }
+    }
+
     /// Derives a stored work request's status; in fleet mode a pending one also says how
     /// far it has spread.
     fn annotate(&self, wr: &mut WorkRequest) {
         let stored_final = wr.status.is_final();
-        wr.status = self.derive_status(wr.status, wr.revision);
+        self.settle(wr);
         if !stored_final
             && wr.message.is_empty()
             && let Some(spread) = self.spread(wr.revision)
@@ -711,7 +778,7 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
                     from = batch.revision + 1;
                     this.seen.send_replace(batch.revision);
                     if this.opts.self_apply {
-                        this.report_applied(batch.revision);
+                        this.report_applied(batch.revision, Vec::new());
                     }
                 }
                 Err(e) => {
@@ -742,7 +809,7 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
                 *this.config.write() = Config::from_kvs(&range.kvs, range.revision);
                 this.seen.send_replace(range.revision);
                 if this.opts.self_apply {
-                    this.report_applied(range.revision);
+                    this.report_applied(range.revision, Vec::new());
                 }
                 return Some(range.revision);
             }
@@ -823,7 +890,10 @@ impl ControlPlane {
             if !is_pending(wr.status) {
                 continue;
             }
-            wr.status = WorkRequestStatus::Succeeded;
+            self.settle(&mut wr);
+            if !wr.status.is_final() {
+                continue;
+            }
             wr.finished_at = Some(now);
             if let Some(spread) = self.spread(wr.revision) {
                 wr.message = spread.to_string();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,6 +17,7 @@ use fulcrum_store::{EventKind, KeyValue, Revision, StoreError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Refusal;
 use crate::{Config, ControlError, ControlPlane, keys};
 
 /// Who this node is in a fleet.
@@ -38,6 +39,9 @@ pub struct NodeRecord {
     pub role: String,
     /// The configuration revision its data plane serves.
     pub applied: Revision,
+    /// What its data plane cannot serve of that revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Refusal>,
     pub updated_at: Timestamp,
 }
 
@@ -126,35 +130,42 @@ impl ControlPlane {
     }
 }
 
-/// Publishes this node's served revision whenever it changes, and again after a failure.
+/// Publishes this node's served revision and what it refuses whenever either changes, and
+/// again after a failure.
 pub(crate) async fn publish_applied(cp: Weak<ControlPlane>) {
     let Some(this) = cp.upgrade() else { return };
     let Some(node) = this.opts.node.clone() else {
         return;
     };
     let mut local = this.local_applied.subscribe();
+    let mut refused = this.local_refused.subscribe();
     drop(this);
     let key = keys::node(&node.id);
-    let mut published: Option<Revision> = None;
+    let mut published: Option<(Revision, Arc<Vec<Refusal>>)> = None;
     loop {
-        let applied = *local.borrow_and_update();
-        if published != Some(applied) {
+        let now = (
+            *local.borrow_and_update(),
+            refused.borrow_and_update().clone(),
+        );
+        if published.as_ref() != Some(&now) {
             let Some(this) = cp.upgrade() else { return };
             let record = NodeRecord {
                 id: node.id.clone(),
                 role: node.role.clone(),
-                applied,
+                applied: now.0,
+                refused: now.1.to_vec(),
                 updated_at: Utc::now(),
             };
             let value = serde_json::to_vec(&record).unwrap_or_default();
             match this.store().put_session(&key, value).await {
-                Ok(_) => published = Some(applied),
+                Ok(_) => published = Some(now.clone()),
                 Err(e) => tracing::debug!(error = %e, "cannot publish the served revision yet"),
             }
         }
-        let retry = published != Some(applied);
+        let retry = published.as_ref() != Some(&now);
         tokio::select! {
             changed = local.changed() => if changed.is_err() { return },
+            changed = refused.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(Duration::from_millis(500)), if retry => {}
         }
     }
@@ -296,6 +307,7 @@ mod tests {
             id: id.into(),
             role: "all".into(),
             applied,
+            refused: Vec::new(),
             updated_at: Utc::now(),
         }
     }

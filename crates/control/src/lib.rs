@@ -31,7 +31,7 @@ mod testing;
 mod tree;
 
 pub use config::{Config, Versioned};
-pub use engine::{ControlPlane, Observer, Options, Outcome};
+pub use engine::{ControlPlane, NOT_SERVED, Observer, Options, Outcome, Refusal};
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 /// Store revisions number every configuration the control plane hands out.

@@ -1000,4 +1000,45 @@ impl ControlPlane {
             ProvisioningStatus::PendingUpdate
         }
     }
+
+    /// A listener's provisioning status: ERROR once applied while the data plane cannot
+    /// serve it (its address is taken, its certificate does not load); ACTIVE again by
+    /// itself when it can.
+    pub fn listener_status(&self, v: &Versioned<Listener>) -> ProvisioningStatus {
+        self.unless_refused(v, ResourceKind::Listener, v.value.id.as_str())
+    }
+
+    /// A pool's provisioning status: ERROR once applied while the data plane refuses it.
+    pub fn pool_status(&self, v: &Versioned<Pool>) -> ProvisioningStatus {
+        self.unless_refused(v, ResourceKind::Pool, v.value.id.as_str())
+    }
+
+    /// A load balancer's provisioning status: ERROR once applied while any of its
+    /// listeners cannot be served.
+    pub fn load_balancer_status(
+        &self,
+        cfg: &Config,
+        v: &Versioned<LoadBalancer>,
+    ) -> ProvisioningStatus {
+        match self.provisioning_status(v) {
+            ProvisioningStatus::Active if self.refuses_any_listener_of(cfg, &v.value.id) => {
+                ProvisioningStatus::Error
+            }
+            status => status,
+        }
+    }
+
+    fn unless_refused<T>(
+        &self,
+        v: &Versioned<T>,
+        kind: ResourceKind,
+        id: &str,
+    ) -> ProvisioningStatus {
+        match self.provisioning_status(v) {
+            ProvisioningStatus::Active if self.refusal(kind, id).is_some() => {
+                ProvisioningStatus::Error
+            }
+            status => status,
+        }
+    }
 }

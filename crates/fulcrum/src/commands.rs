@@ -919,10 +919,11 @@ pub async fn wait_for(
                 b.finish_and_clear();
             }
             if status == "FAILED" {
-                bail!(
-                    "work request {id} failed: {}",
-                    wr.get("error").unwrap_or(&Value::Null)
-                );
+                let why = wr
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                bail!("work request {id} failed: {why}");
             }
             return Ok(wr);
         }

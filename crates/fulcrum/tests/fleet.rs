@@ -201,6 +201,41 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         assert!(body == "b1" || body == "b2", "{}: {body}", node.id);
     }
 
+    // A listener that one node cannot bind fails its work request, naming that node, and
+    // reads ERROR through every node's API until that node binds it.
+    let held = std::net::TcpListener::bind((c.address.as_str(), 0)).unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let r = api_a
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({"protocol": "HTTP", "port": taken, "default_pool_id": pool})),
+        )
+        .await;
+    let taken_listener = r.id();
+    let wr = wait_wr(&api_a, &r).await;
+    assert_eq!(wr["status"], "FAILED", "{wr}");
+    let why = wr["error"]["message"].as_str().unwrap();
+    assert!(why.contains("node node-c: cannot bind"), "{why}");
+    let path = format!("/v1/listeners/{taken_listener}");
+    assert_eq!(
+        api_b.ok("GET", &path, None).await.body["provisioning_status"],
+        "ERROR"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while api_b.ok("GET", &path, None).await.body["provisioning_status"] != "ACTIVE" {
+        assert!(
+            Instant::now() < deadline,
+            "node C never bound the freed port"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = body_of(&http, &c.url(taken)).await;
+    assert!(body == "b1" || body == "b2", "node C serves it: {body}");
+    let r = api_a.ok("DELETE", &path, None).await;
+    wait_wr(&api_a, &r).await;
+
     // The data-plane node has no API, but answers probes and scrapers.
     let probe = c.api();
     assert_eq!(

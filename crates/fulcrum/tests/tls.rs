@@ -171,13 +171,17 @@ async fn terminates_tls_with_alpn_and_sni() {
         )
         .await;
     assert_eq!(r.status, 201);
-    api.applied(&r).await;
+    // The change's work request fails, and the API says why.
+    let wr = api.settled(&r).await;
+    assert_eq!(wr["status"], "FAILED", "{wr}");
+    let why = wr["error"]["message"].as_str().unwrap();
+    assert!(why.contains("KeyMismatch"), "{why}");
     assert!(TcpStream::connect(("127.0.0.1", bad_port)).await.is_err());
-    // The API says why.
     let bad = api
         .ok("GET", &format!("/v1/listeners/{}", r.id()), None)
         .await;
     assert_eq!(bad.body["operating_status"], "ERROR", "{}", bad.body);
+    assert_eq!(bad.body["provisioning_status"], "ERROR", "{}", bad.body);
     let reason = bad.body["status_reason"].as_str().unwrap();
     assert!(
         reason.contains("tls") && reason.contains("KeyMismatch"),

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use context::Shared;
-use fulcrum_control::{ControlPlane, Revision};
-use fulcrum_model::{ListenerId, MemberId};
+use fulcrum_control::{ControlPlane, Refusal, Revision};
+use fulcrum_model::{ListenerId, MemberId, ResourceKind, ResourceRef};
 use parking_lot::Mutex;
 
 // Bottom to top; each module uses only those above it. Pure parts, buffers, counters;
@@ -213,10 +213,19 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
                 &mut inner.listeners.lock(),
                 &snap,
             );
-            *inner.bind_errors.lock() = failed.into_iter().collect();
+            let failed: HashMap<ListenerId, String> = failed.into_iter().collect();
+            let mut bind_errors = inner.bind_errors.lock();
+            // Binds are retried every few seconds: say so once per listener and reason.
+            for (id, reason) in &failed {
+                if bind_errors.get(id) != Some(reason) {
+                    tracing::warn!(listener = %id, reason, "cannot serve the listener");
+                }
+            }
+            *bind_errors = failed;
+            drop(bind_errors);
             inner.checks.lock().reconcile(&snap, &inner.shared.registry);
         }
-        control.report_applied(revision);
+        control.report_applied(revision, refusals(&inner));
         let retry_binds = !inner.bind_errors.lock().is_empty();
         tokio::select! {
             changed = seen.changed() => if changed.is_err() { return },
@@ -224,6 +233,41 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
             _ = tokio::time::sleep(REBIND_EVERY), if retry_binds => compiled = None,
         }
     }
+}
+
+/// What the data plane cannot serve of what it was given: listeners that are not bound
+/// (and why), pools and members whose TLS settings do not load.
+fn refusals(inner: &DataPlaneInner) -> Vec<Refusal> {
+    let refusal = |kind, id: &str, reason: &str| Refusal {
+        resource: ResourceRef {
+            kind,
+            id: id.to_owned(),
+        },
+        reason: reason.to_owned(),
+    };
+    let mut out: Vec<Refusal> = inner
+        .bind_errors
+        .lock()
+        .iter()
+        .map(|(id, reason)| refusal(ResourceKind::Listener, id.as_str(), reason))
+        .collect();
+    let snap = inner.shared.snapshot.load();
+    for pool in snap.pools.values() {
+        if let Some(Err(reason)) = &pool.upstream.tls {
+            out.push(refusal(ResourceKind::Pool, pool.id.as_str(), reason));
+        }
+        // Members with upstream settings of their own are judged alone.
+        for m in &pool.members {
+            if let Some(Err(reason)) = &m.upstream.tls
+                && !Arc::ptr_eq(&m.upstream, &pool.upstream)
+            {
+                out.push(refusal(ResourceKind::Member, m.id.as_str(), reason));
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.resource.id.as_str()).cmp(b.resource.id.as_str()));
+    out.dedup();
+    out
 }
 
 /// Tells the control plane (and so every API) what the data plane observes.
@@ -240,9 +284,5 @@ impl fulcrum_control::Observer for Observations {
             Health::Healthy => Some(fulcrum_model::OperatingStatus::Online),
             Health::Unknown => None,
         }
-    }
-
-    fn listener_error(&self, id: &ListenerId) -> Option<String> {
-        self.0.bind_errors.lock().get(id).cloned()
     }
 }

@@ -77,7 +77,6 @@ pub(crate) fn reconcile(
             continue;
         }
         if let Some(Err(e)) = &l.tls {
-            tracing::warn!(listener = %id, error = %e, "invalid TLS configuration");
             failed.push((id.clone(), e.clone()));
             continue;
         }
@@ -106,7 +105,6 @@ pub(crate) fn reconcile(
                 );
             }
             Err(e) => {
-                tracing::warn!(listener = %id, addr = %l.bind.addr, error = %e, "cannot bind");
                 failed.push((id.clone(), format!("cannot bind {}: {e}", l.bind.addr)));
             }
         }

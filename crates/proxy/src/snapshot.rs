@@ -133,6 +133,8 @@ pub struct PoolRt {
     pub revision: i64,
     pub protocol: PoolProtocol,
     pub algorithm: Algorithm,
+    /// The pool's own upstream settings (members without their own share this one).
+    pub upstream: Arc<UpstreamRt>,
     pub members: Vec<MemberRt>,
     pub tiers: Vec<Tier>,
     pub monitor: Option<HealthMonitorSpec>,
@@ -289,6 +291,7 @@ impl PoolRt {
             revision,
             protocol: pool.spec.protocol,
             algorithm: pool.spec.algorithm,
+            upstream: pool_upstream,
             members,
             tiers,
             monitor: cfg

@@ -202,13 +202,13 @@ async fn update_pool_is_refused_while_the_load_balancer_is_not_active() {
         e.cp.create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))
             .await
             .unwrap();
-    e.cp.report_applied(lb.revision);
+    e.cp.report_applied(lb.revision, Vec::new());
     let lb_id = LoadBalancerId(lb.result.unwrap().id);
     let pool =
         e.cp.create_pool(&ctx, &lb_id, PoolSpec::new("p", PoolProtocol::Http))
             .await
             .unwrap();
-    e.cp.report_applied(pool.revision);
+    e.cp.report_applied(pool.revision, Vec::new());
     let pool_id = PoolId(pool.result.unwrap().id);
     // A change the data plane does not serve yet: the load balancer is PENDING_UPDATE.
     e.cp.update_loadbalancer(&ctx, &lb_id, &json!({"description": "changing"}))
@@ -243,7 +243,7 @@ async fn update_pool_is_refused_while_the_load_balancer_is_not_active() {
     let reporter = tokio::spawn(async move {
         loop {
             let rev = cp.view().revision;
-            cp.report_applied(rev);
+            cp.report_applied(rev, Vec::new());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });

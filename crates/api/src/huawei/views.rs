@@ -63,7 +63,7 @@ pub(crate) fn loadbalancer(
         "vip_address": lb.spec.vip_address.to_string(),
         "vip_port_id": "",
         "admin_state_up": lb.spec.admin_state_up,
-        "provisioning_status": upper(&cp.provisioning_status(v)),
+        "provisioning_status": upper(&cp.load_balancer_status(cfg, v)),
         "operating_status": upper(&admin(lb.spec.admin_state_up)),
         "provider": "vlb",
         "listeners": listeners,

@@ -292,7 +292,7 @@ async fn list_loadbalancers(
         &q,
         cfg.loadbalancers.values(),
         |v| v.value.id.to_string(),
-        |v| lb(&s.control, v),
+        |v| lb(&s.control, &cfg, v),
     )?;
     Ok(Json(page).into_response())
 }
@@ -319,7 +319,7 @@ fn render_lb(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiRes
         status,
         Some(v.mod_revision),
         Some(&outcome.work_request),
-        &lb(cp, v),
+        &lb(cp, &cfg, v),
     ))
 }
 
@@ -335,7 +335,7 @@ async fn get_loadbalancer(State(s): State<AppState>, Path(id): Path<String>) -> 
         StatusCode::OK,
         Some(v.mod_revision),
         None,
-        &lb(&s.control, v),
+        &lb(&s.control, &cfg, v),
     ))
 }
 

@@ -4,7 +4,7 @@
 use fulcrum_control::{Config, ControlPlane, Versioned};
 use fulcrum_model::{
     HealthMonitor, Listener, LoadBalancer, Member, OperatingStatus, Pool, ProvisioningStatus,
-    Subnet,
+    ResourceKind, Subnet,
 };
 use serde::Serialize;
 
@@ -49,10 +49,10 @@ fn admin(up: bool) -> OperatingStatus {
     }
 }
 
-pub(crate) fn lb(cp: &ControlPlane, v: &Versioned<LoadBalancer>) -> LoadBalancerView {
+pub(crate) fn lb(cp: &ControlPlane, cfg: &Config, v: &Versioned<LoadBalancer>) -> LoadBalancerView {
     LoadBalancerView {
         resource: v.value.clone(),
-        provisioning_status: cp.provisioning_status(v),
+        provisioning_status: cp.load_balancer_status(cfg, v),
         operating_status: admin(v.value.spec.admin_state_up),
     }
 }
@@ -65,10 +65,10 @@ pub(crate) fn listener(cp: &ControlPlane, v: &Versioned<Listener>) -> ListenerVi
             sni.private_key_pem = "***".into();
         }
     }
-    let status_reason = cp.observed_listener_error(&v.value.id);
+    let status_reason = cp.refusal(ResourceKind::Listener, v.value.id.as_str());
     ListenerView {
         resource,
-        provisioning_status: cp.provisioning_status(v),
+        provisioning_status: cp.listener_status(v),
         operating_status: match status_reason {
             Some(_) => OperatingStatus::Error,
             None => admin(v.value.spec.admin_state_up),
@@ -99,7 +99,7 @@ pub(crate) fn pool(cp: &ControlPlane, cfg: &Config, v: &Versioned<Pool>) -> Pool
     };
     PoolView {
         resource,
-        provisioning_status: cp.provisioning_status(v),
+        provisioning_status: cp.pool_status(v),
         operating_status,
     }
 }

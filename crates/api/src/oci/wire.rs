@@ -796,7 +796,7 @@ pub(crate) fn load_balancer(
     let lb = &v.value;
     let label = |k: &str| lb.spec.labels.get(k).cloned().unwrap_or_default();
     let is_private = label(LABEL_PRIVATE) == "true";
-    let lifecycle_state = match cp.provisioning_status(v) {
+    let lifecycle_state = match cp.load_balancer_status(cfg, v) {
         ProvisioningStatus::PendingCreate => "CREATING",
         ProvisioningStatus::PendingDelete => "DELETING",
         ProvisioningStatus::Error => "FAILED",
@@ -906,10 +906,18 @@ pub(crate) fn work_request(wr: &WorkRequest, compartment_id: String) -> WorkRequ
         message,
         time_accepted: time(wr.accepted_at),
         time_finished: wr.finished_at.map(time),
+        // OCI knows two error codes: the change asked for something that cannot be served
+        // (an address in use, a certificate that does not load), or fulcrum failed.
         error_details: wr
             .error
             .iter()
-            .map(|e| serde_json::json!({"errorCode": e.code, "message": e.message}))
+            .map(|e| {
+                let code = match e.code.as_str() {
+                    fulcrum_control::NOT_SERVED => "BAD_INPUT",
+                    _ => "INTERNAL_ERROR",
+                };
+                serde_json::json!({"errorCode": code, "message": e.message})
+            })
             .collect(),
     }
 }

@@ -206,17 +206,23 @@ pub fn free_port() -> u16 {
 impl Api {
     /// Waits until the change `r` made is served: its work request succeeded.
     pub async fn applied(&self, r: &Resp) {
+        let done = self.settled(r).await;
+        assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    }
+
+    /// Waits (up to 10 s) until the work request of the change `r` made is final, and
+    /// returns it.
+    pub async fn settled(&self, r: &Resp) -> Value {
         let wr = r
             .header("x-work-request-id")
             .expect("x-work-request-id header");
-        let done = self
-            .ok(
-                "GET",
-                &format!("/v1/work-requests/{wr}/wait?timeout_ms=10000"),
-                None,
-            )
-            .await;
-        assert_eq!(done.body["status"], "SUCCEEDED", "{}", done.body);
+        self.ok(
+            "GET",
+            &format!("/v1/work-requests/{wr}/wait?timeout_ms=10000"),
+            None,
+        )
+        .await
+        .body
     }
 
     /// An HTTP listener of `lb` on a free port sending to `pool`, served once this returns.

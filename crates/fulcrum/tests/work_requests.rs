@@ -1,0 +1,135 @@
+//! Work requests tell the truth: a change the data plane cannot serve ends FAILED with why,
+//! what it left behind reads ERROR until it can be served, then recovers by itself; a change
+//! that has nothing to do with the failure is not blamed for it.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::TOKEN;
+use common::backend::Backend;
+use common::stack::{Fulcrum, client, eventually, get};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_listener_on_a_taken_port_fails_and_serves_by_itself_once_the_port_is_free() {
+    let f = Fulcrum::start();
+    let backend = Backend::start("a").await;
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let member = f.member(&pool, backend.port(), json!({})).await;
+
+    // Another program holds the port (without SO_REUSEPORT, so it cannot be shared).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let r = f
+        .api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
+        )
+        .await;
+    let listener = r.id();
+    let wr = f.api.settled(&r).await;
+    assert_eq!(wr["status"], "FAILED", "{wr}");
+    assert_eq!(wr["error"]["code"], "NotServed", "{wr}");
+    let why = wr["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains(&listener) && why.contains(&format!("cannot bind 127.0.0.1:{port}")),
+        "{why}"
+    );
+
+    // The listener and its load balancer say so.
+    let l = f
+        .api
+        .ok("GET", &format!("/v1/listeners/{listener}"), None)
+        .await
+        .body;
+    assert_eq!(l["provisioning_status"], "ERROR", "{l}");
+    assert_eq!(l["operating_status"], "ERROR", "{l}");
+    assert!(l["status_reason"].as_str().unwrap().contains("cannot bind"));
+    let lb_view = f
+        .api
+        .ok("GET", &format!("/v1/loadbalancers/{lb}"), None)
+        .await
+        .body;
+    assert_eq!(lb_view["provisioning_status"], "ERROR", "{lb_view}");
+
+    // A change that does not touch the listener succeeds (`apply` asserts it).
+    f.patch_member(&pool, &member, json!({"weight": 5})).await;
+
+    // The failure is recorded, not only derived: it outlives what caused it.
+    let wr_id = wr["id"].as_str().unwrap().to_owned();
+    let recorded = eventually(Duration::from_secs(5), || async {
+        let wrs = f.api.items("/v1/work-requests").await;
+        wrs.iter()
+            .any(|w| w["id"] == wr_id.as_str() && w["finished_at"].is_string())
+    })
+    .await;
+    assert!(recorded, "the FAILED work request was never recorded");
+
+    // The port frees: the listener binds by itself and serves.
+    drop(taken);
+    let url = format!("http://127.0.0.1:{port}/");
+    let http = client();
+    let serving = eventually(Duration::from_secs(10), || async {
+        get(&http, &url).await.0 == 200
+    })
+    .await;
+    assert!(serving, "the listener never bound after its port was freed");
+    let l = f
+        .api
+        .ok("GET", &format!("/v1/listeners/{listener}"), None)
+        .await
+        .body;
+    assert_eq!(l["provisioning_status"], "ACTIVE", "{l}");
+    assert_eq!(l["operating_status"], "ONLINE", "{l}");
+    assert!(l.get("status_reason").is_none(), "{l}");
+    let lb_view = f
+        .api
+        .ok("GET", &format!("/v1/loadbalancers/{lb}"), None)
+        .await
+        .body;
+    assert_eq!(lb_view["provisioning_status"], "ACTIVE", "{lb_view}");
+    // What the change did at the time stays on record.
+    let wr = f
+        .api
+        .ok("GET", &format!("/v1/work-requests/{wr_id}"), None)
+        .await
+        .body;
+    assert_eq!(wr["status"], "FAILED", "{wr}");
+}
+
+#[tokio::test]
+async fn the_cli_wait_exits_non_zero_with_the_reason() {
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "listener",
+            "create",
+            &lb,
+            "--protocol",
+            "TCP",
+            "--port",
+            &port,
+        ])
+        .args(["--wait", "--server", &f.api.base, "--token", TOKEN])
+        .env_remove("FULCRUM_DATA_DIR")
+        .output()
+        .expect("run fulcrum");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "exit 0 for a listener that cannot bind"
+    );
+    assert!(
+        stderr.contains("failed") && stderr.contains("cannot bind"),
+        "{stderr}"
+    );
+    drop(taken);
+}
