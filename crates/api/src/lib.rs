@@ -20,6 +20,10 @@ mod native;
 mod oci;
 mod request;
 
+/// `Retry-After` of a 503 (the store is away or cannot write): every dialect sends it, so
+/// clients back off instead of hammering, and SDKs that honour it retry on their own.
+pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
+
 pub use auth::ApiToken;
 pub use azure::AzureConfig;
 pub use huawei::HuaweiConfig;

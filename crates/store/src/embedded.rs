@@ -20,17 +20,23 @@
 //! * `compact(rev)` keeps revision `rev` watchable and records `rev - 1` as compacted;
 //!   compacting below an earlier compaction is a no-op, beyond the current revision an error.
 //!
+//! An I/O error while writing (a full disk, a failing device) poisons a redb `Database`: it
+//! refuses everything after. The store then answers `Unavailable` with the cause and, on the
+//! next call at most every [`REOPEN_EVERY`], closes the file and opens it again (redb rolls
+//! back to the last commit that reached the disk), so it recovers by itself once the cause
+//! is gone. A failed commit was never acknowledged, so nothing acknowledged is lost.
+//!
 //! Transactions may not name the same key twice in one branch (etcd refuses such requests
 //! too: "duplicate key given in txn request"); they fail with `Internal("duplicate key in
 //! txn")` before touching the store. This keeps "which write wins" out of the data model.
 
 use std::collections::{HashSet, VecDeque};
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
@@ -45,6 +51,8 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+/// Counts the writes that proved the disk works again after an I/O error.
+const META_PROBE: &str = "probe";
 
 /// First byte of every encoded row, so the format can evolve without guessing.
 const FORMAT_V1: u8 = 1;
@@ -77,11 +85,28 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 struct Inner {
-    db: Database,
-    /// Serialises commit + notification so live batches leave in revision order.
+    path: PathBuf,
+    /// The open file; `None` between closing it after an I/O error and opening it again.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Why the store cannot be used, after an I/O error, until it is reopened.
+    fault: Mutex<Option<Fault>>,
+    /// Serialises commit + notification so live batches leave in revision order; a reopen
+    /// holds it too.
     write_lock: Mutex<()>,
     changes_tx: broadcast::Sender<Arc<Change>>,
 }
+
+struct Fault {
+    reason: String,
+    next_attempt: Instant,
+}
+
+/// How often a store that failed tries to reopen its file (on the next call after that).
+pub const REOPEN_EVERY: Duration = Duration::from_millis(500);
+/// Free space a store that failed waits for before it takes changes again.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+/// How long a reopen waits for reads still using the old file to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// One committed revision with all its events (unfiltered), as broadcast to watchers.
 #[derive(Debug)]
@@ -98,26 +123,18 @@ impl EmbeddedStore {
 
     fn open_with_capacity(path: &Path, capacity: usize) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .ctx(&format!("create store directory {}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Internal(format!("create store directory {}: {e}", parent.display()))
+            })?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .ctx(&format!("open redb file {}", path.display()))?;
-        // Create the tables up front so read transactions never meet a missing table.
-        let wtx = db.begin_write().ctx("begin init transaction")?;
-        {
-            wtx.open_table(KV).ctx("create kv table")?;
-            wtx.open_table(CHANGES).ctx("create changes table")?;
-            wtx.open_table(META).ctx("create meta table")?;
-        }
-        wtx.commit().ctx("commit init transaction")?;
+        let db = open_database(path)?;
         let (changes_tx, _) = broadcast::channel(capacity.max(1));
         tracing::debug!(path = %path.display(), "embedded store opened");
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                path: path.to_owned(),
+                db: RwLock::new(Some(Arc::new(db))),
+                fault: Mutex::new(None),
                 write_lock: Mutex::new(()),
                 changes_tx,
             }),
@@ -135,14 +152,56 @@ impl EmbeddedStore {
     }
 }
 
+/// Opens the file (redb repairs it if the last commit did not complete) and creates the
+/// tables up front so read transactions never meet a missing table.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .ctx(&format!("open redb file {}", path.display()))?;
+    let wtx = db.begin_write().ctx("begin init transaction")?;
+    {
+        wtx.open_table(KV).ctx("create kv table")?;
+        wtx.open_table(CHANGES).ctx("create changes table")?;
+        wtx.open_table(META).ctx("create meta table")?;
+    }
+    wtx.commit().ctx("commit init transaction")?;
+    Ok(db)
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `path`.
+fn free_bytes(path: &Path) -> Result<u64, String> {
+    let dir = path.parent().unwrap_or(path);
+    let st = rustix::fs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// One durable write outside the revisioned data (a counter in `meta`): whether the disk
+/// takes commits again.
+fn probe_write(db: &Database) -> Result<(), StoreError> {
+    let wtx = db.begin_write().ctx("begin probe write")?;
+    {
+        let mut meta = wtx.open_table(META).ctx("open meta table")?;
+        let n = read_meta(&meta, META_PROBE)?;
+        meta.insert(META_PROBE, n + 1).ctx("probe write")?;
+    }
+    wtx.commit().ctx("commit probe write")
+}
+
 async fn run_blocking<T, F>(inner: Arc<Inner>, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(move || f(&inner))
-        .await
-        .map_err(|e| StoreError::Internal(format!("store worker failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let result = f(&inner);
+        if let Err(StoreError::Unavailable(reason)) = &result {
+            inner.failed(reason);
+        }
+        result
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("store worker failed: {e}")))?
 }
 
 #[async_trait]
@@ -150,7 +209,7 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = key.to_owned();
         self.blocking(move |inner| {
-            let rtx = inner.db.begin_read().ctx("begin read")?;
+            let rtx = inner.db()?.begin_read().ctx("begin read")?;
             let kv = rtx.open_table(KV).ctx("open kv table")?;
             let found = kv.get(key.as_str()).ctx("read key")?;
             found.map(|v| decode_kv(&key, v.value())).transpose()
@@ -161,7 +220,7 @@ impl Store for EmbeddedStore {
     async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
         let prefix = prefix.to_owned();
         self.blocking(move |inner| {
-            let rtx = inner.db.begin_read().ctx("begin read")?;
+            let rtx = inner.db()?.begin_read().ctx("begin read")?;
             let meta = rtx.open_table(META).ctx("open meta table")?;
             let revision = read_meta(&meta, META_REVISION)?;
             let kv = rtx.open_table(KV).ctx("open kv table")?;
@@ -208,9 +267,20 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| inner.compact(revision)).await
     }
 
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.inner.fault.lock().is_none() {
+            return Ok(());
+        }
+        self.blocking(|inner| {
+            let _writer = inner.write_lock.lock();
+            inner.recover()
+        })
+        .await
+    }
+
     async fn revision(&self) -> Result<Revision, StoreError> {
         self.blocking(|inner| {
-            let rtx = inner.db.begin_read().ctx("begin read")?;
+            let rtx = inner.db()?.begin_read().ctx("begin read")?;
             let meta = rtx.open_table(META).ctx("open meta table")?;
             read_meta(&meta, META_REVISION)
         })
@@ -219,10 +289,89 @@ impl Store for EmbeddedStore {
 }
 
 impl Inner {
+    /// The open database, for reads: they go on while writes fail (redb refuses writes,
+    /// not reads, after an I/O error).
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.read().clone().ok_or_else(|| {
+            let reason = self.fault.lock().as_ref().map(|f| f.reason.clone());
+            StoreError::Unavailable(reason.unwrap_or_else(|| "the store file is closed".into()))
+        })
+    }
+
+    /// The open database, for a writer holding `write_lock`: after an I/O error, only once
+    /// the store has recovered.
+    fn db_locked(&self) -> Result<Arc<Database>, StoreError> {
+        self.recover()?;
+        self.db()
+    }
+
+    /// Records an I/O error: writes are refused until [`Self::recover`] succeeds.
+    fn failed(&self, reason: &str) {
+        let mut fault = self.fault.lock();
+        if fault.is_none() {
+            tracing::error!(path = %self.path.display(), error = reason,
+                "the store cannot write; changes answer unavailable until it recovers");
+            *fault = Some(Fault {
+                reason: reason.to_owned(),
+                next_attempt: Instant::now(),
+            });
+        }
+    }
+
+    /// After an I/O error, at most every [`REOPEN_EVERY`]: closes the file, opens it again
+    /// (redb rolls back to the last complete commit) and proves a durable write works before
+    /// writes are taken again. The caller holds `write_lock`, so no commit runs meanwhile.
+    fn recover(&self) -> Result<(), StoreError> {
+        let reason = {
+            let mut fault = self.fault.lock();
+            let Some(f) = fault.as_mut() else {
+                return Ok(());
+            };
+            if Instant::now() < f.next_attempt {
+                return Err(StoreError::Unavailable(f.reason.clone()));
+            }
+            f.next_attempt = Instant::now() + REOPEN_EVERY;
+            f.reason.clone()
+        };
+        let unavailable = |why: String| {
+            if let Some(f) = self.fault.lock().as_mut() {
+                f.reason = why.clone();
+            }
+            StoreError::Unavailable(why)
+        };
+        // redb allows one `Database` per file: the old one must be gone before the new one
+        // opens. Reads that hold it finish quickly.
+        if let Some(old) = self.db.write().take() {
+            let deadline = Instant::now() + CLOSE_WAIT;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if Arc::strong_count(&old) > 1 {
+                *self.db.write() = Some(old);
+                return Err(StoreError::Unavailable(reason));
+            }
+        }
+        let db = open_database(&self.path).map_err(|e| unavailable(e.to_string()))?;
+        let probe = probe_write(&db);
+        *self.db.write() = Some(Arc::new(db));
+        probe.map_err(|e| unavailable(e.to_string()))?;
+        // A small commit can fit in pages the file already has while the disk is still full:
+        // wait for room to grow as well.
+        let free = free_bytes(&self.path).map_err(|e| unavailable(format!("{reason}; {e}")))?;
+        if free < MIN_FREE_BYTES {
+            return Err(unavailable(format!(
+                "{reason}; {free} bytes are free on its file system, waiting for {MIN_FREE_BYTES}"
+            )));
+        }
+        *self.fault.lock() = None;
+        tracing::info!(path = %self.path.display(), "the store recovered and takes changes again");
+        Ok(())
+    }
+
     /// Evaluates the compares and applies one branch in a single redb write transaction.
     fn apply(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         let _writer = self.write_lock.lock();
-        let wtx = self.db.begin_write().ctx("begin write")?;
+        let wtx = self.db_locked()?.begin_write().ctx("begin write")?;
         let (succeeded, current, change) = {
             let mut meta = wtx.open_table(META).ctx("open meta table")?;
             let mut kv = wtx.open_table(KV).ctx("open kv table")?;
@@ -325,7 +474,7 @@ impl Inner {
     /// Drops `changes` rows below `revision`; the current key values are untouched.
     fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let _writer = self.write_lock.lock();
-        let wtx = self.db.begin_write().ctx("begin write")?;
+        let wtx = self.db_locked()?.begin_write().ctx("begin write")?;
         let changed = {
             let mut meta = wtx.open_table(META).ctx("open meta table")?;
             let current = read_meta(&meta, META_REVISION)?;
@@ -357,7 +506,7 @@ impl Inner {
 
     /// Reads up to [`HISTORY_CHUNK`] `changes` rows from `from` on, in one snapshot.
     fn read_history(&self, prefix: &str, from: Revision) -> Result<History, StoreError> {
-        let rtx = self.db.begin_read().ctx("begin read")?;
+        let rtx = self.db()?.begin_read().ctx("begin read")?;
         let meta = rtx.open_table(META).ctx("open meta table")?;
         let current = read_meta(&meta, META_REVISION)?;
         let compacted = read_meta(&meta, META_COMPACTED)?;
@@ -540,14 +689,32 @@ fn read_meta(
         .unwrap_or(0))
 }
 
-/// Adds context to any displayable error and turns it into `StoreError::Internal`.
+/// Adds context to a redb error and turns it into a `StoreError`: I/O errors (and redb's
+/// refusal after one) are `Unavailable`, which makes the store reopen its file; anything
+/// else is `Internal`.
 trait Ctx<T> {
     fn ctx(self, what: &str) -> Result<T, StoreError>;
 }
 
-impl<T, E: Display> Ctx<T> for Result<T, E> {
+impl<T, E: Into<redb::Error>> Ctx<T> for Result<T, E> {
     fn ctx(self, what: &str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::Internal(format!("{what}: {e}")))
+        self.map_err(|e| match e.into() {
+            redb::Error::Io(e) => StoreError::Unavailable(format!("{what}: {}", describe_io(&e))),
+            redb::Error::PreviousIo => StoreError::Unavailable(format!(
+                "{what}: an earlier write failed with an I/O error"
+            )),
+            e => StoreError::Internal(format!("{what}: {e}")),
+        })
+    }
+}
+
+/// An I/O error in words an operator acts on.
+fn describe_io(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(28) => format!("the disk is full ({e})"),
+        Some(122) => format!("the disk quota is exceeded ({e})"),
+        Some(30) => format!("the file system is read-only ({e})"),
+        _ => e.to_string(),
     }
 }
 

@@ -151,6 +151,13 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
 
+    /// Whether the store can take writes, as far as it knows without writing: an embedded
+    /// store after an I/O error answers `Unavailable` with the cause (and tries to recover
+    /// first). A shared store's reachability is learned from its calls instead.
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Puts a key that lives only as long as this client's session. A shared store ties it
     /// to a lease the process keeps renewing, so the key disappears soon after the process
     /// dies or loses the store, and is put back when the session resumes. A store with no

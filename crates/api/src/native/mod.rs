@@ -233,17 +233,28 @@ pub(crate) struct Health {
     /// False while the store cannot be reached: reads show the last state this node knew
     /// (responses carry `x-fulcrum-stale: true`) and changes answer 503.
     store_reachable: bool,
+    /// False while the store cannot take writes (the embedded store after a disk error:
+    /// changes answer 503 until it recovers by itself); `store_error` says why.
+    store_writable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_error: Option<String>,
 }
 
 /// Liveness and how current this node is. No authentication.
 #[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
     responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(s): State<AppState>) -> Json<Health> {
+    let store_error = s.control.store().check().await.err().map(|e| e.to_string());
+    let store_reachable = s.control.store_reachable();
+    // Traffic is served either way: a store that is away only stops changes.
+    let healthy = store_reachable && store_error.is_none();
     Json(Health {
-        status: "ok",
+        status: if healthy { "ok" } else { "degraded" },
         revision: s.control.view().revision,
         applied_revision: s.control.applied_revision(),
-        store_reachable: s.control.store_reachable(),
+        store_reachable,
+        store_writable: store_error.is_none(),
+        store_error,
     })
 }
 

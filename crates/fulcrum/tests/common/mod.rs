@@ -32,7 +32,13 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        Self::start_through(Command::new(env!("CARGO_BIN_EXE_fulcrum")), data_dir, extra)
+    }
+
+    /// Starts `fulcrum serve` with `command`, which runs the binary (directly, or through a
+    /// wrapper such as `nsenter`).
+    pub fn start_through(mut command: Command, data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
