@@ -110,9 +110,7 @@ impl Plan {
     }
 
     fn writes_key(&self, key: &str) -> bool {
-        self.writes.iter().any(|op| match op {
-            Op::Put { key: k, .. } | Op::Delete { key: k } => k == key,
-        })
+        self.writes.iter().any(|op| op.key() == key)
     }
 }
 

@@ -231,6 +231,9 @@ fn convert_op(op: Op) -> TxnOp {
     match op {
         Op::Put { key, value } => TxnOp::put(key, value, None),
         Op::Delete { key } => TxnOp::delete(key, None),
+        Op::Touch { key } => {
+            TxnOp::put(key, Vec::new(), Some(PutOptions::new().with_ignore_value()))
+        }
     }
 }
 
@@ -242,6 +245,7 @@ fn convert_compare(c: Compare) -> EtcdCompare {
         Compare::CreateRevision { key, revision } => {
             EtcdCompare::create_revision(key, CompareOp::Equal, revision)
         }
+        Compare::Value { key, value } => EtcdCompare::value(key, CompareOp::Equal, value),
     }
 }
 

@@ -49,6 +49,7 @@ where
     watch_future_revision(Arc::new(make().await)).await;
     watch_compacted(Arc::new(make().await)).await;
     compaction_keeps_values(Arc::new(make().await)).await;
+    value_compare_and_touch(Arc::new(make().await)).await;
 }
 
 /// Create/mod revisions and versions across put, overwrite, delete and re-create.
@@ -661,6 +662,48 @@ pub async fn compaction_keeps_values<S: Store>(store: Arc<S>) {
     assert_eq!(get(s, "ck/a").await, Some(kv("ck/a", b"4", a1, a4, 4)));
     let b = next_batch(&mut w).await;
     assert_eq!(b, batch(a4, vec![put_ev("ck/a", b"4", a1, a4, 4)]));
+}
+
+/// `Compare::Value` holds on an exact value (never on an absent key); `Op::Touch` moves a
+/// key's mod revision and version and tells watchers, keeping its value, so concurrent
+/// touches guarded by value compares never undo each other.
+pub async fn value_compare_and_touch<S: Store>(store: Arc<S>) {
+    let s = store.as_ref();
+    let k = "vt/k";
+    let guarded_touch = |value: &[u8]| Txn {
+        compares: vec![Compare::value(k, value)],
+        success: vec![Op::Touch { key: k.into() }],
+        failure: vec![],
+    };
+    assert!(!txn(s, guarded_touch(b"v1")).await.succeeded, "absent key");
+    let created = put(s, k, b"v1").await;
+    let mut w = bounded("watch", s.watch("vt/", created + 1))
+        .await
+        .expect("watch");
+    assert!(!txn(s, guarded_touch(b"other")).await.succeeded);
+    let first = txn(s, guarded_touch(b"v1")).await;
+    assert!(first.succeeded);
+    assert_eq!(
+        get(s, k).await,
+        Some(kv(k, b"v1", created, first.revision, 2))
+    );
+    let second = txn(s, guarded_touch(b"v1")).await;
+    assert!(second.succeeded);
+    assert_eq!(second.revision, first.revision + 1);
+    assert_eq!(
+        get(s, k).await,
+        Some(kv(k, b"v1", created, second.revision, 3))
+    );
+    assert_eq!(
+        next_batch(&mut w).await,
+        batch(
+            first.revision,
+            vec![put_ev(k, b"v1", created, first.revision, 2)]
+        )
+    );
+    // A real change is seen by the next value compare.
+    put(s, k, b"v2").await;
+    assert!(!txn(s, guarded_touch(b"v1")).await.succeeded);
 }
 
 // ---- helpers ----

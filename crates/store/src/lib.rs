@@ -43,6 +43,8 @@ pub enum Compare {
     ModRevision { key: String, revision: Revision },
     /// The key's create revision equals the given one; `0` means "the key does not exist".
     CreateRevision { key: String, revision: Revision },
+    /// The key exists and holds exactly this value (whatever its revisions).
+    Value { key: String, value: Vec<u8> },
 }
 
 impl Compare {
@@ -58,6 +60,12 @@ impl Compare {
             revision: mod_revision,
         }
     }
+    pub fn value(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Compare::Value {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
 }
 
 /// A write inside a transaction.
@@ -71,6 +79,21 @@ pub enum Op {
     Delete {
         key: String,
     },
+    /// Writes a key again with the value it has (etcd: a put with `ignore_value`): its mod
+    /// revision and version move, so watchers and ETags see it changed, while two touches
+    /// never overwrite each other's value. Only touch a key a compare proves exists (etcd
+    /// fails the transaction otherwise; the embedded store skips it).
+    Touch {
+        key: String,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::Touch { key } => key,
+        }
+    }
 }
 
 /// All compares must hold for `success` to apply; otherwise `failure` applies.
