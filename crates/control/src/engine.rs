@@ -76,6 +76,11 @@ pub(crate) struct Plan {
     /// The mod revision of the resource acted on, for `If-Match` in resource scope
     /// (`None` when it does not exist yet).
     pub target_revision: Option<Revision>,
+    /// The change depends on nothing under its load balancer but the keys it compares
+    /// itself and the specs of the load balancer and touched pools (a member's weight, not
+    /// its endpoint, which siblings must not share). Such changes do not serialise on the
+    /// load balancer: concurrent ones commit together (see `build_txn`).
+    pub shareable: bool,
 }
 
 impl Plan {
@@ -89,6 +94,7 @@ impl Plan {
             resources: Vec::new(),
             result: None,
             target_revision: None,
+            shareable: false,
         }
     }
 
@@ -179,6 +185,8 @@ pub struct ControlPlane {
 /// Commit attempts per mutation. Every change to a load balancer compares its key, so with
 /// many writers at once a writer may lose several races before its turn comes.
 const MAX_ATTEMPTS: usize = 64;
+/// Attempts a shareable change makes shared before it plans exclusively.
+const SHARED_TRIES: usize = 3;
 
 impl ControlPlane {
     /// Loads the configuration and starts the tasks that keep the view current.
@@ -394,12 +402,15 @@ impl ControlPlane {
         // With one change at a time, each waits until the one before it is served, for
         // `busy_wait` in all, before answering Busy.
         let busy_deadline = tokio::time::Instant::now() + self.opts.busy_wait;
+        // A shareable change that keeps losing is planned the exclusive way instead, which
+        // also rewrites specs stored in an older format (their value compares never hold).
+        let mut shared_losses = 0;
         for _ in 0..MAX_ATTEMPTS {
             let now = Utc::now();
             let wr_id = WorkRequestId(uuid::Uuid::new_v4().to_string());
             // Plan, check the precondition and take the compares from one view: a compare
             // read from a fresher view than the plan could let a stale plan commit.
-            let (plan, planned_at, lb_revision, wr, txn) = {
+            let (plan, planned_at, lb_revision, wr, txn, shared) = {
                 let cfg = self.config.read();
                 let plan = plan_fn(&cfg, now)?;
                 let lb_revision = plan
@@ -408,6 +419,12 @@ impl ControlPlane {
                     .and_then(|id| cfg.loadbalancers.get(id))
                     .map(|lb| lb.mod_revision);
                 check_precondition(ctx, &plan, lb_revision)?;
+                // An If-Match on the load balancer's ETag needs nothing under it to move.
+                let lb_etag = ctx
+                    .if_match
+                    .as_ref()
+                    .is_some_and(|m| m.scope == EtagScope::LoadBalancer);
+                let shared = plan.shareable && !lb_etag && shared_losses < SHARED_TRIES;
                 let wr = WorkRequest {
                     id: wr_id,
                     operation: plan.operation.to_owned(),
@@ -421,8 +438,8 @@ impl ControlPlane {
                     accepted_at: now,
                     finished_at: None,
                 };
-                let txn = self.build_txn(&cfg, &plan, &wr, retry.as_ref(), now)?;
-                (plan, cfg.revision, lb_revision, wr, txn)
+                let txn = self.build_txn(&cfg, &plan, shared, &wr, retry.as_ref(), now)?;
+                (plan, cfg.revision, lb_revision, wr, txn, shared)
             };
             if let Some(rev) = lb_revision
                 && ctx.one_change_at_a_time
@@ -457,6 +474,7 @@ impl ControlPlane {
             }
             // Someone else wrote first: a concurrent request with our token, or a change
             // to what we planned on. Replay or re-plan on a fresher view.
+            shared_losses += usize::from(shared);
             if let Some(slot) = &mut retry {
                 match self.replay(&slot.key, &slot.fingerprint).await? {
                     TokenState::Replay(outcome) => return Ok(*outcome),
@@ -533,26 +551,46 @@ impl ControlPlane {
     }
 
     /// The transaction for a plan, with compares from `cfg`, the view it was planned on.
+    ///
+    /// Every change moves the ETags of its load balancer and touched pools by writing their
+    /// keys. Exclusively, it compares their mod revisions (nothing under the load balancer
+    /// changed since the plan) and rewrites them. Shared, it compares their values (their
+    /// specs did not change) and touches them (etcd's `ignore_value`), so concurrent shared
+    /// changes of one load balancer neither conflict nor undo each other, and a group
+    /// commit takes them all at once.
     fn build_txn(
         &self,
         cfg: &Config,
         plan: &Plan,
+        shared: bool,
         wr: &WorkRequest,
         retry: Option<&RetrySlot>,
         now: Timestamp,
     ) -> Result<Txn, ControlError> {
         let mut compares = plan.compares.clone();
         let mut writes = plan.writes.clone();
+        let guard = |compares: &mut Vec<Compare>,
+                     writes: &mut Vec<Op>,
+                     key: String,
+                     value: Vec<u8>,
+                     mod_revision: Revision| {
+            if shared {
+                compares.push(Compare::value(key.clone(), value));
+                writes.push(Op::Touch { key });
+            } else {
+                compares.push(Compare::unchanged(key.clone(), mod_revision));
+                writes.push(Op::Put { key, value });
+            }
+        };
         if let Some(lb_id) = &plan.lb
             && let Some(lb) = cfg.loadbalancers.get(lb_id)
         {
             let key = keys::lb(lb_id);
-            compares.push(Compare::unchanged(key.clone(), lb.mod_revision));
-            if !plan.writes_key(&key) {
-                writes.push(Op::Put {
-                    key,
-                    value: to_json(&lb.value)?,
-                });
+            if plan.writes_key(&key) {
+                compares.push(Compare::unchanged(key, lb.mod_revision));
+            } else {
+                let value = to_json(&lb.value)?;
+                guard(&mut compares, &mut writes, key, value, lb.mod_revision);
             }
         }
         for pool_id in &plan.touch_pools {
@@ -560,11 +598,8 @@ impl ControlPlane {
             if let Some(pool) = cfg.pools.get(pool_id)
                 && !plan.writes_key(&key)
             {
-                compares.push(Compare::unchanged(key.clone(), pool.mod_revision));
-                writes.push(Op::Put {
-                    key,
-                    value: to_json(&pool.value)?,
-                });
+                let value = to_json(&pool.value)?;
+                guard(&mut compares, &mut writes, key, value, pool.mod_revision);
             }
         }
         writes.push(Op::Put {

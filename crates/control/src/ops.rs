@@ -632,8 +632,16 @@ impl ControlPlane {
             let mut plan = Plan::new("UpdateMember");
             guard_subnets(cfg, &mut plan, [&spec])?;
             plan.target_revision = Some(cur.mod_revision);
+            // Siblings matter only when the endpoint (or subnet) moves; otherwise the member
+            // alone is compared and changes of other members commit alongside.
+            let key = keys::member(pool_id, id);
+            plan.shareable = spec.address == cur.value.spec.address
+                && spec.port == cur.value.spec.port
+                && spec.subnet_id == cur.value.spec.subnet_id;
+            plan.compares
+                .push(Compare::unchanged(key.clone(), cur.mod_revision));
             plan.put(
-                keys::member(pool_id, id),
+                key,
                 &Member {
                     spec,
                     updated_at: now,
@@ -1039,6 +1047,119 @@ impl ControlPlane {
                 ProvisioningStatus::Error
             }
             status => status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fulcrum_model::{LoadBalancerSpec, PoolProtocol};
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::control;
+
+    async fn pool_with(
+        cp: &ControlPlane,
+        members: usize,
+    ) -> (LoadBalancerId, PoolId, Vec<MemberId>) {
+        let ctx = RequestContext::default();
+        let lb = cp
+            .create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))
+            .await
+            .unwrap();
+        let lb = LoadBalancerId(lb.result.unwrap().id);
+        let pool = cp
+            .create_pool(&ctx, &lb, PoolSpec::new("p", PoolProtocol::Http))
+            .await
+            .unwrap();
+        let pool = PoolId(pool.result.unwrap().id);
+        let specs = (0..members)
+            .map(|i| MemberSpec::new(format!("10.0.0.{}", i + 1), 80))
+            .collect();
+        cp.batch_members(&ctx, &pool, BatchMembers::Add(specs))
+            .await
+            .unwrap();
+        let ids = cp
+            .view()
+            .members_of(&pool)
+            .map(|m| m.value.id.clone())
+            .collect();
+        (lb, pool, ids)
+    }
+
+    /// Weight changes of different members of one load balancer do not serialise on it:
+    /// they all succeed, none undoes another, and a concurrent change of the load balancer
+    /// itself is kept (touches never write back a stale spec).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_weight_changes_share_the_load_balancer() {
+        let (_dir, cp) = control().await;
+        let (lb, pool, members) = pool_with(&cp, 8).await;
+        let before = cp.view().loadbalancers[&lb].mod_revision;
+        let rounds = 20u32;
+        let mut tasks = Vec::new();
+        for m in members.clone() {
+            let (cp, pool) = (cp.clone(), pool.clone());
+            tasks.push(tokio::spawn(async move {
+                for w in 1..=rounds {
+                    cp.update_member(&RequestContext::default(), &pool, &m, &json!({"weight": w}))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        let renamed = {
+            let cp = cp.clone();
+            let lb = lb.clone();
+            tokio::spawn(async move {
+                cp.update_loadbalancer(&RequestContext::default(), &lb, &json!({"name": "renamed"}))
+                    .await
+                    .unwrap()
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        renamed.await.unwrap();
+        let cfg = cp.view();
+        for m in &members {
+            assert_eq!(cfg.member(&pool, m).unwrap().value.spec.weight, rounds);
+        }
+        let lb = &cfg.loadbalancers[&lb];
+        assert_eq!(lb.value.spec.name, "renamed");
+        // Every change moved the load balancer's ETag.
+        assert!(lb.mod_revision >= before + i64::from(rounds) * members.len() as i64);
+    }
+
+    /// Endpoint changes still serialise: two members moved to one endpoint at once, one wins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_endpoint_changes_cannot_collide() {
+        let (_dir, cp) = control().await;
+        for _ in 0..10 {
+            let (_, pool, members) = pool_with(&cp, 2).await;
+            let moves = members.iter().map(|m| {
+                let (cp, pool, m) = (cp.clone(), pool.clone(), m.clone());
+                tokio::spawn(async move {
+                    cp.update_member(
+                        &RequestContext::default(),
+                        &pool,
+                        &m,
+                        &json!({"address": "10.9.9.9"}),
+                    )
+                    .await
+                })
+            });
+            let mut ok = 0;
+            for t in moves.collect::<Vec<_>>() {
+                match t.await.unwrap() {
+                    Ok(_) => ok += 1,
+                    Err(ControlError::Invalid(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(ok, 1);
         }
     }
 }
