@@ -3,9 +3,10 @@
 
 Subcommands (each prints one JSON object on stdout):
   setup        create the load balancer, pools, members and listeners the traffic tests use
-  churn        PATCH member weights at a fixed rate for a fixed time (test 5)
   propagation  replace a pool's member, then time until the proxy serves from it (test 6)
   scale        load N pools x M members through the batch endpoint; RSS and batch times (test 7)
+
+The load on the API itself (churn, writes) comes from fulcrum-loadgen (crates/loadgen).
 """
 
 import argparse
@@ -13,7 +14,6 @@ import http.client
 import json
 import statistics
 import sys
-import threading
 import time
 import urllib.parse
 
@@ -140,74 +140,6 @@ def cmd_setup(a):
                 "http_pool": http_pool,
                 "http_members": http_members,
                 "prop_pool": prop_pool,
-            }
-        )
-    )
-
-
-# ---- churn -------------------------------------------------------------------------------
-
-
-def cmd_churn(a):
-    state = json.load(open(a.state))
-    pool, members = state["http_pool"], state["http_members"]
-    total = int(a.rate * a.duration)
-    start = time.monotonic() + 0.05
-    lock = threading.Lock()
-    nxt = [0]
-    statuses = {}
-    latencies = []
-    exceptions = [0]
-
-    def worker():
-        api = Api(a.api, a.token, timeout=10)
-        while True:
-            with lock:
-                i = nxt[0]
-                if i >= total:
-                    return
-                nxt[0] += 1
-            due = start + i / a.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            # Alternate every member's weight between 1 and 2: each change recompiles the pool
-            # that test 1's traffic is using.
-            member = members[i % len(members)]
-            weight = 1 + (i // len(members)) % 2
-            t0 = time.monotonic()
-            try:
-                status, _, body = api.call(
-                    "PATCH", f"/v1/pools/{pool}/members/{member}", {"weight": weight}
-                )
-            except Exception:  # noqa: BLE001 - any failure counts, the run goes on
-                with lock:
-                    exceptions[0] += 1
-                continue
-            dt = time.monotonic() - t0
-            with lock:
-                key = status if status < 300 else f"{status} {(body or {}).get('code', '')}".strip()
-                statuses[key] = statuses.get(key, 0) + 1
-                latencies.append(dt)
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=a.duration + 60)
-    elapsed = time.monotonic() - start
-    ok = sum(n for s, n in statuses.items() if isinstance(s, int) and 200 <= s < 300)
-    print(
-        json.dumps(
-            {
-                "target_per_s": a.rate,
-                "attempted": total,
-                "ok": ok,
-                "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)},
-                "exceptions": exceptions[0],
-                "achieved_per_s": round(ok / elapsed, 1) if elapsed > 0 else None,
-                "api_p50_ms": round(1000 * (percentile(latencies, 50) or 0), 2),
-                "api_p99_ms": round(1000 * (percentile(latencies, 99) or 0), 2),
             }
         )
     )
@@ -413,13 +345,6 @@ def main():
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
     s.set_defaults(fn=cmd_setup)
-
-    s = sub.add_parser("churn")
-    s.add_argument("--state", required=True)
-    s.add_argument("--rate", type=float, default=500)
-    s.add_argument("--duration", type=float, required=True)
-    s.add_argument("--threads", type=int, default=8)
-    s.set_defaults(fn=cmd_churn)
 
     s = sub.add_parser("propagation")
     s.add_argument("--state", required=True)

@@ -175,6 +175,22 @@ def main():
         t.append(("(7) select() allocation-free",
                   "proved by `crates/balance/tests/no_alloc.rs` (counting allocator, 10/1,000/10,000 "
                   "members, every algorithm) — run by `cargo test`, not by this harness", True))
+    writes = [r for r in rows if r.get("scenario") == "writes"]
+    writes_ok = [r["result"] for r in writes if r.get("result")]
+    writes_failed = [r["round"] for r in writes if r.get("failed")]
+    if writes:
+        acked = median([x.get("acked_per_s") for x in writes_ok])
+        p99 = median([x.get("p99_ms") for x in writes_ok])
+        parts = []
+        if writes_ok:
+            parts.append(f"{fmt(acked)} writes/s, ack p99 {fmt(p99, 2)} ms (medians of "
+                         f"{len(writes_ok)} round(s))")
+        if writes_failed:
+            parts.append(f"the driver failed in round(s) {', '.join(map(str, writes_failed))}")
+        val = "; ".join(parts)
+        t.append(("(8) writes: ≥ 5,000 acknowledged durable writes/s, ack p99 ≤ 10 ms", val,
+                  not writes_failed and acked is not None and acked >= 5000
+                  and p99 is not None and p99 <= 10))
     w("## Targets (issue 9)")
     w("")
     if meta["quick"]:
@@ -249,24 +265,57 @@ def main():
     if base or churn:
         w("## Config churn during HTTP/1.1 load (fulcrum only, one worker)")
         w("")
-        w("Each round: a baseline run, then the same run while `bench/lib/fulcrum_api.py churn` "
-          "PATCHes the serving pool's members' weights (1 ↔ 2) at 500 changes/s from 8 "
-          "keep-alive API connections; every change recompiles the pool the traffic uses.")
+        w("Each round: a baseline run, then the same run while `fulcrum-loadgen churn` "
+          "PATCHes the serving pool's members' weights (1 ↔ 2) at 500 changes/s (open loop: "
+          "change i is due at i / 500 s) from 16 keep-alive API connections, pinned with the "
+          "load generator; every change recompiles the pool the traffic uses. Late: changes "
+          "sent more than 5 ms after they were due.")
         w("")
         w("| Round | Run | req/s | p99 ms | errors | non-2xx | API changes ok | API statuses | "
-          "changes/s achieved | API p50 / p99 ms |")
-        w("|---|---|---|---|---|---|---|---|---|---|")
+          "changes/s achieved | API p50 / p99 ms | late |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
         api_by_round = {r["round"]: r.get("api") for r in rows if r.get("scenario") == "churn-api"}
         for r in rows:
             if r.get("scenario") in ("churn-baseline", "churn-churn"):
                 c = api_by_round.get(r["round"]) if r["scenario"] == "churn-churn" else None
-                extra = "| | | | |"
+                extra = "| | | | | |"
                 if c:
                     extra = (f"| {c['ok']}/{c['attempted']} | {c['statuses']} "
                              f"{'(+' + str(c['exceptions']) + ' exceptions)' if c['exceptions'] else ''} | "
-                             f"{fmt(c['achieved_per_s'])} | {c['api_p50_ms']} / {c['api_p99_ms']} |")
+                             f"{fmt(c['achieved_per_s'])} | {c['api_p50_ms']} / {c['api_p99_ms']} | "
+                             f"{c.get('late', '–')} |")
                 w(f"| {r['round']} | {r['scenario'][6:]} | {fmt(r['rps'])} | {fmt(r.get('p99_ms'), 2)} | "
                   f"{r['errors']} | {r['non_2xx']} {extra}")
+        w("")
+    if writes:
+        first = writes_ok[0] if writes_ok else {}
+        fs = next((r.get("fs") for r in writes if r.get("fs")), "unknown")
+        w(f"## Control plane: durable writes ({first.get('clients', 16)} clients, "
+          f"{first.get('loadbalancers', 4)} load balancers)")
+        w("")
+        w("fulcrum only, its own instance: embedded store in a fresh data directory "
+          f"(file system: {fs}), API rate limit raised, no traffic. Each round, "
+          "`fulcrum-loadgen writes` creates the load balancers (one pool each) and one member "
+          "per client through the API, then every client PATCHes its own member's weight "
+          "(1 ↔ 2) back to back on its own keep-alive connection: 1 s unmeasured, then the "
+          "round's duration measured. A 2xx answer is an acknowledged durable write; latency "
+          "is per acknowledged write.")
+        w("")
+        w("| Round | acked/s | p50 ms | p99 ms | max ms | statuses | transport errors |")
+        w("|---|---|---|---|---|---|---|")
+        for r in writes:
+            x = r.get("result")
+            if not x:
+                w(f"| {r['round']} | driver failed | | | | | |")
+                continue
+            w(f"| {r['round']} | {fmt(x['acked_per_s'])} | {fmt(x['p50_ms'], 2)} | "
+              f"{fmt(x['p99_ms'], 2)} | {fmt(x['max_ms'], 2)} | "
+              f"{', '.join(f'{k}: {v}' for k, v in x['statuses'].items())} | {x['errors']} |")
+        if writes_ok:
+            w(f"| **median** | **{fmt(median([x['acked_per_s'] for x in writes_ok]))}** | "
+              f"{fmt(median([x['p50_ms'] for x in writes_ok]), 2)} | "
+              f"**{fmt(median([x['p99_ms'] for x in writes_ok]), 2)}** | "
+              f"{fmt(median([x['max_ms'] for x in writes_ok]), 2)} | | |")
         w("")
     if prop:
         p = prop[-1]
