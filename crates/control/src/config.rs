@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use fulcrum_model::{
     HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer, LoadBalancerId, Member,
-    MemberId, Pool, PoolId, Subnet, SubnetId, WorkRequest, WorkRequestId, WorkRequestStatus,
+    MemberId, Pool, PoolId, Subnet, SubnetId, WorkRequest, WorkRequestId,
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
@@ -38,8 +38,11 @@ pub struct Config {
     pub members: BTreeMap<PoolId, BTreeMap<MemberId, Versioned<Member>>>,
     pub monitors: BTreeMap<HealthMonitorId, Versioned<HealthMonitor>>,
     pub subnets: BTreeMap<SubnetId, Versioned<Subnet>>,
-    /// Work requests not yet final, with their revision.
-    pub pending_work_requests: BTreeMap<WorkRequestId, Revision>,
+    /// Work requests not yet final (their create revision is the change's), for the
+    /// finisher to record without reading them back. Not saved with a fleet node's
+    /// snapshot: finishing needs the store anyway, and re-listing it fills this again.
+    #[serde(skip)]
+    pub pending_work_requests: BTreeMap<WorkRequestId, Versioned<WorkRequest>>,
 }
 
 impl Config {
@@ -82,10 +85,16 @@ impl Config {
             }
             ConfigKey::Monitor(_) => insert(&mut self.monitors, kv, |v| v.id.clone()),
             ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, |v| v.id.clone()),
-            ConfigKey::WorkRequest(id) => match decode::<WorkRequestStatusOnly>(kv) {
+            ConfigKey::WorkRequest(id) => match decode_work_request(kv) {
                 Some(wr) if !wr.status.is_final() => {
-                    self.pending_work_requests
-                        .insert(WorkRequestId::from(id), kv.create_revision);
+                    self.pending_work_requests.insert(
+                        WorkRequestId::from(id),
+                        Versioned {
+                            value: wr,
+                            create_revision: kv.create_revision,
+                            mod_revision: kv.mod_revision,
+                        },
+                    );
                 }
                 _ => {
                     self.pending_work_requests.remove(&WorkRequestId::from(id));
@@ -173,13 +182,6 @@ impl Config {
     }
 }
 
-/// The one field of a work request the view keeps. A batch's work request lists every
-/// resource it touched; decoding only the status skips building those strings.
-#[derive(Deserialize)]
-struct WorkRequestStatusOnly {
-    status: WorkRequestStatus,
-}
-
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {
     match serde_json::from_slice(&kv.value) {
         Ok(v) => Some(v),
@@ -214,9 +216,4 @@ pub(crate) fn decode_work_request(kv: &KeyValue) -> Option<WorkRequest> {
     let mut wr: WorkRequest = decode(kv)?;
     wr.revision = kv.create_revision;
     Some(wr)
-}
-
-/// Whether a stored status still needs the finisher.
-pub(crate) fn is_pending(status: WorkRequestStatus) -> bool {
-    !status.is_final()
 }

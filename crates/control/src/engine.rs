@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::config::{decode_work_request, is_pending};
+use crate::config::decode_work_request;
 use crate::fleet::{self, FleetView, NodeOptions};
-use crate::{Config, ControlError, EtagScope, RequestContext, etag, etag_matches, keys};
+use crate::{Config, ControlError, EtagScope, RequestContext, Versioned, etag, etag_matches, keys};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -885,14 +885,14 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
         tokio::time::sleep_until(last_round + FINISH_EVERY).await;
         last_round = tokio::time::Instant::now();
         let Some(this) = cp.upgrade() else { return };
-        let done: Vec<(WorkRequestId, Revision)> = {
+        let done: Vec<Versioned<WorkRequest>> = {
             let applied = *applied.borrow_and_update();
             this.config
                 .read()
                 .pending_work_requests
-                .iter()
-                .filter(|(_, rev)| **rev <= applied)
-                .map(|(id, rev)| (id.clone(), *rev))
+                .values()
+                .filter(|wr| wr.create_revision <= applied)
+                .cloned()
                 .collect()
         };
         if let Err(e) = this.persist_finished(&done).await {
@@ -902,27 +902,12 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
 }
 
 impl ControlPlane {
-    async fn persist_finished(
-        &self,
-        done: &[(WorkRequestId, Revision)],
-    ) -> Result<(), ControlError> {
-        if done.is_empty() {
-            return Ok(());
-        }
+    async fn persist_finished(&self, done: &[Versioned<WorkRequest>]) -> Result<(), ControlError> {
         let now = Utc::now();
         let mut compares = Vec::new();
         let mut writes = Vec::new();
-        for (id, _) in done {
-            let key = keys::work_request(id);
-            let Some(kv) = self.store.get(&key).await? else {
-                continue;
-            };
-            let Some(mut wr) = decode_work_request(&kv) else {
-                continue;
-            };
-            if !is_pending(wr.status) {
-                continue;
-            }
+        for pending in done {
+            let mut wr = pending.value.clone();
             self.settle(&mut wr);
             if !wr.status.is_final() {
                 continue;
@@ -931,7 +916,8 @@ impl ControlPlane {
             if let Some(spread) = self.spread(wr.revision) {
                 wr.message = spread.to_string();
             }
-            compares.push(Compare::unchanged(key.clone(), kv.mod_revision));
+            let key = keys::work_request(&wr.id);
+            compares.push(Compare::unchanged(key.clone(), pending.mod_revision));
             writes.push(Op::Put {
                 key,
                 value: to_json(&wr)?,
