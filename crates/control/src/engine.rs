@@ -859,10 +859,11 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
     }
 }
 
-/// The finisher records finished work requests at most this often. Readers derive the
-/// status meanwhile, so this only bounds how many commits recording costs: one per round,
-/// however many changes it records.
-const FINISH_EVERY: Duration = Duration::from_millis(250);
+/// The finisher records finished work requests at most this often (readers derive the
+/// status meanwhile), so that a stream of changes shares its commits.
+const FINISH_EVERY: Duration = Duration::from_millis(20);
+/// Work requests recorded per transaction.
+const FINISH_CHUNK: usize = 128;
 
 /// Marks work requests SUCCEEDED once the data plane serves them, forgets expired retry
 /// tokens and compacts old history.
@@ -898,8 +899,13 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
                 .cloned()
                 .collect()
         };
-        if let Err(e) = this.persist_finished(&done).await {
-            tracing::warn!(error = %e, "could not record finished work requests");
+        // In bounded transactions, one after another: a huge one would hold up the changes
+        // that share its group commit.
+        for chunk in done.chunks(FINISH_CHUNK) {
+            if let Err(e) = this.persist_finished(chunk).await {
+                tracing::warn!(error = %e, "could not record finished work requests");
+                break;
+            }
         }
     }
 }
