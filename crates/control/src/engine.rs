@@ -303,7 +303,11 @@ impl ControlPlane {
     pub fn refusal(&self, kind: ResourceKind, id: &str) -> Option<String> {
         let wanted = |r: &&Refusal| r.resource.kind == kind && r.resource.id == id;
         if let Some(r) = self.local_refused.borrow().iter().find(wanted) {
-            return Some(r.reason.clone());
+            // In a fleet, say which node: any node may be the one that reports it.
+            return Some(match &self.opts.node {
+                Some(node) => format!("node {}: {}", node.id, r.reason),
+                None => r.reason.clone(),
+            });
         }
         let node = self.opts.node.as_ref()?;
         let fleet = self.fleet_view.read();
@@ -352,8 +356,15 @@ impl ControlPlane {
         }
     }
 
+    /// The revision that counts as applied (work requests succeed at it): this node's data
+    /// plane's, or in fleet mode the newest one every live node serves.
     pub fn applied_revision(&self) -> Revision {
         *self.applied.borrow()
+    }
+
+    /// The revision this node's data plane serves.
+    pub fn served_revision(&self) -> Revision {
+        *self.local_applied.borrow()
     }
 
     /// Subscribes to the revision the view holds (the data plane recompiles on change).

@@ -396,6 +396,14 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     for _ in 0..5 {
         assert_eq!(body_of(&http, &b.url(port)).await, "b3");
     }
+    // And says what it serves, and that the store is away.
+    let health = b.api().ok("GET", "/v1/health", None).await.body;
+    assert!(
+        health["applied_revision"].as_i64().unwrap_or(0) > 0,
+        "{health}"
+    );
+    assert_eq!(health["store_reachable"], false, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
 
     // ---- etcd returns: every node catches up ------------------------------------------
     etcd.restart_all().await;

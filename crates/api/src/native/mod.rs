@@ -227,9 +227,12 @@ pub(crate) struct Health {
     status: &'static str,
     /// The store revision this node's view holds.
     revision: i64,
-    /// The store revision that counts as applied: this node's data plane serves it (and,
-    /// in a fleet, every live node does).
+    /// The store revision this node's data plane serves (also when it started from its
+    /// saved snapshot while the store was away).
     applied_revision: i64,
+    /// The revision that counts as applied for work requests: in a fleet, the newest every
+    /// live node serves; on one node, `applied_revision`.
+    fleet_applied_revision: i64,
     /// False while the store cannot be reached: reads show the last state this node knew
     /// (responses carry `x-fulcrum-stale: true`) and changes answer 503.
     store_reachable: bool,
@@ -251,7 +254,8 @@ pub(crate) async fn health(State(s): State<AppState>) -> Json<Health> {
     Json(Health {
         status: if healthy { "ok" } else { "degraded" },
         revision: s.control.view().revision,
-        applied_revision: s.control.applied_revision(),
+        applied_revision: s.control.served_revision(),
+        fleet_applied_revision: s.control.applied_revision(),
         store_reachable,
         store_writable: store_error.is_none(),
         store_error,
