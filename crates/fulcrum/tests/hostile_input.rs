@@ -9,17 +9,9 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn no_request_yields_a_server_error() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fulcrum.toml");
-    // The sweep sends thousands of requests; the rate limit has its own test.
-    std::fs::write(
-        &config,
-        "[api]\nrate_per_second = 1000000\nrate_burst = 1000000\n",
-    )
-    .unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    // The sweep sends thousands of requests.
+    let config = common::unlimited_config(dir.path());
+    let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
     let api = server.client();
     let lb = api
         .ok("POST", "/v1/loadbalancers", Some(json!({"name": "web"})))

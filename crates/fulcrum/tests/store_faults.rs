@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::backend::Backend;
 use common::stack::{client, eventually, get};
-use common::{Api, Server, free_port};
+use common::{Api, Server, free_port, unlimited_config};
 use serde_json::{Value, json};
 
 /// A tmpfs of a few MiB, mounted at `dir` in a mount namespace that `holder` keeps alive.
@@ -99,54 +99,19 @@ async fn label(api: &Api, lb: &str, i: usize) -> (u16, Value, Option<String>) {
 #[tokio::test]
 async fn a_full_disk_answers_503_and_the_store_recovers_when_space_is_freed() {
     let disk = SmallDisk::mount(8);
-    let config = tempfile::tempdir().unwrap();
-    let config_file = config.path().join("fulcrum.toml");
-    std::fs::write(
-        &config_file,
-        "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n",
-    )
-    .unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = unlimited_config(config_dir.path());
     let data = disk.dir.path().join("data");
-    let server = Server::start_through(
-        disk.fulcrum(),
-        &data,
-        &["--config", config_file.to_str().unwrap()],
-    );
+    let server = Server::start_through(disk.fulcrum(), &data, &["--config", &config]);
     let api = server.client();
 
     // Something to serve throughout.
     let backend = Backend::start("a").await;
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "lb", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
-    let pool = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "p", "protocol": "HTTP", "algorithm": "ROUND_ROBIN"})),
-        )
-        .await
-        .id();
-    api.ok(
-        "POST",
-        &format!("/v1/pools/{pool}/members"),
-        Some(json!({"address": "127.0.0.1", "port": backend.port()})),
-    )
-    .await;
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    api.member(&pool, backend.port(), json!({})).await;
     let port = free_port();
-    let r = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/listeners"),
-            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
-        )
-        .await;
-    api.applied(&r).await;
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
     let http = client();
     let url = format!("http://127.0.0.1:{port}/");
     assert_eq!(get(&http, &url).await.0, 200);

@@ -42,19 +42,11 @@ async fn a_listener_on_a_taken_port_fails_and_serves_by_itself_once_the_port_is_
     );
 
     // The listener and its load balancer say so.
-    let l = f
-        .api
-        .ok("GET", &format!("/v1/listeners/{listener}"), None)
-        .await
-        .body;
+    let l = f.read(&format!("/v1/listeners/{listener}")).await;
     assert_eq!(l["provisioning_status"], "ERROR", "{l}");
     assert_eq!(l["operating_status"], "ERROR", "{l}");
     assert!(l["status_reason"].as_str().unwrap().contains("cannot bind"));
-    let lb_view = f
-        .api
-        .ok("GET", &format!("/v1/loadbalancers/{lb}"), None)
-        .await
-        .body;
+    let lb_view = f.read(&format!("/v1/loadbalancers/{lb}")).await;
     assert_eq!(lb_view["provisioning_status"], "ERROR", "{lb_view}");
 
     // A change that does not touch the listener succeeds (`apply` asserts it).
@@ -79,26 +71,14 @@ async fn a_listener_on_a_taken_port_fails_and_serves_by_itself_once_the_port_is_
     })
     .await;
     assert!(serving, "the listener never bound after its port was freed");
-    let l = f
-        .api
-        .ok("GET", &format!("/v1/listeners/{listener}"), None)
-        .await
-        .body;
+    let l = f.read(&format!("/v1/listeners/{listener}")).await;
     assert_eq!(l["provisioning_status"], "ACTIVE", "{l}");
     assert_eq!(l["operating_status"], "ONLINE", "{l}");
     assert!(l.get("status_reason").is_none(), "{l}");
-    let lb_view = f
-        .api
-        .ok("GET", &format!("/v1/loadbalancers/{lb}"), None)
-        .await
-        .body;
+    let lb_view = f.read(&format!("/v1/loadbalancers/{lb}")).await;
     assert_eq!(lb_view["provisioning_status"], "ACTIVE", "{lb_view}");
     // What the change did at the time stays on record.
-    let wr = f
-        .api
-        .ok("GET", &format!("/v1/work-requests/{wr_id}"), None)
-        .await
-        .body;
+    let wr = f.read(&format!("/v1/work-requests/{wr_id}")).await;
     assert_eq!(wr["status"], "FAILED", "{wr}");
 }
 

@@ -194,10 +194,26 @@ impl Api {
         r
     }
 
+    /// The body of a GET that must succeed.
+    pub async fn read(&self, path: &str) -> Value {
+        self.ok("GET", path, None).await.body
+    }
+
     pub async fn items(&self, path: &str) -> Vec<Value> {
         let r = self.ok("GET", path, None).await;
         r.body["items"].as_array().expect("items").clone()
     }
+}
+
+/// The API settings of a test that makes thousands of changes: rate limits lifted (the
+/// rate limit has its own test).
+pub const UNLIMITED_API: &str = "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n";
+
+/// Writes `fulcrum.toml` with `UNLIMITED_API` into `dir`; returns its path for `--config`.
+pub fn unlimited_config(dir: &Path) -> String {
+    let path = dir.join("fulcrum.toml");
+    std::fs::write(&path, UNLIMITED_API).expect("write config");
+    path.to_str().expect("utf-8 path").to_owned()
 }
 
 /// A port free right now on 127.0.0.1 (bound and released).

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::Backend;
-use super::{Api, Resp, Server, free_port};
+use super::{Api, Resp, Server, free_port, unlimited_config};
 
 /// A fulcrum server with the API rate limit lifted (some tests make 1,000 changes).
 pub struct Fulcrum {
@@ -22,13 +22,7 @@ pub struct Fulcrum {
 impl Fulcrum {
     pub fn start() -> Fulcrum {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("fulcrum.toml");
-        std::fs::write(
-            &config,
-            "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n",
-        )
-        .expect("write config");
-        let config = config.to_str().expect("utf-8 path").to_owned();
+        let config = unlimited_config(dir.path());
         let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
         Fulcrum {
             api: server.client(),
@@ -36,15 +30,26 @@ impl Fulcrum {
             _dir: dir,
         }
     }
+}
 
+impl std::ops::Deref for Fulcrum {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// Building a configuration through the native API, each change waited for until served.
+impl Api {
     /// Waits for the work request of a change; the data plane serves it once it succeeded.
     pub async fn wait(&self, r: &Resp) {
-        self.api.applied(r).await;
+        self.applied(r).await;
     }
 
     /// A change that is waited for.
     pub async fn apply(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let r = self.api.ok(method, path, body).await;
+        let r = self.ok(method, path, body).await;
         self.wait(&r).await;
         r
     }
@@ -128,7 +133,6 @@ impl Fulcrum {
 
     pub async fn member_status(&self, pool: &str, member: &str) -> String {
         let r = self
-            .api
             .ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
             .await;
         r.body["operating_status"]
@@ -139,7 +143,7 @@ impl Fulcrum {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        match self.api.raw("GET", "/metrics", None, &[]).await.body {
+        match self.raw("GET", "/metrics", None, &[]).await.body {
             Value::String(s) => s,
             other => panic!("/metrics is not text: {other}"),
         }
