@@ -708,49 +708,10 @@ fn apply_ops(
 ) -> Result<Vec<Event>, StoreError> {
     let mut events = Vec::new();
     for op in ops {
-        match op {
-            Op::Put { key, value } => {
-                let prev = match kv.get(key.as_str()).ctx("read key")? {
-                    Some(v) => Some(decode_kv(&key, v.value())?),
-                    None => None,
-                };
-                let (create_revision, version) = match prev {
-                    Some(p) => (p.create_revision, p.version + 1),
-                    None => (rev, 1),
-                };
-                let encoded = encode_kv(create_revision, rev, version, &value);
-                kv.insert(key.as_str(), encoded.as_slice())
-                    .ctx("write key")?;
-                events.push(Event {
-                    kind: EventKind::Put,
-                    kv: KeyValue {
-                        key,
-                        value,
-                        create_revision,
-                        mod_revision: rev,
-                        version,
-                    },
-                });
-            }
-            Op::Touch { key } => {
-                let prev = match kv.get(key.as_str()).ctx("read key")? {
-                    Some(v) => decode_kv(&key, v.value())?,
-                    None => continue,
-                };
-                let encoded = encode_kv(prev.create_revision, rev, prev.version + 1, &prev.value);
-                kv.insert(key.as_str(), encoded.as_slice())
-                    .ctx("write key")?;
-                events.push(Event {
-                    kind: EventKind::Put,
-                    kv: KeyValue {
-                        key,
-                        value: prev.value,
-                        create_revision: prev.create_revision,
-                        mod_revision: rev,
-                        version: prev.version + 1,
-                    },
-                });
-            }
+        let (key, value) = match op {
+            Op::Put { key, value } => (key, Some(value)),
+            // A touch writes the value the key has.
+            Op::Touch { key } => (key, None),
             Op::Delete { key } => {
                 if kv.remove(key.as_str()).ctx("delete key")?.is_some() {
                     events.push(Event {
@@ -764,8 +725,33 @@ fn apply_ops(
                         },
                     });
                 }
+                continue;
             }
-        }
+        };
+        let prev = match kv.get(key.as_str()).ctx("read key")? {
+            Some(v) => Some(decode_kv(&key, v.value())?),
+            None => None,
+        };
+        let (create_revision, version, value) = match (prev, value) {
+            (Some(p), Some(value)) => (p.create_revision, p.version + 1, value),
+            (Some(p), None) => (p.create_revision, p.version + 1, p.value),
+            (None, Some(value)) => (rev, 1, value),
+            // Touching a key that is not there changes nothing.
+            (None, None) => continue,
+        };
+        let encoded = encode_kv(create_revision, rev, version, &value);
+        kv.insert(key.as_str(), encoded.as_slice())
+            .ctx("write key")?;
+        events.push(Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key,
+                value,
+                create_revision,
+                mod_revision: rev,
+                version,
+            },
+        });
     }
     Ok(events)
 }
