@@ -185,6 +185,10 @@ pub struct ControlPlane {
 /// Commit attempts per mutation. Every change to a load balancer compares its key, so with
 /// many writers at once a writer may lose several races before its turn comes.
 const MAX_ATTEMPTS: usize = 64;
+/// How long a change may take, store retries included, before it is answered anyway.
+const WRITE_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a read of the store may take before it is answered from the view, or refused.
+const READ_DEADLINE: Duration = Duration::from_secs(1);
 /// Attempts a shareable change makes shared before it plans exclusively (it may lose a few
 /// to changes of the same member; spec stored in an older format never compares equal).
 const SHARED_TRIES: usize = 8;
@@ -414,6 +418,14 @@ impl ControlPlane {
         // With one change at a time, each waits until the one before it is served, for
         // `busy_wait` in all, before answering Busy.
         let busy_deadline = tokio::time::Instant::now() + self.opts.busy_wait;
+        // No change waits past this, whatever the store's own retries beneath.
+        let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+        let late = || {
+            ControlError::Unavailable(format!(
+                "the configuration store did not answer within {}s; nothing was changed",
+                WRITE_DEADLINE.as_secs()
+            ))
+        };
         // A shareable change that keeps losing is planned the exclusive way instead, which
         // also rewrites specs stored in an older format (their value compares never hold).
         let mut shared_losses = 0;
@@ -468,10 +480,23 @@ impl ControlPlane {
                 continue;
             }
 
-            let resp = self.store.txn(txn).await?;
+            let wr_id = wr.id.0.clone();
+            let resp = match tokio::time::timeout_at(deadline, self.store.txn(txn)).await {
+                Ok(resp) => resp?,
+                Err(_) => {
+                    return Err(ControlError::OutcomeUnknown {
+                        work_request_id: wr_id,
+                    });
+                }
+            };
             if resp.succeeded {
                 // Read-your-writes: the next request on this node sees the change.
-                if !self.wait_seen(resp.revision, Duration::from_secs(10)).await {
+                // Committed: answer by the deadline even if the change feed lags.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !self
+                    .wait_seen(resp.revision, left.max(Duration::from_millis(100)))
+                    .await
+                {
                     tracing::warn!(revision = resp.revision, "view is slow to catch up");
                 }
                 let mut work_request = wr;
@@ -493,9 +518,18 @@ impl ControlPlane {
                     TokenState::Fresh { stale } => slot.stale = stale,
                 }
             }
-            let current = self.store.revision().await?;
+            let current = tokio::time::timeout_at(deadline, self.store.revision())
+                .await
+                .map_err(|_| late())??;
             let target = current.max(planned_at + 1);
-            self.wait_seen(target, Duration::from_secs(2)).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self
+                .wait_seen(target, left.min(Duration::from_secs(2)))
+                .await
+                && left.is_zero()
+            {
+                return Err(late());
+            }
         }
         Err(ControlError::Conflict(
             "too many concurrent changes; retry".into(),
@@ -530,7 +564,8 @@ impl ControlPlane {
 
     /// The earlier outcome for a retry token, if it is still remembered.
     async fn replay(&self, key: &str, fingerprint: &str) -> Result<TokenState, ControlError> {
-        let Some(kv) = self.store.get(key).await? else {
+        let read = tokio::time::timeout(READ_DEADLINE, self.store.get(key));
+        let Some(kv) = read.await.map_err(|_| slow_store())?? else {
             return Ok(TokenState::Fresh { stale: None });
         };
         let stale = TokenState::Fresh {
@@ -699,11 +734,25 @@ impl ControlPlane {
         }
     }
 
+    /// A work request. Pending ones are answered from the view (at once, whatever the store
+    /// does); others from the store, within [`READ_DEADLINE`].
     pub async fn get_work_request(
         &self,
         id: &WorkRequestId,
     ) -> Result<Option<WorkRequest>, ControlError> {
-        let Some(kv) = self.store.get(&keys::work_request(id)).await? else {
+        let pending = self
+            .config
+            .read()
+            .pending_work_requests
+            .get(id)
+            .map(|v| v.value.clone());
+        if let Some(mut wr) = pending {
+            self.annotate(&mut wr);
+            return Ok(Some(wr));
+        }
+        let key = keys::work_request(id);
+        let read = tokio::time::timeout(READ_DEADLINE, self.store.get(&key));
+        let Some(kv) = read.await.map_err(|_| slow_store())?? else {
             return Ok(None);
         };
         Ok(decode_work_request(&kv).map(|mut wr| {
@@ -717,7 +766,8 @@ impl ControlPlane {
         &self,
         lb: Option<&LoadBalancerId>,
     ) -> Result<Vec<WorkRequest>, ControlError> {
-        let range = self.store.range(keys::WORK_REQUESTS).await?;
+        let read = tokio::time::timeout(READ_DEADLINE, self.store.range(keys::WORK_REQUESTS));
+        let range = read.await.map_err(|_| slow_store())??;
         let mut out: Vec<WorkRequest> = range
             .kvs
             .iter()
@@ -733,19 +783,36 @@ impl ControlPlane {
     }
 
     /// Waits until the work request is final or `timeout` passes; returns its state then.
+    /// Never takes much longer than `timeout`, whatever the store does.
     pub async fn wait_work_request(
         &self,
         id: &WorkRequestId,
         timeout: Duration,
     ) -> Result<Option<WorkRequest>, ControlError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let Some(wr) = self.get_work_request(id).await? else {
             return Ok(None);
         };
         if wr.status.is_final() {
             return Ok(Some(wr));
         }
-        self.wait_applied(wr.revision, timeout).await;
-        self.get_work_request(id).await
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.wait_applied(wr.revision, left).await;
+        // Still in the view unless the finisher recorded it meanwhile.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(
+            left.max(Duration::from_millis(100)),
+            self.get_work_request(id),
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(_) => {
+                let mut wr = wr;
+                self.annotate(&mut wr);
+                Ok(Some(wr))
+            }
+        }
     }
 }
 
@@ -768,6 +835,13 @@ fn check_precondition(
             current: String::new(),
         }),
     }
+}
+
+fn slow_store() -> ControlError {
+    ControlError::Unavailable(format!(
+        "the configuration store did not answer within {}s",
+        READ_DEADLINE.as_secs()
+    ))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ControlError> {

@@ -27,6 +27,14 @@ pub enum ControlError {
     RateLimited { retry_after: Duration },
     #[error("the configuration store is unavailable: {0}")]
     Unavailable(String),
+    /// The store did not answer before the deadline after the change was sent: it may or
+    /// may not have been committed. Look up its work request before trying again (or retry
+    /// with the same retry token).
+    #[error(
+        "the configuration store did not confirm the change in time: it may or may not have \
+         been made; look up work request {work_request_id} before retrying"
+    )]
+    OutcomeUnknown { work_request_id: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

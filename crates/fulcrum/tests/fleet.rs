@@ -434,4 +434,70 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     println!("during the etcd outage: {served} requests served, {failed} failed");
     assert!(served > 100, "traffic ran during the outage: {served}");
     assert_eq!(failed, 0, "no request may fail while etcd is down");
+
+    // ---- etcd frozen (accepts connections, never answers): nothing waits for it -------
+    let m1 = api_b.items(&format!("/v1/pools/{pool}/members")).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pending = api_b
+        .ok(
+            "PATCH",
+            &format!("/v1/pools/{pool}/members/{m1}"),
+            Some(json!({"weight": 3})),
+        )
+        .await;
+    let pending_wr = pending.header("x-work-request-id").unwrap();
+    let done_wr = r.header("x-work-request-id").unwrap();
+    etcd.freeze_all(true);
+    let timed = |what: &'static str, limit: Duration| {
+        let started = Instant::now();
+        move || {
+            let took = started.elapsed();
+            assert!(took < limit, "{what} took {took:?}");
+        }
+    };
+    // A write is answered within its deadline (3 s) with 503: refused, or of unknown outcome
+    // with the work request to look up.
+    let check = timed("a write", Duration::from_secs(5));
+    let w = api_b
+        .call(
+            "PATCH",
+            &format!("/v1/pools/{pool}/members/{m1}"),
+            Some(json!({"weight": 4})),
+        )
+        .await;
+    check();
+    assert_eq!(w.status, 503, "{}", w.body);
+    assert!(
+        w.header("retry-after").is_some(),
+        "503 without Retry-After: {}",
+        w.body
+    );
+    let code = w.body["code"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        code == "unavailable" || code == "outcome_unknown",
+        "{}",
+        w.body
+    );
+    // Work-request reads answer within their deadline (from the view while the work
+    // request is pending, else from the store or 503); /wait keeps its timeout.
+    for wr in [&pending_wr, &done_wr] {
+        let check = timed("reading a work request", Duration::from_secs(3));
+        let read = api_b
+            .call("GET", &format!("/v1/work-requests/{wr}"), None)
+            .await;
+        check();
+        assert!(read.status == 200 || read.status == 503, "{}", read.body);
+    }
+    let check = timed("/wait?timeout_ms=500", Duration::from_secs(3));
+    api_b
+        .call(
+            "GET",
+            &format!("/v1/work-requests/{done_wr}/wait?timeout_ms=500"),
+            None,
+        )
+        .await;
+    check();
+    etcd.freeze_all(false);
 }

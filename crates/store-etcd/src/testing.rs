@@ -166,6 +166,19 @@ impl EtcdCluster {
         self.wait_member(i).await;
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) every member: a cluster that accepts
+    /// connections and never answers.
+    pub fn freeze_all(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        for m in &self.members {
+            if let Some(child) = &m.child {
+                let _ = Command::new("kill")
+                    .args([signal, &child.id().to_string()])
+                    .status();
+            }
+        }
+    }
+
     pub fn stop_all(&mut self) {
         for i in 0..self.members.len() {
             self.stop(i);

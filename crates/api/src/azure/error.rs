@@ -116,6 +116,14 @@ impl From<ControlError> for AzureError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
                 ..AzureError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
             },
+            ControlError::OutcomeUnknown { .. } => AzureError {
+                retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
+                ..AzureError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "OperationOutcomeUnknown",
+                    message,
+                )
+            },
             ControlError::Unavailable(_) => AzureError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..AzureError::new(

@@ -117,6 +117,10 @@ impl From<ControlError> for HuaweiError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
                 ..HuaweiError::new(StatusCode::TOO_MANY_REQUESTS, "APIGW.0308", message)
             },
+            ControlError::OutcomeUnknown { .. } => HuaweiError {
+                retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
+                ..HuaweiError::new(StatusCode::SERVICE_UNAVAILABLE, "ELB.1002", message)
+            },
             ControlError::Unavailable(_) => HuaweiError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..HuaweiError::new(StatusCode::SERVICE_UNAVAILABLE, "ELB.1001", message)

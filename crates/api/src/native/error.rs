@@ -85,6 +85,10 @@ impl From<ControlError> for NativeError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
                 ..NativeError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
             },
+            ControlError::OutcomeUnknown { .. } => NativeError {
+                retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
+                ..NativeError::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", message)
+            },
             ControlError::Unavailable(_) => NativeError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..NativeError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

@@ -83,6 +83,14 @@ impl From<ControlError> for OciError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
                 ..OciError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
             },
+            ControlError::OutcomeUnknown { .. } => OciError {
+                retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
+                ..OciError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    message,
+                )
+            },
             ControlError::Unavailable(_) => OciError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..OciError::new(
