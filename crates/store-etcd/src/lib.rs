@@ -340,12 +340,14 @@ impl Store for EtcdStore {
     }
 
     async fn put_session(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        // The lease first: the keeper never sees a session key without one (it would grant
+        // a second lease of its own).
+        let lease = self.ensure_lease().await?;
         self.session
             .state
             .lock()
             .keys
             .insert(key.to_owned(), value.clone());
-        let lease = self.ensure_lease().await?;
         let resp = self
             .call("put", Retry::IfUnsent, |mut c| {
                 let value = value.clone();
@@ -384,34 +386,57 @@ impl EtcdStore {
     }
 }
 
-/// Renews the session lease at a third of its TTL. When etcd says the lease is gone, or it
-/// cannot be renewed, it is dropped; the next tick grants a new one and puts every session
-/// key back under it.
+/// Renews the session lease at a third of its TTL. A renewal that fails on the way (a dead
+/// member took the call) is retried soon under the same lease, which etcd still holds while
+/// a quorum stands. Only when etcd says the lease is gone, or no renewal got through for a
+/// whole TTL, is a new one granted and every session key put back under it.
 async fn keep_session_alive(
     mut client: Client,
     session: std::sync::Weak<Session>,
     call_timeout: Duration,
 ) {
+    let mut last_renewed = tokio::time::Instant::now();
+    let mut retrying = false;
     loop {
+        let Some(ttl) = session.upgrade().map(|s| s.ttl) else {
+            return;
+        };
+        let period = (ttl / 3).max(Duration::from_millis(200));
+        let pause = if retrying {
+            Duration::from_millis(200).min(period)
+        } else {
+            period
+        };
+        tokio::time::sleep(pause).await;
+        // Read after the pause: a session key put meanwhile comes with its lease.
         let Some(s) = session.upgrade() else { return };
-        let period = (s.ttl / 3).max(Duration::from_millis(200));
         let (lease, keys) = {
             let state = s.state.lock();
             (state.lease, state.keys.clone())
         };
         drop(s);
-        tokio::time::sleep(period).await;
         if keys.is_empty() {
             continue;
         }
-        let renewed = match lease {
-            Some(id) => tokio::time::timeout(call_timeout, renew(&mut client, id))
+        // Short enough that a call stuck on a dead member leaves time for more tries
+        // within the TTL.
+        let renewal = match lease {
+            Some(id) => tokio::time::timeout(call_timeout.min(period), renew(&mut client, id))
                 .await
-                .unwrap_or(false),
-            None => false,
+                .unwrap_or(Renewal::Failed),
+            None => Renewal::Gone,
         };
-        if renewed {
-            continue;
+        match renewal {
+            Renewal::Renewed => {
+                last_renewed = tokio::time::Instant::now();
+                retrying = false;
+                continue;
+            }
+            Renewal::Failed if last_renewed.elapsed() < ttl => {
+                retrying = true;
+                continue;
+            }
+            Renewal::Failed | Renewal::Gone => {}
         }
         let Some(s) = session.upgrade() else { return };
         s.state.lock().lease = None;
@@ -436,23 +461,43 @@ async fn keep_session_alive(
                 if let Some(s) = session.upgrade() {
                     s.state.lock().lease = Some(id);
                 }
-                tracing::info!(lease = id, "etcd session lease renewed after a gap");
+                last_renewed = tokio::time::Instant::now();
+                retrying = false;
+                tracing::info!(lease = id, "etcd session lease granted again after a gap");
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "cannot renew the etcd session yet"),
-            Err(_) => tracing::debug!("cannot renew the etcd session yet: timeout"),
+            Ok(Err(e)) => {
+                retrying = true;
+                tracing::debug!(error = %e, "cannot renew the etcd session yet");
+            }
+            Err(_) => {
+                retrying = true;
+                tracing::debug!("cannot renew the etcd session yet: timeout");
+            }
         }
     }
 }
 
-/// One keep-alive round trip; true if etcd still knows the lease.
-async fn renew(client: &mut Client, id: i64) -> bool {
+enum Renewal {
+    Renewed,
+    /// etcd no longer knows the lease (it expired while this process was cut off).
+    Gone,
+    /// The round trip failed; etcd may well still hold the lease.
+    Failed,
+}
+
+/// One keep-alive round trip.
+async fn renew(client: &mut Client, id: i64) -> Renewal {
     let Ok((mut keeper, mut stream)) = client.lease_keep_alive(id).await else {
-        return false;
+        return Renewal::Failed;
     };
     if keeper.keep_alive().await.is_err() {
-        return false;
+        return Renewal::Failed;
     }
-    matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0)
+    match stream.message().await {
+        Ok(Some(r)) if r.ttl() > 0 => Renewal::Renewed,
+        Ok(Some(_)) => Renewal::Gone,
+        _ => Renewal::Failed,
+    }
 }
 
 /// How long a watch may stay silent before it is asked for a progress note.

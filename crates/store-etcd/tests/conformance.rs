@@ -82,3 +82,35 @@ async fn a_quiet_watch_stays_open() {
         .expect("no error");
     assert_eq!(batch.revision, put.revision);
 }
+
+/// One member of three lost, quorum intact: the session lease lives on. Renewals that
+/// happen to go to the dead member fail and are retried under the same lease, instead of
+/// granting a new one and putting every session key back (which watchers would see).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_member_does_not_churn_the_session_lease() {
+    use fulcrum_store::Store;
+    use std::time::Duration;
+    if let Some(why) = missing() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3).await;
+    let leader = cluster.leader().await.unwrap();
+    let observer = cluster.store().await;
+    let mut options = fulcrum_store_etcd::EtcdOptions::new(cluster.endpoints());
+    options.session_ttl = Duration::from_secs(2);
+    let node = fulcrum_store_etcd::EtcdStore::connect(options)
+        .await
+        .unwrap();
+    node.put_session("nodes/a", b"1".to_vec()).await.unwrap();
+    let before = observer.get("nodes/a").await.unwrap().unwrap();
+    // Lose a follower: a quorum of two stays.
+    cluster.kill((leader + 1) % 3);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = observer.get("nodes/a").await.unwrap().unwrap();
+    assert_eq!(
+        after.mod_revision, before.mod_revision,
+        "the session key was put back: its lease was granted again"
+    );
+    drop(node);
+}
