@@ -1,7 +1,7 @@
 //! Fleet mode end to end: a real 3-member etcd cluster (Debian's etcd-server) and three
 //! real `fulcrum serve` nodes sharing it, each binding its listeners on its own loopback
-//! address. Skips with a message only when etcd is not installed (`scripts/test` installs
-//! it).
+//! address. Fails when etcd is not installed (`scripts/test` installs it): a skipped fleet
+//! test would prove nothing.
 
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)]
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use common::{Api, Resp, Server, free_port};
-use fulcrum_store_etcd::testing::{EtcdCluster, missing};
+use fulcrum_store_etcd::testing::{EtcdCluster, require_etcd};
 use serde_json::{Value, json};
 
 /// One fulcrum node of the fleet.
@@ -135,10 +135,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
-    if let Some(why) = missing() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_etcd();
     let mut etcd = EtcdCluster::start(3).await;
     let endpoints = format!(
         "etcd://{}",

@@ -3,14 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use fulcrum_store_etcd::testing::{EtcdCluster, missing};
+use fulcrum_store_etcd::testing::{EtcdCluster, require_etcd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_backend_passes_the_store_conformance_suite() {
-    if let Some(why) = missing() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_etcd();
     // Cases namespace their keys and check revisions relative to where they start, so
     // one etcd serves them all.
     let cluster = EtcdCluster::start(1).await;
@@ -21,10 +18,7 @@ async fn etcd_backend_passes_the_store_conformance_suite() {
 async fn session_keys_vanish_when_the_session_ends_and_return_when_it_resumes() {
     use fulcrum_store::Store;
     use std::time::Duration;
-    if let Some(why) = missing() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_etcd();
     let cluster = EtcdCluster::start(1).await;
     let observer = cluster.store().await;
     let mut options = fulcrum_store_etcd::EtcdOptions::new(cluster.endpoints());
@@ -56,10 +50,7 @@ async fn a_quiet_watch_stays_open() {
     use fulcrum_store::{Op, Store, Txn};
     use futures::StreamExt;
     use std::time::Duration;
-    if let Some(why) = missing() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_etcd();
     let cluster = EtcdCluster::start(1).await;
     let store = cluster.store().await;
     let from = store.revision().await.unwrap() + 1;
@@ -90,10 +81,7 @@ async fn a_quiet_watch_stays_open() {
 async fn a_lost_member_does_not_churn_the_session_lease() {
     use fulcrum_store::Store;
     use std::time::Duration;
-    if let Some(why) = missing() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
+    require_etcd();
     let mut cluster = EtcdCluster::start(3).await;
     let leader = cluster.leader().await.unwrap();
     let observer = cluster.store().await;
