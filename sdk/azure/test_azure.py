@@ -390,8 +390,11 @@ def delete_backends(c):
     expect_error(lambda: c.api.backend.delete(RG, SVC, "pool", '"0"'), 412, "PreconditionFailed")
     c.api.backend.delete(RG, SVC, "pool", "*")
     etag = c.api.backend.get_entity_tag(RG, SVC, "one", cls=lambda pr, m, h: h["ETag"])
-    c.api.backend.delete(RG, SVC, "one", etag)
-    c.api.backend.delete(RG, SVC, "one", "*")  # already gone: 204, no error
+    status_of = {"cls": lambda pipeline_response, _d, _h: pipeline_response.http_response.status_code}
+    status = c.api.backend.delete(RG, SVC, "one", etag, **status_of)
+    check(status == 200, f"deleting an existing backend: {status}")
+    status = c.api.backend.delete(RG, SVC, "one", "*", **status_of)
+    check(status == 204, f"deleting a backend already gone: {status}, not 204")
     names = [b.name for b in c.api.backend.list_by_service(RG, SVC)]
     check(names == ["three", "two"], names)
     status, pools = c.f.native("GET", f"/v1/loadbalancers/{c.lb_id}/pools")
