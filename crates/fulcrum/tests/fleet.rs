@@ -417,6 +417,23 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     let wr = wait_wr(&api_b, &r).await;
     let nodes = api_b.ok("GET", "/v1/nodes", None).await.body;
     assert_eq!(wr["status"], "SUCCEEDED", "{wr}\nnodes: {nodes}");
+    // Every node is back in the list, serving at least that change.
+    let mut listed: Vec<(String, i64)> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_owned(),
+                n["applied_revision"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let ids: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["node-a", "node-b", "node-c"], "{nodes}");
+    let revision = wr["revision"].as_i64().unwrap();
+    assert!(listed.iter().all(|(_, r)| *r >= revision), "{nodes}");
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();

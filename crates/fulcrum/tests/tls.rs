@@ -187,9 +187,17 @@ async fn terminates_tls_with_alpn_and_sni() {
         reason.contains("tls") && reason.contains("KeyMismatch"),
         "{reason}"
     );
-    // The good listener keeps serving.
+    // The good listener keeps serving: a request over it is answered.
     let tls = connect(port, "shop.test", &shop.der, &[b"http/1.1"]).await;
-    drop(tls);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/")
+        .header("host", "shop.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
 }
 
 /// A TLS backend whose `/health` answers with the status in `health`.
