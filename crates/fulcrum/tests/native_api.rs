@@ -385,7 +385,7 @@ async fn bad_requests_get_clear_errors_never_a_500() {
             format!("/v1/pools/{pool}"),
             r#"{"algorithm": "QUIC_CID"}"#,
             400,
-            Some("lb_algorithm"),
+            Some("algorithm"),
         ),
         (
             "PATCH",

@@ -209,7 +209,7 @@ impl PoolSpec {
         });
         c.check(
             self.algorithm != Algorithm::QuicCid || self.protocol == PoolProtocol::Quic,
-            "lb_algorithm",
+            "algorithm",
             || "QUIC_CID is only supported for QUIC pools".into(),
         );
         self.check_persistence(ctx, &mut c);

@@ -684,7 +684,7 @@ fn pool_rules() {
         (
             "QUIC_CID on an HTTP pool rejected",
             |p| p.spec.algorithm = Algorithm::QuicCid,
-            Invalid("lb_algorithm"),
+            Invalid("algorithm"),
         ),
         (
             "QUIC_CID on a UDP pool rejected",
@@ -692,7 +692,7 @@ fn pool_rules() {
                 p.protocol(Udp);
                 p.spec.algorithm = Algorithm::QuicCid;
             },
-            Invalid("lb_algorithm"),
+            Invalid("algorithm"),
         ),
         (
             "QUIC_CID on a QUIC pool accepted",
