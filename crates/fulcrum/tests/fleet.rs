@@ -215,10 +215,19 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     let why = wr["error"]["message"].as_str().unwrap();
     assert!(why.contains("node node-c: cannot bind"), "{why}");
     let path = format!("/v1/listeners/{taken_listener}");
-    assert_eq!(
-        api_b.ok("GET", &path, None).await.body["provisioning_status"],
-        "ERROR"
-    );
+    // Node B reads ERROR once its own fleet view has the revision served everywhere.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = api_b.ok("GET", &path, None).await.body["provisioning_status"].clone();
+        if status == "ERROR" {
+            break;
+        }
+        assert!(
+            status == "PENDING_CREATE" && Instant::now() < deadline,
+            "node B reads {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(15);
     while api_b.ok("GET", &path, None).await.body["provisioning_status"] != "ACTIVE" {
@@ -394,11 +403,15 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         assert_eq!(body_of(&http, &b.url(port)).await, "b3");
     }
     // And says what it serves, and that the store is away.
-    let health = b.api().ok("GET", "/v1/health", None).await.body;
-    assert!(
-        health["applied_revision"].as_i64().unwrap_or(0) > 0,
-        "{health}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let health = loop {
+        let health = b.api().ok("GET", "/v1/health", None).await.body;
+        if health["applied_revision"].as_i64().unwrap_or(0) > 0 {
+            break health;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(health["store_reachable"], false, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
 
