@@ -71,6 +71,12 @@ async fn a_listener_on_a_taken_port_fails_and_serves_by_itself_once_the_port_is_
     })
     .await;
     assert!(serving, "the listener never bound after its port was freed");
+    // The data plane reports it served right after binding.
+    let active = eventually(Duration::from_secs(5), || async {
+        f.read(&format!("/v1/listeners/{listener}")).await["provisioning_status"] == "ACTIVE"
+    })
+    .await;
+    assert!(active, "the listener serves but does not read ACTIVE");
     let l = f.read(&format!("/v1/listeners/{listener}")).await;
     assert_eq!(l["provisioning_status"], "ACTIVE", "{l}");
     assert_eq!(l["operating_status"], "ONLINE", "{l}");
