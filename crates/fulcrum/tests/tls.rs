@@ -126,15 +126,7 @@ async fn terminates_tls_with_alpn_and_sni() {
 
     // HTTP/1.1 over TLS.
     let tls = connect(port, "default.test", &default.der, &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("/")
-        .header("host", "default.test")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    assert_eq!(get_over(tls, "default.test").await, 200);
 
     // SNI picks the certificate: each name verifies only against its own certificate.
     for (name, c) in [
@@ -189,15 +181,23 @@ async fn terminates_tls_with_alpn_and_sni() {
     );
     // The good listener keeps serving: a request over it is answered.
     let tls = connect(port, "shop.test", &shop.der, &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    assert_eq!(get_over(tls, "shop.test").await, 200);
+}
+
+/// The status of `GET /` for `host`, over an HTTP/1.1 connection already open.
+async fn get_over<T>(io: T, host: &str) -> u16
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .unwrap();
     tokio::spawn(conn);
     let req = Request::get("/")
-        .header("host", "shop.test")
+        .header("host", host)
         .body(Empty::<Bytes>::new())
         .unwrap();
-    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    sender.send_request(req).await.unwrap().status().as_u16()
 }
 
 /// A TLS backend whose `/health` answers with the status in `health`.

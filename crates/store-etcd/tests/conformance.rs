@@ -21,12 +21,7 @@ async fn session_keys_vanish_when_the_session_ends_and_return_when_it_resumes() 
     require_etcd();
     let cluster = EtcdCluster::start(1).await;
     let observer = cluster.store().await;
-    let mut options = fulcrum_store_etcd::EtcdOptions::new(cluster.endpoints());
-    options.session_ttl = Duration::from_secs(2);
-    let node = fulcrum_store_etcd::EtcdStore::connect(options)
-        .await
-        .unwrap();
-    node.put_session("nodes/a", b"1".to_vec()).await.unwrap();
+    let node = session_node(&cluster).await;
     assert_eq!(observer.get("nodes/a").await.unwrap().unwrap().value, b"1");
     // Renewed: still there after twice the TTL.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -85,12 +80,7 @@ async fn a_lost_member_does_not_churn_the_session_lease() {
     let mut cluster = EtcdCluster::start(3).await;
     let leader = cluster.leader().await.unwrap();
     let observer = cluster.store().await;
-    let mut options = fulcrum_store_etcd::EtcdOptions::new(cluster.endpoints());
-    options.session_ttl = Duration::from_secs(2);
-    let node = fulcrum_store_etcd::EtcdStore::connect(options)
-        .await
-        .unwrap();
-    node.put_session("nodes/a", b"1".to_vec()).await.unwrap();
+    let node = session_node(&cluster).await;
     let before = observer.get("nodes/a").await.unwrap().unwrap();
     // Lose a follower: a quorum of two stays.
     cluster.kill((leader + 1) % 3);
@@ -101,4 +91,16 @@ async fn a_lost_member_does_not_churn_the_session_lease() {
         "the session key was put back: its lease was granted again"
     );
     drop(node);
+}
+
+/// A store of the cluster with a 2 s session that has put `nodes/a`.
+async fn session_node(cluster: &EtcdCluster) -> fulcrum_store_etcd::EtcdStore {
+    use fulcrum_store::Store;
+    let mut options = fulcrum_store_etcd::EtcdOptions::new(cluster.endpoints());
+    options.session_ttl = std::time::Duration::from_secs(2);
+    let node = fulcrum_store_etcd::EtcdStore::connect(options)
+        .await
+        .unwrap();
+    node.put_session("nodes/a", b"1".to_vec()).await.unwrap();
+    node
 }
