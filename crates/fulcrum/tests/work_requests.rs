@@ -119,3 +119,30 @@ async fn the_cli_wait_exits_non_zero_with_the_reason() {
     );
     drop(taken);
 }
+
+#[tokio::test]
+async fn upstream_tls_that_does_not_load_fails_the_pool_change() {
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let port = common::free_port();
+    f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let broken = "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n";
+    let r = f
+        .api
+        .ok(
+            "PATCH",
+            &format!("/v1/pools/{pool}"),
+            Some(json!({"upstream": {"scheme": "https", "tls": {"ca_certificates_pem": broken}}})),
+        )
+        .await;
+    let wr = f.api.settled(&r).await;
+    assert_eq!(wr["status"], "FAILED", "{wr}");
+    let why = wr["error"]["message"].as_str().unwrap();
+    assert!(
+        why.contains(&pool) && why.contains("ca_certificates_pem"),
+        "{why}"
+    );
+    let p = f.read(&format!("/v1/pools/{pool}")).await;
+    assert_eq!(p["provisioning_status"], "ERROR", "{p}");
+}

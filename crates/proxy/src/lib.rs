@@ -236,37 +236,25 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
 }
 
 /// What the data plane cannot serve of what it was given: listeners that are not bound
-/// (and why), pools and members whose TLS settings do not load.
+/// (and why), and what each compiled pool found it cannot load (no walk over members here).
 fn refusals(inner: &DataPlaneInner) -> Vec<Refusal> {
-    let refusal = |kind, id: &str, reason: &str| Refusal {
-        resource: ResourceRef {
-            kind,
-            id: id.to_owned(),
-        },
-        reason: reason.to_owned(),
-    };
     let mut out: Vec<Refusal> = inner
         .bind_errors
         .lock()
         .iter()
-        .map(|(id, reason)| refusal(ResourceKind::Listener, id.as_str(), reason))
+        .map(|(id, reason)| Refusal {
+            resource: ResourceRef {
+                kind: ResourceKind::Listener,
+                id: id.to_string(),
+            },
+            reason: reason.clone(),
+        })
         .collect();
     let snap = inner.shared.snapshot.load();
     for pool in snap.pools.values() {
-        if let Some(Err(reason)) = &pool.upstream.tls {
-            out.push(refusal(ResourceKind::Pool, pool.id.as_str(), reason));
-        }
-        // Members with upstream settings of their own are judged alone.
-        for m in &pool.members {
-            if let Some(Err(reason)) = &m.upstream.tls
-                && !Arc::ptr_eq(&m.upstream, &pool.upstream)
-            {
-                out.push(refusal(ResourceKind::Member, m.id.as_str(), reason));
-            }
-        }
+        out.extend(pool.refused.iter().cloned());
     }
-    out.sort_by(|a, b| (a.resource.id.as_str()).cmp(b.resource.id.as_str()));
-    out.dedup();
+    out.sort_by(|a, b| a.resource.id.cmp(&b.resource.id));
     out
 }
 

@@ -6,12 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use fulcrum_balance::{Candidate, Selector, hash_bytes};
-use fulcrum_control::Config;
-use fulcrum_model::EffectivePersistence;
+use fulcrum_control::{Config, Refusal};
 use fulcrum_model::{
     Algorithm, HealthMonitorSpec, ListenerId, ListenerProtocol, ListenerTimeouts, MemberId, PoolId,
     PoolProtocol,
 };
+use fulcrum_model::{EffectivePersistence, ResourceKind, ResourceRef};
 
 use crate::settings::{Target, UpstreamRt};
 use crate::state::{MemberState, Registry};
@@ -135,6 +135,9 @@ pub struct PoolRt {
     pub algorithm: Algorithm,
     /// The pool's own upstream settings (members without their own share this one).
     pub upstream: Arc<UpstreamRt>,
+    /// What of this pool cannot be served (TLS settings that do not load: the pool's, or a
+    /// member's own), found once per compile of the pool.
+    pub refused: Vec<Refusal>,
     pub members: Vec<MemberRt>,
     pub tiers: Vec<Tier>,
     pub monitor: Option<HealthMonitorSpec>,
@@ -277,7 +280,9 @@ impl PoolRt {
             .enumerate()
             .map(|(i, m)| (m.cookie.clone(), i))
             .collect();
+        let refused = refusals(id, &pool_upstream, &members);
         Some(PoolRt {
+            refused,
             persistence: pool.spec.effective_persistence(),
             slow_start: pool
                 .spec
@@ -395,6 +400,29 @@ pub fn compile(
         listeners,
         pools,
     }
+}
+
+/// The pool's TLS settings if they do not load, and those of members with their own.
+fn refusals(pool: &PoolId, upstream: &Arc<UpstreamRt>, members: &[MemberRt]) -> Vec<Refusal> {
+    let refusal = |kind, id: &str, reason: &str| Refusal {
+        resource: ResourceRef {
+            kind,
+            id: id.to_owned(),
+        },
+        reason: reason.to_owned(),
+    };
+    let mut out = Vec::new();
+    if let Some(Err(reason)) = &upstream.tls {
+        out.push(refusal(ResourceKind::Pool, pool.as_str(), reason));
+    }
+    for m in members {
+        if let Some(Err(reason)) = &m.upstream.tls
+            && !Arc::ptr_eq(&m.upstream, upstream)
+        {
+            out.push(refusal(ResourceKind::Member, m.id.as_str(), reason));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
