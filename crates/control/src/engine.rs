@@ -149,6 +149,11 @@ pub trait Observer: Send + Sync {
     /// The observed status of a member, or None when there is no evidence either way.
     fn member_status(&self, id: &fulcrum_model::MemberId)
     -> Option<fulcrum_model::OperatingStatus>;
+
+    /// Recent traffic through everything served.
+    fn traffic(&self) -> crate::Traffic {
+        crate::Traffic::default()
+    }
 }
 
 /// Something in the configuration the data plane was given and cannot serve: a listener
@@ -278,6 +283,15 @@ impl ControlPlane {
         id: &fulcrum_model::MemberId,
     ) -> Option<fulcrum_model::OperatingStatus> {
         self.observer.read().as_ref()?.member_status(id)
+    }
+
+    /// Recent traffic as this node's data plane measured it (empty without one).
+    pub fn traffic(&self) -> crate::Traffic {
+        self.observer
+            .read()
+            .as_ref()
+            .map(|o| o.traffic())
+            .unwrap_or_default()
     }
 
     /// A member's operating status, the same in every dialect: its admin state first

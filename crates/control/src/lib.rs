@@ -28,6 +28,7 @@ mod pool_set;
 mod ratelimit;
 #[cfg(test)]
 mod testing;
+mod traffic;
 mod tree;
 
 pub use config::{Config, Versioned};
@@ -40,6 +41,7 @@ pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
+pub use traffic::{BreakerState, MemberTraffic, ObservedHealth, Traffic, TrafficFigures};
 pub use tree::{NewPool, NewResources, Parent, PoolUpdate};
 
 /// Who asks for a change and how: everything a dialect learned from the request besides

@@ -909,6 +909,76 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
     );
 }
 
+/// `/v1/stats` reports what went through each listener, pool and member: totals that
+/// match the requests sent, a rate, an error rate that counts the dead member's failed
+/// connects, latency quantiles, and only the load balancer asked for.
+#[tokio::test]
+async fn stats_report_recent_traffic_per_listener_pool_and_member() {
+    let f = Fulcrum::start();
+    let a = Backend::start("a").await;
+    let lb = f.loadbalancer().await;
+    let other_lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let member = f.member(&pool, a.port(), json!({})).await;
+    let dead = f.member(&pool, free_port(), json!({})).await;
+    let port = free_port();
+    let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let other_pool = f.pool(&other_lb, "HTTP", "ROUND_ROBIN").await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/")).await.0, 200);
+    }
+    let stats = f.api.read(&format!("/v1/stats?loadbalancer_id={lb}")).await;
+    let find = |kind: &str, id: &str| -> Value {
+        stats[kind]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {id} in {stats:#}"))
+    };
+    let l = find("listeners", &listener);
+    assert_eq!(l["requests_total"], 20, "{stats:#}");
+    assert!(
+        l["requests_per_second"].as_f64().unwrap_or(0.0) > 0.0,
+        "{stats:#}"
+    );
+    assert_eq!(l["error_rate"], 0.0, "{stats:#}");
+    let p50 = l["p50_ms"].as_f64().unwrap_or(-1.0);
+    let p99 = l["p99_ms"].as_f64().unwrap_or(-1.0);
+    assert!(p50 > 0.0 && p50 <= p99, "{stats:#}");
+    // A pool counts its members' answers.
+    assert_eq!(find("pools", &pool)["requests_total"], 20, "{stats:#}");
+    let m = find("members", &member);
+    assert_eq!(m["requests_total"], 20, "{stats:#}");
+    assert_eq!(m["pool_id"], pool.as_str());
+    assert_eq!(m["in_flight"], 0);
+    assert_eq!(m["breaker"], "closed");
+    assert_eq!(m["health"], "unknown", "no monitor, no failure");
+    // Requests that picked the dead member first failed to connect there (then went on).
+    let d = find("members", &dead);
+    assert!(d["errors_total"].as_u64().unwrap_or(0) >= 1, "{stats:#}");
+    assert_eq!(d["error_rate"], 1.0, "{stats:#}");
+    assert!(d["p50_ms"].is_null(), "no answer, no latency: {stats:#}");
+    assert!(
+        stats["pools"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["id"] != other_pool.as_str())),
+        "filtered by load balancer: {stats:#}"
+    );
+    let all = f.api.read("/v1/stats").await;
+    assert!(
+        all["pools"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == other_pool.as_str())),
+        "{all:#}"
+    );
+    let missing = f
+        .api
+        .call("GET", "/v1/stats?loadbalancer_id=nope", None)
+        .await;
+    assert_eq!(missing.status, 404);
+}
+
 /// An idle keep-alive connection is closed after the listener's idle timeout; a busy one
 /// is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

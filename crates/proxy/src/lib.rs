@@ -54,6 +54,7 @@ mod tcp;
 mod health;
 mod listener;
 mod metrics;
+mod traffic;
 
 pub use context::DataPlaneOptions;
 
@@ -70,12 +71,15 @@ struct DataPlaneInner {
     bind_errors: Mutex<HashMap<ListenerId, String>>,
     /// The traffic workers' runtimes (listeners spawn their accept loops there).
     workers: worker::Handles,
+    /// Copies of the counters, for recent traffic figures.
+    sampler: Mutex<traffic::Sampler>,
 }
 
 /// The running data plane.
 pub struct DataPlane {
     inner: Arc<DataPlaneInner>,
     task: tokio::task::JoinHandle<()>,
+    sampling: tokio::task::JoinHandle<()>,
     /// Declared last: dropped after everything above, it stops the worker threads.
     _workers: worker::Workers,
 }
@@ -109,12 +113,15 @@ impl DataPlane {
             checks: Mutex::new(health::Checks::default()),
             bind_errors: Mutex::new(HashMap::new()),
             workers: workers.handles(),
+            sampler: Mutex::default(),
         });
         control.set_observer(Arc::new(Observations(inner.clone())));
         let task = workers.control().spawn(follow(inner.clone(), control));
+        let sampling = workers.control().spawn(sample_traffic(inner.clone()));
         Ok(DataPlane {
             inner,
             task,
+            sampling,
             _workers: workers,
         })
     }
@@ -163,6 +170,7 @@ impl DataPlane {
     /// Stops accepting connections, lets in-flight requests finish (up to `grace`).
     pub async fn shutdown(&self, grace: Duration) {
         self.task.abort();
+        self.sampling.abort();
         listener::close_all(&mut self.inner.listeners.lock());
         let deadline = tokio::time::Instant::now() + grace;
         while self.inner.shared.connections.get() > 0 && tokio::time::Instant::now() < deadline {
@@ -174,6 +182,7 @@ impl DataPlane {
 impl Drop for DataPlane {
     fn drop(&mut self) {
         self.task.abort();
+        self.sampling.abort();
         listener::close_all(&mut self.inner.listeners.lock());
     }
 }
@@ -235,6 +244,20 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
     }
 }
 
+/// Copies the counters every few seconds, for the figures of `/v1/stats`.
+async fn sample_traffic(inner: Arc<DataPlaneInner>) {
+    let mut every = tokio::time::interval(traffic::LOOK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let snap = inner.shared.snapshot.load_full();
+        inner
+            .sampler
+            .lock()
+            .sample(&snap, std::time::Instant::now());
+    }
+}
+
 /// What the data plane cannot serve of what it was given: listeners that are not bound
 /// (and why), and what each compiled pool found it cannot load (no walk over members here).
 fn refusals(inner: &DataPlaneInner) -> Vec<Refusal> {
@@ -272,5 +295,10 @@ impl fulcrum_control::Observer for Observations {
             Health::Healthy => Some(fulcrum_model::OperatingStatus::Online),
             Health::Unknown => None,
         }
+    }
+
+    fn traffic(&self) -> fulcrum_control::Traffic {
+        let snap = self.0.shared.snapshot.load_full();
+        self.0.sampler.lock().read(&snap, std::time::Instant::now())
     }
 }

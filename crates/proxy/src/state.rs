@@ -110,6 +110,15 @@ impl MemberState {
         !self.breaker_allows()
     }
 
+    /// The breaker's state, for reports (takes its lock: not for the request path).
+    pub fn breaker_state(&self) -> fulcrum_control::BreakerState {
+        match self.breaker.lock().state(now_ms()) {
+            crate::breaker::State::Closed => fulcrum_control::BreakerState::Closed,
+            crate::breaker::State::Open { .. } => fulcrum_control::BreakerState::Open,
+            crate::breaker::State::HalfOpen => fulcrum_control::BreakerState::HalfOpen,
+        }
+    }
+
     /// Feeds one request's outcome to the breaker.
     pub fn breaker_record(
         &self,

@@ -24,11 +24,13 @@ use utoipa_axum::routes;
 
 mod error;
 mod extract;
+mod stats;
 mod views;
 
 use crate::AppState;
 use error::{ErrorBody, NativeError};
 use extract::{Ctx, JsonBody, QueryParams};
+use stats::*;
 use views::*;
 
 type ApiResult = Result<Response, NativeError>;
@@ -64,6 +66,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(list_nodes))
+        .routes(routes!(get_stats))
         .routes(routes!(list_loadbalancers, create_loadbalancer))
         .routes(routes!(
             get_loadbalancer,
