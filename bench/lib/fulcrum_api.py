@@ -109,15 +109,23 @@ def cmd_setup(a):
         return p["id"], members
 
     def listener(name, protocol, port, pool_id, tls=None):
-        body = {"name": name, "protocol": protocol, "port": port, "default_pool_id": pool_id}
+        # The access log (when the node keeps one) is switched on per scenario: `log`.
+        body = {
+            "name": name,
+            "protocol": protocol,
+            "port": port,
+            "default_pool_id": pool_id,
+            "access_log": {"enabled": False},
+        }
         if tls:
             body["tls"] = tls
-        hdrs, _ = api.ok("POST", f"/v1/loadbalancers/{lb_id}/listeners", body)
+        hdrs, l = api.ok("POST", f"/v1/loadbalancers/{lb_id}/listeners", body)
         api.wait(hdrs)
+        return l["id"]
 
     http_pool, http_members = pool("http", "HTTP", backends)
     tcp_pool, _ = pool("tcp", "TCP", backends)
-    listener("http1", "HTTP", a.http, http_pool)
+    http1 = listener("http1", "HTTP", a.http, http_pool)
     listener("h2c", "HTTP", a.h2c, http_pool)
     with open(a.cert) as f:
         cert = f.read()
@@ -140,9 +148,23 @@ def cmd_setup(a):
                 "http_pool": http_pool,
                 "http_members": http_members,
                 "prop_pool": prop_pool,
+                "http1_listener": http1,
             }
         )
     )
+
+
+def cmd_log(a):
+    """Switches the http1 listener's access log on or off, waiting until it is served."""
+    api = Api(a.api, a.token)
+    with open(a.state) as f:
+        state = json.load(f)
+    hdrs, _ = api.ok(
+        "PATCH",
+        f"/v1/listeners/{state['http1_listener']}",
+        {"access_log": {"enabled": a.switch == "on"}},
+    )
+    api.wait(hdrs)
 
 
 # ---- propagation -------------------------------------------------------------------------
@@ -345,6 +367,11 @@ def main():
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
     s.set_defaults(fn=cmd_setup)
+
+    s = sub.add_parser("log")
+    s.add_argument("--state", required=True)
+    s.add_argument("switch", choices=("on", "off"))
+    s.set_defaults(fn=cmd_log)
 
     s = sub.add_parser("propagation")
     s.add_argument("--state", required=True)

@@ -133,6 +133,11 @@ def main():
         if mm.get("fulcrum") and mm.get("haproxy"):
             r = ratio(mm["fulcrum"][key], mm["haproxy"][key])
             t.append((label + ", one worker", fmt_ratio(r), r is not None and r >= 1.0))
+    log_off = [r for r in rows if r.get("scenario") == "http1-log-off"]
+    log_on = [r for r in rows if r.get("scenario") == "http1-log-on"]
+    if log_off and log_on:
+        loss = 1 - median([r["rps"] for r in log_on]) / median([r["rps"] for r in log_off])
+        t.append(("(16) access log on: ≤ 5 % req/s loss", f"{loss * 100:.1f} % loss", loss <= 0.05))
     base = [r for r in rows if r.get("scenario") == "churn-baseline"]
     churn = [r for r in rows if r.get("scenario") == "churn-churn"]
     churn_api = [r["api"] for r in rows if r.get("scenario") == "churn-api" and r.get("api")]
@@ -286,6 +291,24 @@ def main():
                              f"{c.get('late', '–')} |")
                 w(f"| {r['round']} | {r['scenario'][6:]} | {fmt(r['rps'])} | {fmt(r.get('p99_ms'), 2)} | "
                   f"{r['errors']} | {r['non_2xx']} {extra}")
+        w("")
+    if log_off or log_on:
+        w("## Access log cost (fulcrum only, one worker)")
+        w("")
+        w("Each round: the http1 run with the listener's access log off, then on (one JSON "
+          "record per request, written to a file by the log thread), the listener switched "
+          "through the API in the same process.")
+        w("")
+        w("| Round | Access log | req/s | p99 ms | CPU s per 100k requests | errors |")
+        w("|---|---|---|---|---|---|")
+        for r in rows:
+            if r.get("scenario") in ("http1-log-off", "http1-log-on"):
+                w(f"| {r['round']} | {r['scenario'][10:]} | {fmt(r['rps'])} | "
+                  f"{fmt(r.get('p99_ms'), 2)} | {fmt(r.get('cpu_per_100k'), 2)} | {r['errors']} |")
+        size = next((r.get("bytes") for r in rows if r.get("scenario") == "http1-log-file"), None)
+        if size is not None:
+            w("")
+            w(f"Access log written: {size / 1e6:.1f} MB.")
         w("")
     if writes:
         first = writes_ok[0] if writes_ok else {}

@@ -422,6 +422,7 @@ mod tests {
             tls: None,
             connection_limit: None,
             timeouts: Default::default(),
+            access_log: Default::default(),
         }
     }
 

@@ -78,6 +78,14 @@ enum Command {
         /// This node's name in a fleet [default: generated once, kept in the data directory].
         #[arg(long, env = "FULCRUM_NODE_ID")]
         node_id: Option<String>,
+        /// Write an access log (one record per request and TCP session) to this file, or
+        /// `-` for standard output [default: `[access_log] path` in the config, else none].
+        /// SIGHUP reopens the file (after logrotate moved it).
+        #[arg(long, env = "FULCRUM_ACCESS_LOG")]
+        access_log: Option<String>,
+        /// The access log's format [default: json].
+        #[arg(long, value_enum, env = "FULCRUM_ACCESS_LOG_FORMAT")]
+        access_log_format: Option<serve::AccessLogFormat>,
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
     Apply {
@@ -138,6 +146,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store,
             role,
             node_id,
+            access_log,
+            access_log_format,
         } => {
             serve::run(serve::ServeArgs {
                 config,
@@ -146,6 +156,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 apply,
                 demo,
                 store,
+                access_log,
+                access_log_format,
                 role,
                 node_id,
             })

@@ -29,6 +29,26 @@ pub struct FileConfig {
     pub azure: AzureConfig,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+}
+
+/// `[access_log]`: one record per HTTP request and TCP session.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// A file to append to, or `-` for standard output; absent: no access log.
+    pub path: Option<String>,
+    pub format: Option<AccessLogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// One line per record, like HAProxy's httplog.
+    Text,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +90,8 @@ pub struct ServeArgs {
     pub store: Option<String>,
     pub role: Role,
     pub node_id: Option<String>,
+    pub access_log: Option<String>,
+    pub access_log_format: Option<AccessLogFormat>,
 }
 
 /// What a node runs.
@@ -182,10 +204,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     dp_options.bind_address = file.proxy.bind_address;
     dp_options.workers = worker_count(file.proxy.workers);
+    dp_options.access_log =
+        args.access_log
+            .or(file.access_log.path)
+            .map(|path| fulcrum_proxy::AccessLogOptions {
+                format: match args.access_log_format.or(file.access_log.format) {
+                    Some(AccessLogFormat::Text) => fulcrum_proxy::AccessLogFormat::Text,
+                    Some(AccessLogFormat::Json) | None => fulcrum_proxy::AccessLogFormat::Json,
+                },
+                path: (path != "-").then(|| PathBuf::from(path)),
+            });
     let data_plane = Arc::new(
         fulcrum_proxy::DataPlane::start(control.clone(), dp_options)
-            .context("cannot start the data plane's workers")?,
+            .context("cannot start the data plane (workers, access log)")?,
     );
+    reopen_access_log_on_sighup(data_plane.clone())?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -306,6 +339,19 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
+    Ok(())
+}
+
+/// logrotate moves the file and sends SIGHUP: the access log opens the path anew.
+fn reopen_access_log_on_sighup(data_plane: Arc<fulcrum_proxy::DataPlane>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening the access log");
+            data_plane.reopen_access_log();
+        }
+    });
     Ok(())
 }
 

@@ -121,6 +121,25 @@ impl Default for ListenerTimeouts {
     }
 }
 
+/// Whether this listener's traffic goes to the node's access log (when the node keeps one:
+/// `[access_log]` in its configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerAccessLog {
+    pub enabled: bool,
+    /// Log one request (or TCP session) in this many: 1 logs every one. 1..1000000.
+    pub sample_one_in: u32,
+}
+
+impl Default for ListenerAccessLog {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sample_one_in: 1,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSpec {
@@ -143,6 +162,8 @@ pub struct ListenerSpec {
     pub connection_limit: Option<u32>,
     #[serde(default)]
     pub timeouts: ListenerTimeouts,
+    #[serde(default)]
+    pub access_log: ListenerAccessLog,
 }
 
 impl ListenerSpec {
@@ -224,6 +245,12 @@ impl ListenerSpec {
         ] {
             c.range(name, v, 1, 3_600_000);
         }
+        c.range(
+            "access_log.sample_one_in",
+            self.access_log.sample_one_in,
+            1,
+            1_000_000,
+        );
         c.finish()
     }
 

@@ -1553,6 +1553,7 @@ fn listener(protocol: ListenerProtocol) -> ListenerSpec {
         tls: None,
         connection_limit: None,
         timeouts: ListenerTimeouts::default(),
+        access_log: Default::default(),
     }
 }
 

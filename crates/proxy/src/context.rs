@@ -21,6 +21,8 @@ pub struct DataPlaneOptions {
     /// Worker threads serving traffic, each with its own runtime and sockets (0: one per
     /// CPU).
     pub workers: usize,
+    /// Where the access log goes (None: no access log).
+    pub access_log: Option<crate::access_log::AccessLogOptions>,
 }
 
 impl Default for DataPlaneOptions {
@@ -29,6 +31,7 @@ impl Default for DataPlaneOptions {
             max_retry_after: Duration::from_millis(crate::breaker::MAX_RETRY_AFTER_MS),
             bind_address: None,
             workers: 0,
+            access_log: None,
         }
     }
 }
@@ -39,6 +42,22 @@ pub(crate) struct Shared {
     pub registry: Registry,
     /// Open client connections of all listeners, for graceful shutdown.
     pub connections: ConnCounter,
+    pub access_log: Option<std::sync::Arc<crate::access_log::Sink>>,
+}
+
+impl Shared {
+    /// The access log, if this listener's next request (or session) is to be logged.
+    pub fn log_for(
+        &self,
+        listener: &crate::snapshot::ListenerRt,
+    ) -> Option<&crate::access_log::Sink> {
+        if listener.log_one_in == 0 {
+            return None;
+        }
+        self.access_log
+            .as_deref()
+            .filter(|_| crate::access_log::sampled(listener.log_one_in))
+    }
 }
 
 #[derive(Default)]

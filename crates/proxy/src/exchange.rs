@@ -41,6 +41,11 @@ pub(crate) struct Attempts {
     bound: Option<usize>,
     left: usize,
     failure: (u16, &'static str),
+    last_error: Option<ErrorKind>,
+    /// Time how long getting each member connection takes (for the access log).
+    pub timed: bool,
+    /// How long the last one took, when timed.
+    pub connect_time: Option<Duration>,
 }
 
 impl Attempts {
@@ -50,7 +55,20 @@ impl Attempts {
             bound,
             left: MAX_ATTEMPTS,
             failure: (503, unavailable_reason(pool)),
+            last_error: None,
+            timed: false,
+            connect_time: None,
         }
+    }
+
+    /// Members tried so far.
+    pub fn made(&self) -> u8 {
+        u8::try_from(MAX_ATTEMPTS - self.left).unwrap_or(u8::MAX)
+    }
+
+    /// How the last member that failed did (None: none failed).
+    pub fn last_error(&self) -> Option<ErrorKind> {
+        self.last_error
     }
 
     /// The next member, its lease and a connection to it. A failed connect is charged to
@@ -70,7 +88,10 @@ impl Attempts {
             self.tried.add(idx);
             let member = &pool.members[idx];
             let lease = Lease::new(&member.state);
-            match acquire(member, connect_timeout).await {
+            let began = self.timed.then(std::time::Instant::now);
+            let acquired = acquire(member, connect_timeout).await;
+            self.connect_time = began.map(|t| t.elapsed());
+            match acquired {
                 Ok(up) => {
                     member.state.connect_succeeded();
                     return Some((idx, lease, up));
@@ -80,6 +101,7 @@ impl Attempts {
                     failed(member, ErrorKind::Connect);
                     passive_failure(pool, idx);
                     self.failure = (502, "could not connect to a member");
+                    self.last_error = Some(ErrorKind::Connect);
                 }
             }
         }
@@ -103,6 +125,7 @@ impl Attempts {
             passive_failure(pool, idx);
         }
         self.failure = (failure.status, failure.reason);
+        self.last_error = Some(failure.kind);
         failure.retry && may_resend
     }
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{Entry, Termination};
 use crate::context::Shared;
 use crate::exchange::{self, Attempts, ConnInfo, MemberFailure};
 use crate::h1::heads::{proxy_fields, replaced_by_credentials, request_line};
@@ -136,9 +137,18 @@ async fn stream(
         reply(&mut respond, 503, "listener is being removed");
         return;
     };
-    let status = forward(dp, conn, &listener, req, &mut respond).await;
+    let log = dp.log_for(&listener);
+    let mut entry = Entry::default();
+    if log.is_some() {
+        entry.begin("HTTP/2", started);
+    }
+    let status = forward(dp, conn, &listener, req, &mut respond, &mut entry).await;
     if status != 0 {
         listener.stats.record(status, started.elapsed());
+    }
+    if let Some(log) = log {
+        entry.status = status;
+        log.emit(&entry, conn.listener.as_str(), conn.peer);
     }
 }
 
@@ -182,6 +192,7 @@ async fn forward(
     listener: &ListenerRt,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
+    log: &mut Entry,
 ) -> u16 {
     let (parts, body) = req.into_parts();
     let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
@@ -191,10 +202,23 @@ async fn forward(
             .and_then(|h| h.to_str().ok())
     });
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut id_from_client = false;
+    if log.active {
+        log.request(
+            parts.method.as_str().as_bytes(),
+            host.map(str::as_bytes),
+            target.as_bytes(),
+        );
+        let from_client = parts.headers.get(X_REQUEST_ID).map(HeaderValue::as_bytes);
+        log.set_request_id(from_client);
+        id_from_client = from_client.is_some_and(|id| id == log.request_id());
+    }
     if parts.method == http::Method::CONNECT {
+        log.termination = Termination::Refused;
         return reply(respond, 405, "CONNECT is not served");
     }
     let Some(pool) = listener.route(host, parts.uri.path().as_bytes()).cloned() else {
+        log.termination = Termination::NoRoute;
         return reply(respond, 503, "no pool serves this request");
     };
     let method = Method::of(parts.method.as_str());
@@ -221,9 +245,16 @@ async fn forward(
     let mut head = Vec::with_capacity(512);
     let mut fields = Vec::with_capacity(16);
     let mut attempts = Attempts::new(&pool, session.bound);
+    attempts.timed = log.active;
     let connect = Duration::from_millis(u64::from(timeouts.connect_ms));
     while let Some((idx, _lease, mut up)) = attempts.next(&pool, conn.client_hash, connect).await {
         let member = &pool.members[idx];
+        if log.active {
+            log.served_by(&pool, idx);
+            log.attempts = attempts.made();
+            log.connect = attempts.connect_time;
+            log.sticky = session.bound == Some(idx);
+        }
         // The head, from the client's fields.
         request_line(
             &mut head,
@@ -253,6 +284,9 @@ async fn forward(
             prior_xff,
             framing,
         );
+        if log.active && !id_from_client {
+            write_field(&mut head, b"X-Request-Id", log.request_id());
+        }
         head.extend_from_slice(b"\r\n");
 
         let sent_at = std::time::Instant::now();
@@ -272,13 +306,20 @@ async fn forward(
                 )
                 .await;
                 match copied {
-                    Ok(()) => true,
+                    Ok(n) => {
+                        log.bytes_in += n.saturating_sub(head.len() as u64);
+                        true
+                    }
+                    Err(CopyError::Write) => false,
                     // The client's fault: nothing is charged to the member.
-                    Err(CopyError::Read | CopyError::Malformed(_)) => {
+                    Err(e) => {
+                        log.termination = match e {
+                            CopyError::Malformed(_) => Termination::BadRequest,
+                            _ => Termination::ClientAborted,
+                        };
                         respond.send_reset(h2::Reason::CANCEL);
                         return 0;
                     }
-                    Err(CopyError::Write) => false,
                 }
             }
         };
@@ -301,7 +342,7 @@ async fn forward(
                     Ok(r) => {
                         let (status, reusable) = relay(
                             dp, member, &pool, idx, &session, respond, &mut up, &fields, r,
-                            sent_at, &mut sleep, idle,
+                            sent_at, &mut sleep, idle, log,
                         )
                         .await;
                         if reusable {
@@ -324,11 +365,14 @@ async fn forward(
             break;
         }
     }
+    log.attempts = attempts.made();
+    log.termination = Termination::no_answer(attempts.last_error());
     let (status, reason) = attempts.failure();
     reply(respond, status, reason)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Sends the member's response to the client. Returns its status (0 if the stream broke)
 /// and whether the member connection may be reused.
@@ -346,7 +390,11 @@ async fn relay(
     sent_at: std::time::Instant,
     sleep: &mut Pin<&mut Sleep>,
     idle: Duration,
+    log: &mut Entry,
 ) -> (u16, bool) {
+    if log.active {
+        log.first_byte = Some(log.started.elapsed());
+    }
     let head = up.buf.data();
     exchange::answered(dp, pool, member, resp.status, sent_at.elapsed(), || {
         fields
@@ -389,6 +437,12 @@ async fn relay(
     if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.append(header::SET_COOKIE, v);
     }
+    if log.active
+        && !headers.contains_key(X_REQUEST_ID)
+        && let Ok(id) = HeaderValue::from_bytes(log.request_id())
+    {
+        headers.insert(X_REQUEST_ID, id);
+    }
     up.buf.consume(resp.head_len);
     let framing = match resp.body {
         Body::None => None,
@@ -397,6 +451,7 @@ async fn relay(
         Body::UntilClose => Some(Framing::UntilClose),
     };
     let Ok(mut send) = respond.send_response(out, framing.is_none()) else {
+        log.termination = Termination::ClientAborted;
         return (0, false);
     };
     let status = resp.status;
@@ -407,6 +462,7 @@ async fn relay(
     if let Some(n) = small_body {
         up.buf.consume(n);
         let data = shared.slice(resp.head_len..resp.head_len + n);
+        log.bytes_out = n as u64;
         return (
             status,
             send.send_data(data, true).is_ok() && resp.keep_alive,
@@ -424,18 +480,24 @@ async fn relay(
     )
     .await;
     match copied {
-        Ok(()) => {
+        Ok(n) => {
+            log.bytes_out = n;
             if send.send_data(Bytes::new(), true).is_err() {
+                log.termination = Termination::ClientAborted;
                 return (0, false);
             }
             (status, resp.keep_alive && framing != Framing::UntilClose)
         }
         Err(CopyError::Read | CopyError::Malformed(_)) => {
+            log.termination = Termination::ResponseAborted;
             exchange::failed(member, ErrorKind::Reset);
             send.send_reset(h2::Reason::INTERNAL_ERROR);
             (0, false)
         }
-        Err(CopyError::Write) => (0, false),
+        Err(CopyError::Write) => {
+            log.termination = Termination::ResponseAborted;
+            (0, false)
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 // paths; one connection's life (tcp, h1 which tunnels like tcp after a 101, h2 which reuses
 // h1's heads and body copying); the data plane's own bookkeeping (health checks, listeners,
 // metrics) and `DataPlane`.
+mod access_log;
 mod breaker;
 mod iobuf;
 mod stats;
@@ -56,6 +57,7 @@ mod listener;
 mod metrics;
 mod traffic;
 
+pub use access_log::{AccessLogFormat, AccessLogOptions};
 pub use context::DataPlaneOptions;
 
 pub use health::HealthCounter;
@@ -102,12 +104,17 @@ impl DataPlane {
             n => n,
         };
         let workers = worker::Workers::start(count)?;
+        let access_log = match &options.access_log {
+            Some(o) => Some(access_log::Sink::start(o, workers.count())?),
+            None => None,
+        };
         let inner = Arc::new(DataPlaneInner {
             shared: Arc::new(Shared {
                 options,
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 registry: state::Registry::new(workers.count()),
                 connections: context::ConnCounter::default(),
+                access_log,
             }),
             listeners: Mutex::new(HashMap::new()),
             checks: Mutex::new(health::Checks::default()),
@@ -157,6 +164,13 @@ impl DataPlane {
         out
     }
 
+    /// Opens the access log file anew (after logrotate moved it: SIGHUP).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.inner.shared.access_log {
+            log.reopen();
+        }
+    }
+
     /// Where a listener is bound, if it is.
     pub fn listener_addr(&self, id: &ListenerId) -> Option<std::net::SocketAddr> {
         listener::bound_addr(&self.inner.listeners.lock(), id)
@@ -176,6 +190,9 @@ impl DataPlane {
         while self.inner.shared.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Some(log) = self.inner.shared.access_log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 }
 
@@ -183,6 +200,9 @@ impl Drop for DataPlane {
     fn drop(&mut self) {
         self.task.abort();
         self.sampling.abort();
+        if let Some(log) = &self.inner.shared.access_log {
+            log.close();
+        }
         listener::close_all(&mut self.inner.listeners.lock());
     }
 }
@@ -209,6 +229,7 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
                     &shared.snapshot.load(),
                     &shared.registry,
                     shared.options.bind_address,
+                    shared.access_log.is_some(),
                 ))
             });
             compiled = Some(cfg.traffic_revision);

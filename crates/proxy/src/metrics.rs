@@ -183,6 +183,21 @@ impl prometheus_client::collector::Collector for Collector {
             "The newest configuration revision compiled into what the data plane serves",
             &[(Vec::new(), snap.revision)],
         )?;
+        if let Some(log) = &dp.access_log {
+            let (written, dropped) = log.counts();
+            counter(
+                &mut encoder,
+                "fulcrum_access_log_records",
+                "Access-log records written",
+                &[(Vec::new(), written)],
+            )?;
+            counter(
+                &mut encoder,
+                "fulcrum_access_log_dropped",
+                "Access-log records dropped because the writer fell behind",
+                &[(Vec::new(), dropped)],
+            )?;
+        }
         gauge(
             &mut encoder,
             "fulcrum_open_connections",

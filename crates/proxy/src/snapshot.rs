@@ -60,6 +60,9 @@ pub struct ListenerRt {
     pub timeouts: ListenerTimeouts,
     pub connection_limit: Option<u32>,
     pub stats: Arc<crate::stats::Stats>,
+    /// Log one request in this many to the access log (0: not logged, or the node keeps
+    /// no access log).
+    pub log_one_in: u32,
 }
 
 pub struct RouteRt {
@@ -314,6 +317,7 @@ pub fn compile(
     previous: &Snapshot,
     registry: &Registry,
     bind_address: Option<std::net::IpAddr>,
+    access_log: bool,
 ) -> Snapshot {
     let mut pools = HashMap::with_capacity(cfg.pools.len());
     for (id, v) in &cfg.pools {
@@ -390,6 +394,11 @@ pub fn compile(
                 timeouts: l.spec.timeouts,
                 connection_limit: l.spec.connection_limit,
                 stats: registry.listener_stats.get(id.as_str()),
+                log_one_in: if access_log && l.spec.access_log.enabled {
+                    l.spec.access_log.sample_one_in
+                } else {
+                    0
+                },
             }),
         );
     }

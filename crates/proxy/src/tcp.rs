@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::access_log::{Entry, Termination};
 use crate::connect::connect_tcp;
 use crate::context::Shared;
 use crate::select::{Tried, pick};
@@ -32,17 +33,29 @@ pub(crate) async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
 ) {
-    let (pool, timeouts) = {
+    let started = std::time::Instant::now();
+    let (pool, timeouts, logged) = {
         let snap = dp.snapshot.load();
         let Some(l) = snap.listeners.get(&listener) else {
             return;
         };
+        let logged = dp.log_for(l).is_some();
         let Some(pool) = l.default_pool.clone() else {
             tracing::debug!(listener = %listener, "no default pool; closing connection");
+            if logged {
+                let mut entry = Entry::default();
+                entry.begin("TCP", started);
+                entry.termination = Termination::NoRoute;
+                log(&dp, &entry, &listener, peer);
+            }
             return;
         };
-        (pool, l.timeouts)
+        (pool, l.timeouts, logged)
     };
+    let mut entry = Entry::default();
+    if logged {
+        entry.begin("TCP", started);
+    }
     let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
     let client_hash = fulcrum_balance::hash_ip(peer.ip());
     let mut tried = Tried::default();
@@ -58,6 +71,7 @@ pub(crate) async fn serve(
         let id = pool.sticky.get(key, *ttl)?;
         pool.by_id.get(&id).and_then(|&i| pool.bound(i))
     });
+    let bound_to = bound;
     for _ in 0..MAX_ATTEMPTS {
         let Some(idx) = bound.take().or_else(|| pick(&pool, client_hash, &tried)) else {
             break;
@@ -65,7 +79,15 @@ pub(crate) async fn serve(
         tried.add(idx);
         let member = &pool.members[idx];
         let _lease = Lease::new(&member.state);
-        match connect_tcp(&member.target, connect_timeout).await {
+        let connecting = std::time::Instant::now();
+        let connected = connect_tcp(&member.target, connect_timeout).await;
+        if logged {
+            entry.served_by(&pool, idx);
+            entry.attempts = entry.attempts.saturating_add(1);
+            entry.connect = Some(connecting.elapsed());
+            entry.sticky = bound_to == Some(idx);
+        }
+        match connected {
             Ok(upstream) => {
                 member.state.connect_succeeded();
                 if let Some((key, ttl)) = sticky {
@@ -73,7 +95,13 @@ pub(crate) async fn serve(
                 }
                 let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
                 let mut upstream = upstream;
-                copy_until_idle(&mut client, &mut upstream, idle, TCP_BUFFER).await;
+                let end = copy_until_idle(&mut client, &mut upstream, idle, TCP_BUFFER).await;
+                if logged {
+                    entry.bytes_in = end.from_client;
+                    entry.bytes_out = end.from_member;
+                    entry.termination = end.termination;
+                    log(&dp, &entry, &listener, peer);
+                }
                 return;
             }
             Err(e) => {
@@ -84,6 +112,27 @@ pub(crate) async fn serve(
         }
     }
     // No member: closing the connection is all TCP can say.
+    if logged {
+        entry.termination = if entry.attempts == 0 {
+            Termination::NoMember
+        } else {
+            Termination::MemberConnectFailed
+        };
+        log(&dp, &entry, &listener, peer);
+    }
+}
+
+fn log(dp: &Shared, entry: &Entry, listener: &ListenerId, peer: SocketAddr) {
+    if let Some(sink) = &dp.access_log {
+        sink.emit(entry, listener.as_str(), peer);
+    }
+}
+
+/// How a tunnel ended, and what went through it.
+pub(crate) struct TunnelEnd {
+    pub from_client: u64,
+    pub from_member: u64,
+    pub termination: Termination,
 }
 
 /// Copies both ways until either side closes or neither sends anything for `idle` (TCP
@@ -93,7 +142,8 @@ pub(crate) async fn copy_until_idle<A, B>(
     upstream: &mut B,
     idle: Duration,
     buffer: usize,
-) where
+) -> TunnelEnd
+where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
@@ -103,37 +153,51 @@ pub(crate) async fn copy_until_idle<A, B>(
         inner: client,
         opened,
         last: last.clone(),
+        read: 0,
     };
     let mut upstream = Tracked {
         inner: upstream,
         opened,
         last: last.clone(),
+        read: 0,
     };
     // TCP listeners copy with 64 KiB per direction (tokio's default is 8 KiB): a quarter of
     // the read and write calls on bulk transfers, for 112 KiB more per connection.
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, buffer, buffer);
-    tokio::pin!(copy);
-    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
-    loop {
-        tokio::select! {
-            _ = &mut copy => return,
-            _ = check.tick() => {
-                let quiet = opened
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                if quiet >= idle {
-                    return;
+    let termination = {
+        let copy =
+            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, buffer, buffer);
+        tokio::pin!(copy);
+        let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(25)));
+        loop {
+            tokio::select! {
+                done = &mut copy => break match done {
+                    Ok(_) => Termination::Done,
+                    Err(_) => Termination::ConnectionError,
+                },
+                _ = check.tick() => {
+                    let quiet = opened
+                        .elapsed()
+                        .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                    if quiet >= idle {
+                        break Termination::IdleTimeout;
+                    }
                 }
             }
         }
+    };
+    TunnelEnd {
+        from_client: client.read,
+        from_member: upstream.read,
+        termination,
     }
 }
 
-/// A stream that stamps the time of each successful read.
+/// A stream that stamps the time of each successful read, and counts what it read.
 struct Tracked<S> {
     inner: S,
     opened: tokio::time::Instant,
     last: Arc<AtomicU64>,
+    read: u64,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -145,6 +209,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.read += (buf.filled().len() - before) as u64;
             let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.last.store(ms, Ordering::Relaxed);
         }

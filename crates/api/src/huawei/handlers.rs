@@ -563,6 +563,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
             .transpose()?
             .flatten(),
         timeouts,
+        access_log: Default::default(),
     };
     let lb_id = LoadBalancerId(req.loadbalancer_id);
     let outcome = s

@@ -628,6 +628,7 @@ fn listener_spec(
         tls: None,
         connection_limit: None,
         timeouts,
+        access_log: Default::default(),
     }
 }
 

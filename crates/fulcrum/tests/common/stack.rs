@@ -15,20 +15,37 @@ use super::{Api, Resp, Server, free_port, unlimited_config};
 /// A fulcrum server with the API rate limit lifted (some tests make 1,000 changes).
 pub struct Fulcrum {
     pub api: Api,
-    _server: Server,
+    pub server: Server,
     _dir: tempfile::TempDir,
 }
 
 impl Fulcrum {
     pub fn start() -> Fulcrum {
+        Self::start_with(&[])
+    }
+
+    /// With more `fulcrum serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Fulcrum {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = unlimited_config(dir.path());
-        let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
+        let mut args = vec!["--config", config.as_str()];
+        args.extend_from_slice(extra);
+        let server = Server::start_with(&dir.path().join("data"), &args);
         Fulcrum {
             api: server.client(),
-            _server: server,
+            server,
             _dir: dir,
         }
+    }
+
+    /// Sends the server a signal (`HUP`, `TERM`…).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.server.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
     }
 }
 

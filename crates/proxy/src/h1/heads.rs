@@ -51,6 +51,15 @@ pub(crate) fn request(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Adds a field to a finished head (before its blank line).
+pub(crate) fn append_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        write_field(out, name, value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Whether the client's field `name` is replaced by the member's own credentials.
 pub(crate) fn replaced_by_credentials(member: &MemberRt, name: &[u8]) -> bool {
     let u = &member.upstream;

@@ -118,7 +118,8 @@ pub(crate) enum CopyError {
 
 /// Copies one body from `src` (bytes already read are in `buf`) to `dst`, after `head`
 /// (sent with the first body bytes in one write, or alone at once if none are at hand).
-/// Stops exactly at the body's end: bytes after it stay in `buf`.
+/// Stops exactly at the body's end: bytes after it stay in `buf`. Returns the bytes
+/// written, head included.
 pub(crate) async fn copy_body<R, W>(
     head: &[u8],
     buf: &mut IoBuf,
@@ -127,7 +128,7 @@ pub(crate) async fn copy_body<R, W>(
     framing: Framing,
     sleep: &mut Pin<&mut Sleep>,
     idle: Duration,
-) -> Result<(), CopyError>
+) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -136,6 +137,7 @@ where
         return encode_chunked(head, buf, src, dst, sleep, idle).await;
     }
     let mut head = head;
+    let mut written = 0u64;
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -170,11 +172,12 @@ where
                     .await
                     .ok_or(CopyError::Write)?
                     .map_err(|_| CopyError::Write)?;
+                written += (head.len() + part.len()) as u64;
                 head = &[];
             }
             buf.consume(body_len);
             if done {
-                return Ok(());
+                return Ok(written);
             }
             if !buf.is_empty() {
                 continue;
@@ -186,10 +189,11 @@ where
                 .await
                 .ok_or(CopyError::Write)?
                 .map_err(|_| CopyError::Write)?;
+            written += head.len() as u64;
             head = &[];
         }
         match within(sleep, idle, buf.read_from(src, INITIAL)).await {
-            Some(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
+            Some(Ok(0)) if framing == Framing::UntilClose => return Ok(written),
             Some(Ok(n)) if n > 0 => {}
             _ => return Err(CopyError::Read),
         }
@@ -204,12 +208,13 @@ async fn encode_chunked<R, W>(
     dst: &mut W,
     sleep: &mut Pin<&mut Sleep>,
     idle: Duration,
-) -> Result<(), CopyError>
+) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut head = head;
+    let mut written = 0u64;
     loop {
         let read = within(sleep, idle, buf.read_from(src, INITIAL)).await;
         let ended = match read {
@@ -236,10 +241,11 @@ where
             .await
             .ok_or(CopyError::Write)?
             .map_err(|_| CopyError::Write)?;
+        written += (head.len() + size.len() + data.len() + crlf.len()) as u64;
         head = &[];
         buf.clear();
         if ended {
-            return Ok(());
+            return Ok(written);
         }
     }
 }

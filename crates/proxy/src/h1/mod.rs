@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{Entry, Termination};
 use crate::context::Shared;
 use crate::exchange::{self, Attempts, ConnInfo, MemberFailure};
 use crate::iobuf::{IoBuf, MAX_HEAD};
@@ -50,6 +51,12 @@ struct Client<S> {
     up_fields: Vec<Field>,
     /// Heads being written (to the member, then to the client).
     out: Vec<u8>,
+    /// The access-log record of the current request (inactive when not logged).
+    log: Entry,
+    /// When the current request's head began to arrive (kept only for the access log).
+    head_began: std::time::Instant,
+    /// The request id came from the client (so the member has it already).
+    id_from_client: bool,
 }
 
 /// Serves a client connection until it closes, idles out or the listener stops.
@@ -78,6 +85,9 @@ where
         fields: Vec::with_capacity(16),
         up_fields: Vec::with_capacity(16),
         out: Vec::with_capacity(1024),
+        log: Entry::default(),
+        head_began: opened.into_std(),
+        id_from_client: false,
     };
     // The first head must arrive within the header timeout counted from accept.
     let sleep = tokio::time::sleep_until(opened + ms(listener.timeouts.client_header_ms));
@@ -115,12 +125,22 @@ where
             };
             listener = current;
         }
+        let log = dp.log_for(&listener);
+        if log.is_some() {
+            let protocol = if req.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+            client.log.begin(protocol, client.head_began);
+        }
         let started = std::time::Instant::now();
         let (status, next) = client
             .exchange(dp, conn, &listener, req, &mut sleep, stop)
             .await;
         if status != 0 {
             listener.stats.record(status, started.elapsed());
+        }
+        if let Some(log) = log {
+            client.log.status = status;
+            log.emit(&client.log, conn.listener.as_str(), conn.peer);
+            client.log.active = false;
         }
         match next {
             Next::KeepAlive if !*stop.borrow() => {}
@@ -155,6 +175,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             Limit::After(header_limit)
         };
         let mut head_started = first || !self.buf.is_empty();
+        let timed = listener.log_one_in > 0;
+        if timed && !first && head_started {
+            // Pipelined: the head is already here.
+            self.head_began = std::time::Instant::now();
+        }
         loop {
             let data = self.buf.data();
             if detect_h2 && data.starts_with(H2_PREFACE) {
@@ -177,6 +202,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 // A head began after an idle wait: it has the header timeout from now.
                 head_started = true;
                 limit = Limit::After(header_limit);
+                if timed {
+                    self.head_began = std::time::Instant::now();
+                }
             }
             let waiting = self.buf.is_empty();
             let read = tokio::select! {
@@ -209,6 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         head_only: bool,
     ) {
         heads::error(&mut self.out, status, detail, close, head_only);
+        self.log.bytes_out += self.out.len() as u64;
         let idle = ms(listener.timeouts.idle_ms);
         let _ = within(sleep, idle, write_two(&mut self.io, &self.out, &[])).await;
     }
@@ -249,7 +278,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         sleep: &mut Pin<&mut Sleep>,
         stop: &watch::Receiver<bool>,
     ) -> (u16, Next) {
+        let data = self.buf.data();
+        let target = req.target.of(data);
+        if self.log.active {
+            self.log.bytes_in = req.head_len as u64;
+            let authority = req.host.or(req.authority).map(|h| h.of(data));
+            self.log
+                .request(req.method_span.of(data), authority, target);
+            let from_client = self
+                .fields
+                .iter()
+                .find(|f| f.name.of(data).eq_ignore_ascii_case(b"x-request-id"))
+                .map(|f| f.value.of(data));
+            self.log.set_request_id(from_client);
+            self.id_from_client = from_client.is_some_and(|id| id == self.log.request_id());
+        }
         if req.method == Method::Connect {
+            self.log.termination = Termination::Refused;
             let next = self
                 .reply(sleep, listener, &req, 405, "CONNECT is not served", true)
                 .await;
@@ -266,6 +311,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .position(|b| *b == b'?')
             .map_or(target, |q| &target[..q]);
         let Some(pool) = listener.route(host, path).cloned() else {
+            self.log.termination = Termination::NoRoute;
             let next = self
                 .reply(
                     sleep,
@@ -289,10 +335,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         );
         let retryable = req.body == Body::None && req.method.is_idempotent();
         let mut attempts = Attempts::new(&pool, session.bound);
+        attempts.timed = self.log.active;
         let connect = ms(timeouts.connect_ms);
         while let Some((idx, lease, mut up)) = attempts.next(&pool, conn.client_hash, connect).await
         {
             let member = &pool.members[idx];
+            if self.log.active {
+                self.log.served_by(&pool, idx);
+                self.log.attempts = attempts.made();
+                self.log.connect = attempts.connect_time;
+                self.log.sticky = session.bound == Some(idx);
+            }
             match self
                 .attempt(
                     dp, conn, &pool, idx, &req, &mut up, &session, sleep, stop, timeouts,
@@ -311,6 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     return (status, next);
                 }
                 Attempt::Upgraded { status } => {
+                    self.log.termination = Termination::TunnelClosed;
                     self.tunnel(up, sleep, ms(timeouts.idle_ms)).await;
                     drop(lease);
                     return (status, Next::Close);
@@ -322,6 +376,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 }
                 Attempt::ClientFailed { answer } => {
                     // The client's fault: nothing is charged to the member.
+                    self.log.termination = match answer {
+                        Some(_) => Termination::BadRequest,
+                        None => Termination::ClientAborted,
+                    };
                     if let Some((status, reason)) = answer {
                         self.error(sleep, listener, status, reason, true, false)
                             .await;
@@ -329,8 +387,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     }
                     return (0, Next::Close);
                 }
-                Attempt::Broken => return (0, Next::Close),
+                Attempt::Broken => {
+                    self.log.termination = Termination::ResponseAborted;
+                    return (0, Next::Close);
+                }
             }
+        }
+        if self.log.active {
+            self.log.attempts = attempts.made();
+            self.log.termination = Termination::no_answer(attempts.last_error());
         }
         let (status, reason) = attempts.failure();
         let next = self
@@ -366,6 +431,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             member,
             answer_continue,
         );
+        if self.log.active && !self.id_from_client {
+            heads::append_field(&mut self.out, b"X-Request-Id", self.log.request_id());
+        }
         let sent_at = std::time::Instant::now();
         // The head goes with the body bytes already read; a bodiless request's head stays
         // in the buffer until answered, so a failed attempt can be sent again elsewhere.
@@ -401,7 +469,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 .await;
                 self.out = out;
                 match copied {
-                    Ok(()) => true,
+                    Ok(n) => {
+                        // The head's own length was counted as the client's bytes.
+                        let head = self.out.len() as u64;
+                        self.log.bytes_in += n.saturating_sub(head);
+                        true
+                    }
                     Err(CopyError::Read) => return Attempt::ClientFailed { answer: None },
                     Err(CopyError::Malformed(e)) => {
                         return Attempt::ClientFailed {
@@ -450,6 +523,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 retry: false,
             });
         }
+        if self.log.active {
+            self.log.first_byte = Some(self.log.started.elapsed());
+        }
         let upstream_head = up.buf.data();
         exchange::answered(dp, pool, member, resp.status, sent_at.elapsed(), || {
             self.up_fields
@@ -486,6 +562,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 set_cookie: set_cookie.as_deref(),
             },
         );
+        if self.log.active {
+            let echoed = self.up_fields.iter().any(|f| {
+                f.name
+                    .of(upstream_head)
+                    .eq_ignore_ascii_case(b"x-request-id")
+            });
+            if !echoed {
+                heads::append_field(&mut self.out, b"X-Request-Id", self.log.request_id());
+            }
+        }
         up.buf.consume(resp.head_len);
         if resp.upgrade.is_some() {
             let sent = within(sleep, idle, write_two(&mut self.io, &self.out, &[])).await;
@@ -507,7 +593,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let relayed = match body {
             None => within(sleep, idle, write_two(&mut self.io, &out, &[]))
                 .await
-                .map_or(Err(CopyError::Write), |r| r.map_err(|_| CopyError::Write)),
+                .map_or(Err(CopyError::Write), |r| r.map_err(|_| CopyError::Write))
+                .map(|()| out.len() as u64),
             Some(framing) => {
                 copy_body(
                     &out,
@@ -522,8 +609,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         };
         self.out = out;
+        if let Ok(n) = relayed {
+            self.log.bytes_out += n;
+        }
         match relayed {
-            Ok(()) => Attempt::Done {
+            Ok(_) => Attempt::Done {
                 status: resp.status,
                 reusable: resp.keep_alive && body != Some(Framing::UntilClose),
                 next: if close { Next::Close } else { Next::KeepAlive },
@@ -542,6 +632,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn tunnel(&mut self, mut up: UpConn, sleep: &mut Pin<&mut Sleep>, idle: Duration) {
         // Bytes each side sent ahead of the switch go first.
         if !up.buf.is_empty() || !self.buf.is_empty() {
+            self.log.bytes_out += up.buf.len() as u64;
+            self.log.bytes_in += self.buf.len() as u64;
             let to_client = write_two(&mut self.io, up.buf.data(), &[]);
             if within(sleep, idle, to_client)
                 .await
@@ -560,7 +652,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.buf.clear();
         }
         let buffer = crate::tcp::TUNNEL_BUFFER;
-        crate::tcp::copy_until_idle(&mut self.io, &mut up.io, idle, buffer).await;
+        let end = crate::tcp::copy_until_idle(&mut self.io, &mut up.io, idle, buffer).await;
+        self.log.bytes_in += end.from_client;
+        self.log.bytes_out += end.from_member;
     }
 }
 
