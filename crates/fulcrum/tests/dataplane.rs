@@ -433,6 +433,16 @@ async fn backup_takes_over_and_hands_back() {
     for _ in 0..10 {
         assert_eq!(who(&c, &s.url).await, "primary");
     }
+    // The checks are counted: the primary failed some while it was down, passed others.
+    let text = s.f.metrics().await;
+    let checks = |result: &str| {
+        common::stack::metric(
+            &text,
+            &format!("fulcrum_member_health_checks_total{{pool=\"{pool}\",member=\"{pm}\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(checks("failed") >= 2.0 && checks("passed") >= 1.0, "{text}");
 }
 
 /// 8. A backend killed under load is ejected, and its idempotent GETs are retried on the
@@ -890,6 +900,57 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
         )) >= 1.0
     );
     assert!(value("fulcrum_config_revision") > 0.0);
+    // Names to join on, and what fulcrum counts besides responses.
+    assert_eq!(
+        value(&format!(
+            "fulcrum_member_info{{{m},name=\"\",address=\"127.0.0.1:{}\"}}",
+            a.port()
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "fulcrum_pool_info{{pool=\"{pool}\",name=\"pool\",loadbalancer=\"{lb}\",protocol=\"HTTP\",algorithm=\"ROUND_ROBIN\"}}"
+        )),
+        1.0
+    );
+    assert!(
+        text.lines().any(
+            |line| line.starts_with(&format!("fulcrum_listener_info{{{l},"))
+                && line.contains("protocol=\"HTTP\"")
+                && line.contains(&format!("address=\"127.0.0.1:{port}\""))
+        ),
+        "{text}"
+    );
+    assert!(value(&format!("fulcrum_listener_connections_total{{{l}}}")) >= 1.0);
+    // Ten GETs and their answers, heads included.
+    assert!(value(&format!("fulcrum_listener_received_bytes_total{{{l}}}")) >= 10.0 * 30.0);
+    assert!(value(&format!("fulcrum_listener_sent_bytes_total{{{l}}}")) >= 10.0 * 40.0);
+    // Requests that met the dead member first went on to the live one.
+    let retries = value(&format!("fulcrum_pool_retries_total{{pool=\"{pool}\"}}"));
+    assert!(retries >= 1.0, "{text}");
+    assert_eq!(
+        value(&format!(
+            "fulcrum_listener_local_responses_total{{{l},reason=\"member_failed\"}}"
+        )),
+        0.0,
+        "every request was answered by a member"
+    );
+    // A listener with no pool: fulcrum answers 503 itself, counted as its own.
+    let bare = free_port();
+    let bare_listener = f.listener(&lb, "HTTP", bare, None).await;
+    assert_eq!(get(&c, &format!("http://127.0.0.1:{bare}/")).await.0, 503);
+    let text = f.metrics().await;
+    assert_eq!(
+        common::stack::metric(
+            &text,
+            &format!(
+                "fulcrum_listener_local_responses_total{{listener=\"{bare_listener}\",reason=\"unavailable\"}}"
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
 
     // A counter never goes down: deleting the member that served the pool's responses
     // leaves the pool's count where it was (Prometheus would read a drop as a reset).

@@ -85,6 +85,11 @@ impl Attempts {
                 .bound
                 .take()
                 .or_else(|| pick(pool, client_hash, &self.tried))?;
+            if self.last_error.is_some() {
+                pool.counters
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             self.tried.add(idx);
             let member = &pool.members[idx];
             let lease = Lease::new(&member.state);
@@ -264,7 +269,7 @@ pub(crate) fn passive_failure(pool: &PoolRt, idx: usize) {
         .as_ref()
         .map_or(3, |m| u32::from(m.unhealthy_threshold));
     if failures >= threshold && member.state.health() != Health::Unhealthy {
-        tracing::warn!(member = %member.authority, failures, "member ejected after failed connects");
+        tracing::warn!(pool = %pool.id, member = %member.authority, failures, "member ejected after failed connects");
         member.state.eject_passively(pool.monitor.is_none());
     }
 }

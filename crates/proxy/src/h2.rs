@@ -146,6 +146,11 @@ async fn stream(
     if status != 0 {
         listener.stats.record(status, started.elapsed());
     }
+    listener.counters.bytes(entry.bytes_in, entry.bytes_out);
+    // Every answer of fulcrum's own ends the exchange with a reason other than done.
+    if status != 0 && entry.termination != Termination::Done {
+        listener.counters.local_reply(status);
+    }
     if let Some(log) = log {
         entry.status = status;
         log.emit(&entry, conn.listener.as_str(), conn.peer);

@@ -90,10 +90,15 @@ impl Drop for Checks {
 impl Checks {
     /// Starts checks for members of pools with a monitor, stops the rest.
     pub(crate) fn reconcile(&mut self, snap: &Snapshot, registry: &Registry) {
-        let mut desired: HashMap<
-            MemberId,
-            (i64, HealthMonitorSpec, Target, String, Arc<MemberState>),
-        > = HashMap::new();
+        type Check = (
+            i64,
+            HealthMonitorSpec,
+            Target,
+            String,
+            Arc<MemberState>,
+            fulcrum_model::PoolId,
+        );
+        let mut desired: HashMap<MemberId, Check> = HashMap::new();
         for pool in snap.pools.values() {
             let Some(monitor) = &pool.monitor else {
                 continue;
@@ -107,6 +112,7 @@ impl Checks {
                         m.target.clone(),
                         m.authority.clone(),
                         m.state.clone(),
+                        pool.id.clone(),
                     ),
                 );
             }
@@ -125,11 +131,11 @@ impl Checks {
             }
             keep
         });
-        for (id, (rev, monitor, target, authority, state)) in desired {
+        for (id, (rev, monitor, target, authority, state, pool)) in desired {
             if checks.tasks.contains_key(&id) {
                 continue;
             }
-            let task = tokio::spawn(check_loop(monitor, target, authority, state));
+            let task = tokio::spawn(check_loop(monitor, target, authority, state, pool));
             checks.tasks.insert(id, (rev, task));
         }
     }
@@ -140,6 +146,7 @@ async fn check_loop(
     target: Target,
     authority: String,
     state: Arc<MemberState>,
+    pool: fulcrum_model::PoolId,
 ) {
     let target = match (monitor.port, target) {
         (Some(port), Target::Addr(a)) => Target::Addr(std::net::SocketAddr::new(a.ip(), port)),
@@ -157,13 +164,15 @@ async fn check_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let began = std::time::Instant::now();
         let ok = tokio::time::timeout(timeout, check_once(&monitor, &target, &authority))
             .await
             .unwrap_or(false);
+        state.checked(ok, began.elapsed());
         // The proxy may have ejected the member (failed connects) since the last check.
         counter.sync(state.health());
         if let Some(new) = counter.record(ok) {
-            tracing::info!(member = %authority, state = ?new, "health changed");
+            tracing::info!(%pool, member = %authority, state = ?new, "health changed");
             state.set_health(new);
         }
     }

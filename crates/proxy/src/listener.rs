@@ -176,15 +176,17 @@ async fn accept_loop(
             }
         };
         let opened = Instant::now();
-        let limit = dp
-            .snapshot
-            .load()
-            .listeners
-            .get(&id)
-            .and_then(|l| l.connection_limit);
-        if limit.is_some_and(|max| open.load(Ordering::Relaxed) >= max as usize) {
-            drop(stream);
-            continue;
+        {
+            let snap = dp.snapshot.load();
+            let listener = snap.listeners.get(&id);
+            let limit = listener.and_then(|l| l.connection_limit);
+            if limit.is_some_and(|max| open.load(Ordering::Relaxed) >= max as usize) {
+                drop(stream);
+                continue;
+            }
+            if let Some(l) = listener {
+                l.counters.connections.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let _ = stream.set_nodelay(true);
         open.fetch_add(1, Ordering::Relaxed);

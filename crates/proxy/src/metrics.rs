@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::context::Shared;
 use crate::state::Health;
-use crate::stats::{CLASSES, ERROR_KINDS, Stats};
+use crate::stats::{CLASSES, ERROR_KINDS, LOCAL_REPLIES, Stats};
 
 /// Encodes the data plane's metrics on each scrape.
 #[derive(Debug)]
@@ -64,6 +64,23 @@ fn histogram(
     Ok(())
 }
 
+/// A model enum as its wire name: `TerminatedHttps` → `TERMINATED_HTTPS`.
+fn wire_name(v: impl std::fmt::Debug) -> String {
+    let debug = format!("{v:?}");
+    let mut out = String::with_capacity(debug.len() + 4);
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
 fn by_class(labels: &Labels, s: &Stats) -> impl Iterator<Item = (Labels, u64)> {
     CLASSES.iter().zip(&s.by_class).map(move |(c, n)| {
         let mut l = labels.clone();
@@ -95,6 +112,115 @@ impl prometheus_client::collector::Collector for Collector {
             pool_totals.extend(by_class(&vec![("pool", pool.id.to_string())], &pool.stats));
         }
 
+        // Names and addresses, to join on the id labels (`* on(pool) group_left(name)`).
+        let rows: Vec<(Labels, i64)> = snap
+            .listeners
+            .values()
+            .map(|l| {
+                let labels = vec![
+                    ("listener", l.id.to_string()),
+                    ("name", l.name.clone()),
+                    ("loadbalancer", l.loadbalancer.to_string()),
+                    ("protocol", wire_name(l.protocol)),
+                    ("address", l.bind.addr.to_string()),
+                ];
+                (labels, 1)
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "fulcrum_listener_info",
+            "A listener's name, load balancer, protocol and address (value 1)",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, i64)> = snap
+            .pools
+            .values()
+            .map(|p| {
+                let labels = vec![
+                    ("pool", p.id.to_string()),
+                    ("name", p.name.clone()),
+                    ("loadbalancer", p.loadbalancer.to_string()),
+                    ("protocol", wire_name(p.protocol)),
+                    ("algorithm", wire_name(p.algorithm)),
+                ];
+                (labels, 1)
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "fulcrum_pool_info",
+            "A pool's name, load balancer, protocol and algorithm (value 1)",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, i64)> = snap
+            .pools
+            .values()
+            .flat_map(|p| {
+                p.members.iter().map(|m| {
+                    let labels = vec![
+                        ("pool", p.id.to_string()),
+                        ("member", m.id.to_string()),
+                        ("name", m.name.clone()),
+                        ("address", m.authority.clone()),
+                    ];
+                    (labels, 1)
+                })
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "fulcrum_member_info",
+            "A member's name and address (value 1)",
+            &rows,
+        )?;
+
+        let per_listener = |f: fn(&crate::stats::ListenerCounters) -> u64| -> Vec<(Labels, u64)> {
+            snap.listeners
+                .values()
+                .map(|l| (vec![("listener", l.id.to_string())], f(&l.counters)))
+                .collect()
+        };
+        counter(
+            &mut encoder,
+            "fulcrum_listener_connections",
+            "Client connections accepted",
+            &per_listener(|c| load(&c.connections)),
+        )?;
+        counter(
+            &mut encoder,
+            "fulcrum_listener_received_bytes",
+            "Bytes received from clients (HTTP heads and bodies, TCP payload)",
+            &per_listener(|c| load(&c.bytes_in)),
+        )?;
+        counter(
+            &mut encoder,
+            "fulcrum_listener_sent_bytes",
+            "Bytes sent to clients",
+            &per_listener(|c| load(&c.bytes_out)),
+        )?;
+        let rows: Vec<(Labels, u64)> = snap
+            .listeners
+            .values()
+            .flat_map(|l| {
+                LOCAL_REPLIES
+                    .iter()
+                    .zip(&l.counters.local)
+                    .map(|(reason, n)| {
+                        let labels = vec![
+                            ("listener", l.id.to_string()),
+                            ("reason", (*reason).to_owned()),
+                        ];
+                        (labels, load(n))
+                    })
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_listener_local_responses",
+            "Answers fulcrum gave itself, not a member (by reason)",
+            &rows,
+        )?;
         let rows: Vec<_> = listeners.iter().flat_map(|(l, s)| by_class(l, s)).collect();
         counter(
             &mut encoder,
@@ -114,6 +240,71 @@ impl prometheus_client::collector::Collector for Collector {
             "Member responses, by pool and status class",
             &pool_totals,
         )?;
+        let rows: Vec<(Labels, u64)> = snap
+            .pools
+            .values()
+            .map(|p| (vec![("pool", p.id.to_string())], load(&p.counters.retries)))
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_pool_retries",
+            "Requests sent to another member after one failed",
+            &rows,
+        )?;
+        let member_counter = |f: fn(&crate::state::MemberState) -> u64| -> Vec<(Labels, u64)> {
+            member_rows.iter().map(|(l, s)| (l.clone(), f(s))).collect()
+        };
+        counter(
+            &mut encoder,
+            "fulcrum_member_ejections",
+            "Times failed connects took the member out of rotation",
+            &member_counter(|s| load(&s.ejections)),
+        )?;
+        counter(
+            &mut encoder,
+            "fulcrum_member_breaker_trips",
+            "Times the member's circuit breaker opened",
+            &member_counter(|s| load(&s.breaker_trips)),
+        )?;
+        let rows: Vec<(Labels, i64)> = member_rows
+            .iter()
+            .map(|(l, s)| (l.clone(), i64::from(s.breaker_open())))
+            .collect();
+        gauge(
+            &mut encoder,
+            "fulcrum_member_breaker_open",
+            "1 while the member's circuit breaker is open",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, u64)> = member_rows
+            .iter()
+            .flat_map(|(l, s)| {
+                [("passed", &s.checks_passed), ("failed", &s.checks_failed)]
+                    .into_iter()
+                    .map(move |(result, n)| {
+                        let mut l = l.clone();
+                        l.push(("result", result.to_owned()));
+                        (l, load(n))
+                    })
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_member_health_checks",
+            "Health checks of the member, by result",
+            &rows,
+        )?;
+        let mut m = encoder.encode_descriptor(
+            "fulcrum_member_health_check_duration_seconds",
+            "Time spent in the member's health checks, in all (divide by the checks' count)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (l, s) in &member_rows {
+            let secs = load(&s.check_micros) as f64 / 1e6;
+            m.encode_family(l)?
+                .encode_counter::<NoLabelSet, _, u64>(&secs, None)?;
+        }
         let rows: Vec<_> = member_rows
             .iter()
             .flat_map(|(l, s)| by_class(l, &s.stats))

@@ -48,6 +48,9 @@ pub struct BindKey {
 
 pub struct ListenerRt {
     pub id: ListenerId,
+    /// Its name and load balancer, for the metrics' info series.
+    pub name: String,
+    pub loadbalancer: fulcrum_model::LoadBalancerId,
     /// The listener key's mod revision: its TLS config is rebuilt only when it moves.
     pub revision: i64,
     /// For TERMINATED_HTTPS: the server config, or why it could not be built.
@@ -60,6 +63,7 @@ pub struct ListenerRt {
     pub timeouts: ListenerTimeouts,
     pub connection_limit: Option<u32>,
     pub stats: Arc<crate::stats::Stats>,
+    pub counters: Arc<crate::stats::ListenerCounters>,
     /// Log one request in this many to the access log (0: not logged, or the node keeps
     /// no access log).
     pub log_one_in: u32,
@@ -106,6 +110,7 @@ fn host_matches(want: &str, host: Option<&str>) -> bool {
 
 pub struct MemberRt {
     pub id: MemberId,
+    pub name: String,
     pub upstream: Arc<UpstreamRt>,
     pub target: Target,
     /// `host:port` for the Host header and logs.
@@ -131,6 +136,8 @@ pub struct Tier {
 
 pub struct PoolRt {
     pub id: PoolId,
+    pub name: String,
+    pub loadbalancer: fulcrum_model::LoadBalancerId,
     /// The pool key's mod revision when compiled: any change to the pool, its members or
     /// its monitor moves it, so an unchanged pool is reused as is.
     pub revision: i64,
@@ -150,6 +157,7 @@ pub struct PoolRt {
     pub sticky: Arc<crate::sticky::StickyTable>,
     /// Responses of its members, counted per pool.
     pub stats: Arc<crate::stats::Stats>,
+    pub counters: Arc<crate::stats::PoolCounters>,
     /// Member index by id and by persistence cookie, for bound requests.
     pub by_id: HashMap<MemberId, usize>,
     pub by_cookie: HashMap<String, usize>,
@@ -193,6 +201,7 @@ impl PoolRt {
                 };
                 MemberRt {
                     id: m.value.id.clone(),
+                    name: spec.name.clone(),
                     upstream: match &spec.upstream {
                         Some(own) => Arc::new(UpstreamRt::compile(own)),
                         None => pool_upstream.clone(),
@@ -285,6 +294,8 @@ impl PoolRt {
             .collect();
         let refused = refusals(id, &pool_upstream, &members);
         Some(PoolRt {
+            name: pool.spec.name.clone(),
+            loadbalancer: pool.loadbalancer_id.clone(),
             refused,
             persistence: pool.spec.effective_persistence(),
             slow_start: pool
@@ -293,6 +304,7 @@ impl PoolRt {
                 .map(|s| std::time::Duration::from_secs(u64::from(s))),
             sticky: registry.sticky(id),
             stats: registry.pool_stats.get(id.as_str()),
+            counters: registry.pool_counters.get(id.as_str()),
             by_id,
             by_cookie,
             id: id.clone(),
@@ -376,6 +388,8 @@ pub fn compile(
                     ),
                     udp: l.spec.protocol.is_udp(),
                 },
+                name: l.spec.name.clone(),
+                loadbalancer: l.loadbalancer_id.clone(),
                 protocol: l.spec.protocol,
                 enabled: l.spec.admin_state_up && lb.value.spec.admin_state_up,
                 default_pool: l.spec.default_pool_id.as_ref().and_then(pool),
@@ -394,6 +408,7 @@ pub fn compile(
                 timeouts: l.spec.timeouts,
                 connection_limit: l.spec.connection_limit,
                 stats: registry.listener_stats.get(id.as_str()),
+                counters: registry.listener_counters.get(id.as_str()),
                 log_one_in: if access_log && l.spec.access_log.enabled {
                     l.spec.access_log.sample_one_in
                 } else {

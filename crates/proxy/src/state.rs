@@ -39,6 +39,13 @@ pub struct MemberState {
     /// Idle HTTP/1.1 connections, per worker.
     pub(crate) idle: IdlePool,
     pub(crate) stats: crate::stats::Stats,
+    /// Times passive health took it out, and its breaker tripped.
+    pub(crate) ejections: AtomicU64,
+    pub(crate) breaker_trips: AtomicU64,
+    /// Health checks that passed and failed, and the time they took in all.
+    pub(crate) checks_passed: AtomicU64,
+    pub(crate) checks_failed: AtomicU64,
+    pub(crate) check_micros: AtomicU64,
 }
 
 impl MemberState {
@@ -53,6 +60,11 @@ impl MemberState {
             warm_since_ms: AtomicU64::new(0),
             idle: IdlePool::new(workers),
             stats: crate::stats::Stats::default(),
+            ejections: AtomicU64::new(0),
+            breaker_trips: AtomicU64::new(0),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
+            check_micros: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +103,7 @@ impl MemberState {
     /// Takes the member out after failed connects. With a monitor, the monitor brings it
     /// back; without one, it is tried again after a cool-down.
     pub fn eject_passively(&self, cool_down: bool) {
+        self.ejections.fetch_add(1, Ordering::Relaxed);
         if cool_down {
             self.ejected_until_ms
                 .store(now_ms() + PASSIVE_COOL_DOWN_MS, Ordering::Relaxed);
@@ -108,6 +121,20 @@ impl MemberState {
 
     pub fn breaker_open(&self) -> bool {
         !self.breaker_allows()
+    }
+
+    /// Counts one health check.
+    pub fn checked(&self, passed: bool, took: std::time::Duration) {
+        let counter = if passed {
+            &self.checks_passed
+        } else {
+            &self.checks_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.check_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// The breaker's state, for reports (takes its lock: not for the request path).
@@ -130,7 +157,9 @@ impl MemberState {
         }
         let now = now_ms();
         let mut b = self.breaker.lock();
-        b.record(rules, outcome, now);
+        if b.record(rules, outcome, now) {
+            self.breaker_trips.fetch_add(1, Ordering::Relaxed);
+        }
         let until = match b.state(now) {
             crate::breaker::State::Open { until_ms } => until_ms,
             _ => 0,
@@ -216,8 +245,10 @@ pub struct Registry {
     members: WeakMap<MemberId, MemberState>,
     /// Listener counters, which outlive snapshots the same way.
     pub(crate) listener_stats: crate::stats::StatsRegistry,
+    pub(crate) listener_counters: crate::stats::StatsRegistry<crate::stats::ListenerCounters>,
     /// Pool counters: kept per pool, so deleting a member never makes them go down.
     pub(crate) pool_stats: crate::stats::StatsRegistry,
+    pub(crate) pool_counters: crate::stats::StatsRegistry<crate::stats::PoolCounters>,
     /// Session persistence bindings per pool.
     sticky: WeakMap<fulcrum_model::PoolId, crate::sticky::StickyTable>,
 }
@@ -228,7 +259,9 @@ impl Registry {
             workers,
             members: WeakMap::default(),
             listener_stats: crate::stats::StatsRegistry::default(),
+            listener_counters: crate::stats::StatsRegistry::default(),
             pool_stats: crate::stats::StatsRegistry::default(),
+            pool_counters: crate::stats::StatsRegistry::default(),
             sticky: WeakMap::default(),
         }
     }

@@ -73,12 +73,90 @@ impl Stats {
     }
 }
 
-/// Hands out one `Stats` per listener id, alive as long as a snapshot holds it.
-#[derive(Default)]
-pub struct StatsRegistry(crate::weak_map::WeakMap<String, Stats>);
+/// Why fulcrum answered a request itself (never a member's answer).
+#[derive(Clone, Copy)]
+pub(crate) enum LocalReply {
+    /// 400: a malformed request or body.
+    BadRequest = 0,
+    /// 405: a method fulcrum does not proxy (CONNECT).
+    Refused = 1,
+    /// 408: the request head did not arrive in time.
+    RequestTimeout = 2,
+    /// 413, 414, 431: a request too large.
+    TooLarge = 3,
+    /// 502: no member could be reached, or one broke off before answering.
+    MemberFailed = 4,
+    /// 503: no route, no member available, breakers open, listener being removed.
+    Unavailable = 5,
+    /// 504: the member did not answer in time.
+    MemberTimeout = 6,
+    Other = 7,
+}
+pub(crate) const LOCAL_REPLIES: [&str; 8] = [
+    "bad_request",
+    "refused",
+    "request_timeout",
+    "too_large",
+    "member_failed",
+    "unavailable",
+    "member_timeout",
+    "other",
+];
 
-impl StatsRegistry {
-    pub fn get(&self, id: &str) -> Arc<Stats> {
-        self.0.get_or_insert_with(id, Stats::default).0
+impl LocalReply {
+    pub fn of(status: u16) -> LocalReply {
+        match status {
+            400 => LocalReply::BadRequest,
+            405 => LocalReply::Refused,
+            408 => LocalReply::RequestTimeout,
+            413 | 414 | 431 => LocalReply::TooLarge,
+            502 => LocalReply::MemberFailed,
+            503 => LocalReply::Unavailable,
+            504 => LocalReply::MemberTimeout,
+            _ => LocalReply::Other,
+        }
+    }
+}
+
+/// A listener's counters besides its requests.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) local: [AtomicU64; LOCAL_REPLIES.len()],
+}
+
+impl ListenerCounters {
+    pub fn bytes(&self, received: u64, sent: u64) {
+        self.bytes_in.fetch_add(received, Ordering::Relaxed);
+        self.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    }
+
+    pub fn local_reply(&self, status: u16) {
+        self.local[LocalReply::of(status) as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A pool's counters besides its members' responses.
+#[derive(Debug, Default)]
+pub struct PoolCounters {
+    /// Requests sent to another member after one failed.
+    pub(crate) retries: AtomicU64,
+}
+
+/// Hands out one `T` per id, alive as long as a snapshot holds it (so counters outlive
+/// configuration changes, and a removed listener's or pool's go with it).
+pub struct StatsRegistry<T = Stats>(crate::weak_map::WeakMap<String, T>);
+
+impl<T> Default for StatsRegistry<T> {
+    fn default() -> Self {
+        StatsRegistry(crate::weak_map::WeakMap::default())
+    }
+}
+
+impl<T: Default> StatsRegistry<T> {
+    pub fn get(&self, id: &str) -> Arc<T> {
+        self.0.get_or_insert_with(id, T::default).0
     }
 }

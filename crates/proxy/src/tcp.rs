@@ -34,7 +34,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
 ) {
     let started = std::time::Instant::now();
-    let (pool, timeouts, logged) = {
+    let (pool, timeouts, logged, counters) = {
         let snap = dp.snapshot.load();
         let Some(l) = snap.listeners.get(&listener) else {
             return;
@@ -50,7 +50,7 @@ pub(crate) async fn serve(
             }
             return;
         };
-        (pool, l.timeouts, logged)
+        (pool, l.timeouts, logged, l.counters.clone())
     };
     let mut entry = Entry::default();
     if logged {
@@ -96,6 +96,7 @@ pub(crate) async fn serve(
                 let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
                 let mut upstream = upstream;
                 let end = copy_until_idle(&mut client, &mut upstream, idle, TCP_BUFFER).await;
+                counters.bytes(end.from_client, end.from_member);
                 if logged {
                     entry.bytes_in = end.from_client;
                     entry.bytes_out = end.from_member;

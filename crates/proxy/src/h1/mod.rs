@@ -131,12 +131,17 @@ where
             client.log.begin(protocol, client.head_began);
         }
         let started = std::time::Instant::now();
+        client.log.bytes_in = 0;
+        client.log.bytes_out = 0;
         let (status, next) = client
             .exchange(dp, conn, &listener, req, &mut sleep, stop)
             .await;
         if status != 0 {
             listener.stats.record(status, started.elapsed());
         }
+        listener
+            .counters
+            .bytes(client.log.bytes_in, client.log.bytes_out);
         if let Some(log) = log {
             client.log.status = status;
             log.emit(&client.log, conn.listener.as_str(), conn.peer);
@@ -238,6 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     ) {
         heads::error(&mut self.out, status, detail, close, head_only);
         self.log.bytes_out += self.out.len() as u64;
+        listener.counters.local_reply(status);
         let idle = ms(listener.timeouts.idle_ms);
         let _ = within(sleep, idle, write_two(&mut self.io, &self.out, &[])).await;
     }
@@ -280,8 +286,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     ) -> (u16, Next) {
         let data = self.buf.data();
         let target = req.target.of(data);
+        self.log.bytes_in = req.head_len as u64;
         if self.log.active {
-            self.log.bytes_in = req.head_len as u64;
             let authority = req.host.or(req.authority).map(|h| h.of(data));
             self.log
                 .request(req.method_span.of(data), authority, target);
