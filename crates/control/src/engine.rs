@@ -120,6 +120,45 @@ impl Plan {
     }
 }
 
+/// What a change's input tells the engine besides its fingerprint (its serialisation):
+/// the operation's name. The operations pass `(name, arguments…)`.
+pub(crate) trait ChangeInput: Serialize {
+    fn operation(&self) -> &'static str;
+}
+
+impl<A: Serialize> ChangeInput for (&'static str, A) {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl<A: Serialize, B: Serialize> ChangeInput for (&'static str, A, B) {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl<A: Serialize, B: Serialize, C: Serialize> ChangeInput for (&'static str, A, B, C) {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// An input whose fingerprint is a caller's value as it is, with the operation beside it.
+pub(crate) struct Named<'a, I>(pub &'static str, pub &'a I);
+
+impl<I: Serialize> Serialize for Named<'_, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.1.serialize(s)
+    }
+}
+
+impl<I: Serialize> ChangeInput for Named<'_, I> {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
 /// What a retry token remembers.
 #[derive(Serialize, Deserialize)]
 struct RetryRecord {
@@ -404,8 +443,29 @@ impl ControlPlane {
         mod_revision > self.applied_revision()
     }
 
+    /// Runs one mutation and writes its audit record: every change passes here, whichever
+    /// API it came through. `input` names the operation (what its plans name) and
+    /// identifies the request for retry tokens.
+    pub(crate) async fn mutate<I: ChangeInput>(
+        &self,
+        ctx: &RequestContext,
+        input: &I,
+        plan_fn: impl Fn(&Config, Timestamp) -> Result<Plan, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        let operation = input.operation();
+        let result = self
+            .commit_change(ctx, input, |cfg, now| {
+                let plan = plan_fn(cfg, now)?;
+                debug_assert_eq!(plan.operation, operation, "a plan names its operation");
+                Ok(plan)
+            })
+            .await;
+        audit(ctx, operation, &result);
+        result
+    }
+
     /// Runs one mutation: idempotency, preconditions, locks, CAS commit with retries.
-    pub(crate) async fn mutate<I: Serialize>(
+    async fn commit_change<I: Serialize>(
         &self,
         ctx: &RequestContext,
         input: &I,
@@ -827,6 +887,71 @@ impl ControlPlane {
                 Ok(Some(wr))
             }
         }
+    }
+}
+
+/// The audit record of one change: INFO under the target `fulcrum::audit` (so it can be
+/// filtered or routed on its own), with who asked, through which API, what changed and the
+/// outcome. Never the request's values: a spec may hold upstream credentials, and an
+/// error message may quote what it refuses; a refusal names its code (and for invalid
+/// input the field) instead.
+fn audit(ctx: &RequestContext, operation: &'static str, result: &Result<Outcome, ControlError>) {
+    const TARGET: &str = "fulcrum::audit";
+    match result {
+        Ok(outcome) => {
+            let wr = &outcome.work_request;
+            tracing::info!(
+                target: TARGET,
+                principal = %ctx.principal,
+                front_door = ctx.front_door,
+                operation,
+                outcome = "accepted",
+                loadbalancer = wr.loadbalancer_id.as_ref().map_or("", |id| id.as_str()),
+                resources = %ResourceList(&wr.resources),
+                work_request = %wr.id,
+                request_id = %ctx.request_id,
+                replayed = outcome.replayed,
+                "change accepted"
+            );
+        }
+        Err(e) => {
+            let work_request = match e {
+                ControlError::OutcomeUnknown { work_request_id } => work_request_id.as_str(),
+                _ => "",
+            };
+            let field = match e {
+                ControlError::Invalid(v) => v.first().field.as_str(),
+                _ => "",
+            };
+            tracing::info!(
+                target: TARGET,
+                principal = %ctx.principal,
+                front_door = ctx.front_door,
+                operation,
+                outcome = "refused",
+                error_code = e.code(),
+                field,
+                work_request,
+                request_id = %ctx.request_id,
+                "change refused"
+            );
+        }
+    }
+}
+
+/// `pool/ID,member/ID`: the resources a change named, for the audit record.
+struct ResourceList<'a>(&'a [ResourceRef]);
+
+impl std::fmt::Display for ResourceList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&r.kind.as_str().replace(' ', "_"))?;
+            write!(f, "/{}", r.id)?;
+        }
+        Ok(())
     }
 }
 

@@ -52,6 +52,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// The authenticated caller; retry tokens are scoped to it.
     pub principal: String,
+    /// The API the change came through (`native`, `oci`, `huawei`, `azure`), for the
+    /// audit record. Opaque here: this crate knows no dialect.
+    pub front_door: &'static str,
     /// Retry token (1..64 characters): the same token with the same request acts once.
     pub retry_token: Option<String>,
     pub if_match: Option<IfMatch>,

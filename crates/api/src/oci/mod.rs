@@ -376,6 +376,7 @@ impl FromRequestParts<OciState> for Ctx {
         Ok(Ctx(RequestContext {
             request_id: current_request_id(),
             principal,
+            front_door: "oci",
             retry_token,
             if_match,
             lock_override: query.flag("isLockOverride")?,
