@@ -78,6 +78,10 @@ enum Command {
         /// This node's name in a fleet [default: generated once, kept in the data directory].
         #[arg(long, env = "FULCRUM_NODE_ID")]
         node_id: Option<String>,
+        /// How logs are written to stderr: `text`, or `json` (one object per line)
+        /// [default: the config's `[log] format`, else text].
+        #[arg(long, value_enum, env = "FULCRUM_LOG_FORMAT")]
+        log_format: Option<serve::LogFormat>,
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
     Apply {
@@ -98,13 +102,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` reads its config first: it may choose the log format.
+    let (file, format) = match &cli.command {
+        Command::Serve {
+            config, log_format, ..
+        } => match serve::read_config(config.as_deref()) {
+            Ok(file) => {
+                let format = log_format.or(file.log.format).unwrap_or_default();
+                (Some(file), format)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => (None, serve::LogFormat::Text),
+    };
+    init_logging(format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Serve { .. }) {
         // The API and the control plane; the proxy gets a runtime of its own (serve.rs).
@@ -117,7 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, file.unwrap_or_default())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line, with the causes, never a backtrace.
@@ -127,10 +141,33 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Logs go to stderr, filtered by `FULCRUM_LOG` (default `info`; audit records have the
+/// target `fulcrum::audit`), coloured only when stderr is a terminal.
+fn init_logging(format: serve::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        serve::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line, the event's fields beside `timestamp`, `level`, `target`
+        // and `message`.
+        serve::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
-            config,
+            config: _,
+            log_format: _,
             data_dir,
             listen,
             apply,
@@ -140,7 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node_id,
         } => {
             serve::run(serve::ServeArgs {
-                config,
+                file,
                 data_dir,
                 listen,
                 apply,

@@ -29,6 +29,37 @@ pub struct FileConfig {
     pub azure: AzureConfig,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: how the server writes its own logs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json`; `--log-format` and `FULCRUM_LOG_FORMAT` win.
+    pub format: Option<LogFormat>,
+}
+
+/// How the server's logs are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Reads `fulcrum.toml`, or gives the defaults when no file is named.
+pub fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +93,8 @@ pub struct TokenEntry {
 }
 
 pub struct ServeArgs {
-    pub config: Option<PathBuf>,
+    /// The config file's contents (`read_config`).
+    pub file: FileConfig,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub apply: Option<PathBuf>,
@@ -87,14 +119,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let file: FileConfig = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
+    let file = args.file;
     // The demo runs in a throwaway directory unless told otherwise, so it never mixes
     // with a real configuration.
     let demo_dir = match (args.demo, &args.data_dir) {
