@@ -207,9 +207,13 @@ pub struct Refusal {
 /// The code of a work request that failed because the data plane refused what it changed.
 pub const NOT_SERVED: &str = "NotServed";
 
+/// Told of each work request this node records as finished (SUCCEEDED or FAILED).
+pub type FinishedHook = Arc<dyn Fn(&WorkRequest) + Send + Sync>;
+
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     observer: RwLock<Option<Arc<dyn Observer>>>,
+    finished_hook: RwLock<Option<FinishedHook>>,
     config: RwLock<Config>,
     /// The revision the view holds.
     seen: watch::Sender<Revision>,
@@ -266,6 +270,7 @@ impl ControlPlane {
         let cp = Arc::new(ControlPlane {
             store,
             observer: RwLock::new(None),
+            finished_hook: RwLock::new(None),
             seen: watch::Sender::new(revision),
             local_applied: watch::Sender::new(initial_applied),
             local_refused: watch::Sender::new(Arc::new(Vec::new())),
@@ -315,6 +320,13 @@ impl ControlPlane {
     /// The data plane registers what it observes (health) for reads.
     pub fn set_observer(&self, observer: Arc<dyn Observer>) {
         *self.observer.write() = Some(observer);
+    }
+
+    /// Registers what is told of each work request once its final status is recorded (by
+    /// this node: in a fleet, the node whose transaction records it), e.g. to measure
+    /// how long changes take.
+    pub fn on_work_request_finished(&self, hook: FinishedHook) {
+        *self.finished_hook.write() = Some(hook);
     }
 
     pub fn observed_member_status(
@@ -1139,6 +1151,7 @@ impl ControlPlane {
         let now = Utc::now();
         let mut compares = Vec::new();
         let mut writes = Vec::new();
+        let mut finished = Vec::new();
         for pending in done {
             let mut wr = pending.value.clone();
             self.settle(&mut wr);
@@ -1155,18 +1168,26 @@ impl ControlPlane {
                 key,
                 value: to_json(&wr)?,
             });
+            finished.push(wr);
         }
         if writes.is_empty() {
             return Ok(());
         }
         // A concurrent finisher (another node) may have won; then there is nothing to do.
-        self.store
+        let resp = self
+            .store
             .txn(Txn {
                 compares,
                 success: writes,
                 failure: Vec::new(),
             })
             .await?;
+        let hook = self.finished_hook.read().clone();
+        if resp.succeeded
+            && let Some(hook) = hook
+        {
+            finished.iter().for_each(|wr| hook(wr));
+        }
         Ok(())
     }
 

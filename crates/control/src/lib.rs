@@ -32,7 +32,7 @@ mod traffic;
 mod tree;
 
 pub use config::{Config, Versioned};
-pub use engine::{ControlPlane, NOT_SERVED, Observer, Options, Outcome, Refusal};
+pub use engine::{ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Refusal};
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 /// Store revisions number every configuration the control plane hands out.

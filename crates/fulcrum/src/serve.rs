@@ -39,6 +39,9 @@ pub struct FileConfig {
 pub struct LogSection {
     /// `text` (default) or `json`; `--log-format` and `FULCRUM_LOG_FORMAT` win.
     pub format: Option<LogFormat>,
+    /// Failed authentication is logged once per source address per this many seconds,
+    /// as a count (default 10).
+    pub auth_failure_interval_secs: Option<u64>,
 }
 
 /// How the server's logs are written to stderr.
@@ -170,6 +173,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         oci: file.oci,
         huawei: file.huawei,
         azure: file.azure,
+        auth_failure_interval: file
+            .log
+            .auth_failure_interval_secs
+            .map_or(defaults.auth_failure_interval, |s| {
+                std::time::Duration::from_secs(s.max(1))
+            }),
     };
 
     let (store, shared) = crate::store::open(&file.store, args.store.as_deref(), &data_dir).await?;
@@ -216,8 +225,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let metrics_source = data_plane.clone();
-    let metrics: fulcrum_api::MetricsSource = Arc::new(move || metrics_source.render_metrics());
+    // One registry for /metrics: the API's families, process metrics and the data plane's.
+    let mut metrics = fulcrum_api::Metrics::new();
+    metrics.register_collector(data_plane.collector());
     if args.role == Role::DataPlane {
         // No API on this node; probes and scrapers still find /v1/health and /metrics.
         let app = fulcrum_api::probe_router(control.clone(), Some(metrics));
@@ -226,9 +236,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "fulcrum: data-plane node following the shared configuration; health and metrics on http://{local} (data in {})",
             data_dir.display()
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
         data_plane.shutdown(SHUTDOWN_GRACE).await;
         return Ok(());
     }
@@ -240,10 +253,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
 
+    // The caller's address lets failed authentication be summarised per source.
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     });
     if args.demo {
         crate::demo::start_backends().await?;

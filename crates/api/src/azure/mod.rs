@@ -92,11 +92,25 @@ pub(crate) fn router(state: AppState, config: &AzureConfig) -> Router {
 }
 
 async fn handle(State(az): State<Azure>, req: Request) -> Response {
-    match serve(&az, req).await {
+    // The route is one catch-all: name the operation for the API's metrics.
+    let operation = match parse_path(req.uri().path()) {
+        Ok(Target {
+            backend: Some(_), ..
+        }) => BACKEND_ROUTE,
+        Ok(_) => BACKENDS_ROUTE,
+        Err(_) => "/subscriptions/{*rest}",
+    };
+    let mut resp = match serve(&az, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
-    }
+    };
+    resp.extensions_mut()
+        .insert(crate::request::Operation(operation));
+    resp
 }
+
+const BACKENDS_ROUTE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}/backends";
+const BACKEND_ROUTE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}/backends/{backendId}";
 
 /// What the path names.
 struct Target {
