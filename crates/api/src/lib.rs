@@ -16,6 +16,7 @@ use fulcrum_control::{ControlPlane, RateLimiter};
 mod auth;
 mod azure;
 mod huawei;
+mod metrics;
 mod native;
 mod oci;
 mod request;
@@ -27,6 +28,7 @@ pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
 pub use auth::ApiToken;
 pub use azure::AzureConfig;
 pub use huawei::HuaweiConfig;
+pub use metrics::Metrics;
 pub use native::openapi_document;
 pub use oci::OciConfig;
 
@@ -45,6 +47,8 @@ pub struct ApiConfig {
     pub huawei: HuaweiConfig,
     /// The Azure dialect's credentials.
     pub azure: AzureConfig,
+    /// Failed authentication is logged once per source address per interval, as a count.
+    pub auth_failure_interval: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +60,7 @@ impl Default for ApiConfig {
             oci: OciConfig::default(),
             huawei: HuaweiConfig::default(),
             azure: AzureConfig::default(),
+            auth_failure_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -67,17 +72,17 @@ pub(crate) struct AppState {
     pub limiter: Arc<RateLimiter>,
 }
 
-/// Renders metrics in the Prometheus text format (the data plane's, typically).
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// The whole API as one router. `/metrics`, when a source is given, needs no token, like
+/// The whole API as one router. `/metrics`, when given, needs no token, like
 /// `/v1/health`: scrapers and probes run where the API listens (127.0.0.1 by default).
-pub fn router(
-    control: Arc<ControlPlane>,
-    config: &ApiConfig,
-    metrics: Option<MetricsSource>,
-) -> Router {
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, so failed
+/// authentication is summarised per source address.
+pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Metrics>) -> Router {
     let control_for_stale = control.clone();
+    let metrics = metrics.map(Metrics::into_parts);
+    if let Some((_, api)) = &metrics {
+        control.on_work_request_finished(api.work_request_hook());
+    }
+    let observe = observer(config.auth_failure_interval, metrics.as_ref());
     let state = AppState {
         control,
         tokens: Arc::new(config.tokens.clone()),
@@ -86,13 +91,44 @@ pub fn router(
     let router = native::router(state.clone())
         .merge(oci::router(state.clone(), &config.oci))
         .merge(huawei::router(state.clone(), &config.huawei))
-        .merge(azure::router(state, &config.azure));
-    with_common_layers(with_metrics(router, metrics), control_for_stale)
+        .merge(azure::router(state, &config.azure))
+        .layer(axum::middleware::from_fn_with_state(
+            observe,
+            request::observe,
+        ));
+    with_common_layers(
+        with_metrics(router, metrics.map(|(registry, _)| registry)),
+        control_for_stale,
+    )
+}
+
+/// The state of the outermost middleware (`request::observe`), and the task that logs
+/// the summaries of failed authentication.
+fn observer(
+    interval: std::time::Duration,
+    metrics: Option<&(
+        Arc<prometheus_client::registry::Registry>,
+        Arc<metrics::ApiMetrics>,
+    )>,
+) -> Arc<request::Observe> {
+    let auth_failures = Arc::new(auth::AuthFailures::new(interval));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(request::flush_auth_failures(Arc::downgrade(&auth_failures)));
+    }
+    Arc::new(request::Observe {
+        metrics: metrics.map(|(_, api)| api.clone()),
+        auth_failures,
+    })
 }
 
 /// What a data-plane-only fleet node serves in place of the API: `/v1/health` and
 /// `/metrics`, for probes and scrapers.
-pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<MetricsSource>) -> Router {
+pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<Metrics>) -> Router {
+    let metrics = metrics.map(Metrics::into_parts);
+    if let Some((_, api)) = &metrics {
+        control.on_work_request_finished(api.work_request_hook());
+    }
+    let observe = observer(ApiConfig::default().auth_failure_interval, metrics.as_ref());
     let state = AppState {
         control: control.clone(),
         tokens: Arc::new(Vec::new()),
@@ -100,18 +136,30 @@ pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<MetricsSource>) 
     };
     let router = Router::new()
         .route("/v1/health", axum::routing::get(native::health))
-        .with_state(state);
-    with_common_layers(with_metrics(router, metrics), control)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            observe,
+            request::observe,
+        ));
+    with_common_layers(
+        with_metrics(router, metrics.map(|(registry, _)| registry)),
+        control,
+    )
 }
 
-fn with_metrics(router: Router, metrics: Option<MetricsSource>) -> Router {
-    let Some(render) = metrics else {
+/// `/metrics`: the one registry (the API's families, process metrics and whatever
+/// collectors were added, such as the data plane's), encoded once per scrape.
+fn with_metrics(
+    router: Router,
+    registry: Option<Arc<prometheus_client::registry::Registry>>,
+) -> Router {
+    let Some(registry) = registry else {
         return router;
     };
     router.route(
         "/metrics",
         axum::routing::get(move || {
-            let render = render.clone();
+            let registry = registry.clone();
             async move {
                 // prometheus-client writes OpenMetrics (`# EOF`, counter families named
                 // without `_total`): say so, or a scraper parses it as the older text format.
@@ -120,7 +168,7 @@ fn with_metrics(router: Router, metrics: Option<MetricsSource>) -> Router {
                         http::header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    render(),
+                    metrics::render(&registry),
                 )
             }
         }),

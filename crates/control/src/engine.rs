@@ -120,6 +120,45 @@ impl Plan {
     }
 }
 
+/// What a change's input tells the engine besides its fingerprint (its serialisation):
+/// the operation's name. The operations pass `(name, arguments…)`.
+pub(crate) trait ChangeInput: Serialize {
+    fn operation(&self) -> &'static str;
+}
+
+impl<A: Serialize> ChangeInput for (&'static str, A) {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl<A: Serialize, B: Serialize> ChangeInput for (&'static str, A, B) {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl<A: Serialize, B: Serialize, C: Serialize> ChangeInput for (&'static str, A, B, C) {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// An input whose fingerprint is a caller's value as it is, with the operation beside it.
+pub(crate) struct Named<'a, I>(pub &'static str, pub &'a I);
+
+impl<I: Serialize> Serialize for Named<'_, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.1.serialize(s)
+    }
+}
+
+impl<I: Serialize> ChangeInput for Named<'_, I> {
+    fn operation(&self) -> &'static str {
+        self.0
+    }
+}
+
 /// What a retry token remembers.
 #[derive(Serialize, Deserialize)]
 struct RetryRecord {
@@ -168,9 +207,13 @@ pub struct Refusal {
 /// The code of a work request that failed because the data plane refused what it changed.
 pub const NOT_SERVED: &str = "NotServed";
 
+/// Told of each work request this node records as finished (SUCCEEDED or FAILED).
+pub type FinishedHook = Arc<dyn Fn(&WorkRequest) + Send + Sync>;
+
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     observer: RwLock<Option<Arc<dyn Observer>>>,
+    finished_hook: RwLock<Option<FinishedHook>>,
     config: RwLock<Config>,
     /// The revision the view holds.
     seen: watch::Sender<Revision>,
@@ -227,6 +270,7 @@ impl ControlPlane {
         let cp = Arc::new(ControlPlane {
             store,
             observer: RwLock::new(None),
+            finished_hook: RwLock::new(None),
             seen: watch::Sender::new(revision),
             local_applied: watch::Sender::new(initial_applied),
             local_refused: watch::Sender::new(Arc::new(Vec::new())),
@@ -276,6 +320,13 @@ impl ControlPlane {
     /// The data plane registers what it observes (health) for reads.
     pub fn set_observer(&self, observer: Arc<dyn Observer>) {
         *self.observer.write() = Some(observer);
+    }
+
+    /// Registers what is told of each work request once its final status is recorded (by
+    /// this node: in a fleet, the node whose transaction records it), e.g. to measure
+    /// how long changes take.
+    pub fn on_work_request_finished(&self, hook: FinishedHook) {
+        *self.finished_hook.write() = Some(hook);
     }
 
     pub fn observed_member_status(
@@ -404,8 +455,29 @@ impl ControlPlane {
         mod_revision > self.applied_revision()
     }
 
+    /// Runs one mutation and writes its audit record: every change passes here, whichever
+    /// API it came through. `input` names the operation (what its plans name) and
+    /// identifies the request for retry tokens.
+    pub(crate) async fn mutate<I: ChangeInput>(
+        &self,
+        ctx: &RequestContext,
+        input: &I,
+        plan_fn: impl Fn(&Config, Timestamp) -> Result<Plan, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        let operation = input.operation();
+        let result = self
+            .commit_change(ctx, input, |cfg, now| {
+                let plan = plan_fn(cfg, now)?;
+                debug_assert_eq!(plan.operation, operation, "a plan names its operation");
+                Ok(plan)
+            })
+            .await;
+        audit(ctx, operation, &result);
+        result
+    }
+
     /// Runs one mutation: idempotency, preconditions, locks, CAS commit with retries.
-    pub(crate) async fn mutate<I: Serialize>(
+    async fn commit_change<I: Serialize>(
         &self,
         ctx: &RequestContext,
         input: &I,
@@ -830,6 +902,71 @@ impl ControlPlane {
     }
 }
 
+/// The audit record of one change: INFO under the target `fulcrum::audit` (so it can be
+/// filtered or routed on its own), with who asked, through which API, what changed and the
+/// outcome. Never the request's values: a spec may hold upstream credentials, and an
+/// error message may quote what it refuses; a refusal names its code (and for invalid
+/// input the field) instead.
+fn audit(ctx: &RequestContext, operation: &'static str, result: &Result<Outcome, ControlError>) {
+    const TARGET: &str = "fulcrum::audit";
+    match result {
+        Ok(outcome) => {
+            let wr = &outcome.work_request;
+            tracing::info!(
+                target: TARGET,
+                principal = %ctx.principal,
+                front_door = ctx.front_door,
+                operation,
+                outcome = "accepted",
+                loadbalancer = wr.loadbalancer_id.as_ref().map_or("", |id| id.as_str()),
+                resources = %ResourceList(&wr.resources),
+                work_request = %wr.id,
+                request_id = %ctx.request_id,
+                replayed = outcome.replayed,
+                "change accepted"
+            );
+        }
+        Err(e) => {
+            let work_request = match e {
+                ControlError::OutcomeUnknown { work_request_id } => work_request_id.as_str(),
+                _ => "",
+            };
+            let field = match e {
+                ControlError::Invalid(v) => v.first().field.as_str(),
+                _ => "",
+            };
+            tracing::info!(
+                target: TARGET,
+                principal = %ctx.principal,
+                front_door = ctx.front_door,
+                operation,
+                outcome = "refused",
+                error_code = e.code(),
+                field,
+                work_request,
+                request_id = %ctx.request_id,
+                "change refused"
+            );
+        }
+    }
+}
+
+/// `pool/ID,member/ID`: the resources a change named, for the audit record.
+struct ResourceList<'a>(&'a [ResourceRef]);
+
+impl std::fmt::Display for ResourceList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&r.kind.as_str().replace(' ', "_"))?;
+            write!(f, "/{}", r.id)?;
+        }
+        Ok(())
+    }
+}
+
 fn check_precondition(
     ctx: &RequestContext,
     plan: &Plan,
@@ -1014,6 +1151,7 @@ impl ControlPlane {
         let now = Utc::now();
         let mut compares = Vec::new();
         let mut writes = Vec::new();
+        let mut finished = Vec::new();
         for pending in done {
             let mut wr = pending.value.clone();
             self.settle(&mut wr);
@@ -1030,18 +1168,26 @@ impl ControlPlane {
                 key,
                 value: to_json(&wr)?,
             });
+            finished.push(wr);
         }
         if writes.is_empty() {
             return Ok(());
         }
         // A concurrent finisher (another node) may have won; then there is nothing to do.
-        self.store
+        let resp = self
+            .store
             .txn(Txn {
                 compares,
                 success: writes,
                 failure: Vec::new(),
             })
             .await?;
+        let hook = self.finished_hook.read().clone();
+        if resp.succeeded
+            && let Some(hook) = hook
+        {
+            finished.iter().for_each(|wr| hook(wr));
+        }
         Ok(())
     }
 

@@ -50,6 +50,23 @@ impl ControlError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ControlError::Invalid(ValidationError::invalid(field, message))
     }
+
+    /// A stable name for the error (the native API's codes), for logs and audit records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::Invalid(_) => "invalid_argument",
+            ControlError::NotFound { .. } => "not_found",
+            ControlError::Conflict(_) => "conflict",
+            ControlError::Busy { .. } => "busy",
+            ControlError::Locked { .. } => "locked",
+            ControlError::PreconditionFailed { .. } => "precondition_failed",
+            ControlError::RetryTokenReused => "retry_token_reused",
+            ControlError::RateLimited { .. } => "rate_limited",
+            ControlError::Unavailable(_) => "unavailable",
+            ControlError::OutcomeUnknown { .. } => "outcome_unknown",
+            ControlError::Internal(_) => "internal",
+        }
+    }
 }
 
 impl From<StoreError> for ControlError {

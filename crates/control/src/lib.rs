@@ -32,7 +32,7 @@ mod traffic;
 mod tree;
 
 pub use config::{Config, Versioned};
-pub use engine::{ControlPlane, NOT_SERVED, Observer, Options, Outcome, Refusal};
+pub use engine::{ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Refusal};
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 /// Store revisions number every configuration the control plane hands out.
@@ -52,6 +52,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// The authenticated caller; retry tokens are scoped to it.
     pub principal: String,
+    /// The API the change came through (`native`, `oci`, `huawei`, `azure`), for the
+    /// audit record. Opaque here: this crate knows no dialect.
+    pub front_door: &'static str,
     /// Retry token (1..64 characters): the same token with the same request acts once.
     pub retry_token: Option<String>,
     pub if_match: Option<IfMatch>,

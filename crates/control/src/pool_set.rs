@@ -12,15 +12,13 @@ use fulcrum_model::{
 use fulcrum_store::Compare;
 use serde::Serialize;
 
-use crate::engine::Plan;
+use crate::engine::{Named, Plan};
 use crate::ops::{guard_subnets, lb_for_change, new_id, plan_member_list, plan_pool_removal};
 use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
 
 /// What the load balancer and its pools should look like after the change.
 #[derive(Clone, Debug)]
 pub struct PoolSetChange {
-    /// Recorded on the work request (`UpdateBackend`, …).
-    pub operation: &'static str,
     pub loadbalancer: LoadBalancerId,
     /// The load balancer's spec after the change: it is created under `loadbalancer` when
     /// absent, rewritten when present. `None` leaves it as it is (it must exist).
@@ -56,17 +54,19 @@ impl PoolChange {
 
 impl ControlPlane {
     /// Runs `change`, planned against the current view (and again against a fresher one
-    /// if another writer got there first), as one transaction. `input` identifies the
-    /// request for retry tokens.
+    /// if another writer got there first), as one transaction recorded as a work request
+    /// named `operation` (`UpdateBackend`, …). `input` identifies the request for retry
+    /// tokens.
     pub async fn change_pools<I: Serialize>(
         &self,
         ctx: &RequestContext,
+        operation: &'static str,
         input: &I,
         change: impl Fn(&Config) -> Result<PoolSetChange, ControlError>,
     ) -> Result<Outcome, ControlError> {
-        self.mutate(ctx, input, |cfg, now| {
+        self.mutate(ctx, &Named(operation, input), |cfg, now| {
             let change = change(cfg)?;
-            plan_pool_set(cfg, ctx, &change, now)
+            plan_pool_set(cfg, ctx, operation, &change, now)
         })
         .await
     }
@@ -75,11 +75,12 @@ impl ControlPlane {
 fn plan_pool_set(
     cfg: &Config,
     ctx: &RequestContext,
+    operation: &'static str,
     change: &PoolSetChange,
     now: fulcrum_model::Timestamp,
 ) -> Result<Plan, ControlError> {
     let lb_id = &change.loadbalancer;
-    let mut plan = Plan::new(change.operation);
+    let mut plan = Plan::new(operation);
     plan.lb = Some(lb_id.clone());
 
     // The load balancer as it will be: existing (locks checked) or created here.
@@ -264,7 +265,6 @@ mod tests {
         let mut spec = LoadBalancerSpec::new("svc");
         spec.labels.insert("k".into(), target.into());
         PoolSetChange {
-            operation: "Test",
             loadbalancer: lb.clone(),
             loadbalancer_spec: Some(spec),
             pools,
@@ -291,7 +291,7 @@ mod tests {
             "a",
         );
         let out = cp
-            .change_pools(&ctx, &"1", |_| Ok(c.clone()))
+            .change_pools(&ctx, "Test", &"1", |_| Ok(c.clone()))
             .await
             .unwrap();
         let (a_id, member_id) = {
@@ -317,7 +317,7 @@ mod tests {
             ],
             "a",
         );
-        cp.change_pools(&ctx, &"2", |_| Ok(c2.clone()))
+        cp.change_pools(&ctx, "Test", &"2", |_| Ok(c2.clone()))
             .await
             .unwrap();
         let cfg = cp.view();
@@ -332,7 +332,7 @@ mod tests {
         let lb = LoadBalancerId("lb-fixed".into());
         let ctx = RequestContext::default();
         let c = change(&lb, vec![put("a", &[("10.0.0.1", 80)])], "a");
-        cp.change_pools(&ctx, &"1", |_| Ok(c.clone()))
+        cp.change_pools(&ctx, "Test", &"1", |_| Ok(c.clone()))
             .await
             .unwrap();
         let rev = cp.view().revision;
@@ -347,7 +347,7 @@ mod tests {
             "a",
         );
         let e = cp
-            .change_pools(&ctx, &"2", |_| Ok(bad.clone()))
+            .change_pools(&ctx, "Test", &"2", |_| Ok(bad.clone()))
             .await
             .unwrap_err();
         assert!(matches!(e, ControlError::Invalid(_)), "{e}");
@@ -362,7 +362,7 @@ mod tests {
             ..Default::default()
         };
         let e = cp
-            .change_pools(&stale, &"3", |_| Ok(c.clone()))
+            .change_pools(&stale, "Test", &"3", |_| Ok(c.clone()))
             .await
             .unwrap_err();
         assert!(matches!(e, ControlError::PreconditionFailed { .. }), "{e}");
@@ -374,7 +374,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        cp.change_pools(&fresh, &"4", |_| Ok(c.clone()))
+        cp.change_pools(&fresh, "Test", &"4", |_| Ok(c.clone()))
             .await
             .unwrap();
         assert!(pool(&cp.view(), &lb, "a").unwrap().mod_revision > current);
@@ -386,7 +386,7 @@ mod tests {
         let lb = LoadBalancerId("lb-fixed".into());
         let ctx = RequestContext::default();
         let c = change(&lb, vec![put("a", &[("10.0.0.1", 80)])], "a");
-        cp.change_pools(&ctx, &"1", |_| Ok(c.clone()))
+        cp.change_pools(&ctx, "Test", &"1", |_| Ok(c.clone()))
             .await
             .unwrap();
         let pool_id = pool(&cp.view(), &lb, "a").unwrap().value.id.clone();
@@ -397,7 +397,7 @@ mod tests {
         cp.create_listener(&ctx, &lb, l).await.unwrap();
         let del = change(&lb, vec![PoolChange::Delete { name: "a".into() }], "a");
         let e = cp
-            .change_pools(&ctx, &"2", |_| Ok(del.clone()))
+            .change_pools(&ctx, "Test", &"2", |_| Ok(del.clone()))
             .await
             .unwrap_err();
         assert!(matches!(e, ControlError::Conflict(_)), "{e}");

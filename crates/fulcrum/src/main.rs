@@ -86,6 +86,10 @@ enum Command {
         /// The access log's format [default: json].
         #[arg(long, value_enum, env = "FULCRUM_ACCESS_LOG_FORMAT")]
         access_log_format: Option<serve::AccessLogFormat>,
+        /// How logs are written to stderr: `text`, or `json` (one object per line)
+        /// [default: the config's `[log] format`, else text].
+        #[arg(long, value_enum, env = "FULCRUM_LOG_FORMAT")]
+        log_format: Option<serve::LogFormat>,
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
     Apply {
@@ -106,13 +110,23 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` reads its config first: it may choose the log format.
+    let (file, format) = match &cli.command {
+        Command::Serve {
+            config, log_format, ..
+        } => match serve::read_config(config.as_deref()) {
+            Ok(file) => {
+                let format = log_format.or(file.log.format).unwrap_or_default();
+                (Some(file), format)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => (None, serve::LogFormat::Text),
+    };
+    init_logging(format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Serve { .. }) {
         // The API and the control plane; the proxy gets a runtime of its own (serve.rs).
@@ -125,7 +139,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, file.unwrap_or_default())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line, with the causes, never a backtrace.
@@ -135,10 +149,33 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Logs go to stderr, filtered by `FULCRUM_LOG` (default `info`; audit records have the
+/// target `fulcrum::audit`), coloured only when stderr is a terminal.
+fn init_logging(format: serve::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        serve::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line, the event's fields beside `timestamp`, `level`, `target`
+        // and `message`.
+        serve::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
-            config,
+            config: _,
+            log_format: _,
             data_dir,
             listen,
             apply,
@@ -150,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             access_log_format,
         } => {
             serve::run(serve::ServeArgs {
-                config,
+                file,
                 data_dir,
                 listen,
                 apply,

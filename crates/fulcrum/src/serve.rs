@@ -30,6 +30,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub store: StoreSection,
     #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
     pub access_log: AccessLogSection,
 }
 
@@ -49,6 +51,38 @@ pub enum AccessLogFormat {
     Json,
     /// One line per record, like HAProxy's httplog.
     Text,
+}
+
+/// `[log]`: how the server writes its own logs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json`; `--log-format` and `FULCRUM_LOG_FORMAT` win.
+    pub format: Option<LogFormat>,
+    /// Failed authentication is logged once per source address per this many seconds,
+    /// as a count (default 10).
+    pub auth_failure_interval_secs: Option<u64>,
+}
+
+/// How the server's logs are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Reads `fulcrum.toml`, or gives the defaults when no file is named.
+pub fn read_config(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +116,8 @@ pub struct TokenEntry {
 }
 
 pub struct ServeArgs {
-    pub config: Option<PathBuf>,
+    /// The config file's contents (`read_config`).
+    pub file: FileConfig,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub apply: Option<PathBuf>,
@@ -109,14 +144,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let file: FileConfig = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
+    let file = args.file;
     // The demo runs in a throwaway directory unless told otherwise, so it never mixes
     // with a real configuration.
     let demo_dir = match (args.demo, &args.data_dir) {
@@ -167,6 +195,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         oci: file.oci,
         huawei: file.huawei,
         azure: file.azure,
+        auth_failure_interval: file
+            .log
+            .auth_failure_interval_secs
+            .map_or(defaults.auth_failure_interval, |s| {
+                std::time::Duration::from_secs(s.max(1))
+            }),
     };
 
     let (store, shared) = crate::store::open(&file.store, args.store.as_deref(), &data_dir).await?;
@@ -224,8 +258,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    let metrics_source = data_plane.clone();
-    let metrics: fulcrum_api::MetricsSource = Arc::new(move || metrics_source.render_metrics());
+    // One registry for /metrics: the API's families, process metrics and the data plane's.
+    let mut metrics = fulcrum_api::Metrics::new();
+    metrics.register_collector(data_plane.collector());
     if args.role == Role::DataPlane {
         // No API on this node; probes and scrapers still find /v1/health and /metrics.
         let app = fulcrum_api::probe_router(control.clone(), Some(metrics));
@@ -234,9 +269,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "fulcrum: data-plane node following the shared configuration; health and metrics on http://{local} (data in {})",
             data_dir.display()
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
         data_plane.shutdown(SHUTDOWN_GRACE).await;
         return Ok(());
     }
@@ -248,10 +286,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
 
+    // The caller's address lets failed authentication be summarised per source.
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     });
     if args.demo {
         crate::demo::start_backends().await?;

@@ -152,7 +152,13 @@ impl DataPlane {
             })
     }
 
-    /// The data plane's metrics in the Prometheus text format.
+    /// The data plane's metrics as a collector, for the process's one registry (`/metrics`
+    /// serves it with the API's and the process's own).
+    pub fn collector(&self) -> Box<dyn prometheus_client::collector::Collector> {
+        metrics::collector(&self.inner.shared)
+    }
+
+    /// The data plane's metrics alone, in the OpenMetrics text format.
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(

@@ -402,10 +402,15 @@ impl prometheus_client::collector::Collector for Collector {
     }
 }
 
+/// The data plane's collector, for a registry of the caller's.
+pub(crate) fn collector(dp: &Arc<Shared>) -> Box<dyn prometheus_client::collector::Collector> {
+    Box::new(Collector(Arc::downgrade(dp)))
+}
+
 /// A registry holding the data plane's collector.
 pub(crate) fn registry(dp: &Arc<Shared>) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(Collector(Arc::downgrade(dp))));
+    r.register_collector(collector(dp));
     r
 }
 

@@ -168,6 +168,10 @@ impl IntoResponse for AzureError {
         if let Some(secs) = self.retry_after_secs {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.extensions_mut()
+                .insert(crate::auth::AuthRefused(self.message));
+        }
         resp
     }
 }

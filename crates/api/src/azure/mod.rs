@@ -92,11 +92,25 @@ pub(crate) fn router(state: AppState, config: &AzureConfig) -> Router {
 }
 
 async fn handle(State(az): State<Azure>, req: Request) -> Response {
-    match serve(&az, req).await {
+    // The route is one catch-all: name the operation for the API's metrics.
+    let operation = match parse_path(req.uri().path()) {
+        Ok(Target {
+            backend: Some(_), ..
+        }) => BACKEND_ROUTE,
+        Ok(_) => BACKENDS_ROUTE,
+        Err(_) => "/subscriptions/{*rest}",
+    };
+    let mut resp = match serve(&az, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
-    }
+    };
+    resp.extensions_mut()
+        .insert(crate::request::Operation(operation));
+    resp
 }
+
+const BACKENDS_ROUTE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}/backends";
+const BACKEND_ROUTE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}/backends/{backendId}";
 
 /// What the path names.
 struct Target {
@@ -141,6 +155,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
     let ctx = RequestContext {
         request_id: current_request_id(),
         principal,
+        front_door: "azure",
         retry_token: None,
         if_match: if_match.clone().map(|value| IfMatch {
             scope: EtagScope::Resource,
@@ -665,11 +680,18 @@ async fn write(
     w: Write,
 ) -> Result<Response, AzureError> {
     let is_put = matches!(w, Write::Put(_));
+    let operation = if is_put {
+        "PutBackend"
+    } else {
+        "UpdateBackend"
+    };
     let input = (service.arm_id().to_lowercase(), id, &w);
     let outcome = az
         .app
         .control
-        .change_pools(ctx, &input, |cfg| plan_write(cfg, service, id, &w))
+        .change_pools(ctx, operation, &input, |cfg| {
+            plan_write(cfg, service, id, &w)
+        })
         .await
         .map_err(|e| match e {
             ControlError::NotFound { .. } => not_found(service, id),
@@ -705,8 +727,8 @@ fn plan_write(
     let current_props = current
         .as_ref()
         .map(|cur| wire::render(service, &cur.pool.value, &cur.members, &cur.labels, false));
-    let (operation, props) = match w {
-        Write::Put(p) => ("PutBackend", p.clone()),
+    let props = match w {
+        Write::Put(p) => p.clone(),
         Write::Patch(p) => {
             let cur = current_props
                 .as_ref()
@@ -714,7 +736,7 @@ fn plan_write(
             let mut doc =
                 serde_json::to_value(cur).map_err(|e| ControlError::Internal(e.to_string()))?;
             merge_patch(&mut doc, p);
-            ("UpdateBackend", doc)
+            doc
         }
     };
     let mut props = decode_properties(props)?;
@@ -820,7 +842,6 @@ fn plan_write(
     };
     wire::set_backend_labels(&mut lb_spec.labels, id, &t.labels);
     Ok(PoolSetChange {
-        operation,
         loadbalancer: lb
             .map(|l| l.value.id.clone())
             .unwrap_or_else(|| service_lb_id(service)),
@@ -872,7 +893,7 @@ async fn delete(
     let result = az
         .app
         .control
-        .change_pools(ctx, &input, |cfg| {
+        .change_pools(ctx, "DeleteBackend", &input, |cfg| {
             let lb = service_lb(cfg, service).ok_or_else(|| {
                 ControlError::not_found(fulcrum_model::ResourceKind::Pool, id)
             })?;
@@ -889,7 +910,6 @@ async fn delete(
             let mut spec = lb.value.spec.clone();
             wire::set_backend_labels(&mut spec.labels, id, &BTreeMap::new());
             Ok(PoolSetChange {
-                operation: "DeleteBackend",
                 loadbalancer: lb.value.id.clone(),
                 loadbalancer_spec: Some(spec),
                 pools: vec![PoolChange::Delete { name: id.to_owned() }],

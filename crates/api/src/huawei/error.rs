@@ -145,6 +145,10 @@ impl IntoResponse for HuaweiError {
             "request_id": current_request_id(),
         });
         let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.extensions_mut()
+                .insert(crate::auth::AuthRefused(self.message));
+        }
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));

@@ -148,6 +148,7 @@ fn ctx(call: &Call) -> RequestContext {
     RequestContext {
         request_id: crate::request::current_request_id(),
         principal: call.caller.principal.clone(),
+        front_door: "huawei",
         // A load balancer that is not ACTIVE refuses changes (ELB.8906).
         one_change_at_a_time: true,
         ..Default::default()

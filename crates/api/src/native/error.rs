@@ -107,6 +107,7 @@ impl From<ControlError> for NativeError {
 
 impl IntoResponse for NativeError {
     fn into_response(self) -> Response {
+        let body_message = self.message.clone();
         let body = ErrorBody {
             code: self.code,
             message: self.message,
@@ -119,6 +120,8 @@ impl IntoResponse for NativeError {
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
             );
+            resp.extensions_mut()
+                .insert(crate::auth::AuthRefused(body_message));
         }
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()

@@ -107,6 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         Ok(Ctx(RequestContext {
             request_id: current_request_id(),
             principal,
+            front_door: "native",
             retry_token: header("idempotency-key")?,
             if_match: header("if-match")?.map(|value| IfMatch {
                 scope: EtagScope::Resource,

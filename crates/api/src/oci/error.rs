@@ -118,6 +118,10 @@ impl IntoResponse for OciError {
             message: &self.message,
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.extensions_mut()
+                .insert(crate::auth::AuthRefused(self.message.clone()));
+        }
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));

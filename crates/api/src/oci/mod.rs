@@ -238,8 +238,8 @@ async fn authenticate(State(s): State<OciState>, req: Request, next: Next) -> Re
     );
     let principal = match verified {
         Ok(key) => key.principal.clone(),
+        // Logged (summarised per source) by `request::observe`, like every front door's.
         Err(failure) => {
-            tracing::info!(reason = %failure.0, "OCI request not authenticated");
             return OciError::unauthenticated(format!(
                 "the request is not authenticated: {}",
                 failure.0
@@ -376,6 +376,7 @@ impl FromRequestParts<OciState> for Ctx {
         Ok(Ctx(RequestContext {
             request_id: current_request_id(),
             principal,
+            front_door: "oci",
             retry_token,
             if_match,
             lock_override: query.flag("isLockOverride")?,

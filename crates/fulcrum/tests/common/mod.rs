@@ -37,15 +37,41 @@ impl Server {
 
     /// Starts `fulcrum serve` with `command`, which runs the binary (directly, or through a
     /// wrapper such as `nsenter`).
-    pub fn start_through(mut command: Command, data_dir: &Path, extra: &[&str]) -> Server {
+    pub fn start_through(command: Command, data_dir: &Path, extra: &[&str]) -> Server {
+        Self::spawn(command, data_dir, extra, Stdio::inherit(), "warn")
+    }
+
+    /// Starts `fulcrum serve` with its logs (stderr), filtered by `log_filter`
+    /// (`FULCRUM_LOG`), written to the file `log` (a file, not a terminal).
+    pub fn start_logging(data_dir: &Path, extra: &[&str], log: &Path, log_filter: &str) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_fulcrum")),
+            data_dir,
+            extra,
+            Stdio::from(file),
+            log_filter,
+        )
+    }
+
+    fn spawn(
+        mut command: Command,
+        data_dir: &Path,
+        extra: &[&str],
+        stderr: Stdio,
+        log_filter: &str,
+    ) -> Server {
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("FULCRUM_API_TOKEN", TOKEN)
-            .env("FULCRUM_LOG", "warn")
+            .env("FULCRUM_LOG", log_filter)
+            .env_remove("FULCRUM_LOG_FORMAT")
+            // Colour must follow whether stderr is a terminal, whatever the environment says.
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn fulcrum serve");
         let stdout = child.stdout.take().expect("stdout");
