@@ -34,6 +34,49 @@ async fn records(path: &Path, n: usize) -> Vec<Value> {
     last
 }
 
+/// A server writing its access log to a file, and one member behind one HTTP listener.
+struct Logged {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    f: Fulcrum,
+    a: Backend,
+    lb: String,
+    pool: String,
+    member: String,
+    port: u16,
+    listener: String,
+}
+
+impl Logged {
+    async fn start(format: &str) -> Logged {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let f = Fulcrum::start_with(&[
+            "--access-log",
+            path.to_str().unwrap_or_default(),
+            "--access-log-format",
+            format,
+        ]);
+        let a = Backend::start("a").await;
+        let lb = f.loadbalancer().await;
+        let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+        let member = f.member(&pool, a.port(), json!({})).await;
+        let port = free_port();
+        let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+        Logged {
+            _dir: dir,
+            path,
+            f,
+            a,
+            lb,
+            pool,
+            member,
+            port,
+            listener,
+        }
+    }
+}
+
 async fn named_pool(f: &Fulcrum, lb: &str, name: &str, protocol: &str) -> String {
     f.apply(
         "POST",
@@ -53,15 +96,17 @@ fn find<'a>(records: &'a [Value], what: &str, cond: impl Fn(&Value) -> bool) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_records_describe_requests_and_sessions() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("access.log");
-    let f = Fulcrum::start_with(&["--access-log", path.to_str().unwrap_or_default()]);
-    let a = Backend::start("a").await;
-    let lb = f.loadbalancer().await;
-    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    let member = f.member(&pool, a.port(), json!({})).await;
-    let port = free_port();
-    let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let Logged {
+        _dir,
+        path,
+        f,
+        a,
+        lb,
+        pool,
+        member,
+        port,
+        listener,
+    } = Logged::start("json").await;
     let c = client();
 
     // 1. The client's own request id goes to the member and comes back.
@@ -213,20 +258,16 @@ async fn json_records_describe_requests_and_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_records_and_sighup_reopens_the_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("access.log");
-    let f = Fulcrum::start_with(&[
-        "--access-log",
-        path.to_str().unwrap_or_default(),
-        "--access-log-format",
-        "text",
-    ]);
-    let a = Backend::start("a").await;
-    let lb = f.loadbalancer().await;
-    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    f.member(&pool, a.port(), json!({})).await;
-    let port = free_port();
-    let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let Logged {
+        _dir,
+        path,
+        f,
+        a,
+        pool,
+        port,
+        listener,
+        ..
+    } = Logged::start("text").await;
     let c = client();
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
 
@@ -258,7 +299,7 @@ async fn text_records_and_sighup_reopens_the_file() {
     );
 
     // logrotate: move the file, then SIGHUP; later records go to a new file at the path.
-    let moved = dir.path().join("access.log.1");
+    let moved = path.with_file_name("access.log.1");
     std::fs::rename(&path, &moved).expect("rename");
     f.signal("HUP");
     // The reopen happens at the writer's next flush; requests until then may still land
@@ -285,15 +326,16 @@ async fn text_records_and_sighup_reopens_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_turn_their_log_off_or_sample_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("access.log");
-    let f = Fulcrum::start_with(&["--access-log", path.to_str().unwrap_or_default()]);
-    let a = Backend::start("a").await;
-    let lb = f.loadbalancer().await;
-    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    f.member(&pool, a.port(), json!({})).await;
-    let port = free_port();
-    let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    // Bound, not `..`: what is left of the value would be dropped at once (the member too).
+    let Logged {
+        _dir,
+        path,
+        f,
+        a: _member,
+        port,
+        listener,
+        ..
+    } = Logged::start("json").await;
     let bad = f
         .api
         .call(
@@ -337,5 +379,7 @@ async fn listeners_turn_their_log_off_or_sample_it() {
         all_after.iter().all(|r| r["path"] != "/off"),
         "{all_after:#?}"
     );
-    assert_eq!(all_after.len(), 10, "{all_after:#?}");
+    // Each worker counts on its own: requests spread over connections on both workers
+    // (the client may open a second one) shift the count by one either way.
+    assert!((9..=11).contains(&all_after.len()), "{all_after:#?}");
 }

@@ -36,6 +36,9 @@ pub struct AccessLogOptions {
     pub path: Option<PathBuf>,
 }
 
+/// The names of [`Entry::timings`] in JSON records.
+const TIMINGS: [&str; 4] = ["headers", "connect", "first_byte", "total"];
+
 /// Bytes a lane holds before it drops records.
 const LANE_CAP: usize = 4 << 20;
 /// A lane's first capacity: what a busy worker writes between two flushes, so lanes
@@ -217,6 +220,21 @@ impl Entry {
 
     fn slice(&self, range: (usize, usize)) -> Option<&[u8]> {
         (range.1 > range.0).then(|| &self.text[range.0..range.1])
+    }
+
+    fn member_rt(&self) -> Option<&crate::snapshot::MemberRt> {
+        let (pool, idx) = self.pool.as_ref().zip(self.member)?;
+        pool.members.get(idx)
+    }
+
+    /// Receiving the head, getting a member connection, the member's first byte, in all.
+    fn timings(&self) -> [Option<Duration>; 4] {
+        [
+            Some(self.head_done.saturating_duration_since(self.head_began)),
+            self.connect,
+            self.first_byte,
+            Some(self.started.elapsed()),
+        ]
     }
 
     /// The member that served (or last failed) the request.
@@ -464,11 +482,7 @@ fn json_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
     fulcrum_h1::write_decimal(out, e.bytes_in);
     out.extend_from_slice(b",\"bytes_out\":");
     fulcrum_h1::write_decimal(out, e.bytes_out);
-    let member = e
-        .pool
-        .as_ref()
-        .zip(e.member)
-        .and_then(|(p, i)| p.members.get(i));
+    let member = e.member_rt();
     field(
         out,
         b"pool",
@@ -488,17 +502,16 @@ fn json_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
         b",\"sticky\":false"
     });
     field(out, b"termination", Some(e.termination.as_str().as_bytes()));
-    out.extend_from_slice(b",\"timings_ms\":{\"headers\":");
-    millis(
-        out,
-        Some(e.head_done.saturating_duration_since(e.head_began)),
-    );
-    out.extend_from_slice(b",\"connect\":");
-    millis(out, e.connect);
-    out.extend_from_slice(b",\"first_byte\":");
-    millis(out, e.first_byte);
-    out.extend_from_slice(b",\"total\":");
-    millis(out, Some(e.started.elapsed()));
+    out.extend_from_slice(b",\"timings_ms\":{");
+    for (i, (name, t)) in TIMINGS.iter().zip(e.timings()).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        millis(out, t);
+    }
     out.extend_from_slice(b"}}\n");
 }
 
@@ -510,11 +523,7 @@ fn text_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
     out.extend_from_slice(b"] ");
     out.extend_from_slice(listener.as_bytes());
     out.push(b' ');
-    let member = e
-        .pool
-        .as_ref()
-        .zip(e.member)
-        .and_then(|(p, i)| p.members.get(i));
+    let member = e.member_rt();
     match &e.pool {
         Some(p) => out.extend_from_slice(p.id.as_str().as_bytes()),
         None => out.push(b'-'),
@@ -525,20 +534,15 @@ fn text_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
         None => out.push(b'-'),
     }
     out.push(b' ');
-    let timing = |out: &mut Vec<u8>, d: Option<Duration>| match d {
-        Some(_) => millis(out, d),
-        None => out.push(b'-'),
-    };
-    timing(
-        out,
-        Some(e.head_done.saturating_duration_since(e.head_began)),
-    );
-    out.push(b'/');
-    timing(out, e.connect);
-    out.push(b'/');
-    timing(out, e.first_byte);
-    out.push(b'/');
-    timing(out, Some(e.started.elapsed()));
+    for (i, t) in e.timings().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        match t {
+            Some(_) => millis(out, t),
+            None => out.push(b'-'),
+        }
+    }
     out.push(b' ');
     if e.status == 0 {
         out.push(b'-');
