@@ -611,13 +611,10 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
             let c = connect(&client)?;
             match cmd {
                 MemberCmd::List { pool } => {
-                    list(
-                        &c,
-                        &client,
-                        &output::MEMBER,
-                        &format!("/v1/pools/{pool}/members"),
-                    )
-                    .await
+                    let mut items = c.list_all(&format!("/v1/pools/{pool}/members")).await?;
+                    with_traffic(&c, &mut items).await;
+                    output::print_list(&output::MEMBER, &items, client.json);
+                    Ok(())
                 }
                 MemberCmd::Get { pool, id } => {
                     get(&c, &client, &format!("/v1/pools/{pool}/members/{id}")).await
@@ -829,6 +826,33 @@ fn member_fields(f: &MemberFlags) -> Vec<(&'static str, Option<Value>)> {
         ("name", s(&f.name)),
         ("subnet_id", s(&f.subnet_id)),
     ]
+}
+
+/// Adds each member's recent traffic (`/v1/stats`, the last 5-10 s on the node that
+/// answers) as `traffic`; members without figures (or a server without stats) get none.
+async fn with_traffic(c: &Client, members: &mut [Value]) {
+    let Ok(stats) = c.get("/v1/stats").await else {
+        return;
+    };
+    let round = |v: &Value, scale: f64| v.as_f64().map(|x| (x * scale * 100.0).round() / 100.0);
+    for m in members.iter_mut() {
+        let figures = stats["members"]
+            .as_array()
+            .and_then(|all| all.iter().find(|f| f["id"] == m["id"]));
+        if let (Some(f), Some(obj)) = (figures, m.as_object_mut()) {
+            obj.insert(
+                "traffic".into(),
+                json!({
+                    "requests_per_second": round(&f["requests_per_second"], 1.0),
+                    "error_percent": round(&f["error_rate"], 100.0),
+                    "p50_ms": round(&f["p50_ms"], 1.0),
+                    "p99_ms": round(&f["p99_ms"], 1.0),
+                    "in_flight": f["in_flight"],
+                    "requests_total": f["requests_total"],
+                }),
+            );
+        }
+    }
 }
 
 async fn list(

@@ -38,6 +38,10 @@ pub const MEMBER: Columns = Columns(&[
     ("DRAIN", "/drain"),
     ("OFFLINE", "/offline"),
     ("OPERATING", "/operating_status"),
+    ("REQ/S", "/traffic/requests_per_second"),
+    ("ERRORS %", "/traffic/error_percent"),
+    ("P99 MS", "/traffic/p99_ms"),
+    ("IN FLIGHT", "/traffic/in_flight"),
 ]);
 pub const MONITOR: Columns = Columns(&[
     ("ID", "/id"),

@@ -168,6 +168,13 @@ async fn client_commands_and_errors() {
     let (ok, out, _) = fulcrum(&server, &["member", "list", pool]);
     assert!(ok);
     assert!(out.contains("127.0.0.1") && out.contains("WEIGHT"), "{out}");
+    // With what the data plane saw of it (nothing yet), from /v1/stats.
+    assert!(out.contains("REQ/S") && out.contains("P99 MS"), "{out}");
+    let (ok, out, _) = fulcrum(&server, &["member", "list", pool, "--json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["traffic"]["requests_total"], 0, "{listed:#}");
+    assert_eq!(listed[0]["traffic"]["in_flight"], 0, "{listed:#}");
 
     // Errors: one line, non-zero exit, no panic.
     let (ok, _, err) = fulcrum(
