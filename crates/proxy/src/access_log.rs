@@ -110,11 +110,10 @@ impl Termination {
 pub(crate) struct Entry {
     /// Whether this request is logged (the listener logs, and sampling chose it).
     pub active: bool,
-    pub started_wall: SystemTime,
+    /// When the request's head was whole (the record's time).
     pub started: Instant,
-    /// When the request head began to arrive (headers timing).
-    pub head_began: Instant,
-    pub head_done: Instant,
+    /// When the head began to arrive, if it took more than one read (else it came whole).
+    pub head_began: Option<Instant>,
     /// Copies of the request's method, authority, path and request id.
     text: Vec<u8>,
     method: (usize, usize),
@@ -131,19 +130,18 @@ pub(crate) struct Entry {
     pub attempts: u8,
     pub connect: Option<Duration>,
     pub first_byte: Option<Duration>,
+    /// How long the exchange took, when the caller measured it already.
+    pub total: Option<Duration>,
     pub sticky: bool,
     pub termination: Termination,
 }
 
 impl Default for Entry {
     fn default() -> Self {
-        let now = Instant::now();
         Entry {
             active: false,
-            started_wall: SystemTime::UNIX_EPOCH,
-            started: now,
-            head_began: now,
-            head_done: now,
+            started: Instant::now(),
+            head_began: None,
             text: Vec::new(),
             method: (0, 0),
             authority: (0, 0),
@@ -158,6 +156,7 @@ impl Default for Entry {
             attempts: 0,
             connect: None,
             first_byte: None,
+            total: None,
             sticky: false,
             termination: Termination::Done,
         }
@@ -165,14 +164,13 @@ impl Default for Entry {
 }
 
 impl Entry {
-    /// Starts a record for a request whose head began at `head_began`.
-    pub fn begin(&mut self, protocol: &'static str, head_began: Instant) {
-        let now = Instant::now();
+    /// Starts a record for a request whose head was whole at `started` (it began to arrive
+    /// at `head_began`, if that took more than one read). Reads no clock: on some virtual
+    /// machines each read is a system call.
+    pub fn begin(&mut self, protocol: &'static str, started: Instant, head_began: Option<Instant>) {
         self.active = true;
-        self.started_wall = SystemTime::now();
-        self.started = now;
-        self.head_began = head_began.min(now);
-        self.head_done = now;
+        self.started = started;
+        self.head_began = head_began.map(|b| b.min(started));
         self.text.clear();
         self.method = (0, 0);
         self.authority = (0, 0);
@@ -187,6 +185,7 @@ impl Entry {
         self.attempts = 0;
         self.connect = None;
         self.first_byte = None;
+        self.total = None;
         self.sticky = false;
         self.termination = Termination::Done;
     }
@@ -230,11 +229,23 @@ impl Entry {
     /// Receiving the head, getting a member connection, the member's first byte, in all.
     fn timings(&self) -> [Option<Duration>; 4] {
         [
-            Some(self.head_done.saturating_duration_since(self.head_began)),
+            Some(self.head_began.map_or(Duration::ZERO, |b| {
+                self.started.saturating_duration_since(b)
+            })),
             self.connect,
             self.first_byte,
-            Some(self.started.elapsed()),
+            Some(self.total.unwrap_or_else(|| self.started.elapsed())),
         ]
+    }
+
+    /// The wall-clock time of `started`, from one reading of both clocks per process.
+    fn started_wall(&self) -> SystemTime {
+        static ANCHOR: std::sync::OnceLock<(Instant, SystemTime)> = std::sync::OnceLock::new();
+        let (mono, wall) = *ANCHOR.get_or_init(|| (Instant::now(), SystemTime::now()));
+        match self.started.checked_duration_since(mono) {
+            Some(after) => wall + after,
+            None => wall - mono.saturating_duration_since(self.started),
+        }
     }
 
     /// The member that served (or last failed) the request.
@@ -452,7 +463,7 @@ impl Output {
 
 fn json_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr) {
     out.extend_from_slice(b"{\"time\":\"");
-    rfc3339(out, e.started_wall);
+    rfc3339(out, e.started_wall());
     out.extend_from_slice(b"\",\"listener\":");
     json_str(out, listener.as_bytes());
     out.extend_from_slice(b",\"client\":\"");
@@ -519,7 +530,7 @@ fn json_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
 /// sticky termination request_id "METHOD path PROTOCOL" "authority"`, `-` where nothing.
 fn text_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr) {
     let _ = write!(out, "{client} [");
-    rfc3339(out, e.started_wall);
+    rfc3339(out, e.started_wall());
     out.extend_from_slice(b"] ");
     out.extend_from_slice(listener.as_bytes());
     out.push(b' ');

@@ -42,9 +42,9 @@ pub(crate) struct Attempts {
     left: usize,
     failure: (u16, &'static str),
     last_error: Option<ErrorKind>,
-    /// Time how long getting each member connection takes (for the access log).
-    pub timed: bool,
-    /// How long the last one took, when timed.
+    /// Time when a member connection is ready, from this instant (for the access log).
+    pub timed_from: Option<std::time::Instant>,
+    /// When the last one was ready, when timed.
     pub connect_time: Option<Duration>,
 }
 
@@ -56,7 +56,7 @@ impl Attempts {
             left: MAX_ATTEMPTS,
             failure: (503, unavailable_reason(pool)),
             last_error: None,
-            timed: false,
+            timed_from: None,
             connect_time: None,
         }
     }
@@ -93,9 +93,8 @@ impl Attempts {
             self.tried.add(idx);
             let member = &pool.members[idx];
             let lease = Lease::new(&member.state);
-            let began = self.timed.then(std::time::Instant::now);
             let acquired = acquire(member, connect_timeout).await;
-            self.connect_time = began.map(|t| t.elapsed());
+            self.connect_time = self.timed_from.map(|t| t.elapsed());
             match acquired {
                 Ok(up) => {
                     member.state.connect_succeeded();

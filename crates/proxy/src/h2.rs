@@ -140,12 +140,14 @@ async fn stream(
     let log = dp.log_for(&listener);
     let mut entry = Entry::default();
     if log.is_some() {
-        entry.begin("HTTP/2", started);
+        entry.begin("HTTP/2", started, None);
     }
     let status = forward(dp, conn, &listener, req, &mut respond, &mut entry).await;
+    let elapsed = started.elapsed();
     if status != 0 {
-        listener.stats.record(status, started.elapsed());
+        listener.stats.record(status, elapsed);
     }
+    entry.total = Some(elapsed);
     listener.counters.bytes(entry.bytes_in, entry.bytes_out);
     // Every answer of fulcrum's own ends the exchange with a reason other than done.
     if status != 0 && entry.termination != Termination::Done {
@@ -250,7 +252,7 @@ async fn forward(
     let mut head = Vec::with_capacity(512);
     let mut fields = Vec::with_capacity(16);
     let mut attempts = Attempts::new(&pool, session.bound);
-    attempts.timed = log.active;
+    attempts.timed_from = log.active.then_some(log.started);
     let connect = Duration::from_millis(u64::from(timeouts.connect_ms));
     while let Some((idx, _lease, mut up)) = attempts.next(&pool, conn.client_hash, connect).await {
         let member = &pool.members[idx];
@@ -397,11 +399,12 @@ async fn relay(
     idle: Duration,
     log: &mut Entry,
 ) -> (u16, bool) {
+    let waited = sent_at.elapsed();
     if log.active {
-        log.first_byte = Some(log.started.elapsed());
+        log.first_byte = Some(sent_at.saturating_duration_since(log.started) + waited);
     }
     let head = up.buf.data();
-    exchange::answered(dp, pool, member, resp.status, sent_at.elapsed(), || {
+    exchange::answered(dp, pool, member, resp.status, waited, || {
         fields
             .iter()
             .find(|f| f.kind == Name::RetryAfter)

@@ -44,7 +44,7 @@ pub(crate) async fn serve(
             tracing::debug!(listener = %listener, "no default pool; closing connection");
             if logged {
                 let mut entry = Entry::default();
-                entry.begin("TCP", started);
+                entry.begin("TCP", started, None);
                 entry.termination = Termination::NoRoute;
                 log(&dp, &entry, &listener, peer);
             }
@@ -54,7 +54,7 @@ pub(crate) async fn serve(
     };
     let mut entry = Entry::default();
     if logged {
-        entry.begin("TCP", started);
+        entry.begin("TCP", started, None);
     }
     let connect_timeout = Duration::from_millis(u64::from(timeouts.connect_ms));
     let client_hash = fulcrum_balance::hash_ip(peer.ip());

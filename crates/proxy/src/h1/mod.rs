@@ -53,8 +53,9 @@ struct Client<S> {
     out: Vec<u8>,
     /// The access-log record of the current request (inactive when not logged).
     log: Entry,
-    /// When the current request's head began to arrive (kept only for the access log).
-    head_began: std::time::Instant,
+    /// When the current request's head began to arrive, if it took more than one read
+    /// (kept only for the access log).
+    head_began: Option<std::time::Instant>,
     /// The request id came from the client (so the member has it already).
     id_from_client: bool,
 }
@@ -86,7 +87,7 @@ where
         up_fields: Vec::with_capacity(16),
         out: Vec::with_capacity(1024),
         log: Entry::default(),
-        head_began: opened.into_std(),
+        head_began: Some(opened.into_std()),
         id_from_client: false,
     };
     // The first head must arrive within the header timeout counted from accept.
@@ -125,23 +126,26 @@ where
             };
             listener = current;
         }
+        let started = std::time::Instant::now();
         let log = dp.log_for(&listener);
         if log.is_some() {
             let protocol = if req.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
-            client.log.begin(protocol, client.head_began);
+            client.log.begin(protocol, started, client.head_began);
         }
-        let started = std::time::Instant::now();
+        client.head_began = None;
         client.log.bytes_in = 0;
         client.log.bytes_out = 0;
         let (status, next) = client
             .exchange(dp, conn, &listener, req, &mut sleep, stop)
             .await;
+        let elapsed = started.elapsed();
         if status != 0 {
-            listener.stats.record(status, started.elapsed());
+            listener.stats.record(status, elapsed);
         }
         listener
             .counters
             .bytes(client.log.bytes_in, client.log.bytes_out);
+        client.log.total = Some(elapsed);
         if let Some(log) = log {
             client.log.status = status;
             log.emit(&client.log, conn.listener.as_str(), conn.peer);
@@ -181,10 +185,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         let mut head_started = first || !self.buf.is_empty();
         let timed = listener.log_one_in > 0;
-        if timed && !first && head_started {
-            // Pipelined: the head is already here.
-            self.head_began = std::time::Instant::now();
-        }
         loop {
             let data = self.buf.data();
             if detect_h2 && data.starts_with(H2_PREFACE) {
@@ -195,6 +195,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             if !data.is_empty() && !maybe_h2 {
                 match parse_request(data, &mut self.fields, MAX_HEAD) {
                     Ok(Some(req)) => return Some(req),
+                    // A head in pieces: its time counts from the first (a whole one's is 0).
+                    Ok(None) if timed && self.head_began.is_none() => {
+                        self.head_began = Some(std::time::Instant::now());
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         self.error(sleep, listener, e.status(), e.reason(), true, false)
@@ -207,9 +211,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 // A head began after an idle wait: it has the header timeout from now.
                 head_started = true;
                 limit = Limit::After(header_limit);
-                if timed {
-                    self.head_began = std::time::Instant::now();
-                }
             }
             let waiting = self.buf.is_empty();
             let read = tokio::select! {
@@ -341,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         );
         let retryable = req.body == Body::None && req.method.is_idempotent();
         let mut attempts = Attempts::new(&pool, session.bound);
-        attempts.timed = self.log.active;
+        attempts.timed_from = self.log.active.then_some(self.log.started);
         let connect = ms(timeouts.connect_ms);
         while let Some((idx, lease, mut up)) = attempts.next(&pool, conn.client_hash, connect).await
         {
@@ -529,11 +530,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 retry: false,
             });
         }
+        let waited = sent_at.elapsed();
         if self.log.active {
-            self.log.first_byte = Some(self.log.started.elapsed());
+            let to_send = sent_at.saturating_duration_since(self.log.started);
+            self.log.first_byte = Some(to_send + waited);
         }
         let upstream_head = up.buf.data();
-        exchange::answered(dp, pool, member, resp.status, sent_at.elapsed(), || {
+        exchange::answered(dp, pool, member, resp.status, waited, || {
             self.up_fields
                 .iter()
                 .find(|f| f.kind == Name::RetryAfter)
