@@ -246,7 +246,7 @@ def build_a_shop_through_the_api(c):
     layout = [
         ("web", "web-1", dict(delay=0.001), {"weight": 3}),
         ("web", "web-2", dict(delay=0.002), {"weight": 3}),
-        ("web", "web-3", dict(delay=0.006, fail_every=40), {"weight": 1}),
+        ("web", "web-3", dict(delay=0.006, fail_every=15), {"weight": 1}),
         ("static", "static-1", dict(delay=0.0), {}),
         ("static", "static-2", dict(delay=0.0), {"backup": True}),
     ]
@@ -428,12 +428,13 @@ def number(text):
 
 @steps.step
 def screenshot_of_a_working_day(c):
-    # What an operator would see: the probe gone, web-3 being drained for maintenance.
+    # What an operator would see: the probe gone, web-2 being drained for maintenance,
+    # web-3 failing a request now and then.
     _, hdrs = ok(c, "DELETE", f"/v1/loadbalancers/{c.probe}?cascade=true")
     served(c, hdrs)
-    set_drain(c, "web-3", True)
+    set_drain(c, "web-2", True)
     see(c, lambda: not finds(c, f'section[data-lb-id="{c.probe}"]'), what="the probe gone")
-    see(c, lambda: "draining" in text_of(c, f"{row(c, 'web-3')} .c-state"), what="web-3 draining")
+    see(c, lambda: "draining" in text_of(c, f"{row(c, 'web-2')} .c-state"), what="web-2 draining")
     see(c, lambda: not finds(c, ".notice"), timeout=8, what="notices gone")
     time.sleep(1.5)  # one more poll, so the figures include the last seconds of traffic
     c.driver.execute_script("window.scrollTo(0, 0)")

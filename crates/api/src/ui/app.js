@@ -117,8 +117,8 @@
 
   function fmtMs(x) {
     if (!isNum(x)) return DASH;
-    if (x < 1) return `${x.toFixed(2)} ms`;
-    if (x < 100) return `${x.toFixed(1)} ms`;
+    if (x < 0.1) return `${x.toFixed(2)} ms`;
+    if (x < 10) return `${x.toFixed(1)} ms`;
     if (x < 10000) return `${Math.round(x)} ms`;
     return `${(x / 1000).toFixed(1)} s`;
   }
@@ -460,7 +460,8 @@
       setText(rps, fmtRate(total));
       setText(errors, total > 0 ? fmtPct(bad / total) : fmtPct(0));
       setClass(errors, `tile-value ${total > 0 && bad / total > 0.01 ? "text-bad" : ""}`);
-      setText(byId("sum-window"), `last ${state.stats.window_seconds} s`);
+      const w = state.stats.window_seconds;
+      setText(byId("sum-window"), isNum(w) && w > 0 ? `over the last ${Math.round(w)} s` : "measuring…");
     } else {
       setText(rps, DASH);
       setText(errors, DASH);
@@ -630,9 +631,11 @@
     badges.push(badge(p.operating_status));
     setBadges(r.badges, badges);
     const s = stats.pools.get(p.id);
-    setText(r.figures, s
-      ? `${fmtRate(s.requests_per_second)} req/s · ${fmtPct(s.error_rate)} errors · p50 ${fmtMs(s.p50_ms)} · p99 ${fmtMs(s.p99_ms)}`
-      : "");
+    // A pool's quantiles may be null (its members carry them): show what there is.
+    const figures = s ? [`${fmtRate(s.requests_per_second)} req/s`, `${fmtPct(s.error_rate)} errors`] : [];
+    if (s && isNum(s.p50_ms)) figures.push(`p50 ${fmtMs(s.p50_ms)}`);
+    if (s && isNum(s.p99_ms)) figures.push(`p99 ${fmtMs(s.p99_ms)}`);
+    setText(r.figures, figures.join(" · "));
     r.noMembers.hidden = members.length > 0;
     syncList(r.members, members, (m) => m.id, createMember, (row, m) => updateMember(row, m, stats));
   }
