@@ -9,6 +9,11 @@
 (() => {
   const TOKEN_KEY = "fulcrum.dashboard.token";
   const POLL_MS = 1000;
+  // The API's rate limit is per token, shared with the operator's scripts: a refresh makes
+  // one call per pool besides a few fixed ones, so with many pools the page refreshes less
+  // often rather than spend more than this many calls a second.
+  const CALLS_PER_SECOND = 20;
+  const CALL_TIMEOUT_MS = 10000;
   const STALE_MS = 3000;
   const WORK_REQUESTS_SHOWN = 15;
   const DASH = "—";
@@ -20,6 +25,8 @@
   let polling = false;
   let pollAgain = false;
   let lastOk = 0;
+  let calls = 0; // API calls made, for the refresh budget
+  let pollDelay = POLL_MS;
   // Member ids with a drain change on its way.
   const changing = new Set();
 
@@ -178,12 +185,13 @@
 
   async function api(method, path, body) {
     const headers = { authorization: `Bearer ${token}`, accept: "application/json" };
-    const init = { method, headers, cache: "no-store" };
+    const init = { method, headers, cache: "no-store", signal: AbortSignal.timeout(CALL_TIMEOUT_MS) };
     if (body !== undefined) {
       headers["content-type"] = "application/json";
       init.body = JSON.stringify(body);
     }
     let resp;
+    calls++;
     try {
       resp = await fetch(path, init);
     } catch (e) {
@@ -199,7 +207,9 @@
     if (!resp.ok) {
       const code = (data && data.code) || `http_${resp.status}`;
       const message = (data && data.message) || text.slice(0, 200) || resp.statusText;
-      throw new ApiError(resp.status, code, message, data && data.request_id);
+      const err = new ApiError(resp.status, code, message, data && data.request_id);
+      err.retryAfter = Number(resp.headers.get("retry-after")) || 0;
+      throw err;
     }
     return { data, headers: resp.headers };
   }
@@ -349,6 +359,8 @@
     }
     polling = true;
     const gen = generation;
+    const callsBefore = calls;
+    let delay = POLL_MS;
     try {
       await refresh(gen);
       if (gen === generation) {
@@ -363,14 +375,16 @@
           return;
         }
         notify("error", `Cannot refresh: ${e.describe()}. Retrying…`, "poll");
+        if (e.retryAfter) delay = Math.max(delay, e.retryAfter * 1000);
       }
     } finally {
       polling = false;
     }
     if (gen !== generation) return;
+    pollDelay = Math.max(delay, Math.ceil(((calls - callsBefore) / CALLS_PER_SECOND) * 1000));
     renderStatus();
     clearTimeout(timer);
-    timer = setTimeout(pollNow, pollAgain ? 0 : POLL_MS);
+    timer = setTimeout(pollNow, pollAgain ? 0 : pollDelay);
     pollAgain = false;
   }
 
@@ -424,9 +438,10 @@
   function renderStatus() {
     const hp = state.health;
     const live = byId("live");
-    const fresh = lastOk && Date.now() - lastOk < STALE_MS;
+    const every = pollDelay > POLL_MS ? ` · every ${Math.round(pollDelay / 1000)} s` : "";
+    const fresh = lastOk && Date.now() - lastOk < STALE_MS + pollDelay - POLL_MS;
     setClass(live, `live ${fresh ? "live-ok" : "live-stale"}`);
-    setText(byId("live-text"), fresh ? "live" : lastOk ? `stale · last update ${fmtAge(new Date(lastOk).toISOString())} ago` : "connecting…");
+    setText(byId("live-text"), fresh ? `live${every}` : lastOk ? `stale · last update ${fmtAge(new Date(lastOk).toISOString())} ago` : "connecting…");
     if (!hp) return;
     const rev = byId("revision");
     setText(rev, `revision ${hp.revision} · served ${hp.fleet_applied_revision}`);
