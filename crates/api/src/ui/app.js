@@ -27,6 +27,9 @@
   let lastOk = 0;
   let calls = 0; // API calls made, for the refresh budget
   let pollDelay = POLL_MS;
+  // Changes made from this page; a refresh that started before one is not rendered (it
+  // could show the member as it was), and another follows at once.
+  let changes = 0;
   // Member ids with a drain change on its way.
   const changing = new Set();
 
@@ -241,6 +244,7 @@
   }
 
   async function refresh(gen) {
+    const changesBefore = changes;
     const [health, lbs, listeners, pools, workRequests, nodes, stats] = await Promise.all([
       api("GET", "/v1/health").then((r) => r.data),
       listAll("/v1/loadbalancers"),
@@ -259,6 +263,10 @@
       ),
     );
     if (gen !== generation) return;
+    if (changes !== changesBefore) {
+      pollAgain = true;
+      return;
+    }
     Object.assign(state, { health, lbs, listeners, pools, workRequests, nodes });
     state.members = new Map(pools.map((p, i) => [p.id, members[i]]));
     state.stats = stats.stats;
@@ -397,6 +405,7 @@
     try {
       const path = `/v1/pools/${encodeURIComponent(member.pool_id)}/members/${encodeURIComponent(member.id)}`;
       const { data, headers } = await api("PATCH", path, { drain });
+      changes++;
       // Show the member as the API now has it, without waiting for the next poll.
       const list = state.members.get(member.pool_id) || [];
       state.members.set(member.pool_id, list.map((m) => (m.id === data.id ? data : m)));
