@@ -694,7 +694,10 @@
     row._member = m;
     row.dataset.memberId = m.id;
     row.dataset.drain = String(m.drain);
-    setClass(row, `member${m.drain || m.offline || !m.admin_state_up ? " member-out" : ""}`);
+    const s = stats.members.get(m.id);
+    const failing = m.operating_status === "ERROR" || (s && (s.ejected || s.breaker === "open"));
+    const out = m.drain || m.offline || !m.admin_state_up;
+    setClass(row, `member${failing ? " member-bad" : out ? " member-out" : ""}`);
     setText(r.name, m.name);
     r.name.hidden = !m.name;
     setText(r.addr, endpoint(m));
@@ -710,7 +713,6 @@
     if (!flags.length) flags.push({ text: "active", cls: "quiet" });
     setBadges(r.state, flags);
 
-    const s = stats.members.get(m.id);
     const health = [badge(m.operating_status, s ? `health check: ${s.health}` : undefined)];
     if (s && s.ejected) health.push({ text: "ejected", cls: "bad", title: "Passively ejected after failures" });
     setBadges(r.health, health);
