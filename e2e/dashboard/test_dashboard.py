@@ -7,7 +7,8 @@ names are HTML. Traffic flows through the listeners the whole time. The browser 
 signs in with the API token, and the test checks what an operator sees and does: the tree,
 names shown as text, a drain made through the API showing within 2 s, a drain and undrain
 made from the page landing in the API, an API refusal shown, the traffic figures of
-/v1/stats, and a slower refresh when there are many pools. A screenshot is saved as an
+/v1/stats, a change the data plane refused shown failed with why, and a slower refresh when
+there are many pools. A screenshot is saved as an
 artifact.
 """
 
@@ -28,7 +29,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from harness import TOKEN, Fulcrum, Steps, check, free_port, wait_until
+from harness import TOKEN, Fulcrum, Steps, check, free_port, taken_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.environ.get("E2E_ARTIFACTS") or os.path.join(ROOT, "target", "e2e-artifacts")
@@ -64,11 +65,14 @@ class Backend:
                 time.sleep(backend.delay)
                 failing = backend.fail_every and n % backend.fail_every == 0
                 body = f"{backend.name}\n".encode()
-                self.send_response(503 if failing else 200)
-                self.send_header("content-type", "text/plain")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(503 if failing else 200)
+                    self.send_header("content-type", "text/plain")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the peer (fulcrum, or a health check that gave up) hung up
 
             def log_message(self, *args):
                 pass
@@ -430,6 +434,29 @@ def screenshot_of_a_working_day(c):
     time.sleep(1.5)  # one more poll, so the figures include the last seconds of traffic
     c.driver.execute_script("window.scrollTo(0, 0)")
     c.shot = screenshot(c, "dashboard.png")
+
+
+@steps.step
+def a_change_the_data_plane_refuses_is_shown_failed(c):
+    taken = taken_port()  # another program holds the port: the listener cannot bind
+    try:
+        port = taken.getsockname()[1]
+        listener, hdrs = ok(c, "POST", f"/v1/loadbalancers/{c.lb}/listeners",
+                            {"name": "blocked", "protocol": "HTTP", "port": port,
+                             "default_pool_id": c.pools["web"]})
+        wr = hdrs["x-work-request-id"]
+        data, _ = ok(c, "GET", f"/v1/work-requests/{wr}/wait?timeout_ms=10000")
+        check(data["status"] == "FAILED", f"the work request of a listener on a taken port: {data}")
+        css = f'#wrs tr[data-wr-id="{wr}"]'
+        see(c, lambda: text_of(c, f"{css} .c-wr-status") == "failed", what="the work request shown failed")
+        see(c, lambda: str(port) in text_of(c, f"{css} .wr-error"), what="why it failed, with the port")
+        row_css = f'tr[data-listener-id="{listener["id"]}"]'
+        see(c, lambda: "error" in text_of(c, row_css), what="the listener shown in error")
+        _, hdrs = ok(c, "DELETE", f"/v1/listeners/{listener['id']}")
+        served(c, hdrs)
+        see(c, lambda: not finds(c, row_css), what="the listener gone")
+    finally:
+        taken.close()
 
 
 @steps.step
