@@ -13,7 +13,6 @@ artifact.
 """
 
 import http.client
-import http.server
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from harness import TOKEN, Fulcrum, Steps, check, free_port, taken_port, wait_until
+from harness import TOKEN, Backend, Fulcrum, Steps, check, free_port, taken_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.environ.get("E2E_ARTIFACTS") or os.path.join(ROOT, "target", "e2e-artifacts")
@@ -41,49 +40,6 @@ steps = Steps("dashboard in headless Chromium")
 
 class Ctx:
     pass
-
-
-class Backend:
-    """A local HTTP/1.1 member: answers its name after `delay` seconds, and 503 to every
-    `fail_every`-th request when set. TCP_NODELAY on (no Nagle stall between head and body)."""
-
-    def __init__(self, name, delay=0.0, fail_every=0):
-        self.name, self.delay, self.fail_every = name, delay, fail_every
-        self.port = free_port()
-        self.hits = 0
-        lock = threading.Lock()
-        backend = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_GET(self):
-                with lock:
-                    backend.hits += 1
-                    n = backend.hits
-                time.sleep(backend.delay)
-                failing = backend.fail_every and n % backend.fail_every == 0
-                body = f"{backend.name}\n".encode()
-                try:
-                    self.send_response(503 if failing else 200)
-                    self.send_header("content-type", "text/plain")
-                    self.send_header("content-length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the peer (fulcrum, or a health check that gave up) hung up
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def call(c, method, path, body=None, headers=None):
