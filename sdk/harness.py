@@ -48,11 +48,16 @@ class Backend:
 
     Records how many requests it served and the last request's headers and path;
     `status` makes it answer with another code (and `headers` adds response headers).
+    `delay` (seconds) is how long it thinks before each answer, and with `fail_every` = N
+    every Nth request is answered 503. TCP_NODELAY is on, so a keep-alive answer never waits
+    for Nagle's algorithm between its head and its body.
     """
 
-    def __init__(self, name, port=None):
+    def __init__(self, name, port=None, delay=0.0, fail_every=0):
         self.name = name
         self.port = port or free_port()
+        self.delay = delay
+        self.fail_every = fail_every
         self.hits = 0
         self.status = 200
         self.headers = {}
@@ -71,6 +76,7 @@ class Backend:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def _answer(self):
                 length = int(self.headers.get("content-length") or 0)
@@ -81,14 +87,21 @@ class Backend:
                     backend.last_headers = {k.lower(): v for k, v in self.headers.items()}
                     backend.last_path = self.path
                     status, extra = backend.status, dict(backend.headers)
+                    if backend.fail_every and backend.hits % backend.fail_every == 0:
+                        status = 503
+                if backend.delay:
+                    time.sleep(backend.delay)
                 body = backend.name.encode()
-                self.send_response(status)
-                self.send_header("content-type", "text/plain")
-                self.send_header("content-length", str(len(body)))
-                for k, v in extra.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "text/plain")
+                    self.send_header("content-length", str(len(body)))
+                    for k, v in extra.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client (fulcrum, or a health check that gave up) hung up
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
 

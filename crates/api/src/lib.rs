@@ -20,6 +20,7 @@ mod metrics;
 mod native;
 mod oci;
 mod request;
+mod ui;
 
 /// `Retry-After` of a 503 (the store is away or cannot write): every dialect sends it, so
 /// clients back off instead of hammering, and SDKs that honour it retry on their own.
@@ -74,6 +75,7 @@ pub(crate) struct AppState {
 
 /// The whole API as one router. `/metrics`, when given, needs no token, like
 /// `/v1/health`: scrapers and probes run where the API listens (127.0.0.1 by default).
+/// Neither does the dashboard page at `/ui`: it asks for a token and reads `/v1` with it.
 /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, so failed
 /// authentication is summarised per source address.
 pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Metrics>) -> Router {
@@ -95,7 +97,9 @@ pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Me
         .layer(axum::middleware::from_fn_with_state(
             observe,
             request::observe,
-        ));
+        ))
+        // The page's own files are not API calls (the calls it makes are).
+        .merge(ui::router());
     with_common_layers(
         with_metrics(router, metrics.map(|(registry, _)| registry)),
         control_for_stale,

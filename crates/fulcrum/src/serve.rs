@@ -285,6 +285,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "fulcrum: API listening on http://{local} (data in {})",
         data_dir.display()
     );
+    println!("fulcrum: dashboard on http://{local}/ui (sign in with an API token)");
 
     // The caller's address lets failed authentication be summarised per source.
     let server = tokio::spawn(async move {

@@ -288,10 +288,7 @@ async fn bad_requests_get_clear_errors_never_a_500() {
     let api = server.client();
     let (lb, pool, members) = build_stack(&api).await;
 
-    let anon = Api {
-        token: None,
-        ..api.clone()
-    };
+    let anon = api.anonymous();
     for path in [
         "/v1/loadbalancers",
         &format!("/v1/pools/{pool}"),

@@ -167,6 +167,14 @@ impl Api {
         }
     }
 
+    /// The same client without a token: what a browser opening a page, or a probe, sends.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            token: None,
+            ..self.clone()
+        }
+    }
+
     pub async fn raw(
         &self,
         method: &str,
