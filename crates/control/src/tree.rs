@@ -423,6 +423,7 @@ mod tests {
             connection_limit: None,
             timeouts: Default::default(),
             access_log: Default::default(),
+            request_id: true,
         }
     }
 

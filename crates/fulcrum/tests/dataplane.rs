@@ -1896,3 +1896,59 @@ async fn retry_after_is_bounded_by_the_configured_maximum() {
         "b is back after the 1 s maximum, not 30 s"
     );
 }
+
+/// Every request carries an `X-Request-Id` to the member and back (the client's own when it
+/// sent one), with no access log; a listener with `request_id: false` adds none.
+#[tokio::test]
+async fn request_ids_travel_to_the_member_and_back() {
+    let f = Fulcrum::start();
+    let a = Backend::start("a").await;
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    f.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    let listener = f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/");
+    let id_of = |h: &reqwest::header::HeaderMap| {
+        h.get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+
+    let resp = c.get(&url).send().await.expect("request");
+    let returned = id_of(resp.headers()).expect("an id returned to the client");
+    let seen = a.last_headers().expect("the member saw the request");
+    assert_eq!(id_of(&seen).as_deref(), Some(returned.as_str()));
+    let again = c.get(&url).send().await.expect("request");
+    assert_ne!(
+        id_of(again.headers()),
+        Some(returned.clone()),
+        "a new id per request"
+    );
+
+    let resp = c
+        .get(&url)
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(id_of(resp.headers()).as_deref(), Some("trace-42"));
+    let seen = a.last_headers().expect("the member saw the request");
+    assert_eq!(
+        seen.get_all("x-request-id").iter().count(),
+        1,
+        "the client's id is passed on, not doubled: {seen:?}"
+    );
+
+    f.apply(
+        "PATCH",
+        &format!("/v1/listeners/{listener}"),
+        Some(json!({"request_id": false})),
+    )
+    .await;
+    let resp = c.get(&url).send().await.expect("request");
+    assert_eq!(id_of(resp.headers()), None);
+    let seen = a.last_headers().expect("the member saw the request");
+    assert_eq!(id_of(&seen), None);
+}

@@ -164,6 +164,10 @@ pub struct ListenerSpec {
     pub timeouts: ListenerTimeouts,
     #[serde(default)]
     pub access_log: ListenerAccessLog,
+    /// Give each HTTP request an `X-Request-Id` (the client's, or a new UUID) that the member
+    /// gets and the client gets back.
+    #[serde(default = "crate::default_true")]
+    pub request_id: bool,
 }
 
 impl ListenerSpec {

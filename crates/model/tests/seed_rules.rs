@@ -1554,6 +1554,7 @@ fn listener(protocol: ListenerProtocol) -> ListenerSpec {
         connection_limit: None,
         timeouts: ListenerTimeouts::default(),
         access_log: Default::default(),
+        request_id: true,
     }
 }
 

@@ -134,6 +134,9 @@ pub(crate) struct Entry {
     pub total: Option<Duration>,
     pub sticky: bool,
     pub termination: Termination,
+    /// The request id goes to the member and back (the listener's `request_id`), whether
+    /// or not the request is logged.
+    pub send_id: bool,
 }
 
 impl Default for Entry {
@@ -159,6 +162,7 @@ impl Default for Entry {
             total: None,
             sticky: false,
             termination: Termination::Done,
+            send_id: false,
         }
     }
 }
@@ -200,6 +204,15 @@ impl Entry {
         self.method = self.keep(method);
         self.authority = self.keep(authority.unwrap_or_default());
         self.path = self.keep(path);
+    }
+
+    /// Forgets the text of the previous request, when no record was begun for this one.
+    pub fn clear_text(&mut self) {
+        self.text.clear();
+        self.method = (0, 0);
+        self.authority = (0, 0);
+        self.path = (0, 0);
+        self.request_id = (0, 0);
     }
 
     /// The request's id: the client's `X-Request-Id` when it sent a usable one, else a new one.

@@ -210,12 +210,16 @@ async fn forward(
     });
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut id_from_client = false;
+    let send_id = listener.request_id;
+    log.send_id = send_id;
     if log.active {
         log.request(
             parts.method.as_str().as_bytes(),
             host.map(str::as_bytes),
             target.as_bytes(),
         );
+    }
+    if log.active || send_id {
         let from_client = parts.headers.get(X_REQUEST_ID).map(HeaderValue::as_bytes);
         log.set_request_id(from_client);
         id_from_client = from_client.is_some_and(|id| id == log.request_id());
@@ -291,7 +295,7 @@ async fn forward(
             prior_xff,
             framing,
         );
-        if log.active && !id_from_client {
+        if send_id && !id_from_client {
             write_field(&mut head, b"X-Request-Id", log.request_id());
         }
         head.extend_from_slice(b"\r\n");
@@ -445,7 +449,7 @@ async fn relay(
     if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.append(header::SET_COOKIE, v);
     }
-    if log.active
+    if log.send_id
         && !headers.contains_key(X_REQUEST_ID)
         && let Ok(id) = HeaderValue::from_bytes(log.request_id())
     {

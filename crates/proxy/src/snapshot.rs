@@ -64,6 +64,8 @@ pub struct ListenerRt {
     pub connection_limit: Option<u32>,
     pub stats: Arc<crate::stats::Stats>,
     pub counters: Arc<crate::stats::ListenerCounters>,
+    /// Requests carry an `X-Request-Id` to the member and back.
+    pub request_id: bool,
     /// Log one request in this many to the access log (0: not logged, or the node keeps
     /// no access log).
     pub log_one_in: u32,
@@ -409,6 +411,7 @@ pub fn compile(
                 connection_limit: l.spec.connection_limit,
                 stats: registry.listener_stats.get(id.as_str()),
                 counters: registry.listener_counters.get(id.as_str()),
+                request_id: l.spec.request_id,
                 log_one_in: if access_log && l.spec.access_log.enabled {
                     l.spec.access_log.sample_one_in
                 } else {

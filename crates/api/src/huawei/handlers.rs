@@ -565,6 +565,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
             .flatten(),
         timeouts,
         access_log: Default::default(),
+        request_id: true,
     };
     let lb_id = LoadBalancerId(req.loadbalancer_id);
     let outcome = s

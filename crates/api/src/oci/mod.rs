@@ -630,6 +630,7 @@ fn listener_spec(
         connection_limit: None,
         timeouts,
         access_log: Default::default(),
+        request_id: true,
     }
 }
 

@@ -292,6 +292,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let authority = req.host.or(req.authority).map(|h| h.of(data));
             self.log
                 .request(req.method_span.of(data), authority, target);
+        } else if listener.request_id {
+            self.log.clear_text();
+        }
+        self.log.send_id = listener.request_id;
+        if self.log.active || self.log.send_id {
             let from_client = self
                 .fields
                 .iter()
@@ -438,7 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             member,
             answer_continue,
         );
-        if self.log.active && !self.id_from_client {
+        if self.log.send_id && !self.id_from_client {
             heads::append_field(&mut self.out, b"X-Request-Id", self.log.request_id());
         }
         let sent_at = std::time::Instant::now();
@@ -571,7 +576,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 set_cookie: set_cookie.as_deref(),
             },
         );
-        if self.log.active {
+        if self.log.send_id {
             let echoed = self.up_fields.iter().any(|f| {
                 f.name
                     .of(upstream_head)
