@@ -248,6 +248,17 @@ async fn json_records_describe_requests_and_sessions() {
     assert_eq!(tcp["termination"], "done");
     assert!(tcp["method"].is_null() && tcp["status"].is_null(), "{tcp}");
 
+    // 7. A head fulcrum refuses (two Host fields) is logged too, without method or path.
+    let answer =
+        common::stack::raw_http(port, "GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let all = records(&path, 7).await;
+    let bad = find(&all, "the refused head", |r| r["status"] == 400);
+    assert_eq!(bad["termination"], "bad_request");
+    assert!(bad["method"].is_null() && bad["pool"].is_null(), "{bad}");
+    assert!(bad["bytes_in"].as_u64().unwrap_or(0) > 20, "{bad}");
+    assert!(bad["bytes_out"].as_u64().unwrap_or(0) > 20, "{bad}");
+
     // The records written are counted for Prometheus.
     let metrics = f.metrics().await;
     assert!(

@@ -53,8 +53,10 @@ pub(crate) enum Termination {
     /// The answer (or the session) went through whole.
     Done,
     ClientAborted,
-    /// The client sent a malformed request or body.
+    /// The client sent a malformed (or too large) request or body.
     BadRequest,
+    /// The request head did not arrive in time.
+    RequestTimeout,
     /// No route matched, or the listener was being removed.
     NoRoute,
     /// No member could take the request.
@@ -91,6 +93,7 @@ impl Termination {
             Termination::Done => "done",
             Termination::ClientAborted => "client_aborted",
             Termination::BadRequest => "bad_request",
+            Termination::RequestTimeout => "request_timeout",
             Termination::NoRoute => "no_route",
             Termination::NoMember => "no_member",
             Termination::MemberConnectFailed => "member_connect_failed",

@@ -58,6 +58,8 @@ struct Client<S> {
     head_began: Option<std::time::Instant>,
     /// The request id came from the client (so the member has it already).
     id_from_client: bool,
+    /// The status fulcrum answered a head it refused with (0: none).
+    refused: u16,
 }
 
 /// Serves a client connection until it closes, idles out or the listener stops.
@@ -89,12 +91,15 @@ where
         log: Entry::default(),
         head_began: Some(opened.into_std()),
         id_from_client: false,
+        refused: 0,
     };
     // The first head must arrive within the header timeout counted from accept.
     let sleep = tokio::time::sleep_until(opened + ms(listener.timeouts.client_header_ms));
     tokio::pin!(sleep);
     let mut first = true;
     loop {
+        // What the head reader answers itself (a refused head) is counted from here.
+        client.log.bytes_out = 0;
         let Some(req) = client
             .read_head(&listener, first && detect_h2, first, &mut sleep, stop)
             .await
@@ -104,6 +109,11 @@ where
                     read: client.buf.data().to_vec(),
                     io: client.io,
                 });
+            }
+            if client.refused != 0
+                && let Some(log) = dp.log_for(&listener)
+            {
+                client.log_refused_head(log, conn);
             }
             return None;
         };
@@ -201,6 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     }
                     Ok(None) => {}
                     Err(e) => {
+                        self.refused = e.status();
                         self.error(sleep, listener, e.status(), e.reason(), true, false)
                             .await;
                         return None;
@@ -225,11 +236,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 None if waiting => return None,
                 None => {
                     let detail = "the request head did not arrive in time";
+                    self.refused = 408;
                     self.error(sleep, listener, 408, detail, true, false).await;
                     return None;
                 }
             }
         }
+    }
+
+    /// A record for a head fulcrum refused (malformed, too large, too slow): what arrived
+    /// of it counts in, the answer out; no method or path (the head did not parse).
+    fn log_refused_head(&mut self, log: &crate::access_log::Sink, conn: &ConnInfo) {
+        let out = self.log.bytes_out;
+        self.log
+            .begin("HTTP/1.1", std::time::Instant::now(), self.head_began);
+        self.log.clear_text();
+        self.log.set_request_id(None);
+        self.log.status = self.refused;
+        self.log.bytes_in = self.buf.len() as u64;
+        self.log.bytes_out = out;
+        self.log.termination = if self.refused == 408 {
+            Termination::RequestTimeout
+        } else {
+            Termination::BadRequest
+        };
+        log.emit(&self.log, conn.listener.as_str(), conn.peer);
     }
 
     /// Sends fulcrum's own error answer.
