@@ -322,16 +322,17 @@ fn new_request_id() -> [u8; 36] {
     let hi = (next() & !0xF000) | 0x4000; // version 4
     let lo = (next() & !(0xC << 60)) | (0x8 << 60); // RFC 4122 variant
     let bits = (u128::from(hi) << 64) | u128::from(lo);
-    let mut out = [0u8; 36];
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-            continue;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // 8-4-4-4-12 hex digits: a hyphen before bytes 4, 6, 8 and 10.
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
         }
-        nibble -= 1;
-        let v = ((bits >> (nibble * 4)) & 0xF) as u8;
-        *slot = if v < 10 { b'0' + v } else { b'a' + v - 10 };
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xF)];
+        at += 2;
     }
     out
 }
