@@ -457,10 +457,11 @@ async fn killed_backend_is_ejected_without_client_errors() {
         &[(&a, json!({})), (&b, json!({})), (&c3, json!({}))],
     )
     .await;
-    // Slow checks: passive ejection (failed connects) acts long before the monitor would.
+    // Slow to fail: ten failed checks take 5 s, so only passive ejection (ten failed
+    // connects under this load: milliseconds) can take the member out within 2 s.
     s.f.monitor(
         &s.pool,
-        json!({"interval_ms": 500, "timeout_ms": 200, "healthy_threshold": 1, "unhealthy_threshold": 3}),
+        json!({"interval_ms": 500, "timeout_ms": 200, "healthy_threshold": 1, "unhealthy_threshold": 10}),
     )
     .await;
     let stream = Stream::start(&s.url, 4);
@@ -473,8 +474,14 @@ async fn killed_backend_is_ejected_without_client_errors() {
             s.f.member_status(pool, bm).await == "ERROR"
         })
         .await,
-        "the killed member is ejected"
+        "the killed member is ejected by failed connects, before its monitor could"
     );
+    let metrics = s.f.metrics().await;
+    let ejections = common::stack::metric(
+        &metrics,
+        &format!("fulcrum_member_ejections_total{{pool=\"{pool}\",member=\"{bm}\"}}"),
+    );
+    assert_eq!(ejections, Some(1.0), "{metrics}");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Back on its port: the monitor's next passing check brings it back.
@@ -1079,11 +1086,12 @@ async fn idle_keep_alive_connections_are_closed() {
     );
 }
 
-/// SIGTERM: the listener stops accepting, the request in flight finishes, fulcrum exits.
+/// SIGTERM: the listener stops accepting while the request in flight goes on, that request
+/// finishes, then fulcrum exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests() {
     let a = Backend::start("a").await;
-    a.set_delay_ms(1000);
+    a.set_delay_ms(3000);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path());
     let api = server.client();
@@ -1120,6 +1128,17 @@ async fn sigterm_finishes_in_flight_requests() {
         .status()
         .expect("kill");
     assert!(status.success());
+    // Refusing new connections while the slow request is still with its member, and the
+    // process still up.
+    assert!(
+        eventually(Duration::from_secs(2), || refuses(port)).await,
+        "new connections are refused once SIGTERM arrived"
+    );
+    assert_eq!(a.in_flight(), 1, "the slow request is still in flight");
+    assert!(
+        server.child.try_wait().ok().flatten().is_none(),
+        "fulcrum waits for it"
+    );
     let (code, body) = slow.await.expect("join");
     assert_eq!(
         (code, body.as_str()),
@@ -1132,7 +1151,6 @@ async fn sigterm_finishes_in_flight_requests() {
     })
     .await;
     assert!(exited, "fulcrum exits after draining");
-    assert!(refuses(port).await, "no longer accepting");
 }
 
 /// A quiet TCP connection is closed after the listener's idle timeout; a talking one is not.
@@ -1647,8 +1665,8 @@ async fn app_cookie_persistence() {
     }
 }
 
-/// Slow start: a member joining a pool with slow start takes a share of new requests that
-/// rises linearly from a 10 % floor of its weight to all of it over the window.
+/// Slow start: a member joining a pool with slow start takes `max(t, 10 %)` of its weight,
+/// `t` into the window: a tenth at first, then in proportion to the time, all of it at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_start_ramps_a_new_member_up() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -1664,7 +1682,6 @@ async fn slow_start_ramps_a_new_member_up() {
     let share = |counts: HashMap<String, u64>| {
         let b = counts.get("b").copied().unwrap_or(0) as f64;
         let total = counts.values().sum::<u64>() as f64;
-        assert_eq!(total, 400.0, "{counts:?}");
         b / total
     };
     // Right after joining: about 0.1 / (1 + 0.1) ≈ 9 % of requests.
@@ -1674,6 +1691,20 @@ async fn slow_start_ramps_a_new_member_up() {
     assert!(
         (early - expected).abs() < 0.06,
         "early share {early:.3}, expected ≈ {expected:.3}"
+    );
+    // A tenth into the window (3 s) the weight is still a tenth: 0.1 / 1.1 ≈ 9 %. (A ramp of
+    // 0.1 + 0.9·t would give 0.19 / 1.19 ≈ 16 % there; 1,000 requests tell them apart.)
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(added.elapsed())).await;
+    let t0 = added.elapsed().as_secs_f64() / 30.0;
+    let tenth = share(hammer(&s.url, 1000, 4).await);
+    let t1 = added.elapsed().as_secs_f64() / 30.0;
+    let (lo, hi) = (
+        t0.max(0.1) / (1.0 + t0.max(0.1)),
+        t1.max(0.1) / (1.0 + t1.max(0.1)),
+    );
+    assert!(
+        tenth > lo - 0.035 && tenth < hi + 0.035,
+        "share at a tenth {tenth:.3}, expected between {lo:.3} and {hi:.3}"
     );
     // Halfway: 0.5 / 1.5 ≈ 33 %.
     tokio::time::sleep(Duration::from_secs(15).saturating_sub(added.elapsed())).await;
@@ -1951,4 +1982,31 @@ async fn request_ids_travel_to_the_member_and_back() {
     assert_eq!(id_of(resp.headers()), None);
     let seen = a.last_headers().expect("the member saw the request");
     assert_eq!(id_of(&seen), None);
+}
+
+/// Without a monitor, three failed connects in a row eject a member (for 10 s): later
+/// requests go elsewhere without trying it, and none fails.
+#[tokio::test]
+async fn three_failed_connects_eject_a_member_without_a_monitor() {
+    let a = Backend::start("a").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
+    let dead = s.f.member(&s.pool, free_port(), json!({})).await;
+    let c = client();
+    for _ in 0..30 {
+        assert_eq!(who(&c, &s.url).await, "a");
+    }
+    let metrics = s.f.metrics().await;
+    let m = format!("pool=\"{}\",member=\"{dead}\"", s.pool);
+    let value = |name: &str| common::stack::metric(&metrics, &format!("{name}{{{m}}}"));
+    assert_eq!(
+        common::stack::metric(
+            &metrics,
+            &format!("fulcrum_member_errors_total{{{m},kind=\"connect\"}}")
+        ),
+        Some(3.0),
+        "tried three times, then no more: {metrics}"
+    );
+    assert_eq!(value("fulcrum_member_ejections_total"), Some(1.0));
+    assert_eq!(value("fulcrum_member_available"), Some(0.0));
+    assert_eq!(s.f.member_status(&s.pool, &dead).await, "ERROR");
 }

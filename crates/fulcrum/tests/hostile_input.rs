@@ -1,5 +1,5 @@
-//! Every endpoint the OpenAPI document lists, hit with hostile input: nothing may answer
-//! with a 5xx, and nothing may change.
+//! Every endpoint the OpenAPI document lists, hit with hostile input (with a stale `If-Match`,
+//! and for creates without one too): nothing may answer with a 5xx, and nothing may change.
 
 mod common;
 
@@ -33,10 +33,7 @@ async fn no_request_yields_a_server_error() {
         )
         .await
         .id();
-    let before = api
-        .ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
-        .await
-        .body;
+    let before = everything(&api).await;
 
     let doc = api.ok("GET", "/v1/openapi.json", None).await.body;
     let paths = doc["paths"].as_object().expect("paths");
@@ -94,28 +91,74 @@ async fn no_request_yields_a_server_error() {
                             r.body
                         );
                     }
+                    // A create with no precondition: only the body stands between it and a
+                    // new resource, and every body here is invalid.
+                    if method == "POST" {
+                        let r = sweep.raw(&method, &path, send, &[]).await;
+                        n += 1;
+                        assert!(
+                            (400..500).contains(&r.status),
+                            "POST {path} {body:.80} → {}: {:.300}",
+                            r.status,
+                            r.body.to_string()
+                        );
+                    }
                 }
             }
         }
     }
     assert!(n > 1000, "swept {n} requests");
-    let after: Value = api
-        .ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
-        .await
-        .body;
-    // Statuses are observations (the data plane may apply the member meanwhile), not state.
+    let after = everything(&api).await;
+    assert_eq!(
+        before, after,
+        "hostile input changed nothing: no resource created, changed or deleted, no work request"
+    );
+}
+
+/// Every resource as the native API lists it, without the observed statuses (the data plane
+/// may serve them meanwhile), and every work request's id and operation.
+async fn everything(api: &common::Api) -> Value {
     let state = |mut v: Value| {
         if let Some(o) = v.as_object_mut() {
             o.remove("provisioning_status");
             o.remove("operating_status");
+            o.remove("status_reason");
         }
         v
     };
-    assert_eq!(
-        state(before),
-        state(after),
-        "a stale If-Match on every request: nothing changed"
-    );
+    let mut all = serde_json::Map::new();
+    for kind in [
+        "loadbalancers",
+        "listeners",
+        "pools",
+        "healthmonitors",
+        "subnets",
+    ] {
+        let items = api.items(&format!("/v1/{kind}?limit=1000")).await;
+        all.insert(
+            kind.into(),
+            Value::Array(items.into_iter().map(state).collect()),
+        );
+    }
+    let mut members = Vec::new();
+    for pool in api.items("/v1/pools?limit=1000").await {
+        let id = pool["id"].as_str().unwrap_or_default().to_owned();
+        members.extend(
+            api.items(&format!("/v1/pools/{id}/members?limit=1000"))
+                .await
+                .into_iter()
+                .map(state),
+        );
+    }
+    all.insert("members".into(), Value::Array(members));
+    let work: Vec<Value> = api
+        .items("/v1/work-requests?limit=1000")
+        .await
+        .into_iter()
+        .map(|w| json!([w["id"], w["operation"]]))
+        .collect();
+    all.insert("work_requests".into(), Value::Array(work));
+    Value::Object(all)
 }
 
 #[tokio::test]

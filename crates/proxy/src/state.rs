@@ -185,7 +185,7 @@ impl MemberState {
             self.warm_since_ms.store(0, Ordering::Relaxed);
             return 1.0;
         }
-        (elapsed / window).max(SLOW_START_FLOOR)
+        slow_start_factor(elapsed / window)
     }
 
     /// Whether connects failed recently enough to keep the member out.
@@ -213,6 +213,13 @@ const PASSIVE_COOL_DOWN_MS: u64 = 10_000;
 fn epoch() -> std::time::Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// The share of its weight a warming member takes, `t` (0..1) into its slow-start window:
+/// `max(t, 10 %)`, as Envoy's slow start with aggression 1: a tenth from the start, then
+/// rising in proportion to the time spent, all of it at the window's end.
+pub(crate) fn slow_start_factor(t: f64) -> f64 {
+    t.clamp(0.0, 1.0).max(SLOW_START_FLOOR)
 }
 
 /// Milliseconds since the process's first look at the clock (never 0).
@@ -282,5 +289,28 @@ impl Registry {
 
     pub fn get(&self, id: &MemberId) -> Option<Arc<MemberState>> {
         self.members.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slow_start_factor;
+
+    #[test]
+    fn slow_start_holds_a_tenth_then_rises_in_proportion() {
+        // Not 0.1 + 0.9·t: at a tenth of the window that would be 0.19.
+        for (t, want) in [
+            (0.0, 0.1),
+            (0.05, 0.1),
+            (0.1, 0.1),
+            (0.3, 0.3),
+            (0.5, 0.5),
+            (0.9, 0.9),
+            (1.0, 1.0),
+            (2.0, 1.0),
+        ] {
+            let got = slow_start_factor(t);
+            assert!((got - want).abs() < 1e-12, "t = {t}: {got} (want {want})");
+        }
     }
 }
