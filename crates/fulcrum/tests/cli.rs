@@ -227,3 +227,43 @@ async fn demo_rotates_across_three_backends() {
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
+
+/// With no token configured, `fulcrum serve` generates one into `api-token` in the data
+/// directory, readable by its owner only, and the CLI picks it up from `--data-dir`.
+#[tokio::test]
+async fn the_generated_token_is_private_and_found_by_the_cli() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    serve.env_remove("FULCRUM_API_TOKEN");
+    let server = Server::start_through(serve, dir.path(), &[]);
+    let file = dir.path().join("api-token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "api-token is {mode:o}");
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(token.trim().len() >= 20, "a long random token");
+
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(args)
+            .args(["--server", &server.base])
+            .env_remove("FULCRUM_TOKEN")
+            .env_remove("FULCRUM_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let found = cli(&["lb", "list", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    // The test suite's usual token is not accepted here: the generated one is the only one.
+    let wrong = cli(&["lb", "list", "--token", TOKEN]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

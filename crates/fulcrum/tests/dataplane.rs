@@ -1267,13 +1267,14 @@ async fn removed_member_finishes_in_flight_requests() {
         &[(&a, json!({})), (&b, json!({"offline": true}))],
     )
     .await;
-    a.set_delay_ms(1500);
+    a.set_delay_ms(3000);
     let mut slow = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let url = s.url.clone();
         slow.spawn(async move { get(&client(), &url).await });
     }
     assert!(eventually(Duration::from_secs(2), || async { a.in_flight() == 10 }).await);
+    let a_served = a.requests();
     s.f.patch_member(&s.pool, &s.members[1], json!({"offline": false}))
         .await;
     let removed =
@@ -1289,6 +1290,13 @@ async fn removed_member_finishes_in_flight_requests() {
     for _ in 0..10 {
         assert_eq!(who(&c, &s.url).await, "b");
     }
+    // All that while, a's ten were still with it, and it got nothing new.
+    assert_eq!(
+        a.in_flight(),
+        10,
+        "the removed member's requests are still in flight"
+    );
+    assert_eq!(a.requests(), a_served);
     while let Some(r) = slow.join_next().await {
         assert_eq!(r.expect("join"), (200, "a".to_owned()));
     }
@@ -2009,4 +2017,76 @@ async fn three_failed_connects_eject_a_member_without_a_monitor() {
     assert_eq!(value("fulcrum_member_ejections_total"), Some(1.0));
     assert_eq!(value("fulcrum_member_available"), Some(0.0));
     assert_eq!(s.f.member_status(&s.pool, &dead).await, "ERROR");
+}
+
+/// A member that answers the first request on each connection and hangs up on the second
+/// without a word (after reading it); it counts the POSTs it read.
+async fn hang_up_on_second_request(posts: Arc<AtomicU64>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            let posts = posts.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                for answered in [true, false] {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    if buf.starts_with(b"POST ") {
+                        posts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if answered {
+                        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Dropped: the second request is never answered.
+            });
+        }
+    });
+    port
+}
+
+/// A request with a body is never sent twice: when the member it went to closes a kept-alive
+/// connection without answering, a GET may go elsewhere, a POST gets 502 instead.
+#[tokio::test]
+async fn a_request_with_a_body_is_never_sent_twice() {
+    let posts = Arc::new(AtomicU64::new(0));
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    for _ in 0..2 {
+        let port = hang_up_on_second_request(posts.clone()).await;
+        f.member(&pool, port, json!({})).await;
+    }
+    let port = free_port();
+    f.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/");
+    // One answered GET on each member: each now has a kept-alive connection in fulcrum's
+    // idle list, which it will hang up on.
+    for _ in 0..2 {
+        assert_eq!(get(&c, &url).await.0, 200);
+    }
+    let resp = c
+        .post(&url)
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        posts.load(Ordering::Relaxed),
+        1,
+        "the POST reached one member, once"
+    );
 }

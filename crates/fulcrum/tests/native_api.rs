@@ -5,6 +5,18 @@ mod common;
 use common::{Api, Server};
 use serde_json::{Value, json};
 
+/// The port of `build_stack`'s listener: free when the test began, the same for one load
+/// balancer every time it is asked (a second listener on it must conflict).
+fn listener_port(lb: &str) -> u16 {
+    static PORTS: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashMap<String, u16>>> =
+        std::sync::OnceLock::new();
+    *PORTS
+        .get_or_init(Default::default)
+        .lock()
+        .entry(lb.to_owned())
+        .or_insert_with(common::free_port)
+}
+
 /// A load balancer with a listener, a pool, three members and a health monitor.
 async fn build_stack(api: &Api) -> (String, String, Vec<String>) {
     let lb = api
@@ -41,7 +53,7 @@ async fn build_stack(api: &Api) -> (String, String, Vec<String>) {
     api.ok(
         "POST",
         &format!("/v1/loadbalancers/{lb}/listeners"),
-        Some(json!({"name": "http", "protocol": "HTTP", "port": 18080, "default_pool_id": pool})),
+        Some(json!({"name": "http", "protocol": "HTTP", "port": listener_port(&lb), "default_pool_id": pool})),
     )
     .await;
     api.ok(
@@ -315,6 +327,7 @@ async fn bad_requests_get_clear_errors_never_a_500() {
     let m = &members[0];
     let member = format!("/v1/pools/{pool}/members/{m}");
     // (method, path, body, expected status, expected field)
+    let dup_listener = format!(r#"{{"protocol": "HTTP", "port": {}}}"#, listener_port(&lb));
     let cases: Vec<(&str, String, &str, u16, Option<&str>)> = vec![
         ("PATCH", member.clone(), "{\"weight\": ", 400, None),
         ("PATCH", member.clone(), "[1,2]", 400, None),
@@ -394,7 +407,7 @@ async fn bad_requests_get_clear_errors_never_a_500() {
         (
             "POST",
             format!("/v1/loadbalancers/{lb}/listeners"),
-            r#"{"protocol": "HTTP", "port": 18080}"#,
+            dup_listener.as_str(),
             409,
             None,
         ),
@@ -620,4 +633,58 @@ async fn a_body_that_is_not_json_is_a_400() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["field"], "content-type");
     assert!(api.items("/v1/loadbalancers").await.is_empty());
+}
+
+/// Lists come in pages: 100 items by default, in id order, with a `next_page_token` that
+/// `page_token` continues from; the last page has none; a limit outside 1..1000 is refused.
+#[tokio::test]
+async fn lists_are_paged_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let (_lb, pool, _) = build_stack(&api).await;
+    let members: Vec<Value> = (0..147)
+        .map(|i| json!({"address": "10.0.1.1", "port": 1000 + i}))
+        .collect();
+    api.ok(
+        "POST",
+        &format!("/v1/pools/{pool}/members/batch"),
+        Some(json!({"action": "add", "members": members})),
+    )
+    .await;
+    let path = format!("/v1/pools/{pool}/members");
+    let first = api.ok("GET", &path, None).await.body;
+    let page1 = first["items"].as_array().expect("items").clone();
+    assert_eq!(page1.len(), 100, "the default limit");
+    let token = first["next_page_token"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    assert_eq!(page1.last().map(|m| m["id"].clone()), Some(json!(token)));
+    let second = api
+        .ok("GET", &format!("{path}?page_token={token}"), None)
+        .await
+        .body;
+    let page2 = second["items"].as_array().expect("items").clone();
+    assert_eq!(
+        page2.len(),
+        150 - 100,
+        "the rest: 147 added and build_stack's three"
+    );
+    assert!(second.get("next_page_token").is_none(), "{second}");
+    let ids: Vec<String> = page1
+        .iter()
+        .chain(&page2)
+        .map(|m| m["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in id order, no repeats"
+    );
+    let small = api.ok("GET", &format!("{path}?limit=7"), None).await.body;
+    assert_eq!(small["items"].as_array().map(Vec::len), Some(7));
+    for bad in ["0", "1001", "x"] {
+        let r = api.call("GET", &format!("{path}?limit={bad}"), None).await;
+        assert_eq!(r.status, 400, "limit={bad}: {}", r.body);
+    }
 }

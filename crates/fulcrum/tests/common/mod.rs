@@ -61,11 +61,18 @@ impl Server {
         stderr: Stdio,
         log_filter: &str,
     ) -> Server {
+        // The test token, unless the caller removed it on purpose (fulcrum then generates
+        // one in the data directory).
+        let token_removed = command
+            .get_envs()
+            .any(|(k, v)| k == "FULCRUM_API_TOKEN" && v.is_none());
+        if !token_removed {
+            command.env("FULCRUM_API_TOKEN", TOKEN);
+        }
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("FULCRUM_API_TOKEN", TOKEN)
             .env("FULCRUM_LOG", log_filter)
             .env_remove("FULCRUM_LOG_FORMAT")
             // Colour must follow whether stderr is a terminal, whatever the environment says.
