@@ -24,10 +24,15 @@ loadbalancers:
     listeners:
       - name: http
         protocol: HTTP
-        port: 18090
+        port: LISTENER_PORT
         default_pool: app
         routes: [{path_prefix: /api, pool: app}]
 "#;
+
+/// The stack with a listener port free now.
+fn stack() -> String {
+    STACK.replace("LISTENER_PORT", &common::free_port().to_string())
+}
 
 fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
@@ -47,7 +52,8 @@ fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
 async fn apply_is_declarative_and_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.yaml");
-    std::fs::write(&file, STACK).unwrap();
+    let stack = stack();
+    std::fs::write(&file, &stack).unwrap();
     let server = Server::start(&dir.path().join("data"));
     let path = file.to_str().unwrap();
 
@@ -72,7 +78,7 @@ async fn apply_is_declarative_and_idempotent() {
     assert_eq!(listener["routes"][0]["pool_id"], pool);
 
     // Editing the file changes just what changed.
-    std::fs::write(&file, STACK.replace("weight: 3", "weight: 4")).unwrap();
+    std::fs::write(&file, stack.replace("weight: 3", "weight: 4")).unwrap();
     let (ok, out, _) = fulcrum(&server, &["apply", "-f", path]);
     assert!(ok);
     assert!(out.contains("0 created, 1 updated"), "{out}");
@@ -80,7 +86,7 @@ async fn apply_is_declarative_and_idempotent() {
     assert!(members.iter().any(|m| m["weight"] == 4));
 
     // A member outside its subnet is refused with the field named, and nothing changes.
-    std::fs::write(&file, STACK.replace("10.0.0.6", "10.9.9.9")).unwrap();
+    std::fs::write(&file, stack.replace("10.0.0.6", "10.9.9.9")).unwrap();
     let (ok, _, err) = fulcrum(&server, &["apply", "-f", path]);
     assert!(!ok);
     assert!(err.starts_with("error: "), "{err}");
@@ -99,7 +105,8 @@ async fn apply_is_declarative_and_idempotent() {
 async fn serve_applies_a_file_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.yaml");
-    std::fs::write(&file, STACK).unwrap();
+    let stack = stack();
+    std::fs::write(&file, &stack).unwrap();
     let server = Server::start_with(
         &dir.path().join("data"),
         &["--apply", file.to_str().unwrap()],
@@ -266,4 +273,55 @@ async fn the_generated_token_is_private_and_found_by_the_cli() {
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
     );
+}
+
+/// `apply --prune` deletes what the file no longer has; without it, only members follow the
+/// file exactly and the rest stays.
+#[tokio::test]
+async fn apply_prune_deletes_what_the_file_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.yaml");
+    let stack = stack();
+    std::fs::write(&file, &stack).unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let path = file.to_str().unwrap();
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok, "{out}{err}");
+    let api = server.client();
+    assert_eq!(api.items("/v1/listeners").await.len(), 1);
+
+    // The listener and the second member leave the file.
+    let cut = stack.find("    listeners:").expect("a listeners section");
+    let smaller = stack[..cut].replace(
+        "          - {address: 10.0.0.6, port: 8080, subnet: backends}\n",
+        "",
+    );
+    assert_ne!(smaller, stack[..cut], "the member line was removed");
+    std::fs::write(&file, &smaller).unwrap();
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok, "{out}{err}");
+    let pool = api.items("/v1/pools").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        api.items(&format!("/v1/pools/{pool}/members")).await.len(),
+        1,
+        "members always follow the file"
+    );
+    assert_eq!(
+        api.items("/v1/listeners").await.len(),
+        1,
+        "kept without --prune"
+    );
+
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path, "--prune"]);
+    assert!(ok, "{out}{err}");
+    assert!(api.items("/v1/listeners").await.is_empty(), "pruned");
+    assert_eq!(
+        api.items("/v1/pools").await.len(),
+        1,
+        "what the file has stays"
+    );
+    assert_eq!(api.items("/v1/healthmonitors").await.len(), 1);
 }
