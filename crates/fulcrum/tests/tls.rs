@@ -552,3 +552,62 @@ async fn members_behind_a_forward_proxy() {
         "{pools:?}"
     );
 }
+
+/// An `HTTPS` listener passes TLS through at L4: the client's handshake reaches the member,
+/// which answers with its own certificate (fulcrum holds none), and the request inside is
+/// the member's to read.
+#[tokio::test]
+async fn https_listeners_pass_tls_through_to_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let member_cert = cert(&["member.test"]);
+    let member_port = tls_backend(
+        &member_cert,
+        Arc::new(std::sync::atomic::AtomicU16::new(200)),
+    )
+    .await;
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTPS"})),
+        )
+        .await
+        .id();
+    api.ok(
+        "POST",
+        &format!("/v1/pools/{pool}/members"),
+        Some(json!({"address": "127.0.0.1", "port": member_port})),
+    )
+    .await;
+    let port = common::free_port();
+    let listener = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(
+                json!({"name": "pass", "protocol": "HTTPS", "port": port, "default_pool_id": pool}),
+            ),
+        )
+        .await;
+    api.settled(&listener).await;
+    // Trusting only the member's certificate: the handshake succeeds only if it is the
+    // member that answers it.
+    let tls = connect(port, "member.test", &member_cert.der, &[b"http/1.1"]).await;
+    let (_, conn) = tls.get_ref();
+    assert_eq!(
+        conn.peer_certificates().and_then(|c| c.first().cloned()),
+        Some(member_cert.der.clone()),
+        "the member's own certificate"
+    );
+    assert_eq!(get_over(tls, "member.test").await, 200);
+}
