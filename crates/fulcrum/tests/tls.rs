@@ -202,15 +202,35 @@ where
 
 /// A TLS backend whose `/health` answers with the status in `health`.
 async fn tls_backend(c: &Cert, health: Arc<std::sync::atomic::AtomicU16>) -> u16 {
+    tls_backend_with(c, health, None).await
+}
+
+/// A TLS backend that, given `client_root`, accepts only clients with a certificate it signed.
+async fn tls_backend_with(
+    c: &Cert,
+    health: Arc<std::sync::atomic::AtomicU16>,
+    client_root: Option<&Cert>,
+) -> u16 {
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![c.der.clone()], key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_root {
+        None => builder.with_no_client_auth(),
+        Some(root) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(root.der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(vec![c.der.clone()], key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -610,4 +630,66 @@ async fn https_listeners_pass_tls_through_to_the_member() {
         "the member's own certificate"
     );
     assert_eq!(get_over(tls, "member.test").await, 200);
+}
+
+/// `credentials.client_certificate_pem`: a member that requires a client certificate refuses
+/// fulcrum's handshake (502) until the pool presents one it trusts.
+#[tokio::test]
+async fn upstream_client_certificates_are_presented() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let member_cert = cert(&["127.0.0.1"]);
+    let client_cert = cert(&["fulcrum.client.test"]);
+    let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let member_port = tls_backend_with(&member_cert, ok, Some(&client_cert)).await;
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTP", "upstream": {
+                "scheme": "https", "tls": {"ca_certificates_pem": member_cert.pem}
+            }})),
+        )
+        .await
+        .id();
+    api.ok(
+        "POST",
+        &format!("/v1/pools/{pool}/members"),
+        Some(json!({"address": "127.0.0.1", "port": member_port})),
+    )
+    .await;
+    let port = api.http_listener(&lb, &pool).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let http = reqwest::Client::new();
+    let status = || async { http.get(&url).send().await.unwrap().status().as_u16() };
+    assert_eq!(
+        status().await,
+        502,
+        "no client certificate: the member refuses"
+    );
+
+    let patched = api
+        .ok(
+            "PATCH",
+            &format!("/v1/pools/{pool}"),
+            Some(json!({"upstream": {"credentials": {
+                "client_certificate_pem": format!("{}{}", client_cert.pem, client_cert.key)
+            }}})),
+        )
+        .await;
+    api.settled(&patched).await;
+    assert_eq!(
+        status().await,
+        200,
+        "with the client certificate the member answers"
+    );
 }
