@@ -528,3 +528,95 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     check();
     etcd.freeze_all(false);
 }
+
+/// A node that stops answering (SIGSTOP: its session is not renewed, its data plane applies
+/// nothing) holds work requests back, which say "served by 2 of 3 nodes", until its session
+/// expires; then they succeed without it. Woken, it comes back into the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
+    require_etcd();
+    let etcd = EtcdCluster::start(1).await;
+    let endpoints = format!(
+        "etcd://{}",
+        etcd.endpoints()
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let a = Node::start("node-a", "all", "127.0.0.5", &endpoints);
+    let _b = Node::start("node-b", "data-plane", "127.0.0.6", &endpoints);
+    let c = Node::start("node-c", "data-plane", "127.0.0.7", &endpoints);
+    let api = a.api().unpooled();
+    let live = || async {
+        api.ok("GET", "/v1/nodes", None).await.body["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while live().await < 3 {
+        assert!(Instant::now() < deadline, "three nodes never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lb = api
+        .ok("POST", "/v1/loadbalancers", Some(json!({"name": "fleet"})))
+        .await
+        .id();
+    let r = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "web", "protocol": "HTTP"})),
+        )
+        .await;
+    let pool = r.id();
+    let wr = wait_wr(&api, &r).await;
+    assert_eq!(wr["message"], "served by all 3 nodes", "{wr}");
+
+    let signal = |name: &str, node: &Node| {
+        let pid = node.server.as_ref().unwrap().child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP", &c);
+    let r = api
+        .ok(
+            "PATCH",
+            &format!("/v1/pools/{pool}"),
+            Some(json!({"description": "changed while node-c sleeps"})),
+        )
+        .await;
+    let id = r.header("x-work-request-id").unwrap();
+    let mut held_back = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let wr = api
+            .ok("GET", &format!("/v1/work-requests/{id}"), None)
+            .await
+            .body;
+        if wr["status"] == "SUCCEEDED" {
+            break wr;
+        }
+        assert_ne!(wr["status"], "FAILED", "{wr}");
+        if wr["message"] == "served by 2 of 3 nodes" {
+            held_back = Some(wr.clone());
+        }
+        assert!(Instant::now() < deadline, "never succeeded: {wr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        held_back.is_some(),
+        "while node-c's session lived, the change waited for it"
+    );
+    assert_eq!(done["message"], "served by all 2 nodes", "{done}");
+
+    signal("-CONT", &c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while live().await < 3 {
+        assert!(Instant::now() < deadline, "node-c never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
