@@ -325,3 +325,29 @@ async fn apply_prune_deletes_what_the_file_dropped() {
     );
     assert_eq!(api.items("/v1/healthmonitors").await.len(), 1);
 }
+
+/// The default build (the one the README's quick start makes) has no etcd: asked for a
+/// fleet store, it says how to get one instead of failing obscurely.
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn the_default_build_says_it_has_no_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "etcd://127.0.0.1:1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("built without etcd support") && err.contains("--features etcd"),
+        "{err}"
+    );
+}
