@@ -486,14 +486,12 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     };
     // A write is answered within its deadline (3 s) with 503: refused, or of unknown outcome
     // with the work request to look up.
+    // A create with a retry token, so that retrying it after an unknown outcome is safe.
     let check = timed("a write", Duration::from_secs(5));
-    let w = api_b
-        .call(
-            "PATCH",
-            &format!("/v1/pools/{pool}/members/{m1}"),
-            Some(json!({"weight": 4})),
-        )
-        .await;
+    let create_path = format!("/v1/pools/{pool}/members");
+    let create = json!({"address": "127.0.0.1", "port": 65000}).to_string();
+    let token = [("idempotency-key", "frozen-create-1")];
+    let w = api_b.raw("POST", &create_path, Some(&create), &token).await;
     check();
     assert_eq!(w.status, 503, "{}", w.body);
     assert!(
@@ -507,6 +505,13 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         "{}",
         w.body
     );
+    println!("etcd frozen: the create answered {code}");
+    let unknown_wr = (code == "outcome_unknown").then(|| {
+        w.body["work_request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an unknown outcome names its work request: {}", w.body))
+            .to_owned()
+    });
     // Work-request reads answer within their deadline (from the view while the work
     // request is pending, else from the store or 503); /wait keeps its timeout.
     for wr in [&pending_wr, &done_wr] {
@@ -527,6 +532,43 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         .await;
     check();
     etcd.freeze_all(false);
+
+    // Retried with the same token until accepted: one member, whatever became of the first
+    // attempt; if its outcome was unknown and it committed, the retry names its work request.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let accepted = loop {
+        let r = api_b.raw("POST", &create_path, Some(&create), &token).await;
+        if (200..300).contains(&r.status) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retry refused: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let members = api_b.items(&create_path).await;
+    assert_eq!(
+        members.iter().filter(|m| m["port"] == 65000).count(),
+        1,
+        "no duplicate: {members:?}"
+    );
+    if let Some(wr) = unknown_wr {
+        let first = api_b
+            .call("GET", &format!("/v1/work-requests/{wr}"), None)
+            .await;
+        if first.status == 200 {
+            assert_eq!(
+                accepted.header("x-work-request-id").as_deref(),
+                Some(wr.as_str()),
+                "the committed first attempt is what the retry answers with"
+            );
+        } else {
+            assert_eq!(first.status, 404, "{}", first.body);
+        }
+    }
 }
 
 /// A node that stops answering (SIGSTOP: its session is not renewed, its data plane applies
