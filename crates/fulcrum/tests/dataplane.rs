@@ -1448,11 +1448,6 @@ async fn priority_groups_fail_over_and_back_without_errors() {
         ],
     )
     .await;
-    s.f.monitor(
-        &s.pool,
-        json!({"interval_ms": 100, "timeout_ms": 100, "healthy_threshold": 1, "unhealthy_threshold": 1}),
-    )
-    .await;
     let first = hammer(&s.url, 400, 4).await;
     assert_eq!(first.get("b"), None, "{first:?}");
     assert_eq!(
@@ -1460,6 +1455,12 @@ async fn priority_groups_fail_over_and_back_without_errors() {
         300,
         "weighted inside the group: {first:?}"
     );
+    // Checks that one slow answer on a busy machine cannot fail: two in a row must.
+    s.f.monitor(
+        &s.pool,
+        json!({"interval_ms": 300, "timeout_ms": 250, "healthy_threshold": 1, "unhealthy_threshold": 2}),
+    )
+    .await;
 
     let stream = Stream::start(&s.url, 2);
     // Both preferred members fail their checks (they still answer other requests).
@@ -1747,7 +1748,7 @@ async fn circuit_breaker_trips_recovers_and_honours_retry_after() {
             "name": "fives",
             "failure_condition": {"count": 5, "interval_ms": 10000,
                                   "status_code_ranges": [{"min": 500, "max": 599}]},
-            "trip_duration_ms": 1000,
+            "trip_duration_ms": 2000,
             "accept_retry_after": true
         }]}})),
     )
@@ -1770,14 +1771,15 @@ async fn circuit_breaker_trips_recovers_and_honours_retry_after() {
     assert_eq!(b.requests(), before);
     assert_eq!(s.f.member_status(&s.pool, &s.members[1]).await, "ERROR");
 
-    // After the trip, one probe: b is healthy again, so it closes.
+    // After the trip, one probe: b is healthy again, so it closes. (The trip is 2 s so
+    // that the 20 requests above fit in it on a busy machine.)
     b.set_status(0, None);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let seen = hammer(&s.url, 40, 1).await;
     assert!(seen.get("b").copied().unwrap_or(0) >= 15, "{seen:?}");
 
-    // Retry-After: 2 s, longer than the rule's trip duration.
-    b.set_status(503, Some("2"));
+    // Retry-After: 3 s, longer than the rule's trip duration (2 s).
+    b.set_status(503, Some("3"));
     let mut tripped_at = None;
     for _ in 0..4 {
         if get(&c, &s.url).await.0 == 503 {
@@ -1790,15 +1792,15 @@ async fn circuit_breaker_trips_recovers_and_honours_retry_after() {
     for _ in 0..10 {
         assert_eq!(who(&c, &s.url).await, "a", "tripped by Retry-After");
     }
-    tokio::time::sleep(Duration::from_millis(1300).saturating_sub(tripped_at.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(2300).saturating_sub(tripped_at.elapsed())).await;
     for _ in 0..6 {
         assert_eq!(
             who(&c, &s.url).await,
             "a",
-            "still tripped after the rule's 1 s: Retry-After said 2 s"
+            "still tripped after the rule's 2 s: Retry-After said 3 s"
         );
     }
-    tokio::time::sleep(Duration::from_millis(2200).saturating_sub(tripped_at.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(3200).saturating_sub(tripped_at.elapsed())).await;
     assert!(
         eventually(Duration::from_secs(2), || async {
             who(&c, &s.url).await == "b"
