@@ -158,6 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(paths::default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    make_private(&data_dir);
     let listen = match args.listen.or(file.api.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse()?,
@@ -383,6 +384,21 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     Ok(())
+}
+
+/// The data directory holds the store and the API token: the owner's only (0700), whatever
+/// the umask made of it. A directory the process does not own is left alone, with a warning.
+fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o077 == 0 {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory private");
+    }
 }
 
 /// logrotate moves the file and sends SIGHUP: the access log opens the path anew.

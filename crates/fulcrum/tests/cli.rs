@@ -236,17 +236,28 @@ async fn demo_rotates_across_three_backends() {
 }
 
 /// With no token configured, `fulcrum serve` generates one into `api-token` in the data
-/// directory, readable by its owner only, and the CLI picks it up from `--data-dir`.
+/// directory, readable by its owner only (as are the directory and the store), and the CLI
+/// picks it up from `--data-dir`.
 #[tokio::test]
 async fn the_generated_token_is_private_and_found_by_the_cli() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
+    // As a umask of 022 would leave it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
     serve.env_remove("FULCRUM_API_TOKEN");
     let server = Server::start_through(serve, dir.path(), &[]);
     let file = dir.path().join("api-token");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "api-token is {mode:o}");
+    // The directory and the store hold secrets too (issue 19): the owner's only.
+    let dir_mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "data directory is {dir_mode:o}");
+    let store_mode = std::fs::metadata(dir.path().join("fulcrum.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(store_mode & 0o777, 0o600, "fulcrum.redb is {store_mode:o}");
     let token = std::fs::read_to_string(&file).unwrap();
     assert!(token.trim().len() >= 20, "a long random token");
 

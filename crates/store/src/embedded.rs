@@ -159,6 +159,14 @@ impl EmbeddedStore {
             })?;
         }
         let db = open_database(path)?;
+        // The store holds secrets (upstream credentials, TLS private keys): the owner's only,
+        // whatever the umask made of it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot make the store file private");
+            }
+        }
         let (changes_tx, _) = broadcast::channel(capacity.max(1));
         tracing::debug!(path = %path.display(), "embedded store opened");
         Ok(Self {
