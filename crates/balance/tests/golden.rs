@@ -72,3 +72,20 @@ fn removing_a_member_moves_only_its_clients_and_order_does_not_matter() {
     let expected: Vec<&str> = picks(&MEMBERS).into_iter().map(|i| MEMBERS[i]).collect();
     assert_eq!(by_id, expected);
 }
+
+#[test]
+fn an_empty_pool_has_no_table_and_picks_nothing() {
+    let empty = Maglev::new(&[]);
+    assert!(empty.is_empty());
+    assert_eq!((empty.len(), empty.table_size()), (0, 0));
+    assert_eq!(empty.select(hash_ip([10, 0, 0, 1].into()), &|_| true), None);
+    let one = Maglev::new(&[Candidate::new(1, hash_bytes(MEMBERS[0].as_bytes()))]);
+    assert!(!one.is_empty());
+    assert_eq!(one.len(), 1);
+    assert_eq!(one.table_size(), Maglev::DEFAULT_TABLE_SIZE);
+    assert_eq!(
+        one.select(hash_ip([10, 0, 0, 1].into()), &|_| true),
+        Some(0)
+    );
+    assert_eq!(one.select(hash_ip([10, 0, 0, 1].into()), &|_| false), None);
+}
