@@ -112,9 +112,21 @@ async fn wait_wr(api: &Api, r: &Resp) -> Value {
 
 /// Retries a write through `api` until it is accepted (after an election, or etcd's return).
 async fn write_until_accepted(api: &Api, method: &str, path: &str, body: Value) -> Resp {
+    write_until_accepted_with(api, method, path, body, &[]).await
+}
+
+/// The same, with request headers (a retry token).
+async fn write_until_accepted_with(
+    api: &Api,
+    method: &str,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> Resp {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let body = body.to_string();
     loop {
-        let r = api.call(method, path, Some(body.clone())).await;
+        let r = api.raw(method, path, Some(&body), headers).await;
         if (200..300).contains(&r.status) {
             return r;
         }
@@ -128,6 +140,16 @@ async fn write_until_accepted(api: &Api, method: &str, path: &str, body: Value) 
     }
 }
 
+/// `--store` for the cluster: `etcd://host:port,host:port,…`.
+fn store_url(etcd: &EtcdCluster) -> String {
+    let endpoints = etcd.endpoints();
+    let hosts: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e.trim_start_matches("http://"))
+        .collect();
+    format!("etcd://{}", hosts.join(","))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -137,14 +159,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
     require_etcd();
     let mut etcd = EtcdCluster::start(3).await;
-    let endpoints = format!(
-        "etcd://{}",
-        etcd.endpoints()
-            .iter()
-            .map(|e| e.trim_start_matches("http://"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let endpoints = store_url(&etcd);
     let a = Node::start("node-a", "all", "127.0.0.2", &endpoints);
     let mut b = Node::start("node-b", "all", "127.0.0.3", &endpoints);
     let c = Node::start("node-c", "data-plane", "127.0.0.4", &endpoints);
@@ -535,20 +550,14 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
 
     // Retried with the same token until accepted: one member, whatever became of the first
     // attempt; if its outcome was unknown and it committed, the retry names its work request.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let accepted = loop {
-        let r = api_b.raw("POST", &create_path, Some(&create), &token).await;
-        if (200..300).contains(&r.status) {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "retry refused: {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let accepted = write_until_accepted_with(
+        &api_b,
+        "POST",
+        &create_path,
+        json!({"address": "127.0.0.1", "port": 65000}),
+        &token,
+    )
+    .await;
     let members = api_b.items(&create_path).await;
     assert_eq!(
         members.iter().filter(|m| m["port"] == 65000).count(),
@@ -578,14 +587,7 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
 async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
     require_etcd();
     let etcd = EtcdCluster::start(1).await;
-    let endpoints = format!(
-        "etcd://{}",
-        etcd.endpoints()
-            .iter()
-            .map(|e| e.trim_start_matches("http://"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let endpoints = store_url(&etcd);
     let a = Node::start("node-a", "all", "127.0.0.5", &endpoints);
     let _b = Node::start("node-b", "data-plane", "127.0.0.6", &endpoints);
     let c = Node::start("node-c", "data-plane", "127.0.0.7", &endpoints);

@@ -582,44 +582,13 @@ async fn https_listeners_pass_tls_through_to_the_member() {
     let server = Server::start(dir.path());
     let api = server.client();
     let member_cert = cert(&["member.test"]);
-    let member_port = tls_backend(
-        &member_cert,
-        Arc::new(std::sync::atomic::AtomicU16::new(200)),
-    )
-    .await;
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
-    let pool = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "p", "protocol": "HTTPS"})),
-        )
-        .await
-        .id();
-    api.ok(
-        "POST",
-        &format!("/v1/pools/{pool}/members"),
-        Some(json!({"address": "127.0.0.1", "port": member_port})),
-    )
-    .await;
-    let port = common::free_port();
-    let listener = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/listeners"),
-            Some(
-                json!({"name": "pass", "protocol": "HTTPS", "port": port, "default_pool_id": pool}),
-            ),
-        )
-        .await;
-    api.settled(&listener).await;
+    let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let member_port = tls_backend(&member_cert, ok).await;
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTPS", "ROUND_ROBIN").await;
+    api.member(&pool, member_port, json!({})).await;
+    let port = free_port();
+    api.listener(&lb, "HTTPS", port, Some(&pool)).await;
     // Trusting only the member's certificate: the handshake succeeds only if it is the
     // member that answers it.
     let tls = connect(port, "member.test", &member_cert.der, &[b"http/1.1"]).await;
@@ -643,31 +612,24 @@ async fn upstream_client_certificates_are_presented() {
     let client_cert = cert(&["fulcrum.client.test"]);
     let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
     let member_port = tls_backend_with(&member_cert, ok, Some(&client_cert)).await;
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
-    let pool = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "p", "protocol": "HTTP", "upstream": {
-                "scheme": "https", "tls": {"ca_certificates_pem": member_cert.pem}
-            }})),
-        )
-        .await
-        .id();
-    api.ok(
-        "POST",
-        &format!("/v1/pools/{pool}/members"),
-        Some(json!({"address": "127.0.0.1", "port": member_port})),
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let upstream = |credentials: serde_json::Value| {
+        json!({"upstream": {
+            "scheme": "https",
+            "tls": {"ca_certificates_pem": member_cert.pem},
+            "credentials": credentials,
+        }})
+    };
+    api.apply(
+        "PATCH",
+        &format!("/v1/pools/{pool}"),
+        Some(upstream(json!({}))),
     )
     .await;
-    let port = api.http_listener(&lb, &pool).await;
+    api.member(&pool, member_port, json!({})).await;
+    let port = free_port();
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
     let url = format!("http://127.0.0.1:{port}/");
     let http = reqwest::Client::new();
     let status = || async { http.get(&url).send().await.unwrap().status().as_u16() };
@@ -677,16 +639,13 @@ async fn upstream_client_certificates_are_presented() {
         "no client certificate: the member refuses"
     );
 
-    let patched = api
-        .ok(
-            "PATCH",
-            &format!("/v1/pools/{pool}"),
-            Some(json!({"upstream": {"credentials": {
-                "client_certificate_pem": format!("{}{}", client_cert.pem, client_cert.key)
-            }}})),
-        )
-        .await;
-    api.settled(&patched).await;
+    let pem = format!("{}{}", client_cert.pem, client_cert.key);
+    api.apply(
+        "PATCH",
+        &format!("/v1/pools/{pool}"),
+        Some(upstream(json!({"client_certificate_pem": pem}))),
+    )
+    .await;
     assert_eq!(
         status().await,
         200,
