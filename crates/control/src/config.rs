@@ -2,7 +2,7 @@
 //! store's change feed. Operations plan against it; the data plane compiles its snapshot
 //! from it. It is never written directly: only store events change it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use fulcrum_model::{
     HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer, LoadBalancerId, Member,
@@ -43,6 +43,51 @@ pub struct Config {
     /// snapshot: finishing needs the store anyway, and re-listing it fills this again.
     #[serde(skip)]
     pub pending_work_requests: BTreeMap<WorkRequestId, Versioned<WorkRequest>>,
+    /// Work requests that reached their final status lately, so that reading one needs no
+    /// store (and answers while it is away). Not saved either.
+    #[serde(skip)]
+    pub finished_work_requests: RecentWorkRequests,
+}
+
+/// The newest [`RecentWorkRequests::CAPACITY`] work requests seen reaching a final status;
+/// the oldest go first.
+#[derive(Clone, Debug, Default)]
+pub struct RecentWorkRequests {
+    by_id: HashMap<WorkRequestId, WorkRequest>,
+    order: VecDeque<WorkRequestId>,
+}
+
+impl RecentWorkRequests {
+    pub const CAPACITY: usize = 4096;
+
+    pub fn get(&self, id: &WorkRequestId) -> Option<&WorkRequest> {
+        self.by_id.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn insert(&mut self, id: WorkRequestId, wr: WorkRequest) {
+        if self.by_id.insert(id.clone(), wr).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// Forgets one (its place in the order goes when it comes up for eviction: a deleted
+    /// work request never comes back under the same id).
+    fn remove(&mut self, id: &WorkRequestId) {
+        self.by_id.remove(id);
+    }
 }
 
 impl Config {
@@ -85,21 +130,28 @@ impl Config {
             }
             ConfigKey::Monitor(_) => insert(&mut self.monitors, kv, |v| v.id.clone()),
             ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, |v| v.id.clone()),
-            ConfigKey::WorkRequest(id) => match decode_work_request(kv) {
-                Some(wr) if !wr.status.is_final() => {
-                    self.pending_work_requests.insert(
-                        WorkRequestId::from(id),
-                        Versioned {
-                            value: wr,
-                            create_revision: kv.create_revision,
-                            mod_revision: kv.mod_revision,
-                        },
-                    );
+            ConfigKey::WorkRequest(id) => {
+                let id = WorkRequestId::from(id);
+                match decode_work_request(kv) {
+                    Some(wr) if !wr.status.is_final() => {
+                        self.pending_work_requests.insert(
+                            id,
+                            Versioned {
+                                value: wr,
+                                create_revision: kv.create_revision,
+                                mod_revision: kv.mod_revision,
+                            },
+                        );
+                    }
+                    Some(wr) => {
+                        self.pending_work_requests.remove(&id);
+                        self.finished_work_requests.insert(id, wr);
+                    }
+                    None => {
+                        self.pending_work_requests.remove(&id);
+                    }
                 }
-                _ => {
-                    self.pending_work_requests.remove(&WorkRequestId::from(id));
-                }
-            },
+            }
         }
     }
 
@@ -133,7 +185,9 @@ impl Config {
                 self.subnets.remove(&SubnetId::from(id));
             }
             ConfigKey::WorkRequest(id) => {
-                self.pending_work_requests.remove(&WorkRequestId::from(id));
+                let id = WorkRequestId::from(id);
+                self.pending_work_requests.remove(&id);
+                self.finished_work_requests.remove(&id);
             }
         }
     }
@@ -216,4 +270,62 @@ pub(crate) fn decode_work_request(kv: &KeyValue) -> Option<WorkRequest> {
     let mut wr: WorkRequest = decode(kv)?;
     wr.revision = kv.create_revision;
     Some(wr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulcrum_model::WorkRequestStatus;
+
+    fn put(c: &mut Config, n: usize, status: WorkRequestStatus) {
+        let id = format!("wr-{n:05}");
+        let wr = WorkRequest {
+            id: WorkRequestId::from(id.clone()),
+            operation: "UpdateMember".into(),
+            loadbalancer_id: None,
+            resources: Vec::new(),
+            status,
+            revision: n as i64,
+            request_id: String::new(),
+            message: String::new(),
+            error: None,
+            accepted_at: chrono::DateTime::UNIX_EPOCH,
+            finished_at: None,
+        };
+        let kv = KeyValue {
+            key: keys::work_request(&wr.id),
+            value: serde_json::to_vec(&wr).unwrap_or_default(),
+            create_revision: n as i64,
+            mod_revision: n as i64,
+            version: 1,
+        };
+        c.put(&kv);
+    }
+
+    #[test]
+    fn finished_work_requests_are_kept_for_reads_newest_first_out_last() {
+        let mut c = Config::default();
+        put(&mut c, 1, WorkRequestStatus::InProgress);
+        let one = WorkRequestId::from("wr-00001".to_owned());
+        assert!(c.pending_work_requests.contains_key(&one));
+        assert!(c.finished_work_requests.get(&one).is_none());
+        put(&mut c, 1, WorkRequestStatus::Succeeded);
+        assert!(!c.pending_work_requests.contains_key(&one));
+        assert_eq!(
+            c.finished_work_requests.get(&one).map(|w| w.status),
+            Some(WorkRequestStatus::Succeeded)
+        );
+        for n in 2..=RecentWorkRequests::CAPACITY + 1 {
+            put(&mut c, n, WorkRequestStatus::Failed);
+        }
+        assert_eq!(c.finished_work_requests.len(), RecentWorkRequests::CAPACITY);
+        assert!(
+            c.finished_work_requests.get(&one).is_none(),
+            "the oldest went first"
+        );
+        let newest = WorkRequestId::from(format!("wr-{:05}", RecentWorkRequests::CAPACITY + 1));
+        assert!(c.finished_work_requests.get(&newest).is_some());
+        c.delete(&keys::work_request(&newest));
+        assert!(c.finished_work_requests.get(&newest).is_none());
+    }
 }

@@ -820,18 +820,19 @@ impl ControlPlane {
         }
     }
 
-    /// A work request. Pending ones are answered from the view (at once, whatever the store
-    /// does); others from the store, within [`READ_DEADLINE`].
+    /// A work request. Pending and recently finished ones are answered from the view (at
+    /// once, whatever the store does); others from the store, within [`READ_DEADLINE`].
     pub async fn get_work_request(
         &self,
         id: &WorkRequestId,
     ) -> Result<Option<WorkRequest>, ControlError> {
-        let pending = self
-            .config
-            .read()
-            .pending_work_requests
-            .get(id)
-            .map(|v| v.value.clone());
+        let pending = {
+            let cfg = self.config.read();
+            cfg.pending_work_requests
+                .get(id)
+                .map(|v| v.value.clone())
+                .or_else(|| cfg.finished_work_requests.get(id).cloned())
+        };
         if let Some(mut wr) = pending {
             self.annotate(&mut wr);
             return Ok(Some(wr));
