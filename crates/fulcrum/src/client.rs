@@ -18,9 +18,16 @@ pub struct Reply {
 }
 
 impl Client {
+    /// `base` is the API's URL; a bare `host:port` means `http://host:port`.
     pub fn new(base: String, token: String) -> anyhow::Result<Self> {
+        let base = base.trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_owned()
+        } else {
+            format!("http://{base}")
+        };
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            base,
             token,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(150))

@@ -276,6 +276,18 @@ async fn the_generated_token_is_private_and_found_by_the_cli() {
         "{}",
         String::from_utf8_lossy(&found.stderr)
     );
+    // `--server host:port` without a scheme means http.
+    let bare = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["lb", "list", "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--server", server.base.trim_start_matches("http://")])
+        .env_remove("FULCRUM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
     // The test suite's usual token is not accepted here: the generated one is the only one.
     let wrong = cli(&["lb", "list", "--token", TOKEN]);
     assert!(!wrong.status.success());
