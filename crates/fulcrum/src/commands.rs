@@ -872,6 +872,23 @@ async fn get(c: &Client, opts: &ClientOpts, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a written resource can be read back: the path itself for an update, the new
+/// resource's own path for a create (by the collection it was created in).
+fn resource_path(method: &str, path: &str, body: &Value) -> Option<String> {
+    if method != "POST" {
+        return Some(path.to_owned());
+    }
+    let id = body["id"].as_str()?;
+    let collection = path.rsplit('/').next()?;
+    Some(match collection {
+        "members" => format!("{path}/{id}"),
+        "listeners" | "pools" | "loadbalancers" | "healthmonitors" | "subnets" => {
+            format!("/v1/{collection}/{id}")
+        }
+        _ => return None,
+    })
+}
+
 async fn write(
     c: &Client,
     opts: &ClientOpts,
@@ -880,15 +897,21 @@ async fn write(
     body: Value,
     w: &WriteOpts,
 ) -> anyhow::Result<()> {
+    let method_name = method.as_str().to_owned();
     let reply = c
         .call(method, &path, Some(&body), w.if_match.as_deref())
         .await?;
+    let mut shown = reply.body.clone();
     if w.wait
         && let Some(id) = &reply.work_request_id
     {
         wait_for(c, id, Duration::from_secs(120), !opts.json).await?;
+        // The resource as it stands now that the change is served, not as it was accepted.
+        if let Some(now) = resource_path(&method_name, &path, &reply.body) {
+            shown = c.get(&now).await?;
+        }
     }
-    output::print_one(&reply.body, opts.json);
+    output::print_one(&shown, opts.json);
     if !opts.json {
         if let Some(etag) = reply.etag {
             eprintln!("etag: {etag}");

@@ -172,6 +172,11 @@ async fn client_commands_and_errors() {
     );
     assert!(ok, "{err}");
     assert!(out.contains("DRAINING"), "{out}");
+    // Printed as it stands once served, not as it was accepted.
+    assert!(
+        out.contains("ACTIVE") && !out.contains("PENDING_UPDATE"),
+        "{out}"
+    );
     let (ok, out, _) = fulcrum(&server, &["member", "list", pool]);
     assert!(ok);
     assert!(out.contains("127.0.0.1") && out.contains("WEIGHT"), "{out}");
