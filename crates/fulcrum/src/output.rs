@@ -20,6 +20,7 @@ pub const LISTENER: Columns = Columns(&[
     ("PORT", "/port"),
     ("DEFAULT POOL", "/default_pool_id"),
     ("PROVISIONING", "/provisioning_status"),
+    ("OPERATING", "/operating_status"),
 ]);
 pub const POOL: Columns = Columns(&[
     ("ID", "/id"),
@@ -99,11 +100,60 @@ pub fn print_one(v: &Value, json: bool) {
         Value::Object(map) => {
             let mut t = Table::new();
             t.load_style(UTF8_BORDERS_ONLY);
+            let mut rows = Vec::new();
             for (k, v) in map {
-                t.add_row(vec![k.clone(), cell(Some(v))]);
+                flatten(k, v, &mut rows);
+            }
+            for (k, v) in rows {
+                t.add_row(vec![k, v]);
             }
             println!("{t}");
         }
         other => println!("{}", cell(Some(other))),
+    }
+}
+
+/// One row per leaf: nested objects become dotted keys (`upstream.tls.validate_certificate_name`),
+/// so a resource with settings prints as a readable column, not one wide JSON cell. Lists
+/// of scalars stay on one row; lists of objects are numbered (`routes[0].pool_id`).
+fn flatten(key: &str, v: &Value, rows: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                flatten(&format!("{key}.{k}"), v, rows);
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{key}[{i}]"), item, rows);
+            }
+        }
+        other => rows.push((key.to_owned(), cell(Some(other)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flatten;
+    use serde_json::json;
+
+    #[test]
+    fn nested_settings_print_one_leaf_per_row() {
+        let mut rows = Vec::new();
+        let pool = json!({"name": "web", "upstream": {"scheme": "https", "tls": {"validate_certificate_name": false}},
+                          "routes": [{"pool_id": "p1"}], "labels": {}, "tags": ["a", "b"]});
+        for (k, v) in pool.as_object().into_iter().flatten() {
+            flatten(k, v, &mut rows);
+        }
+        let rows: Vec<(&str, &str)> = rows.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(rows.contains(&("upstream.scheme", "https")), "{rows:?}");
+        assert!(
+            rows.contains(&("upstream.tls.validate_certificate_name", "false")),
+            "{rows:?}"
+        );
+        assert!(rows.contains(&("routes[0].pool_id", "p1")), "{rows:?}");
+        assert!(rows.contains(&("labels", "{}")), "{rows:?}");
+        assert!(rows.contains(&("tags", "[\"a\",\"b\"]")), "{rows:?}");
+        assert!(rows.iter().all(|(_, v)| v.len() < 80), "{rows:?}");
     }
 }
