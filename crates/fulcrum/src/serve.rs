@@ -304,10 +304,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::apply::apply_document(&client, crate::demo::document(), false)
             .await
             .context("cannot set up the demo")?;
+        let backends: Vec<String> = crate::demo::BACKEND_PORTS
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         println!(
-            "fulcrum demo: http://127.0.0.1:{} balances over 3 backends (127.0.0.1:{:?}). Try:\n  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:{}/; done",
+            "fulcrum demo: http://127.0.0.1:{} balances over 3 backends ({}). Try:\n  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:{}/; done",
             crate::demo::LISTENER_PORT,
-            crate::demo::BACKEND_PORTS,
+            backends.join(", "),
             crate::demo::LISTENER_PORT
         );
     }
