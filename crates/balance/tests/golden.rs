@@ -89,3 +89,24 @@ fn an_empty_pool_has_no_table_and_picks_nothing() {
     );
     assert_eq!(one.select(hash_ip([10, 0, 0, 1].into()), &|_| false), None);
 }
+
+/// With almost every member ineligible the pick falls back to rendezvous hashing; that
+/// mapping is fixed too (two eligible members of a thousand: most clients get there).
+#[test]
+fn the_rendezvous_fallback_is_fixed() {
+    let ids: Vec<String> = (0..1000).map(|i| format!("member-{i:04}")).collect();
+    let candidates: Vec<Candidate> = ids
+        .iter()
+        .map(|id| Candidate::new(1, hash_bytes(id.as_bytes())))
+        .collect();
+    let table = Maglev::new(&candidates);
+    let eligible = |i: usize| i == 123 || i == 877;
+    let picks: Vec<usize> = CLIENTS
+        .iter()
+        .map(|ip| {
+            let ip = ip.parse().unwrap_or_else(|_| unreachable!());
+            table.select(hash_ip(ip), &eligible).unwrap_or(usize::MAX)
+        })
+        .collect();
+    assert_eq!(picks, [877, 123, 877, 123, 877, 877, 123, 123]);
+}
