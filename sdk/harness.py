@@ -199,6 +199,29 @@ class Fulcrum:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def native(api_url, method, path, body=None, token=TOKEN, headers=None):
+    """One call to fulcrum's native API (with `token`, if any); returns (status, JSON body or
+    None, headers). A body that is not JSON (an error from a proxy in between) reads as None."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(api_url + path, data=data, method=method)
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, text, hdrs = r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        status, text, hdrs = e.code, e.read(), e.headers
+    try:
+        parsed = json.loads(text) if text else None
+    except ValueError:
+        parsed = None
+    return status, parsed, hdrs
+
+
 def get(url, headers=None, timeout=5):
     """One plain HTTP GET on a fresh connection; returns (status, body text, headers)."""
     req = urllib.request.Request(url, headers=headers or {})

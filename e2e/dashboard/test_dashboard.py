@@ -28,7 +28,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from harness import TOKEN, Backend, Fulcrum, Steps, check, free_port, taken_port, wait_until
+from harness import TOKEN, Backend, Fulcrum, Steps, check, free_port, native, taken_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.environ.get("E2E_ARTIFACTS") or os.path.join(ROOT, "target", "e2e-artifacts")
@@ -44,20 +44,7 @@ class Ctx:
 
 def call(c, method, path, body=None, headers=None):
     """The native API with the token; returns (status, JSON body or None, headers)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(c.fulcrum.api_url + path, data=data, method=method)
-    req.add_header("authorization", f"Bearer {TOKEN}")
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read()
-            return r.status, json.loads(text) if text else None, r.headers
-    except urllib.error.HTTPError as e:
-        text = e.read()
-        return e.code, json.loads(text) if text else None, e.headers
+    return native(c.fulcrum.api_url, method, path, body, headers=headers)
 
 
 def ok(c, method, path, body=None, headers=None):

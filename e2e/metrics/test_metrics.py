@@ -17,7 +17,7 @@ import urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from harness import TOKEN, Backend, Fulcrum, Steps, check, free_port, spread, wait_port, wait_until
+from harness import TOKEN, Backend, Fulcrum, Steps, check, free_port, native, spread, wait_port, wait_until
 
 CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 TRAFFIC = 40
@@ -31,23 +31,8 @@ class Ctx:
 
 def call(c, method, path, body=None, token=TOKEN):
     """One API call; returns (status, parsed body or None, headers)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(c.fulcrum.api_url + path, data=data, method=method)
-    if token:
-        req.add_header("authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("content-type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            text = r.read()
-            return r.status, json.loads(text) if text else None, dict(r.headers)
-    except urllib.error.HTTPError as e:
-        text = e.read()
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = None
-        return e.code, parsed, dict(e.headers)
+    status, parsed, hdrs = native(c.fulcrum.api_url, method, path, body, token)
+    return status, parsed, dict(hdrs)
 
 
 def change(c, method, path, body):
