@@ -35,7 +35,20 @@ impl Client {
         })
     }
 
+    /// One call; names in the path's id positions are replaced by the ids they name first
+    /// (see [`Client::with_ids`]).
     pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> anyhow::Result<Reply> {
+        let path = self.with_ids(path).await?;
+        self.send(method, &path, body, if_match).await
+    }
+
+    async fn send(
         &self,
         method: Method,
         path: &str,
@@ -88,6 +101,79 @@ impl Client {
 
     /// Every item of a paginated list.
     pub async fn list_all(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let path = self.with_ids(path).await?;
+        self.list_as_is(&path).await
+    }
+
+    /// `path` with every name where an id belongs replaced by the id of the one resource of
+    /// that name: `/v1/pools/web/members` → `/v1/pools/<id>/members`; a member by its name or
+    /// `address:port`. Ids pass as they are; a name nothing has is left for the API to answer
+    /// "not found"; a name several resources share is an error that lists their ids.
+    pub async fn with_ids(&self, path: &str) -> anyhow::Result<String> {
+        let (route, query) = match path.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (path, None),
+        };
+        let mut segments: Vec<String> = route.split('/').map(str::to_owned).collect();
+        for i in 1..segments.len() {
+            let (kind, value) = (segments[i - 1].as_str(), segments[i].as_str());
+            let named = !value.is_empty() && !looks_like_id(value) && value != "batch";
+            let collection = match kind {
+                "loadbalancers" | "listeners" | "pools" | "healthmonitors" | "subnets"
+                    if i == 3 =>
+                {
+                    format!("/v1/{kind}")
+                }
+                "members" if i == 5 => segments[..i].join("/"),
+                _ => continue,
+            };
+            if named {
+                let id = self.resolve(&collection, value).await?;
+                segments[i] = id;
+            }
+        }
+        let route = segments.join("/");
+        Ok(match query {
+            Some(q) => format!("{route}?{q}"),
+            None => route,
+        })
+    }
+
+    /// The id of the pool (or other top-level resource) named `name_or_id`, for fields of a
+    /// request body that hold an id (`default_pool_id`, `pool_id`).
+    pub async fn id_of(&self, collection: &str, name_or_id: &str) -> anyhow::Result<String> {
+        if looks_like_id(name_or_id) {
+            return Ok(name_or_id.to_owned());
+        }
+        self.resolve(&format!("/v1/{collection}"), name_or_id).await
+    }
+
+    async fn resolve(&self, collection: &str, name: &str) -> anyhow::Result<String> {
+        let items = self.list_as_is(collection).await?;
+        let ids: Vec<&str> = items
+            .iter()
+            .filter(|v| {
+                v["name"].as_str() == Some(name)
+                    || v["address"]
+                        .as_str()
+                        .zip(v["port"].as_u64())
+                        .is_some_and(|(a, p)| format!("{a}:{p}") == name)
+            })
+            .filter_map(|v| v["id"].as_str())
+            .collect();
+        match ids.as_slice() {
+            [] => Ok(name.to_owned()),
+            [one] => Ok((*one).to_owned()),
+            many => Err(anyhow!(
+                "{} resources in {collection} are named {name:?} ({}): name one by its id",
+                many.len(),
+                many.join(", ")
+            )),
+        }
+    }
+
+    /// Every item of a paginated list at `path`, taken as it is.
+    async fn list_as_is(&self, path: &str) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -96,7 +182,7 @@ impl Client {
                 Some(t) => format!("{path}{sep}limit=1000&page_token={t}"),
                 None => format!("{path}{sep}limit=1000"),
             };
-            let page = self.get(&url).await?;
+            let page = self.send(Method::GET, &url, None, None).await?.body;
             if let Some(list) = page.get("items").and_then(Value::as_array) {
                 items.extend(list.iter().cloned());
             }
@@ -106,6 +192,18 @@ impl Client {
             }
         }
     }
+}
+
+/// fulcrum's ids are UUIDs: `8-4-4-4-12` hex digits.
+fn looks_like_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {

@@ -429,6 +429,14 @@ fn s(v: &Option<String>) -> Option<Value> {
     v.clone().map(Value::String)
 }
 
+/// A pool given by name or id, as the id a request body needs.
+async fn pool_id(c: &Client, pool: Option<String>) -> anyhow::Result<Option<String>> {
+    match pool {
+        Some(p) => Ok(Some(c.id_of("pools", &p).await?)),
+        None => Ok(None),
+    }
+}
+
 fn j<T: serde::Serialize>(v: Option<T>) -> Option<Value> {
     v.and_then(|v| serde_json::to_value(v).ok())
 }
@@ -510,7 +518,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                         vec![
                             ("protocol", Some(Value::String(protocol))),
                             ("port", j(Some(port))),
-                            ("default_pool_id", s(&default_pool)),
+                            ("default_pool_id", s(&pool_id(&c, default_pool).await?)),
                             ("name", s(&name)),
                         ],
                     )?;
@@ -532,7 +540,10 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 } => {
                     let b = body(
                         &opts,
-                        vec![("default_pool_id", s(&default_pool)), ("port", j(port))],
+                        vec![
+                            ("default_pool_id", s(&pool_id(&c, default_pool).await?)),
+                            ("port", j(port)),
+                        ],
                     )?;
                     write(
                         &c,
@@ -695,7 +706,9 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
             match cmd {
                 MonitorCmd::List { pool } => {
                     let path = match pool {
-                        Some(p) => format!("/v1/healthmonitors?pool_id={p}"),
+                        Some(p) => {
+                            format!("/v1/healthmonitors?pool_id={}", c.id_of("pools", &p).await?)
+                        }
                         None => "/v1/healthmonitors".into(),
                     };
                     list(&c, &client, &output::MONITOR, &path).await
@@ -713,7 +726,10 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                     let b = body(
                         &opts,
                         vec![
-                            ("pool_id", Some(Value::String(pool))),
+                            (
+                                "pool_id",
+                                Some(Value::String(c.id_of("pools", &pool).await?)),
+                            ),
                             ("type", Some(Value::String(kind))),
                             ("interval_ms", j(interval_ms)),
                             ("url_path", s(&url_path)),

@@ -188,6 +188,44 @@ async fn client_commands_and_errors() {
     assert_eq!(listed[0]["traffic"]["requests_total"], 0, "{listed:#}");
     assert_eq!(listed[0]["traffic"]["in_flight"], 0, "{listed:#}");
 
+    // Names where ids go: the pool by its name, the member by address:port.
+    let (ok, out, err) = fulcrum(&server, &["member", "list", "p"]);
+    assert!(ok && out.contains("127.0.0.1"), "{out}{err}");
+    let (ok, out, err) = fulcrum(&server, &["member", "get", "p", "127.0.0.1:7000", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"],
+        member
+    );
+    // Also in body fields that hold an id: a listener's default pool.
+    let port = common::free_port().to_string();
+    let (ok, out, err) = fulcrum(
+        &server,
+        &[
+            "listener",
+            "create",
+            "web",
+            "--protocol",
+            "TCP",
+            "--port",
+            &port,
+            "--default-pool",
+            "p",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["default_pool_id"],
+        pool
+    );
+    // A name two resources share is refused, naming both.
+    let (ok, _, err) = fulcrum(&server, &["lb", "create", "--name", "web"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = fulcrum(&server, &["lb", "get", "web"]);
+    assert!(!ok);
+    assert!(err.contains("2 resources") && err.contains(lb), "{err}");
+
     // Errors: one line, non-zero exit, no panic.
     let (ok, _, err) = fulcrum(
         &server,
