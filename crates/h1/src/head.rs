@@ -31,6 +31,7 @@ pub enum Name {
     Cookie,
     SetCookie,
     RetryAfter,
+    XRequestId,
 }
 
 impl Name {
@@ -50,6 +51,7 @@ impl Name {
             10 if is("keep-alive") => Name::KeepAlive,
             10 if is("set-cookie") => Name::SetCookie,
             11 if is("retry-after") => Name::RetryAfter,
+            12 if is("x-request-id") => Name::XRequestId,
             14 if is("content-length") => Name::ContentLength,
             15 if is("x-forwarded-for") => Name::XForwardedFor,
             16 if is("proxy-connection") => Name::ProxyConnection,

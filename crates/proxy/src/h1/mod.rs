@@ -331,7 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let from_client = self
                 .fields
                 .iter()
-                .find(|f| f.name.of(data).eq_ignore_ascii_case(b"x-request-id"))
+                .find(|f| f.kind == Name::XRequestId)
                 .map(|f| f.value.of(data));
             self.log.set_request_id(from_client);
             self.id_from_client = from_client.is_some_and(|id| id == self.log.request_id());
@@ -608,11 +608,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             },
         );
         if self.log.send_id {
-            let echoed = self.up_fields.iter().any(|f| {
-                f.name
-                    .of(upstream_head)
-                    .eq_ignore_ascii_case(b"x-request-id")
-            });
+            let echoed = self.up_fields.iter().any(|f| f.kind == Name::XRequestId);
             if !echoed {
                 heads::append_field(&mut self.out, b"X-Request-Id", self.log.request_id());
             }
