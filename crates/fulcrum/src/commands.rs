@@ -88,10 +88,14 @@ pub struct WriteOpts {
 
 #[derive(Subcommand)]
 pub enum LbCmd {
+    /// List them (a table; `--json` for every field).
     List,
+    /// Show one, every field.
     Get {
+        /// Its id or name.
         id: String,
     },
+    /// Create one (`--wait`: until the data plane serves it).
     Create {
         #[arg(long)]
         name: String,
@@ -103,14 +107,18 @@ pub enum LbCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Change the given fields; the others stay as they are.
     Update {
+        /// Its id or name.
         id: String,
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Delete one (`--wait`: until the data plane serves the change).
     Delete {
+        /// Its id or name.
         id: String,
         /// Also delete its listeners, pools, members and health monitors.
         #[arg(long)]
@@ -122,15 +130,19 @@ pub enum LbCmd {
 
 #[derive(Subcommand)]
 pub enum ListenerCmd {
+    /// List them (a table; `--json` for every field).
     List {
         #[arg(long)]
         lb: Option<String>,
     },
+    /// Show one, every field.
     Get {
+        /// Its id or name.
         id: String,
     },
+    /// Create one (`--wait`: until the data plane serves it).
     Create {
-        /// The load balancer.
+        /// The load balancer (its id or name).
         lb: String,
         #[arg(long)]
         protocol: String,
@@ -143,7 +155,9 @@ pub enum ListenerCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Change the given fields; the others stay as they are.
     Update {
+        /// Its id or name.
         id: String,
         #[arg(long)]
         default_pool: Option<String>,
@@ -152,7 +166,9 @@ pub enum ListenerCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Delete one (`--wait`: until the data plane serves the change).
     Delete {
+        /// Its id or name.
         id: String,
         #[arg(long)]
         wait: bool,
@@ -161,15 +177,19 @@ pub enum ListenerCmd {
 
 #[derive(Subcommand)]
 pub enum PoolCmd {
+    /// List them (a table; `--json` for every field).
     List {
         #[arg(long)]
         lb: Option<String>,
     },
+    /// Show one, every field.
     Get {
+        /// Its id or name.
         id: String,
     },
+    /// Create one (`--wait`: until the data plane serves it).
     Create {
-        /// The load balancer.
+        /// The load balancer (its id or name).
         lb: String,
         #[arg(long)]
         protocol: String,
@@ -181,7 +201,9 @@ pub enum PoolCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Change the given fields; the others stay as they are.
     Update {
+        /// Its id or name.
         id: String,
         #[arg(long)]
         algorithm: Option<String>,
@@ -190,7 +212,9 @@ pub enum PoolCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Delete one (`--wait`: until the data plane serves the change).
     Delete {
+        /// Its id or name.
         id: String,
         #[arg(long)]
         wait: bool,
@@ -224,14 +248,21 @@ pub struct MemberFlags {
 
 #[derive(Subcommand)]
 pub enum MemberCmd {
+    /// List them (a table; `--json` for every field).
     List {
+        /// The pool (its id or name).
         pool: String,
     },
+    /// Show one, every field.
     Get {
+        /// The pool (its id or name).
         pool: String,
+        /// Its id or name.
         id: String,
     },
+    /// Create one (`--wait`: until the data plane serves it).
     Create {
+        /// The pool (its id or name).
         pool: String,
         #[arg(long)]
         address: String,
@@ -244,21 +275,27 @@ pub enum MemberCmd {
     },
     /// e.g. `fulcrum member update POOL MEMBER --weight 3 --drain`
     Update {
+        /// The pool (its id or name).
         pool: String,
+        /// Its id or name.
         id: String,
         #[command(flatten)]
         fields: MemberFlags,
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Delete one (`--wait`: until the data plane serves the change).
     Delete {
+        /// The pool (its id or name).
         pool: String,
+        /// Its id or name.
         id: String,
         #[arg(long)]
         wait: bool,
     },
     /// Add, replace or delete up to 200 members at once, all or nothing.
     Batch {
+        /// The pool (its id or name).
         pool: String,
         /// add, replace or delete.
         #[arg(long)]
@@ -273,14 +310,19 @@ pub enum MemberCmd {
 
 #[derive(Subcommand)]
 pub enum MonitorCmd {
+    /// List them (a table; `--json` for every field).
     List {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Show one, every field.
     Get {
+        /// Its id or name.
         id: String,
     },
+    /// Create one (`--wait`: until the data plane serves it).
     Create {
+        /// The pool (its id or name).
         pool: String,
         /// TCP, HTTP, HTTPS or UDP_CONNECT.
         #[arg(long = "type")]
@@ -292,12 +334,16 @@ pub enum MonitorCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Change the given fields; the others stay as they are.
     Update {
+        /// Its id or name.
         id: String,
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Delete one (`--wait`: until the data plane serves the change).
     Delete {
+        /// Its id or name.
         id: String,
         #[arg(long)]
         wait: bool,
@@ -306,10 +352,14 @@ pub enum MonitorCmd {
 
 #[derive(Subcommand)]
 pub enum SubnetCmd {
+    /// List them (a table; `--json` for every field).
     List,
+    /// Show one, every field.
     Get {
+        /// Its id or name.
         id: String,
     },
+    /// Create one (`--wait`: until the data plane serves it).
     Create {
         #[arg(long)]
         cidr: String,
@@ -320,27 +370,35 @@ pub enum SubnetCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Change the given fields; the others stay as they are.
     Update {
+        /// Its id or name.
         id: String,
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Delete one (`--wait`: until the data plane serves the change).
     Delete {
+        /// Its id or name.
         id: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum WorkRequestCmd {
+    /// List them (a table; `--json` for every field).
     List {
         #[arg(long)]
         lb: Option<String>,
     },
+    /// Show one, every field.
     Get {
+        /// Its id or name.
         id: String,
     },
     /// Wait until the change is served (or failed), with a progress indicator.
     Wait {
+        /// Its id or name.
         id: String,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 120)]

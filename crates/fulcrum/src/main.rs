@@ -93,6 +93,8 @@ enum Command {
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
     Apply {
+        /// The file: load balancers with their pools, members, monitors and listeners, and
+        /// subnets, by name.
         #[arg(short = 'f', long)]
         file: PathBuf,
         /// Delete members not in the file (members always match the file exactly) and also

@@ -417,3 +417,61 @@ fn the_default_build_says_it_has_no_etcd() {
         "{err}"
     );
 }
+
+/// Every command and argument of the resource commands says what it is.
+#[test]
+fn help_describes_every_command_and_argument() {
+    for resource in [
+        "loadbalancer",
+        "listener",
+        "pool",
+        "member",
+        "healthmonitor",
+        "subnet",
+        "work-request",
+    ] {
+        let help = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+                .args(args)
+                .arg("--help")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let top = help(&[resource]);
+        let commands: Vec<String> = top
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(str::trim)
+            .filter(|l| !l.starts_with("help "))
+            .map(str::to_owned)
+            .collect();
+        assert!(!commands.is_empty(), "{top}");
+        for line in &commands {
+            assert!(
+                line.split_whitespace().count() > 1,
+                "`{resource} {line}` has no description:\n{top}"
+            );
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let sub = help(&[resource, name]);
+            assert!(
+                !sub.contains("Options every create"),
+                "{resource} {name}:\n{sub}"
+            );
+            for arg in sub
+                .lines()
+                .skip_while(|l| !l.starts_with("Arguments:"))
+                .skip(1)
+                .take_while(|l| l.starts_with("  "))
+            {
+                assert!(
+                    arg.split_whitespace().count() > 1,
+                    "`{resource} {name}`: argument `{}` has no description",
+                    arg.trim()
+                );
+            }
+        }
+    }
+}
