@@ -19,52 +19,38 @@ pub enum ResourceCommand {
     Loadbalancer {
         #[command(subcommand)]
         cmd: LbCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Listeners: ports the data plane binds.
     Listener {
         #[command(subcommand)]
         cmd: ListenerCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Pools of members.
     Pool {
         #[command(subcommand)]
         cmd: PoolCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Members (backend servers) of a pool.
     Member {
         #[command(subcommand)]
         cmd: MemberCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Health monitors.
     #[command(name = "healthmonitor", alias = "monitor")]
     HealthMonitor {
         #[command(subcommand)]
         cmd: MonitorCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Subnets members' addresses must lie in.
     Subnet {
         #[command(subcommand)]
         cmd: SubnetCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Work requests: where each change stands.
     #[command(name = "work-request", alias = "wr")]
     WorkRequest {
         #[command(subcommand)]
         cmd: WorkRequestCmd,
-        #[command(flatten)]
-        client: ClientOpts,
     },
 }
 
@@ -499,10 +485,10 @@ fn j<T: serde::Serialize>(v: Option<T>) -> Option<Value> {
     v.and_then(|v| serde_json::to_value(v).ok())
 }
 
-pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()> {
     use ResourceCommand as R;
     match cmd {
-        R::Loadbalancer { cmd, client } => {
+        R::Loadbalancer { cmd } => {
             let c = connect(&client)?;
             let view = output::LOADBALANCER;
             match cmd {
@@ -555,7 +541,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        R::Listener { cmd, client } => {
+        R::Listener { cmd } => {
             let c = connect(&client)?;
             match cmd {
                 ListenerCmd::List { lb } => {
@@ -618,7 +604,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        R::Pool { cmd, client } => {
+        R::Pool { cmd } => {
             let c = connect(&client)?;
             match cmd {
                 PoolCmd::List { lb } => {
@@ -676,7 +662,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        R::Member { cmd, client } => {
+        R::Member { cmd } => {
             let c = connect(&client)?;
             match cmd {
                 MemberCmd::List { pool } => {
@@ -759,7 +745,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        R::HealthMonitor { cmd, client } => {
+        R::HealthMonitor { cmd } => {
             let c = connect(&client)?;
             match cmd {
                 MonitorCmd::List { pool } => {
@@ -820,7 +806,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        R::Subnet { cmd, client } => {
+        R::Subnet { cmd } => {
             let c = connect(&client)?;
             match cmd {
                 SubnetCmd::List => list(&c, &client, &output::SUBNET, "/v1/subnets").await,
@@ -858,7 +844,7 @@ pub async fn run(cmd: ResourceCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        R::WorkRequest { cmd, client } => {
+        R::WorkRequest { cmd } => {
             let c = connect(&client)?;
             match cmd {
                 WorkRequestCmd::List { lb } => {

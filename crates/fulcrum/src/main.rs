@@ -24,6 +24,9 @@ mod store;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Before or after the subcommand: `fulcrum --json pool list` and `fulcrum pool list --json`.
+    #[command(flatten)]
+    client: ClientOpts,
 }
 
 /// How client commands reach the API.
@@ -40,7 +43,8 @@ pub struct ClientOpts {
     /// API bearer token (default: the token `fulcrum serve` generated in the data directory).
     #[arg(long, global = true, env = "FULCRUM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Where to find a generated token when --token is not given.
+    /// The data directory: where `serve` keeps the store and the API token it generates, and
+    /// where the CLI finds that token when --token is not given.
     #[arg(long, global = true, env = "FULCRUM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print JSON instead of tables.
@@ -55,9 +59,6 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Where the store and the generated API token live.
-        #[arg(long, env = "FULCRUM_DATA_DIR")]
-        data_dir: Option<PathBuf>,
         /// Address of the management API [default: 127.0.0.1:9000].
         #[arg(long, env = "FULCRUM_LISTEN")]
         listen: Option<SocketAddr>,
@@ -101,8 +102,6 @@ enum Command {
         /// listeners, pools and health monitors of the file's load balancers not in it.
         #[arg(long)]
         prune: bool,
-        #[command(flatten)]
-        client: ClientOpts,
     },
     /// Print the native API's OpenAPI document.
     Openapi,
@@ -178,7 +177,6 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
         Command::Serve {
             config: _,
             log_format: _,
-            data_dir,
             listen,
             apply,
             demo,
@@ -190,7 +188,7 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
         } => {
             serve::run(serve::ServeArgs {
                 file,
-                data_dir,
+                data_dir: cli.client.data_dir,
                 listen,
                 apply,
                 demo,
@@ -202,12 +200,8 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Apply {
-            file,
-            prune,
-            client,
-        } => {
-            let c = commands::connect(&client)?;
+        Command::Apply { file, prune } => {
+            let c = commands::connect(&cli.client)?;
             let summary = apply::apply_file(&c, &file, prune).await?;
             println!("{summary}");
             Ok(())
@@ -219,6 +213,6 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Resource(cmd) => commands::run(cmd).await,
+        Command::Resource(cmd) => commands::run(cmd, cli.client).await,
     }
 }

@@ -319,6 +319,29 @@ async fn the_generated_token_is_private_and_found_by_the_cli() {
         "{}",
         String::from_utf8_lossy(&found.stderr)
     );
+    // Client flags go before the subcommand as well as after it.
+    let before = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--server",
+            &server.base,
+            "--json",
+        ])
+        .args(["lb", "list"])
+        .env_remove("FULCRUM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&before.stdout)
+            .trim_start()
+            .starts_with('[')
+    );
     // `--server host:port` without a scheme means http.
     let bare = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(["lb", "list", "--data-dir", dir.path().to_str().unwrap()])
