@@ -34,6 +34,15 @@ fn stack() -> String {
     STACK.replace("LISTENER_PORT", &common::free_port().to_string())
 }
 
+/// A server, and `stack.yaml` (the stack on a free port) beside its data directory.
+fn serve_with_stack_file() -> (tempfile::TempDir, Server, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = stack();
+    std::fs::write(dir.path().join("stack.yaml"), &stack).expect("write stack.yaml");
+    let server = Server::start(&dir.path().join("data"));
+    (dir, server, stack)
+}
+
 fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(args)
@@ -50,11 +59,8 @@ fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn apply_is_declarative_and_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, server, stack) = serve_with_stack_file();
     let file = dir.path().join("stack.yaml");
-    let stack = stack();
-    std::fs::write(&file, &stack).unwrap();
-    let server = Server::start(&dir.path().join("data"));
     let path = file.to_str().unwrap();
 
     let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
@@ -368,11 +374,8 @@ async fn the_generated_token_is_private_and_found_by_the_cli() {
 /// file exactly and the rest stays.
 #[tokio::test]
 async fn apply_prune_deletes_what_the_file_dropped() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, server, stack) = serve_with_stack_file();
     let file = dir.path().join("stack.yaml");
-    let stack = stack();
-    std::fs::write(&file, &stack).unwrap();
-    let server = Server::start(&dir.path().join("data"));
     let path = file.to_str().unwrap();
     let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
     assert!(ok, "{out}{err}");
