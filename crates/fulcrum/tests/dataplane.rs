@@ -1982,6 +1982,20 @@ async fn request_ids_travel_to_the_member_and_back() {
         "the client's id is passed on, not doubled: {seen:?}"
     );
 
+    // An unusable id (a space in it) is replaced, not sent beside fulcrum's.
+    let resp = c
+        .get(&url)
+        .header("x-request-id", "has space")
+        .send()
+        .await
+        .expect("request");
+    let returned = id_of(resp.headers()).expect("an id returned");
+    assert_eq!(returned.len(), 36, "{returned}");
+    let seen = a.last_headers().expect("the member saw the request");
+    let ids: Vec<_> = seen.get_all("x-request-id").iter().collect();
+    assert_eq!(ids.len(), 1, "{seen:?}");
+    assert_eq!(ids[0].to_str().ok(), Some(returned.as_str()));
+
     f.apply(
         "PATCH",
         &format!("/v1/listeners/{listener}"),

@@ -274,7 +274,12 @@ async fn forward(
             member,
         );
         for (name, value) in &parts.headers {
-            if !dropped(name) && !replaced_by_credentials(member, name.as_str().as_bytes()) {
+            // A client's id that was unusable is replaced by fulcrum's, not sent beside it.
+            let replaced_id = send_id && !id_from_client && *name == X_REQUEST_ID;
+            if !dropped(name)
+                && !replaced_id
+                && !replaced_by_credentials(member, name.as_str().as_bytes())
+            {
                 write_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
             }
         }

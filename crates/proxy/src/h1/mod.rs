@@ -335,6 +335,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 .map(|f| f.value.of(data));
             self.log.set_request_id(from_client);
             self.id_from_client = from_client.is_some_and(|id| id == self.log.request_id());
+            if from_client.is_some() && !self.id_from_client && self.log.send_id {
+                // Unusable as sent: replaced by fulcrum's, so the member sees one id.
+                for f in self
+                    .fields
+                    .iter_mut()
+                    .filter(|f| f.kind == Name::XRequestId)
+                {
+                    f.hop = true;
+                }
+            }
         }
         if req.method == Method::Connect {
             self.log.termination = Termination::Refused;
