@@ -57,18 +57,24 @@ impl Stats {
     /// The latency histogram as the Prometheus encoder takes it: each bucket's own count
     /// (the encoder makes them cumulative), the last one `+Inf` for what exceeds them all.
     pub(crate) fn buckets(&self) -> Vec<(f64, u64)> {
-        let count = self.count.load(Ordering::Relaxed);
-        let mut in_finite = 0;
-        let mut out: Vec<(f64, u64)> = BUCKETS
+        let counts = self.bucket_counts();
+        BUCKETS
             .iter()
-            .zip(&self.buckets)
-            .map(|(b, n)| {
-                let n = n.load(Ordering::Relaxed);
-                in_finite += n;
-                (*b, n)
-            })
-            .collect();
-        out.push((f64::INFINITY, count.saturating_sub(in_finite)));
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts)
+            .collect()
+    }
+
+    /// Each bucket's own count, the last for what exceeds them all (no allocation).
+    pub(crate) fn bucket_counts(&self) -> [u64; BUCKETS.len() + 1] {
+        let count = self.count.load(Ordering::Relaxed);
+        let mut out = [0; BUCKETS.len() + 1];
+        for (slot, n) in out.iter_mut().zip(&self.buckets) {
+            *slot = n.load(Ordering::Relaxed);
+        }
+        let in_finite: u64 = out[..BUCKETS.len()].iter().sum();
+        out[BUCKETS.len()] = count.saturating_sub(in_finite);
         out
     }
 }

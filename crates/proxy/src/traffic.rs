@@ -35,15 +35,11 @@ struct Sample {
 impl Sample {
     fn of(stats: &Stats) -> Sample {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let mut latency = [0; BUCKETS.len() + 1];
-        for (slot, (_, n)) in latency.iter_mut().zip(stats.buckets()) {
-            *slot = n;
-        }
         Sample {
             answered: stats.by_class.iter().map(load).sum(),
             failed_answers: load(&stats.by_class[4]),
             unanswered: stats.errors.iter().map(load).sum(),
-            latency,
+            latency: stats.bucket_counts(),
         }
     }
 
@@ -111,6 +107,8 @@ fn quantile_ms(buckets: &[u64; BUCKETS.len() + 1], q: f64) -> Option<f64> {
 struct Kept {
     older: Option<(Instant, Sample)>,
     newer: Option<(Instant, Sample)>,
+    /// The last look that found it served.
+    seen: u64,
 }
 
 impl Kept {
@@ -134,39 +132,48 @@ impl Kept {
 /// Counter copies for everything the snapshot serves, by id.
 #[derive(Default)]
 pub(crate) struct Sampler {
+    /// Looks taken so far.
+    looks: u64,
     listeners: HashMap<fulcrum_model::ListenerId, Kept>,
     pools: HashMap<fulcrum_model::PoolId, Kept>,
     members: HashMap<fulcrum_model::MemberId, Kept>,
 }
 
+/// Updated in place: an id is cloned only when it is new.
 fn keep<'a, K: Eq + Hash + Clone + 'a>(
     kept: &mut HashMap<K, Kept>,
     live: impl Iterator<Item = (&'a K, &'a Stats)>,
     at: Instant,
+    look: u64,
 ) {
-    let mut seen = HashMap::with_capacity(kept.len());
     for (id, stats) in live {
-        let mut k = kept.remove(id).unwrap_or_default();
+        let k = match kept.get_mut(id) {
+            Some(k) => k,
+            None => kept.entry(id.clone()).or_default(),
+        };
+        k.seen = look;
         k.offer(at, || Sample::of(stats));
-        seen.insert(id.clone(), k);
     }
-    // What is no longer served is dropped with the old map.
-    *kept = seen;
+    kept.retain(|_, k| k.seen == look);
 }
 
 impl Sampler {
     /// Copies the counters of what `snap` serves that has no copy, or none recent enough;
     /// forgets what it no longer serves.
     pub(crate) fn sample(&mut self, snap: &Snapshot, at: Instant) {
+        self.looks += 1;
+        let look = self.looks;
         keep(
             &mut self.listeners,
             snap.listeners.values().map(|l| (&l.id, l.stats.as_ref())),
             at,
+            look,
         );
         keep(
             &mut self.pools,
             snap.pools.values().map(|p| (&p.id, p.stats.as_ref())),
             at,
+            look,
         );
         keep(
             &mut self.members,
@@ -174,6 +181,7 @@ impl Sampler {
                 .values()
                 .flat_map(|p| p.members.iter().map(|m| (&m.id, &m.state.stats))),
             at,
+            look,
         );
     }
 
