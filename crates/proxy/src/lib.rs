@@ -158,18 +158,6 @@ impl DataPlane {
         metrics::collector(&self.inner.shared)
     }
 
-    /// The data plane's metrics alone, in the OpenMetrics text format.
-    pub fn render_metrics(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(
-            &mut out,
-            &metrics::registry(&self.inner.shared),
-        ) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
-        out
-    }
-
     /// Opens the access log file anew (after logrotate moved it: SIGHUP).
     pub fn reopen_access_log(&self) {
         if let Some(log) = &self.inner.shared.access_log {

@@ -6,7 +6,6 @@ use std::sync::{Arc, Weak};
 
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
 
 use crate::context::Shared;
 use crate::state::Health;
@@ -407,16 +406,10 @@ pub(crate) fn collector(dp: &Arc<Shared>) -> Box<dyn prometheus_client::collecto
     Box::new(Collector(Arc::downgrade(dp)))
 }
 
-/// A registry holding the data plane's collector.
-pub(crate) fn registry(dp: &Arc<Shared>) -> Registry {
-    let mut r = Registry::default();
-    r.register_collector(collector(dp));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::registry::Registry;
 
     /// Encodes one histogram row the way the collector does.
     #[derive(Debug)]
