@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Checker, LoadBalancerId, LoadBalancerKind, MAX_NAME_LEN, PoolId, Timestamp, UpstreamSettings,
-    ValidationError,
+    Checker, LoadBalancerId, LoadBalancerKind, MAX_NAME_LEN, MemberTimeouts, OutlierDetection,
+    PoolId, Timestamp, UpstreamSettings, ValidationError,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -168,6 +168,12 @@ pub struct PoolSpec {
     /// Defaults for how members are reached; a member may override them.
     #[serde(default)]
     pub upstream: UpstreamSettings,
+    /// Members that fail requests leave the rotation for a while (on by default).
+    #[serde(default)]
+    pub outlier_detection: OutlierDetection,
+    /// Limits on each request's exchange with a member (HTTP pools).
+    #[serde(default)]
+    pub member_timeouts: MemberTimeouts,
 }
 
 /// What pool validation needs to know about the pool's load balancer.
@@ -194,6 +200,8 @@ impl PoolSpec {
             admin_state_up: true,
             max_connections_per_member: None,
             upstream: UpstreamSettings::default(),
+            outlier_detection: OutlierDetection::default(),
+            member_timeouts: MemberTimeouts::default(),
         }
     }
 
@@ -248,6 +256,8 @@ impl PoolSpec {
             });
         }
         c.nested("upstream", self.upstream.validate());
+        c.nested("outlier_detection", self.outlier_detection.validate());
+        c.nested("member_timeouts", self.member_timeouts.validate());
         c.finish()
     }
 

@@ -612,6 +612,15 @@ fn full_pool() -> Pool {
                     accept_retry_after: true,
                 }],
             },
+            outlier_detection: OutlierDetection {
+                consecutive_5xx: 7,
+                max_ejection_percent: 34,
+                ..OutlierDetection::default()
+            },
+            member_timeouts: MemberTimeouts {
+                first_byte_ms: Some(2_000),
+                total_ms: Some(30_000),
+            },
         },
         created_at: at,
         updated_at: at,

@@ -4,6 +4,7 @@
 //! sends a malformed body never reaches this module's `failed`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use fulcrum_model::ListenerId;
@@ -14,14 +15,22 @@ use std::time::Duration;
 
 use crate::connect::acquire;
 use crate::context::Shared;
+use crate::outlier::{Policy, Reason};
 use crate::select::{Tried, pick};
 use crate::snapshot::{MemberRt, PoolRt};
-use crate::state::{Health, Lease};
+use crate::state::Lease;
 use crate::stats::ErrorKind;
 use crate::upstream::UpConn;
 
 /// Attempts per request: the first member plus one retry elsewhere.
 const MAX_ATTEMPTS: usize = 2;
+
+/// The retry budget: retries of requests a member already received may be in flight up to
+/// this share of the pool's requests in flight, or this many, whichever is more (Envoy's
+/// defaults), so retries cannot multiply the load on a pool in trouble. Retries after a
+/// failed connect are free: the first member never got the request.
+const RETRY_BUDGET_PERCENT: u64 = 20;
+const RETRY_BUDGET_MIN: u64 = 3;
 
 /// The member failed before its response began.
 pub(crate) struct MemberFailure {
@@ -29,9 +38,35 @@ pub(crate) struct MemberFailure {
     /// What the client is told if no other member answers.
     pub status: u16,
     pub reason: &'static str,
-    /// The request may be sent elsewhere: a reused connection the member had closed
-    /// before answering anything (the caller also checks the request may be resent).
+    /// The request may be sent elsewhere if it is safe to send again: the member closed
+    /// the connection or timed out without answering anything (the caller checks the
+    /// request may be resent, and the pool's retry budget).
     pub retry: bool,
+}
+
+/// One retry in flight, counted against its pool's budget until dropped.
+struct RetryTicket(std::sync::Arc<crate::stats::PoolCounters>);
+
+impl RetryTicket {
+    fn take(pool: &PoolRt) -> Option<RetryTicket> {
+        let active = &pool.counters.active_retries;
+        let in_flight: u64 = pool.members.iter().map(|m| m.state.in_flight()).sum();
+        let budget = (in_flight * RETRY_BUDGET_PERCENT / 100).max(RETRY_BUDGET_MIN);
+        if active.fetch_add(1, Ordering::Relaxed) >= budget {
+            active.fetch_sub(1, Ordering::Relaxed);
+            pool.counters
+                .retries_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(RetryTicket(pool.counters.clone()))
+    }
+}
+
+impl Drop for RetryTicket {
+    fn drop(&mut self) {
+        self.0.active_retries.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The members one request tries: the one persistence binds it to, then picks, each at
@@ -46,6 +81,7 @@ pub(crate) struct Attempts {
     pub timed_from: Option<std::time::Instant>,
     /// When the last one was ready, when timed.
     pub connect_time: Option<Duration>,
+    retry: Option<RetryTicket>,
 }
 
 impl Attempts {
@@ -58,6 +94,7 @@ impl Attempts {
             last_error: None,
             timed_from: None,
             connect_time: None,
+            retry: None,
         }
     }
 
@@ -86,9 +123,7 @@ impl Attempts {
                 .take()
                 .or_else(|| pick(pool, client_hash, &self.tried))?;
             if self.last_error.is_some() {
-                pool.counters
-                    .retries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                pool.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             self.tried.add(idx);
             let member = &pool.members[idx];
@@ -96,14 +131,10 @@ impl Attempts {
             let acquired = acquire(member, connect_timeout).await;
             self.connect_time = self.timed_from.map(|t| t.elapsed());
             match acquired {
-                Ok(up) => {
-                    member.state.connect_succeeded();
-                    return Some((idx, lease, up));
-                }
+                Ok(up) => return Some((idx, lease, up)),
                 Err(e) => {
                     tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                    failed(member, ErrorKind::Connect);
-                    passive_failure(pool, idx);
+                    failed(pool, idx, ErrorKind::Connect);
                     self.failure = (502, "could not connect to a member");
                     self.last_error = Some(ErrorKind::Connect);
                 }
@@ -124,13 +155,16 @@ impl Attempts {
     ) -> bool {
         let member = &pool.members[idx];
         tracing::debug!(member = %member.authority, reused, reason = failure.reason, "request to the member failed");
-        failed(member, failure.kind);
-        if failure.kind == ErrorKind::Reset && !reused {
-            passive_failure(pool, idx);
-        }
+        failed(pool, idx, failure.kind);
         self.failure = (failure.status, failure.reason);
         self.last_error = Some(failure.kind);
-        failure.retry && may_resend
+        if !(failure.retry && may_resend && self.left > 0) {
+            return false;
+        }
+        if self.retry.is_none() {
+            self.retry = RetryTicket::take(pool);
+        }
+        self.retry.is_some()
     }
 
     /// The status and reason to answer when no member did.
@@ -199,9 +233,10 @@ impl ConnInfo {
     }
 }
 
-/// A request to the member failed on the member's side before it answered: count it, and
-/// tell the breaker.
-pub(crate) fn failed(member: &MemberRt, kind: ErrorKind) {
+/// A request to the member failed on the member's side (a connect failure, a reset, a
+/// timeout): count it, tell the breaker and outlier detection.
+pub(crate) fn failed(pool: &PoolRt, idx: usize, kind: ErrorKind) {
+    let member = &pool.members[idx];
     member.state.stats.error(kind);
     let outcome = match kind {
         ErrorKind::Connect | ErrorKind::Reset => Outcome::ConnectionFailure,
@@ -210,6 +245,30 @@ pub(crate) fn failed(member: &MemberRt, kind: ErrorKind) {
     member
         .state
         .breaker_record(&member.upstream.breaker_rules, outcome);
+    if let Some(policy) = outlier_policy(pool, member) {
+        let (fives, gateway) = member.state.gateway_failed();
+        if let Some(reason) = policy.streak_reason(fives, gateway) {
+            eject(pool, idx, policy, reason);
+        }
+    }
+}
+
+/// A request sent at `sent_at` got no answer in time. A member that began no answer at all
+/// meanwhile, to any request, is not slow on one request but hung: it leaves at once (the
+/// streak of gateway failures would let every connection wait for it a few more times).
+pub(crate) fn timed_out(pool: &PoolRt, idx: usize, sent_at: std::time::Instant) {
+    let member = &pool.members[idx];
+    if let Some(policy) = outlier_policy(pool, member)
+        && policy.consecutive_gateway_failures > 0
+        && !member.state.answered_since(sent_at)
+    {
+        eject(pool, idx, policy, Reason::Unresponsive);
+    }
+}
+
+/// A TCP member took a connection: its streaks of failures end.
+pub(crate) fn connected(member: &MemberRt) {
+    member.state.answered(200);
 }
 
 /// The member answered with `status`: count it, and feed the breaker (with the response's
@@ -217,13 +276,22 @@ pub(crate) fn failed(member: &MemberRt, kind: ErrorKind) {
 pub(crate) fn answered<'a>(
     dp: &Shared,
     pool: &PoolRt,
-    member: &MemberRt,
+    idx: usize,
     status: u16,
+    sent_at: std::time::Instant,
     elapsed: std::time::Duration,
     retry_after: impl FnOnce() -> Option<&'a [u8]>,
 ) {
+    let member = &pool.members[idx];
+    member.state.answer_began(sent_at + elapsed);
     member.state.stats.record(status, elapsed);
     pool.stats.count_status(status);
+    if let Some(policy) = outlier_policy(pool, member) {
+        let (fives, gateway) = member.state.answered(status);
+        if let Some(reason) = policy.streak_reason(fives, gateway) {
+            eject(pool, idx, policy, reason);
+        }
+    }
     if member.upstream.breaker_rules.is_empty() {
         return;
     }
@@ -258,19 +326,39 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A connect failure counts against the member; enough in a row eject it until a health
-/// check (or, without a monitor, a cool-down) brings it back.
-pub(crate) fn passive_failure(pool: &PoolRt, idx: usize) {
-    let member = &pool.members[idx];
-    let failures = member.state.connect_failed();
-    let threshold = pool
-        .monitor
+/// The pool's outlier detection for this member: none for a member with circuit-breaker
+/// rules, which its breaker alone judges (the seeds' trip durations stay what they say).
+pub(crate) fn outlier_policy<'a>(pool: &'a PoolRt, member: &MemberRt) -> Option<&'a Policy> {
+    pool.outlier
         .as_ref()
-        .map_or(3, |m| u32::from(m.unhealthy_threshold));
-    if failures >= threshold && member.state.health() != Health::Unhealthy {
-        tracing::warn!(pool = %pool.id, member = %member.authority, failures, "member ejected after failed connects");
-        member.state.eject_passively(pool.monitor.is_none());
+        .filter(|_| member.upstream.breaker_rules.is_empty())
+}
+
+/// Ejects the member if its pool may lose one more (`Policy::may_eject`); otherwise it
+/// stays in, and its streak goes on, until another member is back.
+pub(crate) fn eject(pool: &PoolRt, idx: usize, policy: &Policy, reason: Reason) {
+    let member = &pool.members[idx];
+    if member.state.passively_ejected() {
+        return;
     }
+    let ejected = pool
+        .members
+        .iter()
+        .filter(|m| m.state.passively_ejected())
+        .count();
+    let available = pool
+        .members
+        .iter()
+        .filter(|m| m.accepts_new && m.state.is_available())
+        .count();
+    if !policy.may_eject(pool.members.len(), ejected, available) {
+        tracing::debug!(pool = %pool.id, member = %member.authority, reason = reason.as_str(), ejected, "not ejected: the pool is at its most ejected members");
+        return;
+    }
+    let Some(ms) = member.state.eject(policy, reason) else {
+        return;
+    };
+    tracing::warn!(pool = %pool.id, member = %member.authority, reason = reason.as_str(), ejected_for_ms = ms, "member ejected by outlier detection");
 }
 
 #[cfg(test)]

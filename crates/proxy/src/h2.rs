@@ -22,7 +22,7 @@ use crate::access_log::{Entry, Termination};
 use crate::context::Shared;
 use crate::exchange::{self, Attempts, ConnInfo, MemberFailure};
 use crate::h1::heads::{proxy_fields, replaced_by_credentials, request_line};
-use crate::h1::io::{CopyError, Framing, Limit, copy_body, within, write_two};
+use crate::h1::io::{CopyError, Framing, Pace, copy_body, within, write_two};
 use crate::h1::read_response;
 use crate::iobuf::IoBuf;
 use crate::persistence::Session;
@@ -318,7 +318,13 @@ async fn forward(
                 let framing = length.map_or(Framing::EncodeChunked, Framing::Length);
                 let mut buf = IoBuf::new();
                 let copied = copy_body(
-                    &head, &mut buf, &mut input, &mut up.io, framing, &mut sleep, idle,
+                    &head,
+                    &mut buf,
+                    &mut input,
+                    &mut up.io,
+                    framing,
+                    &mut sleep,
+                    idle.into(),
                 )
                 .await;
                 match copied {
@@ -340,9 +346,7 @@ async fn forward(
             }
         };
         let failed = if sent {
-            let mut limit = Limit::After(Duration::from_millis(u64::from(
-                timeouts.upstream_response_ms,
-            )));
+            let (mut limit, until) = crate::h1::answer_limits(&pool, &timeouts, sent_at);
             loop {
                 match read_response(&mut up, &mut fields, method, &mut sleep, &mut limit).await {
                     // Interim answers are the member's business with this hop.
@@ -357,8 +361,18 @@ async fn forward(
                     }
                     Ok(r) => {
                         let (status, reusable) = relay(
-                            dp, member, &pool, idx, &session, respond, &mut up, &fields, r,
-                            sent_at, &mut sleep, idle, log,
+                            dp,
+                            &pool,
+                            idx,
+                            &session,
+                            respond,
+                            &mut up,
+                            &fields,
+                            r,
+                            sent_at,
+                            &mut sleep,
+                            Pace { idle, until },
+                            log,
                         )
                         .await;
                         if reusable {
@@ -366,7 +380,12 @@ async fn forward(
                         }
                         return status;
                     }
-                    Err(f) => break f,
+                    Err(f) => {
+                        if f.kind == ErrorKind::Timeout {
+                            exchange::timed_out(&pool, idx, sent_at);
+                        }
+                        break f;
+                    }
                 }
             }
         } else {
@@ -395,7 +414,6 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     dp: &Shared,
-    member: &crate::snapshot::MemberRt,
     pool: &PoolRt,
     idx: usize,
     session: &Session,
@@ -405,7 +423,7 @@ async fn relay(
     resp: fulcrum_h1::Response,
     sent_at: std::time::Instant,
     sleep: &mut Pin<&mut Sleep>,
-    idle: Duration,
+    pace: Pace,
     log: &mut Entry,
 ) -> (u16, bool) {
     let waited = sent_at.elapsed();
@@ -413,7 +431,7 @@ async fn relay(
         log.first_byte = Some(sent_at.saturating_duration_since(log.started) + waited);
     }
     let head = up.buf.data();
-    exchange::answered(dp, pool, member, resp.status, waited, || {
+    exchange::answered(dp, pool, idx, resp.status, sent_at, waited, || {
         fields
             .iter()
             .find(|f| f.kind == Name::RetryAfter)
@@ -493,7 +511,7 @@ async fn relay(
         &mut output,
         framing,
         sleep,
-        idle,
+        pace,
     )
     .await;
     match copied {
@@ -507,7 +525,7 @@ async fn relay(
         }
         Err(CopyError::Read | CopyError::Malformed(_)) => {
             log.termination = Termination::ResponseAborted;
-            exchange::failed(member, ErrorKind::Reset);
+            exchange::failed(pool, idx, ErrorKind::Reset);
             send.send_reset(h2::Reason::INTERNAL_ERROR);
             (0, false)
         }

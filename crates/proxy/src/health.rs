@@ -169,6 +169,9 @@ async fn check_loop(
             .await
             .unwrap_or(false);
         state.checked(ok, began.elapsed());
+        if ok {
+            state.check_passed();
+        }
         // The proxy may have ejected the member (failed connects) since the last check.
         counter.sync(state.health());
         if let Some(new) = counter.record(ok) {

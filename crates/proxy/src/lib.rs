@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 mod access_log;
 mod breaker;
 mod iobuf;
+mod outlier;
 mod stats;
 mod sticky;
 mod tls;
@@ -55,6 +56,7 @@ mod tcp;
 mod health;
 mod listener;
 mod metrics;
+mod sweep;
 mod traffic;
 
 pub use access_log::{AccessLogFormat, AccessLogOptions};
@@ -259,17 +261,18 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
     }
 }
 
-/// Copies the counters every few seconds, for the figures of `/v1/stats`.
+/// Copies the counters every few seconds, for the figures of `/v1/stats`, and runs
+/// outlier detection's intervals.
 async fn sample_traffic(inner: Arc<DataPlaneInner>) {
     let mut every = tokio::time::interval(traffic::LOOK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweeper = sweep::Sweeper::default();
     loop {
         every.tick().await;
         let snap = inner.shared.snapshot.load_full();
-        inner
-            .sampler
-            .lock()
-            .sample(&snap, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        inner.sampler.lock().sample(&snap, now);
+        sweeper.sweep(&snap, now);
     }
 }
 

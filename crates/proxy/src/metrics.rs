@@ -250,6 +250,20 @@ impl prometheus_client::collector::Collector for Collector {
             "Requests sent to another member after one failed",
             &rows,
         )?;
+        let rows: Vec<(Labels, u64)> = snap
+            .pools
+            .values()
+            .map(|p| {
+                let refused = load(&p.counters.retries_refused);
+                (vec![("pool", p.id.to_string())], refused)
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_pool_retries_refused",
+            "Retries not made because the pool's retry budget was spent",
+            &rows,
+        )?;
         let member_counter = |f: fn(&crate::state::MemberState) -> u64| -> Vec<(Labels, u64)> {
             member_rows.iter().map(|(l, s)| (l.clone(), f(s))).collect()
         };

@@ -156,6 +156,9 @@ pub struct PoolRt {
     pub persistence: EffectivePersistence,
     /// The slow-start window, for HTTP pools that enable it.
     pub slow_start: Option<std::time::Duration>,
+    /// Outlier detection, when on.
+    pub outlier: Option<crate::outlier::Policy>,
+    pub member_timeouts: fulcrum_model::MemberTimeouts,
     pub sticky: Arc<crate::sticky::StickyTable>,
     /// Responses of its members, counted per pool.
     pub stats: Arc<crate::stats::Stats>,
@@ -304,6 +307,8 @@ impl PoolRt {
                 .spec
                 .slow_start_secs()
                 .map(|s| std::time::Duration::from_secs(u64::from(s))),
+            outlier: crate::outlier::Policy::of(&pool.spec.outlier_detection),
+            member_timeouts: pool.spec.member_timeouts,
             sticky: registry.sticky(id),
             stats: registry.pool_stats.get(id.as_str()),
             counters: registry.pool_counters.get(id.as_str()),

@@ -3,7 +3,7 @@
 //! new member next to it) never resets what the data plane knows about a member.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use fulcrum_model::MemberId;
 use parking_lot::Mutex;
@@ -25,10 +25,20 @@ pub struct MemberState {
     /// Requests (HTTP) or connections (TCP) in flight, counted through [`Lease`]s.
     in_flight: AtomicU64,
     health: AtomicU8,
-    /// Consecutive failed connects seen by the proxy (passive health).
-    connect_failures: AtomicU32,
-    /// Without a monitor, a passively ejected member is out until this many milliseconds
-    /// after [`epoch`] (0: not ejected).
+    /// Outlier detection's streaks: answers of 5xx or none at all, and connect failures,
+    /// resets and timeouts, in a row (reset by any other answer).
+    fives_streak: AtomicU32,
+    gateway_streak: AtomicU32,
+    /// Ejections in a row (each lasts longer); forgiven one per interval spent serving.
+    ejections_in_a_row: AtomicU32,
+    /// When the member last began an answer, in [`now_ms`] (kept to within
+    /// `ANSWER_CLOCK_MS`: most answers only read it).
+    last_answer_ms: AtomicU64,
+    /// Whether the current ejection is for connect failures, resets or timeouts: a health
+    /// check that passes shows the member reachable again and ends it.
+    ejected_unreachable: AtomicBool,
+    /// An ejected member is out until this many milliseconds after [`epoch`] (0: not
+    /// ejected).
     ejected_until_ms: AtomicU64,
     /// Circuit breaker: the state machine, and when its current trip ends (mirrored in an
     /// atomic so selection reads it without a lock; 0: not tripped).
@@ -53,7 +63,11 @@ impl MemberState {
         MemberState {
             in_flight: AtomicU64::new(0),
             health: AtomicU8::new(Health::Unknown as u8),
-            connect_failures: AtomicU32::new(0),
+            fives_streak: AtomicU32::new(0),
+            gateway_streak: AtomicU32::new(0),
+            ejections_in_a_row: AtomicU32::new(0),
+            ejected_unreachable: AtomicBool::new(false),
+            last_answer_ms: AtomicU64::new(0),
             ejected_until_ms: AtomicU64::new(0),
             breaker: Mutex::default(),
             breaker_until_ms: AtomicU64::new(0),
@@ -83,13 +97,26 @@ impl MemberState {
     pub fn set_health(&self, h: Health) {
         let was = self.health.swap(h as u8, Ordering::Relaxed);
         if h == Health::Healthy && was == Health::Unhealthy as u8 {
-            // Back from failing: take load gradually (slow start, where the pool has it).
+            // Back from failing: take load gradually (slow start, where the pool has it),
+            // and whatever ejected it is over.
             self.start_warming();
+            self.end_ejection();
         }
-        if h == Health::Healthy {
-            self.ejected_until_ms.store(0, Ordering::Relaxed);
-            self.connect_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A health check passed: the member is reachable, so an ejection for being
+    /// unreachable ends; not one for bad answers (a member can pass its checks and fail
+    /// its requests).
+    pub fn check_passed(&self) {
+        if self.ejected_unreachable.load(Ordering::Relaxed) {
+            self.end_ejection();
         }
+    }
+
+    fn end_ejection(&self) {
+        self.ejected_until_ms.store(0, Ordering::Relaxed);
+        self.ejected_unreachable.store(false, Ordering::Relaxed);
+        self.reset_streaks();
     }
 
     pub fn is_available(&self) -> bool {
@@ -100,17 +127,97 @@ impl MemberState {
         until == 0 || now_ms() >= until
     }
 
-    /// Takes the member out after failed connects. With a monitor, the monitor brings it
-    /// back; without one, it is tried again after a cool-down.
-    pub fn eject_passively(&self, cool_down: bool) {
-        self.ejections.fetch_add(1, Ordering::Relaxed);
-        if cool_down {
-            self.ejected_until_ms
-                .store(now_ms() + PASSIVE_COOL_DOWN_MS, Ordering::Relaxed);
-            self.connect_failures.store(0, Ordering::Relaxed);
-        } else {
-            self.set_health(Health::Unhealthy);
+    /// Outlier detection takes the member out: for longer each time in a row. Returns how
+    /// long, in milliseconds, or None when it is out already (another worker ejected it
+    /// first: one ejection is counted once).
+    pub fn eject(
+        &self,
+        policy: &crate::outlier::Policy,
+        reason: crate::outlier::Reason,
+    ) -> Option<u64> {
+        let now = now_ms();
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        if until != 0 && now < until {
+            return None;
         }
+        let nth = self.ejections_in_a_row.load(Ordering::Relaxed) + 1;
+        let ms = policy.ejection_ms(nth);
+        self.ejected_until_ms
+            .compare_exchange(until, now + ms, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        self.ejections_in_a_row.fetch_add(1, Ordering::Relaxed);
+        self.ejected_unreachable.store(
+            reason == crate::outlier::Reason::ConsecutiveGatewayFailures,
+            Ordering::Relaxed,
+        );
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        self.reset_streaks();
+        Some(ms)
+    }
+
+    /// Ends an ejection that is over: true once, for the log.
+    pub fn ejection_over(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0
+            && now_ms() >= until
+            && self
+                .ejected_until_ms
+                .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// At the end of an outlier-detection interval: a member not ejected has one ejection
+    /// in a row forgiven.
+    pub fn forgive(&self) {
+        if self.ejected_until_ms.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.ejections_in_a_row
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Notes that an answer began at `at` (an instant the caller already has: no clock
+    /// read here).
+    pub fn answer_began(&self, at: std::time::Instant) {
+        let ms = ms_at(at);
+        if ms > self.last_answer_ms.load(Ordering::Relaxed) + ANSWER_CLOCK_MS {
+            self.last_answer_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the member began any answer after `since`.
+    pub fn answered_since(&self, since: std::time::Instant) -> bool {
+        let last = self.last_answer_ms.load(Ordering::Relaxed);
+        last != 0 && last + ANSWER_CLOCK_MS >= ms_at(since)
+    }
+
+    /// Counts an answer: 5xx extend one streak, anything else ends both. Returns the
+    /// streaks (5xx, gateway failures) after it.
+    pub fn answered(&self, status: u16) -> (u32, u32) {
+        if status >= 500 {
+            let fives = self.fives_streak.fetch_add(1, Ordering::Relaxed) + 1;
+            return (fives, self.gateway_streak.load(Ordering::Relaxed));
+        }
+        // Most answers find both streaks at zero: read before writing, so a busy member's
+        // state is not written by every request on every worker.
+        if self.fives_streak.load(Ordering::Relaxed) != 0
+            || self.gateway_streak.load(Ordering::Relaxed) != 0
+        {
+            self.reset_streaks();
+        }
+        (0, 0)
+    }
+
+    /// Counts a connect failure, reset or timeout: both streaks grow. Returns them.
+    pub fn gateway_failed(&self) -> (u32, u32) {
+        let fives = self.fives_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let gateway = self.gateway_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        (fives, gateway)
+    }
+
+    fn reset_streaks(&self) {
+        self.fives_streak.store(0, Ordering::Relaxed);
+        self.gateway_streak.store(0, Ordering::Relaxed);
     }
 
     /// Whether the breaker lets new requests through now (closed, or its trip is over).
@@ -188,27 +295,15 @@ impl MemberState {
         slow_start_factor(elapsed / window)
     }
 
-    /// Whether connects failed recently enough to keep the member out.
+    /// Whether outlier detection keeps the member out now.
     pub fn passively_ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
         until != 0 && now_ms() < until
-    }
-
-    /// Counts a failed connect; returns how many happened in a row.
-    pub fn connect_failed(&self) -> u32 {
-        self.connect_failures.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub fn connect_succeeded(&self) {
-        self.connect_failures.store(0, Ordering::Relaxed);
     }
 }
 
 /// The smallest share of its weight a warming member gets (Envoy's min_weight_percent).
 const SLOW_START_FLOOR: f64 = 0.1;
-
-/// How long a member without a monitor stays out after failed connects.
-const PASSIVE_COOL_DOWN_MS: u64 = 10_000;
 
 fn epoch() -> std::time::Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -226,6 +321,14 @@ pub(crate) fn slow_start_factor(t: f64) -> f64 {
 fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX) + 1
 }
+
+/// `at` in [`now_ms`]'s terms.
+fn ms_at(at: std::time::Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX) + 1
+}
+
+/// How stale a member's last-answer time may be.
+const ANSWER_CLOCK_MS: u64 = 20;
 
 /// Holds one unit of a member's in-flight count until dropped, whatever happens to the
 /// configuration meanwhile.
@@ -262,6 +365,8 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(workers: usize) -> Registry {
+        // The clock's origin comes before any instant the data plane will convert.
+        epoch();
         Registry {
             workers,
             members: WeakMap::default(),

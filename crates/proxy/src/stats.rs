@@ -149,6 +149,10 @@ impl ListenerCounters {
 pub struct PoolCounters {
     /// Requests sent to another member after one failed.
     pub(crate) retries: AtomicU64,
+    /// Retries after a request was sent, in flight now (the retry budget's count).
+    pub(crate) active_retries: AtomicU64,
+    /// Retries the budget refused.
+    pub(crate) retries_refused: AtomicU64,
 }
 
 /// Hands out one `T` per id, alive as long as a snapshot holds it (so counters outlive

@@ -89,7 +89,7 @@ pub(crate) async fn serve(
         }
         match connected {
             Ok(upstream) => {
-                member.state.connect_succeeded();
+                crate::exchange::connected(member);
                 if let Some((key, ttl)) = sticky {
                     pool.sticky.bind(key, &member.id, ttl);
                 }
@@ -107,8 +107,7 @@ pub(crate) async fn serve(
             }
             Err(e) => {
                 tracing::debug!(member = %member.authority, error = %e, "connect failed");
-                crate::exchange::failed(member, crate::stats::ErrorKind::Connect);
-                crate::exchange::passive_failure(&pool, idx);
+                crate::exchange::failed(&pool, idx, crate::stats::ErrorKind::Connect);
             }
         }
     }

@@ -2,7 +2,6 @@
 //! TCP echo server. Both can be shut down (listener and open connections closed, as when
 //! the process dies) and the HTTP one restarted on the same port.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -34,6 +33,8 @@ struct Shared {
     /// Status of ordinary answers (0: 200), and a Retry-After to send with them.
     status: std::sync::atomic::AtomicU16,
     retry_after: parking_lot::Mutex<Option<String>>,
+    /// Close the connection on every POST instead of answering it.
+    drop_posts: std::sync::atomic::AtomicBool,
 }
 
 /// An HTTP/1.1 backend: answers every request with its name (header `x-backend` and the
@@ -93,6 +94,12 @@ impl Backend {
     pub fn set_status(&self, status: u16, retry_after: Option<&str>) {
         self.shared.status.store(status, Ordering::SeqCst);
         *self.shared.retry_after.lock() = retry_after.map(str::to_owned);
+    }
+
+    /// Closes the connection on every POST, after reading it, without answering (as a
+    /// member that crashes on one kind of request).
+    pub fn set_drop_posts(&self, on: bool) {
+        self.shared.drop_posts.store(on, Ordering::SeqCst);
     }
 
     /// Path and query of the last request (health checks excluded).
@@ -161,9 +168,19 @@ async fn accept_loop(
         };
         let (shared, name, mut stop) = (shared.clone(), name.clone(), stop.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let (shared, name) = (shared.clone(), name.clone());
-                async move { Ok::<_, Infallible>(answer(&shared, &name, req).await) }
+                async move {
+                    if req.method() == hyper::Method::POST
+                        && shared.drop_posts.load(Ordering::SeqCst)
+                    {
+                        shared.requests.fetch_add(1, Ordering::SeqCst);
+                        let _ = req.into_body().collect().await;
+                        // An error from the service makes hyper close the connection.
+                        return Err(std::io::Error::other("dropped"));
+                    }
+                    Ok(answer(&shared, &name, req).await)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)

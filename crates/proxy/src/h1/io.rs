@@ -21,6 +21,31 @@ pub(crate) enum Limit {
     /// This long after the operation first has to wait (then it becomes `At`, so a phase
     /// made of several operations keeps one deadline).
     After(Duration),
+    /// As `After`, but never later than the instant.
+    AfterUntil(Duration, Instant),
+}
+
+/// How long each step of a body copy may wait: `idle` for each read or write, and the
+/// whole copy no later than `until`, when given.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    pub idle: Duration,
+    pub until: Option<Instant>,
+}
+
+impl From<Duration> for Pace {
+    fn from(idle: Duration) -> Pace {
+        Pace { idle, until: None }
+    }
+}
+
+impl Pace {
+    fn limit(self) -> Limit {
+        match self.until {
+            Some(at) => Limit::AfterUntil(self.idle, at),
+            None => Limit::After(self.idle),
+        }
+    }
 }
 
 /// Runs `io` unless it waits longer than `limit` (idle time).
@@ -50,6 +75,7 @@ pub(crate) async fn bounded<F: Future>(
             let deadline = match *limit {
                 Limit::At(at) => at,
                 Limit::After(d) => Instant::now() + d,
+                Limit::AfterUntil(d, at) => (Instant::now() + d).min(at),
             };
             *limit = Limit::At(deadline);
             if sleep.deadline() != deadline {
@@ -127,14 +153,14 @@ pub(crate) async fn copy_body<R, W>(
     dst: &mut W,
     framing: Framing,
     sleep: &mut Pin<&mut Sleep>,
-    idle: Duration,
+    pace: Pace,
 ) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     if framing == Framing::EncodeChunked {
-        return encode_chunked(head, buf, src, dst, sleep, idle).await;
+        return encode_chunked(head, buf, src, dst, sleep, pace).await;
     }
     let mut head = head;
     let mut written = 0u64;
@@ -168,7 +194,7 @@ where
             };
             if send_len > 0 || (done && !head.is_empty()) {
                 let part = &data[send_from..send_from + send_len];
-                within(sleep, idle, write_two(dst, head, part))
+                bounded(sleep, &mut pace.limit(), write_two(dst, head, part))
                     .await
                     .ok_or(CopyError::Write)?
                     .map_err(|_| CopyError::Write)?;
@@ -185,14 +211,14 @@ where
         }
         if !head.is_empty() {
             // Nothing of the body at hand yet: the head goes now, the body as it comes.
-            within(sleep, idle, write_two(dst, head, &[]))
+            bounded(sleep, &mut pace.limit(), write_two(dst, head, &[]))
                 .await
                 .ok_or(CopyError::Write)?
                 .map_err(|_| CopyError::Write)?;
             written += head.len() as u64;
             head = &[];
         }
-        match within(sleep, idle, buf.read_from(src, INITIAL)).await {
+        match bounded(sleep, &mut pace.limit(), buf.read_from(src, INITIAL)).await {
             Some(Ok(0)) if framing == Framing::UntilClose => return Ok(written),
             Some(Ok(n)) if n > 0 => {}
             _ => return Err(CopyError::Read),
@@ -207,7 +233,7 @@ async fn encode_chunked<R, W>(
     src: &mut R,
     dst: &mut W,
     sleep: &mut Pin<&mut Sleep>,
-    idle: Duration,
+    pace: Pace,
 ) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
@@ -216,7 +242,7 @@ where
     let mut head = head;
     let mut written = 0u64;
     loop {
-        let read = within(sleep, idle, buf.read_from(src, INITIAL)).await;
+        let read = bounded(sleep, &mut pace.limit(), buf.read_from(src, INITIAL)).await;
         let ended = match read {
             Some(Ok(0)) => true,
             Some(Ok(_)) => false,
@@ -237,7 +263,7 @@ where
             IoSlice::new(data),
             IoSlice::new(crlf),
         ];
-        within(sleep, idle, write_all(dst, &mut parts))
+        bounded(sleep, &mut pace.limit(), write_all(dst, &mut parts))
             .await
             .ok_or(CopyError::Write)?
             .map_err(|_| CopyError::Write)?;

@@ -517,7 +517,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     &mut up.io,
                     framing,
                     sleep,
-                    idle,
+                    idle.into(),
                 )
                 .await;
                 self.out = out;
@@ -548,7 +548,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
 
         // The response head, after any interim ones.
-        let mut limit = Limit::After(ms(timeouts.upstream_response_ms));
+        let (mut limit, until) = answer_limits(pool, &timeouts, sent_at);
         let resp = loop {
             match read_response(up, &mut self.up_fields, req.method, sleep, &mut limit).await {
                 Ok(r) if r.is_interim() => {
@@ -565,7 +565,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     up.buf.consume(r.head_len);
                 }
                 Ok(r) => break r,
-                Err(fail) => return Attempt::MemberFailed(fail),
+                Err(fail) => {
+                    if fail.kind == ErrorKind::Timeout {
+                        exchange::timed_out(pool, idx, sent_at);
+                    }
+                    return Attempt::MemberFailed(fail);
+                }
             }
         };
         if resp.status == 101 && (req.upgrade.is_none() || resp.upgrade.is_none()) {
@@ -582,7 +587,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.log.first_byte = Some(to_send + waited);
         }
         let upstream_head = up.buf.data();
-        exchange::answered(dp, pool, member, resp.status, waited, || {
+        exchange::answered(dp, pool, idx, resp.status, sent_at, waited, || {
             self.up_fields
                 .iter()
                 .find(|f| f.kind == Name::RetryAfter)
@@ -654,7 +659,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     &mut self.io,
                     framing,
                     sleep,
-                    idle,
+                    io::Pace { idle, until },
                 )
                 .await
             }
@@ -671,7 +676,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             },
             // The response has begun: all that is left is to close the client connection.
             Err(CopyError::Read | CopyError::Malformed(_)) => {
-                exchange::failed(member, ErrorKind::Reset);
+                exchange::failed(pool, idx, ErrorKind::Reset);
                 Attempt::Broken
             }
             Err(CopyError::Write) => Attempt::Broken,
@@ -727,6 +732,26 @@ enum Attempt {
     Broken,
 }
 
+/// How long a member may take to answer a request sent at `sent_at`: the limit on its
+/// answer's head (the pool's first-byte timeout, else the listener's), and when all of the
+/// answer must have come (the pool's total timeout).
+pub(crate) fn answer_limits(
+    pool: &PoolRt,
+    timeouts: &fulcrum_model::ListenerTimeouts,
+    sent_at: std::time::Instant,
+) -> (Limit, Option<Instant>) {
+    let limits = pool.member_timeouts;
+    let first_byte = ms(limits
+        .first_byte_ms
+        .unwrap_or(timeouts.upstream_response_ms));
+    let until = limits.total_ms.map(|t| Instant::from_std(sent_at) + ms(t));
+    let limit = match until {
+        Some(at) => Limit::AfterUntil(first_byte, at),
+        None => Limit::After(first_byte),
+    };
+    (limit, until)
+}
+
 /// Reads the member's next response head into its buffer.
 pub(crate) async fn read_response(
     up: &mut UpConn,
@@ -753,12 +778,14 @@ pub(crate) async fn read_response(
         let got_nothing = up.buf.is_empty();
         match bounded(sleep, limit, up.buf.read_from(&mut up.io, MAX_HEAD)).await {
             Some(Ok(n)) if n > 0 => {}
+            // Nothing of an answer came: the request may go elsewhere if it is safe to
+            // send again (the caller knows).
             Some(_) => {
                 return Err(MemberFailure {
                     kind: ErrorKind::Reset,
                     status: 502,
                     reason: "the member closed the connection",
-                    retry: up.reused && got_nothing,
+                    retry: got_nothing,
                 });
             }
             None => {
@@ -766,7 +793,7 @@ pub(crate) async fn read_response(
                     kind: ErrorKind::Timeout,
                     status: 504,
                     reason: "the member did not answer in time",
-                    retry: false,
+                    retry: got_nothing,
                 });
             }
         }
