@@ -652,3 +652,123 @@ async fn upstream_client_certificates_are_presented() {
         "with the client certificate the member answers"
     );
 }
+
+/// A client that remembers sessions, for TLS `version`, resuming TLS 1.2 sessions with
+/// `tls12` (session IDs only, or tickets too).
+fn resuming_client(
+    trust: &rustls::pki_types::CertificateDer<'static>,
+    version: &'static rustls::SupportedProtocolVersion,
+    tls12: rustls::client::Tls12Resumption,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[version])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::in_memory_sessions(16).tls12_resumption(tls12);
+    Arc::new(config)
+}
+
+/// Connects with `config` and sends one request; returns how the handshake went.
+async fn handshake_and_get(config: &Arc<rustls::ClientConfig>, port: u16) -> rustls::HandshakeKind {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(
+            rustls::pki_types::ServerName::try_from("resume.test").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    // Reading the answer also reads the TLS 1.3 tickets sent after the handshake.
+    assert_eq!(get_over(tls, "resume.test").await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    kind
+}
+
+/// Clients resume their sessions: by ticket (TLS 1.3 and 1.2) and by session ID (TLS 1.2),
+/// also after the listener changed (its ticket keys and session cache are passed on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_by_ticket_and_by_id() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    use rustls::client::Tls12Resumption;
+    let b = common::backend::Backend::start("b").await;
+    let c = cert(&["resume.test"]);
+    let s = common::stack::Stack::with(
+        "ROUND_ROBIN",
+        &[(b.port(), json!({}))],
+        "TERMINATED_HTTPS",
+        common::tls::listener_tls(&c),
+    )
+    .await;
+    let clients = [
+        (
+            "TLS 1.3 tickets",
+            resuming_client(&c.der, &rustls::version::TLS13, Tls12Resumption::Disabled),
+        ),
+        (
+            "TLS 1.2 tickets",
+            resuming_client(
+                &c.der,
+                &rustls::version::TLS12,
+                Tls12Resumption::SessionIdOrTickets,
+            ),
+        ),
+        (
+            "TLS 1.2 session IDs",
+            resuming_client(
+                &c.der,
+                &rustls::version::TLS12,
+                Tls12Resumption::SessionIdOnly,
+            ),
+        ),
+    ];
+    for (what, client) in &clients {
+        assert_eq!(
+            handshake_and_get(client, s.port).await,
+            Full,
+            "{what}: first"
+        );
+        assert_eq!(
+            handshake_and_get(client, s.port).await,
+            Resumed,
+            "{what}: again"
+        );
+    }
+    // A TLS 1.2 session resumed above may have used its ID: OpenSSL shows the ticket itself
+    // (a server without ticket keys sends none in TLS 1.2).
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-servername", "resume.test", "-connect"])
+        .arg(format!("127.0.0.1:{}", s.port))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client (scripts/test installs openssl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TLS session ticket lifetime hint"),
+        "no session ticket in TLS 1.2:\n{text}"
+    );
+    let listeners =
+        s.f.items(&format!("/v1/loadbalancers/{}/listeners", s.lb))
+            .await;
+    let id = listeners[0]["id"].as_str().unwrap().to_owned();
+    s.f.apply(
+        "PATCH",
+        &format!("/v1/listeners/{id}"),
+        Some(json!({"timeouts": {"idle_ms": 30_000}})),
+    )
+    .await;
+    for (what, client) in &clients {
+        assert_eq!(
+            handshake_and_get(client, s.port).await,
+            Resumed,
+            "{what}: after the listener changed"
+        );
+    }
+}

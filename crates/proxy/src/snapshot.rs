@@ -369,14 +369,18 @@ pub fn compile(
         };
         let pool = |pid: &PoolId| pools.get(pid).cloned();
         let tls = match (&l.spec.tls, l.spec.protocol) {
-            (Some(tls), ListenerProtocol::TerminatedHttps) => Some(
-                previous
-                    .listeners
-                    .get(id)
-                    .filter(|p| p.revision == v.mod_revision)
-                    .and_then(|p| p.tls.clone())
-                    .unwrap_or_else(|| crate::tls::server_config(tls)),
-            ),
+            (Some(tls), ListenerProtocol::TerminatedHttps) => {
+                let before = previous.listeners.get(id);
+                let before_config = before.and_then(|p| p.tls.as_ref()?.as_ref().ok());
+                Some(
+                    before
+                        .filter(|p| p.revision == v.mod_revision)
+                        .and_then(|p| p.tls.clone())
+                        .unwrap_or_else(|| {
+                            crate::tls::server_config(tls, before_config.map(|c| c.as_ref()))
+                        }),
+                )
+            }
             (None, ListenerProtocol::TerminatedHttps) => {
                 Some(Err("TERMINATED_HTTPS needs a certificate".into()))
             }

@@ -58,8 +58,17 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// Sessions a listener remembers for resumption by session ID (TLS 1.2) and for stateful
+/// TLS 1.3 tickets: about 10 MB at most (HAProxy's default cache holds 20,000).
+const SESSION_CACHE: usize = 20_000;
+
 /// A server config for a listener's certificates; an error names what is wrong.
-pub(crate) fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
+/// `previous`, the listener's config before this change, passes on its session cache and
+/// ticket keys, so clients keep resuming across a certificate or listener change.
+pub(crate) fn server_config(
+    tls: &ListenerTls,
+    previous: Option<&ServerConfig>,
+) -> Result<Arc<ServerConfig>, String> {
     let provider = provider();
     let default = certified_key(
         &provider,
@@ -92,6 +101,19 @@ pub(crate) fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, Stri
             wildcard,
         }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption: stateless tickets (TLS 1.2 and 1.3) under keys that rotate every 6 hours
+    // (the previous key still accepted), and a bounded cache for session IDs.
+    match previous {
+        Some(p) => {
+            config.ticketer = p.ticketer.clone();
+            config.session_storage = p.session_storage.clone();
+        }
+        None => {
+            config.ticketer = rustls::crypto::ring::Ticketer::new()
+                .map_err(|e| format!("cannot make session ticket keys: {e}"))?;
+            config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        }
+    }
     Ok(Arc::new(config))
 }
 
@@ -116,16 +138,19 @@ mod tests {
     fn builds_from_a_matching_pair_and_refuses_the_rest() {
         let (cert_a, key_a) = pair("a.test");
         let (_, key_b) = pair("b.test");
-        assert!(server_config(&tls(&cert_a, &key_a)).is_ok());
-        let mismatch = server_config(&tls(&cert_a, &key_b)).unwrap_err();
+        assert!(server_config(&tls(&cert_a, &key_a), None).is_ok());
+        let mismatch = server_config(&tls(&cert_a, &key_b), None).unwrap_err();
         assert!(mismatch.contains("tls"), "{mismatch}");
-        let garbage = server_config(&tls(
-            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-            &key_a,
-        ));
+        let garbage = server_config(
+            &tls(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                &key_a,
+            ),
+            None,
+        );
         assert!(garbage.is_err());
         assert!(
-            server_config(&tls("", &key_a))
+            server_config(&tls("", &key_a), None)
                 .unwrap_err()
                 .contains("no certificate")
         );
