@@ -744,7 +744,13 @@ async fn sessions_resume_by_ticket_and_by_id() {
     // A TLS 1.2 session resumed above may have used its ID: OpenSSL shows the ticket itself
     // (a server without ticket keys sends none in TLS 1.2).
     let out = std::process::Command::new("openssl")
-        .args(["s_client", "-tls1_2", "-servername", "resume.test", "-connect"])
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-servername",
+            "resume.test",
+            "-connect",
+        ])
         .arg(format!("127.0.0.1:{}", s.port))
         .stdin(std::process::Stdio::null())
         .output()
@@ -771,4 +777,120 @@ async fn sessions_resume_by_ticket_and_by_id() {
             "{what}: after the listener changed"
         );
     }
+}
+
+/// Accepts any certificate and keeps the OCSP response the server stapled.
+#[derive(Debug, Default)]
+struct StapleCatcher(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for StapleCatcher {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(ocsp_response.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What `sni` gets stapled by the listener on `port`.
+async fn stapled(port: u16, sni: &str) -> Vec<u8> {
+    let catcher = Arc::new(StapleCatcher::default());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(catcher.clone())
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    catcher.0.lock().unwrap().clone().unwrap_or_default()
+}
+
+/// An OCSP response given with a certificate is stapled to handshakes that ask for one,
+/// per certificate, and replaced through the API without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsp_responses_are_stapled() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let b = common::backend::Backend::start("b").await;
+    let (main, shop) = (cert(&["main.test"]), cert(&["shop.test"]));
+    let mut tls = common::tls::listener_tls(&main);
+    tls["tls"]["ocsp_response_base64"] = json!(b64(b"staple for main"));
+    tls["tls"]["sni_certificates"] = json!([{
+        "server_name": "shop.test", "certificate_chain_pem": shop.pem,
+        "private_key_pem": shop.key, "ocsp_response_base64": b64(b"staple for shop")
+    }]);
+    let s = common::stack::Stack::with(
+        "ROUND_ROBIN",
+        &[(b.port(), json!({}))],
+        "TERMINATED_HTTPS",
+        tls.clone(),
+    )
+    .await;
+    assert_eq!(stapled(s.port, "main.test").await, b"staple for main");
+    assert_eq!(stapled(s.port, "shop.test").await, b"staple for shop");
+
+    let listeners =
+        s.f.items(&format!("/v1/loadbalancers/{}/listeners", s.lb))
+            .await;
+    let id = listeners[0]["id"].as_str().unwrap().to_owned();
+    let r =
+        s.f.call(
+            "PATCH",
+            &format!("/v1/listeners/{id}"),
+            Some(json!({"tls": {"ocsp_response_base64": "not base64!"}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("tls.ocsp_response_base64"),
+        "{}",
+        r.body
+    );
+    let mut renewed = tls["tls"].clone();
+    renewed["ocsp_response_base64"] = json!(b64(b"renewed staple"));
+    s.f.apply(
+        "PATCH",
+        &format!("/v1/listeners/{id}"),
+        Some(json!({"tls": renewed})),
+    )
+    .await;
+    assert_eq!(stapled(s.port, "main.test").await, b"renewed staple");
 }

@@ -75,6 +75,10 @@ pub struct ListenerTls {
     pub private_key_pem: String,
     #[serde(default)]
     pub sni_certificates: Vec<SniCertificate>,
+    /// An OCSP response for the certificate (DER, base64), stapled to handshakes of clients
+    /// that ask for one; replace it through the API before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_response_base64: Option<String>,
 }
 
 /// A certificate served to clients that ask for `server_name` (exact, or `*.example.com`).
@@ -85,6 +89,35 @@ pub struct SniCertificate {
     pub certificate_chain_pem: String,
     /// Write-only: reads return it masked.
     pub private_key_pem: String,
+    /// As `ListenerTls::ocsp_response_base64`, for this certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_response_base64: Option<String>,
+}
+
+/// The largest OCSP response fulcrum staples (real ones are a few KB).
+const MAX_OCSP_RESPONSE: usize = 64 * 1024;
+
+/// An OCSP response given as base64, decoded; `None` if it is not valid base64 or too big.
+pub fn decode_ocsp_response(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    (!der.is_empty() && der.len() <= MAX_OCSP_RESPONSE).then_some(der)
+}
+
+fn check_ocsp(c: &mut Checker, prefix: &str, ocsp: Option<&String>) {
+    if let Some(text) = ocsp {
+        c.check(
+            decode_ocsp_response(text).is_some(),
+            &format!("{prefix}ocsp_response_base64"),
+            || {
+                format!(
+                    "{prefix}ocsp_response_base64 must be a DER OCSP response in base64, at most {MAX_OCSP_RESPONSE} bytes"
+                )
+            },
+        );
+    }
 }
 
 fn check_pem_pair(c: &mut Checker, prefix: &str, cert: &str, key: &str) {
@@ -193,6 +226,7 @@ impl ListenerSpec {
                     &tls.certificate_chain_pem,
                     &tls.private_key_pem,
                 );
+                check_ocsp(&mut c, "tls.", tls.ocsp_response_base64.as_ref());
                 for (i, sni) in tls.sni_certificates.iter().enumerate() {
                     let prefix = format!("tls.sni_certificates[{i}].");
                     c.check(
@@ -211,6 +245,7 @@ impl ListenerSpec {
                         &sni.certificate_chain_pem,
                         &sni.private_key_pem,
                     );
+                    check_ocsp(&mut c, &prefix, sni.ocsp_response_base64.as_ref());
                 }
             }
             (None, _) => {}

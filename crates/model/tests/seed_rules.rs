@@ -1608,6 +1608,7 @@ fn tls() -> Option<ListenerTls> {
         certificate_chain_pem: CERT.into(),
         private_key_pem: KEY.into(),
         sni_certificates: Vec::new(),
+        ocsp_response_base64: None,
     })
 }
 
@@ -1702,6 +1703,22 @@ fn listener_rules() {
                 l.tls.as_mut().unwrap().private_key_pem = "garbage".into();
             },
             Invalid("tls.private_key_pem"),
+        ),
+        (
+            "tls OCSP response in base64 accepted",
+            |l| {
+                terminated(l);
+                l.tls.as_mut().unwrap().ocsp_response_base64 = Some("MAMKAQA=".into());
+            },
+            Valid,
+        ),
+        (
+            "tls OCSP response that is not base64 rejected",
+            |l| {
+                terminated(l);
+                l.tls.as_mut().unwrap().ocsp_response_base64 = Some("not base64!".into());
+            },
+            Invalid("tls.ocsp_response_base64"),
         ),
         // routes
         (

@@ -21,6 +21,7 @@ fn certified_key(
     what: &str,
     chain_pem: &str,
     key_pem: &str,
+    ocsp: Option<&String>,
 ) -> Result<Arc<CertifiedKey>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -30,9 +31,15 @@ fn certified_key(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| format!("{what}: cannot read the private key: {e}"))?;
-    CertifiedKey::from_der(chain, key, provider)
-        .map(Arc::new)
-        .map_err(|e| format!("{what}: {e}"))
+    let mut certified =
+        CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("{what}: {e}"))?;
+    if let Some(text) = ocsp {
+        certified.ocsp = Some(
+            fulcrum_model::decode_ocsp_response(text)
+                .ok_or_else(|| format!("{what}: ocsp_response_base64 is not valid"))?,
+        );
+    }
+    Ok(Arc::new(certified))
 }
 
 /// Picks the certificate for the server name the client asked for, else the default.
@@ -75,6 +82,7 @@ pub(crate) fn server_config(
         "tls",
         &tls.certificate_chain_pem,
         &tls.private_key_pem,
+        tls.ocsp_response_base64.as_ref(),
     )?;
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
@@ -84,6 +92,7 @@ pub(crate) fn server_config(
             &format!("tls.sni_certificates[{i}]"),
             &sni.certificate_chain_pem,
             &sni.private_key_pem,
+            sni.ocsp_response_base64.as_ref(),
         )?;
         let name = sni.server_name.to_ascii_lowercase();
         match name.strip_prefix("*.") {
@@ -131,6 +140,7 @@ mod tests {
             certificate_chain_pem: cert.into(),
             private_key_pem: key.into(),
             sni_certificates: Vec::new(),
+            ocsp_response_base64: None,
         }
     }
 
