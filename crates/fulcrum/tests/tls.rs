@@ -781,7 +781,7 @@ async fn sessions_resume_by_ticket_and_by_id() {
 
 /// Accepts any certificate and keeps the OCSP response the server stapled.
 #[derive(Debug, Default)]
-struct StapleCatcher(std::sync::Mutex<Option<Vec<u8>>>);
+struct StapleCatcher(parking_lot::Mutex<Option<Vec<u8>>>);
 
 impl rustls::client::danger::ServerCertVerifier for StapleCatcher {
     fn verify_server_cert(
@@ -792,7 +792,7 @@ impl rustls::client::danger::ServerCertVerifier for StapleCatcher {
         ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        *self.0.lock().unwrap() = Some(ocsp_response.to_vec());
+        *self.0.lock() = Some(ocsp_response.to_vec());
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
@@ -840,7 +840,7 @@ async fn stapled(port: u16, sni: &str) -> Vec<u8> {
         )
         .await
         .unwrap();
-    catcher.0.lock().unwrap().clone().unwrap_or_default()
+    catcher.0.lock().clone().unwrap_or_default()
 }
 
 /// An OCSP response given with a certificate is stapled to handshakes that ask for one,
