@@ -292,6 +292,17 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// Lets go of the store for a process taking over from this one (a hitless restart):
+    /// this node's view stays as it is, its data plane serves it, changes are refused.
+    pub async fn release_store(&self) -> Result<(), ControlError> {
+        self.store.release().await.map_err(ControlError::from)
+    }
+
+    /// Takes the store back when the process that was to take over did not.
+    pub async fn reacquire_store(&self) -> Result<(), ControlError> {
+        self.store.reacquire().await.map_err(ControlError::from)
+    }
+
     /// Whether the store answered last time this node asked (false: the view may be
     /// behind, and changes are refused).
     pub fn store_reachable(&self) -> bool {

@@ -10,6 +10,7 @@ mod apply;
 mod client;
 mod commands;
 mod demo;
+mod handover;
 mod output;
 mod paths;
 mod serve;

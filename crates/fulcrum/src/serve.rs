@@ -204,7 +204,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }),
     };
 
-    let (store, shared) = crate::store::open(&file.store, args.store.as_deref(), &data_dir).await?;
+    // A fulcrum already serving this data directory hands over its sockets and its store
+    // (a hitless restart or upgrade); the demo's throwaway directory has none.
+    let embedded = args.store.is_none() && file.store.url.is_none();
+    let mut taking = match (embedded, demo_dir.is_none()) {
+        (true, true) => {
+            let dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::handover::take_over(&dir, TAKEOVER_OFFER_WAIT)
+            })
+            .await??
+        }
+        _ => None,
+    };
+    if let Some(t) = &taking {
+        tracing::info!(
+            listeners = t.offer.listeners.len(),
+            members = t.offer.members.len(),
+            "taking over from the fulcrum serving this data directory"
+        );
+    }
+    let opened = crate::store::open(&file.store, args.store.as_deref(), &data_dir).await;
+    let (store, shared) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            give_up(taking.take(), &e);
+            return Err(e);
+        }
+    };
     if args.role == Role::DataPlane && !shared {
         bail!("--role data-plane needs a shared store (--store etcd://…) to follow");
     }
@@ -230,9 +257,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node,
         ..Options::default()
     };
-    let control = ControlPlane::start(store, options)
-        .await
-        .context("cannot load the configuration")?;
+    let control = match ControlPlane::start(store, options).await {
+        Ok(c) => c,
+        Err(e) => {
+            let e = anyhow::Error::new(e).context("cannot load the configuration");
+            give_up(taking.take(), &e);
+            return Err(e);
+        }
+    };
     let mut dp_options = fulcrum_proxy::DataPlaneOptions::default();
     if let Some(secs) = file.proxy.max_retry_after_secs {
         dp_options.max_retry_after = std::time::Duration::from_secs(secs);
@@ -249,16 +281,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 },
                 path: (path != "-").then(|| PathBuf::from(path)),
             });
-    let data_plane = Arc::new(
-        fulcrum_proxy::DataPlane::start(control.clone(), dp_options)
-            .context("cannot start the data plane (workers, access log)")?,
-    );
+    let (taken_api, handed) = match taking.as_mut() {
+        Some(t) => (
+            t.offer.api.take(),
+            Some(fulcrum_proxy::Handover {
+                sockets: std::mem::take(&mut t.offer.listeners),
+                members: std::mem::take(&mut t.offer.members),
+            }),
+        ),
+        None => (None, None),
+    };
+    let data_plane =
+        match fulcrum_proxy::DataPlane::start_taking_over(control.clone(), dp_options, handed) {
+            Ok(dp) => Arc::new(dp),
+            Err(e) => {
+                let e = anyhow::Error::new(e)
+                    .context("cannot start the data plane (workers, access log)");
+                // The store closes with the control plane, before the old process takes it
+                // back.
+                drop(control);
+                give_up(taking.take(), &e);
+                return Err(e);
+            }
+        };
     reopen_access_log_on_sighup(data_plane.clone())?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr()?;
+    // The API's socket: the one taken over (whatever address it has), or a new one.
+    let api_socket = match taken_api {
+        Some(socket) => socket,
+        None => match std::net::TcpListener::bind(listen) {
+            Ok(socket) => socket,
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("cannot listen on {listen}"));
+                drop(data_plane);
+                drop(control);
+                give_up(taking.take(), &e);
+                return Err(e);
+            }
+        },
+    };
+    api_socket.set_nonblocking(true)?;
+    let local = api_socket.local_addr()?;
     // One registry for /metrics: the API's families, process metrics and the data plane's.
     let mut metrics = fulcrum_api::Metrics::new();
     metrics.register_collector(data_plane.collector());
@@ -270,12 +333,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "fulcrum: data-plane node following the shared configuration; health and metrics on http://{local} (data in {})",
             data_dir.display()
         );
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        let listener = tokio::net::TcpListener::from_std(api_socket)?;
+        serve_api(listener, app, shutdown_signal()).await?;
         data_plane.shutdown(SHUTDOWN_GRACE).await;
         return Ok(());
     }
@@ -288,15 +347,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("fulcrum: dashboard on http://{local}/ui (sign in with an API token)");
 
-    // The caller's address lets failed authentication be summarised per source.
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    });
+    // Serving now: the process this one took over from may stop.
+    if let Some(t) = taking.take() {
+        let revision = control.view().revision;
+        let outcome = if control.wait_applied(revision, TAKEOVER_SERVE_WAIT).await {
+            crate::handover::Outcome::Serving
+        } else {
+            crate::handover::Outcome::Failed(format!(
+                "the configuration (revision {revision}) was not served within {TAKEOVER_SERVE_WAIT:?}"
+            ))
+        };
+        tracing::info!(?outcome, "takeover finished");
+        if let Err(e) = tokio::task::spawn_blocking(move || t.finish(&outcome)).await? {
+            tracing::warn!(error = %e, "cannot tell the process taken over from");
+        }
+    }
+    let takeovers = if embedded && !args.demo {
+        Some(crate::handover::listen(&data_dir)?)
+    } else {
+        None
+    };
+    let server = tokio::spawn(serve_until_stopped(
+        api_socket,
+        app,
+        control.clone(),
+        data_plane.clone(),
+        takeovers,
+    ));
     if args.demo {
         crate::demo::start_backends().await?;
         let client =
@@ -325,6 +402,157 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     data_plane.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("fulcrum stopped");
     Ok(())
+}
+
+/// How long a process taking over waits for the running one's offer (it finishes the
+/// API requests it has first).
+const TAKEOVER_OFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a process taking over may take to serve before the old one carries on.
+const TAKEOVER_SERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A process taking over could not start: the one it took over from carries on.
+fn give_up(taking: Option<crate::handover::Taking>, why: &anyhow::Error) {
+    if let Some(t) = taking {
+        let _ = t.finish(&crate::handover::Outcome::Failed(format!("{why:#}")));
+    }
+}
+
+/// Why the API stopped.
+enum Stop {
+    Signal,
+    Takeover(std::os::unix::net::UnixStream),
+}
+
+/// Serves the API until a signal stops the process, or another process takes over from
+/// this one: then hands over the API's and the listeners' sockets, the members' state
+/// and the store, and returns once the new process serves (its connections finish on the
+/// way out). A takeover that fails gives the store back and serves on.
+async fn serve_until_stopped(
+    api_socket: std::net::TcpListener,
+    app: axum::Router,
+    control: Arc<ControlPlane>,
+    data_plane: Arc<fulcrum_proxy::DataPlane>,
+    takeovers: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<()> {
+    // Takeover requests, read on a thread of their own (the socket is blocking).
+    let (requests_tx, mut requests) = tokio::sync::mpsc::channel(1);
+    if let Some(listener) = takeovers {
+        std::thread::Builder::new()
+            .name("fulcrum-takeover".into())
+            .spawn(move || {
+                while let Ok((stream, request)) = crate::handover::accept(&listener) {
+                    tracing::info!(pid = request.pid, "a new fulcrum asks to take over");
+                    if requests_tx.blocking_send(stream).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+    let mut signal = std::pin::pin!(shutdown_signal());
+    loop {
+        let listener = tokio::net::TcpListener::from_std(api_socket.try_clone()?)?;
+        let stopped = Arc::new(tokio::sync::Notify::new());
+        let stop = {
+            let stopped = stopped.clone();
+            let (signal, requests) = (signal.as_mut(), &mut requests);
+            async move {
+                let reason = tokio::select! {
+                    () = signal => Stop::Signal,
+                    Some(stream) = requests.recv() => Stop::Takeover(stream),
+                };
+                stopped.notify_one();
+                reason
+            }
+        };
+        let wait = async move { stopped.notified().await };
+        let (served, why) = tokio::join!(serve_api(listener, app.clone(), wait), stop);
+        served?;
+        let Stop::Takeover(mut stream) = why else {
+            return Ok(());
+        };
+        if hand_over(&mut stream, &api_socket, &control, &data_plane).await {
+            tracing::info!("the new fulcrum serves: finishing the connections left, then stopping");
+            return Ok(());
+        }
+        tracing::warn!("the takeover failed: serving on");
+        // The other process may still be closing the file: try for a few seconds.
+        let mut tries = 0;
+        while let Err(e) = control.reacquire_store().await {
+            tries += 1;
+            if tries == 50 {
+                tracing::error!(error = %e, "cannot take the store back; changes answer unavailable until it can");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The API on `listener` until `stop` resolves; in-flight requests finish first.
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // The caller's address lets failed authentication be summarised per source.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await?;
+    Ok(())
+}
+
+/// Hands this process's sockets, members' state and store to the process on `stream`;
+/// true once it serves (this one should stop), false if it failed or went away.
+async fn hand_over(
+    stream: &mut std::os::unix::net::UnixStream,
+    api_socket: &std::net::TcpListener,
+    control: &Arc<ControlPlane>,
+    data_plane: &Arc<fulcrum_proxy::DataPlane>,
+) -> bool {
+    if let Err(e) = control.release_store().await {
+        tracing::warn!(error = %e, "cannot let go of the store: no takeover");
+        return false;
+    }
+    let offer = match (api_socket.try_clone(), data_plane.handover()) {
+        (Ok(api), Ok(h)) => crate::handover::Offer {
+            api: Some(api),
+            listeners: h.sockets,
+            members: h.members,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot copy the sockets: no takeover");
+            return false;
+        }
+    };
+    let Ok(mut stream) = stream.try_clone() else {
+        return false;
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::handover::offer(&mut stream, &offer)?;
+        Ok::<_, anyhow::Error>(crate::handover::outcome(
+            &mut stream,
+            TAKEOVER_OFFER_WAIT + TAKEOVER_SERVE_WAIT,
+        ))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(crate::handover::Outcome::Serving)) => true,
+        Ok(Ok(crate::handover::Outcome::Failed(why))) => {
+            tracing::warn!(reason = why, "the new fulcrum could not take over");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot hand over");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand over");
+            false
+        }
+    }
 }
 
 /// Traffic workers: the config's `[proxy] workers`, overridden by `FULCRUM_WORKERS` (or

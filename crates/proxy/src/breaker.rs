@@ -112,6 +112,11 @@ impl Default for Breaker {
 }
 
 impl Breaker {
+    /// Open until `until_ms`: a trip carried over from the process this one took over from.
+    pub fn resume_open(&mut self, until_ms: u64) {
+        self.state = State::Open { until_ms };
+    }
+
     pub fn state(&self, now_ms: u64) -> State {
         match self.state {
             State::Open { until_ms } if now_ms >= until_ms => State::HalfOpen,

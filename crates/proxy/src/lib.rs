@@ -64,7 +64,7 @@ pub use context::DataPlaneOptions;
 
 pub use health::HealthCounter;
 pub use snapshot::Snapshot;
-pub use state::Health;
+pub use state::{Health, MemberCarry};
 
 /// The data plane's own bookkeeping, around what connections share.
 struct DataPlaneInner {
@@ -77,6 +77,15 @@ struct DataPlaneInner {
     workers: worker::Handles,
     /// Copies of the counters, for recent traffic figures.
     sampler: Mutex<traffic::Sampler>,
+    /// Listening sockets taken over from another process, until listeners claim them.
+    inherited: Mutex<listener::Inherited>,
+}
+
+/// What a process hands to the one that takes over from it: its listening sockets, by
+/// address, and its members' live state.
+pub struct Handover {
+    pub sockets: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
+    pub members: Vec<MemberCarry>,
 }
 
 /// The running data plane.
@@ -101,6 +110,17 @@ impl DataPlane {
         control: Arc<ControlPlane>,
         options: DataPlaneOptions,
     ) -> std::io::Result<DataPlane> {
+        Self::start_taking_over(control, options, None)
+    }
+
+    /// As [`DataPlane::start`], taking over from another process: listeners on the
+    /// addresses of its sockets accept on them (it may go on accepting on them too until it
+    /// stops), and its members' health, ejections and breaker trips carry on here.
+    pub fn start_taking_over(
+        control: Arc<ControlPlane>,
+        options: DataPlaneOptions,
+        from: Option<Handover>,
+    ) -> std::io::Result<DataPlane> {
         let count = match options.workers {
             0 => worker::default_count(),
             n => n,
@@ -123,7 +143,15 @@ impl DataPlane {
             bind_errors: Mutex::new(HashMap::new()),
             workers: workers.handles(),
             sampler: Mutex::default(),
+            inherited: Mutex::default(),
         });
+        if let Some(from) = from {
+            let mut inherited = inner.inherited.lock();
+            for (addr, socket) in from.sockets {
+                inherited.entry(addr).or_default().push(socket);
+            }
+            inner.shared.registry.carry_in(from.members);
+        }
         control.set_observer(Arc::new(Observations(inner.clone())));
         let task = workers.control().spawn(follow(inner.clone(), control));
         let sampling = workers.control().spawn(sample_traffic(inner.clone()));
@@ -175,6 +203,15 @@ impl DataPlane {
     /// Why a listener is not bound, if it failed to.
     pub fn listener_error(&self, id: &ListenerId) -> Option<String> {
         self.inner.bind_errors.lock().get(id).cloned()
+    }
+
+    /// What a process taking over from this one needs: copies of the listening sockets and
+    /// the members' live state. This one goes on serving until [`DataPlane::shutdown`].
+    pub fn handover(&self) -> std::io::Result<Handover> {
+        Ok(Handover {
+            sockets: listener::socket_copies(&self.inner.listeners.lock())?,
+            members: self.inner.shared.registry.carry_out(),
+        })
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to `grace`).
@@ -233,12 +270,21 @@ async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
         };
         if let Some(snap) = fresh {
             inner.shared.snapshot.store(snap.clone());
+            let mut inherited = inner.inherited.lock();
             let failed = listener::reconcile(
                 &inner.shared,
                 inner.workers.traffic(),
                 &mut inner.listeners.lock(),
                 &snap,
+                &mut inherited,
             );
+            // Sockets no listener claimed at the first snapshot are not served here: closed,
+            // as the process they came from closes them when it stops.
+            for (addr, sockets) in inherited.drain() {
+                tracing::info!(%addr, sockets = sockets.len(), "closing sockets taken over that no listener uses");
+            }
+            drop(inherited);
+            inner.shared.registry.carry_in(Vec::new());
             let failed: HashMap<ListenerId, String> = failed.into_iter().collect();
             let mut bind_errors = inner.bind_errors.lock();
             // Binds are retried every few seconds: say so once per listener and reason.

@@ -27,7 +27,15 @@ pub(crate) struct Running {
     bind: BindKey,
     protocol: ListenerProtocol,
     stop: watch::Sender<bool>,
+    /// Copies of the listening sockets (the accept loops own theirs), handed to a process
+    /// that takes over from this one.
+    sockets: Vec<std::net::TcpListener>,
 }
+
+/// Listening sockets handed over by the process this one takes over from, by address: a
+/// listener on one of these addresses accepts on them instead of binding, so connections
+/// waiting in their queues are never refused.
+pub(crate) type Inherited = HashMap<SocketAddr, Vec<std::net::TcpListener>>;
 
 /// Counts one open connection, in all and for its listener, until dropped.
 struct ConnGuard {
@@ -52,6 +60,7 @@ pub(crate) fn reconcile(
     workers: &[tokio::runtime::Handle],
     running: &mut HashMap<ListenerId, Running>,
     snap: &Snapshot,
+    inherited: &mut Inherited,
 ) -> Vec<(ListenerId, String)> {
     running.retain(|id, r| {
         let keep = snap
@@ -80,12 +89,28 @@ pub(crate) fn reconcile(
             failed.push((id.clone(), e.clone()));
             continue;
         }
-        match bind_tcp(l.bind.addr, workers.len()) {
-            Ok(sockets) => {
+        let sockets = match inherited.remove(&l.bind.addr) {
+            Some(sockets) => {
+                tracing::info!(listener = %id, addr = %l.bind.addr, sockets = sockets.len(), "listening on sockets taken over");
+                Ok(sockets)
+            }
+            None => bind_tcp(l.bind.addr, workers.len()),
+        };
+        let copies = sockets.and_then(|sockets| {
+            let copies = sockets
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            Ok((sockets, copies))
+        });
+        match copies {
+            Ok((sockets, copies)) => {
                 let (stop, stop_rx) = watch::channel(false);
                 tracing::info!(listener = %id, addr = %l.bind.addr, protocol = ?l.protocol, workers = workers.len(), "listening");
                 let open = Arc::new(AtomicUsize::new(0));
-                for (socket, worker) in sockets.into_iter().zip(workers) {
+                // One socket per worker; sockets taken over from a process with more
+                // workers are shared out among them, so none is left unserved.
+                for (socket, worker) in sockets.into_iter().zip(workers.iter().cycle()) {
                     worker.spawn(accept_loop(
                         shared.clone(),
                         id.clone(),
@@ -101,6 +126,7 @@ pub(crate) fn reconcile(
                         bind: l.bind.clone(),
                         protocol: l.protocol,
                         stop,
+                        sockets: copies,
                     },
                 );
             }
@@ -117,6 +143,19 @@ pub(crate) fn close_all(running: &mut HashMap<ListenerId, Running>) {
     for (_, r) in running.drain() {
         let _ = r.stop.send(true);
     }
+}
+
+/// Copies of every listening socket, by address, for a process taking over from this one.
+pub(crate) fn socket_copies(
+    running: &HashMap<ListenerId, Running>,
+) -> std::io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+    let mut out = Vec::new();
+    for r in running.values() {
+        for s in &r.sockets {
+            out.push((r.bind.addr, s.try_clone()?));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn bound_addr(

@@ -2,6 +2,7 @@
 //! connections. Keyed by the member's stable id, so a config swap (a weight change, a
 //! new member next to it) never resets what the data plane knows about a member.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -58,7 +59,57 @@ pub struct MemberState {
     pub(crate) check_micros: AtomicU64,
 }
 
+/// What a member's live state carries over to the process that takes over from this one
+/// (a hitless restart): health, an ejection and a breaker trip with the time they have left.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberCarry {
+    pub id: MemberId,
+    /// 0 unknown, 1 healthy, 2 unhealthy.
+    pub health: u8,
+    pub ejected_for_ms: u64,
+    pub ejected_unreachable: bool,
+    pub ejections_in_a_row: u32,
+    pub breaker_open_for_ms: u64,
+}
+
 impl MemberState {
+    fn carry(&self, id: &MemberId) -> MemberCarry {
+        let now = now_ms();
+        let left = |until: u64| {
+            if until == 0 {
+                0
+            } else {
+                until.saturating_sub(now)
+            }
+        };
+        MemberCarry {
+            id: id.clone(),
+            health: self.health.load(Ordering::Relaxed),
+            ejected_for_ms: left(self.ejected_until_ms.load(Ordering::Relaxed)),
+            ejected_unreachable: self.ejected_unreachable.load(Ordering::Relaxed),
+            ejections_in_a_row: self.ejections_in_a_row.load(Ordering::Relaxed),
+            breaker_open_for_ms: left(self.breaker_until_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn restore(&self, c: &MemberCarry) {
+        let now = now_ms();
+        self.health.store(c.health.min(2), Ordering::Relaxed);
+        if c.ejected_for_ms > 0 {
+            self.ejected_until_ms
+                .store(now + c.ejected_for_ms, Ordering::Relaxed);
+            self.ejected_unreachable
+                .store(c.ejected_unreachable, Ordering::Relaxed);
+        }
+        self.ejections_in_a_row
+            .store(c.ejections_in_a_row, Ordering::Relaxed);
+        if c.breaker_open_for_ms > 0 {
+            let until = now + c.breaker_open_for_ms;
+            self.breaker.lock().resume_open(until);
+            self.breaker_until_ms.store(until, Ordering::Relaxed);
+        }
+    }
+
     fn new(workers: usize) -> MemberState {
         MemberState {
             in_flight: AtomicU64::new(0),
@@ -361,6 +412,9 @@ pub struct Registry {
     pub(crate) pool_counters: crate::stats::StatsRegistry<crate::stats::PoolCounters>,
     /// Session persistence bindings per pool.
     sticky: WeakMap<fulcrum_model::PoolId, crate::sticky::StickyTable>,
+    /// Member states carried over from the process this one took over from, applied to
+    /// each member when its state is first made.
+    carried: Mutex<HashMap<MemberId, MemberCarry>>,
 }
 
 impl Registry {
@@ -375,14 +429,32 @@ impl Registry {
             pool_stats: crate::stats::StatsRegistry::default(),
             pool_counters: crate::stats::StatsRegistry::default(),
             sticky: WeakMap::default(),
+            carried: Mutex::default(),
         }
     }
 
     /// The member's state, and whether it was created just now.
     pub fn member_new(&self, id: &MemberId) -> (Arc<MemberState>, bool) {
         let workers = self.workers;
-        self.members
-            .get_or_insert_with(id, || MemberState::new(workers))
+        self.members.get_or_insert_with(id, || {
+            let state = MemberState::new(workers);
+            let carried = self.carried.lock();
+            if let Some(c) = (!carried.is_empty()).then(|| carried.get(id)).flatten() {
+                state.restore(c);
+            }
+            state
+        })
+    }
+
+    /// Takes member states from the process this one takes over from; a member made after
+    /// this starts from its carried state.
+    pub fn carry_in(&self, carried: Vec<MemberCarry>) {
+        *self.carried.lock() = carried.into_iter().map(|c| (c.id.clone(), c)).collect();
+    }
+
+    /// Every live member's state, for the process that takes over from this one.
+    pub fn carry_out(&self) -> Vec<MemberCarry> {
+        self.members.map_live(|id, s| s.carry(id))
     }
 
     /// The pool's persistence bindings.

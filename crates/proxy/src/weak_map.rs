@@ -67,6 +67,16 @@ impl<K: Hash + Eq, V> WeakMap<K, V> {
         (value, true)
     }
 
+    /// `f` of every entry still alive.
+    pub fn map_live<T>(&self, mut f: impl FnMut(&K, &V) -> T) -> Vec<T> {
+        let inner = self.inner.lock();
+        inner
+            .entries
+            .iter()
+            .filter_map(|(k, weak)| weak.upgrade().map(|v| f(k, &v)))
+            .collect()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().entries.len()

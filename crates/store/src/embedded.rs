@@ -113,7 +113,13 @@ struct Inner {
     queue: Mutex<Queue>,
     /// redb commits made by `txn` (each one fsync), for group-commit accounting.
     commits: std::sync::atomic::AtomicU64,
+    /// The file was let go for another process (`Store::release`): no reopening until
+    /// `Store::reacquire`.
+    released: std::sync::atomic::AtomicBool,
 }
+
+/// Why a released store answers `Unavailable`.
+const RELEASED: &str = "the store was handed over to another fulcrum process";
 
 #[derive(Default)]
 struct Queue {
@@ -177,6 +183,7 @@ impl EmbeddedStore {
                 write_lock: Mutex::new(()),
                 changes_tx,
                 queue: Mutex::new(Queue::default()),
+                released: std::sync::atomic::AtomicBool::new(false),
                 commits: std::sync::atomic::AtomicU64::new(0),
             }),
             path: path.to_owned(),
@@ -328,6 +335,48 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| inner.compact(revision)).await
     }
 
+    async fn release(&self) -> Result<(), StoreError> {
+        self.blocking(|inner| {
+            let _writer = inner.write_lock.lock();
+            *inner.fault.lock() = Some(Fault {
+                reason: RELEASED.into(),
+                next_attempt: Instant::now(),
+            });
+            inner
+                .released
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(old) = inner.db.write().take() {
+                let deadline = Instant::now() + CLOSE_WAIT;
+                while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if Arc::strong_count(&old) > 1 {
+                    *inner.db.write() = Some(old);
+                    return Err(StoreError::Unavailable(
+                        "reads still hold the store file".into(),
+                    ));
+                }
+            }
+            tracing::info!(path = %inner.path.display(), "store file closed for another process");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reacquire(&self) -> Result<(), StoreError> {
+        self.blocking(|inner| {
+            let _writer = inner.write_lock.lock();
+            inner
+                .released
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            if let Some(f) = inner.fault.lock().as_mut() {
+                f.next_attempt = Instant::now();
+            }
+            inner.recover()
+        })
+        .await
+    }
+
     async fn check(&self) -> Result<(), StoreError> {
         if self.inner.fault.lock().is_none() {
             return Ok(());
@@ -388,7 +437,9 @@ impl Inner {
             let Some(f) = fault.as_mut() else {
                 return Ok(());
             };
-            if Instant::now() < f.next_attempt {
+            if Instant::now() < f.next_attempt
+                || self.released.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 return Err(StoreError::Unavailable(f.reason.clone()));
             }
             f.next_attempt = Instant::now() + REOPEN_EVERY;
@@ -1212,6 +1263,32 @@ mod tests {
         let mut w = store.watch("c/", 6).await.unwrap();
         assert_eq!(next(&mut w).await.unwrap().unwrap().revision, 6);
         assert_eq!(store.revision().await.unwrap(), 6);
+    }
+
+    /// A released store lets another opener have the file and refuses calls meanwhile;
+    /// reacquired, it works again on what the file holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn release_hands_the_file_over_and_reacquire_takes_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let first = EmbeddedStore::open(&path).unwrap();
+        first.txn(put("h/a", b"1")).await.unwrap();
+        assert!(EmbeddedStore::open(&path).is_err(), "one opener at a time");
+        first.release().await.unwrap();
+        assert!(matches!(
+            first.txn(put("h/b", b"2")).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(first.check().await.is_err(), "released: not writable here");
+        {
+            let second = EmbeddedStore::open(&path).unwrap();
+            assert_eq!(second.revision().await.unwrap(), 1);
+            second.txn(put("h/c", b"3")).await.unwrap();
+        }
+        first.reacquire().await.unwrap();
+        assert_eq!(first.revision().await.unwrap(), 2);
+        first.txn(put("h/d", b"4")).await.unwrap();
+        assert_eq!(first.revision().await.unwrap(), 3);
     }
 
     /// A live watcher that falls further behind than the broadcast buffer re-reads the

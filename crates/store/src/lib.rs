@@ -181,6 +181,18 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Lets go of the store for another process on this machine (a hitless restart): an
+    /// embedded store closes its file and answers `Unavailable` until [`Store::reacquire`];
+    /// a shared store has nothing to let go of.
+    async fn release(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Takes the store back after [`Store::release`] (the other process did not take over).
+    async fn reacquire(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Puts a key that lives only as long as this client's session. A shared store ties it
     /// to a lease the process keeps renewing, so the key disappears soon after the process
     /// dies or loses the store, and is put back when the session resumes. A store with no

@@ -224,10 +224,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 limit = Limit::After(header_limit);
             }
             let waiting = self.buf.is_empty();
+            let stopping = *stop.borrow();
             let read = tokio::select! {
                 biased;
-                r = bounded(sleep, &mut limit, self.buf.read_from(&mut self.io, MAX_HEAD)) => r,
-                _ = stop.changed(), if waiting => return None,
+                r = bounded(sleep, &mut limit, self.buf.read_from(&mut self.io, MAX_HEAD)) => Some(r),
+                _ = stop.changed(), if waiting && !stopping => None,
+            };
+            let Some(read) = read else {
+                // Stopping (a shutdown, or another process took over): a request already on
+                // its way is still served, with `Connection: close`, so a client that sent
+                // it as the stop came loses nothing; a connection that stays quiet closes.
+                limit = Limit::After(STOP_LINGER.min(ms(listener.timeouts.idle_ms)));
+                continue;
             };
             match read {
                 Some(Ok(n)) if n > 0 => {}
@@ -731,6 +739,9 @@ enum Attempt {
     /// The exchange broke after the response began: close without another word.
     Broken,
 }
+
+/// How long an idle connection of a stopping process waits for a request already sent.
+const STOP_LINGER: Duration = Duration::from_secs(1);
 
 /// How long a member may take to answer a request sent at `sent_at`: the limit on its
 /// answer's head (the pool's first-byte timeout, else the listener's), and when all of the

@@ -1,0 +1,299 @@
+//! Hitless restarts and upgrades (issue 20): a second `fulcrum serve` on the same data
+//! directory takes over the running one's sockets, store and member state while clients
+//! keep sending, and the first one finishes its connections and exits. Counted by the
+//! clients themselves: no connection refused, no request failed, the API answering
+//! throughout, a member its monitor took out kept out.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::backend::Backend;
+use common::stack::eventually;
+use common::{Server, free_port, unlimited_config};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    api_ok: AtomicU64,
+    api_failed: AtomicU64,
+}
+
+/// Clients that keep sending until `stop`: keep-alive ones (reqwest, one connection
+/// each), ones that open a connection per request, and one polling the API.
+fn clients(
+    port: u16,
+    api: common::Api,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..4 {
+        let (url, counts, stop) = (url.clone(), counts.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client");
+            while !stop.load(Ordering::SeqCst) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = r.bytes().await;
+                        counts.ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => {
+                        eprintln!("keep-alive client: status {}", r.status());
+                        counts.failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("keep-alive client: {e:?}");
+                        counts.failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (counts, stop) = (counts.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let mut s = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("new connection: {e}");
+                        counts.refused.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                };
+                let _ = s.set_nodelay(true);
+                let sent = s
+                    .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut answer = Vec::new();
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+                if sent.is_ok() && matches!(read, Ok(Ok(_))) && answer.starts_with(b"HTTP/1.1 200")
+                {
+                    counts.ok.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    eprintln!("new connection: {:?}", String::from_utf8_lossy(&answer));
+                    counts.failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(async move {
+        // A connection per call: an API connection idle when its process stops may be
+        // closed as any HTTP server may close an idle connection.
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        while !stop.load(Ordering::SeqCst) {
+            let r = c
+                .get(format!("{}/v1/loadbalancers", api.base))
+                .bearer_auth(common::TOKEN)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 200 => counts.api_ok.fetch_add(1, Ordering::SeqCst),
+                other => {
+                    eprintln!("API: {other:?}");
+                    counts.api_failed.fetch_add(1, Ordering::SeqCst)
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }));
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_takes_over_without_refusing_or_failing_anything() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    // C answers requests but fails its health checks: its monitor takes it out.
+    c.set_health(503);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = unlimited_config(dir.path());
+    let data = dir.path().join("data");
+    let mut old = Server::start_with(&data, &["--config", &config]);
+    let api = old.client();
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let mut members = Vec::new();
+    for backend in [&a, &b, &c] {
+        members.push(api.member(&pool, backend.port(), json!({})).await);
+    }
+    api.monitor(
+        &pool,
+        json!({"interval_ms": 200, "timeout_ms": 200, "healthy_threshold": 1, "unhealthy_threshold": 1}),
+    )
+    .await;
+    let port = free_port();
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            api.member_status(&pool, &members[2]).await == "ERROR"
+        })
+        .await,
+        "C's monitor takes it out"
+    );
+    // The monitor checks every 200 ms, taking a member out at its first failure. From now
+    // on it needs three failures a minute apart: only state carried over can keep C out
+    // of the new process's rotation.
+    let monitor = api
+        .items(&format!("/v1/healthmonitors?pool_id={pool}"))
+        .await[0]["id"]
+        .as_str()
+        .expect("monitor id")
+        .to_owned();
+    api.apply(
+        "PATCH",
+        &format!("/v1/healthmonitors/{monitor}"),
+        Some(json!({"interval_ms": 60000, "unhealthy_threshold": 3})),
+    )
+    .await;
+
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = clients(port, api.clone(), counts.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c_before = c.requests();
+
+    // An upgrade: the new process runs another binary file.
+    let binary = dir.path().join("fulcrum-new");
+    std::fs::copy(env!("CARGO_BIN_EXE_fulcrum"), &binary).expect("copy the binary");
+    let started = Instant::now();
+    let new = tokio::task::spawn_blocking({
+        let (data, config) = (data.clone(), config.clone());
+        move || {
+            Server::start_through(
+                std::process::Command::new(binary),
+                &data,
+                &["--config", &config],
+            )
+        }
+    })
+    .await
+    .expect("start the new process");
+    eprintln!("the new process serves after {:?}", started.elapsed());
+    assert_eq!(new.base, old.base, "the API socket was handed over");
+    let exited = eventually(Duration::from_secs(15), || {
+        let done = matches!(old.child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    assert!(
+        exited,
+        "the old process exits once its connections are done"
+    );
+    let status = old.child.wait().expect("wait");
+    assert!(status.success(), "the old process exits cleanly: {status}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("client");
+    }
+
+    let ok = counts.ok.load(Ordering::SeqCst);
+    assert_eq!(
+        counts.refused.load(Ordering::SeqCst),
+        0,
+        "refused connections"
+    );
+    assert_eq!(counts.failed.load(Ordering::SeqCst), 0, "failed requests");
+    assert_eq!(
+        counts.api_failed.load(Ordering::SeqCst),
+        0,
+        "failed API calls"
+    );
+    assert!(ok > 100, "traffic flowed: {ok}");
+    assert!(counts.api_ok.load(Ordering::SeqCst) > 5);
+    assert_eq!(c.requests(), c_before, "C stayed out across the takeover");
+
+    // The new process owns the store: changes are made and served.
+    let api = new.client();
+    assert_eq!(api.member_status(&pool, &members[2]).await, "ERROR");
+    api.patch_member(&pool, &members[0], json!({"weight": 5}))
+        .await;
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+}
+
+/// A process that cannot finish taking over (here: its access log cannot be opened) gives
+/// everything back: the old one takes its store back and serves on, changes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_takeover_leaves_the_old_process_serving() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = unlimited_config(dir.path());
+    let data = dir.path().join("data");
+    let mut old = Server::start_with(&data, &["--config", &config]);
+    let api = old.client();
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let member = api.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
+
+    let failed = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", &config])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--access-log", "/nonexistent/dir/access.log"])
+        .env("FULCRUM_API_TOKEN", common::TOKEN)
+        .output()
+        .expect("run the second process");
+    assert!(!failed.status.success(), "it cannot open its access log");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("access log"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(
+        matches!(old.child.try_wait(), Ok(None)),
+        "the old process serves on"
+    );
+    // It has its store back: a change is made and served.
+    api.patch_member(&pool, &member, json!({"weight": 7})).await;
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    // And it can still be taken over afterwards.
+    let new =
+        tokio::task::spawn_blocking(move || Server::start_with(&data, &["--config", &config]))
+            .await
+            .expect("start");
+    assert_eq!(new.base, old.base);
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let done = matches!(old.child.try_wait(), Ok(Some(_)));
+            async move { done }
+        })
+        .await
+    );
+    let weight = new
+        .client()
+        .read(&format!("/v1/pools/{pool}/members/{member}"))
+        .await["weight"]
+        .clone();
+    assert_eq!(weight, 7);
+}
