@@ -367,6 +367,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    if takeovers.is_some() {
+        restart_on_sigusr2()?;
+    }
+    // Under systemd (`Type=notify`): ready, and this process is now the service's main one
+    // (after a takeover, in place of the process it took over from).
+    sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
     let server = tokio::spawn(serve_until_stopped(
         api_socket,
         app,
@@ -414,6 +420,76 @@ const TAKEOVER_SERVE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 fn give_up(taking: Option<crate::handover::Taking>, why: &anyhow::Error) {
     if let Some(t) = taking {
         let _ = t.finish(&crate::handover::Outcome::Failed(format!("{why:#}")));
+    }
+}
+
+/// SIGUSR2 starts a new `fulcrum serve` with this one's arguments, from the binary this one
+/// was started as (a binary replaced on disk: an upgrade), which takes over from this one.
+/// systemd's `ExecReload` sends it (see `contrib/fulcrum.service`).
+fn restart_on_sigusr2() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            let binary = binary_path();
+            tracing::info!(binary = %binary.display(), "SIGUSR2: starting a new fulcrum to take over");
+            let started = std::process::Command::new(&binary)
+                .args(std::env::args_os().skip(1))
+                .stdin(std::process::Stdio::null())
+                .spawn();
+            match started {
+                // Reaped by whoever inherits it; this process exits once it took over.
+                Ok(child) => tracing::info!(pid = child.id(), "the new fulcrum is starting"),
+                Err(e) => {
+                    tracing::error!(binary = %binary.display(), error = %e, "cannot start a new fulcrum");
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The binary as started: the path in `argv[0]` when it is absolute (it names the new file
+/// after an upgrade replaced it), else what the kernel says this process runs.
+fn binary_path() -> PathBuf {
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    match argv0 {
+        Some(p) if p.is_absolute() => p,
+        _ => std::env::current_exe()
+            .map(|p| {
+                let text = p.to_string_lossy();
+                match text.strip_suffix(" (deleted)") {
+                    Some(live) => PathBuf::from(live),
+                    None => p,
+                }
+            })
+            .unwrap_or_else(|_| PathBuf::from("fulcrum")),
+    }
+}
+
+/// Tells systemd (`$NOTIFY_SOCKET`, when set) about this service's state.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot notify systemd");
+            return;
+        }
+    };
+    let sent = match path.to_string_lossy().strip_prefix('@') {
+        // An abstract socket name.
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        }
+        None => socket.send_to(state.as_bytes(), &path),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
 

@@ -297,3 +297,61 @@ async fn a_failed_takeover_leaves_the_old_process_serving() {
         .clone();
     assert_eq!(weight, 7);
 }
+
+/// SIGUSR2 (systemd's reload in `contrib/fulcrum.service`) starts the new process itself:
+/// it takes over, tells systemd it is the service's main process now, and the old one
+/// exits; the API and traffic go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_restarts_in_place_and_tells_systemd() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = unlimited_config(dir.path());
+    let data = dir.path().join("data");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    command.env("NOTIFY_SOCKET", &notify_path);
+    let mut old = Server::start_through(command, &data, &["--config", &config]);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY from the first process");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(first, format!("READY=1\nMAINPID={}", old.child.id()));
+    let api = old.client();
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    api.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
+
+    let status = std::process::Command::new("kill")
+        .args(["-USR2", &old.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let n = notify.recv(&mut buf).expect("READY from the new process");
+    let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let new_pid: u32 = second
+        .strip_prefix("READY=1\nMAINPID=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected notification {second:?}"));
+    assert_ne!(new_pid, old.child.id());
+    let exited = eventually(Duration::from_secs(15), || {
+        let done = matches!(old.child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    let serves = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .map(|r| r.status());
+    let api_answers = api.raw("GET", "/v1/loadbalancers", None, &[]).await.status;
+    // The new process is no child of this test: stop it here.
+    let _ = std::process::Command::new("kill")
+        .arg(new_pid.to_string())
+        .status();
+    assert!(exited, "the old process exits");
+    assert_eq!(serves.expect("traffic"), 200);
+    assert_eq!(api_answers, 200);
+}
