@@ -20,6 +20,7 @@ mod metrics;
 mod native;
 mod oci;
 mod request;
+mod server;
 mod ui;
 
 /// `Retry-After` of a 503 (the store is away or cannot write): every dialect sends it, so
@@ -32,6 +33,7 @@ pub use huawei::HuaweiConfig;
 pub use metrics::Metrics;
 pub use native::openapi_document;
 pub use oci::OciConfig;
+pub use server::{ConnectionStats, ServerLimits, raise_fd_limit, serve};
 
 /// How the API authenticates and throttles callers.
 #[derive(Clone, Debug)]
@@ -76,8 +78,8 @@ pub(crate) struct AppState {
 /// The whole API as one router. `/metrics`, when given, needs no token, like
 /// `/v1/health`: scrapers and probes run where the API listens (127.0.0.1 by default).
 /// Neither does the dashboard page at `/ui`: it asks for a token and reads `/v1` with it.
-/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, so failed
-/// authentication is summarised per source address.
+/// Serve it with [`serve`] (or with `into_make_service_with_connect_info::<SocketAddr>()`),
+/// so failed authentication is summarised per source address.
 pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Metrics>) -> Router {
     let control_for_stale = control.clone();
     let metrics = metrics.map(Metrics::into_parts);

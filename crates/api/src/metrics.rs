@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
+    connections: crate::server::ConnectionStats,
 }
 
 impl Default for Metrics {
@@ -33,8 +34,19 @@ impl Metrics {
         let mut registry = Registry::default();
         let api = Arc::new(ApiMetrics::default());
         api.register(&mut registry);
+        let connections = crate::server::ConnectionStats::default();
+        connections.register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
-        Metrics { registry, api }
+        Metrics {
+            registry,
+            api,
+            connections,
+        }
+    }
+
+    /// The API server's connection figures, for [`crate::serve`] to keep.
+    pub fn connection_stats(&self) -> crate::server::ConnectionStats {
+        self.connections.clone()
     }
 
     /// Adds a collector encoded on each scrape (the data plane's).

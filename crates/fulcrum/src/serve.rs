@@ -106,6 +106,63 @@ pub struct ApiSection {
     pub tokens: Vec<TokenEntry>,
     pub rate_per_second: Option<f64>,
     pub rate_burst: Option<u32>,
+    /// A connection's request head must arrive within this many seconds (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// A connection with no request in flight is closed after this many seconds
+    /// (default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// A request's body must arrive within this many seconds of its head (default 30).
+    pub body_timeout_secs: Option<u64>,
+    /// API connections open at once (default 1024; at most half the open-file limit).
+    pub max_connections: Option<usize>,
+    /// API connections open at once from one client address (default 64).
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl ApiSection {
+    /// The API server's limits, checked: every timeout and cap at least 1.
+    pub fn server_limits(&self) -> anyhow::Result<fulcrum_api::ServerLimits> {
+        let defaults = fulcrum_api::ServerLimits::default();
+        let secs = |name: &str, v: Option<u64>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(0) => bail!("[api] {name} must be at least 1"),
+            Some(s) => Ok(std::time::Duration::from_secs(s)),
+        };
+        let count = |name: &str, v: Option<usize>, default: usize| match v {
+            None => Ok(default),
+            Some(0) => bail!("[api] {name} must be at least 1"),
+            Some(n) if n > 1 << 20 => bail!("[api] {name} must be at most {}", 1 << 20),
+            Some(n) => Ok(n),
+        };
+        Ok(fulcrum_api::ServerLimits {
+            header_timeout: secs(
+                "header_timeout_secs",
+                self.header_timeout_secs,
+                defaults.header_timeout,
+            )?,
+            idle_timeout: secs(
+                "idle_timeout_secs",
+                self.idle_timeout_secs,
+                defaults.idle_timeout,
+            )?,
+            body_timeout: secs(
+                "body_timeout_secs",
+                self.body_timeout_secs,
+                defaults.body_timeout,
+            )?,
+            max_connections: count(
+                "max_connections",
+                self.max_connections,
+                defaults.max_connections,
+            )?,
+            max_connections_per_ip: count(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                defaults.max_connections_per_ip,
+            )?,
+            shutdown_grace: SHUTDOWN_GRACE,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +220,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse()?,
     };
+    let mut limits = file.api.server_limits()?;
+    // The API and the data plane share the process's file descriptors: take all the
+    // system allows, and keep the API to its budget within them.
+    let fd_limit = fulcrum_api::raise_fd_limit();
+    limits.fit_fd_limit(fd_limit);
+    tracing::info!(
+        fd_limit = fd_limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        header_timeout_secs = limits.header_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        body_timeout_secs = limits.body_timeout.as_secs(),
+        "API connection budget: {} of the process's {} file descriptors",
+        limits.max_connections,
+        fd_limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+    );
 
     let mut tokens: Vec<ApiToken> = file
         .api
@@ -325,6 +398,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // One registry for /metrics: the API's families, process metrics and the data plane's.
     let mut metrics = fulcrum_api::Metrics::new();
     metrics.register_collector(data_plane.collector());
+    let connection_stats = metrics.connection_stats();
     if args.role == Role::DataPlane {
         // No API on this node; probes and scrapers still find /v1/health and /metrics.
         let app = fulcrum_api::probe_router(control.clone(), Some(metrics));
@@ -334,7 +408,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir.display()
         );
         let listener = tokio::net::TcpListener::from_std(api_socket)?;
-        serve_api(listener, app, shutdown_signal()).await?;
+        serve_api(listener, app, limits, connection_stats, shutdown_signal()).await;
         data_plane.shutdown(SHUTDOWN_GRACE).await;
         return Ok(());
     }
@@ -376,6 +450,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(serve_until_stopped(
         api_socket,
         app,
+        limits,
+        connection_stats,
         control.clone(),
         data_plane.clone(),
         takeovers,
@@ -506,6 +582,8 @@ enum Stop {
 async fn serve_until_stopped(
     api_socket: std::net::TcpListener,
     app: axum::Router,
+    limits: fulcrum_api::ServerLimits,
+    stats: fulcrum_api::ConnectionStats,
     control: Arc<ControlPlane>,
     data_plane: Arc<fulcrum_proxy::DataPlane>,
     takeovers: Option<std::os::unix::net::UnixListener>,
@@ -541,8 +619,8 @@ async fn serve_until_stopped(
             }
         };
         let wait = async move { stopped.notified().await };
-        let (served, why) = tokio::join!(serve_api(listener, app.clone(), wait), stop);
-        served?;
+        let served = serve_api(listener, app.clone(), limits.clone(), stats.clone(), wait);
+        let ((), why) = tokio::join!(served, stop);
         let Stop::Takeover(mut stream) = why else {
             return Ok(());
         };
@@ -568,16 +646,13 @@ async fn serve_until_stopped(
 async fn serve_api(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    // The caller's address lets failed authentication be summarised per source.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop)
-    .await?;
-    Ok(())
+    limits: fulcrum_api::ServerLimits,
+    stats: fulcrum_api::ConnectionStats,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    // Connection limits and deadlines, and the caller's address on every request (failed
+    // authentication is summarised per source).
+    fulcrum_api::serve(listener, app, limits, stats, stop).await;
 }
 
 /// Hands this process's sockets, members' state and store to the process on `stream`;
