@@ -15,6 +15,7 @@ use fulcrum_control::{ControlPlane, RateLimiter};
 
 mod auth;
 mod azure;
+mod body;
 mod huawei;
 mod metrics;
 mod native;

@@ -9,6 +9,7 @@ use fulcrum_model::ValidationError;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 
+use crate::body::BodyError;
 use crate::request::current_request_id;
 
 #[derive(Debug)]
@@ -89,6 +90,18 @@ impl AzureError {
             details,
             ..Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
         }
+    }
+}
+
+impl From<BodyError> for AzureError {
+    fn from(e: BodyError) -> Self {
+        let code = match e {
+            BodyError::TooLarge { .. } => "RequestEntityTooLarge",
+            BodyError::TimedOut => "RequestTimeout",
+            BodyError::LengthRequired => "LengthRequired",
+            BodyError::Unreadable => "InvalidRequestContent",
+        };
+        AzureError::new(e.status(), code, e.to_string())
     }
 }
 

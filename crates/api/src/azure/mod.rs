@@ -120,16 +120,8 @@ struct Target {
 
 async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
     let (parts, body) = req.into_parts();
-    // The body is read before anything can refuse the request: a response sent over an
-    // unread body makes the server close the connection, and a client reusing it (the SDK
-    // keeps connections alive) would see its next request fail.
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        AzureError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!("The request body is larger than {MAX_BODY} bytes or could not be read."),
-        )
-    })?;
+    // The bearer token is checked from the headers, before any byte of the body is read:
+    // an unauthenticated caller cannot make us buffer one.
     let principal = az.auth.authenticate(
         parts
             .headers
@@ -140,6 +132,10 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
         .limiter
         .check(&principal)
         .map_err(|wait| ControlError::RateLimited { retry_after: wait })?;
+    // An authenticated caller's body is read before anything else can refuse the request:
+    // a response sent over an unread body makes the server close the connection, and a
+    // client reusing it (the SDK keeps connections alive) would see its next request fail.
+    let body = crate::body::read(body, MAX_BODY).await?;
     let query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .map_err(|e| AzureError::bad_request("InvalidQueryParameter", e.body_text()))?;

@@ -3,14 +3,17 @@
 //!
 //! | status | error_code   | when |
 //! |--------|--------------|------|
-//! | 400    | `ELB.8902`   | invalid or missing parameter |
+//! | 400    | `ELB.8902`   | invalid or missing parameter, unreadable body |
 //! | 401    | `APIGW.0301` | bad or missing AK/SK signature or token |
+//! | 408    | `ELB.8902`   | the body did not arrive within the body deadline |
+//! | 411    | `ELB.8902`   | an AK/SK-signed body without `Content-Length` |
+//! | 413    | `ELB.8902`   | the body is larger than 12 MB |
 //! | 404    | `ELB.8904`   | no such resource or endpoint |
 //! | 409    | `ELB.8905`   | conflicts: duplicates, references, deletion protection |
 //! | 409    | `ELB.8906`   | the load balancer is not ACTIVE (a change is in progress) |
 //! | 409    | `ELB.8907`   | the load balancer is locked |
 //! | 412    | `ELB.8912`   | precondition failed |
-//! | 429    | `APIGW.0308` | rate limited (with `Retry-After`) |
+//! | 429    | `APIGW.0308` | rate limited, or too many unverified uploads at once (with `Retry-After`) |
 //! | 503    | `ELB.1001`   | the configuration store is unavailable |
 //! | 500    | `ELB.1000`   | internal error |
 
@@ -18,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use fulcrum_control::ControlError;
 use http::StatusCode;
 
+use crate::body::BodyError;
 use crate::request::current_request_id;
 
 #[derive(Debug)]
@@ -61,6 +65,18 @@ impl HuaweiError {
         Self::new(StatusCode::CONFLICT, "ELB.8905", message)
     }
 
+    /// Too many signed bodies are being read at once, before their signatures are checked.
+    pub fn busy_uploads() -> Self {
+        HuaweiError {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "APIGW.0308",
+                "too many signed request bodies are being received at once; retry",
+            )
+        }
+    }
+
     /// Renames the model's field names in the message to this API's (`port` →
     /// `protocol_port`, …), as whole words.
     pub fn renamed(mut self, renames: &[(&str, &str)]) -> Self {
@@ -91,6 +107,12 @@ pub(crate) fn rename_words(text: &str, renames: &[(&str, &str)]) -> String {
     }
     flush(&mut word, &mut out);
     out
+}
+
+impl From<BodyError> for HuaweiError {
+    fn from(e: BodyError) -> Self {
+        HuaweiError::new(e.status(), "ELB.8902", e.to_string())
+    }
 }
 
 impl From<ControlError> for HuaweiError {

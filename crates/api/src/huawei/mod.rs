@@ -101,6 +101,8 @@ impl std::fmt::Debug for HuaweiToken {
 pub(crate) struct HState {
     pub app: AppState,
     config: Arc<HuaweiConfig>,
+    /// [`UNVERIFIED_BODY_BUDGET`], in bytes.
+    unverified: Arc<tokio::sync::Semaphore>,
 }
 
 /// The authenticated caller and the project the request is for.
@@ -121,11 +123,16 @@ pub(crate) enum Api {
 
 /// Largest request body: AK/SK signing is documented for bodies up to 12 MB.
 const MAX_BODY: usize = 12 * 1024 * 1024;
+/// Bytes of AK/SK-signed bodies read before their signature is verified, all requests
+/// together: the signature covers the body's hash, so a caller who knows an access key
+/// (an identifier, not a secret) could otherwise make every connection buffer 12 MB.
+const UNVERIFIED_BODY_BUDGET: usize = 32 * 1024 * 1024;
 
 pub(crate) fn router(state: AppState, config: &HuaweiConfig) -> Router {
     let hstate = HState {
         app: state,
         config: Arc::new(config.clone()),
+        unverified: Arc::new(tokio::sync::Semaphore::new(UNVERIFIED_BODY_BUDGET)),
     };
     Router::new()
         // Anything else under these prefixes is this dialect's 404, after authentication.
@@ -162,7 +169,9 @@ fn path_project(path: &str) -> Option<&str> {
 }
 
 /// Verifies the AK/SK signature or the token, checks the project and the rate limit,
-/// and hands the caller to the handlers. Every failure is a 401 in Huawei's shape.
+/// and hands the caller to the handlers. Every failure is a 401 in Huawei's shape. A token
+/// is checked from the headers alone; an AK/SK signature as far as it can be before the
+/// body it covers is read (`sign::check_head`).
 async fn authenticate(State(s): State<HState>, req: Request, next: Next) -> Response {
     match admit(&s, req).await {
         Ok(req) => next.run(req).await,
@@ -172,8 +181,9 @@ async fn authenticate(State(s): State<HState>, req: Request, next: Next) -> Resp
 
 async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
     let (mut parts, body) = req.into_parts();
-    // The body is read (to hash it) only for a known access key; otherwise it is passed
-    // on untouched, so an unauthenticated caller cannot make us buffer it.
+    // The body is read (to hash it) only for a known access key whose signature passed
+    // every check that does not need it; otherwise it is passed on untouched, so an
+    // unauthenticated caller cannot make us buffer it.
     let mut body = Some(body);
     let mut read_body = None;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -186,13 +196,14 @@ async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
             .iter()
             .find(|c| c.ak == parsed.access_key)
             .ok_or_else(|| HuaweiError::unauthenticated("unknown access key"))?;
+        let lookup = |name: &str| header(name);
+        let now = chrono::Utc::now();
+        sign::check_head(&lookup, &parsed, now)
+            .map_err(|e| HuaweiError::unauthenticated(e.to_string()))?;
         let bytes = match body.take() {
-            Some(b) => axum::body::to_bytes(b, MAX_BODY)
-                .await
-                .map_err(|_| HuaweiError::invalid("the request body is too large or unreadable"))?,
+            Some(b) => read_unverified(s, b).await?,
             None => Bytes::new(),
         };
-        let lookup = |name: &str| header(name);
         let signed = sign::SignedRequest {
             method: parts.method.as_str(),
             raw_path: parts.uri.path(),
@@ -200,7 +211,7 @@ async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
             header: &lookup,
             body: &bytes,
         };
-        sign::verify(&signed, &parsed, &cred.sk, chrono::Utc::now())
+        sign::verify(&signed, &parsed, &cred.sk, now)
             .map_err(|e| HuaweiError::unauthenticated(e.to_string()))?;
         read_body = Some(bytes);
         (format!("huawei-ak:{}", cred.ak), cred.project_id.clone())
@@ -265,6 +276,26 @@ async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
     Ok(Request::from_parts(parts, body))
 }
 
+/// Reads the body of a request whose signature is still to be verified (its hash is
+/// signed): it must declare its length, at most [`MAX_BODY`], and that many bytes must be
+/// free in the budget of unverified bodies (else 429: many such uploads at once are
+/// more likely a flood than callers), and it must arrive within the body deadline.
+async fn read_unverified(s: &HState, body: axum::body::Body) -> Result<Bytes, HuaweiError> {
+    let Some(declared) = crate::body::declared_length(&body) else {
+        return Err(crate::body::BodyError::LengthRequired.into());
+    };
+    if declared == 0 {
+        return Ok(Bytes::new());
+    }
+    if declared > MAX_BODY as u64 {
+        return Err(crate::body::BodyError::TooLarge { limit: MAX_BODY }.into());
+    }
+    let Ok(_budget) = s.unverified.try_acquire_many(declared as u32) else {
+        return Err(HuaweiError::busy_uploads());
+    };
+    Ok(crate::body::read(body, declared as usize).await?)
+}
+
 /// Everything a handler reads from a request: the caller, path parameters, query pairs
 /// (decoded, in order; repeated keys allowed) and the raw body.
 pub(crate) struct Call {
@@ -298,9 +329,7 @@ impl FromRequest<HState> for Call {
             .await
             .map_err(|e| HuaweiError::invalid(e.body_text()))?;
         let query = parse_query(parts.uri.query());
-        let body = axum::body::to_bytes(body, MAX_BODY)
-            .await
-            .map_err(|_| HuaweiError::invalid("the request body is too large or unreadable"))?;
+        let body = crate::body::read(body, MAX_BODY).await?;
         Ok(Call {
             caller,
             params,

@@ -227,6 +227,34 @@ pub(crate) fn parse_sdk_date(value: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// What can be checked before the body is read (the signature covers its hash): `host`
+/// and `x-sdk-date` are signed, every signed header is sent, and `X-Sdk-Date` is a date
+/// within the allowed skew. Returns `X-Sdk-Date`.
+pub(crate) fn check_head<'v>(
+    header: &dyn Fn(&str) -> Option<&'v str>,
+    auth: &AuthHeader<'_>,
+    now: DateTime<Utc>,
+) -> Result<&'v str, SignError> {
+    for required in ["host", "x-sdk-date"] {
+        if !auth.signed_headers.contains(&required) {
+            return Err(SignError::UnsignedHeader(required));
+        }
+    }
+    for name in &auth.signed_headers {
+        if header(name).is_none() {
+            return Err(SignError::MissingSignedHeader((*name).to_owned()));
+        }
+    }
+    let date_text = header("x-sdk-date")
+        .ok_or_else(|| SignError::MissingSignedHeader("x-sdk-date".into()))?
+        .trim();
+    let date = parse_sdk_date(date_text).ok_or(SignError::BadDate)?;
+    if (now - date).num_seconds().abs() > MAX_SKEW_SECS {
+        return Err(SignError::Skewed);
+    }
+    Ok(date_text)
+}
+
 /// Verifies a parsed `Authorization` header against the request with the caller's
 /// secret key. `host` and `x-sdk-date` must be signed: without them a signature could
 /// be replayed at another server or at any time.
@@ -236,19 +264,9 @@ pub(crate) fn verify(
     secret_key: &str,
     now: DateTime<Utc>,
 ) -> Result<(), SignError> {
-    for required in ["host", "x-sdk-date"] {
-        if !auth.signed_headers.contains(&required) {
-            return Err(SignError::UnsignedHeader(required));
-        }
-    }
-    let date_text = (req.header)("x-sdk-date")
-        .ok_or_else(|| SignError::MissingSignedHeader("x-sdk-date".into()))?;
-    let date = parse_sdk_date(date_text.trim()).ok_or(SignError::BadDate)?;
-    if (now - date).num_seconds().abs() > MAX_SKEW_SECS {
-        return Err(SignError::Skewed);
-    }
+    let date_text = check_head(req.header, auth, now)?;
     let creq = canonical_request(req, auth)?;
-    let expected = signature(secret_key, &string_to_sign(date_text.trim(), &creq));
+    let expected = signature(secret_key, &string_to_sign(date_text, &creq));
     if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
         Ok(())
     } else {

@@ -253,3 +253,81 @@ async fn update_pool_is_refused_while_the_load_balancer_is_not_active() {
     assert_eq!(body["pool"]["lb_algorithm"], "SOURCE_IP");
     assert!(body["request_id"].is_string());
 }
+
+/// A body that never arrives, declaring `Some(n)` bytes or, with `None`, no length
+/// (chunked).
+struct Stalled(Option<u64>);
+
+impl hyper::body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.map_or_else(
+            hyper::body::SizeHint::default,
+            hyper::body::SizeHint::with_exact,
+        )
+    }
+}
+
+#[tokio::test]
+async fn an_aksk_body_is_read_only_after_the_checks_that_need_none() {
+    let e = env(100).await;
+    let path = format!("/v3/{PROJECT}/elb/pools/p1");
+    let stalled = |date: &str, declared: Option<u64>| {
+        signed("PUT", &path, "{}", date, SK).map(|_| Body::new(Stalled(declared)))
+    };
+    let old = (chrono::Utc::now() - chrono::Duration::minutes(16))
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let unknown_key = {
+        let mut r = stalled(&now(), Some(100));
+        r.headers_mut().insert(
+            "authorization",
+            "SDK-HMAC-SHA256 Access=AKOTHER, SignedHeaders=host;x-sdk-date, Signature=00"
+                .parse()
+                .unwrap(),
+        );
+        r
+    };
+    let unsigned_date = {
+        let mut r = stalled(&now(), Some(100));
+        r.headers_mut().insert(
+            "authorization",
+            format!("SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host, Signature=00")
+                .parse()
+                .unwrap(),
+        );
+        r
+    };
+    for (what, req, status) in [
+        ("unknown key", unknown_key, StatusCode::UNAUTHORIZED),
+        (
+            "skewed date",
+            stalled(&old, Some(100)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("date not signed", unsigned_date, StatusCode::UNAUTHORIZED),
+        (
+            "no length",
+            stalled(&now(), None),
+            StatusCode::LENGTH_REQUIRED,
+        ),
+        (
+            "too large",
+            stalled(&now(), Some(13 * 1024 * 1024)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let answered = tokio::time::timeout(Duration::from_secs(5), send(&e.router, req)).await;
+        let (got, _, body) = answered.unwrap_or_else(|_| panic!("{what}: waited for the body"));
+        assert_eq!(got, status, "{what}: {body}");
+    }
+}

@@ -5,6 +5,7 @@ use fulcrum_control::ControlError;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::body::BodyError;
 use crate::request::current_request_id;
 
 #[derive(Debug)]
@@ -20,7 +21,7 @@ pub(crate) struct NativeError {
 pub(crate) struct ErrorBody {
     /// Stable, machine-readable: `invalid_argument`, `unauthenticated`, `not_found`,
     /// `conflict`, `busy`, `locked`, `retry_token_reused`, `precondition_failed`,
-    /// `rate_limited`, `unavailable`, `internal`.
+    /// `payload_too_large`, `request_timeout`, `rate_limited`, `unavailable`, `internal`.
     code: &'static str,
     message: String,
     /// The request field at fault, for `invalid_argument`.
@@ -54,6 +55,17 @@ impl NativeError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<BodyError> for NativeError {
+    fn from(e: BodyError) -> Self {
+        let code = match e {
+            BodyError::TooLarge { .. } => "payload_too_large",
+            BodyError::TimedOut => "request_timeout",
+            BodyError::LengthRequired | BodyError::Unreadable => "invalid_argument",
+        };
+        NativeError::new(e.status(), code, e.to_string())
     }
 }
 

@@ -16,10 +16,13 @@ use crate::request::current_request_id;
 /// refused by the target types themselves (`deny_unknown_fields`).
 pub(crate) struct JsonBody<T>(pub T);
 
+/// The largest body the native API reads (axum's default limit, which it had before).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = NativeError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or_default();
             if !ct.contains("json") {
@@ -29,9 +32,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ));
             }
         }
-        let bytes = bytes::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| NativeError::new(e.status(), "invalid_argument", e.body_text()))?;
+        let bytes = crate::body::read(req.into_body(), MAX_BODY).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -120,8 +121,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     }
 }
 
-/// Authenticates `/v1` calls (all but health and the OpenAPI document) and applies the
-/// per-caller rate limit.
+/// Authenticates `/v1` calls (all but health and the OpenAPI document) from their headers,
+/// before any byte of the body is read, and applies the per-caller rate limit.
 pub(crate) async fn require_token(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut req: Request,

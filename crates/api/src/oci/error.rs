@@ -7,6 +7,7 @@ use fulcrum_model::FieldErrorKind;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 
+use crate::body::BodyError;
 use crate::request::current_request_id;
 
 #[derive(Debug)]
@@ -51,6 +52,18 @@ impl OciError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NotAuthorizedOrNotFound", message)
+    }
+}
+
+impl From<BodyError> for OciError {
+    fn from(e: BodyError) -> Self {
+        let code = match e {
+            BodyError::TooLarge { .. } => "RequestEntityTooLarge",
+            BodyError::TimedOut => "RequestTimeout",
+            BodyError::LengthRequired => "LengthRequired",
+            BodyError::Unreadable => "InvalidParameter",
+        };
+        OciError::new(e.status(), code, e.to_string())
     }
 }
 

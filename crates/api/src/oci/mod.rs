@@ -38,7 +38,7 @@ mod signature;
 mod wire;
 
 use error::OciError;
-use signature::{ApiKey, KeyRing, SignedRequest};
+use signature::{ApiKey, KeyRing};
 use wire::*;
 
 type OciResult = Result<Response, OciError>;
@@ -212,46 +212,48 @@ async fn no_such_operation(method: http::Method, uri: http::Uri) -> OciError {
 
 // ---- authentication ------------------------------------------------------------------
 
-/// Verifies the request's signature over its raw target, headers and body, then applies
-/// the per-caller rate limit. Nothing here trusts an unsigned request.
+/// Verifies the request's signature over its raw target and headers and applies the
+/// per-caller rate limit before any byte of the body is read; then reads the body (at
+/// most the signed `content-length`, within [`MAX_BODY`] and the body deadline) and checks
+/// it against the signed digest. Nothing here trusts an unsigned request.
 async fn authenticate(State(s): State<OciState>, req: Request, next: Next) -> Response {
+    match admit(&s, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn admit(s: &OciState, req: Request) -> Result<Request, OciError> {
     let (mut parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return OciError::invalid(format!(
-            "the request body is unreadable or larger than {MAX_BODY} bytes"
-        ))
-        .into_response();
-    };
     let target = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
-    let verified = signature::verify(
-        &SignedRequest {
-            method: &parts.method,
-            target,
-            headers: &parts.headers,
-            body: &body,
-        },
+    // Logged (summarised per source) by `request::observe`, like every front door's.
+    let unauthenticated = |failure: signature::AuthFailure| {
+        OciError::unauthenticated(format!("the request is not authenticated: {}", failure.0))
+    };
+    let head = signature::verify_head(
+        &parts.method,
+        target,
+        &parts.headers,
         &s.keys,
         std::time::SystemTime::now(),
-    );
-    let principal = match verified {
-        Ok(key) => key.principal.clone(),
-        // Logged (summarised per source) by `request::observe`, like every front door's.
-        Err(failure) => {
-            return OciError::unauthenticated(format!(
-                "the request is not authenticated: {}",
-                failure.0
-            ))
-            .into_response();
-        }
-    };
+    )
+    .map_err(unauthenticated)?;
+    let principal = head.key.principal.clone();
     if let Err(wait) = s.app.limiter.check(&format!("oci:{principal}")) {
-        return OciError::from(ControlError::RateLimited { retry_after: wait }).into_response();
+        return Err(ControlError::RateLimited { retry_after: wait }.into());
     }
+    let limit = head.signed_length.unwrap_or(MAX_BODY);
+    if limit > MAX_BODY {
+        return Err(crate::body::BodyError::TooLarge { limit: MAX_BODY }.into());
+    }
+    let body = crate::body::read(body, limit).await?;
+    head.check_body(&parts.headers, &body)
+        .map_err(unauthenticated)?;
     parts.extensions.insert(OciPrincipal(principal));
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    Ok(Request::from_parts(parts, Body::from(body)))
 }
 
 async fn with_opc_request_id(mut resp: Response) -> Response {
@@ -1298,5 +1300,56 @@ mod tests {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(body["code"], "TooManyRequests");
         assert!(headers.contains_key(http::header::RETRY_AFTER));
+    }
+
+    /// A body that never arrives.
+    struct Stalled;
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn the_signature_and_the_signed_length_are_checked_before_the_body() {
+        let (_dir, app) = app(1000.0, 1000).await;
+        let target = "/20170115/loadBalancers/x/backendSets/bs/backends/10.0.0.1:80";
+        let tampered = {
+            let mut r = signed("PUT", target, "{}").map(|_| Body::new(Stalled));
+            *r.uri_mut() = target.replace("bs", "other").parse().unwrap();
+            r
+        };
+        let too_large =
+            signed("PUT", target, &" ".repeat(MAX_BODY + 1)).map(|_| Body::new(Stalled));
+        for (what, req, status, code) in [
+            (
+                "tampered",
+                tampered,
+                StatusCode::UNAUTHORIZED,
+                "NotAuthenticated",
+            ),
+            (
+                "too large",
+                too_large,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+            ),
+        ] {
+            let answered =
+                tokio::time::timeout(std::time::Duration::from_secs(5), call(&app, req)).await;
+            let (got, _, body) = answered.unwrap_or_else(|_| panic!("{what}: waited for the body"));
+            assert_eq!(
+                (got, body["code"].as_str()),
+                (status, Some(code)),
+                "{what}: {body}"
+            );
+        }
     }
 }

@@ -57,6 +57,7 @@ pub(crate) fn parse_public_key(pem: &str) -> Result<RsaPublicKey, String> {
 }
 
 /// The parts of a request a signature covers.
+#[cfg(test)]
 pub(crate) struct SignedRequest<'a> {
     pub method: &'a http::Method,
     /// Path and query exactly as received (still percent-encoded).
@@ -74,13 +75,41 @@ fn fail<T>(message: impl Into<String>) -> Result<T, AuthFailure> {
     Err(AuthFailure(message.into()))
 }
 
-/// Checks a request's signature and returns the principal of the key that signed it.
+/// Checks a request's signature and returns the principal of the key that signed it: what
+/// the server does in two steps, around reading the body.
+#[cfg(test)]
 pub(crate) fn verify<'k>(
     req: &SignedRequest<'_>,
     keys: &'k KeyRing,
     now: SystemTime,
 ) -> Result<&'k ApiKey, AuthFailure> {
-    let Some(auth) = req.headers.get(http::header::AUTHORIZATION) else {
+    let head = verify_head(req.method, req.target, req.headers, keys, now)?;
+    head.check_body(req.headers, req.body)?;
+    Ok(head.key)
+}
+
+/// A request whose signature verified over its method, target and headers; what it says
+/// of the body (its length, its digest) is still to be checked against the body.
+pub(crate) struct VerifiedHead<'k> {
+    pub key: &'k ApiKey,
+    /// The signature covers `content-length`: the body must be exactly that long.
+    pub signed_length: Option<usize>,
+    /// The signature covers `x-content-sha256`.
+    signed_digest: bool,
+}
+
+/// Everything a signature can prove before the body is read: the key is registered, the
+/// date is within the allowed skew, the headers a method must sign are signed, and the
+/// signature verifies. The body is covered only through `x-content-sha256` and
+/// `content-length`, which [`VerifiedHead::check_body`] compares with it once read.
+pub(crate) fn verify_head<'k>(
+    method: &http::Method,
+    target: &str,
+    headers: &HeaderMap,
+    keys: &'k KeyRing,
+    now: SystemTime,
+) -> Result<VerifiedHead<'k>, AuthFailure> {
+    let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
         return fail("the request is not signed (no Authorization header)");
     };
     let Ok(auth) = auth.to_str() else {
@@ -110,7 +139,7 @@ pub(crate) fn verify<'k>(
         .filter(|h| !h.is_empty())
         .map(str::to_ascii_lowercase)
         .collect();
-    for required in required_headers(req.method) {
+    for required in required_headers(method) {
         if !signed.iter().any(|h| h == required) {
             return fail(format!("the signature must cover the {required} header"));
         }
@@ -119,11 +148,11 @@ pub(crate) fn verify<'k>(
     let mut lines = Vec::with_capacity(signed.len());
     for name in &signed {
         if name == "(request-target)" {
-            let method = req.method.as_str().to_ascii_lowercase();
-            lines.push(format!("(request-target): {method} {}", req.target));
+            let method = method.as_str().to_ascii_lowercase();
+            lines.push(format!("(request-target): {method} {target}"));
             continue;
         }
-        let mut values = req.headers.get_all(name.as_str()).iter();
+        let mut values = headers.get_all(name.as_str()).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
             return fail(format!(
                 "the signed header {name} must appear exactly once in the request"
@@ -134,21 +163,15 @@ pub(crate) fn verify<'k>(
         };
         lines.push(format!("{name}: {value}"));
     }
-
-    // The body headers are only worth signing if they describe this body.
-    if signed.iter().any(|h| h == "x-content-sha256") {
-        let digest = B64.encode(Sha256::digest(req.body));
-        if header(req.headers, "x-content-sha256") != Some(digest.as_str()) {
-            return fail("x-content-sha256 does not match the body");
-        }
-    }
-    if signed.iter().any(|h| h == "content-length") {
-        let length = header(req.headers, "content-length").and_then(|v| v.parse::<usize>().ok());
-        if length != Some(req.body.len()) {
-            return fail("content-length does not match the body");
-        }
-    }
-    check_date(req.headers, now)?;
+    let signed_digest = signed.iter().any(|h| h == "x-content-sha256");
+    let signed_length = match signed.iter().any(|h| h == "content-length") {
+        true => match header(headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => return fail("content-length is not a length"),
+        },
+        false => None,
+    };
+    check_date(headers, now)?;
 
     let Some(key) = keys.keys.get(key_id) else {
         return fail(format!("no key is registered with keyId {key_id:?}"));
@@ -166,7 +189,27 @@ pub(crate) fn verify<'k>(
     {
         return fail("the signature does not verify");
     }
-    Ok(key)
+    Ok(VerifiedHead {
+        key,
+        signed_length,
+        signed_digest,
+    })
+}
+
+impl VerifiedHead<'_> {
+    /// The body headers are only worth signing if they describe this body.
+    pub fn check_body(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthFailure> {
+        if self.signed_digest {
+            let digest = B64.encode(Sha256::digest(body));
+            if header(headers, "x-content-sha256") != Some(digest.as_str()) {
+                return fail("x-content-sha256 does not match the body");
+            }
+        }
+        if self.signed_length.is_some_and(|n| n != body.len()) {
+            return fail("content-length does not match the body");
+        }
+        Ok(())
+    }
 }
 
 /// What every signature must cover, by method (what OCI's SDKs sign).
