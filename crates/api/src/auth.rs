@@ -48,25 +48,69 @@ pub(crate) fn bearer(header: &str) -> Option<&str> {
 #[derive(Clone, Debug)]
 pub(crate) struct AuthRefused(pub String);
 
-/// Sources whose failures are counted one by one; failures from further addresses are
-/// counted together, so a spray from many addresses cannot grow the table.
-pub(crate) const MAX_SOURCES: usize = 256;
+/// The client address of a request (set by the server; absent in tests that call the
+/// router directly).
+pub(crate) fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// A `Retry-After` in whole seconds, rounded up (at least 1).
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Sources whose failures are counted (and throttled) one by one; failures from further
+/// addresses are counted together, so a spray from many addresses cannot grow the table.
+pub(crate) const MAX_SOURCES: usize = 1024;
 /// The longest reason kept per source.
 const MAX_REASON: usize = 200;
 
-/// Failed authentication, summarised: the first failure from an address is logged at once,
-/// later ones are counted and logged as one line per address per interval, so a flood of
-/// unauthenticated requests writes a few lines, not one per request. Every front door's
-/// 401s pass through here (the API's outermost middleware, `request::observe`).
+/// The throttling of failed authentication: an address that failed `limit` times within
+/// `window` is refused (429, before its credentials are looked at) for `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthThrottle {
+    /// 0: never throttle.
+    pub limit: u32,
+    pub window: std::time::Duration,
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle {
+            limit: 20,
+            window: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+impl AuthThrottle {
+    pub const OFF: AuthThrottle = AuthThrottle {
+        limit: 0,
+        window: std::time::Duration::ZERO,
+    };
+}
+
+/// Failed authentication, summarised and throttled per source address. The first failure
+/// from an address is logged at once, later ones are counted and logged as one line per
+/// address per interval, so a flood of unauthenticated requests writes a few lines, not one
+/// per request; an address with too many failures in a window is refused for a while
+/// ([`AuthThrottle`]). Every front door's 401s pass through here (the API's outermost
+/// middleware, `request::observe`), and every front door asks [`AuthFailures::throttled`]
+/// before it authenticates.
 pub(crate) struct AuthFailures {
     pub interval: std::time::Duration,
+    throttle: AuthThrottle,
     sources: parking_lot::Mutex<Sources>,
 }
 
 #[derive(Default)]
 struct Sources {
     by_addr: std::collections::HashMap<Option<std::net::IpAddr>, Source>,
-    /// Failures from addresses that found the table full.
+    /// Failures from addresses that found the table full (never throttled: they are not
+    /// told apart).
     overflow: Option<Source>,
 }
 
@@ -77,6 +121,34 @@ struct Source {
     front_door: &'static str,
     addr: Option<std::net::IpAddr>,
     reason: String,
+    /// Nothing new for a whole interval: the next failure is logged at once. The source
+    /// is forgotten once its throttle has nothing to keep either.
+    quiet: bool,
+    /// The throttle's window: when it began and the failures since.
+    window_start: std::time::Instant,
+    window_failures: u32,
+    blocked_until: Option<std::time::Instant>,
+}
+
+impl Source {
+    fn new(
+        now: std::time::Instant,
+        front_door: &'static str,
+        addr: Option<std::net::IpAddr>,
+        reason: &str,
+    ) -> Self {
+        Source {
+            since: now,
+            count: 0,
+            front_door,
+            addr,
+            reason: reason.to_owned(),
+            quiet: false,
+            window_start: now,
+            window_failures: 0,
+            blocked_until: None,
+        }
+    }
 }
 
 /// A line to log about failed authentication.
@@ -98,66 +170,122 @@ pub(crate) enum FailureLine {
         front_door: &'static str,
         reason: String,
     },
+    /// An address reached the throttle's limit: refused for `secs`.
+    Throttled {
+        addr: std::net::IpAddr,
+        failures: u32,
+        secs: u64,
+    },
 }
 
 impl AuthFailures {
-    pub fn new(interval: std::time::Duration) -> Self {
+    pub fn new(interval: std::time::Duration, throttle: AuthThrottle) -> Self {
         AuthFailures {
             interval,
+            throttle,
             sources: parking_lot::Mutex::new(Sources::default()),
         }
     }
 
-    /// Counts one failure; returns the line to log at once, if any.
+    /// How long `addr` is still refused, if it is.
+    pub fn throttled(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        if self.throttle.limit == 0 {
+            return None;
+        }
+        addr?;
+        let sources = self.sources.lock();
+        let until = sources.by_addr.get(&addr)?.blocked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Counts one failure; returns the lines to log at once.
     pub fn record(
         &self,
         addr: Option<std::net::IpAddr>,
         front_door: &'static str,
         reason: &str,
         now: std::time::Instant,
-    ) -> Option<FailureLine> {
+    ) -> Vec<FailureLine> {
         let reason = truncate(reason, MAX_REASON);
+        let mut lines = Vec::new();
         let mut sources = self.sources.lock();
         let full = sources.by_addr.len() >= MAX_SOURCES;
-        let entry = match sources.by_addr.get_mut(&addr) {
-            Some(source) => source,
-            None if full => sources.overflow.get_or_insert_with(|| Source {
-                since: now,
-                count: 0,
-                front_door,
-                addr,
-                reason: String::new(),
-            }),
-            None => {
-                sources.by_addr.insert(
-                    addr,
-                    Source {
-                        since: now,
-                        count: 0,
-                        front_door,
-                        addr,
-                        reason: reason.to_owned(),
-                    },
-                );
-                return Some(FailureLine::First {
+        match sources.by_addr.get_mut(&addr) {
+            Some(source) if source.quiet => {
+                source.quiet = false;
+                source.since = now;
+                source.count = 0;
+                source.front_door = front_door;
+                source.reason.clear();
+                source.reason.push_str(reason);
+                lines.push(FailureLine::First {
                     addr,
                     front_door,
                     reason: reason.to_owned(),
                 });
             }
-        };
-        entry.count += 1;
-        entry.front_door = front_door;
-        entry.addr = addr;
-        if entry.reason != reason {
-            entry.reason.clear();
-            entry.reason.push_str(reason);
+            Some(source) => {
+                source.count += 1;
+                source.front_door = front_door;
+                if source.reason != reason {
+                    source.reason.clear();
+                    source.reason.push_str(reason);
+                }
+            }
+            None if full => {
+                let overflow = sources
+                    .overflow
+                    .get_or_insert_with(|| Source::new(now, front_door, addr, ""));
+                overflow.count += 1;
+                overflow.front_door = front_door;
+                overflow.addr = addr;
+                if overflow.reason != reason {
+                    overflow.reason.clear();
+                    overflow.reason.push_str(reason);
+                }
+                return lines;
+            }
+            None => {
+                lines.push(FailureLine::First {
+                    addr,
+                    front_door,
+                    reason: reason.to_owned(),
+                });
+                sources
+                    .by_addr
+                    .insert(addr, Source::new(now, front_door, addr, reason));
+            }
         }
-        None
+        let Some(source) = sources.by_addr.get_mut(&addr) else {
+            return lines;
+        };
+        let throttle = self.throttle;
+        if let (Some(ip), true) = (addr, throttle.limit > 0) {
+            if now.saturating_duration_since(source.window_start) >= throttle.window {
+                source.window_start = now;
+                source.window_failures = 0;
+            }
+            source.window_failures = source.window_failures.saturating_add(1);
+            let blocked = source.blocked_until.is_some_and(|u| u > now);
+            if source.window_failures >= throttle.limit && !blocked {
+                source.blocked_until = Some(now + throttle.window);
+                lines.push(FailureLine::Throttled {
+                    addr: ip,
+                    failures: source.window_failures,
+                    secs: throttle.window.as_secs(),
+                });
+            }
+        }
+        lines
     }
 
     /// The summaries of sources whose interval has passed. A source with nothing new for
-    /// a whole interval is forgotten (its next failure is logged at once again).
+    /// a whole interval is forgotten (its next failure is logged at once again), unless
+    /// its throttle still counts or refuses it.
     pub fn flush(&self, now: std::time::Instant) -> Vec<FailureLine> {
         let mut lines = Vec::new();
         let mut sources = self.sources.lock();
@@ -175,15 +303,20 @@ impl AuthFailures {
             s.since = now;
             line
         };
+        let window = self.throttle.window;
+        let throttle_done = |s: &Source| {
+            s.blocked_until.is_none_or(|u| u <= now)
+                && (s.window_failures == 0
+                    || now.saturating_duration_since(s.window_start) >= window)
+        };
         sources.by_addr.retain(|_, s| {
-            if !due(s) {
-                return true;
+            if !s.quiet && due(s) {
+                match s.count {
+                    0 => s.quiet = true,
+                    _ => lines.push(summary(s, false)),
+                }
             }
-            if s.count == 0 {
-                return false;
-            }
-            lines.push(summary(s, false));
-            true
+            !(s.quiet && throttle_done(s))
         });
         if let Some(s) = sources.overflow.as_mut()
             && due(s)
@@ -234,6 +367,15 @@ impl AuthFailures {
                     "{count} authentication failures from {from} in the last {secs}s, last reason: {reason}"
                 );
             }
+            FailureLine::Throttled {
+                addr,
+                failures,
+                secs,
+            } => tracing::warn!(
+                source = %addr,
+                failures,
+                "authentication failed {failures} times from {addr}: its requests are refused (429) for {secs}s"
+            ),
         }
     }
 }
@@ -263,16 +405,16 @@ mod tests {
 
     #[test]
     fn a_source_gets_its_first_failure_then_one_count_per_interval() {
-        let f = AuthFailures::new(Duration::from_secs(10));
+        let f = AuthFailures::new(Duration::from_secs(10), AuthThrottle::OFF);
         let t0 = Instant::now();
         let first = f.record(ip(1), "oci", "bad signature", t0);
         assert!(
-            matches!(first, Some(FailureLine::First { .. })),
+            matches!(first.as_slice(), [FailureLine::First { .. }]),
             "{first:?}"
         );
         for i in 1..=500u64 {
             let at = t0 + Duration::from_millis(i);
-            assert_eq!(f.record(ip(1), "native", "no token", at), None);
+            assert_eq!(f.record(ip(1), "native", "no token", at), Vec::new());
         }
         assert_eq!(f.flush(t0 + Duration::from_secs(9)), Vec::new());
         assert_eq!(
@@ -292,17 +434,17 @@ mod tests {
         assert_eq!(f.flush(t0 + Duration::from_secs(20)), Vec::new());
         let again = f.record(ip(1), "azure", "expired", t0 + Duration::from_secs(21));
         assert!(
-            matches!(again, Some(FailureLine::First { .. })),
+            matches!(again.as_slice(), [FailureLine::First { .. }]),
             "{again:?}"
         );
     }
 
     #[test]
     fn a_spray_from_many_addresses_is_counted_in_a_bounded_table() {
-        let f = AuthFailures::new(Duration::from_secs(10));
+        let f = AuthFailures::new(Duration::from_secs(10), AuthThrottle::OFF);
         let t0 = Instant::now();
         let firsts = (0..10_000u32)
-            .filter(|n| f.record(ip(*n), "huawei", "unknown key", t0).is_some())
+            .filter(|n| !f.record(ip(*n), "huawei", "unknown key", t0).is_empty())
             .count();
         assert_eq!(firsts, MAX_SOURCES);
         assert_eq!(f.sources.lock().by_addr.len(), MAX_SOURCES);
@@ -327,12 +469,73 @@ mod tests {
     #[test]
     fn reasons_are_cut_on_a_character_boundary() {
         let long = "é".repeat(300);
-        let f = AuthFailures::new(Duration::from_secs(1));
-        match f.record(None, "native", &long, Instant::now()) {
-            Some(FailureLine::First { reason, .. }) => {
+        let f = AuthFailures::new(Duration::from_secs(1), AuthThrottle::OFF);
+        match f.record(None, "native", &long, Instant::now()).as_slice() {
+            [FailureLine::First { reason, .. }] => {
                 assert!(reason.len() <= MAX_REASON && reason.chars().all(|c| c == 'é'));
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_address_is_refused_after_its_limit_until_the_window_passes() {
+        let throttle = AuthThrottle {
+            limit: 3,
+            window: Duration::from_secs(60),
+        };
+        let f = AuthFailures::new(Duration::from_secs(10), throttle);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        f.record(ip(1), "native", "invalid bearer token", at(0));
+        f.record(ip(1), "oci", "bad signature", at(1));
+        assert_eq!(f.throttled(ip(1), at(1)), None, "below the limit");
+        let lines = f.record(ip(1), "huawei", "invalid X-Auth-Token", at(2));
+        assert_eq!(
+            lines,
+            vec![FailureLine::Throttled {
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0001)),
+                failures: 3,
+                secs: 60
+            }]
+        );
+        assert_eq!(f.throttled(ip(1), at(2)), Some(Duration::from_secs(60)));
+        assert_eq!(f.throttled(ip(1), at(32)), Some(Duration::from_secs(30)));
+        assert_eq!(f.throttled(ip(2), at(32)), None, "other addresses are not");
+        assert_eq!(f.throttled(None, at(32)), None);
+        // Log summaries come and go; the refusal stays until its window passes.
+        for s in 3..62 {
+            f.flush(at(s));
+        }
+        assert_eq!(f.throttled(ip(1), at(61)), Some(Duration::from_secs(1)));
+        assert_eq!(f.throttled(ip(1), at(62)), None);
+        f.flush(at(200));
+        assert!(f.sources.lock().by_addr.is_empty(), "then it is forgotten");
+    }
+
+    #[test]
+    fn failures_spread_beyond_a_window_are_not_throttled() {
+        let throttle = AuthThrottle {
+            limit: 3,
+            window: Duration::from_secs(10),
+        };
+        let f = AuthFailures::new(Duration::from_secs(10), throttle);
+        let t0 = Instant::now();
+        for s in [0, 6, 12, 18, 24] {
+            let now = t0 + Duration::from_secs(s);
+            f.record(ip(1), "native", "invalid bearer token", now);
+            f.flush(now);
+            assert_eq!(f.throttled(ip(1), now), None, "at {s}s");
+        }
+    }
+
+    #[test]
+    fn nothing_is_throttled_when_off() {
+        let f = AuthFailures::new(Duration::from_secs(10), AuthThrottle::OFF);
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            f.record(ip(1), "native", "invalid bearer token", t0);
+        }
+        assert_eq!(f.throttled(ip(1), t0), None);
     }
 }

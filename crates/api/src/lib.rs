@@ -28,7 +28,7 @@ mod ui;
 /// clients back off instead of hammering, and SDKs that honour it retry on their own.
 pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
 
-pub use auth::ApiToken;
+pub use auth::{ApiToken, AuthThrottle};
 pub use azure::AzureConfig;
 pub use huawei::HuaweiConfig;
 pub use metrics::Metrics;
@@ -53,6 +53,8 @@ pub struct ApiConfig {
     pub azure: AzureConfig,
     /// Failed authentication is logged once per source address per interval, as a count.
     pub auth_failure_interval: std::time::Duration,
+    /// Failed authentication refuses an address for a while after too many.
+    pub auth_throttle: AuthThrottle,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +67,7 @@ impl Default for ApiConfig {
             huawei: HuaweiConfig::default(),
             azure: AzureConfig::default(),
             auth_failure_interval: std::time::Duration::from_secs(10),
+            auth_throttle: AuthThrottle::default(),
         }
     }
 }
@@ -74,24 +77,32 @@ pub(crate) struct AppState {
     pub control: Arc<ControlPlane>,
     pub tokens: Arc<Vec<ApiToken>>,
     pub limiter: Arc<RateLimiter>,
+    /// Failed authentication by source address: each front door asks it whether a caller
+    /// is throttled before looking at its credentials.
+    pub auth_failures: Arc<auth::AuthFailures>,
 }
 
 /// The whole API as one router. `/metrics`, when given, needs no token, like
 /// `/v1/health`: scrapers and probes run where the API listens (127.0.0.1 by default).
 /// Neither does the dashboard page at `/ui`: it asks for a token and reads `/v1` with it.
 /// Serve it with [`serve`] (or with `into_make_service_with_connect_info::<SocketAddr>()`),
-/// so failed authentication is summarised per source address.
+/// so failed authentication is summarised and throttled per source address.
 pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Metrics>) -> Router {
     let control_for_stale = control.clone();
     let metrics = metrics.map(Metrics::into_parts);
     if let Some((_, api)) = &metrics {
         control.on_work_request_finished(api.work_request_hook());
     }
-    let observe = observer(config.auth_failure_interval, metrics.as_ref());
+    let observe = observer(
+        config.auth_failure_interval,
+        config.auth_throttle,
+        metrics.as_ref(),
+    );
     let state = AppState {
         control,
         tokens: Arc::new(config.tokens.clone()),
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
+        auth_failures: observe.auth_failures.clone(),
     };
     let router = native::router(state.clone())
         .merge(oci::router(state.clone(), &config.oci))
@@ -113,12 +124,13 @@ pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Me
 /// the summaries of failed authentication.
 fn observer(
     interval: std::time::Duration,
+    throttle: AuthThrottle,
     metrics: Option<&(
         Arc<prometheus_client::registry::Registry>,
         Arc<metrics::ApiMetrics>,
     )>,
 ) -> Arc<request::Observe> {
-    let auth_failures = Arc::new(auth::AuthFailures::new(interval));
+    let auth_failures = Arc::new(auth::AuthFailures::new(interval, throttle));
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(request::flush_auth_failures(Arc::downgrade(&auth_failures)));
     }
@@ -135,11 +147,16 @@ pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<Metrics>) -> Rou
     if let Some((_, api)) = &metrics {
         control.on_work_request_finished(api.work_request_hook());
     }
-    let observe = observer(ApiConfig::default().auth_failure_interval, metrics.as_ref());
+    let observe = observer(
+        ApiConfig::default().auth_failure_interval,
+        AuthThrottle::OFF,
+        metrics.as_ref(),
+    );
     let state = AppState {
         control: control.clone(),
         tokens: Arc::new(Vec::new()),
         limiter: Arc::new(RateLimiter::new(0.0, 0)),
+        auth_failures: observe.auth_failures.clone(),
     };
     let router = Router::new()
         .route("/v1/health", axum::routing::get(native::health))

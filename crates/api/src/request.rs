@@ -94,19 +94,16 @@ pub(crate) async fn observe(
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let method = method_label(req.method());
-    let addr = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let addr = crate::auth::client_ip(req.extensions());
     let resp = next.run(req).await;
     if resp.status() == StatusCode::UNAUTHORIZED {
         let reason = resp
             .extensions()
             .get::<crate::auth::AuthRefused>()
             .map_or("unauthenticated", |r| r.0.as_str());
-        if let Some(line) =
-            o.auth_failures
-                .record(addr, front_door, reason, std::time::Instant::now())
+        for line in o
+            .auth_failures
+            .record(addr, front_door, reason, std::time::Instant::now())
         {
             crate::auth::AuthFailures::log(&line);
         }

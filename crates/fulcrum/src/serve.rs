@@ -117,6 +117,11 @@ pub struct ApiSection {
     pub max_connections: Option<usize>,
     /// API connections open at once from one client address (default 64).
     pub max_connections_per_ip: Option<usize>,
+    /// Failed authentications from one address within the window after which it is
+    /// refused (429) for the window (default 20; 0: never).
+    pub auth_failure_limit: Option<u32>,
+    /// The window of `auth_failure_limit`, in seconds (default 60).
+    pub auth_failure_window_secs: Option<u64>,
 }
 
 impl ApiSection {
@@ -161,6 +166,20 @@ impl ApiSection {
                 defaults.max_connections_per_ip,
             )?,
             shutdown_grace: SHUTDOWN_GRACE,
+        })
+    }
+
+    /// The throttling of failed authentication.
+    pub fn auth_throttle(&self) -> anyhow::Result<fulcrum_api::AuthThrottle> {
+        let defaults = fulcrum_api::AuthThrottle::default();
+        let window = match self.auth_failure_window_secs {
+            None => defaults.window,
+            Some(0) => bail!("[api] auth_failure_window_secs must be at least 1"),
+            Some(s) => std::time::Duration::from_secs(s),
+        };
+        Ok(fulcrum_api::AuthThrottle {
+            limit: self.auth_failure_limit.unwrap_or(defaults.limit),
+            window,
         })
     }
 }
@@ -221,6 +240,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => DEFAULT_LISTEN.parse()?,
     };
     let mut limits = file.api.server_limits()?;
+    let auth_throttle = file.api.auth_throttle()?;
     // The API and the data plane share the process's file descriptors: take all the
     // system allows, and keep the API to its budget within them.
     let fd_limit = fulcrum_api::raise_fd_limit();
@@ -275,6 +295,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_or(defaults.auth_failure_interval, |s| {
                 std::time::Duration::from_secs(s.max(1))
             }),
+        auth_throttle,
     };
 
     // A fulcrum already serving this data directory hands over its sockets and its store
@@ -651,7 +672,7 @@ async fn serve_api(
     stop: impl std::future::Future<Output = ()>,
 ) {
     // Connection limits and deadlines, and the caller's address on every request (failed
-    // authentication is summarised per source).
+    // authentication is summarised and throttled per source).
     fulcrum_api::serve(listener, app, limits, stats, stop).await;
 }
 

@@ -73,6 +73,21 @@ impl AzureError {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFound", message)
     }
 
+    /// The caller's address failed authentication too often: refused for `retry_after`.
+    pub fn auth_throttled(retry_after: std::time::Duration) -> Self {
+        let secs = crate::auth::retry_after_secs(retry_after);
+        AzureError {
+            retry_after_secs: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!(
+                    "Too many failed authentications from this address. Retry in {secs} seconds."
+                ),
+            )
+        }
+    }
+
     /// Every refused field as a detail; the first one is the error's target.
     pub fn from_validation(v: ValidationError) -> Self {
         let message = v.to_string();

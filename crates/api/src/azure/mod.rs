@@ -119,6 +119,14 @@ struct Target {
 }
 
 async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
+    let client = crate::auth::client_ip(req.extensions());
+    if let Some(wait) = az
+        .app
+        .auth_failures
+        .throttled(client, std::time::Instant::now())
+    {
+        return Err(AzureError::auth_throttled(wait));
+    }
     let (parts, body) = req.into_parts();
     // The bearer token is checked from the headers, before any byte of the body is read:
     // an unauthenticated caller cannot make us buffer one.

@@ -13,7 +13,7 @@
 //! | 409    | `ELB.8906`   | the load balancer is not ACTIVE (a change is in progress) |
 //! | 409    | `ELB.8907`   | the load balancer is locked |
 //! | 412    | `ELB.8912`   | precondition failed |
-//! | 429    | `APIGW.0308` | rate limited, or too many unverified uploads at once (with `Retry-After`) |
+//! | 429    | `APIGW.0308` | rate limited, or too many failed authentications from the address, or too many unverified uploads at once (with `Retry-After`) |
 //! | 503    | `ELB.1001`   | the configuration store is unavailable |
 //! | 500    | `ELB.1000`   | internal error |
 
@@ -63,6 +63,19 @@ impl HuaweiError {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "ELB.8905", message)
+    }
+
+    /// The caller's address failed authentication too often: refused for `retry_after`.
+    pub fn auth_throttled(retry_after: std::time::Duration) -> Self {
+        let secs = crate::auth::retry_after_secs(retry_after);
+        HuaweiError {
+            retry_after_secs: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "APIGW.0308",
+                format!("too many failed authentications from this address; retry in {secs}s"),
+            )
+        }
     }
 
     /// Too many signed bodies are being read at once, before their signatures are checked.

@@ -169,9 +169,10 @@ fn path_project(path: &str) -> Option<&str> {
 }
 
 /// Verifies the AK/SK signature or the token, checks the project and the rate limit,
-/// and hands the caller to the handlers. Every failure is a 401 in Huawei's shape. A token
-/// is checked from the headers alone; an AK/SK signature as far as it can be before the
-/// body it covers is read (`sign::check_head`).
+/// and hands the caller to the handlers. Every failure is a 401 in Huawei's shape; an
+/// address throttled for failing authentication is refused (429) first. A token is
+/// checked from the headers alone; an AK/SK signature as far as it can be before the body
+/// it covers is read (`sign::check_head`).
 async fn authenticate(State(s): State<HState>, req: Request, next: Next) -> Response {
     match admit(&s, req).await {
         Ok(req) => next.run(req).await,
@@ -180,6 +181,14 @@ async fn authenticate(State(s): State<HState>, req: Request, next: Next) -> Resp
 }
 
 async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
+    let client = crate::auth::client_ip(req.extensions());
+    if let Some(wait) = s
+        .app
+        .auth_failures
+        .throttled(client, std::time::Instant::now())
+    {
+        return Err(HuaweiError::auth_throttled(wait));
+    }
     let (mut parts, body) = req.into_parts();
     // The body is read (to hash it) only for a known access key whose signature passed
     // every check that does not need it; otherwise it is passed on untouched, so an

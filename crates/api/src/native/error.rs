@@ -56,6 +56,19 @@ impl NativeError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// The caller's address failed authentication too often: refused for `retry_after`.
+    pub fn auth_throttled(retry_after: std::time::Duration) -> Self {
+        let secs = crate::auth::retry_after_secs(retry_after);
+        NativeError {
+            retry_after_secs: Some(secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many failed authentications from this address; retry in {secs}s"),
+            )
+        }
+    }
 }
 
 impl From<BodyError> for NativeError {

@@ -122,7 +122,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 }
 
 /// Authenticates `/v1` calls (all but health and the OpenAPI document) from their headers,
-/// before any byte of the body is read, and applies the per-caller rate limit.
+/// before any byte of the body is read, and applies the per-caller rate limit. An address
+/// throttled for failing authentication is refused first.
 pub(crate) async fn require_token(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut req: Request,
@@ -131,6 +132,14 @@ pub(crate) async fn require_token(
     let path = req.uri().path();
     if path == "/v1/health" || path == "/v1/openapi.json" {
         return next.run(req).await;
+    }
+    // Before the credentials are looked at (and before any byte of the body is read).
+    let client = crate::auth::client_ip(req.extensions());
+    if let Some(wait) = state
+        .auth_failures
+        .throttled(client, std::time::Instant::now())
+    {
+        return NativeError::auth_throttled(wait).into_response();
     }
     let presented = req
         .headers()

@@ -215,7 +215,8 @@ async fn no_such_operation(method: http::Method, uri: http::Uri) -> OciError {
 /// Verifies the request's signature over its raw target and headers and applies the
 /// per-caller rate limit before any byte of the body is read; then reads the body (at
 /// most the signed `content-length`, within [`MAX_BODY`] and the body deadline) and checks
-/// it against the signed digest. Nothing here trusts an unsigned request.
+/// it against the signed digest. Nothing here trusts an unsigned request, and an address
+/// throttled for failing authentication is refused first.
 async fn authenticate(State(s): State<OciState>, req: Request, next: Next) -> Response {
     match admit(&s, req).await {
         Ok(req) => next.run(req).await,
@@ -224,6 +225,14 @@ async fn authenticate(State(s): State<OciState>, req: Request, next: Next) -> Re
 }
 
 async fn admit(s: &OciState, req: Request) -> Result<Request, OciError> {
+    let client = crate::auth::client_ip(req.extensions());
+    if let Some(wait) = s
+        .app
+        .auth_failures
+        .throttled(client, std::time::Instant::now())
+    {
+        return Err(OciError::auth_throttled(wait));
+    }
     let (mut parts, body) = req.into_parts();
     let target = parts
         .uri
@@ -1117,6 +1126,10 @@ mod tests {
             control,
             tokens: Arc::new(Vec::new()),
             limiter: Arc::new(fulcrum_control::RateLimiter::new(rate, burst)),
+            auth_failures: Arc::new(crate::auth::AuthFailures::new(
+                std::time::Duration::from_secs(10),
+                crate::AuthThrottle::default(),
+            )),
         };
         let config = OciConfig {
             keys: vec![OciKey {

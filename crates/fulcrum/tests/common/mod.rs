@@ -247,8 +247,10 @@ impl Api {
 }
 
 /// The API settings of a test that makes thousands of changes: rate limits lifted (the
-/// rate limit has its own test).
-pub const UNLIMITED_API: &str = "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n";
+/// rate limit has its own test), and failed authentication never throttled (so has its
+/// throttle, in `api_limits.rs`).
+pub const UNLIMITED_API: &str =
+    "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\nauth_failure_limit = 0\n";
 
 /// Writes `fulcrum.toml` with `UNLIMITED_API` into `dir`; returns its path for `--config`.
 pub fn unlimited_config(dir: &Path) -> String {
