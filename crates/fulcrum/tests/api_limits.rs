@@ -426,9 +426,9 @@ async fn stalled_unauthenticated_uploads_are_refused_before_their_bodies() {
         (
             "authorization",
             format!(
-                "Signature version=\"1\",headers=\"date (request-target) host content-length content-type x-content-sha256\",keyId=\"{OCI_KEY_ID}\",algorithm=\"rsa-sha256\",signature=\"{}\"",
-                // 256 bytes, the size of an RSA-2048 signature.
-                format!("{}QQ==", "QUJD".repeat(85))
+                "Signature version=\"1\",headers=\"date (request-target) host content-length content-type x-content-sha256\",keyId=\"{OCI_KEY_ID}\",algorithm=\"rsa-sha256\",signature=\"{}QQ==\"",
+                // With the padding, 256 bytes: the size of an RSA-2048 signature.
+                "QUJD".repeat(85)
             ),
         ),
     ];
