@@ -87,6 +87,12 @@ pub(crate) async fn bounded<F: Future>(
     .await
 }
 
+/// Head and body together up to this size are copied into one buffer and sent with one
+/// `send`: cheaper in the kernel than `writev` (no iovec import, no file-write hooks;
+/// `perf` put `vfs_writev` alone at 1.7 % of a worker's time), and a copy this small costs
+/// less than the difference.
+const JOIN_BELOW: usize = 1024;
+
 /// Writes `head` then `body` (either may be empty) with as few calls as the socket allows,
 /// then flushes (a no-op on plain TCP; TLS may hold records back).
 pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
@@ -94,7 +100,29 @@ pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
     head: &[u8],
     body: &[u8],
 ) -> std::io::Result<()> {
+    if body.is_empty() || head.is_empty() {
+        return write_one(w, if body.is_empty() { head } else { body }).await;
+    }
+    let len = head.len() + body.len();
+    if len <= JOIN_BELOW {
+        let mut joined = [0u8; JOIN_BELOW];
+        joined[..head.len()].copy_from_slice(head);
+        joined[head.len()..len].copy_from_slice(body);
+        return write_one(w, &joined[..len]).await;
+    }
     write_all(w, &mut [IoSlice::new(head), IoSlice::new(body)]).await
+}
+
+/// Writes all of `data` with plain writes, then flushes.
+async fn write_one<W: AsyncWrite + Unpin>(w: &mut W, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let n = w.write(data).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    w.flush().await
 }
 
 /// Writes every slice, vectored, then flushes.
