@@ -300,6 +300,9 @@ pub async fn serve(
     }
 }
 
+/// How long an idle connection of a stopping server waits for a request already sent.
+const STOP_LINGER: Duration = Duration::from_secs(1);
+
 /// Errors of one connection, not of the listener (as hyper's and axum's servers tell them).
 fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(
@@ -386,10 +389,16 @@ async fn connection(
     };
     let mut conn = std::pin::pin!(shared.builder.serve_connection(io, service));
     let mut stopping = false;
+    // Stopping, an idle connection waits this long for a request its client may have sent
+    // as the stop came, and serves it (then closes) instead of closing under it.
+    let mut linger_until: Option<Instant> = None;
     loop {
-        let wake = state
+        let mut wake = state
             .deadline(limits)
             .map_or_else(|| Instant::now() + limits.idle_timeout, |(at, _)| at);
+        if let Some(at) = linger_until {
+            wake = wake.min(at);
+        }
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -405,11 +414,24 @@ async fn connection(
                     stats.closed(reason);
                     return;
                 }
+                if linger_until.is_some_and(|at| at <= Instant::now()) {
+                    linger_until = None;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
-            () = state.head_began.notified() => {}
+            () = state.head_began.notified() => {
+                // A request began while lingering: it is served, then the connection closes.
+                if linger_until.take().is_some() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
-                conn.as_mut().graceful_shutdown();
+                if state.idle() {
+                    linger_until = Some(Instant::now() + STOP_LINGER);
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -476,6 +498,12 @@ impl ConnState {
                 "header_timeout",
             )),
         }
+    }
+
+    /// No request in flight and none begun.
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_started_ms.load(Ordering::Acquire) == 0
     }
 
     fn on_read(&self) {

@@ -92,11 +92,11 @@ fn clients(
         }));
     }
     tasks.push(tokio::spawn(async move {
-        // A connection per call: an API connection idle when its process stops may be
-        // closed as any HTTP server may close an idle connection.
+        // Keep-alive: an idle API connection of the stopping process still answers a
+        // request sent as the stop came.
         let c = reqwest::Client::builder()
             .no_proxy()
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(1)
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client");
@@ -113,7 +113,7 @@ fn clients(
                     counts.api_failed.fetch_add(1, Ordering::SeqCst)
                 }
             };
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }));
     tasks
@@ -354,4 +354,67 @@ async fn sigusr2_restarts_in_place_and_tells_systemd() {
     assert!(exited, "the old process exits");
     assert_eq!(serves.expect("traffic"), 200);
     assert_eq!(api_answers, 200);
+}
+
+/// A stopping process (here: SIGTERM; a takeover stops the same way) closes an idle
+/// keep-alive connection only after a short wait, and answers a request sent meanwhile
+/// (then closes) instead of closing under it: on the API, then on a listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_of_a_stopping_process_answer_a_request_sent_meanwhile() {
+    use common::raw::RawConn;
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = unlimited_config(dir.path());
+    let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
+    let api = server.client();
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    api.member(&pool, a.port(), json!({})).await;
+    let port = free_port();
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let api_port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("API port");
+    let api_request = format!(
+        "GET /v1/loadbalancers HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+        common::TOKEN
+    );
+    let proxied = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut to_api = RawConn::connect(api_port).await;
+    let mut to_listener = RawConn::connect(port).await;
+    for (conn, request) in [
+        (&mut to_api, api_request.as_str()),
+        (&mut to_listener, proxied),
+    ] {
+        conn.send(request.as_bytes()).await.expect("send");
+        let r = conn.response().await.expect("answered");
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("connection"), Some("close"));
+    }
+    // No other connection keeps the API from stopping (the setup's client closes its own).
+    drop(api);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // Both connections are idle as the stop comes; requests follow a moment later.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    to_api.send(api_request.as_bytes()).await.expect("send");
+    let r = to_api.response().await.expect("the API still answers");
+    assert_eq!(r.status, 200);
+    assert!(to_api.closed_within(Duration::from_secs(2)).await, "then it closes");
+    // The data plane stops once the API has; its connection is idle then too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    to_listener.send(proxied.as_bytes()).await.expect("send");
+    let r = to_listener
+        .response()
+        .await
+        .expect("the listener still answers");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
 }
