@@ -407,7 +407,10 @@ async fn idle_connections_of_a_stopping_process_answer_a_request_sent_meanwhile(
     to_api.send(api_request.as_bytes()).await.expect("send");
     let r = to_api.response().await.expect("the API still answers");
     assert_eq!(r.status, 200);
-    assert!(to_api.closed_within(Duration::from_secs(2)).await, "then it closes");
+    assert!(
+        to_api.closed_within(Duration::from_secs(2)).await,
+        "then it closes"
+    );
     // The data plane stops once the API has; its connection is idle then too.
     tokio::time::sleep(Duration::from_millis(300)).await;
     to_listener.send(proxied.as_bytes()).await.expect("send");
