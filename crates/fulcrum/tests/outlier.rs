@@ -28,12 +28,7 @@ async fn load(url: &str, clients: usize, run: Duration, post: bool) -> Vec<Vec<S
     for _ in 0..clients {
         let url = url.to_owned();
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client");
+            let c = common::stack::client();
             let mut seen = Vec::new();
             while start.elapsed() < run {
                 let sent = Instant::now();

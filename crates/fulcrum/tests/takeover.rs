@@ -16,6 +16,65 @@ use common::{Server, free_port, unlimited_config};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Whether `server`'s process exits within `within`.
+async fn exits_within(server: &mut Server, within: Duration) -> bool {
+    eventually(within, || {
+        let done = matches!(server.child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await
+}
+
+/// A server on a fresh data directory (the API rate limit lifted) with one HTTP listener
+/// on a free port over a round-robin pool of `backends`: the server, its directory, the
+/// config path, the pool, its members and the listener's port.
+struct Setup {
+    server: Server,
+    dir: tempfile::TempDir,
+    config: String,
+    pool: String,
+    members: Vec<String>,
+    port: u16,
+}
+
+impl Setup {
+    async fn new(backends: &[&Backend]) -> Setup {
+        Self::with(
+            backends,
+            std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum")),
+        )
+        .await
+    }
+
+    async fn with(backends: &[&Backend], command: std::process::Command) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = unlimited_config(dir.path());
+        let server =
+            Server::start_through(command, &dir.path().join("data"), &["--config", &config]);
+        let api = server.client();
+        let lb = api.loadbalancer().await;
+        let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+        let mut members = Vec::new();
+        for b in backends {
+            members.push(api.member(&pool, b.port(), json!({})).await);
+        }
+        let port = free_port();
+        api.listener(&lb, "HTTP", port, Some(&pool)).await;
+        Setup {
+            server,
+            dir,
+            config,
+            pool,
+            members,
+            port,
+        }
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     ok: AtomicU64,
@@ -38,12 +97,7 @@ fn clients(
     for _ in 0..4 {
         let (url, counts, stop) = (url.clone(), counts.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client");
+            let c = common::stack::client();
             while !stop.load(Ordering::SeqCst) {
                 match c.get(&url).send().await {
                     Ok(r) if r.status() == 200 => {
@@ -94,12 +148,7 @@ fn clients(
     tasks.push(tokio::spawn(async move {
         // Keep-alive: an idle API connection of the stopping process still answers a
         // request sent as the stop came.
-        let c = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
+        let c = common::stack::client();
         while !stop.load(Ordering::SeqCst) {
             let r = c
                 .get(format!("{}/v1/loadbalancers", api.base))
@@ -128,24 +177,21 @@ async fn a_new_process_takes_over_without_refusing_or_failing_anything() {
     );
     // C answers requests but fails its health checks: its monitor takes it out.
     c.set_health(503);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = unlimited_config(dir.path());
-    let data = dir.path().join("data");
-    let mut old = Server::start_with(&data, &["--config", &config]);
+    let setup = Setup::new(&[&a, &b, &c]).await;
+    let (data, config, pool, port) = (
+        setup.data(),
+        setup.config.clone(),
+        setup.pool.clone(),
+        setup.port,
+    );
+    let (members, dir) = (setup.members.clone(), setup.dir);
+    let mut old = setup.server;
     let api = old.client();
-    let lb = api.loadbalancer().await;
-    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    let mut members = Vec::new();
-    for backend in [&a, &b, &c] {
-        members.push(api.member(&pool, backend.port(), json!({})).await);
-    }
     api.monitor(
         &pool,
         json!({"interval_ms": 200, "timeout_ms": 200, "healthy_threshold": 1, "unhealthy_threshold": 1}),
     )
     .await;
-    let port = free_port();
-    api.listener(&lb, "HTTP", port, Some(&pool)).await;
     assert!(
         eventually(Duration::from_secs(5), || async {
             api.member_status(&pool, &members[2]).await == "ERROR"
@@ -193,11 +239,7 @@ async fn a_new_process_takes_over_without_refusing_or_failing_anything() {
     .expect("start the new process");
     eprintln!("the new process serves after {:?}", started.elapsed());
     assert_eq!(new.base, old.base, "the API socket was handed over");
-    let exited = eventually(Duration::from_secs(15), || {
-        let done = matches!(old.child.try_wait(), Ok(Some(_)));
-        async move { done }
-    })
-    .await;
+    let exited = exits_within(&mut old, Duration::from_secs(15)).await;
     assert!(
         exited,
         "the old process exits once its connections are done"
@@ -242,16 +284,16 @@ async fn a_new_process_takes_over_without_refusing_or_failing_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_takeover_leaves_the_old_process_serving() {
     let a = Backend::start("a").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = unlimited_config(dir.path());
-    let data = dir.path().join("data");
-    let mut old = Server::start_with(&data, &["--config", &config]);
+    let setup = Setup::new(&[&a]).await;
+    let (data, config, pool, port) = (
+        setup.data(),
+        setup.config.clone(),
+        setup.pool.clone(),
+        setup.port,
+    );
+    let member = setup.members[0].clone();
+    let mut old = setup.server;
     let api = old.client();
-    let lb = api.loadbalancer().await;
-    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    let member = api.member(&pool, a.port(), json!({})).await;
-    let port = free_port();
-    api.listener(&lb, "HTTP", port, Some(&pool)).await;
 
     let failed = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config", &config])
@@ -283,13 +325,7 @@ async fn a_failed_takeover_leaves_the_old_process_serving() {
             .await
             .expect("start");
     assert_eq!(new.base, old.base);
-    assert!(
-        eventually(Duration::from_secs(15), || {
-            let done = matches!(old.child.try_wait(), Ok(Some(_)));
-            async move { done }
-        })
-        .await
-    );
+    assert!(exits_within(&mut old, Duration::from_secs(15)).await);
     let weight = new
         .client()
         .read(&format!("/v1/pools/{pool}/members/{member}"))
@@ -304,27 +340,22 @@ async fn a_failed_takeover_leaves_the_old_process_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_restarts_in_place_and_tells_systemd() {
     let a = Backend::start("a").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = unlimited_config(dir.path());
-    let data = dir.path().join("data");
-    let notify_path = dir.path().join("notify.sock");
+    let notify_dir = tempfile::tempdir().expect("tempdir");
+    let notify_path = notify_dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify");
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"));
     command.env("NOTIFY_SOCKET", &notify_path);
-    let mut old = Server::start_through(command, &data, &["--config", &config]);
+    let setup = Setup::with(&[&a], command).await;
+    let port = setup.port;
+    let mut old = setup.server;
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY from the first process");
     let first = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert_eq!(first, format!("READY=1\nMAINPID={}", old.child.id()));
     let api = old.client();
-    let lb = api.loadbalancer().await;
-    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    api.member(&pool, a.port(), json!({})).await;
-    let port = free_port();
-    api.listener(&lb, "HTTP", port, Some(&pool)).await;
 
     let status = std::process::Command::new("kill")
         .args(["-USR2", &old.child.id().to_string()])
@@ -338,11 +369,7 @@ async fn sigusr2_restarts_in_place_and_tells_systemd() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected notification {second:?}"));
     assert_ne!(new_pid, old.child.id());
-    let exited = eventually(Duration::from_secs(15), || {
-        let done = matches!(old.child.try_wait(), Ok(Some(_)));
-        async move { done }
-    })
-    .await;
+    let exited = exits_within(&mut old, Duration::from_secs(15)).await;
     let serves = reqwest::get(format!("http://127.0.0.1:{port}/"))
         .await
         .map(|r| r.status());
@@ -363,15 +390,9 @@ async fn sigusr2_restarts_in_place_and_tells_systemd() {
 async fn idle_connections_of_a_stopping_process_answer_a_request_sent_meanwhile() {
     use common::raw::RawConn;
     let a = Backend::start("a").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = unlimited_config(dir.path());
-    let server = Server::start_with(&dir.path().join("data"), &["--config", &config]);
+    let setup = Setup::new(&[&a]).await;
+    let (server, port) = (&setup.server, setup.port);
     let api = server.client();
-    let lb = api.loadbalancer().await;
-    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    api.member(&pool, a.port(), json!({})).await;
-    let port = free_port();
-    api.listener(&lb, "HTTP", port, Some(&pool)).await;
     let api_port: u16 = server
         .base
         .rsplit(':')
