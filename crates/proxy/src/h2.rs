@@ -318,7 +318,7 @@ async fn forward(
                 let framing = length.map_or(Framing::EncodeChunked, Framing::Length);
                 let mut buf = IoBuf::new();
                 let copied = copy_body(
-                    &head,
+                    &mut head,
                     &mut buf,
                     &mut input,
                     &mut up.io,
@@ -505,7 +505,7 @@ async fn relay(
     }
     let mut output = H2Out { stream: &mut send };
     let copied = copy_body(
-        &[],
+        &mut Vec::new(),
         &mut up.buf,
         &mut up.io,
         &mut output,

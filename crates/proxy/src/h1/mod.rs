@@ -517,9 +517,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     Body::Length(n) => Framing::Length(n),
                     _ => Framing::Chunked { decode: false },
                 };
-                let out = std::mem::take(&mut self.out);
+                let mut out = std::mem::take(&mut self.out);
                 let copied = copy_body(
-                    &out,
+                    &mut out,
                     &mut self.buf,
                     &mut self.io,
                     &mut up.io,
@@ -653,7 +653,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             (Body::Chunked, _) => Some(Framing::Chunked { decode: false }),
             (Body::UntilClose, _) => Some(Framing::UntilClose),
         };
-        let out = std::mem::take(&mut self.out);
+        let mut out = std::mem::take(&mut self.out);
         let relayed = match body {
             None => within(sleep, idle, write_two(&mut self.io, &out, &[]))
                 .await
@@ -661,7 +661,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 .map(|()| out.len() as u64),
             Some(framing) => {
                 copy_body(
-                    &out,
+                    &mut out,
                     &mut up.buf,
                     &mut up.io,
                     &mut self.io,
