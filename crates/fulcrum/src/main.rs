@@ -19,7 +19,7 @@ mod store;
 #[derive(Parser)]
 #[command(
     name = "fulcrum",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("FULCRUM_COMMIT"), ")"),
     about = "A load balancer driven live through an API"
 )]
 struct Cli {
@@ -106,6 +106,13 @@ enum Command {
     },
     /// Print the native API's OpenAPI document.
     Openapi,
+    /// Print a shell completion script: `fulcrum completion bash > /etc/bash_completion.d/fulcrum`,
+    /// or `source <(fulcrum completion zsh)`.
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Resource(commands::ResourceCommand),
 }
@@ -206,6 +213,17 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
             let summary = apply::apply_file(&c, &file, prune).await?;
             println!("{summary}");
             Ok(())
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fulcrum", &mut script);
+            match std::io::stdout().write_all(&script) {
+                // `fulcrum completion bash | head` is no error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                written => Ok(written?),
+            }
         }
         Command::Openapi => {
             println!(

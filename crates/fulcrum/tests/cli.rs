@@ -501,3 +501,55 @@ fn help_describes_every_command_and_argument() {
         }
     }
 }
+
+/// `--version` names the commit it was built from; `completion` prints a script each shell
+/// loads, which knows the commands.
+#[test]
+fn version_names_the_commit_and_completion_scripts_load() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = run(&["--version"]);
+    let commit = version
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_default();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{version}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completion", shell]);
+        for command in ["loadbalancer", "member", "apply", "work-request"] {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    // bash loads it and registers the completion.
+    let script = run(&["completion", "bash"]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p fulcrum",
+            file.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("_fulcrum fulcrum"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
