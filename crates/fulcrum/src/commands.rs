@@ -12,6 +12,14 @@ use crate::ClientOpts;
 use crate::client::Client;
 use crate::output;
 
+/// What every `list` takes besides its filters.
+#[derive(Args, Clone, Copy)]
+pub struct ListOpts {
+    /// Show at most this many, in the API's order.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
 #[derive(Subcommand)]
 pub enum ResourceCommand {
     /// Load balancers.
@@ -75,7 +83,10 @@ pub struct WriteOpts {
 #[derive(Subcommand)]
 pub enum LbCmd {
     /// List them (a table; `--json` for every field).
-    List,
+    List {
+        #[command(flatten)]
+        show: ListOpts,
+    },
     /// Show one, every field.
     Get {
         /// Its id or name.
@@ -118,6 +129,8 @@ pub enum LbCmd {
 pub enum ListenerCmd {
     /// List them (a table; `--json` for every field).
     List {
+        #[command(flatten)]
+        show: ListOpts,
         #[arg(long)]
         lb: Option<String>,
     },
@@ -165,6 +178,8 @@ pub enum ListenerCmd {
 pub enum PoolCmd {
     /// List them (a table; `--json` for every field).
     List {
+        #[command(flatten)]
+        show: ListOpts,
         #[arg(long)]
         lb: Option<String>,
     },
@@ -236,6 +251,8 @@ pub struct MemberFlags {
 pub enum MemberCmd {
     /// List them (a table; `--json` for every field).
     List {
+        #[command(flatten)]
+        show: ListOpts,
         /// The pool (its id or name).
         pool: String,
     },
@@ -298,6 +315,8 @@ pub enum MemberCmd {
 pub enum MonitorCmd {
     /// List them (a table; `--json` for every field).
     List {
+        #[command(flatten)]
+        show: ListOpts,
         #[arg(long)]
         pool: Option<String>,
     },
@@ -339,7 +358,10 @@ pub enum MonitorCmd {
 #[derive(Subcommand)]
 pub enum SubnetCmd {
     /// List them (a table; `--json` for every field).
-    List,
+    List {
+        #[command(flatten)]
+        show: ListOpts,
+    },
     /// Show one, every field.
     Get {
         /// Its id or name.
@@ -374,6 +396,8 @@ pub enum SubnetCmd {
 pub enum WorkRequestCmd {
     /// List them (a table; `--json` for every field).
     List {
+        #[command(flatten)]
+        show: ListOpts,
         #[arg(long)]
         lb: Option<String>,
     },
@@ -492,7 +516,7 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
             let c = connect(&client)?;
             let view = output::LOADBALANCER;
             match cmd {
-                LbCmd::List => list(&c, &client, &view, "/v1/loadbalancers").await,
+                LbCmd::List { show } => list(&c, &client, show, &view, "/v1/loadbalancers").await,
                 LbCmd::Get { id } => get(&c, &client, &format!("/v1/loadbalancers/{id}")).await,
                 LbCmd::Create {
                     name,
@@ -544,9 +568,9 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
         R::Listener { cmd } => {
             let c = connect(&client)?;
             match cmd {
-                ListenerCmd::List { lb } => {
+                ListenerCmd::List { show, lb } => {
                     let path = under_loadbalancer(lb.as_deref(), "listeners");
-                    list(&c, &client, &output::LISTENER, &path).await
+                    list(&c, &client, show, &output::LISTENER, &path).await
                 }
                 ListenerCmd::Get { id } => get(&c, &client, &format!("/v1/listeners/{id}")).await,
                 ListenerCmd::Create {
@@ -607,9 +631,9 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
         R::Pool { cmd } => {
             let c = connect(&client)?;
             match cmd {
-                PoolCmd::List { lb } => {
+                PoolCmd::List { show, lb } => {
                     let path = under_loadbalancer(lb.as_deref(), "pools");
-                    list(&c, &client, &output::POOL, &path).await
+                    list(&c, &client, show, &output::POOL, &path).await
                 }
                 PoolCmd::Get { id } => get(&c, &client, &format!("/v1/pools/{id}")).await,
                 PoolCmd::Create {
@@ -665,8 +689,11 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
         R::Member { cmd } => {
             let c = connect(&client)?;
             match cmd {
-                MemberCmd::List { pool } => {
+                MemberCmd::List { show, pool } => {
                     let mut items = c.list_all(&format!("/v1/pools/{pool}/members")).await?;
+                    if let Some(n) = show.limit {
+                        items.truncate(n);
+                    }
                     with_traffic(&c, &mut items).await;
                     output::print_list(&output::MEMBER, &items, client.json);
                     Ok(())
@@ -748,14 +775,14 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
         R::HealthMonitor { cmd } => {
             let c = connect(&client)?;
             match cmd {
-                MonitorCmd::List { pool } => {
+                MonitorCmd::List { show, pool } => {
                     let path = match pool {
                         Some(p) => {
                             format!("/v1/healthmonitors?pool_id={}", c.id_of("pools", &p).await?)
                         }
                         None => "/v1/healthmonitors".into(),
                     };
-                    list(&c, &client, &output::MONITOR, &path).await
+                    list(&c, &client, show, &output::MONITOR, &path).await
                 }
                 MonitorCmd::Get { id } => {
                     get(&c, &client, &format!("/v1/healthmonitors/{id}")).await
@@ -809,7 +836,9 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
         R::Subnet { cmd } => {
             let c = connect(&client)?;
             match cmd {
-                SubnetCmd::List => list(&c, &client, &output::SUBNET, "/v1/subnets").await,
+                SubnetCmd::List { show } => {
+                    list(&c, &client, show, &output::SUBNET, "/v1/subnets").await
+                }
                 SubnetCmd::Get { id } => get(&c, &client, &format!("/v1/subnets/{id}")).await,
                 SubnetCmd::Create {
                     cidr,
@@ -847,12 +876,12 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
         R::WorkRequest { cmd } => {
             let c = connect(&client)?;
             match cmd {
-                WorkRequestCmd::List { lb } => {
+                WorkRequestCmd::List { show, lb } => {
                     let path = match lb {
                         Some(lb) => format!("/v1/work-requests?loadbalancer_id={lb}"),
                         None => "/v1/work-requests".into(),
                     };
-                    list(&c, &client, &output::WORK_REQUEST, &path).await
+                    list(&c, &client, show, &output::WORK_REQUEST, &path).await
                 }
                 WorkRequestCmd::Get { id } => {
                     get(&c, &client, &format!("/v1/work-requests/{id}")).await
@@ -918,10 +947,14 @@ async fn with_traffic(c: &Client, members: &mut [Value]) {
 async fn list(
     c: &Client,
     opts: &ClientOpts,
+    show: ListOpts,
     view: &output::Columns,
     path: &str,
 ) -> anyhow::Result<()> {
-    let items = c.list_all(path).await?;
+    let mut items = c.list_all(path).await?;
+    if let Some(n) = show.limit {
+        items.truncate(n);
+    }
     output::print_list(view, &items, opts.json);
     Ok(())
 }

@@ -169,6 +169,16 @@ async fn client_commands_and_errors() {
     assert!(ok);
     let member: serde_json::Value = serde_json::from_str(&out).unwrap();
     let member = member["id"].as_str().unwrap();
+    // Three changes made three work requests; `--limit` shows fewer.
+    for (limit, shown) in [("1", 1), ("2", 2), ("10", 3)] {
+        let (ok, out, err) = fulcrum(
+            &server,
+            &["work-request", "list", "--limit", limit, "--json"],
+        );
+        assert!(ok, "{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        assert_eq!(rows.len(), shown, "--limit {limit}");
+    }
 
     let (ok, out, err) = fulcrum(
         &server,
