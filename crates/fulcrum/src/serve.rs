@@ -401,9 +401,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     reopen_access_log_on_sighup(data_plane.clone())?;
 
     // The API's socket: the one taken over (whatever address it has), or a new one.
+    // The demo takes any free port when the default one is taken.
+    let demo_port_free = args.demo && args.listen.is_none() && file.api.listen.is_none();
     let api_socket = match taken_api {
         Some(socket) => socket,
-        None => match std::net::TcpListener::bind(listen) {
+        None => match std::net::TcpListener::bind(listen).or_else(|e| match demo_port_free {
+            true => std::net::TcpListener::bind((listen.ip(), 0)),
+            false => Err(e),
+        }) {
             Ok(socket) => socket,
             Err(e) => {
                 let e = anyhow::Error::new(e).context(format!("cannot listen on {listen}"));
@@ -478,21 +483,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         takeovers,
     ));
     if args.demo {
-        crate::demo::start_backends().await?;
+        let ports = crate::demo::start_backends().await?;
+        let port = crate::demo::listener_port().await?;
         let client =
             crate::client::Client::new(format!("http://{local}"), token_for_apply.clone())?;
-        crate::apply::apply_document(&client, crate::demo::document(), false)
+        crate::apply::apply_document(&client, crate::demo::document(&ports, port), false)
             .await
             .context("cannot set up the demo")?;
-        let backends: Vec<String> = crate::demo::BACKEND_PORTS
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
+        let backends: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         println!(
-            "fulcrum demo: http://127.0.0.1:{} balances over 3 backends ({}). Try:\n  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:{}/; done",
-            crate::demo::LISTENER_PORT,
+            "fulcrum demo: http://127.0.0.1:{port}/ balances over 3 backends ({}). Try:\n  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:{port}/; done",
             backends.join(", "),
-            crate::demo::LISTENER_PORT
+        );
+        println!(
+            "fulcrum demo: the CLI reaches it with --server http://{local} --data-dir {}",
+            data_dir.display()
         );
     }
     if let Some(file) = args.apply {

@@ -274,14 +274,38 @@ async fn client_commands_and_errors() {
     assert!(err.starts_with("error: cannot reach fulcrum"), "{err}");
 }
 
+/// The demo balances over its three backends, on the usual ports or, where one is taken
+/// (here: held by the test when it can), on free ones it prints.
 #[tokio::test]
 async fn demo_rotates_across_three_backends() {
+    use std::io::BufRead;
+    let held: Vec<std::net::TcpListener> = ["127.0.0.1:8080", "127.0.0.1:18081", "127.0.0.1:9000"]
+        .iter()
+        .filter_map(|a| std::net::TcpListener::bind(a).ok())
+        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let _server = Server::start_with(dir.path(), &["--demo"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["serve", "--demo", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("the demo prints its URL").unwrap();
+        if let Some(rest) = line.strip_prefix("fulcrum demo: ")
+            && let Some(url) = rest.split_whitespace().next()
+            && url.starts_with("http://")
+        {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
     let http = reqwest::Client::new();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..100 {
-        if let Ok(r) = http.get("http://127.0.0.1:8080/").send().await
+        if let Ok(r) = http.get(&url).send().await
             && let Ok(text) = r.text().await
         {
             seen.insert(text);
@@ -291,7 +315,12 @@ async fn demo_rotates_across_three_backends() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen.len(), 3, "{url}: {seen:?}");
+    if held.len() == 3 {
+        assert_ne!(url, "http://127.0.0.1:8080/", "8080 was taken");
+    }
 }
 
 /// With no token configured, `fulcrum serve` generates one into `api-token` in the data
