@@ -37,6 +37,61 @@ pub struct Summary {
     updated: usize,
     unchanged: usize,
     deleted: usize,
+    /// Every resource the file touches, in the order it is (or would be) changed.
+    pub plan: Vec<Step>,
+}
+
+/// What `apply` does (or, with `--dry-run`, would do) to one resource.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Step {
+    /// `create`, `update`, `delete` or `unchanged`.
+    pub action: &'static str,
+    /// `subnet`, `loadbalancer`, `pool`, `members`, `healthmonitor` or `listener`.
+    pub kind: &'static str,
+    /// By name: `web`, `web/app` (a pool of load balancer web)...
+    pub name: String,
+    /// For an update: the fields that change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl Summary {
+    /// Whether anything would change.
+    pub fn pending(&self) -> bool {
+        self.plan.iter().any(|s| s.action != "unchanged")
+    }
+
+    /// The counts, whether anything changes (or would), and the plan.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "changes": self.pending(),
+            "plan": self.plan,
+        })
+    }
+
+    /// The plan, one line a resource: `+` create, `~` update (with the fields), `-` delete,
+    /// `=` unchanged.
+    pub fn plan_text(&self) -> String {
+        let mut out = String::new();
+        for s in &self.plan {
+            let sign = match s.action {
+                "create" => '+',
+                "update" => '~',
+                "delete" => '-',
+                _ => '=',
+            };
+            out.push_str(&format!("{sign} {} {}", s.kind, s.name));
+            if !s.fields.is_empty() {
+                out.push_str(&format!(" ({})", s.fields.join(", ")));
+            }
+            out.push('\n');
+        }
+        out
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -54,7 +109,20 @@ pub async fn apply_file(client: &Client, path: &Path, prune: bool) -> anyhow::Re
     apply_document(client, doc, prune).await
 }
 
+/// What applying the file would change, without changing anything.
+pub async fn plan_file(client: &Client, path: &Path, prune: bool) -> anyhow::Result<Summary> {
+    let doc = crate::commands::read_document(&path.to_path_buf())?;
+    run(client, doc, prune, true).await
+}
+
+/// Plans first (names, references and ambiguities are checked before anything is written),
+/// then applies.
 pub async fn apply_document(client: &Client, doc: Value, prune: bool) -> anyhow::Result<Summary> {
+    run(client, doc.clone(), prune, true).await?;
+    run(client, doc, prune, false).await
+}
+
+async fn run(client: &Client, doc: Value, prune: bool, dry_run: bool) -> anyhow::Result<Summary> {
     let mut doc = match doc {
         Value::Object(o) => o,
         _ => bail!("the file must hold an object with `subnets` and `loadbalancers`"),
@@ -68,6 +136,7 @@ pub async fn apply_document(client: &Client, doc: Value, prune: bool) -> anyhow:
         client,
         summary: Summary::default(),
         prune,
+        dry_run,
     };
     let subnets = a
         .subnets(list(doc.remove("subnets"), "subnets")?)
@@ -88,6 +157,45 @@ struct Applier<'a> {
     client: &'a Client,
     summary: Summary,
     prune: bool,
+    /// Plan only: nothing is written, and what would be created gets a placeholder id.
+    dry_run: bool,
+}
+
+/// The id a planned resource would get; what is listed under it is empty.
+const PLANNED: &str = "(planned)";
+
+/// The one existing resource named `name`; several are an error naming them.
+fn by_name<'v>(existing: &'v [Value], name: &str, what: &str) -> anyhow::Result<Option<&'v Value>> {
+    let mut found = existing
+        .iter()
+        .filter(|e| e.get("name").and_then(Value::as_str) == Some(name));
+    let first = found.next();
+    if let Some(second) = found.next() {
+        let ids: Vec<String> = [first, Some(second)]
+            .into_iter()
+            .flatten()
+            .chain(found)
+            .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        bail!(
+            "{} {what}s are named {name:?} ({}): rename all but one; nothing was changed",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    Ok(first)
+}
+
+/// The top-level fields of `desired` that `existing` does not already have.
+fn changed_fields(existing: &Value, desired: &Value) -> Vec<String> {
+    match (existing, desired) {
+        (Value::Object(e), Value::Object(d)) => d
+            .iter()
+            .filter(|(k, dv)| e.get(k.as_str()).is_none_or(|ev| differs(ev, dv)))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn list(v: Option<Value>, what: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
@@ -134,9 +242,29 @@ fn id_of(v: &Value) -> anyhow::Result<String> {
 }
 
 impl Applier<'_> {
+    fn step(&mut self, action: &'static str, kind: &'static str, name: &str, fields: Vec<String>) {
+        self.summary.plan.push(Step {
+            action,
+            kind,
+            name: name.to_owned(),
+            fields,
+        });
+    }
+
+    /// The resources under `path`; none under a resource only planned.
+    async fn list_under(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        if path.contains(PLANNED) {
+            return Ok(Vec::new());
+        }
+        self.client.list_all(path).await
+    }
+
     /// Creates `desired` under `collection`, or patches `existing` if it differs.
+    #[allow(clippy::too_many_arguments)]
     async fn upsert(
         &mut self,
+        kind: &'static str,
+        name: &str,
         existing: Option<&Value>,
         collection: &str,
         item_path: impl Fn(&str) -> String,
@@ -144,21 +272,30 @@ impl Applier<'_> {
     ) -> anyhow::Result<String> {
         match existing {
             None => {
+                self.step("create", kind, name, Vec::new());
+                self.summary.created += 1;
+                if self.dry_run {
+                    return Ok(PLANNED.to_owned());
+                }
                 let reply = self
                     .client
                     .call(Method::POST, collection, Some(&desired), None)
                     .await?;
-                self.summary.created += 1;
                 id_of(&reply.body)
             }
             Some(e) => {
                 let id = id_of(e)?;
+                let fields = changed_fields(e, &desired);
                 if differs(e, &desired) {
-                    self.client
-                        .call(Method::PATCH, &item_path(&id), Some(&desired), None)
-                        .await?;
+                    self.step("update", kind, name, fields);
                     self.summary.updated += 1;
+                    if !self.dry_run {
+                        self.client
+                            .call(Method::PATCH, &item_path(&id), Some(&desired), None)
+                            .await?;
+                    }
                 } else {
+                    self.step("unchanged", kind, name, Vec::new());
                     self.summary.unchanged += 1;
                 }
                 Ok(id)
@@ -166,9 +303,12 @@ impl Applier<'_> {
         }
     }
 
-    async fn delete(&mut self, path: &str) -> anyhow::Result<()> {
-        self.client.call(Method::DELETE, path, None, None).await?;
+    async fn delete(&mut self, kind: &'static str, name: &str, path: &str) -> anyhow::Result<()> {
+        self.step("delete", kind, name, Vec::new());
         self.summary.deleted += 1;
+        if !self.dry_run {
+            self.client.call(Method::DELETE, path, None, None).await?;
+        }
         Ok(())
     }
 
@@ -180,11 +320,11 @@ impl Applier<'_> {
         let mut ids = HashMap::new();
         for s in wanted {
             let name = name_of(&s, "subnet")?;
-            let current = existing
-                .iter()
-                .find(|e| e.get("name").and_then(Value::as_str) == Some(&name));
+            let current = by_name(&existing, &name, "subnet")?;
             let id = self
                 .upsert(
+                    "subnet",
+                    &name,
                     current,
                     "/v1/subnets",
                     |id| format!("/v1/subnets/{id}"),
@@ -206,11 +346,11 @@ impl Applier<'_> {
         let pools = list(lb.remove("pools"), "pools")?;
         let listeners = list(lb.remove("listeners"), "listeners")?;
         let existing = self.client.list_all("/v1/loadbalancers").await?;
-        let current = existing
-            .iter()
-            .find(|e| e.get("name").and_then(Value::as_str) == Some(&name));
+        let current = by_name(&existing, &name, "load balancer")?;
         let lb_id = self
             .upsert(
+                "loadbalancer",
+                &name,
                 current,
                 "/v1/loadbalancers",
                 |id| format!("/v1/loadbalancers/{id}"),
@@ -220,19 +360,19 @@ impl Applier<'_> {
             .with_context(|| format!("load balancer {name:?}"))?;
 
         let existing_pools = self
-            .client
-            .list_all(&format!("/v1/loadbalancers/{lb_id}/pools"))
+            .list_under(&format!("/v1/loadbalancers/{lb_id}/pools"))
             .await?;
         let mut pool_ids: HashMap<String, String> = HashMap::new();
         for mut pool in pools {
             let pname = name_of(&pool, "pool")?;
             let members = pool.remove("members");
             let monitor = pool.remove("health_monitor");
-            let current = existing_pools
-                .iter()
-                .find(|e| e.get("name").and_then(Value::as_str) == Some(&pname));
+            let current = by_name(&existing_pools, &pname, "pool")?;
+            let path = format!("{name}/{pname}");
             let pool_id = self
                 .upsert(
+                    "pool",
+                    &path,
                     current,
                     &format!("/v1/loadbalancers/{lb_id}/pools"),
                     |id| format!("/v1/pools/{id}"),
@@ -240,18 +380,17 @@ impl Applier<'_> {
                 )
                 .await
                 .with_context(|| format!("pool {pname:?}"))?;
-            self.members(&pool_id, members, subnets)
+            self.members(&path, &pool_id, members, subnets)
                 .await
                 .with_context(|| format!("pool {pname:?} members"))?;
-            self.monitor(&pool_id, monitor)
+            self.monitor(&path, &pool_id, monitor)
                 .await
                 .with_context(|| format!("pool {pname:?} health_monitor"))?;
             pool_ids.insert(pname, pool_id);
         }
 
         let existing_listeners = self
-            .client
-            .list_all(&format!("/v1/loadbalancers/{lb_id}/listeners"))
+            .list_under(&format!("/v1/loadbalancers/{lb_id}/listeners"))
             .await?;
         let mut kept_listeners = Vec::new();
         for mut l in listeners {
@@ -275,11 +414,11 @@ impl Applier<'_> {
                     }
                 }
             }
-            let current = existing_listeners
-                .iter()
-                .find(|e| e.get("name").and_then(Value::as_str) == Some(&lname));
+            let current = by_name(&existing_listeners, &lname, "listener")?;
             let id = self
                 .upsert(
+                    "listener",
+                    &format!("{name}/{lname}"),
                     current,
                     &format!("/v1/loadbalancers/{lb_id}/listeners"),
                     |id| format!("/v1/listeners/{id}"),
@@ -291,16 +430,22 @@ impl Applier<'_> {
         }
 
         if self.prune {
+            let label = |v: &Value, id: &str| {
+                let n = v.get("name").and_then(Value::as_str).unwrap_or_default();
+                format!("{name}/{}", if n.is_empty() { id } else { n })
+            };
             for l in &existing_listeners {
                 let id = id_of(l)?;
                 if !kept_listeners.contains(&id) {
-                    self.delete(&format!("/v1/listeners/{id}")).await?;
+                    self.delete("listener", &label(l, &id), &format!("/v1/listeners/{id}"))
+                        .await?;
                 }
             }
             for p in &existing_pools {
                 let id = id_of(p)?;
                 if !pool_ids.values().any(|k| *k == id) {
-                    self.delete(&format!("/v1/pools/{id}")).await?;
+                    self.delete("pool", &label(p, &id), &format!("/v1/pools/{id}"))
+                        .await?;
                 }
             }
         }
@@ -310,6 +455,7 @@ impl Applier<'_> {
     /// Makes the pool's members exactly the file's (one atomic batch replace).
     async fn members(
         &mut self,
+        pool: &str,
         pool_id: &str,
         members: Option<Value>,
         subnets: &HashMap<String, String>,
@@ -328,8 +474,7 @@ impl Applier<'_> {
             }
         }
         let existing = self
-            .client
-            .list_all(&format!("/v1/pools/{pool_id}/members"))
+            .list_under(&format!("/v1/pools/{pool_id}/members"))
             .await?;
         let endpoint = |v: &Value| (v.get("address").cloned(), v.get("port").cloned());
         let same = existing.len() == wanted.len()
@@ -340,7 +485,19 @@ impl Applier<'_> {
                     .any(|e| endpoint(e) == endpoint(&w) && !differs(e, &w))
             });
         if same {
+            self.step("unchanged", "members", pool, Vec::new());
             self.summary.unchanged += 1;
+            return Ok(());
+        }
+        let count = format!("{} member(s)", wanted.len());
+        let action = if existing.is_empty() {
+            "create"
+        } else {
+            "update"
+        };
+        self.step(action, "members", pool, vec![count]);
+        self.summary.updated += 1;
+        if self.dry_run {
             return Ok(());
         }
         self.client
@@ -351,28 +508,37 @@ impl Applier<'_> {
                 None,
             )
             .await?;
-        self.summary.updated += 1;
         Ok(())
     }
 
-    async fn monitor(&mut self, pool_id: &str, monitor: Option<Value>) -> anyhow::Result<()> {
+    async fn monitor(
+        &mut self,
+        pool: &str,
+        pool_id: &str,
+        monitor: Option<Value>,
+    ) -> anyhow::Result<()> {
         let existing = self
-            .client
-            .list_all(&format!("/v1/healthmonitors?pool_id={pool_id}"))
+            .list_under(&format!("/v1/healthmonitors?pool_id={pool_id}"))
             .await?;
         match monitor {
             None | Some(Value::Null) => {
                 if self.prune
                     && let Some(m) = existing.first()
                 {
-                    self.delete(&format!("/v1/healthmonitors/{}", id_of(m)?))
-                        .await?;
+                    self.delete(
+                        "healthmonitor",
+                        pool,
+                        &format!("/v1/healthmonitors/{}", id_of(m)?),
+                    )
+                    .await?;
                 }
                 Ok(())
             }
             Some(Value::Object(mut m)) => {
                 m.insert("pool_id".into(), Value::String(pool_id.to_owned()));
                 self.upsert(
+                    "healthmonitor",
+                    pool,
                     existing.first(),
                     "/v1/healthmonitors",
                     |id| format!("/v1/healthmonitors/{id}"),

@@ -103,6 +103,20 @@ enum Command {
         /// listeners, pools and health monitors of the file's load balancers not in it.
         #[arg(long)]
         prune: bool,
+        /// Print the plan (create, update with the fields, delete) and change nothing; exit
+        /// 2 when there are changes, 0 when none (as `fulcrum diff`).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What `apply -f FILE` would change, per resource, changing nothing: exit 2 when there
+    /// are changes, 0 when none. `fulcrum diff -f stack.yaml --prune`.
+    Diff {
+        /// The file, as `apply` takes it.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Plan the deletions `apply --prune` would make too.
+        #[arg(long)]
+        prune: bool,
     },
     /// Print the native API's OpenAPI document.
     Openapi,
@@ -208,10 +222,45 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Apply { file, prune } => {
+        Command::Apply {
+            file,
+            prune,
+            dry_run: false,
+        } => {
             let c = commands::connect(&cli.client)?;
             let summary = apply::apply_file(&c, &file, prune).await?;
-            println!("{summary}");
+            if cli.client.json {
+                println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
+            } else {
+                print!("{}", summary.plan_text());
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Apply {
+            file,
+            prune,
+            dry_run: true,
+        }
+        | Command::Diff { file, prune } => {
+            let c = commands::connect(&cli.client)?;
+            let plan = apply::plan_file(&c, &file, prune).await?;
+            if cli.client.json {
+                println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
+            } else {
+                print!("{}", plan.plan_text());
+                println!(
+                    "{}",
+                    if plan.pending() {
+                        "changes pending (nothing was changed)"
+                    } else {
+                        "no changes"
+                    }
+                );
+            }
+            if plan.pending() {
+                std::process::exit(2);
+            }
             Ok(())
         }
         Command::Completion { shell } => {

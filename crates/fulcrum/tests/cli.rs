@@ -592,3 +592,107 @@ fn version_names_the_commit_and_completion_scripts_load() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `fulcrum`, with its exit code.
+fn fulcrum_code(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(args)
+        .args(["--server", &server.base, "--token", TOKEN])
+        .env_remove("FULCRUM_DATA_DIR")
+        .output()
+        .expect("run fulcrum");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `diff` and `apply --dry-run` print the plan (the fields an update changes) and change
+/// nothing, exiting 2 while changes are pending and 0 once none are; `apply` checks the
+/// whole file against what exists before it writes anything, so a name two load balancers
+/// share stops it with nothing written.
+#[tokio::test]
+async fn diff_plans_and_apply_refuses_ambiguity_before_writing() {
+    let (dir, server, stack) = serve_with_stack_file();
+    let file = dir.path().join("stack.yaml");
+    let file = file.to_str().unwrap();
+    let (code, out, err) = fulcrum_code(&server, &["diff", "-f", file]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    for line in [
+        "+ subnet backends",
+        "+ loadbalancer web",
+        "+ pool web/app",
+        "+ members web/app (2 member(s))",
+        "+ healthmonitor web/app",
+        "+ listener web/http",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+    let api = server.client();
+    assert!(
+        api.items("/v1/loadbalancers").await.is_empty(),
+        "diff changed nothing"
+    );
+
+    let (code, out, err) = fulcrum_code(&server, &["apply", "-f", file]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, _) = fulcrum_code(&server, &["diff", "-f", file]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("no changes") && out.contains("= pool web/app"),
+        "{out}"
+    );
+
+    // An edited file: one field of the pool, one more listener, and (with --prune) a
+    // listener dropped.
+    let edited = stack
+        .replace("algorithm: LEAST_CONNECTIONS", "algorithm: ROUND_ROBIN")
+        .replace("      - name: http\n", "      - name: other\n");
+    std::fs::write(file, &edited).unwrap();
+    let (code, out, _) = fulcrum_code(&server, &["apply", "-f", file, "--dry-run", "--prune"]);
+    assert_eq!(code, Some(2), "{out}");
+    for line in [
+        "~ pool web/app (algorithm)",
+        "+ listener web/other",
+        "- listener web/http",
+        "= members web/app",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+    let (code, json, _) = fulcrum_code(&server, &["diff", "-f", file, "--json"]);
+    assert_eq!(code, Some(2));
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(plan["changes"], true);
+    assert!(
+        plan["plan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["action"] == "update"
+                && s["kind"] == "pool"
+                && s["fields"] == serde_json::json!(["algorithm"]))
+    );
+    let pools = api.items("/v1/pools").await;
+    assert_eq!(
+        pools[0]["algorithm"], "LEAST_CONNECTIONS",
+        "the dry run changed nothing"
+    );
+
+    // A second load balancer named web: apply refuses before writing the subnet it adds.
+    let (ok, _, err) = fulcrum(&server, &["lb", "create", "--name", "web"]);
+    assert!(ok, "{err}");
+    std::fs::write(
+        file,
+        edited.replace(
+            "subnets:\n",
+            "subnets:\n  - {name: more, cidr: 10.1.0.0/24, vpc_id: vpc-1}\n",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = fulcrum_code(&server, &["apply", "-f", file]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(err.contains("2 load balancers are named \"web\""), "{err}");
+    let subnets = api.items("/v1/subnets").await;
+    assert_eq!(subnets.len(), 1, "nothing was written: {subnets:?}");
+}
