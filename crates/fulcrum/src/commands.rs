@@ -695,7 +695,7 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
                         items.truncate(n);
                     }
                     with_traffic(&c, &mut items).await;
-                    output::print_list(&output::MEMBER, &items, client.json);
+                    output::print_list(&output::MEMBER, &items, client.format());
                     Ok(())
                 }
                 MemberCmd::Get { pool, id } => {
@@ -887,8 +887,9 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
                     get(&c, &client, &format!("/v1/work-requests/{id}")).await
                 }
                 WorkRequestCmd::Wait { id, timeout } => {
-                    let wr = wait_for(&c, &id, Duration::from_secs(timeout), !client.json).await?;
-                    output::print_one(&wr, client.json);
+                    let wr =
+                        wait_for(&c, &id, Duration::from_secs(timeout), !client.machine()).await?;
+                    output::print_one(&wr, client.format());
                     Ok(())
                 }
             }
@@ -955,13 +956,13 @@ async fn list(
     if let Some(n) = show.limit {
         items.truncate(n);
     }
-    output::print_list(view, &items, opts.json);
+    output::print_list(view, &items, opts.format());
     Ok(())
 }
 
 async fn get(c: &Client, opts: &ClientOpts, path: &str) -> anyhow::Result<()> {
     let v = c.get(path).await?;
-    output::print_one(&v, opts.json);
+    output::print_one(&v, opts.format());
     Ok(())
 }
 
@@ -998,14 +999,14 @@ async fn write(
     if w.wait
         && let Some(id) = &reply.work_request_id
     {
-        wait_for(c, id, Duration::from_secs(120), !opts.json).await?;
+        wait_for(c, id, Duration::from_secs(120), !opts.machine()).await?;
         // The resource as it stands now that the change is served, not as it was accepted.
         if let Some(now) = resource_path(&method_name, &path, &reply.body) {
             shown = c.get(&now).await?;
         }
     }
-    output::print_one(&shown, opts.json);
-    if !opts.json {
+    output::print_one(&shown, opts.format());
+    if !opts.machine() {
         if let Some(etag) = reply.etag {
             eprintln!("etag: {etag}");
         }
@@ -1020,9 +1021,9 @@ async fn delete(c: &Client, opts: &ClientOpts, path: &str, wait: bool) -> anyhow
     let reply = c.call(Method::DELETE, path, None, None).await?;
     let mut wr = reply.body;
     if wait && let Some(id) = wr.get("id").and_then(Value::as_str).map(str::to_owned) {
-        wr = wait_for(c, &id, Duration::from_secs(120), !opts.json).await?;
+        wr = wait_for(c, &id, Duration::from_secs(120), !opts.machine()).await?;
     }
-    output::print_one(&wr, opts.json);
+    output::print_one(&wr, opts.format());
     Ok(())
 }
 

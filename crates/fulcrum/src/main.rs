@@ -48,9 +48,29 @@ pub struct ClientOpts {
     /// where the CLI finds that token when --token is not given.
     #[arg(long, global = true, env = "FULCRUM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (as `-o json`).
     #[arg(long, global = true)]
     pub json: bool,
+    /// How to print: `table`, `wide` (every field a column), `json`, `yaml`, or `id` (just
+    /// the ids, one a line, for scripts).
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<output::Format>,
+}
+
+impl ClientOpts {
+    /// The output format: `-o`, else `--json`, else a table.
+    pub fn format(&self) -> output::Format {
+        self.output.unwrap_or(if self.json {
+            output::Format::Json
+        } else {
+            output::Format::Table
+        })
+    }
+
+    /// Whether the output is for a program (no progress, no side notes).
+    pub fn machine(&self) -> bool {
+        !matches!(self.format(), output::Format::Table | output::Format::Wide)
+    }
 }
 
 #[derive(Subcommand)]
@@ -229,8 +249,8 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
         } => {
             let c = commands::connect(&cli.client)?;
             let summary = apply::apply_file(&c, &file, prune).await?;
-            if cli.client.json {
-                println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
+            if cli.client.machine() {
+                output::print_one(&summary.to_json(), cli.client.format());
             } else {
                 print!("{}", summary.plan_text());
                 println!("{summary}");
@@ -245,8 +265,8 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
         | Command::Diff { file, prune } => {
             let c = commands::connect(&cli.client)?;
             let plan = apply::plan_file(&c, &file, prune).await?;
-            if cli.client.json {
-                println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
+            if cli.client.machine() {
+                output::print_one(&plan.to_json(), cli.client.format());
             } else {
                 print!("{}", plan.plan_text());
                 println!(

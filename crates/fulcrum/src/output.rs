@@ -1,4 +1,4 @@
-//! Tables for people, JSON for scripts.
+//! Tables for people; JSON, YAML or bare ids for scripts.
 
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::Value;
@@ -74,26 +74,79 @@ fn cell(v: Option<&Value>) -> String {
     }
 }
 
-pub fn print_list(cols: &Columns, items: &[Value], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(items).unwrap_or_default()
-        );
+/// How a command prints what it got (`-o`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The usual columns.
+    Table,
+    /// The usual columns, then every other top-level field.
+    Wide,
+    Json,
+    Yaml,
+    /// Only the ids, one a line.
+    Id,
+}
+
+fn print_data(v: &Value, format: Format) -> bool {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(v).unwrap_or_default()),
+        _ => return false,
+    }
+    true
+}
+
+fn id_line(v: &Value) -> String {
+    cell(v.get("id"))
+}
+
+pub fn print_list(cols: &Columns, items: &[Value], format: Format) {
+    if print_data(&Value::Array(items.to_vec()), format) {
         return;
+    }
+    if format == Format::Id {
+        for item in items {
+            println!("{}", id_line(item));
+        }
+        return;
+    }
+    let mut headers: Vec<String> = cols.0.iter().map(|(h, _)| (*h).to_owned()).collect();
+    let mut pointers: Vec<String> = cols.0.iter().map(|(_, p)| (*p).to_owned()).collect();
+    if format == Format::Wide {
+        // Every other top-level field any item has, in name order.
+        let shown: Vec<&str> = cols
+            .0
+            .iter()
+            .map(|(_, p)| p.trim_start_matches('/'))
+            .collect();
+        let mut extra: Vec<String> = items
+            .iter()
+            .filter_map(Value::as_object)
+            .flat_map(|o| o.keys().cloned())
+            .filter(|k| !shown.contains(&k.as_str()))
+            .collect();
+        extra.sort();
+        extra.dedup();
+        for k in extra {
+            headers.push(k.to_uppercase());
+            pointers.push(format!("/{k}"));
+        }
     }
     let mut t = Table::new();
     t.load_style(UTF8_BORDERS_ONLY);
-    t.set_header(cols.0.iter().map(|(h, _)| *h));
+    t.set_header(headers);
     for item in items {
-        t.add_row(cols.0.iter().map(|(_, ptr)| cell(item.pointer(ptr))));
+        t.add_row(pointers.iter().map(|ptr| cell(item.pointer(ptr))));
     }
     println!("{t}");
 }
 
-pub fn print_one(v: &Value, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+pub fn print_one(v: &Value, format: Format) {
+    if print_data(v, format) {
+        return;
+    }
+    if format == Format::Id {
+        println!("{}", id_line(v));
         return;
     }
     match v {

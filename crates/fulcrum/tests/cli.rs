@@ -696,3 +696,47 @@ async fn diff_plans_and_apply_refuses_ambiguity_before_writing() {
     let subnets = api.items("/v1/subnets").await;
     assert_eq!(subnets.len(), 1, "nothing was written: {subnets:?}");
 }
+
+/// `-o` on any command: `id` prints only ids (a create's output feeds the next command),
+/// `yaml` and `json` parse, `wide` adds every field as a column.
+#[tokio::test]
+async fn output_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (ok, id, err) = fulcrum(&server, &["lb", "create", "--name", "web", "-o", "id"]);
+    assert!(ok, "{err}");
+    let id = id.trim();
+    assert_eq!(id.len(), 36, "only the id: {id:?}");
+    let (ok, out, err) = fulcrum(
+        &server,
+        &[
+            "pool",
+            "create",
+            id,
+            "--protocol",
+            "HTTP",
+            "--name",
+            "app",
+            "-o",
+            "id",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().len(), 36, "{out:?}");
+    let (_, ids, _) = fulcrum(&server, &["lb", "list", "-o", "id"]);
+    assert_eq!(ids.trim(), id);
+    let (_, yaml, _) = fulcrum(&server, &["lb", "get", "web", "-o", "yaml"]);
+    let parsed: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(parsed["name"], "web");
+    let (_, json, _) = fulcrum(&server, &["pool", "list", "--lb", "web", "-o", "json"]);
+    let pools: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(pools[0]["name"], "app");
+    let (_, table, _) = fulcrum(&server, &["pool", "list", "--lb", "web"]);
+    let (_, wide, _) = fulcrum(&server, &["pool", "list", "--lb", "web", "-o", "wide"]);
+    assert!(
+        !table.contains("SESSION_PERSISTENCE") && wide.contains("SESSION_PERSISTENCE"),
+        "{wide}"
+    );
+    let (ok, _, err) = fulcrum(&server, &["lb", "list", "-o", "xml"]);
+    assert!(!ok && err.contains("possible values"), "{err}");
+}
