@@ -77,13 +77,14 @@ fn cell(v: Option<&Value>) -> String {
 /// How a command prints what it got (`-o`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// The usual columns.
+    // The usual columns (plain comments: doc comments here would turn every command's
+    // `--help` into the long layout).
     Table,
-    /// The usual columns, then every other top-level field.
+    // The usual columns, then every other top-level field.
     Wide,
     Json,
     Yaml,
-    /// Only the ids, one a line.
+    // Only the ids, one a line.
     Id,
 }
 
