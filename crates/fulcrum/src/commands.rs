@@ -924,6 +924,11 @@ async fn with_traffic(c: &Client, members: &mut [Value]) {
     let Ok(stats) = c.get("/v1/stats").await else {
         return;
     };
+    annotate_traffic(&stats, members);
+}
+
+/// Adds each member's figures from `/v1/stats` (`stats`) as its `traffic`.
+pub fn annotate_traffic(stats: &Value, members: &mut [Value]) {
     let round = |v: &Value, scale: f64| v.as_f64().map(|x| (x * scale * 100.0).round() / 100.0);
     for m in members.iter_mut() {
         let figures = stats["members"]

@@ -14,6 +14,7 @@ mod handover;
 mod output;
 mod paths;
 mod serve;
+mod status;
 mod store;
 
 #[derive(Parser)]
@@ -137,6 +138,16 @@ enum Command {
         /// Plan the deletions `apply --prune` would make too.
         #[arg(long)]
         prune: bool,
+    },
+    /// Every load balancer on one screen: listeners (bound, or why not), pools, members
+    /// (state, health, weight, requests/s, errors), the last work requests.
+    Status {
+        /// Redraw every `--every` seconds until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with `--watch`.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
     },
     /// Print the native API's OpenAPI document.
     Openapi,
@@ -293,6 +304,16 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 written => Ok(written?),
             }
+        }
+        Command::Status { watch, every } => {
+            let c = commands::connect(&cli.client)?;
+            status::run(
+                &c,
+                &cli.client,
+                watch,
+                std::time::Duration::from_secs(every.max(1)),
+            )
+            .await
         }
         Command::Openapi => {
             println!(

@@ -740,3 +740,37 @@ async fn output_formats() {
     let (ok, _, err) = fulcrum(&server, &["lb", "list", "-o", "xml"]);
     assert!(!ok && err.contains("possible values"), "{err}");
 }
+
+/// `status` puts the whole configuration on one screen, and the same as data with `-o`.
+#[tokio::test]
+async fn status_shows_everything_on_one_screen() {
+    let (dir, server, _) = serve_with_stack_file();
+    let file = dir.path().join("stack.yaml");
+    let (ok, _, err) = fulcrum(&server, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, screen, err) = fulcrum(&server, &["status"]);
+    assert!(ok, "{err}");
+    for part in [
+        "web  127.0.0.1",
+        "listener http",
+        "-> app",
+        "pool     app",
+        "/2 members up",
+        "10.0.0.5:8080",
+        "recent work requests",
+    ] {
+        assert!(screen.contains(part), "{part:?} in:\n{screen}");
+    }
+    assert!(screen.lines().all(|l| l.chars().count() <= 120), "{screen}");
+    let (ok, json, _) = fulcrum(&server, &["status", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["loadbalancers"][0]["pools"][0]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(!v["work_requests"].as_array().unwrap().is_empty());
+}
