@@ -139,6 +139,16 @@ enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Check an apply file (`-f`) or a server configuration (`--config`) without a server,
+    /// as `haproxy -c` does: exit 0 and a summary when valid, 1 and the reason when not.
+    Validate {
+        /// An apply file (YAML, TOML or JSON).
+        #[arg(short = 'f', long, required_unless_present = "config")]
+        file: Option<PathBuf>,
+        /// A `fulcrum.toml`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Every load balancer on one screen: listeners (bound, or why not), pools, members
     /// (state, health, weight, requests/s, errors), the last work requests.
     Status {
@@ -304,6 +314,22 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 written => Ok(written?),
             }
+        }
+        Command::Validate { file, config } => {
+            if let Some(path) = config {
+                let file = serve::read_config(Some(&path))?;
+                file.api.server_limits()?;
+                file.api.auth_throttle()?;
+                println!("{}: valid", path.display());
+            }
+            if let Some(path) = file {
+                let doc = commands::read_document(&path)?;
+                let holds = anyhow::Context::with_context(apply::check_document(&doc), || {
+                    format!("{} is not a valid apply file", path.display())
+                })?;
+                println!("{}: valid ({holds})", path.display());
+            }
+            Ok(())
         }
         Command::Status { watch, every } => {
             let c = commands::connect(&cli.client)?;

@@ -774,3 +774,65 @@ async fn status_shows_everything_on_one_screen() {
     );
     assert!(!v["work_requests"].as_array().unwrap().is_empty());
 }
+
+/// `validate` checks an apply file or a `fulcrum.toml` with no server, naming what is wrong.
+#[test]
+fn validate_checks_files_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .arg("validate")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let good = write("stack.yaml", &stack());
+    let (code, out) = run(&["-f", &good]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("1 load balancer(s), 1 pool(s) with 2 member(s), 1 listener(s)"),
+        "{out}"
+    );
+    for (text, says) in [
+        (
+            stack().replace("default_pool: app", "default_pool: nope"),
+            "sends to pool \"nope\"",
+        ),
+        (
+            stack().replace("subnet: backends}", "subnet: elsewhere}"),
+            "subnet \"elsewhere\"",
+        ),
+        (
+            stack().replace("  - name: web\n", "  - vip_address: 1.2.3.4\n"),
+            "needs a name",
+        ),
+        (format!("{}\nextra: 1\n", stack()), "unknown top-level key"),
+    ] {
+        let bad = write("bad.yaml", &text);
+        let (code, out) = run(&["-f", &bad]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(says), "{says:?} in {out}");
+    }
+    let config = write(
+        "fulcrum.toml",
+        "[api]\nlisten = \"127.0.0.1:9000\"\nheader_timeout_secs = 5\n",
+    );
+    assert_eq!(run(&["--config", &config]).0, Some(0));
+    let config = write(
+        "bad.toml",
+        "[api]\nlisten = \"127.0.0.1:9000\"\nheadr_timeout_secs = 5\n",
+    );
+    let (code, out) = run(&["--config", &config]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("headr_timeout_secs"), "{out}");
+}
