@@ -44,17 +44,8 @@ fn serve_with_stack_file() -> (tempfile::TempDir, Server, String) {
 }
 
 fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(args)
-        .args(["--server", &server.base, "--token", TOKEN])
-        .env_remove("FULCRUM_DATA_DIR")
-        .output()
-        .expect("run fulcrum");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, out, err) = fulcrum_code(server, args);
+    (code == Some(0), out, err)
 }
 
 #[tokio::test]
