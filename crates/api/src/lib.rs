@@ -16,6 +16,7 @@ use fulcrum_control::{ControlPlane, RateLimiter};
 mod auth;
 mod azure;
 mod body;
+mod decode;
 mod huawei;
 mod metrics;
 mod native;

@@ -688,3 +688,56 @@ async fn lists_are_paged_by_id() {
         assert_eq!(r.status, 400, "limit={bad}: {}", r.body);
     }
 }
+
+/// A secret is never shown back: not in what reads return, not in the errors a malformed
+/// or refused value gets (credentials, proxy passwords, URLs with credentials in them).
+#[tokio::test]
+async fn secrets_are_never_echoed() {
+    const SECRET: &str = "pl4nted-s3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.client();
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "s", "vip_address": "127.0.0.1"})),
+        )
+        .await
+        .id();
+    let pools = format!("/v1/loadbalancers/{lb}/pools");
+    let refused = [
+        // Wrong types around secret values.
+        json!({"name": "a", "protocol": "HTTP", "upstream": {"credentials": {"headers": {"X-Key": SECRET}}}}),
+        json!({"name": "b", "protocol": "HTTP", "upstream": {"credentials": {"authorization": {"scheme": "Basic", "parameter": [SECRET]}}}}),
+        json!({"name": "c", "protocol": "HTTP", "upstream": {"proxy": {"url": "http://p:3128", "password": {"x": SECRET}}}}),
+        // Credentials inside a proxy URL, valid or not.
+        json!({"name": "d", "protocol": "HTTP", "upstream": {"proxy": {"url": format!("http://user:{SECRET}@proxy:3128")}}}),
+        json!({"name": "e", "protocol": "HTTP", "upstream": {"proxy": {"url": format!("ftp://user:{SECRET}@proxy:3128")}}}),
+        json!({"name": "f", "protocol": "HTTP", "upstream": {"credentials": {"client_certificate_pem": SECRET}}}),
+    ];
+    for body in refused {
+        let r = api.call("POST", &pools, Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            !r.body.to_string().contains(SECRET),
+            "{body} echoed: {}",
+            r.body
+        );
+    }
+    let r = api
+        .call(
+            "POST",
+            &pools,
+            Some(json!({"name": "ok", "protocol": "HTTP", "upstream": {
+                "credentials": {"headers": {"X-Key": [SECRET]}, "authorization": {"scheme": "Bearer", "parameter": SECRET}},
+                "proxy": {"url": "http://proxy:3128", "username": "u", "password": SECRET}
+            }})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(!r.body.to_string().contains(SECRET), "{}", r.body);
+    let read = api.read(&format!("/v1/pools/{}", r.id())).await;
+    assert!(!read.to_string().contains(SECRET), "{read}");
+    assert_eq!(read["upstream"]["proxy"]["password"], "***");
+}

@@ -137,13 +137,22 @@ impl UpstreamSettings {
         c.max_len("base_path", &self.base_path, 2048);
         self.validate_credentials(&mut c);
         if let Some(p) = &self.proxy {
-            let ok = p
-                .url
-                .strip_prefix("http://")
-                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#']));
-            c.check(ok, "proxy.url", || {
-                format!("proxy.url must be http://host:port (got {:?})", p.url)
-            });
+            let rest = p.url.strip_prefix("http://");
+            if rest.is_some_and(|r| r.contains('@')) {
+                // Never echoed: it holds a password.
+                c.fail(
+                    "proxy.url",
+                    "proxy.url must not carry credentials (user:password@); set proxy.username and proxy.password",
+                );
+            } else {
+                let ok = rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#']));
+                c.check(ok, "proxy.url", || {
+                    format!(
+                        "proxy.url must be http://host:port (got {:?})",
+                        without_userinfo(&p.url)
+                    )
+                });
+            }
             c.check(
                 p.password.is_none() || p.username.is_some(),
                 "proxy.password",
@@ -213,12 +222,25 @@ impl UpstreamSettings {
         if let Some(pem) = &mut m.credentials.client_certificate_pem {
             *pem = MASK.into();
         }
-        if let Some(p) = &mut m.proxy
-            && p.password.is_some()
-        {
-            p.password = Some(MASK.into());
+        if let Some(p) = &mut m.proxy {
+            if p.password.is_some() {
+                p.password = Some(MASK.into());
+            }
+            // Stored before URLs with credentials were refused.
+            p.url = without_userinfo(&p.url);
         }
         m
+    }
+}
+
+/// `url` with any `user:password@` before its host shown as `***@`.
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -281,3 +303,22 @@ impl CircuitBreakerRule {
 }
 
 const MAX_NAME_LEN_RULE: usize = 128;
+
+#[cfg(test)]
+mod userinfo_tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn credentials_in_a_url_are_hidden() {
+        assert_eq!(
+            without_userinfo("http://user:pw@proxy:3128"),
+            "http://***@proxy:3128"
+        );
+        assert_eq!(without_userinfo("http://proxy:3128"), "http://proxy:3128");
+        assert_eq!(without_userinfo("user:pw@host/a@b"), "***@host/a@b");
+        assert_eq!(
+            without_userinfo("http://proxy:3128/p?x=a@b"),
+            "http://proxy:3128/p?x=a@b"
+        );
+    }
+}

@@ -398,7 +398,8 @@ fn decode_properties(v: Value) -> Result<BackendProperties, ControlError> {
         } else {
             format!("properties.{path}")
         };
-        ControlError::invalid(field.clone(), format!("{field}: {}", e.into_inner()))
+        let what = crate::decode::describe(&e.into_inner());
+        ControlError::invalid(field.clone(), format!("{field}: {what}"))
     })
 }
 

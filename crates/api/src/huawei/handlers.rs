@@ -166,10 +166,11 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HuaweiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let what = crate::decode::describe(&inner);
         if inner.is_syntax() || inner.is_eof() || path == "." {
-            HuaweiError::invalid(format!("malformed request body: {inner}"))
+            HuaweiError::invalid(format!("malformed request body: {what}"))
         } else {
-            HuaweiError::invalid(format!("{path}: {inner}"))
+            HuaweiError::invalid(format!("{path}: {what}"))
         }
     })
 }
@@ -1046,11 +1047,11 @@ struct BatchMemberRef {
 fn batch_item<T: DeserializeOwned>(i: usize, v: Value) -> Result<T, HuaweiError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let what = crate::decode::describe(&e.into_inner());
         if path == "." {
-            HuaweiError::invalid(format!("members[{i}]: {inner}"))
+            HuaweiError::invalid(format!("members[{i}]: {what}"))
         } else {
-            HuaweiError::invalid(format!("members[{i}].{path}: {inner}"))
+            HuaweiError::invalid(format!("members[{i}].{path}: {what}"))
         }
     })
 }

@@ -48,12 +48,13 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let what = crate::decode::describe(&inner);
         if inner.is_syntax() || inner.is_eof() {
             NativeError::invalid("", format!("malformed JSON: {inner}"))
         } else if path == "." {
-            NativeError::invalid("", inner.to_string())
+            NativeError::invalid("", what)
         } else {
-            NativeError::invalid(path.clone(), format!("{path}: {inner}"))
+            NativeError::invalid(path.clone(), format!("{path}: {what}"))
         }
     })
 }

@@ -80,10 +80,11 @@ pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OciErro
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        let what = crate::decode::describe(&inner);
         if inner.is_syntax() || inner.is_eof() || path == "." {
-            OciError::invalid(format!("malformed request body: {inner}"))
+            OciError::invalid(format!("malformed request body: {what}"))
         } else {
-            OciError::invalid(format!("{path}: {inner}"))
+            OciError::invalid(format!("{path}: {what}"))
         }
     })
 }
