@@ -221,10 +221,14 @@ pub fn take_over(data_dir: &Path, wait: Duration) -> anyhow::Result<Option<Takin
     let path = socket_path(data_dir);
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,
+        // Nothing there, a process that is gone, or a path no socket can have (too long):
+        // nobody to take over from.
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::InvalidInput
             ) =>
         {
             return Ok(None);
@@ -328,6 +332,19 @@ mod tests {
         got_api.accept().expect("accepted from the socket received");
         taking.finish(&Outcome::Serving).expect("finish");
         assert_eq!(old.join().expect("old side"), Outcome::Serving);
+    }
+
+    #[test]
+    fn a_data_directory_too_deep_for_a_socket_is_no_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = dir.path().join("d".repeat(120));
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        assert!(listen(&deep).is_err());
+        assert!(
+            take_over(&deep, Duration::from_secs(1))
+                .expect("no error")
+                .is_none()
+        );
     }
 
     #[test]

@@ -462,10 +462,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "cannot tell the process taken over from");
         }
     }
-    let takeovers = if embedded && !args.demo {
-        Some(crate::handover::listen(&data_dir)?)
-    } else {
-        None
+    let takeovers = match (embedded && !args.demo).then(|| crate::handover::listen(&data_dir)) {
+        Some(Ok(listener)) => Some(listener),
+        Some(Err(e)) => {
+            // A data directory whose path is too long for a Unix socket, say.
+            tracing::warn!(error = %format!("{e:#}"), "no hitless takeover for this process");
+            None
+        }
+        None => None,
     };
     if takeovers.is_some() {
         restart_on_sigusr2()?;
