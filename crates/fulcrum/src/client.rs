@@ -1,6 +1,6 @@
 //! A small client of the native API, shared by the CLI commands and `apply`.
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -115,6 +115,14 @@ impl Client {
             None => (path, None),
         };
         let mut segments: Vec<String> = route.split('/').map(str::to_owned).collect();
+        // A pool or listener named by its load balancer's name too (`web/app`): two segments
+        // where one belongs. A pool's path goes on with `members` or ends; a listener's ends.
+        if segments.len() >= 5
+            && ((segments[2] == "pools" && segments[4] != "members") || segments[2] == "listeners")
+        {
+            let name = format!("{}/{}", segments[3], segments[4]);
+            segments.splice(3..5, [name]);
+        }
         for i in 1..segments.len() {
             let (kind, value) = (segments[i - 1].as_str(), segments[i].as_str());
             let named = !value.is_empty() && !looks_like_id(value) && value != "batch";
@@ -149,6 +157,33 @@ impl Client {
     }
 
     async fn resolve(&self, collection: &str, name: &str) -> anyhow::Result<String> {
+        // `lb/pool`, `lb/listener`: looked up within that load balancer.
+        if let Some(kind @ ("pools" | "listeners")) = collection.strip_prefix("/v1/")
+            && let Some((lb, within)) = name.split_once('/')
+        {
+            let lb_id = match looks_like_id(lb) {
+                true => lb.to_owned(),
+                false => self.resolve_flat("/v1/loadbalancers", lb).await?,
+            };
+            if !looks_like_id(&lb_id) {
+                bail!("no load balancer named {lb:?}");
+            }
+            let id = self
+                .resolve_flat(&format!("/v1/loadbalancers/{lb_id}/{kind}"), within)
+                .await?;
+            if !looks_like_id(&id) {
+                bail!(
+                    "load balancer {lb:?} has no {} named {within:?}",
+                    kind.trim_end_matches('s')
+                );
+            }
+            return Ok(id);
+        }
+        self.resolve_flat(collection, name).await
+    }
+
+    /// The one id in `collection` named `name` (or `address:port`); `name` itself when none.
+    async fn resolve_flat(&self, collection: &str, name: &str) -> anyhow::Result<String> {
         let items = self.list_as_is(collection).await?;
         let ids: Vec<&str> = items
             .iter()
@@ -165,9 +200,14 @@ impl Client {
             [] => Ok(name.to_owned()),
             [one] => Ok((*one).to_owned()),
             many => Err(anyhow!(
-                "{} resources in {collection} are named {name:?} ({}): name one by its id",
+                "{} resources in {collection} are named {name:?} ({}): name one by its id{}",
                 many.len(),
-                many.join(", ")
+                many.join(", "),
+                if collection == "/v1/pools" || collection == "/v1/listeners" {
+                    ", or as <load balancer>/<name>"
+                } else {
+                    ""
+                }
             )),
         }
     }

@@ -827,3 +827,54 @@ fn validate_checks_files_without_a_server() {
     assert_eq!(code, Some(1));
     assert!(out.contains("headr_timeout_secs"), "{out}");
 }
+
+/// A pool or listener named the same in two load balancers is named `lb/name`.
+#[tokio::test]
+async fn pools_and_listeners_by_load_balancer_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for lb in ["web", "shop"] {
+        let (ok, _, err) = fulcrum(&server, &["lb", "create", "--name", lb]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = fulcrum(
+            &server,
+            &["pool", "create", lb, "--protocol", "HTTP", "--name", "app"],
+        );
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = fulcrum(&server, &["pool", "get", "app"]);
+    assert!(!ok && err.contains("<load balancer>/<name>"), "{err}");
+    let (ok, out, err) = fulcrum(&server, &["pool", "get", "shop/app", "-o", "json"]);
+    assert!(ok, "{err}");
+    let pool: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (_, lb, _) = fulcrum(&server, &["lb", "get", "shop", "-o", "id"]);
+    assert_eq!(pool["loadbalancer_id"], lb.trim());
+    let (ok, _, err) = fulcrum(
+        &server,
+        &[
+            "member",
+            "create",
+            "shop/app",
+            "--address",
+            "10.0.0.9",
+            "--port",
+            "80",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (_, members, _) = fulcrum(&server, &["member", "list", "shop/app", "-o", "json"]);
+    let members: Vec<serde_json::Value> = serde_json::from_str(&members).unwrap();
+    assert_eq!(members.len(), 1);
+    let (_, members, _) = fulcrum(&server, &["member", "list", "web/app", "-o", "json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&members)
+            .unwrap()
+            .len(),
+        0
+    );
+    let (ok, _, err) = fulcrum(&server, &["pool", "get", "shop/nope"]);
+    assert!(
+        !ok && err.contains("load balancer \"shop\" has no pool named \"nope\""),
+        "{err}"
+    );
+}
