@@ -419,6 +419,7 @@ pub enum WorkRequestCmd {
 /// A client for the options given: the token from the flag, the environment, or the file
 /// `fulcrum serve` generated.
 pub fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
+    const DEFAULT_SERVER: &str = "http://127.0.0.1:9000";
     let token = match &opts.token {
         Some(t) => t.clone(),
         None => {
@@ -427,17 +428,43 @@ pub fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
                 .clone()
                 .unwrap_or_else(crate::paths::default_data_dir);
             let path = crate::paths::token_file(&dir);
-            std::fs::read_to_string(&path)
-                .map(|t| t.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no API token: pass --token or FULCRUM_TOKEN (none found in {})",
+            match std::fs::read_to_string(&path) {
+                Ok(t) => t.trim().to_owned(),
+                // No token here, no flags: a running demo, if there is one.
+                Err(_) if opts.data_dir.is_none() && opts.server.is_none() => {
+                    if let Some((server, token)) = running_demo() {
+                        return Client::new(server, token);
+                    }
+                    bail!(
+                        "no API token: pass --token or FULCRUM_TOKEN (none found in {}, and no `fulcrum serve --demo` is running)",
                         path.display()
                     )
-                })?
+                }
+                Err(_) => bail!(
+                    "no API token: pass --token or FULCRUM_TOKEN (none found in {})",
+                    path.display()
+                ),
+            }
         }
     };
-    Client::new(opts.server.clone(), token)
+    let server = opts.server.clone().unwrap_or_else(|| DEFAULT_SERVER.into());
+    Client::new(server, token)
+}
+
+/// The API and token of a `serve --demo` still running (its file names a live process).
+fn running_demo() -> Option<(String, String)> {
+    let text = std::fs::read_to_string(crate::paths::demo_file()).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let pid = v["pid"].as_u64()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then(|| {
+            Some((
+                v["server"].as_str()?.to_owned(),
+                v["token"].as_str()?.to_owned(),
+            ))
+        })
+        .flatten()
 }
 
 /// Reads a JSON, YAML or TOML file by its extension (YAML also reads JSON).

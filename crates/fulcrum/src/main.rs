@@ -34,14 +34,9 @@ struct Cli {
 /// How client commands reach the API.
 #[derive(Args, Clone)]
 pub struct ClientOpts {
-    /// The fulcrum API.
-    #[arg(
-        long,
-        global = true,
-        env = "FULCRUM_SERVER",
-        default_value = "http://127.0.0.1:9000"
-    )]
-    pub server: String,
+    /// The fulcrum API [default: http://127.0.0.1:9000, or a running `serve --demo`'s].
+    #[arg(long, global = true, env = "FULCRUM_SERVER")]
+    pub server: Option<String>,
     /// API bearer token (default: the token `fulcrum serve` generated in the data directory).
     #[arg(long, global = true, env = "FULCRUM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

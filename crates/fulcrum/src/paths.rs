@@ -30,3 +30,16 @@ pub fn store_file(data_dir: &std::path::Path) -> PathBuf {
 pub fn snapshot_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("fleet-snapshot.json")
 }
+
+/// Where a running `serve --demo` says how to reach it (its API and token), so the CLI
+/// finds it with no flags: `$XDG_RUNTIME_DIR/fulcrum-demo.json`, else in the temporary
+/// directory, per user.
+pub fn demo_file() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("fulcrum-demo.json"),
+        None => {
+            let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+            std::env::temp_dir().join(format!("fulcrum-demo-{user}.json"))
+        }
+    }
+}

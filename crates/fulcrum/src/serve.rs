@@ -499,10 +499,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "fulcrum demo: http://127.0.0.1:{port}/ balances over 3 backends ({}). Try:\n  for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:{port}/; done",
             backends.join(", "),
         );
-        println!(
-            "fulcrum demo: the CLI reaches it with --server http://{local} --data-dir {}",
-            data_dir.display()
-        );
+        // The CLI finds the demo with no flags through this file (the owner's only).
+        let handoff = crate::paths::demo_file();
+        let about = serde_json::json!({
+            "pid": std::process::id(),
+            "server": format!("http://{local}"),
+            "token": token_for_apply,
+        });
+        match write_private(&handoff, &about.to_string()) {
+            Ok(()) => println!(
+                "fulcrum demo: the CLI on this machine finds it by itself (e.g. fulcrum status); elsewhere --server http://{local} --data-dir {}",
+                data_dir.display()
+            ),
+            Err(_) => println!(
+                "fulcrum demo: the CLI reaches it with --server http://{local} --data-dir {}",
+                data_dir.display()
+            ),
+        }
     }
     if let Some(file) = args.apply {
         let client = crate::client::Client::new(format!("http://{local}"), token_for_apply)?;
@@ -511,6 +524,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot apply {}", file.display()))?;
     }
     server.await??;
+    if args.demo {
+        let _ = std::fs::remove_file(crate::paths::demo_file());
+    }
     data_plane.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("fulcrum stopped");
     Ok(())

@@ -275,9 +275,18 @@ async fn demo_rotates_across_three_backends() {
         .filter_map(|a| std::net::TcpListener::bind(a).ok())
         .collect();
     let dir = tempfile::tempdir().unwrap();
+    // A home and runtime directory of their own: the CLI below finds nothing but the demo.
+    let (home, runtime) = (dir.path().join("home"), dir.path().join("run"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&runtime).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(["serve", "--demo", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("FULCRUM_DATA_DIR")
+        .env_remove("FULCRUM_API_TOKEN")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -306,8 +315,25 @@ async fn demo_rotates_across_three_backends() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The CLI finds the running demo with no flags at all.
+    let status = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg("status")
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("FULCRUM_DATA_DIR")
+        .env_remove("FULCRUM_SERVER")
+        .env_remove("FULCRUM_TOKEN")
+        .output()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && shown.contains("demo-backends"),
+        "{shown}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     assert_eq!(seen.len(), 3, "{url}: {seen:?}");
     if held.len() == 3 {
         assert_ne!(url, "http://127.0.0.1:8080/", "8080 was taken");
