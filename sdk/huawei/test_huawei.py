@@ -634,6 +634,51 @@ def authentication_failures_are_401(c):
 
 
 @steps.step
+def a_pool_created_for_a_listener_becomes_its_default(c):
+    port = free_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(
+                    name="no-pool-yet", protocol="HTTP", protocol_port=port, loadbalancer_id=c.lb_id,
+                )
+            )
+        )
+    ).listener
+    check(not listener.default_pool_id, str(listener))
+    pool = c.c3.create_pool(
+        m3.CreatePoolRequest(
+            body=m3.CreatePoolRequestBody(
+                pool=m3.CreatePoolOption(
+                    name="for-listener", protocol="HTTP", lb_algorithm="ROUND_ROBIN", listener_id=listener.id
+                )
+            )
+        )
+    ).pool
+    check([lb.id for lb in pool.loadbalancers] == [c.lb_id], f"on the listener's load balancer: {pool}")
+    check([l.id for l in pool.listeners] == [listener.id], f"the listener's pool: {pool.listeners}")
+    shown = c.c3.show_listener(m3.ShowListenerRequest(listener_id=listener.id)).listener
+    check(shown.default_pool_id == pool.id, f"the listener's default pool now: {shown.default_pool_id}")
+    # A listener has one default pool: a second one for it is a conflict, and nothing is made.
+    before = len(c.c3.list_pools(m3.ListPoolsRequest()).pools)
+    e = expect_error(
+        lambda: c.c3.create_pool(
+            m3.CreatePoolRequest(
+                body=m3.CreatePoolRequestBody(
+                    pool=m3.CreatePoolOption(
+                        name="second", protocol="HTTP", lb_algorithm="ROUND_ROBIN", listener_id=listener.id
+                    )
+                )
+            )
+        ),
+        409,
+    )
+    check(len(c.c3.list_pools(m3.ListPoolsRequest()).pools) == before, f"no pool made: {e}")
+    c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
+    c.c3.delete_pool(m3.DeletePoolRequest(pool_id=pool.id))
+
+
+@steps.step
 def a_listener_that_cannot_bind_turns_the_load_balancer_error(c):
     held = taken_port()
     port = held.getsockname()[1]

@@ -509,6 +509,62 @@ impl ControlPlane {
         .await
     }
 
+    /// Creates a pool under a listener's load balancer and makes it that listener's default
+    /// pool, in one transaction (Huawei's `create_pool` with `listener_id`). A listener that
+    /// has a default pool already is a conflict; the pool must suit the listener's protocol.
+    pub async fn create_pool_for_listener(
+        &self,
+        ctx: &RequestContext,
+        listener_id: &ListenerId,
+        spec: PoolSpec,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("CreatePool", listener_id, &spec), |cfg, now| {
+            let listener = cfg
+                .listeners
+                .get(listener_id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Listener, listener_id))?;
+            let lb_id = listener.value.loadbalancer_id.clone();
+            let lb = lb_for_change(cfg, ctx, &lb_id)?;
+            spec.validate(PoolContext {
+                lb_kind: lb.value.spec.kind,
+            })?;
+            check_pool_name_free(cfg, &lb_id, &spec.name, None)?;
+            if let Some(current) = &listener.value.spec.default_pool_id {
+                return Err(ControlError::Conflict(format!(
+                    "listener {listener_id} already has default pool {current}"
+                )));
+            }
+            let id = PoolId(new_id());
+            listener
+                .value
+                .spec
+                .validate_pool("listener_id", &lb_id, &lb_id, spec.protocol)?;
+            let pool = Pool {
+                id: id.clone(),
+                loadbalancer_id: lb_id.clone(),
+                spec: spec.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut updated = listener.value.clone();
+            updated.spec.default_pool_id = Some(id.clone());
+            updated.updated_at = now;
+            let mut plan = Plan::new("CreatePool");
+            plan.put(keys::pool(&id), &pool)?;
+            plan.touched(ResourceKind::Pool, &id);
+            plan.result = plan.resources.first().cloned();
+            plan.compares.push(Compare::unchanged(
+                keys::listener(listener_id),
+                listener.mod_revision,
+            ));
+            plan.put(keys::listener(listener_id), &updated)?;
+            plan.touched(ResourceKind::Listener, listener_id);
+            plan.lb = Some(lb_id);
+            Ok(plan)
+        })
+        .await
+    }
+
     pub async fn update_pool(
         &self,
         ctx: &RequestContext,

@@ -755,17 +755,27 @@ fn render_pool(api: Api, s: &HState, call: &Call, id: &PoolId, status: StatusCod
 
 async fn create_pool(api: Api, s: HState, call: Call) -> HResult {
     let PoolBody { pool: req } = parse::<PoolBody<PoolCreate>>(&call.body)?;
-    if req.listener_id.is_some() {
-        // Creating the pool and making it a listener's default would be two changes;
-        // each call here is one transaction.
+    // A pool is created for a load balancer, or for a listener (it becomes the listener's
+    // default pool, in the same transaction); at least one is required.
+    let listener_id = req.listener_id.clone().map(ListenerId);
+    if let (Some(l), Some(lb)) = (&listener_id, &req.loadbalancer_id) {
+        let cfg = s.app.control.view();
+        if cfg
+            .listeners
+            .get(l)
+            .is_some_and(|v| v.value.loadbalancer_id.as_str() != lb.as_str())
+        {
+            return Err(HuaweiError::invalid(format!(
+                "listener {l} is not on load balancer {lb}"
+            )));
+        }
+    }
+    let lb_id = req.loadbalancer_id.clone().map(LoadBalancerId);
+    if listener_id.is_none() && lb_id.is_none() {
         return Err(HuaweiError::invalid(
-            "pool.listener_id is not supported: create the pool with loadbalancer_id, then set the listener's default_pool_id",
+            "pool.loadbalancer_id or pool.listener_id is required",
         ));
     }
-    let lb_id = req
-        .loadbalancer_id
-        .map(LoadBalancerId)
-        .ok_or_else(|| HuaweiError::invalid("pool.loadbalancer_id is required"))?;
     let mut spec = PoolSpec::new(req.name, req.protocol);
     spec.description = req.description;
     spec.algorithm = req.lb_algorithm;
@@ -781,12 +791,13 @@ async fn create_pool(api: Api, s: HState, call: Call) -> HResult {
     });
     spec.protection_status = req.protection_status.unwrap_or_default();
     spec.protection_reason = req.protection_reason.unwrap_or_default();
-    let outcome = s
-        .app
-        .control
-        .create_pool(&ctx(&call), &lb_id, spec)
-        .await
-        .map_err(|e| HuaweiError::from(e).renamed(POOL_RENAMES))?;
+    let control = &s.app.control;
+    let outcome = match (&listener_id, &lb_id) {
+        (Some(l), _) => control.create_pool_for_listener(&ctx(&call), l, spec).await,
+        (None, Some(lb)) => control.create_pool(&ctx(&call), lb, spec).await,
+        (None, None) => return Err(HuaweiError::invalid("pool.loadbalancer_id is required")),
+    }
+    .map_err(|e| HuaweiError::from(e).renamed(POOL_RENAMES))?;
     settle(api, &s, &outcome).await;
     render_pool(api, &s, &call, &PoolId(result_id(&outcome)?), created(api))
 }
