@@ -626,6 +626,40 @@ impl ControlPlane {
         .await
     }
 
+    /// Deletes a pool and, in the same transaction, unbinds it from the listeners that use
+    /// it (their default pool becomes none, their routes to it go): Huawei's order, where a
+    /// pool goes first and a listener with a pool cannot.
+    pub async fn delete_pool_unbinding(
+        &self,
+        ctx: &RequestContext,
+        id: &PoolId,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &("DeletePool", id), |cfg, now| {
+            let cur = pool_of(cfg, id)?;
+            lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
+            let mut plan = Plan::new("DeletePool");
+            plan.target_revision = Some(cur.mod_revision);
+            for l in cfg.listeners_using(id) {
+                let mut unbound = l.value.clone();
+                if unbound.spec.default_pool_id.as_ref() == Some(id) {
+                    unbound.spec.default_pool_id = None;
+                }
+                unbound.spec.routes.retain(|r| &r.pool_id != id);
+                unbound.updated_at = now;
+                plan.compares.push(Compare::unchanged(
+                    keys::listener(&l.value.id),
+                    l.mod_revision,
+                ));
+                plan.put(keys::listener(&l.value.id), &unbound)?;
+                plan.touched(ResourceKind::Listener, &l.value.id);
+            }
+            plan_pool_removal(cfg, &mut plan, &cur.value)?;
+            plan.lb = Some(cur.value.loadbalancer_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
     // ---- members -------------------------------------------------------------------
 
     pub async fn create_member(

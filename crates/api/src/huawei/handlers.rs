@@ -628,8 +628,25 @@ async fn update_listener(api: Api, s: HState, call: Call) -> HResult {
     render_listener(api, &s, &call, &id, StatusCode::OK)
 }
 
+/// Huawei's order: a listener goes only once no pool is bound to it (delete the pool, or
+/// set `default_pool_id` to null, first), unless v2's `cascade=true` takes the bindings
+/// along.
 async fn delete_listener(api: Api, s: HState, call: Call) -> HResult {
     let id = ListenerId(call.param("listener_id")?);
+    let cascade = call
+        .query
+        .iter()
+        .any(|(k, v)| k == "cascade" && v.eq_ignore_ascii_case("true"));
+    if !cascade {
+        let cfg = s.app.control.view();
+        if let Some(l) = cfg.listeners.get(&id)
+            && let Some((field, pool)) = l.value.spec.pool_refs().next()
+        {
+            return Err(HuaweiError::conflict(format!(
+                "listener {id} still has pool {pool} bound ({field}); delete the pool or set default_pool_id to null first"
+            )));
+        }
+    }
     let outcome = s.app.control.delete_listener(&ctx(&call), &id).await?;
     settle(api, &s, &outcome).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -851,7 +868,7 @@ async fn delete_pool(api: Api, s: HState, call: Call) -> HResult {
     let outcome = s
         .app
         .control
-        .delete_pool(&c, &id)
+        .delete_pool_unbinding(&c, &id)
         .await
         .map_err(|e| match e {
             ControlError::PreconditionFailed { .. } => HuaweiError::conflict(format!(
@@ -868,7 +885,7 @@ async fn delete_pool_cascade(api: Api, s: HState, call: Call) -> HResult {
     let outcome = s
         .app
         .control
-        .delete_pool(&ctx(&call), &id)
+        .delete_pool_unbinding(&ctx(&call), &id)
         .await
         .map_err(|e| HuaweiError::from(e).renamed(POOL_RENAMES))?;
     settle(api, &s, &outcome).await;
