@@ -603,27 +603,13 @@ impl ControlPlane {
 
     /// Deletes a pool with its members and health monitor. Refused while a listener
     /// routes to it, or while member deletion protection holds members in it.
+    /// Deletes a pool no listener uses (one that a listener uses is a conflict).
     pub async fn delete_pool(
         &self,
         ctx: &RequestContext,
         id: &PoolId,
     ) -> Result<Outcome, ControlError> {
-        self.mutate(ctx, &("DeletePool", id), |cfg, _now| {
-            let cur = pool_of(cfg, id)?;
-            lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
-            if let Some(l) = cfg.listeners_using(id).next() {
-                return Err(ControlError::Conflict(format!(
-                    "pool {id} is in use by listener {}",
-                    l.value.id
-                )));
-            }
-            let mut plan = Plan::new("DeletePool");
-            plan.target_revision = Some(cur.mod_revision);
-            plan_pool_removal(cfg, &mut plan, &cur.value)?;
-            plan.lb = Some(cur.value.loadbalancer_id.clone());
-            Ok(plan)
-        })
-        .await
+        self.delete_pool_with(ctx, id, false).await
     }
 
     /// Deletes a pool and, in the same transaction, unbinds it from the listeners that use
@@ -634,12 +620,27 @@ impl ControlPlane {
         ctx: &RequestContext,
         id: &PoolId,
     ) -> Result<Outcome, ControlError> {
+        self.delete_pool_with(ctx, id, true).await
+    }
+
+    async fn delete_pool_with(
+        &self,
+        ctx: &RequestContext,
+        id: &PoolId,
+        unbind: bool,
+    ) -> Result<Outcome, ControlError> {
         self.mutate(ctx, &("DeletePool", id), |cfg, now| {
             let cur = pool_of(cfg, id)?;
             lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
             let mut plan = Plan::new("DeletePool");
             plan.target_revision = Some(cur.mod_revision);
             for l in cfg.listeners_using(id) {
+                if !unbind {
+                    return Err(ControlError::Conflict(format!(
+                        "pool {id} is in use by listener {}",
+                        l.value.id
+                    )));
+                }
                 let mut unbound = l.value.clone();
                 if unbound.spec.default_pool_id.as_ref() == Some(id) {
                     unbound.spec.default_pool_id = None;
