@@ -667,10 +667,10 @@ async fn serve_until_stopped(
         let wait = async move { stopped.notified().await };
         let served = serve_api(listener, app.clone(), limits.clone(), stats.clone(), wait);
         let ((), why) = tokio::join!(served, stop);
-        let Stop::Takeover(mut stream) = why else {
+        let Stop::Takeover(stream) = why else {
             return Ok(());
         };
-        if hand_over(&mut stream, &api_socket, &control, &data_plane).await {
+        if hand_over(stream, &api_socket, &control, &data_plane).await {
             tracing::info!("the new fulcrum serves: finishing the connections left, then stopping");
             return Ok(());
         }
@@ -704,7 +704,7 @@ async fn serve_api(
 /// Hands this process's sockets, members' state and store to the process on `stream`;
 /// true once it serves (this one should stop), false if it failed or went away.
 async fn hand_over(
-    stream: &mut std::os::unix::net::UnixStream,
+    mut stream: std::os::unix::net::UnixStream,
     api_socket: &std::net::TcpListener,
     control: &Arc<ControlPlane>,
     data_plane: &Arc<fulcrum_proxy::DataPlane>,
@@ -723,9 +723,6 @@ async fn hand_over(
             tracing::warn!(error = %e, "cannot copy the sockets: no takeover");
             return false;
         }
-    };
-    let Ok(mut stream) = stream.try_clone() else {
-        return false;
     };
     let outcome = tokio::task::spawn_blocking(move || {
         crate::handover::offer(&mut stream, &offer)?;
