@@ -23,39 +23,73 @@ pub struct ListOpts {
 #[derive(Subcommand)]
 pub enum ResourceCommand {
     /// Load balancers.
-    #[command(alias = "lb")]
+    #[command(
+        alias = "lb",
+        after_help = "Examples:\n  \
+          fulcrum lb create --name web --vip 127.0.0.1\n  \
+          fulcrum lb list -o wide\n  \
+          fulcrum lb delete web --cascade --wait"
+    )]
     Loadbalancer {
         #[command(subcommand)]
         cmd: LbCmd,
     },
     /// Listeners: ports the data plane binds.
+    #[command(after_help = "Examples:\n  \
+        fulcrum listener create web --protocol HTTP --port 8080 --default-pool app --name http\n  \
+        fulcrum listener update web/http --set default_pool_id=$(fulcrum pool get web/api -o id)\n  \
+        fulcrum listener list")]
     Listener {
         #[command(subcommand)]
         cmd: ListenerCmd,
     },
     /// Pools of members.
+    #[command(after_help = "Examples:\n  \
+        fulcrum pool create web --protocol HTTP --name app --algorithm LEAST_CONNECTIONS\n  \
+        fulcrum pool update app --set slow_start.enable=true --set slow_start.duration=30\n  \
+        fulcrum pool get web/app -o yaml")]
     Pool {
         #[command(subcommand)]
         cmd: PoolCmd,
     },
     /// Members (backend servers) of a pool.
+    #[command(after_help = "Examples:\n  \
+        fulcrum member create app --address 10.0.0.5 --port 8080 --weight 2\n  \
+        fulcrum member update app 10.0.0.5:8080 --drain --wait\n  \
+        fulcrum member batch app --action replace -f members.yaml\n  \
+        fulcrum member list app")]
     Member {
         #[command(subcommand)]
         cmd: MemberCmd,
     },
     /// Health monitors.
-    #[command(name = "healthmonitor", alias = "monitor")]
+    #[command(
+        name = "healthmonitor",
+        alias = "monitor",
+        after_help = "Examples:\n  \
+          fulcrum healthmonitor create app --type HTTP --url-path /health\n  \
+          fulcrum healthmonitor list"
+    )]
     HealthMonitor {
         #[command(subcommand)]
         cmd: MonitorCmd,
     },
     /// Subnets members' addresses must lie in.
+    #[command(after_help = "Examples:\n  \
+        fulcrum subnet create --name backends --cidr 10.0.0.0/24 --vpc-id vpc-1\n  \
+        fulcrum subnet list")]
     Subnet {
         #[command(subcommand)]
         cmd: SubnetCmd,
     },
     /// Work requests: where each change stands.
-    #[command(name = "work-request", alias = "wr")]
+    #[command(
+        name = "work-request",
+        alias = "wr",
+        after_help = "Examples:\n  \
+          fulcrum work-request list --lb web --limit 5\n  \
+          fulcrum work-request wait WORK_REQUEST_ID --timeout 30"
+    )]
     WorkRequest {
         #[command(subcommand)]
         cmd: WorkRequestCmd,
@@ -131,6 +165,7 @@ pub enum ListenerCmd {
     List {
         #[command(flatten)]
         show: ListOpts,
+        /// Only this load balancer's (its id or name).
         #[arg(long)]
         lb: Option<String>,
     },
@@ -180,6 +215,7 @@ pub enum PoolCmd {
     List {
         #[command(flatten)]
         show: ListOpts,
+        /// Only this load balancer's (its id or name).
         #[arg(long)]
         lb: Option<String>,
     },
@@ -306,6 +342,7 @@ pub enum MemberCmd {
         /// A list of members (JSON, YAML or TOML under `members`); for delete, their ids.
         #[arg(short = 'f', long)]
         file: PathBuf,
+        /// Wait until the data plane serves the change.
         #[arg(long)]
         wait: bool,
     },
@@ -317,6 +354,7 @@ pub enum MonitorCmd {
     List {
         #[command(flatten)]
         show: ListOpts,
+        /// Only this pool's (its id or name).
         #[arg(long)]
         pool: Option<String>,
     },
@@ -369,10 +407,13 @@ pub enum SubnetCmd {
     },
     /// Create one (`--wait`: until the data plane serves it).
     Create {
+        /// The address range, e.g. 10.0.0.0/24 (no host bits set).
         #[arg(long)]
         cidr: String,
+        /// The VPC (network) it belongs to: any label up to 36 characters.
         #[arg(long)]
         vpc_id: String,
+        /// A name, unique among subnets, usable wherever a subnet id is.
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
@@ -398,6 +439,7 @@ pub enum WorkRequestCmd {
     List {
         #[command(flatten)]
         show: ListOpts,
+        /// Only this load balancer's (its id or name).
         #[arg(long)]
         lb: Option<String>,
     },

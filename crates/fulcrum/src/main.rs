@@ -72,6 +72,11 @@ impl ClientOpts {
 #[derive(Subcommand)]
 enum Command {
     /// Run fulcrum: embedded store, control plane and API.
+    #[command(after_help = "Examples:\n  \
+        fulcrum serve                                  # API on 127.0.0.1:9000\n  \
+        fulcrum serve --demo                           # three local backends behind :8080\n  \
+        fulcrum serve --config /etc/fulcrum/fulcrum.toml --apply stack.yaml\n  \
+        fulcrum serve --store etcd://10.0.0.1:2379,10.0.0.2:2379 --node-id edge-1")]
     Serve {
         /// Configuration file (TOML).
         #[arg(long)]
@@ -110,6 +115,10 @@ enum Command {
         log_format: Option<serve::LogFormat>,
     },
     /// Make the configuration match a declarative file (YAML, TOML or JSON). Idempotent.
+    #[command(after_help = "Examples:\n  \
+        fulcrum validate -f stack.yaml     # check the file, no server needed\n  \
+        fulcrum apply -f stack.yaml --dry-run\n  \
+        fulcrum apply -f stack.yaml --prune")]
     Apply {
         /// The file: load balancers with their pools, members, monitors and listeners, and
         /// subnets, by name.
@@ -146,6 +155,9 @@ enum Command {
     },
     /// Every load balancer on one screen: listeners (bound, or why not), pools, members
     /// (state, health, weight, requests/s, errors), the last work requests.
+    #[command(after_help = "Examples:\n  \
+        fulcrum status\n  \
+        fulcrum status --watch --every 1")]
     Status {
         /// Redraw every `--every` seconds until Ctrl-C.
         #[arg(long)]
@@ -344,5 +356,71 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Resource(cmd) => commands::run(cmd, cli.client).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// The examples in `--help` lines: every `fulcrum …` line of an `Examples:` block.
+    fn examples(cmd: &clap::Command, out: &mut Vec<String>) {
+        if let Some(help) = cmd.get_after_help() {
+            let text = help.to_string();
+            for line in text.lines().skip_while(|l| !l.starts_with("Examples:")) {
+                if let Some(example) = line.trim().strip_prefix("fulcrum ") {
+                    out.push(example.to_owned());
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            examples(sub, out);
+        }
+    }
+
+    #[test]
+    fn every_help_example_parses() {
+        let mut found = Vec::new();
+        examples(&Cli::command(), &mut found);
+        assert!(found.len() >= 20, "examples in --help: {found:?}");
+        for example in found {
+            // A trailing comment is for the reader; `$(…)` stands for an id.
+            let mut args = example.split(" #").next().unwrap_or_default().to_owned();
+            while let Some(start) = args.find("$(") {
+                let end = args[start..]
+                    .find(')')
+                    .map_or(args.len(), |e| start + e + 1);
+                args.replace_range(start..end, "SOME_ID");
+            }
+            let argv = std::iter::once("fulcrum").chain(args.split_whitespace());
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("`fulcrum {example}` from --help does not parse: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn command_groups_show_examples() {
+        let mut cmd = Cli::command();
+        for group in [
+            "serve",
+            "apply",
+            "status",
+            "loadbalancer",
+            "listener",
+            "pool",
+            "member",
+            "healthmonitor",
+            "subnet",
+            "work-request",
+        ] {
+            let sub = cmd
+                .find_subcommand_mut(group)
+                .unwrap_or_else(|| panic!("no {group} command"));
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("Examples:"), "{group} --help: {help}");
+        }
     }
 }
