@@ -50,6 +50,12 @@ impl Stats {
         );
     }
 
+    /// Nothing counted yet: no answer, no failed attempt.
+    pub(crate) fn is_idle(&self) -> bool {
+        let zero = |a: &AtomicU64| a.load(Ordering::Relaxed) == 0;
+        self.by_class.iter().all(zero) && self.errors.iter().all(zero)
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -134,22 +134,32 @@ impl Kept {
 pub(crate) struct Sampler {
     /// Looks taken so far.
     looks: u64,
+    last_look: Option<Instant>,
     listeners: HashMap<fulcrum_model::ListenerId, Kept>,
     pools: HashMap<fulcrum_model::PoolId, Kept>,
     members: HashMap<fulcrum_model::MemberId, Kept>,
 }
 
-/// Updated in place: an id is cloned only when it is new.
+/// Updated in place: an id is cloned only when it is new. Nothing is kept for what has
+/// had no traffic yet (its figures are zeros, read as such): a fleet of idle members costs
+/// no copies. Once something has traffic, its first copy is zeros as of `previous_look`,
+/// when it still had none, so its first window counts every request.
 fn keep<'a, K: Eq + Hash + Clone + 'a>(
     kept: &mut HashMap<K, Kept>,
     live: impl Iterator<Item = (&'a K, &'a Stats)>,
     at: Instant,
+    previous_look: Instant,
     look: u64,
 ) {
     for (id, stats) in live {
         let k = match kept.get_mut(id) {
             Some(k) => k,
-            None => kept.entry(id.clone()).or_default(),
+            None if stats.is_idle() => continue,
+            None => kept.entry(id.clone()).or_insert(Kept {
+                older: None,
+                newer: Some((previous_look, Sample::default())),
+                seen: look,
+            }),
         };
         k.seen = look;
         k.offer(at, || Sample::of(stats));
@@ -163,16 +173,22 @@ impl Sampler {
     pub(crate) fn sample(&mut self, snap: &Snapshot, at: Instant) {
         self.looks += 1;
         let look = self.looks;
+        let previous = self
+            .last_look
+            .replace(at)
+            .unwrap_or_else(|| at.checked_sub(LOOK_EVERY).unwrap_or(at));
         keep(
             &mut self.listeners,
             snap.listeners.values().map(|l| (&l.id, l.stats.as_ref())),
             at,
+            previous,
             look,
         );
         keep(
             &mut self.pools,
             snap.pools.values().map(|p| (&p.id, p.stats.as_ref())),
             at,
+            previous,
             look,
         );
         keep(
@@ -181,6 +197,7 @@ impl Sampler {
                 .values()
                 .flat_map(|p| p.members.iter().map(|m| (&m.id, &m.state.stats))),
             at,
+            previous,
             look,
         );
     }
@@ -195,8 +212,8 @@ impl Sampler {
                     window = window.max(span);
                     (span.as_secs_f64(), *base)
                 }
-                // New since the last look (at most `LOOK_EVERY` ago), with counters
-                // that started at zero.
+                // No traffic at the last look (or new since; at most `LOOK_EVERY`
+                // ago): counters that were zero then.
                 None => (LOOK_EVERY.as_secs_f64(), Sample::default()),
             };
             live.figures_since(&base, secs, with_latency)
@@ -306,6 +323,33 @@ mod tests {
         assert!((f.error_rate - 0.1).abs() < 1e-9, "{f:?}");
         let p50 = f.p50_ms.unwrap_or_default();
         assert!(p50 > 0.5 && p50 <= 1.0, "{f:?}");
+    }
+
+    #[test]
+    fn idle_things_keep_no_copies_and_busy_ones_count_from_zero() {
+        let idle = Stats::default();
+        let busy = Stats::default();
+        let mut kept = HashMap::new();
+        let t0 = Instant::now();
+        let ids = ["idle".to_owned(), "busy".to_owned()];
+        let live = |kept: &mut HashMap<String, Kept>, at, previous, look| {
+            keep(kept, ids.iter().zip([&idle, &busy]), at, previous, look);
+        };
+        live(&mut kept, t0, t0, 1);
+        assert!(kept.is_empty(), "nothing kept for what had no traffic");
+
+        for _ in 0..30 {
+            busy.record(200, Duration::from_millis(1));
+        }
+        let t1 = t0 + LOOK_EVERY;
+        live(&mut kept, t1, t0, 2);
+        assert!(!kept.contains_key("idle"));
+        // Its base is zeros as of the look before: all 30 requests fall in the window.
+        let (at, base) = *kept["busy"].oldest().unwrap();
+        assert_eq!((at, base), (t0, Sample::default()));
+        let f = Sample::of(&busy).figures_since(&base, 1.0, false);
+        assert_eq!(f.requests_total, 30);
+        assert!((f.requests_per_second - 30.0).abs() < 1e-9, "{f:?}");
     }
 
     #[test]
