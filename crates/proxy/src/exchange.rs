@@ -237,7 +237,7 @@ impl ConnInfo {
 /// timeout): count it, tell the breaker and outlier detection.
 pub(crate) fn failed(pool: &PoolRt, idx: usize, kind: ErrorKind) {
     let member = &pool.members[idx];
-    member.state.stats.error(kind);
+    member.state.stats().error(kind);
     let outcome = match kind {
         ErrorKind::Connect | ErrorKind::Reset => Outcome::ConnectionFailure,
         ErrorKind::Timeout => Outcome::Timeout,
@@ -284,7 +284,7 @@ pub(crate) fn answered<'a>(
 ) {
     let member = &pool.members[idx];
     member.state.answer_began(sent_at + elapsed);
-    member.state.stats.record(status, elapsed);
+    member.state.stats().record(status, elapsed);
     pool.stats.count_status(status);
     if let Some(policy) = outlier_policy(pool, member) {
         let (fives, gateway) = member.state.answered(status);

@@ -320,7 +320,7 @@ impl prometheus_client::collector::Collector for Collector {
         }
         let rows: Vec<_> = member_rows
             .iter()
-            .flat_map(|(l, s)| by_class(l, &s.stats))
+            .flat_map(|(l, s)| by_class(l, s.stats_or_zero()))
             .collect();
         counter(
             &mut encoder,
@@ -331,11 +331,14 @@ impl prometheus_client::collector::Collector for Collector {
         let rows: Vec<_> = member_rows
             .iter()
             .flat_map(|(l, s)| {
-                ERROR_KINDS.iter().zip(&s.stats.errors).map(move |(k, n)| {
-                    let mut l = l.clone();
-                    l.push(("kind", (*k).to_owned()));
-                    (l, n.load(Ordering::Relaxed))
-                })
+                ERROR_KINDS
+                    .iter()
+                    .zip(&s.stats_or_zero().errors)
+                    .map(move |(k, n)| {
+                        let mut l = l.clone();
+                        l.push(("kind", (*k).to_owned()));
+                        (l, n.load(Ordering::Relaxed))
+                    })
             })
             .collect();
         counter(
@@ -346,7 +349,7 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         let hist: Vec<_> = member_rows
             .iter()
-            .map(|(l, s)| (l.clone(), &s.stats))
+            .map(|(l, s)| (l.clone(), s.stats_or_zero()))
             .collect();
         histogram(
             &mut encoder,

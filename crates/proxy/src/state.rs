@@ -49,7 +49,8 @@ pub struct MemberState {
     warm_since_ms: AtomicU64,
     /// Idle HTTP/1.1 connections, per worker.
     pub(crate) idle: IdlePool,
-    pub(crate) stats: crate::stats::Stats,
+    /// Made on the member's first request: a fleet of idle members costs none.
+    stats: std::sync::OnceLock<Box<crate::stats::Stats>>,
     /// Times passive health took it out, and its breaker tripped.
     pub(crate) ejections: AtomicU64,
     pub(crate) breaker_trips: AtomicU64,
@@ -73,6 +74,17 @@ pub struct MemberCarry {
 }
 
 impl MemberState {
+    /// The member's request counters, made on first use (one allocation in its life).
+    pub(crate) fn stats(&self) -> &crate::stats::Stats {
+        self.stats.get_or_init(Box::default)
+    }
+
+    /// Its request counters, or zeros while it has had no request: for readers, which
+    /// must not make counters for idle members.
+    pub(crate) fn stats_or_zero(&self) -> &crate::stats::Stats {
+        self.stats.get().map_or(&crate::stats::ZERO, |s| s)
+    }
+
     fn carry(&self, id: &MemberId) -> MemberCarry {
         let now = now_ms();
         let left = |until: u64| {
@@ -124,7 +136,7 @@ impl MemberState {
             breaker_until_ms: AtomicU64::new(0),
             warm_since_ms: AtomicU64::new(0),
             idle: IdlePool::new(workers),
-            stats: crate::stats::Stats::default(),
+            stats: std::sync::OnceLock::new(),
             ejections: AtomicU64::new(0),
             breaker_trips: AtomicU64::new(0),
             checks_passed: AtomicU64::new(0),

@@ -21,6 +21,15 @@ pub enum ErrorKind {
 }
 pub(crate) const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "reset"];
 
+/// Counters at zero, read for what has counted nothing; never written.
+pub(crate) static ZERO: Stats = Stats {
+    by_class: [const { AtomicU64::new(0) }; 5],
+    errors: [const { AtomicU64::new(0) }; 3],
+    buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
+    count: AtomicU64::new(0),
+    sum_micros: AtomicU64::new(0),
+};
+
 #[derive(Debug, Default)]
 pub struct Stats {
     pub(crate) by_class: [AtomicU64; 5],

@@ -58,7 +58,7 @@ impl Sweeper {
             self.intervals.clear();
             for member in &pool.members {
                 member.state.forgive();
-                let (requests, failures) = totals(&member.state.stats);
+                let (requests, failures) = totals(member.state.stats_or_zero());
                 let (was_requests, was_failures) = self
                     .members
                     .insert(member.id.clone(), (requests, failures))

@@ -195,7 +195,7 @@ impl Sampler {
             &mut self.members,
             snap.pools
                 .values()
-                .flat_map(|p| p.members.iter().map(|m| (&m.id, &m.state.stats))),
+                .flat_map(|p| p.members.iter().map(|m| (&m.id, m.state.stats_or_zero()))),
             at,
             previous,
             look,
@@ -235,7 +235,7 @@ impl Sampler {
                 figures(self.pools.get(&p.id), Sample::of(&p.stats), false),
             ));
             for m in &p.members {
-                let live = Sample::of(&m.state.stats);
+                let live = Sample::of(m.state.stats_or_zero());
                 let f = figures(self.members.get(&m.id), live, true);
                 members.push(member(m.id.clone(), p.id.clone(), f, &live, &m.state));
             }
