@@ -25,10 +25,26 @@ struct Node {
     role: &'static str,
     address: String,
     endpoints: String,
+    /// `[store] session_ttl_secs` (None: the default).
+    session_ttl_secs: Option<u64>,
 }
+
+/// A Huawei `X-Auth-Token` every node accepts, for the dialects' own refusals.
+const HUAWEI_TOKEN: &str = "fleet-huawei-token-0123456789";
+const HUAWEI_PROJECT: &str = "0123456789abcdef0123456789abcdef";
 
 impl Node {
     fn start(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
+        Node::start_with_ttl(id, role, address, endpoints, None)
+    }
+
+    fn start_with_ttl(
+        id: &str,
+        role: &'static str,
+        address: &str,
+        endpoints: &str,
+        session_ttl_secs: Option<u64>,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut node = Node {
             server: None,
@@ -37,6 +53,7 @@ impl Node {
             role,
             address: address.into(),
             endpoints: endpoints.into(),
+            session_ttl_secs,
         };
         node.restart();
         node
@@ -50,8 +67,12 @@ impl Node {
             &config,
             format!(
                 "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n\
-                 [proxy]\nbind_address = \"{}\"\n",
-                self.address
+                 [proxy]\nbind_address = \"{}\"\n{}\
+                 [[huawei.tokens]]\nname = \"fleet\"\ntoken = \"{HUAWEI_TOKEN}\"\n",
+                self.address,
+                self.session_ttl_secs
+                    .map(|s| format!("[store]\nsession_ttl_secs = {s}\n"))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();
@@ -583,15 +604,20 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
 
 /// A node that stops answering (SIGSTOP: its session is not renewed, its data plane applies
 /// nothing) holds work requests back, which say "served by 2 of 3 nodes", until its session
-/// expires; then they succeed without it. Woken, it comes back into the fleet.
+/// expires; then they succeed without it. Meanwhile a cloud dialect that takes one change at
+/// a time per load balancer (Huawei) refuses the next one as not ACTIVE (409 ELB.8906).
+/// Woken, the node comes back into the fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
     require_etcd();
     let etcd = EtcdCluster::start(1).await;
     let endpoints = store_url(&etcd);
-    let a = Node::start("node-a", "all", "127.0.0.5", &endpoints);
-    let _b = Node::start("node-b", "data-plane", "127.0.0.6", &endpoints);
-    let c = Node::start("node-c", "data-plane", "127.0.0.7", &endpoints);
+    // Sessions of 10 s: a held-back change stays held back well past the 2 s a dialect
+    // waits before answering "not ACTIVE".
+    let ttl = Some(10);
+    let a = Node::start_with_ttl("node-a", "all", "127.0.0.5", &endpoints, ttl);
+    let _b = Node::start_with_ttl("node-b", "data-plane", "127.0.0.6", &endpoints, ttl);
+    let c = Node::start_with_ttl("node-c", "data-plane", "127.0.0.7", &endpoints, ttl);
     let api = a.api().unpooled();
     let live = || async {
         api.ok("GET", "/v1/nodes", None).await.body["items"]
@@ -635,6 +661,29 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
         )
         .await;
     let id = r.header("x-work-request-id").unwrap();
+    let huawei = api.anonymous();
+    let refused = huawei
+        .raw(
+            "PUT",
+            &format!("/v3/{HUAWEI_PROJECT}/elb/pools/{pool}"),
+            Some(&json!({"pool": {"description": "from Huawei"}}).to_string()),
+            &[("x-auth-token", HUAWEI_TOKEN)],
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["error_code"].as_str()),
+        (409, Some("ELB.8906")),
+        "a Huawei change while the last one is held back: {}",
+        refused.body
+    );
+    let pending = api
+        .ok("GET", &format!("/v1/work-requests/{id}"), None)
+        .await
+        .body;
+    assert_ne!(
+        pending["status"], "SUCCEEDED",
+        "the refusal came while the change was held back: {pending}"
+    );
     let mut held_back = None;
     let deadline = Instant::now() + Duration::from_secs(30);
     let done = loop {
