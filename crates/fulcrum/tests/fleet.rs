@@ -83,7 +83,7 @@ impl Node {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    common::http_builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
