@@ -548,15 +548,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir.display()
         );
         let listener = tokio::net::TcpListener::from_std(api_socket)?;
-        serve_api(
-            listener,
+        let api = ApiServer {
             app,
             limits,
             tls,
-            connection_stats,
-            shutdown_signal(),
-        )
-        .await;
+            stats: connection_stats,
+        };
+        serve_api(listener, &api, shutdown_signal()).await;
         data_plane.shutdown(SHUTDOWN_GRACE).await;
         return Ok(());
     }
@@ -599,12 +597,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Under systemd (`Type=notify`): ready, and this process is now the service's main one
     // (after a takeover, in place of the process it took over from).
     sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
-    let server = tokio::spawn(serve_until_stopped(
-        api_socket,
+    let api = ApiServer {
         app,
         limits,
         tls,
-        connection_stats,
+        stats: connection_stats,
+    };
+    let server = tokio::spawn(serve_until_stopped(
+        api_socket,
+        api,
         control.clone(),
         data_plane.clone(),
         takeovers,
@@ -757,10 +758,7 @@ enum Stop {
 /// way out). A takeover that fails gives the store back and serves on.
 async fn serve_until_stopped(
     api_socket: std::net::TcpListener,
-    app: axum::Router,
-    limits: fulcrum_api::ServerLimits,
-    tls: Option<Arc<ApiTls>>,
-    stats: fulcrum_api::ConnectionStats,
+    api: ApiServer,
     control: Arc<ControlPlane>,
     data_plane: Arc<fulcrum_proxy::DataPlane>,
     takeovers: Option<std::os::unix::net::UnixListener>,
@@ -796,14 +794,7 @@ async fn serve_until_stopped(
             }
         };
         let wait = async move { stopped.notified().await };
-        let served = serve_api(
-            listener,
-            app.clone(),
-            limits.clone(),
-            tls.clone(),
-            stats.clone(),
-            wait,
-        );
+        let served = serve_api(listener, &api, wait);
         let ((), why) = tokio::join!(served, stop);
         let Stop::Takeover(stream) = why else {
             return Ok(());
@@ -826,18 +817,31 @@ async fn serve_until_stopped(
     }
 }
 
-/// The API on `listener` until `stop` resolves; in-flight requests finish first.
-async fn serve_api(
-    listener: tokio::net::TcpListener,
+/// What the API is served with, on whichever socket it has.
+struct ApiServer {
     app: axum::Router,
     limits: fulcrum_api::ServerLimits,
     tls: Option<Arc<ApiTls>>,
     stats: fulcrum_api::ConnectionStats,
+}
+
+/// The API on `listener` until `stop` resolves; in-flight requests finish first.
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    api: &ApiServer,
     stop: impl std::future::Future<Output = ()>,
 ) {
     // Connection limits and deadlines, and the caller's address on every request (failed
     // authentication is summarised and throttled per source).
-    fulcrum_api::serve(listener, app, limits, tls, stats, stop).await;
+    fulcrum_api::serve(
+        listener,
+        api.app.clone(),
+        api.limits.clone(),
+        api.tls.clone(),
+        api.stats.clone(),
+        stop,
+    )
+    .await;
 }
 
 /// Hands this process's sockets, members' state and store to the process on `stream`;
