@@ -134,6 +134,10 @@ impl ConnectionStats {
     }
 }
 
+/// On a request that came over TLS: links the API builds back to itself say https.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServedOverTls;
+
 /// Why reading a request body failed: it had not arrived within the body deadline.
 #[derive(Debug)]
 pub(crate) struct BodyTimedOut;
@@ -464,6 +468,7 @@ async fn serve_http<S>(
         let app = shared.app.clone();
         let state = state.clone();
         let certificate = certificate.clone();
+        let over_tls = shared.tls.is_some();
         let body_timeout = limits.body_timeout;
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let busy = Busy::start(state.clone());
@@ -476,6 +481,9 @@ async fn serve_http<S>(
                 })
             });
             req.extensions_mut().insert(ConnectInfo(peer));
+            if over_tls {
+                req.extensions_mut().insert(ServedOverTls);
+            }
             if let Some(c) = &certificate {
                 req.extensions_mut().insert(c.clone());
             }
