@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -123,17 +124,49 @@ class Backend:
             self.hits = 0
 
 
+def make_test_ca(directory):
+    """A CA and a server certificate for 127.0.0.1 and localhost, made with the openssl
+    command in `directory`; returns the paths (ca.pem, api.crt, api.key)."""
+    ca, ca_key = os.path.join(directory, "ca.pem"), os.path.join(directory, "ca.key")
+    crt, key = os.path.join(directory, "api.crt"), os.path.join(directory, "api.key")
+    csr, ext = os.path.join(directory, "api.csr"), os.path.join(directory, "api.ext")
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2",
+            "-subj", "/CN=fulcrum SDK test CA")
+    openssl("req", "-new", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    with open(ext, "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+                "extendedKeyUsage = serverAuth\n"
+                "basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+            "-out", crt, "-days", "2", "-extfile", ext)
+    return ca, crt, key
+
+
 class Fulcrum:
     """A running `fulcrum serve` with its own data directory and API port.
 
     `config` is extra fulcrum.toml text appended after the [api] section (for example
-    an `[oci]` section with keys). The native API token is `TOKEN`.
+    an `[oci]` section with keys). The native API token is `TOKEN`. With `tls`, the API
+    speaks only https, with a certificate from a test CA whose certificate is `ca_file`
+    (`api_url` is then https://127.0.0.1:port).
     """
 
-    def __init__(self, config=""):
+    def __init__(self, config="", tls=False):
         self.dir = tempfile.mkdtemp(prefix="fulcrum-sdk-")
         self.api_port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.ca_file = None
+        self.ssl_context = None
+        tls_config = ""
+        if tls:
+            self.ca_file, crt, key = make_test_ca(self.dir)
+            self.ssl_context = ssl.create_default_context(cafile=self.ca_file)
+            tls_config = f'tls_cert = "{crt}"\ntls_key = "{key}"\n'
+        scheme = "https" if tls else "http"
+        self.api_url = f"{scheme}://127.0.0.1:{self.api_port}"
         path = os.path.join(self.dir, "fulcrum.toml")
         with open(path, "w") as f:
             f.write(
@@ -142,6 +175,7 @@ class Fulcrum:
                 f'listen = "127.0.0.1:{self.api_port}"\n'
                 f"rate_per_second = 10000.0\nrate_burst = 10000\n"
                 f'tokens = [{{ name = "sdk", token = "{TOKEN}" }}]\n'
+                f"{tls_config}"
                 f"{config}\n"
             )
         binary = os.environ.get("FULCRUM_BIN") or os.path.join(
@@ -157,7 +191,8 @@ class Fulcrum:
         deadline = time.time() + 30
         while True:
             try:
-                with urllib.request.urlopen(self.api_url + "/v1/health", timeout=1) as r:
+                with urllib.request.urlopen(self.api_url + "/v1/health", timeout=1,
+                                            context=self.ssl_context) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -175,7 +210,7 @@ class Fulcrum:
         if data is not None:
             req.add_header("content-type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as r:
                 text = r.read()
                 return r.status, json.loads(text) if text else None
         except urllib.error.HTTPError as e:

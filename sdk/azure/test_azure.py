@@ -1,7 +1,10 @@
 """Drives fulcrum's Azure API Management dialect with the unmodified azure-mgmt-apimanagement SDK.
 
 Two Single backends on real local servers and a Pool backend over them; a fulcrum listener
-bound to the Pool backend's pool; every backend setting checked on real traffic.
+bound to the Pool backend's pool; every backend setting checked on real traffic. The API
+speaks https with a certificate from a test CA, and the SDK keeps every default: its
+bearer-token policy (https only) and certificate verification, told of the test CA through
+`connection_verify` or `REQUESTS_CA_BUNDLE`. One step shows what plain http needs instead.
 """
 
 import base64
@@ -9,6 +12,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import sys
 import time
 from datetime import timedelta
@@ -19,6 +23,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.rest import HttpRequest
@@ -57,7 +62,8 @@ class StaticToken:
 
 
 class StaticBearer(SansIOHTTPPolicy):
-    """Replaces BearerTokenCredentialPolicy, which refuses plain-http endpoints."""
+    """Replaces BearerTokenCredentialPolicy, which refuses plain-http endpoints (only the
+    plain-http step needs it)."""
 
     def __init__(self, token):
         super().__init__()
@@ -68,9 +74,10 @@ class StaticBearer(SansIOHTTPPolicy):
 
 
 def client(f, token=TOKEN, sub=SUB):
+    """The SDK as it comes (its own bearer-token policy), trusting the test CA."""
     return ApiManagementClient(
-        StaticToken(token), sub, base_url=f.api_url,
-        authentication_policy=StaticBearer(token), retry_total=0,
+        StaticToken(token), sub, base_url=f.api_url, retry_total=0,
+        connection_verify=f.ca_file,
     )
 
 
@@ -105,6 +112,49 @@ class Ctx:
 
 
 steps = Steps("azure-mgmt-apimanagement against fulcrum")
+
+
+@steps.step
+def https_with_the_sdk_defaults(c):
+    check(c.f.api_url.startswith("https://"), c.f.api_url)
+    missing = lambda api: api.backend.get(RG, SVC, "none-yet")
+    # Verification is on: a CA the SDK was not told of is refused.
+    untold = ApiManagementClient(StaticToken(TOKEN), SUB, base_url=c.f.api_url, retry_total=0)
+    try:
+        missing(untold)
+        raise AssertionError("a certificate from an unknown CA was accepted")
+    except ServiceRequestError as e:
+        check("CERTIFICATE_VERIFY_FAILED" in str(e), e)
+    # Told through connection_verify (every other step) or REQUESTS_CA_BUNDLE: the token
+    # reaches fulcrum (a 404, not a 401).
+    expect_error(lambda: missing(c.api), 404, "ResourceNotFound", kind=ResourceNotFoundError)
+    os.environ["REQUESTS_CA_BUNDLE"] = c.f.ca_file
+    try:
+        expect_error(lambda: missing(untold), 404, "ResourceNotFound", kind=ResourceNotFoundError)
+    finally:
+        del os.environ["REQUESTS_CA_BUNDLE"]
+
+
+@steps.step
+def plain_http_needs_the_https_check_turned_off(c):
+    plain = Fulcrum(CONFIG)
+    try:
+        default = ApiManagementClient(StaticToken(TOKEN), SUB, base_url=plain.api_url, retry_total=0)
+        try:
+            default.backend.get(RG, SVC, "one")
+            raise AssertionError("the SDK sent its token over plain http")
+        except ServiceRequestError as e:
+            check("https" in str(e), e)
+        # The documented alternatives: enforce_https=False per call, or a policy that just
+        # sets the header.
+        expect_error(lambda: default.backend.get(RG, SVC, "one", enforce_https=False), 404,
+                     "ResourceNotFound", kind=ResourceNotFoundError)
+        custom = ApiManagementClient(StaticToken(TOKEN), SUB, base_url=plain.api_url,
+                                     authentication_policy=StaticBearer(TOKEN), retry_total=0)
+        expect_error(lambda: custom.backend.get(RG, SVC, "one"), 404, "ResourceNotFound",
+                     kind=ResourceNotFoundError)
+    finally:
+        plain.stop()
 
 
 @steps.step
@@ -177,9 +227,6 @@ def get_head_and_resource_group_case(c):
     except ResourceNotFoundError:
         pass
     expect_error(lambda: c.api.backend.get(RG, SVC, "nope"), 404, "ResourceNotFound", kind=ResourceNotFoundError)
-    # The documented alternative to a custom auth policy: enforce_https=False per call.
-    plain = ApiManagementClient(StaticToken(TOKEN), SUB, base_url=c.f.api_url, retry_total=0)
-    check(plain.backend.get(RG, SVC, "one", enforce_https=False).name == "one", "enforce_https=False")
 
 
 @steps.step
@@ -404,7 +451,7 @@ def delete_backends(c):
 def main():
     c = Ctx()
     c.b1, c.b2 = Backend("b1"), Backend("b2")
-    c.f = Fulcrum(CONFIG)
+    c.f = Fulcrum(CONFIG, tls=True)
     ok = False
     try:
         c.api = client(c.f)

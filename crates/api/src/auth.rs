@@ -1,4 +1,5 @@
-//! Bearer-token authentication for the native API.
+//! Authentication for the native API: bearer tokens, and client certificates verified by
+//! the API's TLS (mTLS) mapped onto the principals the tokens name.
 
 use subtle::ConstantTimeEq;
 
@@ -32,6 +33,47 @@ pub(crate) fn authenticate(tokens: &[ApiToken], presented: &str) -> Option<Princ
         }
     }
     found
+}
+
+/// A client certificate that authenticates as the principal of a token entry (`name`), as
+/// if it had presented that token: matched by its subject's common name or by a DNS name
+/// among its subject alternative names. Only a certificate the TLS handshake verified
+/// against `tls_client_ca` is ever matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertPrincipal {
+    pub name: String,
+    pub matches: CertMatch,
+}
+
+/// Which of a certificate's names a [`ClientCertPrincipal`] matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertMatch {
+    /// The subject's common name, exactly.
+    SubjectCn(String),
+    /// A DNS subject alternative name (ASCII case ignored, as DNS does).
+    DnsName(String),
+}
+
+/// What a verified client certificate names: a request extension on every request of its
+/// connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClientCertificate {
+    pub subject_cns: Vec<String>,
+    pub dns_names: Vec<String>,
+}
+
+/// The principal of the first mapping that `cert` matches.
+pub(crate) fn authenticate_certificate(
+    mappings: &[ClientCertPrincipal],
+    cert: &ClientCertificate,
+) -> Option<Principal> {
+    mappings
+        .iter()
+        .find(|m| match &m.matches {
+            CertMatch::SubjectCn(cn) => cert.subject_cns.iter().any(|c| c == cn),
+            CertMatch::DnsName(name) => cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(name)),
+        })
+        .map(|m| Principal(m.name.clone()))
 }
 
 /// The token in an `Authorization: Bearer …` header value.
@@ -401,6 +443,38 @@ mod tests {
 
     fn ip(n: u32) -> Option<IpAddr> {
         Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)))
+    }
+
+    #[test]
+    fn a_certificate_is_the_principal_of_the_first_mapping_it_matches() {
+        let mappings = [
+            ClientCertPrincipal {
+                name: "ops".into(),
+                matches: CertMatch::SubjectCn("ops.example".into()),
+            },
+            ClientCertPrincipal {
+                name: "deploy".into(),
+                matches: CertMatch::DnsName("deploy.example".into()),
+            },
+        ];
+        let cert = |cns: &[&str], dns: &[&str]| ClientCertificate {
+            subject_cns: cns.iter().map(|s| (*s).to_owned()).collect(),
+            dns_names: dns.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let who = |c: &ClientCertificate| authenticate_certificate(&mappings, c).map(|p| p.0);
+        assert_eq!(who(&cert(&["ops.example"], &[])), Some("ops".into()));
+        assert_eq!(who(&cert(&["OPS.example"], &[])), None, "a CN is exact");
+        assert_eq!(
+            who(&cert(&["x"], &["Deploy.Example"])),
+            Some("deploy".into()),
+            "a DNS name ignores case"
+        );
+        assert_eq!(
+            who(&cert(&["ops.example"], &["deploy.example"])),
+            Some("ops".into()),
+            "the first mapping wins"
+        );
+        assert_eq!(who(&cert(&["deploy.example"], &["ops.example"])), None);
     }
 
     #[test]

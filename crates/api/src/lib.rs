@@ -23,19 +23,21 @@ mod native;
 mod oci;
 mod request;
 mod server;
+mod tls;
 mod ui;
 
 /// `Retry-After` of a 503 (the store is away or cannot write): every dialect sends it, so
 /// clients back off instead of hammering, and SDKs that honour it retry on their own.
 pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
 
-pub use auth::{ApiToken, AuthThrottle};
+pub use auth::{ApiToken, AuthThrottle, CertMatch, ClientCertPrincipal};
 pub use azure::AzureConfig;
 pub use huawei::HuaweiConfig;
 pub use metrics::Metrics;
 pub use native::openapi_document;
 pub use oci::OciConfig;
 pub use server::{ConnectionStats, ServerLimits, raise_fd_limit, serve};
+pub use tls::{ApiTls, ClientAuth, RELOAD_CHECK_INTERVAL, TlsError, TlsFiles};
 
 /// How the API authenticates and throttles callers.
 #[derive(Clone, Debug)]
@@ -43,6 +45,9 @@ pub struct ApiConfig {
     /// Bearer tokens accepted by the native API. Empty: every call but health and the
     /// OpenAPI document answers 401.
     pub tokens: Vec<ApiToken>,
+    /// Client certificates (verified by the API's TLS) that authenticate as a token's
+    /// principal in the native API.
+    pub client_certs: Vec<ClientCertPrincipal>,
     /// Requests per second per caller, after a burst.
     pub rate_per_second: f64,
     pub rate_burst: u32,
@@ -62,6 +67,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             tokens: Vec::new(),
+            client_certs: Vec::new(),
             rate_per_second: 200.0,
             rate_burst: 400,
             oci: OciConfig::default(),
@@ -77,6 +83,7 @@ impl Default for ApiConfig {
 pub(crate) struct AppState {
     pub control: Arc<ControlPlane>,
     pub tokens: Arc<Vec<ApiToken>>,
+    pub client_certs: Arc<Vec<ClientCertPrincipal>>,
     pub limiter: Arc<RateLimiter>,
     /// Failed authentication by source address: each front door asks it whether a caller
     /// is throttled before looking at its credentials.
@@ -102,6 +109,7 @@ pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Me
     let state = AppState {
         control,
         tokens: Arc::new(config.tokens.clone()),
+        client_certs: Arc::new(config.client_certs.clone()),
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
         auth_failures: observe.auth_failures.clone(),
     };
@@ -156,6 +164,7 @@ pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<Metrics>) -> Rou
     let state = AppState {
         control: control.clone(),
         tokens: Arc::new(Vec::new()),
+        client_certs: Arc::new(Vec::new()),
         limiter: Arc::new(RateLimiter::new(0.0, 0)),
         auth_failures: observe.auth_failures.clone(),
     };

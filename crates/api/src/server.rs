@@ -18,6 +18,11 @@
 //!   head; past that, reading it fails ([`BodyTimedOut`]), the front door answers 408 and
 //!   the connection is closed (its body was not read to the end).
 //!
+//! - **TLS** ([`ApiTls`], when `[api]` names a certificate): the handshake is part of the
+//!   first head, so it too must end within the header timeout from being served; every
+//!   other limit applies to the decrypted connection as to a plain one. A client that
+//!   speaks plain HTTP to it is told so (400) and closed.
+//!
 //! hyper's own `header_read_timeout` is not used: it also runs while a kept-alive
 //! connection waits for its next request, which would make the idle timeout the header
 //! timeout. One watchdog per connection keeps all three deadlines instead, from what the
@@ -46,7 +51,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
+
+use crate::auth::ClientCertificate;
+use crate::tls::ApiTls;
 
 /// The API server's limits (`[api]` in `fulcrum.toml`).
 #[derive(Clone, Debug)]
@@ -115,7 +124,7 @@ impl ConnectionStats {
         );
         r.register(
             "fulcrum_api_connections_closed",
-            "API connections closed by the server for a limit: header_timeout, idle_timeout, per_ip_limit",
+            "API connections closed by the server: header_timeout, idle_timeout, per_ip_limit, tls_handshake (failed, or plain HTTP to a TLS API)",
             self.closed.clone(),
         );
     }
@@ -124,6 +133,10 @@ impl ConnectionStats {
         self.closed.get_or_create(&CloseLabels { reason }).inc();
     }
 }
+
+/// On a request that came over TLS: links the API builds back to itself say https.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServedOverTls;
 
 /// Why reading a request body failed: it had not arrived within the body deadline.
 #[derive(Debug)]
@@ -181,11 +194,13 @@ impl ServerLimits {
 
 /// Serves `app` on `listener` within `limits` until `shutdown` completes; then stops
 /// accepting, lets every connection finish its requests (up to `shutdown_grace`) and
-/// returns. Requests carry the caller's address (`ConnectInfo<SocketAddr>`).
+/// returns. With `tls`, every connection is TLS. Requests carry the caller's address
+/// (`ConnectInfo<SocketAddr>`) and, over mTLS, what its verified certificate names.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
+    tls: Option<Arc<ApiTls>>,
     stats: ConnectionStats,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -206,6 +221,7 @@ pub async fn serve(
         app,
         per_ip: PerIp::new(limits.max_connections_per_ip.max(1)),
         limits,
+        tls,
         stats,
         builder,
     });
@@ -316,6 +332,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 struct Shared {
     app: Router,
     limits: ServerLimits,
+    tls: Option<Arc<ApiTls>>,
     stats: ConnectionStats,
     per_ip: Arc<PerIp>,
     builder: auto::Builder<TokioExecutor>,
@@ -360,13 +377,98 @@ async fn connection(
     }
     let _ = stream.set_nodelay(true);
     let state = Arc::new(ConnState::new());
-    let io = TokioIo::new(Watched {
+    let Some(tls) = &shared.tls else {
+        let io = Watched {
+            inner: stream,
+            state: state.clone(),
+        };
+        return serve_http(&shared, io, peer, state, None, stop).await;
+    };
+    // The handshake is part of the first head: it ends within the header timeout too.
+    let handshaken = tokio::select! {
+        r = handshake(tls.config(), stream) => r,
+        () = tokio::time::sleep_until(state.start + limits.header_timeout) => {
+            tracing::debug!(%peer, "API connection closed: no TLS handshake in time");
+            stats.closed("header_timeout");
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    let stream = match handshaken {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "API TLS handshake failed");
+            stats.closed("tls_handshake");
+            return;
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::client_certificate)
+        .map(Arc::new);
+    let io = Watched {
         inner: stream,
         state: state.clone(),
-    });
+    };
+    serve_http(&shared, io, peer, state, certificate, stop).await;
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a client that speaks plain HTTP to a TLS API is told before it is closed.
+const PLAIN_HTTP_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 61\r\nConnection: close\r\n\r\nThis fulcrum API speaks HTTPS only: use https:// to reach it\n";
+
+/// The server side of a TLS handshake. A client whose first byte is not a TLS record
+/// (plain HTTP, most likely) gets a 400 saying so, not a TLS alert it would not read.
+async fn handshake(
+    config: Arc<rustls::ServerConfig>,
+    mut stream: TcpStream,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        stream.write_all(PLAIN_HTTP_REFUSAL).await?;
+        stream.shutdown().await?;
+        // Read what the client sent before closing, so the close is not a reset that
+        // could destroy the answer before the client reads it (bounded: the caller's
+        // header deadline).
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "plain HTTP sent to the TLS API",
+        ));
+    }
+    tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+}
+
+/// One connection's HTTP, from its first request to its close: its deadlines, and a
+/// graceful close when the server stops.
+async fn serve_http<S>(
+    shared: &Shared,
+    io: Watched<S>,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    certificate: Option<Arc<ClientCertificate>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = &shared.stats;
+    let limits = &shared.limits;
+    let io = TokioIo::new(io);
     let service = {
         let app = shared.app.clone();
         let state = state.clone();
+        let certificate = certificate.clone();
+        let over_tls = shared.tls.is_some();
         let body_timeout = limits.body_timeout;
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let busy = Busy::start(state.clone());
@@ -379,6 +481,12 @@ async fn connection(
                 })
             });
             req.extensions_mut().insert(ConnectInfo(peer));
+            if over_tls {
+                req.extensions_mut().insert(ServedOverTls);
+            }
+            if let Some(c) = &certificate {
+                req.extensions_mut().insert(c.clone());
+            }
             let app = app.clone();
             async move {
                 let resp = app.oneshot(req).await;
@@ -545,13 +653,14 @@ impl Drop for Busy {
     }
 }
 
-/// The socket, telling the watchdog when bytes arrive.
-struct Watched {
-    inner: TcpStream,
+/// The connection (a socket, or TLS over it: then the bytes counted are the decrypted
+/// ones), telling the watchdog when bytes arrive.
+struct Watched<S> {
+    inner: S,
     state: Arc<ConnState>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -566,7 +675,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -716,6 +825,16 @@ mod tests {
         assert!(
             per_ip.table.lock().is_empty(),
             "an address with no connection is forgotten"
+        );
+    }
+
+    #[test]
+    fn the_plain_http_refusal_declares_its_length() {
+        let text = std::str::from_utf8(PLAIN_HTTP_REFUSAL).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+            "{text}"
         );
     }
 

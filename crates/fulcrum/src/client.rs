@@ -2,6 +2,7 @@
 
 use anyhow::{Context, anyhow, bail};
 use reqwest::{Method, StatusCode};
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 pub struct Client {
@@ -17,21 +18,48 @@ pub struct Reply {
     pub etag: Option<String>,
 }
 
+/// Which server certificates an https API is trusted with.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// The system's trust store.
+    System,
+    /// Only the CAs in this PEM bundle (`--ca`, `FULCRUM_CA`).
+    CaFile(std::path::PathBuf),
+    /// Any certificate at all (`--insecure`: for testing only).
+    Insecure,
+    /// Exactly this certificate: `serve` calling its own API.
+    Pinned(CertificateDer<'static>),
+}
+
 impl Client {
-    /// `base` is the API's URL; a bare `host:port` means `http://host:port`.
-    pub fn new(base: String, token: String) -> anyhow::Result<Self> {
+    /// `base` is the API's URL; a bare `host:port` means `http://host:port`. An https
+    /// API's certificate is checked as `trust` says.
+    pub fn new(base: String, token: String, trust: &Trust) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/');
         let base = if base.contains("://") {
             base.to_owned()
         } else {
             format!("http://{base}")
         };
+        let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(150));
+        let builder = match trust {
+            Trust::System => builder,
+            Trust::CaFile(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+                let cas = reqwest::Certificate::from_pem_bundle(&pem)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| anyhow!("{}: holds no PEM certificate", path.display()))?;
+                builder.tls_certs_only(cas)
+            }
+            Trust::Insecure => builder.tls_danger_accept_invalid_certs(true),
+            Trust::Pinned(cert) => builder.tls_backend_preconfigured(pinned_tls(cert.clone())?),
+        };
         Ok(Self {
             base,
             token,
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(150))
-                .build()?,
+            http: builder.build()?,
         })
     }
 
@@ -262,4 +290,67 @@ fn api_error(status: StatusCode, body: &Value) -> anyhow::Error {
         .unwrap_or_else(|| body.to_string());
     let code = body.get("code").and_then(Value::as_str).unwrap_or("error");
     anyhow!("{message} ({code}, HTTP {})", status.as_u16())
+}
+
+/// A TLS client config that accepts exactly `cert` (any name): how `serve` reaches its own
+/// API (for `--apply` and the demo) whatever names its certificate carries.
+fn pinned_tls(cert: CertificateDer<'static>) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = std::sync::Arc::new(Pinned {
+        cert,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct Pinned {
+    cert: CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match end_entity.as_ref() == self.cert.as_ref() {
+            true => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            false => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }

@@ -475,7 +475,7 @@ pub fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
                 // No token here, no flags: a running demo, if there is one.
                 Err(_) if opts.data_dir.is_none() && opts.server.is_none() => {
                     if let Some((server, token)) = running_demo() {
-                        return Client::new(server, token);
+                        return Client::new(server, token, &opts.trust());
                     }
                     bail!(
                         "no API token: pass --token or FULCRUM_TOKEN (none found in {}, and no `fulcrum serve --demo` is running)",
@@ -490,7 +490,7 @@ pub fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
         }
     };
     let server = opts.server.clone().unwrap_or_else(|| DEFAULT_SERVER.into());
-    Client::new(server, token)
+    Client::new(server, token, &opts.trust())
 }
 
 /// The API and token of a `serve --demo` still running (its file names a live process).

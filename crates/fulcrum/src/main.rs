@@ -44,6 +44,13 @@ pub struct ClientOpts {
     /// where the CLI finds that token when --token is not given.
     #[arg(long, global = true, env = "FULCRUM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Trust only the CAs in this PEM file for an https API (e.g. its own CA).
+    #[arg(long, global = true, env = "FULCRUM_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate from an https API, unchecked: for testing only (anyone on
+    /// the path could read the token).
+    #[arg(long, global = true, conflicts_with = "ca")]
+    pub insecure: bool,
     /// Print JSON instead of tables (as `-o json`).
     #[arg(long, global = true)]
     pub json: bool,
@@ -61,6 +68,15 @@ impl ClientOpts {
         } else {
             output::Format::Table
         })
+    }
+
+    /// Which certificates an https API is trusted with.
+    pub fn trust(&self) -> client::Trust {
+        match (&self.ca, self.insecure) {
+            (_, true) => client::Trust::Insecure,
+            (Some(path), false) => client::Trust::CaFile(path.clone()),
+            (None, false) => client::Trust::System,
+        }
     }
 
     /// Whether the output is for a program (no progress, no side notes).
@@ -198,6 +214,9 @@ fn main() -> ExitCode {
         _ => (None, serve::LogFormat::Text),
     };
     init_logging(format);
+    // reqwest is built without a crypto provider of its own: it takes the process's, the
+    // ring provider the rest of fulcrum's TLS uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Serve { .. }) {
         // The API and the control plane; the proxy gets a runtime of its own (serve.rs).
@@ -327,6 +346,10 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
                 let file = serve::read_config(Some(&path))?;
                 file.api.server_limits()?;
                 file.api.auth_throttle()?;
+                file.api.client_cert_principals()?;
+                if let Some(files) = file.api.tls_files()? {
+                    fulcrum_api::ApiTls::load(files)?;
+                }
                 println!("{}: valid", path.display());
             }
             if let Some(path) = file {

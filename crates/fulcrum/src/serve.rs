@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use fulcrum_api::{ApiConfig, ApiToken, AzureConfig, HuaweiConfig, OciConfig};
+use fulcrum_api::{
+    ApiConfig, ApiTls, ApiToken, AzureConfig, CertMatch, ClientCertPrincipal, HuaweiConfig,
+    OciConfig, TlsFiles,
+};
 use fulcrum_control::{ControlPlane, NodeOptions, Options};
 use serde::Deserialize;
 
@@ -122,6 +125,29 @@ pub struct ApiSection {
     pub auth_failure_limit: Option<u32>,
     /// The window of `auth_failure_limit`, in seconds (default 60).
     pub auth_failure_window_secs: Option<u64>,
+    /// The API's certificate chain (PEM, leaf first): with `tls_key`, the API speaks only
+    /// HTTPS. Both are reloaded when they change.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, RSA or EC).
+    pub tls_key: Option<PathBuf>,
+    /// CAs (PEM bundle) that client certificates must chain to (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// `optional` (default: a client may present a certificate) or `required` (one
+    /// without fails the handshake).
+    pub tls_client_auth: Option<fulcrum_api::ClientAuth>,
+    /// Client certificates that authenticate as a token's principal in the native API.
+    #[serde(default)]
+    pub client_certs: Vec<ClientCertEntry>,
+}
+
+/// `[[api.client_certs]]`: a verified client certificate whose subject CN (or DNS subject
+/// alternative name) is this authenticates as the `[[api.tokens]]` entry `name`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertEntry {
+    pub name: String,
+    pub subject_cn: Option<String>,
+    pub dns_name: Option<String>,
 }
 
 impl ApiSection {
@@ -167,6 +193,60 @@ impl ApiSection {
             )?,
             shutdown_grace: SHUTDOWN_GRACE,
         })
+    }
+
+    /// The API's TLS files, checked: a certificate and its key together, client
+    /// certificate settings only with a CA to verify them.
+    pub fn tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (None, None) => {
+                if self.tls_client_ca.is_some() || self.tls_client_auth.is_some() {
+                    bail!("[api] tls_client_ca and tls_client_auth need tls_cert and tls_key");
+                }
+                return Ok(None);
+            }
+            (Some(_), None) => bail!("[api] tls_cert needs tls_key (the certificate's key)"),
+            (None, Some(_)) => bail!("[api] tls_key needs tls_cert (the key's certificate)"),
+        };
+        if self.tls_client_auth.is_some() && self.tls_client_ca.is_none() {
+            bail!(
+                "[api] tls_client_auth needs tls_client_ca (the CAs client certificates chain to)"
+            );
+        }
+        Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.clone(),
+            client_auth: self
+                .tls_client_auth
+                .unwrap_or(fulcrum_api::ClientAuth::Optional),
+        }))
+    }
+
+    /// `[[api.client_certs]]`, checked: each matches one name, and there is a CA to verify
+    /// the certificates.
+    pub fn client_cert_principals(&self) -> anyhow::Result<Vec<ClientCertPrincipal>> {
+        if !self.client_certs.is_empty() && self.tls_client_ca.is_none() {
+            bail!("[[api.client_certs]] needs [api] tls_client_ca to verify the certificates");
+        }
+        self.client_certs
+            .iter()
+            .map(|c| {
+                let matches = match (&c.subject_cn, &c.dns_name) {
+                    (Some(cn), None) if !cn.is_empty() => CertMatch::SubjectCn(cn.clone()),
+                    (None, Some(dns)) if !dns.is_empty() => CertMatch::DnsName(dns.clone()),
+                    _ => bail!(
+                        "[[api.client_certs]] {:?}: give exactly one of subject_cn and dns_name",
+                        c.name
+                    ),
+                };
+                Ok(ClientCertPrincipal {
+                    name: c.name.clone(),
+                    matches,
+                })
+            })
+            .collect()
     }
 
     /// The throttling of failed authentication.
@@ -241,6 +321,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut limits = file.api.server_limits()?;
     let auth_throttle = file.api.auth_throttle()?;
+    let client_certs = file.api.client_cert_principals()?;
+    let tls = match file.api.tls_files()? {
+        Some(files) => Some(ApiTls::load(files).context("cannot serve the API over TLS")?),
+        None => None,
+    };
+    if tls.as_ref().is_some_and(|t| t.client_auth_required()) && (args.apply.is_some() || args.demo)
+    {
+        bail!(
+            "--apply and --demo call the API without a client certificate, which [api] tls_client_auth = \"required\" refuses"
+        );
+    }
     // The API and the data plane share the process's file descriptors: take all the
     // system allows, and keep the API to its budget within them.
     let fd_limit = fulcrum_api::raise_fd_limit();
@@ -280,10 +371,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             token: local_token(&data_dir)?,
         });
     }
+    // A certificate stands for a token's principal (and whatever that principal may do).
+    if let Some(c) = client_certs
+        .iter()
+        .find(|c| !tokens.iter().any(|t| t.name == c.name))
+    {
+        bail!(
+            "[[api.client_certs]] name {:?} is not the name of an [[api.tokens]] entry",
+            c.name
+        );
+    }
     let token_for_apply = tokens[0].token.clone();
     let defaults = ApiConfig::default();
     let api_config = ApiConfig {
         tokens,
+        client_certs,
         rate_per_second: file.api.rate_per_second.unwrap_or(defaults.rate_per_second),
         rate_burst: file.api.rate_burst.unwrap_or(defaults.rate_burst),
         oci: file.oci,
@@ -398,7 +500,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-    reopen_access_log_on_sighup(data_plane.clone())?;
+    on_sighup(data_plane.clone(), tls.clone())?;
+    if let Some(tls) = &tls {
+        tls.watch(fulcrum_api::RELOAD_CHECK_INTERVAL);
+    }
+    let scheme = match tls {
+        Some(_) => "https",
+        None => "http",
+    };
+    // How `serve` reaches its own API (`--apply`, the demo): exactly the certificate it serves.
+    let own_api_trust = match &tls {
+        Some(tls) => crate::client::Trust::Pinned(tls.certificate()),
+        None => crate::client::Trust::System,
+    };
 
     // The API's socket: the one taken over (whatever address it has), or a new one.
     // The demo takes any free port when the default one is taken.
@@ -430,11 +544,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let app = fulcrum_api::probe_router(control.clone(), Some(metrics));
         tracing::info!(data_dir = %data_dir.display(), "fulcrum data-plane node is serving");
         println!(
-            "fulcrum: data-plane node following the shared configuration; health and metrics on http://{local} (data in {})",
+            "fulcrum: data-plane node following the shared configuration; health and metrics on {scheme}://{local} (data in {})",
             data_dir.display()
         );
         let listener = tokio::net::TcpListener::from_std(api_socket)?;
-        serve_api(listener, app, limits, connection_stats, shutdown_signal()).await;
+        let api = ApiServer {
+            app,
+            limits,
+            tls,
+            stats: connection_stats,
+        };
+        serve_api(listener, &api, shutdown_signal()).await;
         data_plane.shutdown(SHUTDOWN_GRACE).await;
         return Ok(());
     }
@@ -442,10 +562,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(api = %local, data_dir = %data_dir.display(), "fulcrum is serving");
     // One line a script can wait for (tests read it to learn the port).
     println!(
-        "fulcrum: API listening on http://{local} (data in {})",
+        "fulcrum: API listening on {scheme}://{local} (data in {})",
         data_dir.display()
     );
-    println!("fulcrum: dashboard on http://{local}/ui (sign in with an API token)");
+    println!("fulcrum: dashboard on {scheme}://{local}/ui (sign in with an API token)");
 
     // Serving now: the process this one took over from may stop.
     if let Some(t) = taking.take() {
@@ -477,11 +597,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Under systemd (`Type=notify`): ready, and this process is now the service's main one
     // (after a takeover, in place of the process it took over from).
     sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
-    let server = tokio::spawn(serve_until_stopped(
-        api_socket,
+    let api = ApiServer {
         app,
         limits,
-        connection_stats,
+        tls,
+        stats: connection_stats,
+    };
+    let server = tokio::spawn(serve_until_stopped(
+        api_socket,
+        api,
         control.clone(),
         data_plane.clone(),
         takeovers,
@@ -489,8 +613,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.demo {
         let ports = crate::demo::start_backends().await?;
         let port = crate::demo::listener_port().await?;
-        let client =
-            crate::client::Client::new(format!("http://{local}"), token_for_apply.clone())?;
+        let client = crate::client::Client::new(
+            format!("{scheme}://{local}"),
+            token_for_apply.clone(),
+            &own_api_trust,
+        )?;
         crate::apply::apply_document(&client, crate::demo::document(&ports, port), false)
             .await
             .context("cannot set up the demo")?;
@@ -503,22 +630,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let handoff = crate::paths::demo_file();
         let about = serde_json::json!({
             "pid": std::process::id(),
-            "server": format!("http://{local}"),
+            "server": format!("{scheme}://{local}"),
             "token": token_for_apply,
         });
         match write_private(&handoff, &about.to_string()) {
             Ok(()) => println!(
-                "fulcrum demo: the CLI on this machine finds it by itself (e.g. fulcrum status); elsewhere --server http://{local} --data-dir {}",
+                "fulcrum demo: the CLI on this machine finds it by itself (e.g. fulcrum status); elsewhere --server {scheme}://{local} --data-dir {}",
                 data_dir.display()
             ),
             Err(_) => println!(
-                "fulcrum demo: the CLI reaches it with --server http://{local} --data-dir {}",
+                "fulcrum demo: the CLI reaches it with --server {scheme}://{local} --data-dir {}",
                 data_dir.display()
             ),
         }
     }
     if let Some(file) = args.apply {
-        let client = crate::client::Client::new(format!("http://{local}"), token_for_apply)?;
+        let client = crate::client::Client::new(
+            format!("{scheme}://{local}"),
+            token_for_apply,
+            &own_api_trust,
+        )?;
         crate::apply::apply_file(&client, &file, false)
             .await
             .with_context(|| format!("cannot apply {}", file.display()))?;
@@ -627,9 +758,7 @@ enum Stop {
 /// way out). A takeover that fails gives the store back and serves on.
 async fn serve_until_stopped(
     api_socket: std::net::TcpListener,
-    app: axum::Router,
-    limits: fulcrum_api::ServerLimits,
-    stats: fulcrum_api::ConnectionStats,
+    api: ApiServer,
     control: Arc<ControlPlane>,
     data_plane: Arc<fulcrum_proxy::DataPlane>,
     takeovers: Option<std::os::unix::net::UnixListener>,
@@ -665,7 +794,7 @@ async fn serve_until_stopped(
             }
         };
         let wait = async move { stopped.notified().await };
-        let served = serve_api(listener, app.clone(), limits.clone(), stats.clone(), wait);
+        let served = serve_api(listener, &api, wait);
         let ((), why) = tokio::join!(served, stop);
         let Stop::Takeover(stream) = why else {
             return Ok(());
@@ -688,17 +817,31 @@ async fn serve_until_stopped(
     }
 }
 
+/// What the API is served with, on whichever socket it has.
+struct ApiServer {
+    app: axum::Router,
+    limits: fulcrum_api::ServerLimits,
+    tls: Option<Arc<ApiTls>>,
+    stats: fulcrum_api::ConnectionStats,
+}
+
 /// The API on `listener` until `stop` resolves; in-flight requests finish first.
 async fn serve_api(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
-    limits: fulcrum_api::ServerLimits,
-    stats: fulcrum_api::ConnectionStats,
+    api: &ApiServer,
     stop: impl std::future::Future<Output = ()>,
 ) {
     // Connection limits and deadlines, and the caller's address on every request (failed
     // authentication is summarised and throttled per source).
-    fulcrum_api::serve(listener, app, limits, stats, stop).await;
+    fulcrum_api::serve(
+        listener,
+        api.app.clone(),
+        api.limits.clone(),
+        api.tls.clone(),
+        api.stats.clone(),
+        stop,
+    )
+    .await;
 }
 
 /// Hands this process's sockets, members' state and store to the process on `stream`;
@@ -827,14 +970,21 @@ fn make_private(dir: &Path) {
     }
 }
 
-/// logrotate moves the file and sends SIGHUP: the access log opens the path anew.
-fn reopen_access_log_on_sighup(data_plane: Arc<fulcrum_proxy::DataPlane>) -> anyhow::Result<()> {
+/// SIGHUP: the access log opens its path anew (logrotate moved the file), and the API's
+/// TLS files are read again whether or not their times changed.
+fn on_sighup(
+    data_plane: Arc<fulcrum_proxy::DataPlane>,
+    tls: Option<Arc<ApiTls>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reopening the access log");
             data_plane.reopen_access_log();
+            if let Some(tls) = &tls {
+                tls.reload(true);
+            }
         }
     });
     Ok(())

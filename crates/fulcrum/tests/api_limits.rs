@@ -68,7 +68,7 @@ async fn connect_from(last: u8, to: SocketAddr) -> TcpStream {
 fn api_from(server: &Server, last: u8) -> Api {
     Api {
         base: server.base.clone(),
-        http: reqwest::Client::builder()
+        http: common::http_builder()
             .no_proxy()
             .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
             .pool_max_idle_per_host(1)
@@ -204,7 +204,7 @@ async fn slow_heads_are_closed_while_clients_and_the_data_plane_are_served() {
     let port = common::free_port();
     setup.listener(&lb, "HTTP", port, Some(&pool)).await;
     let through_data_plane = format!("http://127.0.0.1:{port}/");
-    let data_plane = reqwest::Client::builder()
+    let data_plane = common::http_builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))

@@ -302,7 +302,7 @@ async fn demo_rotates_across_three_backends() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..100 {
         if let Ok(r) = http.get(&url).send().await

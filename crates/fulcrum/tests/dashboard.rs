@@ -102,7 +102,7 @@ async fn the_dashboard_loads_without_a_token_and_only_from_this_server() {
 
     // `/` sends a browser to the page.
     let direct = Api {
-        http: reqwest::Client::builder()
+        http: common::http_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),

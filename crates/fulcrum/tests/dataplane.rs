@@ -225,7 +225,7 @@ async fn source_ip_sticks_and_remaps_little() {
     let clients: Vec<(IpAddr, reqwest::Client)> = (2u8..=201)
         .map(|i| {
             let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i));
-            let c = reqwest::Client::builder()
+            let c = common::http_builder()
                 .no_proxy()
                 .local_address(ip)
                 .timeout(Duration::from_secs(10))
@@ -1851,7 +1851,7 @@ async fn tcp_pools_persist_by_source_address() {
     let url = format!("http://127.0.0.1:{port}/");
     // A new connection per request (no pooling): persistence, not keep-alive, keeps them together.
     let fresh = || {
-        reqwest::Client::builder()
+        common::http_builder()
             .pool_max_idle_per_host(0)
             .build()
             .expect("client")

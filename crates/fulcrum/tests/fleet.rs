@@ -104,7 +104,7 @@ impl Node {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    common::http_builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()

@@ -227,7 +227,7 @@ async fn failed_authentication_is_summarised_per_source() {
     let log = dir.path().join("stderr.log");
     let server = Server::start_logging(&dir.path().join("data"), &["--config", &cfg], &log, "info");
     let at_start = json_lines(&log).len();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let base = server.base.clone();
     let url = |path: &str| format!("{base}{path}");
 

@@ -384,7 +384,7 @@ async fn upstream_tls_validation_is_honoured() {
         urls.push(format!("http://127.0.0.1:{lport}/"));
         pools.push(pool);
     }
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let status = |url: String| {
         let http = http.clone();
         async move { http.get(url).send().await.unwrap().status().as_u16() }
@@ -543,7 +543,7 @@ async fn members_behind_a_forward_proxy() {
         let lport = api.http_listener(&lb, &pool).await;
         urls.push(format!("http://127.0.0.1:{lport}/path?q=1"));
     }
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let r = http.get(&urls[0]).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "proto=http");
@@ -631,7 +631,7 @@ async fn upstream_client_certificates_are_presented() {
     let port = free_port();
     api.listener(&lb, "HTTP", port, Some(&pool)).await;
     let url = format!("http://127.0.0.1:{port}/");
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let status = || async { http.get(&url).send().await.unwrap().status().as_u16() };
     assert_eq!(
         status().await,

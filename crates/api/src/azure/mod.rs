@@ -180,7 +180,18 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
             skip: param("$skip"),
             api_version,
         };
-        return list(az, &service, &page, &parts.headers, parts.uri.path());
+        let over_tls = parts
+            .extensions
+            .get::<crate::server::ServedOverTls>()
+            .is_some();
+        return list(
+            az,
+            &service,
+            &page,
+            &parts.headers,
+            parts.uri.path(),
+            over_tls,
+        );
     };
     match parts.method {
         Method::GET => get(az, &service, &id, false),
@@ -576,6 +587,7 @@ fn list(
     q: &ListQuery<'_>,
     headers: &HeaderMap,
     path: &str,
+    over_tls: bool,
 ) -> Result<Response, AzureError> {
     let number = |name: &str,
                   v: Option<&str>,
@@ -648,11 +660,14 @@ fn list(
             .and_then(|h| h.to_str().ok())
         {
             Some(host) => {
-                let scheme = headers
+                let forwarded_https = headers
                     .get("x-forwarded-proto")
                     .and_then(|v| v.to_str().ok())
-                    .filter(|p| *p == "https")
-                    .unwrap_or("http");
+                    .is_some_and(|p| p == "https");
+                let scheme = match over_tls || forwarded_https {
+                    true => "https",
+                    false => "http",
+                };
                 format!("{scheme}://{host}{link}")
             }
             None => link,

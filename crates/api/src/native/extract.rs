@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::NativeError;
 use crate::AppState;
-use crate::auth::{Principal, authenticate, bearer};
+use crate::auth::{ClientCertificate, Principal, authenticate, authenticate_certificate, bearer};
 use crate::request::current_request_id;
 
 /// A JSON body, read with the offending field named on any error. Unknown fields are
@@ -147,12 +147,24 @@ pub(crate) async fn require_token(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
-    let Some(presented) = presented else {
-        return NativeError::unauthenticated("missing bearer token (Authorization: Bearer …)")
-            .into_response();
+    // A bearer token wins; without one, a verified client certificate (mTLS) may stand for
+    // a token's principal.
+    let certificate = req.extensions().get::<std::sync::Arc<ClientCertificate>>();
+    let principal = match (presented, certificate) {
+        (Some(presented), _) => authenticate(&state.tokens, presented)
+            .ok_or_else(|| NativeError::unauthenticated("invalid bearer token")),
+        (None, Some(cert)) => authenticate_certificate(&state.client_certs, cert).ok_or_else(|| {
+            NativeError::unauthenticated(
+                "the client certificate is not mapped to a principal ([[api.client_certs]]) and no bearer token was sent",
+            )
+        }),
+        (None, None) => Err(NativeError::unauthenticated(
+            "missing bearer token (Authorization: Bearer …)",
+        )),
     };
-    let Some(principal) = authenticate(&state.tokens, presented) else {
-        return NativeError::unauthenticated("invalid bearer token").into_response();
+    let principal = match principal {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     if let Err(wait) = state.limiter.check(&principal.0) {
         return NativeError::from(fulcrum_control::ControlError::RateLimited { retry_after: wait })

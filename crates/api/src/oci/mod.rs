@@ -1125,6 +1125,7 @@ mod tests {
         let state = AppState {
             control,
             tokens: Arc::new(Vec::new()),
+            client_certs: Arc::new(Vec::new()),
             limiter: Arc::new(fulcrum_control::RateLimiter::new(rate, burst)),
             auth_failures: Arc::new(crate::auth::AuthFailures::new(
                 std::time::Duration::from_secs(10),

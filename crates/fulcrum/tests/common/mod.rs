@@ -122,7 +122,7 @@ impl Server {
     pub fn client(&self) -> Api {
         Api {
             base: self.base.clone(),
-            http: reqwest::Client::new(),
+            http: http_client(),
             token: Some(TOKEN.to_owned()),
         }
     }
@@ -166,7 +166,7 @@ impl Api {
     /// whose request body it did not read, and a pooled client would race that close.
     pub fn unpooled(&self) -> Api {
         Api {
-            http: reqwest::Client::builder()
+            http: http_builder()
                 .pool_max_idle_per_host(0)
                 .build()
                 .expect("client"),
@@ -244,6 +244,18 @@ impl Api {
         let r = self.ok("GET", path, None).await;
         r.body["items"].as_array().expect("items").clone()
     }
+}
+
+/// An HTTP client builder. reqwest is built without a crypto provider of its own (as in the
+/// binary, it takes the process's): the ring provider is installed first.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// An HTTP client with reqwest's defaults.
+pub fn http_client() -> reqwest::Client {
+    http_builder().build().expect("HTTP client")
 }
 
 /// The API settings of a test that makes thousands of changes: rate limits lifted (the

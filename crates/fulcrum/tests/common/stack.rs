@@ -248,7 +248,7 @@ impl Stack {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    super::http_builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
