@@ -316,7 +316,7 @@ impl ControlPlane {
                         "the store is unreachable; serving the configuration saved last");
                     (saved, false)
                 }
-                None => return Err(e.into()),
+                None => return Err(e),
             },
         };
         let revision = config.revision;
@@ -791,7 +791,7 @@ impl ControlPlane {
             if plan.writes_key(&key) {
                 compares.push(Compare::unchanged(key, lb.mod_revision));
             } else {
-                let value = self.stored_value(lb)?;
+                let value = self.guard_value(lb, shared)?;
                 guard(&mut compares, &mut writes, key, value, lb.mod_revision);
             }
         }
@@ -800,7 +800,7 @@ impl ControlPlane {
             if let Some(pool) = cfg.pools.get(pool_id)
                 && !plan.writes_key(&key)
             {
-                let value = self.stored_value(pool)?;
+                let value = self.guard_value(pool, shared)?;
                 guard(&mut compares, &mut writes, key, value, pool.mod_revision);
             }
         }
@@ -839,16 +839,19 @@ impl ControlPlane {
         })
     }
 
-    /// The bytes the store holds for a view entry: what a shared change compares. An entry
-    /// loaded from a snapshot has none; encoding it again never compares equal when it
-    /// holds secrets, and such a change goes exclusive after a few tries.
-    fn stored_value<T: Serialize + Secrets + Clone>(
+    /// What `build_txn` guards a load balancer or pool key with. Shared: the bytes the
+    /// store holds, to compare (encoding the entry again seals its secrets with new nonces,
+    /// which never compares equal; an entry loaded from a snapshot has no bytes, and such a
+    /// change goes exclusive after a few tries). Exclusive: the entry encoded afresh, to
+    /// write, which also seals secrets an older version stored in clear.
+    fn guard_value<T: Serialize + Secrets + Clone>(
         &self,
         v: &Versioned<T>,
+        shared: bool,
     ) -> Result<Vec<u8>, ControlError> {
-        match &v.stored {
-            Some(bytes) => Ok(bytes.to_vec()),
-            None => records::encode(&self.opts.secret_key, &v.value),
+        match (&v.stored, shared) {
+            (Some(bytes), true) => Ok(bytes.to_vec()),
+            _ => records::encode(&self.opts.secret_key, &v.value),
         }
     }
 

@@ -1226,7 +1226,8 @@ mod tests {
 
     /// A shared change compares the pool's stored bytes: re-encoding a pool that holds
     /// secrets seals them with new nonces, which could never compare equal (the change would
-    /// stall until its deadline). The secrets stay sealed in the store and whole in the view.
+    /// stall until its deadline). An exclusive change re-encodes the pool: the bytes left as
+    /// they were show the change went shared. The secrets stay whole in the view.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shared_changes_commit_under_a_pool_with_sealed_secrets() {
         let (_dir, cp) = control().await;
@@ -1268,7 +1269,7 @@ mod tests {
         );
         assert_eq!(
             after.value, stored.value,
-            "the sealed value is kept as it was"
+            "touched (shared), not rewritten: the sealed bytes are the same"
         );
         let cfg = cp.view();
         assert_eq!(
