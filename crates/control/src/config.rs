@@ -3,16 +3,19 @@
 //! from it. It is never written directly: only store events change it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use fulcrum_model::{
     HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer, LoadBalancerId, Member,
-    MemberId, Pool, PoolId, Subnet, SubnetId, WorkRequest, WorkRequestId,
+    MemberId, Pool, PoolId, Secrets, Subnet, SubnetId, WorkRequest, WorkRequestId,
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{self, ConfigKey};
+use crate::records;
+use crate::secret_key::SecretKey;
 
 /// A stored value with the revisions that version it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +23,11 @@ pub struct Versioned<T> {
     pub value: T,
     pub create_revision: Revision,
     pub mod_revision: Revision,
+    /// The bytes the store holds, for load balancers and pools: a shared change compares
+    /// them (encoding the value again would not give them back: sealed secrets take a new
+    /// nonce each time). Not saved with a snapshot.
+    #[serde(skip)]
+    pub stored: Option<Arc<[u8]>>,
 }
 
 /// Serialisable so a fleet node can save it and serve it after a restart without the store.
@@ -91,45 +99,55 @@ impl RecentWorkRequests {
 }
 
 impl Config {
-    pub fn from_kvs(kvs: &[KeyValue], revision: Revision) -> Self {
+    /// The view of listed values, their secrets opened with `key`.
+    pub(crate) fn from_kvs(kvs: &[KeyValue], revision: Revision, key: &SecretKey) -> Self {
         let mut c = Config {
             revision,
             traffic_revision: revision,
             ..Default::default()
         };
         for kv in kvs {
-            c.put(kv);
+            c.put(kv, key);
         }
         c
     }
 
-    pub fn apply(&mut self, batch: &WatchBatch) {
+    pub(crate) fn apply(&mut self, batch: &WatchBatch, key: &SecretKey) {
         for Event { kind, kv } in &batch.events {
             if !matches!(keys::parse(&kv.key), Some(ConfigKey::WorkRequest(_)) | None) {
                 self.traffic_revision = batch.revision;
             }
             match kind {
-                EventKind::Put => self.put(kv),
+                EventKind::Put => self.put(kv, key),
                 EventKind::Delete => self.delete(&kv.key),
             }
         }
         self.revision = batch.revision;
     }
 
-    fn put(&mut self, kv: &KeyValue) {
+    fn put(&mut self, kv: &KeyValue, secret_key: &SecretKey) {
         let Some(key) = keys::parse(&kv.key) else {
             return;
         };
+        let k = secret_key;
         match key {
-            ConfigKey::LoadBalancer(_) => insert(&mut self.loadbalancers, kv, |v| v.id.clone()),
-            ConfigKey::Listener(_) => insert(&mut self.listeners, kv, |v| v.id.clone()),
-            ConfigKey::Pool(_) => insert(&mut self.pools, kv, |v| v.id.clone()),
+            ConfigKey::LoadBalancer(_) => {
+                insert(&mut self.loadbalancers, kv, k, Keep::Stored, |v| {
+                    v.id.clone()
+                })
+            }
+            ConfigKey::Listener(_) => {
+                insert(&mut self.listeners, kv, k, Keep::Value, |v| v.id.clone())
+            }
+            ConfigKey::Pool(_) => insert(&mut self.pools, kv, k, Keep::Stored, |v| v.id.clone()),
             ConfigKey::Member { pool, .. } => {
                 let members = self.members.entry(PoolId::from(pool)).or_default();
-                insert(members, kv, |v: &Member| v.id.clone());
+                insert(members, kv, k, Keep::Value, |v: &Member| v.id.clone());
             }
-            ConfigKey::Monitor(_) => insert(&mut self.monitors, kv, |v| v.id.clone()),
-            ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, |v| v.id.clone()),
+            ConfigKey::Monitor(_) => {
+                insert(&mut self.monitors, kv, k, Keep::Value, |v| v.id.clone())
+            }
+            ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, k, Keep::Value, |v| v.id.clone()),
             ConfigKey::WorkRequest(id) => {
                 let id = WorkRequestId::from(id);
                 match decode_work_request(kv) {
@@ -140,6 +158,7 @@ impl Config {
                                 value: wr,
                                 create_revision: kv.create_revision,
                                 mod_revision: kv.mod_revision,
+                                stored: None,
                             },
                         );
                     }
@@ -236,30 +255,48 @@ impl Config {
     }
 }
 
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {
-    match serde_json::from_slice(&kv.value) {
+fn decode<T: DeserializeOwned + Secrets>(kv: &KeyValue, key: &SecretKey) -> Option<T> {
+    match records::decode(key, &kv.value) {
         Ok(v) => Some(v),
-        Err(e) => {
+        Err(records::DecodeError::Json(e)) => {
             // A value this version cannot read (written by a newer one, or damaged) is
             // skipped rather than taking the whole view down.
             tracing::error!(key = %kv.key, error = %e, "skipping unreadable stored value");
             None
         }
+        Err(records::DecodeError::Secret(e)) => {
+            // Never served with a secret it cannot open. Start checks every node has the
+            // store's key, so only damage (or a key changed under a running node) gets here.
+            tracing::error!(key = %kv.key, error = %e,
+                "skipping a stored value whose secrets this node cannot open; every node needs the same secret key");
+            None
+        }
     }
 }
 
-fn insert<K: Ord, T: DeserializeOwned>(
+/// What a view entry keeps besides its value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Value,
+    /// The stored bytes too (see [`Versioned::stored`]).
+    Stored,
+}
+
+fn insert<K: Ord, T: DeserializeOwned + Secrets>(
     map: &mut BTreeMap<K, Versioned<T>>,
     kv: &KeyValue,
+    key: &SecretKey,
+    keep: Keep,
     id: impl Fn(&T) -> K,
 ) {
-    if let Some(value) = decode::<T>(kv) {
+    if let Some(value) = decode::<T>(kv, key) {
         map.insert(
             id(&value),
             Versioned {
                 value,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
+                stored: (keep == Keep::Stored).then(|| Arc::from(kv.value.as_slice())),
             },
         );
     }
@@ -267,7 +304,14 @@ fn insert<K: Ord, T: DeserializeOwned>(
 
 /// Reads a work request with its revision (the transaction that wrote it first).
 pub(crate) fn decode_work_request(kv: &KeyValue) -> Option<WorkRequest> {
-    let mut wr: WorkRequest = decode(kv)?;
+    // Work requests hold no secret.
+    let mut wr: WorkRequest = match serde_json::from_slice(&kv.value) {
+        Ok(wr) => wr,
+        Err(e) => {
+            tracing::error!(key = %kv.key, error = %e, "skipping unreadable stored value");
+            return None;
+        }
+    };
     wr.revision = kv.create_revision;
     Some(wr)
 }
@@ -299,7 +343,7 @@ mod tests {
             mod_revision: n as i64,
             version: 1,
         };
-        c.put(&kv);
+        c.put(&kv, &SecretKey::generate().unwrap().0);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fulcrum_model::{
-    LoadBalancerId, PoolId, ResourceKind, ResourceRef, Timestamp, WorkRequest, WorkRequestError,
-    WorkRequestId, WorkRequestStatus,
+    LoadBalancerId, PoolId, ResourceKind, ResourceRef, Secrets, Timestamp, WorkRequest,
+    WorkRequestError, WorkRequestId, WorkRequestStatus,
 };
 use fulcrum_store::{Compare, Op, Revision, Store, StoreError, Txn};
 use futures::StreamExt;
@@ -19,6 +19,8 @@ use tokio::sync::watch;
 
 use crate::config::decode_work_request;
 use crate::fleet::{self, FleetView, NodeOptions};
+use crate::records;
+use crate::secret_key::SecretKey;
 use crate::{Config, ControlError, EtagScope, RequestContext, Versioned, etag, etag_matches, keys};
 
 #[derive(Clone, Debug)]
@@ -35,6 +37,9 @@ pub struct Options {
     pub history_revisions: i64,
     /// Fleet mode (several nodes on one shared store): this node's identity.
     pub node: Option<NodeOptions>,
+    /// Seals secret fields at rest (in the store and the snapshot file). The default is
+    /// a new random key, fit only for a store that lives no longer than this process.
+    pub secret_key: Arc<SecretKey>,
 }
 
 impl Default for Options {
@@ -45,6 +50,11 @@ impl Default for Options {
             busy_wait: Duration::from_secs(2),
             history_revisions: 10_000,
             node: None,
+            secret_key: Arc::new(
+                SecretKey::generate()
+                    .map(|(key, _)| key)
+                    .expect("the system's random number generator works"),
+            ),
         }
     }
 }
@@ -70,7 +80,7 @@ pub(crate) struct Plan {
     /// Pools whose ETag moves (a member or health monitor changed beneath them).
     pub touch_pools: Vec<PoolId>,
     pub compares: Vec<Compare>,
-    pub writes: Vec<Op>,
+    writes: Vec<Write>,
     pub resources: Vec<ResourceRef>,
     pub result: Option<ResourceRef>,
     /// The mod revision of the resource acted on, for `If-Match` in resource scope
@@ -98,14 +108,20 @@ impl Plan {
         }
     }
 
-    pub fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<(), ControlError> {
-        let value = serde_json::to_vec(value).map_err(|e| ControlError::Internal(e.to_string()))?;
-        self.writes.push(Op::Put { key, value });
+    pub fn put<T: Serialize + Secrets + Clone + Send + Sync + 'static>(
+        &mut self,
+        key: String,
+        value: &T,
+    ) -> Result<(), ControlError> {
+        self.writes.push(Write::Put {
+            key,
+            record: Box::new(value.clone()),
+        });
         Ok(())
     }
 
     pub fn delete(&mut self, key: String) {
-        self.writes.push(Op::Delete { key });
+        self.writes.push(Write::Delete { key });
     }
 
     pub fn touched(&mut self, kind: ResourceKind, id: impl std::fmt::Display) {
@@ -116,7 +132,37 @@ impl Plan {
     }
 
     fn writes_key(&self, key: &str) -> bool {
-        self.writes.iter().any(|op| op.key() == key)
+        self.writes.iter().any(|w| w.key() == key)
+    }
+}
+
+/// A write a plan makes. Records are encoded (their secrets sealed) only when the
+/// transaction is built: sealing needs the key, which plans never see.
+enum Write {
+    Put {
+        key: String,
+        record: Box<dyn records::Record>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Write {
+    fn key(&self) -> &str {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key } => key,
+        }
+    }
+
+    fn to_op(&self, secret_key: &SecretKey) -> Result<Op, ControlError> {
+        Ok(match self {
+            Write::Put { key, record } => Op::Put {
+                key: key.clone(),
+                value: record.encode(secret_key)?,
+            },
+            Write::Delete { key } => Op::Delete { key: key.clone() },
+        })
     }
 }
 
@@ -238,7 +284,7 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a read of the store may take before it is answered from the view, or refused.
 const READ_DEADLINE: Duration = Duration::from_secs(1);
 /// Attempts a shareable change makes shared before it plans exclusively (it may lose a few
-/// to changes of the same member; spec stored in an older format never compares equal).
+/// to changes of the same member).
 const SHARED_TRIES: usize = 8;
 
 impl ControlPlane {
@@ -246,13 +292,22 @@ impl ControlPlane {
     ///
     /// In fleet mode with a snapshot cache, a store that cannot be reached is not fatal: the
     /// node starts from the configuration it saved last and catches up when the store returns.
+    ///
+    /// A key that cannot open the store's (or the snapshot's) secrets is an error
+    /// ([`ControlError::SecretKey`]): the node never serves without them.
     pub async fn start(store: Arc<dyn Store>, opts: Options) -> Result<Arc<Self>, ControlError> {
         let cache = opts.node.as_ref().and_then(|n| n.snapshot_cache.clone());
-        let (config, reachable) = match store.range(keys::ROOT).await {
-            Ok(range) => (Config::from_kvs(&range.kvs, range.revision), true),
+        let key = &opts.secret_key;
+        let listed = match check_secret_key(&*store, key).await {
+            Ok(()) => store.range(keys::ROOT).await.map_err(ControlError::from),
+            Err(e) => Err(e),
+        };
+        let (config, reachable) = match listed {
+            Ok(range) => (Config::from_kvs(&range.kvs, range.revision, key), true),
+            Err(e @ ControlError::SecretKey(_)) => return Err(e),
             Err(e) => match cache
                 .as_deref()
-                .map(fleet::load_snapshot)
+                .map(|path| fleet::load_snapshot(path, key))
                 .transpose()?
                 .flatten()
             {
@@ -261,7 +316,7 @@ impl ControlPlane {
                         "the store is unreachable; serving the configuration saved last");
                     (saved, false)
                 }
-                None => return Err(e.into()),
+                None => return Err(e),
             },
         };
         let revision = config.revision;
@@ -523,8 +578,7 @@ impl ControlPlane {
                 WRITE_DEADLINE.as_secs()
             ))
         };
-        // A shareable change that keeps losing is planned the exclusive way instead, which
-        // also rewrites specs stored in an older format (their value compares never hold).
+        // A shareable change that keeps losing is planned the exclusive way instead.
         let mut shared_losses = 0;
         for _ in 0..MAX_ATTEMPTS {
             let now = Utc::now();
@@ -712,7 +766,11 @@ impl ControlPlane {
         now: Timestamp,
     ) -> Result<Txn, ControlError> {
         let mut compares = plan.compares.clone();
-        let mut writes = plan.writes.clone();
+        let mut writes = plan
+            .writes
+            .iter()
+            .map(|w| w.to_op(&self.opts.secret_key))
+            .collect::<Result<Vec<_>, _>>()?;
         let guard = |compares: &mut Vec<Compare>,
                      writes: &mut Vec<Op>,
                      key: String,
@@ -733,7 +791,7 @@ impl ControlPlane {
             if plan.writes_key(&key) {
                 compares.push(Compare::unchanged(key, lb.mod_revision));
             } else {
-                let value = to_json(&lb.value)?;
+                let value = self.guard_value(lb, shared)?;
                 guard(&mut compares, &mut writes, key, value, lb.mod_revision);
             }
         }
@@ -742,7 +800,7 @@ impl ControlPlane {
             if let Some(pool) = cfg.pools.get(pool_id)
                 && !plan.writes_key(&key)
             {
-                let value = to_json(&pool.value)?;
+                let value = self.guard_value(pool, shared)?;
                 guard(&mut compares, &mut writes, key, value, pool.mod_revision);
             }
         }
@@ -779,6 +837,22 @@ impl ControlPlane {
             success: writes,
             failure: Vec::new(),
         })
+    }
+
+    /// What `build_txn` guards a load balancer or pool key with. Shared: the bytes the
+    /// store holds, to compare (encoding the entry again seals its secrets with new nonces,
+    /// which never compares equal; an entry loaded from a snapshot has no bytes, and such a
+    /// change goes exclusive after a few tries). Exclusive: the entry encoded afresh, to
+    /// write, which also seals secrets an older version stored in clear.
+    fn guard_value<T: Serialize + Secrets + Clone>(
+        &self,
+        v: &Versioned<T>,
+        shared: bool,
+    ) -> Result<Vec<u8>, ControlError> {
+        match (&v.stored, shared) {
+            (Some(bytes), true) => Ok(bytes.to_vec()),
+            _ => records::encode(&self.opts.secret_key, &v.value),
+        }
     }
 
     fn derive_status(&self, stored: WorkRequestStatus, revision: Revision) -> WorkRequestStatus {
@@ -1056,7 +1130,7 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
                 Ok(batch) => {
                     backoff = Duration::from_millis(50);
                     this.set_store_reachable(true);
-                    this.config.write().apply(&batch);
+                    this.config.write().apply(&batch, &this.opts.secret_key);
                     from = batch.revision + 1;
                     this.seen.send_replace(batch.revision);
                     if this.opts.self_apply {
@@ -1082,13 +1156,60 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
     }
 }
 
+/// Makes sure this node's secret key is the one the store's secrets are sealed with: the
+/// store keeps a value sealed by the first node that started on it, and every later node
+/// must open it. A store from before sealing gets one now.
+async fn check_secret_key(store: &dyn Store, key: &SecretKey) -> Result<(), ControlError> {
+    let mismatch = || {
+        ControlError::SecretKey(
+            "this node's secret key is not the one the store's secrets were sealed with: \
+             every node sharing a store needs the same key"
+                .into(),
+        )
+    };
+    for _ in 0..3 {
+        if let Some(kv) = store.get(keys::SECRET_KEY_CHECK).await? {
+            let text = std::str::from_utf8(&kv.value).map_err(|_| mismatch())?;
+            return match key.open(text) {
+                Ok(check)
+                    if SecretKey::is_sealed(text) && check == records::KEY_CHECK_PLAINTEXT =>
+                {
+                    Ok(())
+                }
+                _ => Err(mismatch()),
+            };
+        }
+        let sealed = key
+            .seal(records::KEY_CHECK_PLAINTEXT)
+            .map_err(|e| ControlError::SecretKey(e.to_string()))?;
+        let created = store
+            .txn(Txn {
+                compares: vec![Compare::absent(keys::SECRET_KEY_CHECK.to_owned())],
+                success: vec![Op::Put {
+                    key: keys::SECRET_KEY_CHECK.to_owned(),
+                    value: sealed.into_bytes(),
+                }],
+                failure: Vec::new(),
+            })
+            .await?;
+        if created.succeeded {
+            return Ok(());
+        }
+        // Another node wrote it first: check against theirs.
+    }
+    Err(ControlError::Unavailable(
+        "cannot settle the secret key check in the store".into(),
+    ))
+}
+
 async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revision> {
     loop {
         match store.range(keys::ROOT).await {
             Ok(range) => {
                 let this = cp.upgrade()?;
                 this.set_store_reachable(true);
-                *this.config.write() = Config::from_kvs(&range.kvs, range.revision);
+                *this.config.write() =
+                    Config::from_kvs(&range.kvs, range.revision, &this.opts.secret_key);
                 this.seen.send_replace(range.revision);
                 if this.opts.self_apply {
                     this.report_applied(range.revision, Vec::new());

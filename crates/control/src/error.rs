@@ -37,6 +37,10 @@ pub enum ControlError {
     OutcomeUnknown { work_request_id: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The secret key cannot open the secrets stored (another key sealed them), or the key
+    /// could not be used at all. Only `ControlPlane::start` answers it.
+    #[error("{0}")]
+    SecretKey(String),
 }
 
 impl ControlError {
@@ -65,6 +69,7 @@ impl ControlError {
             ControlError::Unavailable(_) => "unavailable",
             ControlError::OutcomeUnknown { .. } => "outcome_unknown",
             ControlError::Internal(_) => "internal",
+            ControlError::SecretKey(_) => "secret_key",
         }
     }
 }

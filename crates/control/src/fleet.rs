@@ -18,7 +18,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Refusal;
-use crate::{Config, ControlError, ControlPlane, keys};
+use crate::secret_key::SecretKey;
+use crate::{Config, ControlError, ControlPlane, keys, records};
 
 /// Who this node is in a fleet.
 #[derive(Clone, Debug)]
@@ -244,7 +245,11 @@ pub(crate) async fn keep_snapshot(cp: Weak<ControlPlane>, path: PathBuf) {
         let revision = *seen.borrow_and_update();
         if written != Some(revision) {
             let Some(this) = cp.upgrade() else { return };
-            let bytes = match serde_json::to_vec(&*this.view()) {
+            // Secrets sealed as in the store: the file is as safe to lose as the store.
+            let sealed = records::sealed_config(&this.opts.secret_key, &this.view())
+                .map_err(|e| e.to_string())
+                .and_then(|c| serde_json::to_vec(&c).map_err(|e| e.to_string()));
+            let bytes = match sealed {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot serialise the configuration snapshot");
@@ -291,12 +296,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The configuration a node last saved, if any.
-pub(crate) fn load_snapshot(path: &Path) -> Result<Option<Config>, ControlError> {
+/// The configuration a node last saved, if any, its secrets opened with `key`.
+pub(crate) fn load_snapshot(path: &Path, key: &SecretKey) -> Result<Option<Config>, ControlError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            ControlError::Internal(format!("unreadable snapshot {}: {e}", path.display()))
-        }),
+        Ok(bytes) => {
+            let mut config: Config = serde_json::from_slice(&bytes).map_err(|e| {
+                ControlError::Internal(format!("unreadable snapshot {}: {e}", path.display()))
+            })?;
+            records::open_config(key, &mut config).map_err(|e| {
+                ControlError::SecretKey(format!(
+                    "cannot open the secrets of the snapshot {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(config))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ControlError::Internal(format!(
             "cannot read snapshot {}: {e}",

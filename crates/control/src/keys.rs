@@ -12,6 +12,9 @@ pub const IDEMPOTENCY: &str = "/fulcrum/v1/idem/";
 /// Fleet nodes' records, bound to their sessions. Outside [`ROOT`] on purpose: the config
 /// watch never sees them, so a node publishing what it serves never triggers more work.
 pub const NODES: &str = "/fulcrum/nodes/";
+/// A value sealed with the secret key every node must share (see `records`). Outside
+/// [`ROOT`] too: it is no configuration.
+pub const SECRET_KEY_CHECK: &str = "/fulcrum/secret-key-check";
 
 pub fn node(id: &str) -> String {
     format!("{NODES}{id}")

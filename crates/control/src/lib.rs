@@ -26,6 +26,8 @@ mod ops;
 mod patch;
 mod pool_set;
 mod ratelimit;
+mod records;
+mod secret_key;
 #[cfg(test)]
 mod testing;
 mod traffic;
@@ -41,6 +43,7 @@ pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
+pub use secret_key::{KEY_LEN as SECRET_KEY_LEN, SecretKey, SecretKeyError};
 pub use traffic::{BreakerState, MemberTraffic, ObservedHealth, Traffic, TrafficFigures};
 pub use tree::{NewPool, NewResources, Parent, PoolUpdate};
 

@@ -1146,7 +1146,7 @@ impl ControlPlane {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use fulcrum_model::{LoadBalancerSpec, PoolProtocol};
+    use fulcrum_model::{LoadBalancerSpec, MemberSpec, PoolProtocol, PoolSpec};
     use serde_json::json;
 
     use super::*;
@@ -1222,6 +1222,60 @@ mod tests {
         assert_eq!(lb.value.spec.name, "renamed");
         // Every change moved the load balancer's ETag.
         assert!(lb.mod_revision >= before + i64::from(rounds) * members.len() as i64);
+    }
+
+    /// A shared change compares the pool's stored bytes: re-encoding a pool that holds
+    /// secrets seals them with new nonces, which could never compare equal (the change would
+    /// stall until its deadline). An exclusive change re-encodes the pool: the bytes left as
+    /// they were show the change went shared. The secrets stay whole in the view.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_changes_commit_under_a_pool_with_sealed_secrets() {
+        let (_dir, cp) = control().await;
+        let ctx = RequestContext::default();
+        let lb = cp
+            .create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))
+            .await
+            .unwrap();
+        let lb = LoadBalancerId(lb.result.unwrap().id);
+        let mut spec = PoolSpec::new("p", PoolProtocol::Http);
+        spec.upstream
+            .credentials
+            .headers
+            .insert("x-key".into(), vec!["pl4nted".into()]);
+        let pool = cp.create_pool(&ctx, &lb, spec).await.unwrap();
+        let pool = PoolId(pool.result.unwrap().id);
+        let member = cp
+            .create_member(&ctx, &pool, MemberSpec::new("10.0.0.1", 80))
+            .await
+            .unwrap();
+        let member = MemberId(member.result.unwrap().id);
+        let stored = cp.store().get(&keys::pool(&pool)).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&stored.value).contains("pl4nted"));
+        for weight in 2..5 {
+            let started = std::time::Instant::now();
+            cp.update_member(&ctx, &pool, &member, &json!({"weight": weight}))
+                .await
+                .unwrap();
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(500),
+                "took {:?}",
+                started.elapsed()
+            );
+        }
+        let after = cp.store().get(&keys::pool(&pool)).await.unwrap().unwrap();
+        assert!(
+            after.mod_revision > stored.mod_revision,
+            "the pool's ETag moved"
+        );
+        assert_eq!(
+            after.value, stored.value,
+            "touched (shared), not rewritten: the sealed bytes are the same"
+        );
+        let cfg = cp.view();
+        assert_eq!(
+            cfg.pools[&pool].value.spec.upstream.credentials.headers["x-key"],
+            ["pl4nted"]
+        );
     }
 
     /// Endpoint changes still serialise: two members moved to one endpoint at once, one wins.

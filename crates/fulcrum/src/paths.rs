@@ -22,6 +22,11 @@ pub fn token_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("api-token")
 }
 
+/// The key that seals secrets at rest (unless `FULCRUM_SECRET_KEY` gives one).
+pub fn secret_key_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("secret.key")
+}
+
 pub fn store_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("fulcrum.redb")
 }

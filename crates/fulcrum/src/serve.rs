@@ -9,7 +9,7 @@ use fulcrum_api::{
     ApiConfig, ApiTls, ApiToken, AzureConfig, CertMatch, ClientCertPrincipal, HuaweiConfig,
     OciConfig, TlsFiles,
 };
-use fulcrum_control::{ControlPlane, NodeOptions, Options};
+use fulcrum_control::{ControlError, ControlPlane, NodeOptions, Options, SecretKey};
 use serde::Deserialize;
 
 use crate::paths;
@@ -312,9 +312,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .or(demo_dir.as_ref().map(|d| d.path().to_owned()))
         .or(file.data_dir)
         .unwrap_or_else(paths::default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    make_private(&data_dir);
+    create_data_dir(&data_dir)?;
+    let (secret_key, key_origin) = secret_key(&data_dir)?;
     let listen = match args.listen.or(file.api.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse()?,
@@ -451,12 +450,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = Options {
         self_apply: false,
         node,
+        secret_key: Arc::new(secret_key),
         ..Options::default()
     };
     let control = match ControlPlane::start(store, options).await {
         Ok(c) => c,
         Err(e) => {
-            let e = anyhow::Error::new(e).context("cannot load the configuration");
+            let e = match e {
+                ControlError::SecretKey(_) => anyhow::Error::new(e).context(format!(
+                    "cannot load the configuration with the secret key from {key_origin}: a fleet's nodes \
+                     all need the same key (set {SECRET_KEY_ENV} on each, or copy secret.key from one \
+                     node's data directory to the others); a single node needs the secret.key it \
+                     was started with (restore it from a backup of the data directory)"
+                )),
+                e => anyhow::Error::new(e).context("cannot load the configuration"),
+            };
             give_up(taking.take(), &e);
             return Err(e);
         }
@@ -955,19 +963,51 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The data directory holds the store and the API token: the owner's only (0700), whatever
-/// the umask made of it. A directory the process does not own is left alone, with a warning.
-fn make_private(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    if meta.permissions().mode() & 0o077 == 0 {
-        return;
+/// The data directory holds the store, the secret key and the API token: the owner's only
+/// (0700) from its creation on. One that others may enter (made by an older version, or by
+/// hand) is tightened, with a warning; one the process does not own stays as it is.
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     }
-    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory private");
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => bail!("cannot create data directory {}: {e}", dir.display()),
     }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data directory {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777),
+            "the data directory was open to others; making it the owner's only (0700)");
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the data directory private");
+        }
+    }
+    Ok(())
+}
+
+/// The environment variable that gives the secret key (base64 of 32 bytes).
+const SECRET_KEY_ENV: &str = "FULCRUM_SECRET_KEY";
+
+/// The key that seals secrets at rest, and where it came from: `FULCRUM_SECRET_KEY`, else
+/// `secret.key` in the data directory (created on first start).
+fn secret_key(data_dir: &Path) -> anyhow::Result<(SecretKey, String)> {
+    if let Ok(text) = std::env::var(SECRET_KEY_ENV)
+        && !text.trim().is_empty()
+    {
+        return Ok((
+            SecretKey::from_base64(&text, SECRET_KEY_ENV)?,
+            SECRET_KEY_ENV.to_owned(),
+        ));
+    }
+    let path = paths::secret_key_file(data_dir);
+    let key = SecretKey::load_or_create(&path)?;
+    Ok((key, path.display().to_string()))
 }
 
 /// SIGHUP: the access log opens its path anew (logrotate moved the file), and the API's

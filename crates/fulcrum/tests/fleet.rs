@@ -17,6 +17,10 @@ use common::{Api, Resp, Server, free_port};
 use fulcrum_store_etcd::testing::{EtcdCluster, require_etcd};
 use serde_json::{Value, json};
 
+/// The secret key every node of a test fleet shares (base64 of 32 bytes), as an operator
+/// gives it through the environment.
+const FLEET_KEY: &str = "ZmxlZXQta2V5LWZvci10ZXN0cy0wMTIzNDU2Nzg5YWI=";
+
 /// One fulcrum node of the fleet.
 struct Node {
     server: Option<Server>,
@@ -27,6 +31,7 @@ struct Node {
     endpoints: String,
     /// `[store] session_ttl_secs` (None: the default).
     session_ttl_secs: Option<u64>,
+    secret_key: &'static str,
 }
 
 /// A Huawei `X-Auth-Token` every node accepts, for the dialects' own refusals.
@@ -54,14 +59,14 @@ impl Node {
             address: address.into(),
             endpoints: endpoints.into(),
             session_ttl_secs,
+            secret_key: FLEET_KEY,
         };
         node.restart();
         node
     }
 
-    /// (Re)starts the node on the same data directory (its snapshot cache survives).
-    fn restart(&mut self) {
-        self.server = None;
+    /// `fulcrum serve` as this node runs it.
+    fn command(&self) -> (std::process::Command, Vec<String>) {
         let config = self.dir.path().join("fulcrum.toml");
         std::fs::write(
             &config,
@@ -76,21 +81,31 @@ impl Node {
             ),
         )
         .unwrap();
-        let config = config.to_str().unwrap().to_owned();
-        let data = self.dir.path().join("data");
-        self.server = Some(Server::start_with(
-            &data,
-            &[
-                "--config",
-                &config,
-                "--store",
-                &self.endpoints,
-                "--node-id",
-                &self.id,
-                "--role",
-                self.role,
-            ],
-        ));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+        command.env("FULCRUM_SECRET_KEY", self.secret_key);
+        let args = [
+            "--config",
+            config.to_str().unwrap(),
+            "--store",
+            &self.endpoints,
+            "--node-id",
+            &self.id,
+            "--role",
+            self.role,
+        ];
+        (command, args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)starts the node on the same data directory (its snapshot cache survives).
+    fn restart(&mut self) {
+        self.server = None;
+        let (command, args) = self.command();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.server = Some(Server::start_through(command, &self.data_dir(), &args));
     }
 
     /// The node's API (a data-plane node's: only `/v1/health` and `/metrics`).
@@ -713,4 +728,124 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
         assert!(Instant::now() < deadline, "node-c never came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Secrets at rest in a fleet: the values in etcd and every node's snapshot file hold
+/// upstream credentials sealed (never in clear nor in base64), nodes sharing the key serve
+/// them, and a node given another key refuses to start instead of serving without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_keeps_secrets_sealed_in_etcd_and_snapshots() {
+    use base64::Engine as _;
+    use fulcrum_store::Store as _;
+    const SECRET: &str = "pl4nted-fleet-s3cret-a9d2";
+    require_etcd();
+    let etcd = EtcdCluster::start(1).await;
+    let endpoints = store_url(&etcd);
+    let a = Node::start("node-a", "all", "127.0.0.2", &endpoints);
+    let b = Node::start("node-b", "data-plane", "127.0.0.3", &endpoints);
+    let api = a.api().unpooled();
+    let backend = Backend::start("m").await;
+    let lb = api
+        .ok("POST", "/v1/loadbalancers", Some(json!({"name": "sealed"})))
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(
+                json!({"name": "p", "protocol": "HTTP", "upstream": {"credentials": {
+                    "headers": {"x-api-key": [SECRET]}
+                }}}),
+            ),
+        )
+        .await
+        .id();
+    api.ok(
+        "POST",
+        &format!("/v1/pools/{pool}/members"),
+        Some(json!({"address": "127.0.0.1", "port": backend.port()})),
+    )
+    .await;
+    let port = free_port();
+    let r = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/listeners"),
+            Some(json!({"protocol": "HTTP", "port": port, "default_pool_id": pool})),
+        )
+        .await;
+    let wr = wait_wr(&api, &r).await;
+    assert_eq!(wr["status"], "SUCCEEDED", "{wr}");
+    // The data-plane node opened the secret with the shared key.
+    let http = client();
+    assert_eq!(body_of(&http, &b.url(port)).await, "m");
+    let headers = backend.last_headers().unwrap();
+    assert_eq!(headers.get("x-api-key").unwrap(), SECRET);
+
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(SECRET);
+    let stored = etcd.store().await.range("/").await.unwrap();
+    assert!(
+        stored
+            .kvs
+            .iter()
+            .any(|kv| kv.key.contains(&format!("pool/{pool}"))),
+        "the pool is in etcd"
+    );
+    for kv in &stored.kvs {
+        let value = String::from_utf8_lossy(&kv.value);
+        assert!(
+            !value.contains(SECRET) && !value.contains(&encoded[..encoded.len() - 2]),
+            "{} holds the secret",
+            kv.key
+        );
+    }
+    // Each node saves its snapshot after a change (at most every 200 ms).
+    for node in [&a, &b] {
+        let path = node.data_dir().join("fleet-snapshot.json");
+        let mut saved = String::new();
+        for _ in 0..100 {
+            saved = std::fs::read_to_string(&path).unwrap_or_default();
+            if saved.contains(pool.as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(saved.contains(pool.as_str()), "{} saved no pool", node.id);
+        assert!(
+            !saved.contains(SECRET) && !saved.contains(&encoded[..encoded.len() - 2]),
+            "{}'s snapshot holds the secret",
+            node.id
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+
+    // A node with a key of its own refuses to start, and says why.
+    let stranger = Node {
+        server: None,
+        dir: tempfile::tempdir().unwrap(),
+        id: "node-x".into(),
+        role: "all",
+        address: "127.0.0.4".into(),
+        endpoints: endpoints.clone(),
+        session_ttl_secs: None,
+        secret_key: "c3RyYW5nZXIta2V5LW5vdC10aGUtZmxlZXRzLTAxMjM=",
+    };
+    let (mut command, args) = stranger.command();
+    let out = command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(stranger.data_dir())
+        .args(&args)
+        .env("FULCRUM_API_TOKEN", common::TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secret key") && stderr.contains("same key"),
+        "{stderr}"
+    );
+    drop((a, b));
 }

@@ -71,7 +71,7 @@ pub struct L7Route {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub certificate_chain_pem: String,
-    /// Write-only: reads return it masked.
+    /// Write-only: reads return it masked; sealed in the store (see `Secrets`).
     pub private_key_pem: String,
     #[serde(default)]
     pub sni_certificates: Vec<SniCertificate>,
@@ -87,7 +87,7 @@ pub struct ListenerTls {
 pub struct SniCertificate {
     pub server_name: String,
     pub certificate_chain_pem: String,
-    /// Write-only: reads return it masked.
+    /// Write-only: reads return it masked; sealed in the store (see `Secrets`).
     pub private_key_pem: String,
     /// As `ListenerTls::ocsp_response_base64`, for this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,7 +29,8 @@ pub struct UpstreamSettings {
     pub circuit_breaker: Vec<CircuitBreakerRule>,
 }
 
-/// Added to every request sent to the member. Secret: reads return values masked.
+/// Added to every request sent to the member. Secret: reads return values masked, and
+/// the store seals them (see `Secrets`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Credentials {
@@ -73,7 +74,7 @@ pub struct ForwardProxy {
     pub url: String,
     #[serde(default)]
     pub username: Option<String>,
-    /// Secret: reads return it masked.
+    /// Secret: reads return it masked, and the store seals it.
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -210,24 +211,13 @@ impl UpstreamSettings {
     pub fn masked(&self) -> Self {
         const MASK: &str = "***";
         let mut m = self.clone();
-        for values in m.credentials.headers.values_mut() {
-            values.iter_mut().for_each(|v| *v = MASK.into());
+        for secret in crate::Secrets::secrets_mut(&mut m) {
+            *secret = MASK.into();
         }
-        for values in m.credentials.query.values_mut() {
-            values.iter_mut().for_each(|v| *v = MASK.into());
-        }
-        if let Some(a) = &mut m.credentials.authorization {
-            a.parameter = MASK.into();
-        }
-        if let Some(pem) = &mut m.credentials.client_certificate_pem {
-            *pem = MASK.into();
-        }
-        if let Some(p) = &mut m.proxy {
-            if p.password.is_some() {
-                p.password = Some(MASK.into());
-            }
-            // Stored before URLs with credentials were refused.
-            p.url = without_userinfo(&p.url);
+        if let (Some(shown), Some(p)) = (&mut m.proxy, &self.proxy) {
+            // The proxy's address is shown, without credentials (stored before URLs with
+            // credentials were refused).
+            shown.url = without_userinfo(&p.url);
         }
         m
     }

@@ -164,15 +164,8 @@ impl EmbeddedStore {
                 StoreError::Internal(format!("create store directory {}: {e}", parent.display()))
             })?;
         }
+        create_private(path)?;
         let db = open_database(path)?;
-        // The store holds secrets (upstream credentials, TLS private keys): the owner's only,
-        // whatever the umask made of it.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot make the store file private");
-            }
-        }
         let (changes_tx, _) = broadcast::channel(capacity.max(1));
         tracing::debug!(path = %path.display(), "embedded store opened");
         Ok(Self {
@@ -210,6 +203,35 @@ impl EmbeddedStore {
 
 /// Opens the file (redb repairs it if the last commit did not complete) and creates the
 /// tables up front so read transactions never meet a missing table.
+/// The store file is the owner's only (its secrets are sealed, the rest is not): created
+/// 0600, so it is never readable by others even for a moment, and tightened with a warning
+/// when an older version left it open.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Internal(format!("open store file {}: {e}", path.display())))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| StoreError::Internal(format!("stat store file {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+            "the store file was readable by others; making it the owner's only");
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| {
+                StoreError::Internal(format!("chmod store file {}: {e}", path.display()))
+            })?;
+    }
+    Ok(())
+}
+
 fn open_database(path: &Path) -> Result<Database, StoreError> {
     let db = redb::Builder::new()
         .set_cache_size(CACHE_BYTES)
@@ -1033,6 +1055,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("fulcrum.redb")).unwrap();
         (dir, Arc::new(store))
+    }
+
+    /// Created the owner's only whatever the umask (there is no moment when others could
+    /// open it), and one an older version left open is tightened.
+    #[test]
+    fn the_store_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fulcrum.redb");
+        drop(EmbeddedStore::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(EmbeddedStore::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
     }
 
     macro_rules! conformance_cases {

@@ -160,7 +160,7 @@ impl From<ControlError> for AzureError {
                     message,
                 )
             },
-            ControlError::Internal(_) => {
+            ControlError::Internal(_) | ControlError::SecretKey(_) => {
                 tracing::error!(error = %message, "internal error");
                 AzureError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

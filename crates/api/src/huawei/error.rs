@@ -160,7 +160,7 @@ impl From<ControlError> for HuaweiError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..HuaweiError::new(StatusCode::SERVICE_UNAVAILABLE, "ELB.1001", message)
             },
-            ControlError::Internal(_) => {
+            ControlError::Internal(_) | ControlError::SecretKey(_) => {
                 tracing::error!(error = %message, "internal error");
                 HuaweiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -118,7 +118,7 @@ impl From<ControlError> for NativeError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..NativeError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             },
-            ControlError::Internal(_) => {
+            ControlError::Internal(_) | ControlError::SecretKey(_) => {
                 tracing::error!(error = %message, "internal error");
                 NativeError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -60,9 +60,8 @@ pub(crate) fn lb(cp: &ControlPlane, cfg: &Config, v: &Versioned<LoadBalancer>) -
 pub(crate) fn listener(cp: &ControlPlane, v: &Versioned<Listener>) -> ListenerView {
     let mut resource = v.value.clone();
     if let Some(tls) = &mut resource.spec.tls {
-        tls.private_key_pem = "***".into();
-        for sni in &mut tls.sni_certificates {
-            sni.private_key_pem = "***".into();
+        for key in fulcrum_model::Secrets::secrets_mut(tls) {
+            *key = "***".into();
         }
     }
     let status_reason = cp.refusal(ResourceKind::Listener, v.value.id.as_str());

@@ -125,7 +125,7 @@ impl From<ControlError> for OciError {
                     message,
                 )
             },
-            ControlError::Internal(_) => {
+            ControlError::Internal(_) | ControlError::SecretKey(_) => {
                 tracing::error!(error = %message, "internal error");
                 OciError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
