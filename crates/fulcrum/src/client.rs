@@ -324,11 +324,12 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match end_entity.as_ref() == self.cert.as_ref() {
-            true => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-            false => Err(rustls::Error::InvalidCertificate(
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
-            )),
+            ))
         }
     }
 
