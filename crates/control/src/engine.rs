@@ -79,8 +79,10 @@ pub(crate) struct Plan {
     pub lb: Option<LoadBalancerId>,
     /// Pools whose ETag moves (a member or health monitor changed beneath them).
     pub touch_pools: Vec<PoolId>,
+    /// Further load balancers guarded and rewritten like `lb` (a batch spanning several).
+    pub touch_lbs: Vec<LoadBalancerId>,
     pub compares: Vec<Compare>,
-    writes: Vec<Write>,
+    pub(crate) writes: Vec<Write>,
     pub resources: Vec<ResourceRef>,
     pub result: Option<ResourceRef>,
     /// The mod revision of the resource acted on, for `If-Match` in resource scope
@@ -99,6 +101,7 @@ impl Plan {
             operation,
             lb: None,
             touch_pools: Vec::new(),
+            touch_lbs: Vec::new(),
             compares: Vec::new(),
             writes: Vec::new(),
             resources: Vec::new(),
@@ -138,7 +141,7 @@ impl Plan {
 
 /// A write a plan makes. Records are encoded (their secrets sealed) only when the
 /// transaction is built: sealing needs the key, which plans never see.
-enum Write {
+pub(crate) enum Write {
     Put {
         key: String,
         record: Box<dyn records::Record>,
@@ -149,13 +152,13 @@ enum Write {
 }
 
 impl Write {
-    fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         match self {
             Write::Put { key, .. } | Write::Delete { key } => key,
         }
     }
 
-    fn to_op(&self, secret_key: &SecretKey) -> Result<Op, ControlError> {
+    pub(crate) fn to_op(&self, secret_key: &SecretKey) -> Result<Op, ControlError> {
         Ok(match self {
             Write::Put { key, record } => Op::Put {
                 key: key.clone(),
@@ -531,6 +534,11 @@ impl ControlPlane {
         plan_fn: impl Fn(&Config, Timestamp) -> Result<Plan, ControlError>,
     ) -> Result<Outcome, ControlError> {
         let operation = input.operation();
+        // Within a batch (`apply`), the change is planned on the batch's view and kept
+        // there; the batch commits everything at the end as one change.
+        if let Some(batch) = &ctx.batch {
+            return batch.add(operation, &plan_fn);
+        }
         let result = self
             .commit_change(ctx, input, |cfg, now| {
                 let plan = plan_fn(cfg, now)?;
@@ -784,9 +792,10 @@ impl ControlPlane {
                 writes.push(Op::Put { key, value });
             }
         };
-        if let Some(lb_id) = &plan.lb
-            && let Some(lb) = cfg.loadbalancers.get(lb_id)
-        {
+        for lb_id in plan.lb.iter().chain(&plan.touch_lbs) {
+            let Some(lb) = cfg.loadbalancers.get(lb_id) else {
+                continue;
+            };
             let key = keys::lb(lb_id);
             if plan.writes_key(&key) {
                 compares.push(Compare::unchanged(key, lb.mod_revision));

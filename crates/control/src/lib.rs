@@ -16,6 +16,8 @@
 //!
 //! Architecture invariant: this crate knows no HTTP and no dialect. It speaks the model.
 
+mod apply;
+mod batch;
 mod config;
 mod engine;
 mod error;
@@ -33,6 +35,8 @@ mod testing;
 mod traffic;
 mod tree;
 
+pub use apply::{Applied, ApplyStep, ApplySummary, check_document};
+pub use batch::Batch;
 pub use config::{Config, Versioned};
 pub use engine::{ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Refusal};
 pub use error::ControlError;
@@ -68,6 +72,9 @@ pub struct RequestContext {
     /// Otherwise changes follow each other at once, each in its own revision, and the data
     /// plane serves them in order.
     pub one_change_at_a_time: bool,
+    /// Set by `apply` alone: operations are planned into this batch, which commits them
+    /// together, instead of committing one by one. Leave it `None`.
+    pub batch: Option<Batch>,
 }
 
 /// A precondition on an ETag.

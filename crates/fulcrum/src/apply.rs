@@ -19,19 +19,23 @@
 //!         default_pool: app           # a pool of the file, by name
 //!         routes: [{path_prefix: /api, pool: app}]
 //! ```
-//! Every other field is the native API's, validated by the server. Fields a file leaves
-//! out keep their current values. Applying the same file twice changes nothing.
+//! Every other field is the native API's. Fields a file leaves out keep their current
+//! values. Applying the same file twice changes nothing.
+//!
+//! The server plans and applies the whole file as one change (`POST /v1/apply`, see
+//! `fulcrum_control::apply`): a file that fails anywhere changes nothing.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::bail;
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::client::Client;
 
-#[derive(Default)]
+/// What the server answered: every step with counts, and the change's work request.
+#[derive(Debug, Default, Deserialize)]
 pub struct Summary {
     created: usize,
     updated: usize,
@@ -39,19 +43,27 @@ pub struct Summary {
     deleted: usize,
     /// Every resource the file touches, in the order it is (or would be) changed.
     pub plan: Vec<Step>,
+    /// The change's work request id; none when only planned or nothing changed.
+    #[serde(default, deserialize_with = "work_request_id")]
+    pub work_request: Option<String>,
+}
+
+fn work_request_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(v.and_then(|wr| wr.get("id").and_then(Value::as_str).map(str::to_owned)))
 }
 
 /// What `apply` does (or, with `--dry-run`, would do) to one resource.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 pub struct Step {
     /// `create`, `update`, `delete` or `unchanged`.
-    pub action: &'static str,
+    pub action: String,
     /// `subnet`, `loadbalancer`, `pool`, `members`, `healthmonitor` or `listener`.
-    pub kind: &'static str,
+    pub kind: String,
     /// By name: `web`, `web/app` (a pool of load balancer web)...
     pub name: String,
     /// For an update: the fields that change.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
 }
 
@@ -61,7 +73,7 @@ impl Summary {
         self.plan.iter().any(|s| s.action != "unchanged")
     }
 
-    /// The counts, whether anything changes (or would), and the plan.
+    /// The counts, whether anything changes (or would), the plan and the work request.
     pub fn to_json(&self) -> Value {
         json!({
             "created": self.created,
@@ -70,6 +82,7 @@ impl Summary {
             "deleted": self.deleted,
             "changes": self.pending(),
             "plan": self.plan,
+            "work_request_id": self.work_request,
         })
     }
 
@@ -78,7 +91,7 @@ impl Summary {
     pub fn plan_text(&self) -> String {
         let mut out = String::new();
         for s in &self.plan {
-            let sign = match s.action {
+            let sign = match s.action.as_str() {
                 "create" => '+',
                 "update" => '~',
                 "delete" => '-',
@@ -100,7 +113,11 @@ impl std::fmt::Display for Summary {
             f,
             "applied: {} created, {} updated, {} unchanged, {} deleted",
             self.created, self.updated, self.unchanged, self.deleted
-        )
+        )?;
+        if let Some(id) = &self.work_request {
+            write!(f, " (work request {id})")?;
+        }
+        Ok(())
     }
 }
 
@@ -112,531 +129,38 @@ pub async fn apply_file(client: &Client, path: &Path, prune: bool) -> anyhow::Re
 /// What applying the file would change, without changing anything.
 pub async fn plan_file(client: &Client, path: &Path, prune: bool) -> anyhow::Result<Summary> {
     let doc = crate::commands::read_document(&path.to_path_buf())?;
-    run(client, doc, prune, true).await
+    send(client, doc, prune, true).await
 }
 
-/// Plans first (names, references and ambiguities are checked before anything is written),
-/// then applies.
+/// Applies a document in one change: all of it, or (on any error) nothing.
 pub async fn apply_document(client: &Client, doc: Value, prune: bool) -> anyhow::Result<Summary> {
-    run(client, doc.clone(), prune, true).await?;
-    run(client, doc, prune, false).await
+    send(client, doc, prune, false).await
 }
 
-async fn run(client: &Client, doc: Value, prune: bool, dry_run: bool) -> anyhow::Result<Summary> {
-    let mut doc = match doc {
-        Value::Object(o) => o,
-        _ => bail!("the file must hold an object with `subnets` and `loadbalancers`"),
-    };
-    for key in doc.keys() {
-        if key != "subnets" && key != "loadbalancers" {
-            bail!("unknown top-level key {key:?} (expected subnets, loadbalancers)");
-        }
-    }
-    let mut a = Applier {
-        client,
-        summary: Summary::default(),
-        prune,
-        dry_run,
-    };
-    let subnets = a
-        .subnets(list(doc.remove("subnets"), "subnets")?)
-        .await
-        .context("subnets")?;
-    for (i, lb) in list(doc.remove("loadbalancers"), "loadbalancers")?
-        .into_iter()
-        .enumerate()
-    {
-        a.loadbalancer(lb, &subnets)
-            .await
-            .with_context(|| format!("loadbalancers[{i}]"))?;
-    }
-    Ok(a.summary)
+async fn send(client: &Client, doc: Value, prune: bool, dry_run: bool) -> anyhow::Result<Summary> {
+    // Shape and references are checked here too, so a broken file is refused before the
+    // server is asked (and by `fulcrum validate -f` with no server at all).
+    check_document(&doc)?;
+    let body = json!({"document": doc, "prune": prune, "dry_run": dry_run});
+    let reply = client
+        .call(Method::POST, "/v1/apply", Some(&body), None)
+        .await?;
+    Ok(serde_json::from_value(reply.body)?)
 }
 
 /// Checks an apply file without a server: its shape, a name on everything, no name twice
 /// where names must be unique, and references (a listener's pools, a member's subnet) to
 /// what the file defines. Returns what it holds, for a summary line.
 pub fn check_document(doc: &Value) -> anyhow::Result<String> {
-    let Value::Object(doc) = doc else {
-        bail!("the file must hold an object with `subnets` and `loadbalancers`");
-    };
-    for key in doc.keys() {
-        if key != "subnets" && key != "loadbalancers" {
-            bail!("unknown top-level key {key:?} (expected subnets, loadbalancers)");
-        }
-    }
-    let unique = |names: &[String], what: &str| -> anyhow::Result<()> {
-        for (i, n) in names.iter().enumerate() {
-            if names[..i].contains(n) {
-                bail!("two {what}s are named {n:?}");
+    match fulcrum_control::check_document(doc) {
+        Ok(holds) => Ok(holds),
+        Err(fulcrum_control::ControlError::Invalid(v)) => {
+            let e = v.first();
+            if e.field.is_empty() {
+                bail!("{}", e.message)
             }
+            bail!("{}: {}", e.field, e.message)
         }
-        Ok(())
-    };
-    let subnets = list(doc.get("subnets").cloned(), "subnets")?;
-    let subnet_names = subnets
-        .iter()
-        .map(|s| name_of(s, "subnet"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    unique(&subnet_names, "subnet")?;
-    let lbs = list(doc.get("loadbalancers").cloned(), "loadbalancers")?;
-    let lb_names = lbs
-        .iter()
-        .map(|l| name_of(l, "load balancer"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    unique(&lb_names, "load balancer")?;
-    let (mut pool_count, mut listener_count, mut member_count) = (0, 0, 0);
-    for (lb, lb_name) in lbs.iter().zip(&lb_names) {
-        let within = |e: anyhow::Error| e.context(format!("load balancer {lb_name:?}"));
-        let pools = list(lb.get("pools").cloned(), "pools").map_err(within)?;
-        let pool_names = pools
-            .iter()
-            .map(|p| name_of(p, "pool"))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(within)?;
-        unique(&pool_names, "pool").map_err(within)?;
-        for (pool, pname) in pools.iter().zip(&pool_names) {
-            let members = list(pool.get("members").cloned(), "members")
-                .map_err(|e| within(e.context(format!("pool {pname:?}"))))?;
-            for m in &members {
-                if let Some(s) = m.get("subnet") {
-                    let s = s.as_str().unwrap_or_default();
-                    if !subnet_names.iter().any(|n| n == s) {
-                        return Err(within(anyhow!(
-                            "pool {pname:?}: a member names subnet {s:?}, which the file does not define"
-                        )));
-                    }
-                }
-            }
-            member_count += members.len();
-        }
-        let listeners = list(lb.get("listeners").cloned(), "listeners").map_err(within)?;
-        let listener_names = listeners
-            .iter()
-            .map(|l| name_of(l, "listener"))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(within)?;
-        unique(&listener_names, "listener").map_err(within)?;
-        for (l, lname) in listeners.iter().zip(&listener_names) {
-            let routes = l.get("routes").and_then(Value::as_array);
-            let references = l
-                .get("default_pool")
-                .into_iter()
-                .chain(routes.into_iter().flatten().filter_map(|r| r.get("pool")));
-            for p in references {
-                let p = p.as_str().unwrap_or_default();
-                if !pool_names.iter().any(|n| n == p) {
-                    return Err(within(anyhow!(
-                        "listener {lname:?} sends to pool {p:?}, which this load balancer does not define"
-                    )));
-                }
-            }
-        }
-        pool_count += pools.len();
-        listener_count += listeners.len();
-    }
-    Ok(format!(
-        "{} subnet(s), {} load balancer(s), {pool_count} pool(s) with {member_count} member(s), {listener_count} listener(s)",
-        subnet_names.len(),
-        lb_names.len()
-    ))
-}
-
-struct Applier<'a> {
-    client: &'a Client,
-    summary: Summary,
-    prune: bool,
-    /// Plan only: nothing is written, and what would be created gets a placeholder id.
-    dry_run: bool,
-}
-
-/// The id a planned resource would get; what is listed under it is empty.
-const PLANNED: &str = "(planned)";
-
-/// The one existing resource named `name`; several are an error naming them.
-fn by_name<'v>(existing: &'v [Value], name: &str, what: &str) -> anyhow::Result<Option<&'v Value>> {
-    let mut found = existing
-        .iter()
-        .filter(|e| e.get("name").and_then(Value::as_str) == Some(name));
-    let first = found.next();
-    if let Some(second) = found.next() {
-        let ids: Vec<String> = [first, Some(second)]
-            .into_iter()
-            .flatten()
-            .chain(found)
-            .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
-            .collect();
-        bail!(
-            "{} {what}s are named {name:?} ({}): rename all but one; nothing was changed",
-            ids.len(),
-            ids.join(", ")
-        );
-    }
-    Ok(first)
-}
-
-/// The top-level fields of `desired` that `existing` does not already have.
-fn changed_fields(existing: &Value, desired: &Value) -> Vec<String> {
-    match (existing, desired) {
-        (Value::Object(e), Value::Object(d)) => d
-            .iter()
-            .filter(|(k, dv)| e.get(k.as_str()).is_none_or(|ev| differs(ev, dv)))
-            .map(|(k, _)| k.clone())
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn list(v: Option<Value>, what: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::Object(o) => Ok(o),
-                _ => Err(anyhow!("{what}[{i}] must be an object")),
-            })
-            .collect(),
-        Some(_) => Err(anyhow!("{what} must be a list")),
-    }
-}
-
-fn name_of(o: &Map<String, Value>, what: &str) -> anyhow::Result<String> {
-    o.get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("every {what} in the file needs a name"))
-}
-
-/// Whether `existing` lacks anything `desired` sets.
-fn differs(existing: &Value, desired: &Value) -> bool {
-    match (existing, desired) {
-        (Value::Object(e), Value::Object(d)) => d
-            .iter()
-            .any(|(k, dv)| e.get(k).is_none_or(|ev| differs(ev, dv))),
-        (Value::Array(e), Value::Array(d)) => {
-            e.len() != d.len() || e.iter().zip(d).any(|(ev, dv)| differs(ev, dv))
-        }
-        (e, d) => e != d,
-    }
-}
-
-fn id_of(v: &Value) -> anyhow::Result<String> {
-    v.get("id")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("the API returned an object without an id"))
-}
-
-impl Applier<'_> {
-    fn step(&mut self, action: &'static str, kind: &'static str, name: &str, fields: Vec<String>) {
-        self.summary.plan.push(Step {
-            action,
-            kind,
-            name: name.to_owned(),
-            fields,
-        });
-    }
-
-    /// The resources under `path`; none under a resource only planned.
-    async fn list_under(&self, path: &str) -> anyhow::Result<Vec<Value>> {
-        if path.contains(PLANNED) {
-            return Ok(Vec::new());
-        }
-        self.client.list_all(path).await
-    }
-
-    /// Creates `desired` under `collection`, or patches `existing` if it differs.
-    #[allow(clippy::too_many_arguments)]
-    async fn upsert(
-        &mut self,
-        kind: &'static str,
-        name: &str,
-        existing: Option<&Value>,
-        collection: &str,
-        item_path: impl Fn(&str) -> String,
-        desired: Value,
-    ) -> anyhow::Result<String> {
-        match existing {
-            None => {
-                self.step("create", kind, name, Vec::new());
-                self.summary.created += 1;
-                if self.dry_run {
-                    return Ok(PLANNED.to_owned());
-                }
-                let reply = self
-                    .client
-                    .call(Method::POST, collection, Some(&desired), None)
-                    .await?;
-                id_of(&reply.body)
-            }
-            Some(e) => {
-                let id = id_of(e)?;
-                let fields = changed_fields(e, &desired);
-                if differs(e, &desired) {
-                    self.step("update", kind, name, fields);
-                    self.summary.updated += 1;
-                    if !self.dry_run {
-                        self.client
-                            .call(Method::PATCH, &item_path(&id), Some(&desired), None)
-                            .await?;
-                    }
-                } else {
-                    self.step("unchanged", kind, name, Vec::new());
-                    self.summary.unchanged += 1;
-                }
-                Ok(id)
-            }
-        }
-    }
-
-    async fn delete(&mut self, kind: &'static str, name: &str, path: &str) -> anyhow::Result<()> {
-        self.step("delete", kind, name, Vec::new());
-        self.summary.deleted += 1;
-        if !self.dry_run {
-            self.client.call(Method::DELETE, path, None, None).await?;
-        }
-        Ok(())
-    }
-
-    async fn subnets(
-        &mut self,
-        wanted: Vec<Map<String, Value>>,
-    ) -> anyhow::Result<HashMap<String, String>> {
-        let existing = self.client.list_all("/v1/subnets").await?;
-        let mut ids = HashMap::new();
-        for s in wanted {
-            let name = name_of(&s, "subnet")?;
-            let current = by_name(&existing, &name, "subnet")?;
-            let id = self
-                .upsert(
-                    "subnet",
-                    &name,
-                    current,
-                    "/v1/subnets",
-                    |id| format!("/v1/subnets/{id}"),
-                    Value::Object(s),
-                )
-                .await
-                .with_context(|| format!("subnet {name:?}"))?;
-            ids.insert(name, id);
-        }
-        Ok(ids)
-    }
-
-    async fn loadbalancer(
-        &mut self,
-        mut lb: Map<String, Value>,
-        subnets: &HashMap<String, String>,
-    ) -> anyhow::Result<()> {
-        let name = name_of(&lb, "load balancer")?;
-        let pools = list(lb.remove("pools"), "pools")?;
-        let listeners = list(lb.remove("listeners"), "listeners")?;
-        let existing = self.client.list_all("/v1/loadbalancers").await?;
-        let current = by_name(&existing, &name, "load balancer")?;
-        let lb_id = self
-            .upsert(
-                "loadbalancer",
-                &name,
-                current,
-                "/v1/loadbalancers",
-                |id| format!("/v1/loadbalancers/{id}"),
-                Value::Object(lb),
-            )
-            .await
-            .with_context(|| format!("load balancer {name:?}"))?;
-
-        let existing_pools = self
-            .list_under(&format!("/v1/loadbalancers/{lb_id}/pools"))
-            .await?;
-        let mut pool_ids: HashMap<String, String> = HashMap::new();
-        for mut pool in pools {
-            let pname = name_of(&pool, "pool")?;
-            let members = pool.remove("members");
-            let monitor = pool.remove("health_monitor");
-            let current = by_name(&existing_pools, &pname, "pool")?;
-            let path = format!("{name}/{pname}");
-            let pool_id = self
-                .upsert(
-                    "pool",
-                    &path,
-                    current,
-                    &format!("/v1/loadbalancers/{lb_id}/pools"),
-                    |id| format!("/v1/pools/{id}"),
-                    Value::Object(pool),
-                )
-                .await
-                .with_context(|| format!("pool {pname:?}"))?;
-            self.members(&path, &pool_id, members, subnets)
-                .await
-                .with_context(|| format!("pool {pname:?} members"))?;
-            self.monitor(&path, &pool_id, monitor)
-                .await
-                .with_context(|| format!("pool {pname:?} health_monitor"))?;
-            pool_ids.insert(pname, pool_id);
-        }
-
-        let existing_listeners = self
-            .list_under(&format!("/v1/loadbalancers/{lb_id}/listeners"))
-            .await?;
-        let mut kept_listeners = Vec::new();
-        for mut l in listeners {
-            let lname = name_of(&l, "listener")?;
-            let resolve = |v: &Value| -> anyhow::Result<Value> {
-                let n = v.as_str().context("pool references are pool names")?;
-                pool_ids
-                    .get(n)
-                    .map(|id| Value::String(id.clone()))
-                    .ok_or_else(|| anyhow!("no pool named {n:?} in this load balancer"))
-            };
-            if let Some(p) = l.remove("default_pool") {
-                l.insert("default_pool_id".into(), resolve(&p)?);
-            }
-            if let Some(Value::Array(routes)) = l.get_mut("routes") {
-                for r in routes.iter_mut() {
-                    if let Some(obj) = r.as_object_mut()
-                        && let Some(p) = obj.remove("pool")
-                    {
-                        obj.insert("pool_id".into(), resolve(&p)?);
-                    }
-                }
-            }
-            let current = by_name(&existing_listeners, &lname, "listener")?;
-            let id = self
-                .upsert(
-                    "listener",
-                    &format!("{name}/{lname}"),
-                    current,
-                    &format!("/v1/loadbalancers/{lb_id}/listeners"),
-                    |id| format!("/v1/listeners/{id}"),
-                    Value::Object(l),
-                )
-                .await
-                .with_context(|| format!("listener {lname:?}"))?;
-            kept_listeners.push(id);
-        }
-
-        if self.prune {
-            let label = |v: &Value, id: &str| {
-                let n = v.get("name").and_then(Value::as_str).unwrap_or_default();
-                format!("{name}/{}", if n.is_empty() { id } else { n })
-            };
-            for l in &existing_listeners {
-                let id = id_of(l)?;
-                if !kept_listeners.contains(&id) {
-                    self.delete("listener", &label(l, &id), &format!("/v1/listeners/{id}"))
-                        .await?;
-                }
-            }
-            for p in &existing_pools {
-                let id = id_of(p)?;
-                if !pool_ids.values().any(|k| *k == id) {
-                    self.delete("pool", &label(p, &id), &format!("/v1/pools/{id}"))
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the pool's members exactly the file's (one atomic batch replace).
-    async fn members(
-        &mut self,
-        pool: &str,
-        pool_id: &str,
-        members: Option<Value>,
-        subnets: &HashMap<String, String>,
-    ) -> anyhow::Result<()> {
-        let Some(members) = members else {
-            return Ok(());
-        };
-        let mut wanted = list(Some(members), "members")?;
-        for m in &mut wanted {
-            if let Some(s) = m.remove("subnet") {
-                let n = s.as_str().context("subnet references are subnet names")?;
-                let id = subnets
-                    .get(n)
-                    .ok_or_else(|| anyhow!("no subnet named {n:?} in the file"))?;
-                m.insert("subnet_id".into(), Value::String(id.clone()));
-            }
-        }
-        let existing = self
-            .list_under(&format!("/v1/pools/{pool_id}/members"))
-            .await?;
-        let endpoint = |v: &Value| (v.get("address").cloned(), v.get("port").cloned());
-        let same = existing.len() == wanted.len()
-            && wanted.iter().all(|w| {
-                let w = Value::Object(w.clone());
-                existing
-                    .iter()
-                    .any(|e| endpoint(e) == endpoint(&w) && !differs(e, &w))
-            });
-        if same {
-            self.step("unchanged", "members", pool, Vec::new());
-            self.summary.unchanged += 1;
-            return Ok(());
-        }
-        let count = format!("{} member(s)", wanted.len());
-        let action = if existing.is_empty() {
-            "create"
-        } else {
-            "update"
-        };
-        self.step(action, "members", pool, vec![count]);
-        self.summary.updated += 1;
-        if self.dry_run {
-            return Ok(());
-        }
-        self.client
-            .call(
-                Method::POST,
-                &format!("/v1/pools/{pool_id}/members/batch"),
-                Some(&json!({"action": "replace", "members": wanted})),
-                None,
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn monitor(
-        &mut self,
-        pool: &str,
-        pool_id: &str,
-        monitor: Option<Value>,
-    ) -> anyhow::Result<()> {
-        let existing = self
-            .list_under(&format!("/v1/healthmonitors?pool_id={pool_id}"))
-            .await?;
-        match monitor {
-            None | Some(Value::Null) => {
-                if self.prune
-                    && let Some(m) = existing.first()
-                {
-                    self.delete(
-                        "healthmonitor",
-                        pool,
-                        &format!("/v1/healthmonitors/{}", id_of(m)?),
-                    )
-                    .await?;
-                }
-                Ok(())
-            }
-            Some(Value::Object(mut m)) => {
-                m.insert("pool_id".into(), Value::String(pool_id.to_owned()));
-                self.upsert(
-                    "healthmonitor",
-                    pool,
-                    existing.first(),
-                    "/v1/healthmonitors",
-                    |id| format!("/v1/healthmonitors/{id}"),
-                    Value::Object(m),
-                )
-                .await?;
-                Ok(())
-            }
-            Some(_) => bail!("health_monitor must be an object"),
-        }
+        Err(e) => bail!("{e}"),
     }
 }

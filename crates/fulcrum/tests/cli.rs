@@ -56,7 +56,8 @@ async fn apply_is_declarative_and_idempotent() {
 
     let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("5 created"), "{out}"); // subnet, lb, pool, monitor, listener
+    // subnet, lb, pool, its members, monitor, listener
+    assert!(out.contains("6 created"), "{out}");
     let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
     assert!(ok, "{out}{err}");
     assert!(
@@ -677,7 +678,12 @@ async fn diff_plans_and_apply_refuses_ambiguity_before_writing() {
     ] {
         assert!(out.contains(line), "{line:?} in:\n{out}");
     }
-    let (code, json, _) = fulcrum_code(&server, &["diff", "-f", file, "--json"]);
+    // The plan is checked as the change would be: without --prune the renamed listener
+    // would take a port the old one still holds.
+    let (code, out, err) = fulcrum_code(&server, &["diff", "-f", file]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(err.contains("listeners[0]: port"), "{err}");
+    let (code, json, _) = fulcrum_code(&server, &["diff", "-f", file, "--prune", "--json"]);
     assert_eq!(code, Some(2));
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(plan["changes"], true);
@@ -712,6 +718,78 @@ async fn diff_plans_and_apply_refuses_ambiguity_before_writing() {
     assert!(err.contains("2 load balancers are named \"web\""), "{err}");
     let subnets = api.items("/v1/subnets").await;
     assert_eq!(subnets.len(), 1, "nothing was written: {subnets:?}");
+}
+
+/// A file that fails at its last resource changes nothing: the subnet, load balancer,
+/// pool, members and monitor it plans before the failing listener are not written either.
+#[tokio::test]
+async fn an_apply_that_fails_half_way_leaves_nothing_behind() {
+    let (dir, server, stack) = serve_with_stack_file();
+    let file = dir.path().join("stack.yaml");
+    let path = file.to_str().unwrap();
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok, "{out}{err}");
+    let api = server.client();
+    let count = || async {
+        let mut n = Vec::new();
+        for kind in [
+            "subnets",
+            "loadbalancers",
+            "pools",
+            "healthmonitors",
+            "listeners",
+        ] {
+            n.push(api.items(&format!("/v1/{kind}")).await.len());
+        }
+        n
+    };
+    let before = count().await;
+    let wrs = api.items("/v1/work-requests").await.len();
+
+    // A second stack whose listener takes the first one's port.
+    let second = stack
+        .replace("name: backends", "name: more")
+        .replace("subnet: backends", "subnet: more")
+        .replace("cidr: 10.0.0.0/24", "cidr: 10.2.0.0/24")
+        .replace("10.0.0.", "10.2.0.")
+        .replace("  - name: web\n", "  - name: api\n");
+    let other = dir.path().join("second.yaml");
+    std::fs::write(&other, second).unwrap();
+    let (code, out, err) = fulcrum_code(&server, &["apply", "-f", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("loadbalancers[0].listeners[0]: port"),
+        "the error names the listener: {err}"
+    );
+    assert_eq!(
+        count().await,
+        before,
+        "nothing of the second file was written"
+    );
+    assert_eq!(
+        api.items("/v1/work-requests").await.len(),
+        wrs,
+        "no work request either"
+    );
+    // The same file with a free port applies whole, as one work request.
+    let fixed: String = std::fs::read_to_string(&other)
+        .unwrap()
+        .lines()
+        .map(|l| match l.strip_prefix("        port: ") {
+            Some(_) => format!("        port: {}\n", common::free_port()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&other, fixed).unwrap();
+    let (code, out, err) = fulcrum_code(&server, &["apply", "-f", other.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("6 created") && out.contains("work request"),
+        "{out}"
+    );
+    let after = count().await;
+    assert_eq!(after, before.iter().map(|n| n + 1).collect::<Vec<_>>());
+    assert_eq!(api.items("/v1/work-requests").await.len(), wrs + 1);
 }
 
 /// `-o` on any command: `id` prints only ids (a create's output feeds the next command),
@@ -823,7 +901,7 @@ fn validate_checks_files_without_a_server() {
     for (text, says) in [
         (
             stack().replace("default_pool: app", "default_pool: nope"),
-            "sends to pool \"nope\"",
+            "pool \"nope\" is not defined",
         ),
         (
             stack().replace("subnet: backends}", "subnet: elsewhere}"),

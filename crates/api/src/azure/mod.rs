@@ -168,6 +168,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
         lock_override: false,
         // API Management has no provisioning state on backends: ETags order the changes.
         one_change_at_a_time: false,
+        ..Default::default()
     };
     let Target { service, backend } = target;
     let Some(id) = backend else {

@@ -118,6 +118,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             lock_override,
             // Changes follow each other at once; the data plane serves them in order.
             one_change_at_a_time: false,
+            ..Default::default()
         }))
     }
 }

@@ -86,6 +86,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(get_monitor, update_monitor, delete_monitor))
         .routes(routes!(list_subnets, create_subnet))
         .routes(routes!(get_subnet, update_subnet, delete_subnet))
+        .routes(routes!(apply_document))
         .routes(routes!(list_work_requests))
         .routes(routes!(get_work_request))
         .routes(routes!(wait_work_request))
@@ -969,6 +970,99 @@ async fn delete_subnet(
 ) -> ApiResult {
     let outcome = s.control.delete_subnet(&ctx, &SubnetId(id)).await?;
     Ok(accepted(&outcome))
+}
+
+// ---- apply ---------------------------------------------------------------------------
+
+/// A declarative document to make true, in one change.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ApplyRequest {
+    /// `subnets` and `loadbalancers`, in the format `fulcrum apply -f` reads: resources
+    /// matched by name, pools and listeners within their load balancer, a listener's
+    /// `default_pool` and `routes[].pool` and a member's `subnet` by name.
+    #[schema(value_type = Object)]
+    document: Value,
+    /// Also delete the listeners and pools of the document's load balancers that it does
+    /// not name, and the health monitor of a pool that names none.
+    #[serde(default)]
+    prune: bool,
+    /// Only plan: answer what would change, and change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// What an apply did (or, planning only, would do).
+#[derive(Serialize, utoipa::ToSchema)]
+struct ApplyResult {
+    created: usize,
+    updated: usize,
+    unchanged: usize,
+    deleted: usize,
+    /// Whether anything changes (or would).
+    changes: bool,
+    /// Every resource of the document (and every one pruned), in order.
+    plan: Vec<ApplyStepView>,
+    /// The change's work request; absent when only planned or when nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    work_request: Option<WorkRequest>,
+}
+
+/// One resource's step.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ApplyStepView {
+    /// `create`, `update`, `delete` or `unchanged`.
+    action: &'static str,
+    /// `subnet`, `loadbalancer`, `pool`, `members`, `healthmonitor` or `listener`.
+    kind: &'static str,
+    /// By name: `web`, `web/app` (pool app of load balancer web).
+    name: String,
+    /// For an update: the fields that change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<String>,
+}
+
+/// Makes the configuration match a document: everything in one transaction, so a
+/// document that fails anywhere (a port taken, a name two resources share, an invalid
+/// field) changes nothing.
+#[utoipa::path(post, path = "/v1/apply", tag = "apply", request_body = ApplyRequest,
+    responses((status = 200, body = ApplyResult), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn apply_document(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    JsonBody(req): JsonBody<ApplyRequest>,
+) -> ApiResult {
+    let applied = s
+        .control
+        .apply(&ctx, &req.document, req.prune, req.dry_run)
+        .await?;
+    let summary = applied.summary;
+    let work_request = applied.outcome.map(|o| o.work_request);
+    let body = ApplyResult {
+        created: summary.created,
+        updated: summary.updated,
+        unchanged: summary.unchanged,
+        deleted: summary.deleted,
+        changes: summary.changes,
+        plan: summary
+            .plan
+            .into_iter()
+            .map(|s| ApplyStepView {
+                action: s.action,
+                kind: s.kind,
+                name: s.name,
+                fields: s.fields,
+            })
+            .collect(),
+        work_request,
+    };
+    Ok(respond(
+        StatusCode::OK,
+        None,
+        body.work_request.as_ref(),
+        &body,
+    ))
 }
 
 // ---- work requests -------------------------------------------------------------------

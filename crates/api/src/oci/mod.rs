@@ -393,6 +393,7 @@ impl FromRequestParts<OciState> for Ctx {
             lock_override: query.flag("isLockOverride")?,
             // OCI takes one work request per load balancer at a time.
             one_change_at_a_time: true,
+            ..Default::default()
         }))
     }
 }
