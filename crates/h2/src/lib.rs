@@ -1,8 +1,13 @@
 //! fulcrum's HTTP/2 codec.
 
+mod conn;
 pub mod frame;
+mod head;
 pub mod hpack;
 mod huffman;
+
+pub use conn::{ConnError, Event, ServerConn, Settings};
+pub use head::Head;
 
 pub use huffman::HuffmanError;
 
