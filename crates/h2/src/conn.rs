@@ -321,6 +321,8 @@ impl ServerConn {
             at = PREFACE.len();
         }
         match self.frame(input, at) {
+            // The preface alone: consumed, so NeedMore always means nothing was.
+            Ok((0, Event::NeedMore)) if at > 0 => Ok((at, Event::Nothing)),
             Ok((used, event)) => Ok((at + used, event)),
             Err(e) => Err(self.fail(e)),
         }

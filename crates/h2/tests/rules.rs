@@ -270,6 +270,9 @@ fn server_settings_are_queued_at_once_with_the_connection_window_raised() {
 fn preface_arrives_in_pieces() {
     let mut conn = ServerConn::new(Settings::default());
     assert_eq!(conn.receive(&PREFACE[..10]), Ok((0, Event::NeedMore)));
+    assert_eq!(conn.receive(PREFACE), Ok((24, Event::Nothing)));
+    assert_eq!(conn.receive(&settings(&[])[..5]), Ok((0, Event::NeedMore)));
+    let mut conn = ServerConn::new(Settings::default());
     let mut all = PREFACE.to_vec();
     all.extend(settings(&[]));
     assert_eq!(conn.receive(&all), Ok((all.len(), Event::Nothing)));
