@@ -4,164 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use fulcrum_h2::{ErrorCode, Event, ServerConn, Settings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-
-/// Response bodies are slices of this pattern.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-#[derive(Default, Debug)]
-struct Log {
-    requests: Vec<(u32, String)>,
-    resets: Vec<(u32, ErrorCode, bool)>,
-    trailers: Vec<(u32, Vec<(String, String)>)>,
-    goaway: Vec<ErrorCode>,
-    error: Option<String>,
-}
-
-struct StreamState {
-    path: String,
-    size: usize,
-    received: usize,
-}
-
-/// Serves one connection until the client closes it (or, after a GOAWAY, until it is idle).
-async fn serve(io: DuplexStream, settings: Settings) -> Log {
-    let body = pattern(4 << 20);
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let mut conn = ServerConn::new(settings);
-    let mut log = Log::default();
-    let mut streams: HashMap<u32, StreamState> = HashMap::new();
-    // Responses being sent: stream -> (offset, size).
-    let mut sending: HashMap<u32, (usize, usize)> = HashMap::new();
-    let mut buf = Vec::new();
-    let mut tmp = vec![0u8; 8192];
-    let mut going_away = false;
-    loop {
-        // Send what the windows allow, then flush everything queued.
-        sending.retain(|&id, (off, size)| {
-            let n = conn.send_data(id, &body[*off..*size], true);
-            *off += n;
-            *off < *size && conn.can_send(id)
-        });
-        let out = conn.output().to_vec();
-        if !out.is_empty() {
-            if wr.write_all(&out).await.is_err() {
-                return log;
-            }
-            conn.consume_output(out.len());
-        }
-        if log.error.is_some() || (going_away && conn.is_idle()) {
-            let _ = wr.shutdown().await;
-            return log;
-        }
-        let n = match rd.read(&mut tmp).await {
-            Ok(0) | Err(_) => return log,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&tmp[..n]);
-        let mut at = 0;
-        loop {
-            let (used, event) = match conn.receive(&buf[at..]) {
-                Ok(r) => r,
-                Err(e) => {
-                    log.error = Some(format!("{e:?}"));
-                    break;
-                }
-            };
-            let input = &buf[at..];
-            at += used;
-            let mut respond = None;
-            match event {
-                Event::NeedMore => break,
-                Event::Request { stream, end_stream } => {
-                    let head = conn.head();
-                    let path = String::from_utf8(head.path().unwrap().to_vec()).unwrap();
-                    let size = head
-                        .fields()
-                        .find(|(n, _)| *n == b"x-size")
-                        .map_or(0, |(_, v)| std::str::from_utf8(v).unwrap().parse().unwrap());
-                    log.requests.push((stream, path.clone()));
-                    if path == "/goaway" {
-                        conn.send_goaway(ErrorCode::NO_ERROR);
-                        going_away = true;
-                    }
-                    streams.insert(
-                        stream,
-                        StreamState {
-                            path,
-                            size,
-                            received: 0,
-                        },
-                    );
-                    if end_stream {
-                        respond = Some(stream);
-                    }
-                }
-                Event::Data {
-                    stream,
-                    data,
-                    end_stream,
-                } => {
-                    let len = input[data].len();
-                    conn.release(stream, len);
-                    if let Some(s) = streams.get_mut(&stream) {
-                        s.received += len;
-                    }
-                    if end_stream {
-                        respond = Some(stream);
-                    }
-                }
-                Event::Trailers { stream } => {
-                    let fields = conn
-                        .head()
-                        .fields()
-                        .map(|(n, v)| {
-                            (
-                                String::from_utf8_lossy(n).into_owned(),
-                                String::from_utf8_lossy(v).into_owned(),
-                            )
-                        })
-                        .collect();
-                    log.trailers.push((stream, fields));
-                    respond = Some(stream);
-                }
-                Event::StreamReset {
-                    stream,
-                    code,
-                    remote,
-                } => {
-                    streams.remove(&stream);
-                    sending.remove(&stream);
-                    log.resets.push((stream, code, remote));
-                }
-                Event::GoAway { code, .. } => log.goaway.push(code),
-                Event::WindowOpened { .. } | Event::Nothing | Event::Rejected { .. } => {}
-            }
-            if let Some(id) = respond
-                && let Some(s) = streams.remove(&id)
-            {
-                let received = s.received.to_string();
-                let fields: [(&[u8], &[u8]); 3] = [
-                    (b"X-Received", received.as_bytes()),
-                    (b"X-Path", s.path.as_bytes()),
-                    (b"Content-Type", b"application/octet-stream"),
-                ];
-                assert!(conn.send_headers(id, 200, fields, s.size == 0));
-                if s.size > 0 {
-                    sending.insert(id, (0, s.size));
-                }
-            }
-        }
-        buf.drain(..at);
-    }
-}
+use common::{Log, every_value_byte, pattern, serve};
+use fulcrum_h2::{ErrorCode, Settings};
 
 /// Runs `client` against a served connection; returns the server's log.
 async fn run<F, Fut>(settings: Settings, client: F) -> Log
@@ -359,4 +208,25 @@ async fn small_windows_and_frames_still_carry_everything() {
     })
     .await;
     assert_eq!(log.error, None);
+}
+
+#[tokio::test]
+async fn every_value_byte_survives_the_clients_huffman_coding() {
+    let log = run(Settings::default(), |send| async move {
+        for _ in 0..3 {
+            let mut send = send.clone().ready().await.unwrap();
+            let req = http::Request::get("http://example.com/all")
+                .header(
+                    "x-all",
+                    http::HeaderValue::from_bytes(&every_value_byte()).unwrap(),
+                )
+                .body(())
+                .unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            assert_eq!(resp.await.unwrap().status(), 200);
+        }
+    })
+    .await;
+    assert_eq!(log.error, None);
+    assert_eq!(log.requests.len(), 3);
 }
