@@ -184,7 +184,9 @@ pub struct ServerConn {
     block: Vec<u8>,
     block_limit: usize,
     pending: Option<Pending>,
+    /// Open streams, and their ids alone beside them (the lookup scans only these).
     streams: Vec<Stream>,
+    ids: Vec<u32>,
     closed: ClosedRing,
     /// The highest stream id the client used (opened, refused or ignored).
     highest: u32,
@@ -228,7 +230,7 @@ impl ServerConn {
         local.initial_window_size = local.initial_window_size.min(MAX_WINDOW);
         local.max_header_list_size = local.max_header_list_size.max(1024);
         let table = local.header_table_size.max(4096) as usize;
-        let mut out = Vec::with_capacity(16 * 1024);
+        let mut out = Vec::with_capacity(256);
         let mut params = [(0u16, 0u32); 5];
         let mut n = 0;
         for (id, value, default) in [
@@ -272,12 +274,13 @@ impl ServerConn {
             settings_seen: false,
             failed: None,
             decoder: Decoder::new(table),
-            fields: FieldList::with_capacity(4096, 32),
+            fields: FieldList::new(),
             info: HeadInfo::default(),
             block: Vec::new(),
             block_limit: list.saturating_mul(2).max(16 * 1024),
             pending: None,
-            streams: Vec::with_capacity(local.max_concurrent_streams.min(4096) as usize),
+            streams: Vec::new(),
+            ids: Vec::new(),
             closed: ClosedRing {
                 ids: [0; CLOSED_MEMORY],
                 how: [Closed::Ended; CLOSED_MEMORY],
@@ -399,7 +402,13 @@ impl ServerConn {
     }
 
     fn find(&self, id: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.id == id)
+        // Newest last: the stream a frame is for is most often a recent one.
+        self.ids.iter().rposition(|&s| s == id)
+    }
+
+    fn remove(&mut self, i: usize) -> Stream {
+        self.ids.swap_remove(i);
+        self.streams.swap_remove(i)
     }
 
     /// A stream id above every one the client used, or one a client never uses (even).
@@ -442,7 +451,7 @@ impl ServerConn {
     /// A stream error (RFC 9113 §5.4.2): RST_STREAM queued, the stream forgotten.
     fn stream_error(&mut self, id: u32, code: ErrorCode) -> Result<Event, ConnError> {
         if let Some(i) = self.find(id) {
-            self.streams.swap_remove(i);
+            self.remove(i);
         }
         self.closed.push(id, Closed::ByUs);
         self.count_reset()?;
@@ -459,7 +468,7 @@ impl ServerConn {
     fn maybe_close(&mut self, i: usize) {
         let s = self.streams[i];
         if s.local_ended && s.remote_ended {
-            self.streams.swap_remove(i);
+            self.remove(i);
             self.closed.push(s.id, Closed::Ended);
             self.reset_debt = self.reset_debt.saturating_sub(1);
         }
@@ -656,6 +665,7 @@ impl ServerConn {
         }
         self.info = info;
         self.idle_frames = 0;
+        self.ids.push(id);
         self.streams.push(Stream {
             id,
             send_window: i64::from(self.peer_initial_window),
@@ -743,7 +753,7 @@ impl ServerConn {
             }
             return Ok(Event::Nothing);
         };
-        let s = self.streams.swap_remove(i);
+        let s = self.remove(i);
         self.closed.push(s.id, Closed::ByPeer);
         if !s.local_ended {
             self.count_reset()?;
@@ -1121,7 +1131,7 @@ impl ServerConn {
     /// Resets `stream` (RST_STREAM with `code`) and forgets it; nothing if it is gone.
     pub fn send_reset(&mut self, stream: u32, code: ErrorCode) {
         if let Some(i) = self.find(stream) {
-            self.streams.swap_remove(i);
+            self.remove(i);
             self.closed.push(stream, Closed::ByUs);
             frame::write_rst_stream(&mut self.out, stream, code);
         }
@@ -1154,6 +1164,22 @@ impl ServerConn {
             self.out.drain(..self.out_pos);
             self.out_pos = 0;
         }
+    }
+
+    /// Frees the buffers an idle connection holds (they grow back on use): for connections
+    /// kept open with nothing to do. Does nothing while a stream is open or output waits.
+    pub fn shrink(&mut self) {
+        if !self.is_idle() || !self.output().is_empty() {
+            return;
+        }
+        self.out = Vec::new();
+        self.out_pos = 0;
+        self.block = Vec::new();
+        self.scratch = Vec::new();
+        self.fields = FieldList::new();
+        self.info = HeadInfo::default();
+        self.streams = Vec::new();
+        self.ids = Vec::new();
     }
 
     /// Streams open (or half-closed) now.

@@ -75,6 +75,11 @@ impl<'a> Head<'a> {
         (usize::from(self.info.regular)..list.len()).filter_map(move |i| list.get(i))
     }
 
+    /// The value of the first regular field named `name` (lowercase).
+    pub fn get(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
     /// The values of the `cookie` fields (crumbs), in order.
     pub fn cookies(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.fields()

@@ -1470,3 +1470,21 @@ fn no_input_panics() {
         }
     }
 }
+
+#[test]
+fn an_idle_connection_can_free_its_buffers_and_go_on() {
+    let mut p = Peer::new();
+    p.request(1, true);
+    p.conn.shrink();
+    assert_eq!(p.conn.open_streams(), 1, "not idle: nothing freed");
+    assert!(p.conn.send_headers(1, 200, [], true));
+    p.frames();
+    p.conn.shrink();
+    // HPACK state and stream ids survive.
+    p.request(3, true);
+    assert_eq!(p.conn.head().method(), b"GET");
+    assert_eq!(
+        p.one(&headers(1, &GET, true)),
+        conn_err(ErrorCode::STREAM_CLOSED)
+    );
+}
