@@ -149,10 +149,17 @@ impl ClosedRing {
         self.next = (self.next + 1) % CLOSED_MEMORY;
     }
 
+    /// How `id` closed, newest record first (a stream the client reset and we then reset
+    /// again for a late frame is recorded twice).
     fn find(&self, id: u32) -> Option<Closed> {
         // Id 0 is never a stream, so the ring's initial zeros match nothing.
-        let i = self.ids.iter().position(|&s| s == id && id != 0)?;
-        Some(self.how[i])
+        if id == 0 {
+            return None;
+        }
+        (1..=CLOSED_MEMORY)
+            .map(|back| (self.next + CLOSED_MEMORY - back) % CLOSED_MEMORY)
+            .find(|&i| self.ids[i] == id)
+            .map(|i| self.how[i])
     }
 }
 
@@ -1008,6 +1015,10 @@ impl ServerConn {
     /// connection-specific fields are dropped). 1xx heads may precede the final one.
     /// Returns false, queuing nothing, when the stream cannot send a head (gone, ended, or
     /// its final head already sent).
+    ///
+    /// A response that ends before the request body has arrived leaves the stream open for
+    /// the rest of the upload: [`send_reset`](Self::send_reset) with NO_ERROR asks the client
+    /// to stop sending it (RFC 9113 §8.1).
     pub fn send_headers<'f, I>(
         &mut self,
         stream: u32,

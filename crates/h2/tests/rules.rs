@@ -851,6 +851,9 @@ fn frames_after_the_client_reset_are_stream_closed_stream_errors() {
         p.one(&data(1, b"x", false)),
         reset_by_us(1, ErrorCode::STREAM_CLOSED)
     );
+    // Having reset it ourselves now, later frames are ignored.
+    assert_eq!(p.one(&data(1, b"x", false)), Got::Ev(Event::Nothing));
+    assert_eq!(p.resets(), [(1, ErrorCode::STREAM_CLOSED)]);
 }
 
 #[test]
