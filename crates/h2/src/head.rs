@@ -109,7 +109,7 @@ pub(crate) fn check_request(list: &FieldList) -> Result<HeadInfo, Malformed> {
             info.regular = index(i + 1);
             let slot = match pseudo {
                 b"method" => {
-                    if value.is_empty() || !value.iter().all(|&b| is_tchar(b)) {
+                    if value.is_empty() || !all(value, TCHAR) {
                         return Err("invalid :method");
                     }
                     &mut info.method
@@ -121,7 +121,7 @@ pub(crate) fn check_request(list: &FieldList) -> Result<HeadInfo, Malformed> {
                     &mut info.scheme
                 }
                 b"authority" => {
-                    if value.is_empty() || !value.iter().all(|&b| is_host_char(b)) {
+                    if value.is_empty() || !all(value, HOST) {
                         return Err("invalid :authority");
                     }
                     &mut info.authority
@@ -158,7 +158,7 @@ pub(crate) fn check_request(list: &FieldList) -> Result<HeadInfo, Malformed> {
                 if info.host.is_some() {
                     return Err("more than one host field");
                 }
-                if value.is_empty() || !value.iter().all(|&b| is_host_char(b)) {
+                if value.is_empty() || !all(value, HOST) {
                     return Err("invalid host field");
                 }
                 info.host = Some(index(i));
@@ -217,13 +217,10 @@ pub(crate) fn check_trailers(list: &FieldList) -> Result<HeadInfo, Malformed> {
 
 /// A regular field's name and value (RFC 9113 §8.2.1, §8.2.2).
 fn regular(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
-    if name.is_empty() || !name.iter().all(|&b| is_lower_tchar(b)) {
+    if name.is_empty() || !all(name, LOWER_TCHAR) {
         return Err("invalid field name");
     }
-    if !value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-    {
+    if !all(value, VALUE) {
         return Err("invalid field value");
     }
     if matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t')) {
@@ -251,56 +248,76 @@ fn is_scheme(v: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
-/// RFC 9110 §5.6.2 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
+/// Byte classes, one bit each, looked up in one table.
+const TCHAR: u8 = 1;
+const LOWER_TCHAR: u8 = 2;
+const HOST: u8 = 4;
+/// May appear in a field value: HTAB, SP, VCHAR, obs-text (RFC 9110 §5.5), not DEL.
+const VALUE: u8 = 8;
 
-fn is_lower_tchar(b: u8) -> bool {
-    is_tchar(b) && !b.is_ascii_uppercase()
-}
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        // RFC 9110 §5.6.2 token characters.
+        let tchar = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        // reg-name, IP literal and port characters (RFC 3986 §3.2.2), as `fulcrum-h1`
+        // checks Host: no userinfo (`@`), spaces, commas or slashes.
+        let host = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'.' | b'-'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            );
+        let value = b == b'\t' || (b >= 0x20 && b != 0x7f);
+        t[i] = if tchar { TCHAR } else { 0 }
+            | if tchar && !b.is_ascii_uppercase() {
+                LOWER_TCHAR
+            } else {
+                0
+            }
+            | if host { HOST } else { 0 }
+            | if value { VALUE } else { 0 };
+        i += 1;
+    }
+    t
+};
 
-/// reg-name, IP literal and port characters (RFC 3986 §3.2.2), as `fulcrum-h1` checks Host:
-/// no userinfo (`@`), spaces, commas or slashes.
-fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'.' | b'-'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b';'
-                | b'='
-                | b':'
-                | b'['
-                | b']'
-        )
+fn all(v: &[u8], class: u8) -> bool {
+    v.iter().all(|&b| CLASSES[usize::from(b)] & class != 0)
 }
 
 #[cfg(test)]

@@ -594,12 +594,15 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16) {
 
 /// Appends a regular field as a literal without indexing, its name lowercased.
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 8);
     match static_name_index(name) {
         Some(index) => write_integer(out, 0x00, 4, index),
         None => {
             out.push(0x00);
             write_integer(out, 0x00, 7, name.len());
-            out.extend(name.iter().map(u8::to_ascii_lowercase));
+            let at = out.len();
+            out.extend_from_slice(name);
+            out[at..].make_ascii_lowercase();
         }
     }
     write_integer(out, 0x00, 7, value.len());
