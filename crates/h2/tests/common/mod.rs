@@ -3,8 +3,10 @@
 //! request body it received (`x-received`).
 
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test support may panic
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use fulcrum_h2::{ErrorCode, Event, ServerConn, Settings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,7 +42,17 @@ struct StreamState {
 
 /// Serves one connection until the client closes it (or, after a GOAWAY, until it is idle).
 pub async fn serve<S: AsyncRead + AsyncWrite>(io: S, settings: Settings) -> Log {
-    let body = pattern(4 << 20);
+    serve_sized(io, settings, 0).await
+}
+
+/// As [`serve`], answering requests without `x-size` with `default_size` bytes.
+pub async fn serve_sized<S: AsyncRead + AsyncWrite>(
+    io: S,
+    settings: Settings,
+    default_size: usize,
+) -> Log {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    let body = BODY.get_or_init(|| pattern(4 << 20));
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut conn = ServerConn::new(settings);
     let mut log = Log::default();
@@ -89,11 +101,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite>(io: S, settings: Settings) -> Log 
                 Event::NeedMore => break,
                 Event::Request { stream, end_stream } => {
                     let head = conn.head();
-                    let path = String::from_utf8(head.path().unwrap().to_vec()).unwrap();
+                    let path = String::from_utf8_lossy(head.path().unwrap_or(b"")).into_owned();
                     let size = head
                         .fields()
                         .find(|(n, _)| *n == b"x-size")
-                        .map_or(0, |(_, v)| std::str::from_utf8(v).unwrap().parse().unwrap());
+                        .map_or(default_size, |(_, v)| {
+                            std::str::from_utf8(v).unwrap().parse().unwrap()
+                        });
                     let cookies: Vec<&[u8]> = head.cookies().collect();
                     if !cookies.is_empty() && cookies != [&b"a=1"[..], b"b=2"] {
                         log.error = Some(format!("cookies: {cookies:?}"));
