@@ -1491,3 +1491,183 @@ fn an_idle_connection_can_free_its_buffers_and_go_on() {
         conn_err(ErrorCode::STREAM_CLOSED)
     );
 }
+
+// ------------------------------------------------------------------ more corners (h2spec's list)
+
+#[test]
+fn unknown_frame_inside_a_header_block_is_a_protocol_error() {
+    let mut p = Peer::new();
+    let b = block(&GET);
+    let mut bytes = frame_bytes(kind::HEADERS, flag::END_STREAM, 1, &b[..4]);
+    bytes.extend(frame_bytes(0x42, 0, 0, b"x"));
+    assert_eq!(
+        p.feed(&bytes),
+        [Got::Ev(Event::Nothing), conn_err(ErrorCode::PROTOCOL_ERROR)]
+    );
+}
+
+#[test]
+fn continuation_on_stream_0_is_a_protocol_error() {
+    let mut p = Peer::new();
+    let b = block(&GET);
+    let mut bytes = frame_bytes(kind::HEADERS, flag::END_STREAM, 1, &b[..4]);
+    bytes.extend(frame_bytes(
+        kind::CONTINUATION,
+        flag::END_HEADERS,
+        0,
+        &b[4..],
+    ));
+    assert_eq!(
+        p.feed(&bytes),
+        [Got::Ev(Event::Nothing), conn_err(ErrorCode::PROTOCOL_ERROR)]
+    );
+}
+
+#[test]
+fn continuation_after_a_closed_header_block_is_a_protocol_error() {
+    let mut p = Peer::new();
+    let mut bytes = headers(1, &GET, false);
+    bytes.extend(frame_bytes(
+        kind::CONTINUATION,
+        flag::END_HEADERS,
+        1,
+        &[0x82],
+    ));
+    assert_eq!(
+        p.feed(&bytes),
+        [
+            Got::Ev(Event::Request {
+                stream: 1,
+                end_stream: false
+            }),
+            conn_err(ErrorCode::PROTOCOL_ERROR)
+        ]
+    );
+}
+
+#[test]
+fn a_data_frame_of_exactly_the_max_frame_size_is_accepted() {
+    let mut p = Peer::new();
+    p.request(1, false);
+    assert_eq!(
+        p.one(&data(1, &[1; 16_384], true)),
+        Got::Body(1, vec![1; 16_384], true)
+    );
+}
+
+#[test]
+fn a_headers_frame_larger_than_the_max_frame_size_is_a_frame_size_error() {
+    let mut p = Peer::new();
+    let big = "v".repeat(17_000);
+    let mut f = GET.to_vec();
+    f.push(("x-big", &big));
+    assert_eq!(
+        p.one(&headers(1, &f, true)),
+        conn_err(ErrorCode::FRAME_SIZE_ERROR)
+    );
+}
+
+#[test]
+fn settings_values_apply_in_order() {
+    let mut p = Peer::new();
+    assert_eq!(
+        p.one(&settings(&[
+            (setting::INITIAL_WINDOW_SIZE, 100),
+            (setting::INITIAL_WINDOW_SIZE, 1)
+        ])),
+        Got::Ev(Event::Nothing)
+    );
+    p.request(1, true);
+    assert!(p.conn.send_headers(1, 200, [], false));
+    assert_eq!(p.conn.send_data(1, b"abc", true), 1);
+}
+
+#[test]
+fn a_window_made_zero_by_settings_reopens_with_settings() {
+    let mut p = Peer::new();
+    p.one(&settings(&[(setting::INITIAL_WINDOW_SIZE, 0)]));
+    p.request(1, true);
+    assert!(p.conn.send_headers(1, 200, [], false));
+    assert_eq!(p.conn.send_data(1, b"abc", true), 0);
+    assert_eq!(
+        p.one(&settings(&[(setting::INITIAL_WINDOW_SIZE, 1)])),
+        Got::Ev(Event::WindowOpened { stream: 0 })
+    );
+    assert_eq!(p.conn.send_data(1, b"abc", true), 1);
+}
+
+#[test]
+fn the_reserved_bit_of_the_stream_id_is_ignored() {
+    let mut p = Peer::new();
+    let mut f = headers(1, &GET, true);
+    f[5] |= 0x80;
+    assert_eq!(
+        p.one(&f),
+        Got::Ev(Event::Request {
+            stream: 1,
+            end_stream: true
+        })
+    );
+}
+
+#[test]
+fn unused_flags_are_ignored() {
+    let mut p = Peer::new();
+    let f = frame_bytes(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM | 0x10 | 0x40 | 0x80,
+        1,
+        &block(&GET),
+    );
+    assert_eq!(
+        p.one(&f),
+        Got::Ev(Event::Request {
+            stream: 1,
+            end_stream: true
+        })
+    );
+    let mut ping = frame_bytes(kind::PING, 0xfe, 0, &[0; 8]);
+    ping.extend(window_update(0, 1));
+    assert_eq!(
+        p.feed(&ping),
+        [
+            Got::Ev(Event::Nothing),
+            Got::Ev(Event::WindowOpened { stream: 0 })
+        ]
+    );
+}
+
+#[test]
+fn a_request_refused_for_size_without_end_stream_is_also_reset_with_no_error() {
+    let mut p = Peer::with(Settings {
+        max_header_list_size: 1024,
+        ..Settings::default()
+    });
+    let big = "x".repeat(2000);
+    let mut f = GET.to_vec();
+    f.push(("x-big", &big));
+    assert_eq!(
+        p.one(&headers(1, &f, false)),
+        Got::Ev(Event::Rejected {
+            stream: 1,
+            status: 431
+        })
+    );
+    assert_eq!(p.resets(), [(1, ErrorCode::NO_ERROR)]);
+    // The rest of its body is ignored.
+    assert_eq!(p.one(&data(1, b"abc", true)), Got::Ev(Event::Nothing));
+}
+
+#[test]
+fn a_stream_may_send_only_after_its_head_and_never_after_its_end() {
+    let mut p = Peer::new();
+    p.request(1, true);
+    assert_eq!(p.conn.send_window(1), 65_535);
+    assert!(p.conn.can_send(1));
+    assert!(p.conn.send_headers(1, 200, [], true));
+    assert!(!p.conn.can_send(1));
+    assert_eq!(p.conn.send_window(1), 0);
+    assert_eq!(p.conn.send_data(1, b"x", true), 0);
+    assert!(!p.conn.send_trailers(1, []));
+    assert!(!p.conn.send_headers(99, 200, [], true), "unknown stream");
+}
