@@ -401,7 +401,7 @@ impl ServerConn {
     }
 
     fn idle_frame(&mut self) -> Result<(), ConnError> {
-        self.idle_frames += 1;
+        self.idle_frames = self.idle_frames.saturating_add(1);
         if self.idle_frames > self.local.max_idle_frames {
             return Err(err(ErrorCode::ENHANCE_YOUR_CALM, "too many empty frames"));
         }
@@ -521,7 +521,7 @@ impl ServerConn {
         }
         s.recv_window -= flow;
         let len = (end - start) as u32;
-        s.received += u64::from(len);
+        s.received = s.received.saturating_add(u64::from(len));
         let overflow = s
             .content_length
             .is_some_and(|cl| s.received > cl || (end_stream && s.received != cl));

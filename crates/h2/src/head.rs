@@ -7,13 +7,13 @@ use crate::hpack::FieldList;
 /// into the field list) and the framing it announces.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HeadInfo {
-    method: Option<u16>,
-    scheme: Option<u16>,
-    authority: Option<u16>,
-    path: Option<u16>,
-    host: Option<u16>,
+    method: Option<u32>,
+    scheme: Option<u32>,
+    authority: Option<u32>,
+    path: Option<u32>,
+    host: Option<u32>,
     /// Fields before this index are pseudo-headers.
-    regular: u16,
+    regular: u32,
     pub(crate) content_length: Option<u64>,
     pub(crate) connect: bool,
     trailers: bool,
@@ -28,8 +28,8 @@ pub struct Head<'a> {
 }
 
 impl<'a> Head<'a> {
-    fn at(&self, i: Option<u16>) -> Option<&'a [u8]> {
-        self.list.get(usize::from(i?)).map(|(_, v)| v)
+    fn at(&self, i: Option<u32>) -> Option<&'a [u8]> {
+        self.list.get(i? as usize).map(|(_, v)| v)
     }
 
     /// `:method` (a token; empty for trailers).
@@ -72,7 +72,7 @@ impl<'a> Head<'a> {
     /// (RFC 9113 §8.2.3): see [`Head::cookies`].
     pub fn fields(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
         let list = self.list;
-        (usize::from(self.info.regular)..list.len()).filter_map(move |i| list.get(i))
+        (self.info.regular as usize..list.len()).filter_map(move |i| list.get(i))
     }
 
     /// The value of the first regular field named `name` (lowercase).
@@ -92,9 +92,9 @@ impl<'a> Head<'a> {
 /// type PROTOCOL_ERROR.
 pub(crate) type Malformed = &'static str;
 
-fn index(i: usize) -> u16 {
-    // The list's length is bounded by the header list size limit / 32.
-    i.min(usize::from(u16::MAX)) as u16
+fn index(i: usize) -> u32 {
+    // A field list's ranges are u32 offsets: it never holds more fields than that.
+    i.min(u32::MAX as usize) as u32
 }
 
 /// Checks a request head and records where its parts are.
@@ -166,7 +166,7 @@ pub(crate) fn check_request(list: &FieldList) -> Result<HeadInfo, Malformed> {
             _ => {}
         }
     }
-    let value = |i: Option<u16>| list.get(usize::from(i?)).map(|(_, v)| v);
+    let value = |i: Option<u32>| list.get(i? as usize).map(|(_, v)| v);
     let Some(method) = value(info.method) else {
         return Err("missing :method");
     };
