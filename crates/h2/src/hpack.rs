@@ -95,6 +95,8 @@ pub enum HpackError {
     BadIndex,
     /// A dynamic table size update after the first field, or above the limit.
     BadSizeUpdate,
+    /// The limit was lowered and the block does not open with a size update.
+    SizeUpdateMissing,
     Huffman(HuffmanError),
 }
 
@@ -105,6 +107,7 @@ impl HpackError {
             HpackError::IntegerOverflow => "HPACK: integer overflow",
             HpackError::BadIndex => "HPACK: invalid index",
             HpackError::BadSizeUpdate => "HPACK: invalid dynamic table size update",
+            HpackError::SizeUpdateMissing => "HPACK: lowered table size not acknowledged",
             HpackError::Huffman(HuffmanError::Eos) => "HPACK: EOS in a Huffman string",
             HpackError::Huffman(HuffmanError::Padding) => "HPACK: invalid Huffman padding",
         }
@@ -333,6 +336,9 @@ impl Table {
 #[derive(Debug)]
 pub struct Decoder {
     table: Table,
+    /// The limit fell below the size the encoder uses: its next block must open with a size
+    /// update that fits (RFC 7541 §4.2).
+    update_required: bool,
 }
 
 /// Whether to copy a name or a value out of a table entry.
@@ -348,6 +354,7 @@ impl Decoder {
     pub fn new(limit: usize) -> Decoder {
         Decoder {
             table: Table::new(limit),
+            update_required: false,
         }
     }
 
@@ -358,6 +365,7 @@ impl Decoder {
         self.table.limit = limit;
         if self.table.max > limit {
             self.table.resize(limit);
+            self.update_required = true;
         }
     }
 
@@ -376,6 +384,10 @@ impl Decoder {
         max_list_size: usize,
     ) -> Result<(), HpackError> {
         out.clear();
+        if self.update_required && block.first().is_none_or(|b| b & 0xe0 != 0x20) {
+            return Err(HpackError::SizeUpdateMissing);
+        }
+        self.update_required = false;
         let mut i = 0;
         let mut at_start = true;
         while let Some(&b) = block.get(i) {
@@ -889,6 +901,26 @@ mod tests {
         block.clear();
         write_integer(&mut block, 0x20, 5, 256);
         d.decode(&block, &mut out, usize::MAX).unwrap();
+    }
+
+    #[test]
+    fn a_lowered_limit_requires_a_size_update_at_the_next_block() {
+        let mut d = Decoder::new(4096);
+        let mut out = FieldList::new();
+        d.set_limit(1024);
+        assert_eq!(
+            d.decode(&[0x82], &mut out, usize::MAX),
+            Err(HpackError::SizeUpdateMissing)
+        );
+        let mut block = Vec::new();
+        write_integer(&mut block, 0x20, 5, 1024);
+        block.push(0x82);
+        d.decode(&block, &mut out, usize::MAX).unwrap();
+        // Only once.
+        d.decode(&[0x82], &mut out, usize::MAX).unwrap();
+        // Raising it back (never above the size at creation) asks nothing.
+        d.set_limit(4096);
+        d.decode(&[0x82], &mut out, usize::MAX).unwrap();
     }
 
     #[test]

@@ -184,10 +184,11 @@ async fn a_graceful_goaway_finishes_the_open_stream() {
 }
 
 #[tokio::test]
-async fn small_windows_and_frames_still_carry_everything() {
+async fn small_windows_and_a_small_header_table_still_carry_everything() {
     let settings = Settings {
         initial_window_size: 16_384,
         max_concurrent_streams: 4,
+        header_table_size: 256,
         ..Settings::default()
     };
     let log = run(settings, |send| async move {

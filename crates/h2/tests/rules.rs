@@ -1671,3 +1671,34 @@ fn a_stream_may_send_only_after_its_head_and_never_after_its_end() {
     assert!(!p.conn.send_trailers(1, []));
     assert!(!p.conn.send_headers(99, 200, [], true), "unknown stream");
 }
+
+#[test]
+fn a_lowered_header_table_size_must_be_acknowledged_by_a_size_update() {
+    let small = Settings {
+        header_table_size: 1024,
+        ..Settings::default()
+    };
+    // Peer::with acknowledged our SETTINGS: the next block must open with an update.
+    let mut p = Peer::with(small);
+    assert_eq!(
+        p.one(&headers(1, &GET, true)),
+        conn_err(ErrorCode::COMPRESSION_ERROR)
+    );
+    let mut p = Peer::with(small);
+    let mut b = Vec::new();
+    hpack::write_integer(&mut b, 0x20, 5, 1024);
+    b.extend(block(&GET));
+    assert_eq!(
+        p.one(&frame_bytes(
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &b
+        )),
+        Got::Ev(Event::Request {
+            stream: 1,
+            end_stream: true
+        })
+    );
+    p.request(3, true);
+}
