@@ -314,6 +314,9 @@ impl ServerConn {
     /// Consumes the client preface, then at most one frame of `input`: returns how many
     /// bytes were used (0 with [`Event::NeedMore`] when no whole frame is there) and what
     /// the frame meant. After an error every call returns it again.
+    ///
+    /// A frame is handled only once it is whole, so the read buffer must hold
+    /// `Settings::max_frame_size` + 9 bytes; a longer frame is refused from its header.
     pub fn receive(&mut self, input: &[u8]) -> Result<(usize, Event), ConnError> {
         if let Some(e) = self.failed {
             return Err(e);
