@@ -151,3 +151,83 @@ async fn large_responses_arrive_whole_by_length_and_chunked() {
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"GET /upload");
 }
+
+/// Many streams at once on one connection each get their own answer; a stream the client
+/// resets half-way through a large response leaves the connection serving; cookie crumbs
+/// (HTTP/2 sends each cookie as its own field) reach the HTTP/1.1 member as one field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_a_reset_one_and_cookie_crumbs() {
+    let member = Capture::start().await;
+    let stack = Stack::with(
+        "ROUND_ROBIN",
+        &[(member.port(), json!({}))],
+        "HTTP",
+        json!({}),
+    )
+    .await;
+    let sender = h2c(&stack).await;
+
+    let requests = (0..100).map(|i| {
+        let mut sender = sender.clone();
+        let url = format!("{}/stream/{i}", stack.url);
+        async move {
+            let req = hyper::Request::get(url)
+                .body(Full::new(Bytes::new()).boxed())
+                .expect("request");
+            let resp = sender.send_request(req).await.expect("h2 request");
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (i, status, body)
+        }
+    });
+    let answers = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::join_all(requests),
+    )
+    .await
+    .expect("all answered in time");
+    for (i, status, body) in answers {
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            format!("GET /stream/{i}"),
+            "stream {i} got another's answer"
+        );
+    }
+
+    // A large response the client stops reading and resets after its first bytes.
+    let data = payload(2_000_000);
+    let mut big = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len()).into_bytes();
+    big.extend_from_slice(&data);
+    member.answer_next(Answer::Raw {
+        bytes: big,
+        close: false,
+    });
+    let mut s = sender.clone();
+    let req = hyper::Request::get(format!("{}/big", stack.url))
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("request");
+    let resp = s.send_request(req).await.expect("h2 request");
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("a first frame").expect("data");
+    assert!(first.is_data());
+    drop(body); // RST_STREAM(CANCEL)
+
+    let mut s = sender.clone();
+    let req = hyper::Request::get(format!("{}/after", stack.url))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), s.send_request(req))
+        .await
+        .expect("answered after the reset")
+        .expect("h2 request");
+    assert_eq!(resp.status(), 200);
+    let seen = member.requests();
+    let after = seen
+        .iter()
+        .find(|r| r.target == "/after")
+        .expect("the member got /after");
+    assert_eq!(after.all("cookie"), ["a=1; b=2"]);
+}

@@ -1,19 +1,23 @@
-//! HTTP/2 connections (the h2 crate): every stream of a connection runs inside the
-//! connection's own task, so the frames that several streams produce in one turn leave in
-//! one flush, and nothing is spawned per stream. Each stream is forwarded to a member over
-//! the same HTTP/1.1 member connections, heads and body copying as `h1`.
+//! HTTP/2 connections on fulcrum's own codec (`fulcrum_h2`, sans I/O). The connection's task
+//! owns the socket and the codec, and runs every stream of the connection itself: one turn
+//! reads what the socket has and hands each frame to the codec, polls the streams (each
+//! forwards its request to a member over the same HTTP/1.1 member connections, heads and
+//! body copying as `h1`), then writes what all of them queued in one write. Nothing is
+//! spawned per stream, and nothing crosses a thread.
+//!
+//! Streams reach the codec through [`Conn`], behind an uncontended lock (the task is the only
+//! one that touches it): a stream sends its response head and data into the codec's output;
+//! the task hands it request body bytes, resets and window updates, and wakes it.
 
+use std::ops::Range;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use fulcrum_h1::{Body, Method, Name, write_field};
+use fulcrum_h2::{ErrorCode, Event, Head, ServerConn, Settings};
 use futures::stream::{FuturesUnordered, StreamExt};
-use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -34,15 +38,59 @@ use crate::upstream::UpConn;
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Flow-control windows: large enough that uploads are not paced by WINDOW_UPDATEs.
 const WINDOW: u32 = 1024 * 1024;
-/// Bodies up to this size are queued to the client at once instead of waiting for window.
+/// Output queued and not yet written past which streams wait: a client that does not read
+/// holds no more than this (and the codec's own control frames, which it bounds).
+const OUTPUT_LIMIT: usize = 256 * 1024;
+/// Read buffer bound: room for several whole frames (the codec needs one whole frame).
+const READ_LIMIT: usize = 64 * 1024;
+/// Bodies up to this size, already read whole from the member, go out at once.
 const SMALL_BODY: u64 = 16 * 1024;
+
+/// The codec and what the task knows of each stream it runs.
+struct Conn {
+    codec: ServerConn,
+    streams: Vec<StreamIo>,
+}
+
+/// A running stream's mailbox.
+struct StreamIo {
+    id: u32,
+    /// Request body bytes received and not read yet.
+    body: Vec<u8>,
+    /// The request ended (END_STREAM seen).
+    body_ended: bool,
+    /// The client reset the stream (or the codec did, for its errors).
+    reset: bool,
+    /// The stream's task waits for body bytes, window or output room.
+    waker: Option<Waker>,
+}
+
+impl Conn {
+    fn stream(&mut self, id: u32) -> Option<&mut StreamIo> {
+        self.streams.iter_mut().find(|s| s.id == id)
+    }
+
+    fn wake(&mut self, id: u32) {
+        if let Some(w) = self.stream(id).and_then(|s| s.waker.take()) {
+            w.wake();
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for s in &mut self.streams {
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
 
 /// Serves an HTTP/2 connection (its preface may already have been read: `io` replays it)
 /// until the client closes it, it idles out, or the listener stops.
 pub(crate) async fn serve<S>(
     dp: &Shared,
     conn: &ConnInfo,
-    io: S,
+    mut io: S,
     header_deadline: Instant,
     stop: &mut watch::Receiver<bool>,
 ) where
@@ -55,48 +103,98 @@ pub(crate) async fn serve<S>(
         .get(&conn.listener)
         .map_or(60_000, |l| l.timeouts.idle_ms);
     let idle = Duration::from_millis(u64::from(idle));
-    let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
-        .handshake::<_, Bytes>(io);
-    let mut connection = match tokio::time::timeout_at(header_deadline, handshake).await {
-        Ok(Ok(c)) => c,
-        _ => return,
-    };
+    let state = Mutex::new(Conn {
+        codec: ServerConn::new(Settings {
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+            initial_window_size: WINDOW,
+            ..Settings::default()
+        }),
+        streams: Vec::new(),
+    });
+    let mut rbuf = IoBuf::new();
     let mut streams = FuturesUnordered::new();
+    // The client's preface and first frame arrived (before that the header deadline holds).
+    let mut started = false;
+    // The client closed its side (or reading failed): the streams in flight finish.
+    let mut read_closed = false;
+    // A connection error: the GOAWAY the codec queued is written, then the connection closes.
+    let mut failed = false;
+    // We sent GOAWAY: the streams the client opened finish, then the connection closes.
+    let mut going_away = false;
     let mut quiet_since = Instant::now();
     let idle_check = tokio::time::sleep(idle);
     tokio::pin!(idle_check);
-    let mut stopping = *stop.borrow();
-    if stopping {
-        connection.graceful_shutdown();
+    let preface_by = tokio::time::sleep_until(header_deadline);
+    tokio::pin!(preface_by);
+    if *stop.borrow() {
+        going_away = true;
+        state.lock().codec.send_goaway(ErrorCode::NO_ERROR);
     }
     loop {
         let mut shut = false;
+        let (waiting_preface, stopping) = (!started, going_away);
         {
-            // One turn: every stream makes what progress it can, new streams are accepted,
-            // and the connection, polled last, flushes what all of them queued in one write.
-            let driver = std::future::poll_fn(|cx| {
+            // One turn: the frames read go to the codec (new requests become streams), every
+            // stream makes what progress it can, and what they all queued leaves in one write.
+            let turn = std::future::poll_fn(|cx| {
                 loop {
                     let mut progressed = false;
+                    while !failed {
+                        match next_frame(&state, &mut rbuf) {
+                            Ok(Turn::NeedMore) => break,
+                            Ok(Turn::Handled) => started = true,
+                            Ok(Turn::Request {
+                                stream,
+                                head,
+                                end_stream,
+                            }) => {
+                                started = true;
+                                state.lock().streams.push(StreamIo {
+                                    id: stream,
+                                    body: Vec::new(),
+                                    body_ended: end_stream,
+                                    reset: false,
+                                    waker: None,
+                                });
+                                let out = H2Stream {
+                                    state: &state,
+                                    id: stream,
+                                };
+                                streams.push(run_stream(dp, conn, out, head, end_stream));
+                            }
+                            Err(e) => {
+                                tracing::debug!(reason = e.reason, "HTTP/2 connection error");
+                                failed = true;
+                            }
+                        }
+                    }
                     while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
                         progressed = true;
                         if streams.is_empty() {
                             quiet_since = Instant::now();
                         }
                     }
-                    match connection.poll_accept(cx) {
-                        Poll::Ready(Some(Ok((req, respond)))) => {
-                            streams.push(stream(dp, conn, req, respond));
-                            progressed = true;
+                    match flush(&state, &mut io, cx) {
+                        Ok(wrote) => progressed |= wrote,
+                        Err(()) => return Poll::Ready(()),
+                    }
+                    let output = state.lock().codec.output().len();
+                    if output == 0
+                        && (failed || ((read_closed || going_away) && streams.is_empty()))
+                    {
+                        return Poll::Ready(());
+                    }
+                    if !read_closed && !failed && output < OUTPUT_LIMIT {
+                        let read = rbuf.read_from(&mut io, READ_LIMIT);
+                        tokio::pin!(read);
+                        match read.poll(cx) {
+                            Poll::Ready(Ok(0) | Err(_)) => {
+                                read_closed = true;
+                                progressed = true;
+                            }
+                            Poll::Ready(Ok(_)) => progressed = true,
+                            Poll::Pending => {}
                         }
-                        Poll::Ready(Some(Err(e))) => {
-                            tracing::debug!(error = %e, "HTTP/2 connection failed");
-                            return Poll::Ready(());
-                        }
-                        Poll::Ready(None) => return Poll::Ready(()),
-                        Poll::Pending => {}
                     }
                     if !progressed {
                         return Poll::Pending;
@@ -105,8 +203,13 @@ pub(crate) async fn serve<S>(
             });
             tokio::select! {
                 biased;
-                () = driver => return,
+                () = turn => return,
                 _ = stop.changed(), if !stopping => shut = true,
+                () = &mut preface_by, if waiting_preface => {
+                    if !started {
+                        return;
+                    }
+                }
                 () = &mut idle_check, if !stopping => {
                     if streams.is_empty() && quiet_since.elapsed() >= idle {
                         shut = true;
@@ -118,23 +221,281 @@ pub(crate) async fn serve<S>(
         }
         if shut {
             // Stopped, idle, or the listener is gone: finish the streams in flight, then close.
-            stopping = true;
-            connection.graceful_shutdown();
+            going_away = true;
+            state.lock().codec.send_goaway(ErrorCode::NO_ERROR);
         }
     }
 }
 
+/// What one frame meant for the connection's task.
+enum Turn {
+    /// No whole frame is buffered.
+    NeedMore,
+    /// Handled here or in the codec.
+    Handled,
+    /// A new request: a stream to run.
+    Request {
+        stream: u32,
+        head: ReqHead,
+        end_stream: bool,
+    },
+}
+
+/// Hands the next buffered frame to the codec and delivers what it meant to the streams.
+fn next_frame(state: &Mutex<Conn>, rbuf: &mut IoBuf) -> Result<Turn, fulcrum_h2::ConnError> {
+    let mut c = state.lock();
+    let (used, event) = c.codec.receive(rbuf.data())?;
+    let turn = match event {
+        Event::NeedMore => Turn::NeedMore,
+        Event::Request { stream, end_stream } => Turn::Request {
+            stream,
+            head: ReqHead::of(&c.codec.head()),
+            end_stream,
+        },
+        Event::Data {
+            stream,
+            data,
+            end_stream,
+        } => {
+            let bytes = rbuf.data().get(data).unwrap_or_default();
+            match c.stream(stream) {
+                Some(s) => {
+                    s.body.extend_from_slice(bytes);
+                    s.body_ended |= end_stream;
+                    c.wake(stream);
+                }
+                // A stream that finished: its window reopens at once.
+                None => c.codec.release(stream, bytes.len()),
+            }
+            Turn::Handled
+        }
+        Event::Trailers { stream } => {
+            // Trailers are not forwarded to an HTTP/1.1 member; they end the body.
+            if let Some(s) = c.stream(stream) {
+                s.body_ended = true;
+            }
+            c.wake(stream);
+            Turn::Handled
+        }
+        Event::StreamReset { stream, .. } => {
+            if let Some(s) = c.stream(stream) {
+                s.reset = true;
+            }
+            c.wake(stream);
+            Turn::Handled
+        }
+        Event::WindowOpened { stream: 0 } => {
+            c.wake_all();
+            Turn::Handled
+        }
+        Event::WindowOpened { stream } => {
+            c.wake(stream);
+            Turn::Handled
+        }
+        Event::Nothing | Event::Rejected { .. } | Event::GoAway { .. } => Turn::Handled,
+    };
+    drop(c);
+    rbuf.consume(used);
+    Ok(turn)
+}
+
+/// Writes what the codec queued, as far as the socket takes it. Ok(true): something went.
+fn flush<S: AsyncWrite + Unpin>(
+    state: &Mutex<Conn>,
+    io: &mut S,
+    cx: &mut Context<'_>,
+) -> Result<bool, ()> {
+    let mut wrote = false;
+    let mut c = state.lock();
+    loop {
+        let (written, queued) = {
+            let out = c.codec.output();
+            if out.is_empty() {
+                break;
+            }
+            (Pin::new(&mut *io).poll_write(cx, out), out.len())
+        };
+        match written {
+            Poll::Ready(Ok(0) | Err(_)) => return Err(()),
+            Poll::Ready(Ok(n)) => {
+                c.codec.consume_output(n);
+                wrote = true;
+                if queued >= OUTPUT_LIMIT && queued - n < OUTPUT_LIMIT {
+                    c.wake_all();
+                }
+            }
+            Poll::Pending => break,
+        }
+    }
+    drop(c);
+    if wrote && let Poll::Ready(Err(_)) = Pin::new(&mut *io).poll_flush(cx) {
+        return Err(());
+    }
+    Ok(wrote)
+}
+
+/// A request head, copied out of the codec (whose head lives until its next frame).
+struct ReqHead {
+    buf: Vec<u8>,
+    method: Range<usize>,
+    path: Range<usize>,
+    authority: Option<Range<usize>>,
+    /// Regular fields but `host` and `cookie`.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The cookie crumbs joined with "; " (RFC 9113 §8.2.3), for one HTTP/1.1 field.
+    cookie: Option<Range<usize>>,
+    content_length: Option<u64>,
+    connect: bool,
+}
+
+impl ReqHead {
+    fn of(head: &Head<'_>) -> ReqHead {
+        let mut buf = Vec::with_capacity(512);
+        let put = |buf: &mut Vec<u8>, bytes: &[u8]| {
+            let start = buf.len();
+            buf.extend_from_slice(bytes);
+            start..buf.len()
+        };
+        let method = put(&mut buf, head.method());
+        let path = put(&mut buf, head.path().unwrap_or(b"/"));
+        let authority = head.authority().map(|a| put(&mut buf, a));
+        let mut fields = Vec::with_capacity(16);
+        for (name, value) in head.fields() {
+            if name != b"host" && name != b"cookie" {
+                let n = put(&mut buf, name);
+                let v = put(&mut buf, value);
+                fields.push((n, v));
+            }
+        }
+        let mut cookie: Option<Range<usize>> = None;
+        for crumb in head.cookies() {
+            match &mut cookie {
+                None => cookie = Some(put(&mut buf, crumb)),
+                Some(r) => {
+                    buf.extend_from_slice(b"; ");
+                    buf.extend_from_slice(crumb);
+                    r.end = buf.len();
+                }
+            }
+        }
+        ReqHead {
+            buf,
+            method,
+            path,
+            authority,
+            fields,
+            cookie,
+            content_length: head.content_length(),
+            connect: head.is_connect(),
+        }
+    }
+
+    fn bytes(&self, r: &Range<usize>) -> &[u8] {
+        self.buf.get(r.clone()).unwrap_or_default()
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (self.bytes(n), self.bytes(v)))
+    }
+
+    fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// A stream's side of the connection: what it sends and receives goes through the codec.
+struct H2Stream<'c> {
+    state: &'c Mutex<Conn>,
+    id: u32,
+}
+
+impl H2Stream<'_> {
+    /// Queues the response head. False: the stream is gone (reset by the client).
+    fn send_head<'f>(
+        &self,
+        status: u16,
+        fields: impl IntoIterator<Item = (&'f [u8], &'f [u8])>,
+        end_stream: bool,
+    ) -> bool {
+        self.state
+            .lock()
+            .codec
+            .send_headers(self.id, status, fields, end_stream)
+    }
+
+    /// Queues `data` (and the end of the stream with `end_stream`), waiting for window and
+    /// output room as needed. False: the stream is gone.
+    async fn send_all(&self, data: &[u8], end_stream: bool) -> bool {
+        let mut sent = 0;
+        std::future::poll_fn(|cx| {
+            let mut c = self.state.lock();
+            loop {
+                if c.stream(self.id).is_none_or(|s| s.reset) {
+                    return Poll::Ready(false);
+                }
+                if c.codec.output().len() >= OUTPUT_LIMIT {
+                    park(&mut c, self.id, cx);
+                    return Poll::Pending;
+                }
+                let rest = data.get(sent..).unwrap_or_default();
+                let n = c.codec.send_data(self.id, rest, end_stream);
+                sent += n;
+                if sent == data.len() && (!end_stream || !c.codec.can_send(self.id)) {
+                    return Poll::Ready(true);
+                }
+                if n == 0 {
+                    if !c.codec.can_send(self.id) {
+                        return Poll::Ready(false);
+                    }
+                    park(&mut c, self.id, cx);
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+
+    /// The stream is done: its mailbox goes, unread body bytes reopen the window, and a
+    /// stream the codec still has open is reset (an unfinished response: INTERNAL_ERROR; an
+    /// upload the answer did not wait for: NO_ERROR, RFC 9113 §8.1).
+    fn finish(&self) {
+        let mut c = self.state.lock();
+        let Some(at) = c.streams.iter().position(|s| s.id == self.id) else {
+            return;
+        };
+        let io = c.streams.swap_remove(at);
+        if !io.body.is_empty() {
+            c.codec.release(self.id, io.body.len());
+        }
+        if c.codec.can_send(self.id) {
+            c.codec.send_reset(self.id, ErrorCode::INTERNAL_ERROR);
+        } else if !io.body_ended && !io.reset {
+            c.codec.send_reset(self.id, ErrorCode::NO_ERROR);
+        }
+    }
+}
+
+fn park(c: &mut Conn, id: u32, cx: &Context<'_>) {
+    if let Some(s) = c.stream(id) {
+        s.waker = Some(cx.waker().clone());
+    }
+}
+
 /// One request stream: forwarded, then counted on the listener.
-async fn stream(
+async fn run_stream(
     dp: &Shared,
     conn: &ConnInfo,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    out: H2Stream<'_>,
+    head: ReqHead,
+    end_stream: bool,
 ) {
     let started = std::time::Instant::now();
     let listener = dp.snapshot.load().listeners.get(&conn.listener).cloned();
     let Some(listener) = listener else {
-        reply(&mut respond, 503, "listener is being removed");
+        reply(&out, 503, "listener is being removed").await;
+        out.finish();
         return;
     };
     let log = dp.log_for(&listener);
@@ -142,7 +503,8 @@ async fn stream(
     if log.is_some() {
         entry.begin("HTTP/2", started, None);
     }
-    let status = forward(dp, conn, &listener, req, &mut respond, &mut entry).await;
+    let status = forward(dp, conn, &listener, &head, !end_stream, &out, &mut entry).await;
+    out.finish();
     let elapsed = started.elapsed();
     if status != 0 {
         listener.stats.record(status, elapsed);
@@ -160,31 +522,27 @@ async fn stream(
 }
 
 /// fulcrum's own answer: `<status> <reason>: <detail>` as plain text.
-fn reply(respond: &mut SendResponse<Bytes>, status: u16, detail: &str) -> u16 {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = Bytes::from(format!(
-        "{} {}: {detail}\n",
-        code.as_u16(),
-        code.canonical_reason().unwrap_or("")
-    ));
-    let mut resp = Response::new(());
-    *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    if let Ok(mut s) = respond.send_response(resp, false) {
-        let _ = s.send_data(body, true);
+async fn reply(out: &H2Stream<'_>, status: u16, detail: &str) -> u16 {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("");
+    let body = format!("{status} {reason}: {detail}\n");
+    let length = body.len().to_string();
+    let fields: [(&[u8], &[u8]); 2] = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", length.as_bytes()),
+    ];
+    if out.send_head(status, fields, false) {
+        out.send_all(body.as_bytes(), true).await;
     }
     status
 }
 
 /// Request fields an HTTP/1.1 member must not get as they came: connection-specific ones,
 /// those written anew (Host, framing, forwarding).
-fn dropped(name: &HeaderName) -> bool {
-    let kind = Name::classify(name.as_str().as_bytes());
+fn dropped(name: &[u8]) -> bool {
+    let kind = Name::classify(name);
     kind.is_hop_by_hop()
         || matches!(
             kind,
@@ -197,62 +555,50 @@ async fn forward(
     dp: &Shared,
     conn: &ConnInfo,
     listener: &ListenerRt,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    req: &ReqHead,
+    has_body: bool,
+    out: &H2Stream<'_>,
     log: &mut Entry,
 ) -> u16 {
-    let (parts, body) = req.into_parts();
-    let host = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let host = req.authority.as_ref().map(|a| req.bytes(a));
+    let target = req.bytes(&req.path);
+    let method_bytes = req.bytes(&req.method);
     let mut id_from_client = false;
     let send_id = listener.request_id;
     log.send_id = send_id;
     if log.active {
-        log.request(
-            parts.method.as_str().as_bytes(),
-            host.map(str::as_bytes),
-            target.as_bytes(),
-        );
+        log.request(method_bytes, host, target);
     }
     if log.active || send_id {
-        let from_client = parts.headers.get(X_REQUEST_ID).map(HeaderValue::as_bytes);
+        let from_client = req.get(b"x-request-id");
         log.set_request_id(from_client);
         id_from_client = from_client.is_some_and(|id| id == log.request_id());
     }
-    if parts.method == http::Method::CONNECT {
+    if req.connect {
         log.termination = Termination::Refused;
-        return reply(respond, 405, "CONNECT is not served");
+        return reply(out, 405, "CONNECT is not served").await;
     }
-    let Some(pool) = listener.route(host, parts.uri.path().as_bytes()).cloned() else {
+    let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+    let Some(pool) = listener
+        .route(host.and_then(|h| std::str::from_utf8(h).ok()), path)
+        .cloned()
+    else {
         log.termination = Termination::NoRoute;
-        return reply(respond, 503, "no pool serves this request");
+        return reply(out, 503, "no pool serves this request").await;
     };
-    let method = Method::of(parts.method.as_str());
-    let has_body = !body.is_end_stream();
-    let length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let method = Method::of(std::str::from_utf8(method_bytes).unwrap_or_default());
+    let length = req.content_length;
     let retryable = !has_body && method.is_idempotent();
     let session = Session::of(
         &pool,
         conn.peer.ip(),
-        parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .map(HeaderValue::as_bytes),
+        req.cookie.iter().map(|c| req.bytes(c)),
     );
     let timeouts = listener.timeouts;
     let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
-    let mut body = Some(body);
+    let mut body_pending = has_body;
     let mut head = Vec::with_capacity(512);
     let mut fields = Vec::with_capacity(16);
     let mut attempts = Attempts::new(&pool, session.bound);
@@ -267,81 +613,69 @@ async fn forward(
             log.sticky = session.bound == Some(idx);
         }
         // The head, from the client's fields.
-        request_line(
-            &mut head,
-            parts.method.as_str().as_bytes(),
-            target.as_bytes(),
-            member,
-        );
-        for (name, value) in &parts.headers {
+        head.clear();
+        request_line(&mut head, method_bytes, target, member);
+        for (name, value) in req.fields() {
             // A client's id that was unusable is replaced by fulcrum's, not sent beside it.
-            let replaced_id = send_id && !id_from_client && *name == X_REQUEST_ID;
-            if !dropped(name)
-                && !replaced_id
-                && !replaced_by_credentials(member, name.as_str().as_bytes())
-            {
-                write_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+            let replaced_id = send_id && !id_from_client && name == b"x-request-id";
+            if !dropped(name) && !replaced_id && !replaced_by_credentials(member, name) {
+                write_field(&mut head, name, value);
             }
         }
-        if let Some(h) = host {
-            write_field(&mut head, b"Host", h.as_bytes());
+        if let Some(c) = &req.cookie
+            && !replaced_by_credentials(member, b"cookie")
+        {
+            write_field(&mut head, b"cookie", req.bytes(c));
         }
-        let prior_xff = parts
-            .headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .map(HeaderValue::as_bytes);
+        if let Some(h) = host {
+            write_field(&mut head, b"Host", h);
+        }
+        let prior_xff = req
+            .fields()
+            .filter(|(n, _)| *n == b"x-forwarded-for")
+            .map(|(_, v)| v);
         let framing = has_body.then_some(length);
-        proxy_fields(
-            &mut head,
-            conn,
-            member,
-            host.map(str::as_bytes),
-            prior_xff,
-            framing,
-        );
+        proxy_fields(&mut head, conn, member, host, prior_xff, framing);
         if send_id && !id_from_client {
             write_field(&mut head, b"X-Request-Id", log.request_id());
         }
         head.extend_from_slice(b"\r\n");
 
         let sent_at = std::time::Instant::now();
-        let sent = match body.take().filter(|_| has_body) {
-            None => within(&mut sleep, idle, write_two(&mut up.io, &head, &[]))
+        let sent = if !body_pending {
+            within(&mut sleep, idle, write_two(&mut up.io, &head, &[]))
                 .await
-                .is_some_and(|r| r.is_ok()),
-            Some(mut recv) => {
-                let mut input = H2In {
-                    body: &mut recv,
-                    pending: Bytes::new(),
-                };
-                let framing = length.map_or(Framing::EncodeChunked, Framing::Length);
-                let mut buf = IoBuf::new();
-                let copied = copy_body(
-                    &mut head,
-                    &mut buf,
-                    &mut input,
-                    &mut up.io,
-                    framing,
-                    &mut sleep,
-                    idle.into(),
-                )
-                .await;
-                match copied {
-                    Ok(n) => {
-                        log.bytes_in += n.saturating_sub(head.len() as u64);
-                        true
-                    }
-                    Err(CopyError::Write) => false,
-                    // The client's fault: nothing is charged to the member.
-                    Err(e) => {
-                        log.termination = match e {
-                            CopyError::Malformed(_) => Termination::BadRequest,
-                            _ => Termination::ClientAborted,
-                        };
-                        respond.send_reset(h2::Reason::CANCEL);
-                        return 0;
-                    }
+                .is_some_and(|r| r.is_ok())
+        } else {
+            // The body is read once: a member that fails after it is not retried.
+            body_pending = false;
+            let mut input = H2In { stream: out };
+            let framing = length.map_or(Framing::EncodeChunked, Framing::Length);
+            let mut buf = IoBuf::new();
+            let copied = copy_body(
+                &mut head,
+                &mut buf,
+                &mut input,
+                &mut up.io,
+                framing,
+                &mut sleep,
+                idle.into(),
+            )
+            .await;
+            match copied {
+                Ok(n) => {
+                    log.bytes_in += n.saturating_sub(head.len() as u64);
+                    true
+                }
+                Err(CopyError::Write) => false,
+                // The client's fault: nothing is charged to the member.
+                Err(e) => {
+                    log.termination = match e {
+                        CopyError::Malformed(_) => Termination::BadRequest,
+                        _ => Termination::ClientAborted,
+                    };
+                    out.state.lock().codec.send_reset(out.id, ErrorCode::CANCEL);
+                    return 0;
                 }
             }
         };
@@ -365,7 +699,7 @@ async fn forward(
                             &pool,
                             idx,
                             &session,
-                            respond,
+                            out,
                             &mut up,
                             &fields,
                             r,
@@ -396,18 +730,15 @@ async fn forward(
                 retry: up.reused,
             }
         };
-        if !attempts.member_failed(&pool, idx, failed, up.reused, retryable) {
+        if !attempts.member_failed(&pool, idx, failed, up.reused, retryable && !has_body) {
             break;
         }
     }
     log.attempts = attempts.made();
     log.termination = Termination::no_answer(attempts.last_error());
     let (status, reason) = attempts.failure();
-    reply(respond, status, reason)
+    reply(out, status, reason).await
 }
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Sends the member's response to the client. Returns its status (0 if the stream broke)
 /// and whether the member connection may be reused.
@@ -417,7 +748,7 @@ async fn relay(
     pool: &PoolRt,
     idx: usize,
     session: &Session,
-    respond: &mut SendResponse<Bytes>,
+    out: &H2Stream<'_>,
     up: &mut UpConn,
     fields: &[fulcrum_h1::Field],
     resp: fulcrum_h1::Response,
@@ -430,12 +761,12 @@ async fn relay(
     if log.active {
         log.first_byte = Some(sent_at.saturating_duration_since(log.started) + waited);
     }
-    let head = up.buf.data();
+    let data = up.buf.data();
     exchange::answered(dp, pool, idx, resp.status, sent_at, waited, || {
         fields
             .iter()
             .find(|f| f.kind == Name::RetryAfter)
-            .map(|f| f.value.of(head))
+            .map(|f| f.value.of(data))
     });
     let set_cookie = session.remember(
         pool,
@@ -443,67 +774,65 @@ async fn relay(
         fields
             .iter()
             .filter(|f| f.kind == Name::SetCookie)
-            .map(|f| f.value.of(head)),
+            .map(|f| f.value.of(data)),
     );
-    // The head (and a small body already read whole) copied once; header values and the
-    // data are slices of that one allocation.
-    let small_body = match resp.body {
-        Body::Length(n) if n <= SMALL_BODY && (up.buf.len() - resp.head_len) as u64 >= n => {
-            Some(n as usize)
-        }
-        _ => None,
-    };
-    let shared = Bytes::copy_from_slice(&head[..resp.head_len + small_body.unwrap_or(0)]);
-    let mut out = Response::new(());
-    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let headers = out.headers_mut();
-    for f in fields.iter().filter(|f| !f.hop) {
-        let value = shared.slice(f.value.start as usize..f.value.end as usize);
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(f.name.of(head)),
-            HeaderValue::from_maybe_shared(value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    if let Some(n) = resp.content_length.filter(|_| resp.body != Body::Chunked) {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    if let Some(v) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.append(header::SET_COOKIE, v);
-    }
-    if log.send_id
-        && !headers.contains_key(X_REQUEST_ID)
-        && let Ok(id) = HeaderValue::from_bytes(log.request_id())
-    {
-        headers.insert(X_REQUEST_ID, id);
-    }
-    up.buf.consume(resp.head_len);
     let framing = match resp.body {
         Body::None => None,
         Body::Length(n) => Some(Framing::Length(n)),
         Body::Chunked => Some(Framing::Chunked { decode: true }),
         Body::UntilClose => Some(Framing::UntilClose),
     };
-    let Ok(mut send) = respond.send_response(out, framing.is_none()) else {
+    // A small body already read whole goes out with the head.
+    let small_body = match resp.body {
+        Body::Length(n) if n <= SMALL_BODY && (data.len() - resp.head_len) as u64 >= n => {
+            Some(n as usize)
+        }
+        _ => None,
+    };
+    let mut length = [0u8; 20];
+    let length = resp
+        .content_length
+        .filter(|_| resp.body != Body::Chunked)
+        .map(|n| decimal(&mut length, n));
+    let member_id = fields.iter().any(|f| f.kind == Name::XRequestId);
+    let our_id = (log.send_id && !member_id).then(|| log.request_id());
+    let head_fields = fields
+        .iter()
+        .filter(|f| !f.hop)
+        .map(|f| (f.name.of(data), f.value.of(data)))
+        .chain(length.map(|l| (&b"content-length"[..], l)))
+        .chain(
+            set_cookie
+                .as_deref()
+                .map(|c| (&b"set-cookie"[..], c.as_bytes())),
+        )
+        .chain(our_id.map(|id| (&b"x-request-id"[..], id)));
+    let status = resp.status;
+    let end_with_head = framing.is_none() || small_body == Some(0);
+    if !out.send_head(status, head_fields, end_with_head) {
         log.termination = Termination::ClientAborted;
         return (0, false);
-    };
-    let status = resp.status;
+    }
+    up.buf.consume(resp.head_len);
     let Some(framing) = framing else {
         return (status, resp.keep_alive);
     };
-    // A small body already read whole goes out as one final DATA frame.
     if let Some(n) = small_body {
-        up.buf.consume(n);
-        let data = shared.slice(resp.head_len..resp.head_len + n);
+        if n == 0 {
+            return (status, resp.keep_alive);
+        }
         log.bytes_out = n as u64;
-        return (
-            status,
-            send.send_data(data, true).is_ok() && resp.keep_alive,
-        );
+        let sent = out
+            .send_all(up.buf.data().get(..n).unwrap_or_default(), true)
+            .await;
+        up.buf.consume(n);
+        if !sent {
+            log.termination = Termination::ClientAborted;
+            return (0, false);
+        }
+        return (status, resp.keep_alive);
     }
-    let mut output = H2Out { stream: &mut send };
+    let mut output = H2Out { stream: out };
     let copied = copy_body(
         &mut Vec::new(),
         &mut up.buf,
@@ -517,7 +846,7 @@ async fn relay(
     match copied {
         Ok(n) => {
             log.bytes_out = n;
-            if send.send_data(Bytes::new(), true).is_err() {
+            if !out.send_all(&[], true).await {
                 log.termination = Termination::ClientAborted;
                 return (0, false);
             }
@@ -526,7 +855,10 @@ async fn relay(
         Err(CopyError::Read | CopyError::Malformed(_)) => {
             log.termination = Termination::ResponseAborted;
             exchange::failed(pool, idx, ErrorKind::Reset);
-            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            out.state
+                .lock()
+                .codec
+                .send_reset(out.id, ErrorCode::INTERNAL_ERROR);
             (0, false)
         }
         Err(CopyError::Write) => {
@@ -536,70 +868,81 @@ async fn relay(
     }
 }
 
-/// A client's request body as a byte stream, releasing flow-control window as it is read.
-struct H2In<'a> {
-    body: &'a mut RecvStream,
-    pending: Bytes,
+/// `n` in decimal, in `buf`.
+fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
-impl AsyncRead for H2In<'_> {
+/// A client's request body as a byte stream, releasing flow-control window as it is read.
+struct H2In<'s, 'c> {
+    stream: &'s H2Stream<'c>,
+}
+
+impl AsyncRead for H2In<'_, '_> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        while this.pending.is_empty() {
-            match this.body.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = this.body.flow_control().release_capacity(data.len());
-                    this.pending = data;
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(std::io::Error::other(e))),
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            }
+        let id = self.stream.id;
+        let mut c = self.stream.state.lock();
+        let Some(s) = c.stream(id) else {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        };
+        if !s.body.is_empty() {
+            let n = s.body.len().min(buf.remaining());
+            buf.put_slice(&s.body[..n]);
+            s.body.drain(..n);
+            c.codec.release(id, n);
+            return Poll::Ready(Ok(()));
         }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending.split_to(n));
-        Poll::Ready(Ok(()))
+        if s.reset {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        if s.body_ended {
+            return Poll::Ready(Ok(()));
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
 /// A response stream as a byte sink that sends only what the client's window allows.
-struct H2Out<'a> {
-    stream: &'a mut SendStream<Bytes>,
+struct H2Out<'s, 'c> {
+    stream: &'s H2Stream<'c>,
 }
 
-impl AsyncWrite for H2Out<'_> {
+impl AsyncWrite for H2Out<'_, '_> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let stream = &mut *self.stream;
-        if stream.capacity() == 0 {
-            stream.reserve_capacity(buf.len());
-            match stream.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(std::io::Error::other(e))),
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
-                }
-                Poll::Pending => return Poll::Pending,
+        let id = self.stream.id;
+        let mut c = self.stream.state.lock();
+        if c.stream(id).is_none_or(|s| s.reset) || !c.codec.can_send(id) {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        if c.codec.output().len() < OUTPUT_LIMIT {
+            let n = c.codec.send_data(id, buf, false);
+            if n > 0 {
+                return Poll::Ready(Ok(n));
             }
         }
-        let n = stream.capacity().min(buf.len());
-        if n == 0 {
-            return Poll::Pending;
-        }
-        match stream.send_data(Bytes::copy_from_slice(&buf[..n]), false) {
-            Ok(()) => Poll::Ready(Ok(n)),
-            Err(e) => Poll::Ready(Err(std::io::Error::other(e))),
-        }
+        park(&mut c, id, cx);
+        Poll::Pending
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
