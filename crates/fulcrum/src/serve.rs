@@ -269,6 +269,12 @@ impl ApiSection {
 pub struct TokenEntry {
     pub name: String,
     pub token: String,
+    /// `read`, `operate` or `admin` (the default).
+    #[serde(default)]
+    pub role: fulcrum_api::Role,
+    /// Load balancers (ids or names) the token is limited to; absent: every one.
+    #[serde(default)]
+    pub loadbalancers: Option<Vec<String>>,
 }
 
 pub struct ServeArgs {
@@ -351,24 +357,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .api
         .tokens
         .into_iter()
-        .map(|t| ApiToken {
-            name: t.name,
-            token: t.token,
+        .map(|t| {
+            if t.loadbalancers.as_ref().is_some_and(Vec::is_empty) {
+                bail!(
+                    "[[api.tokens]] {:?}: loadbalancers = [] would allow none; leave it out for every one",
+                    t.name
+                );
+            }
+            Ok(ApiToken {
+                name: t.name,
+                token: t.token,
+                role: t.role,
+                loadbalancers: t.loadbalancers.unwrap_or_default(),
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     if let Ok(t) = std::env::var("FULCRUM_API_TOKEN")
         && !t.is_empty()
     {
-        tokens.push(ApiToken {
-            name: "env".into(),
-            token: t,
-        });
+        tokens.push(ApiToken::admin("env", t));
     }
     if tokens.is_empty() {
-        tokens.push(ApiToken {
-            name: "local".into(),
-            token: local_token(&data_dir)?,
-        });
+        tokens.push(ApiToken::admin("local", local_token(&data_dir)?));
     }
     // A certificate stands for a token's principal (and whatever that principal may do).
     if let Some(c) = client_certs
@@ -380,7 +390,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             c.name
         );
     }
-    let token_for_apply = tokens[0].token.clone();
+    // `--apply` and the demo change everything: they need an administrator's token.
+    let token_for_apply = tokens
+        .iter()
+        .find(|t| t.role == fulcrum_api::Role::Admin && t.loadbalancers.is_empty())
+        .unwrap_or(&tokens[0])
+        .token
+        .clone();
     let defaults = ApiConfig::default();
     let api_config = ApiConfig {
         tokens,

@@ -198,10 +198,11 @@ async fn signatures_tokens_and_rate_limits() {
 async fn update_pool_is_refused_while_the_load_balancer_is_not_active() {
     let e = env(100).await;
     let ctx = RequestContext::default();
-    let lb =
-        e.cp.create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))
-            .await
-            .unwrap();
+    // In the credential's project, as if created through this API.
+    let mut spec = LoadBalancerSpec::new("lb");
+    spec.labels
+        .insert(super::views::LABEL_PROJECT.into(), PROJECT.into());
+    let lb = e.cp.create_loadbalancer(&ctx, spec).await.unwrap();
     e.cp.report_applied(lb.revision, Vec::new());
     let lb_id = LoadBalancerId(lb.result.unwrap().id);
     let pool =
