@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 
+use common::huawei::Huawei;
 use common::oci::Oci;
 use common::{Api, Resp, Server};
 use serde_json::{Value, json};
@@ -19,7 +20,8 @@ const WEB_OPERATE: &str = "web-operate-token-0123456789";
 
 const P1: &str = "11111111111111111111111111111111";
 const P2: &str = "22222222222222222222222222222222";
-const HUAWEI_P1: &str = "huawei-p1-token-0123456789";
+const HUAWEI_AK: &str = "AKPROJECT1";
+const HUAWEI_SK: &str = "SKPROJECT1-0123456789";
 const HUAWEI_P2: &str = "huawei-p2-token-0123456789";
 
 const KEY_A: &str =
@@ -46,7 +48,7 @@ fn start(dir: &Path) -> Server {
          [[api.tokens]]\nname = \"operator\"\ntoken = \"{OPERATE}\"\nrole = \"operate\"\n\n\
          [[api.tokens]]\nname = \"web-admin\"\ntoken = \"{WEB_ADMIN}\"\nloadbalancers = [\"web\"]\n\n\
          [[api.tokens]]\nname = \"web-operator\"\ntoken = \"{WEB_OPERATE}\"\nrole = \"operate\"\nloadbalancers = [\"web\"]\n\n\
-         [[huawei.tokens]]\nname = \"p1\"\ntoken = \"{HUAWEI_P1}\"\nproject_id = \"{P1}\"\n\n\
+         [[huawei.credentials]]\nak = \"{HUAWEI_AK}\"\nsk = \"{HUAWEI_SK}\"\nproject_id = \"{P1}\"\n\n\
          [[huawei.tokens]]\nname = \"p2\"\ntoken = \"{HUAWEI_P2}\"\nproject_id = \"{P2}\"\n\n\
          [[oci.keys]]\nkey_id = \"{KEY_A}\"\nname = \"team-a\"\ncompartments = [\"{COMPARTMENT_A}\"]\npublic_key_pem = \"\"\"\n{public}\"\"\"\n\n\
          [[oci.keys]]\nkey_id = \"{KEY_ALL}\"\nname = \"everyone\"\npublic_key_pem = \"\"\"\n{public}\"\"\"\n\n\
@@ -450,33 +452,6 @@ async fn native_tokens_limited_to_load_balancers_see_and_change_only_theirs() {
     assert_eq!(ids(&admin.items("/v1/loadbalancers").await), [db]);
 }
 
-fn huawei(api: &Api, token: &str) -> HuaweiCaller {
-    HuaweiCaller {
-        api: api.anonymous(),
-        token: token.to_owned(),
-    }
-}
-
-/// A Huawei caller with an `X-Auth-Token`.
-struct HuaweiCaller {
-    api: Api,
-    token: String,
-}
-
-impl HuaweiCaller {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let body = body.map(|b| b.to_string());
-        self.api
-            .raw(
-                method,
-                path,
-                body.as_deref(),
-                &[("x-auth-token", &self.token)],
-            )
-            .await
-    }
-}
-
 fn assert_huawei(r: &Resp, status: u16, code: &str, what: &str) {
     assert_status(r, status, what);
     assert_eq!(r.body["error_code"], code, "{what}: {}", r.body);
@@ -496,8 +471,9 @@ async fn huawei_credentials_bound_to_a_project_see_and_change_only_its_resources
         )
         .await
         .id();
-    let p1 = huawei(&admin, HUAWEI_P1);
-    let p2 = huawei(&admin, HUAWEI_P2);
+    // Project 1 signs with an access key, project 2 sends a token.
+    let p1 = Huawei::ak_sk(&admin, HUAWEI_AK, HUAWEI_SK);
+    let p2 = Huawei::token(&admin, HUAWEI_P2);
     let v3 = |p: &str, rest: &str| format!("/v3/{p}/elb/{rest}");
 
     // Each project makes its own load balancer, pool and member.
