@@ -224,6 +224,27 @@ impl ApiSection {
         }))
     }
 
+    /// `[[api.tokens]]`, checked: a list of load balancers, when given, names at least one.
+    pub fn api_tokens(&self) -> anyhow::Result<Vec<ApiToken>> {
+        self.tokens
+            .iter()
+            .map(|t| {
+                if t.loadbalancers.as_ref().is_some_and(Vec::is_empty) {
+                    bail!(
+                        "[[api.tokens]] {:?}: loadbalancers = [] would allow none; leave it out for every one",
+                        t.name
+                    );
+                }
+                Ok(ApiToken {
+                    name: t.name.clone(),
+                    token: t.token.clone(),
+                    role: t.role,
+                    loadbalancers: t.loadbalancers.clone().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// `[[api.client_certs]]`, checked: each matches one name, and there is a CA to verify
     /// the certificates.
     pub fn client_cert_principals(&self) -> anyhow::Result<Vec<ClientCertPrincipal>> {
@@ -353,25 +374,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fd_limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
     );
 
-    let mut tokens: Vec<ApiToken> = file
-        .api
-        .tokens
-        .into_iter()
-        .map(|t| {
-            if t.loadbalancers.as_ref().is_some_and(Vec::is_empty) {
-                bail!(
-                    "[[api.tokens]] {:?}: loadbalancers = [] would allow none; leave it out for every one",
-                    t.name
-                );
-            }
-            Ok(ApiToken {
-                name: t.name,
-                token: t.token,
-                role: t.role,
-                loadbalancers: t.loadbalancers.unwrap_or_default(),
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let mut tokens = file.api.api_tokens()?;
     if let Ok(t) = std::env::var("FULCRUM_API_TOKEN")
         && !t.is_empty()
     {
