@@ -220,6 +220,23 @@ async fn native_roles_allow_only_their_calls() {
         assert_status(&r, 403, &format!("operate: {method} {path}"));
         assert_eq!(r.body["code"], "forbidden");
     }
+    // The OpenAPI document says so.
+    let doc = admin.anonymous().read("/v1/openapi.json").await;
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/v1/pools/{id}/members/{member_id}", "patch"),
+        ("/v1/loadbalancers", "post"),
+        ("/v1/loadbalancers", "get"),
+        ("/v1/work-requests/{id}", "get"),
+    ] {
+        assert!(
+            paths[path][method]["responses"]["403"].is_object(),
+            "{method} {path}: {}",
+            paths[path][method]
+        );
+    }
+    assert!(paths["/v1/health"]["get"]["responses"]["403"].is_null());
+
     // Nothing the refusals named changed.
     let now = admin.read(&format!("/v1/pools/{pool}")).await;
     assert_eq!(now["description"], "");

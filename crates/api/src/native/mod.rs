@@ -93,11 +93,49 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the native API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    with_forbidden(api().split_for_parts().1)
+}
+
+/// Every authenticated operation may answer 403: a token's role or scope does not allow it
+/// (`auth::Role`, `Scope`). Added once the routes are in the document.
+fn with_forbidden(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let forbidden = ResponseBuilder::new()
+        .description("The token's role or load balancers do not allow this call")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path == "/v1/health" {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("403".to_owned())
+                .or_insert_with(|| forbidden.clone().into());
+        }
+    }
+    doc
 }
 
 pub(crate) fn router(state: AppState) -> axum::Router {
     let (router, doc) = api().split_for_parts();
+    let doc = with_forbidden(doc);
     let doc = std::sync::Arc::new(doc);
     router
         .route(
