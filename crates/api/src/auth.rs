@@ -608,6 +608,14 @@ mod tests {
             (Method::POST, "/v1/subnets", Role::Admin),
             (Method::DELETE, "/v1/pools/p/members/m/x", Role::Admin),
             (Method::POST, "/v1/pools/p/members/batch/x", Role::Admin),
+            // Route templates, as the router matched them.
+            (
+                Method::PATCH,
+                "/v1/pools/{id}/members/{member_id}",
+                Role::Operate,
+            ),
+            (Method::POST, "/v1/pools/{id}/members/batch", Role::Operate),
+            (Method::PATCH, "/v1/pools/{id}", Role::Admin),
         ];
         for (method, path, role) in cases {
             assert_eq!(Role::needed(&method, path), role, "{method} {path}");

@@ -206,7 +206,12 @@ pub(crate) async fn require_token(
         return NativeError::from(fulcrum_control::ControlError::RateLimited { retry_after: wait })
             .into_response();
     }
-    let needed = Role::needed(req.method(), req.uri().path());
+    // The route's template when one matched (what the router dispatches on), else the path.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path(), |m| m.as_str());
+    let needed = Role::needed(req.method(), route);
     if principal.role < needed {
         return NativeError::forbidden(format!(
             "the token {:?} has the role {}; this call needs {}",
