@@ -74,15 +74,6 @@ impl Reader<'_> {
     }
 }
 
-impl<'a> From<&'a RequestContext> for Reader<'a> {
-    fn from(ctx: &'a RequestContext) -> Self {
-        Reader {
-            scope: &ctx.scope,
-            principal: &ctx.principal,
-        }
-    }
-}
-
 /// What a successful mutation returns.
 #[derive(Clone, Debug)]
 pub struct Outcome {

@@ -311,10 +311,11 @@ async fn admit(s: &OciState, req: Request) -> Result<Request, OciError> {
         name: principal,
         compartments: head.key.compartments.clone(),
     };
+    let scope = caller.scope();
     // A load balancer outside the key's compartments is one that does not exist.
     if let Some(lb) = path_lb(parts.uri.path())
-        && !caller.scope().is_all()
-        && !caller.scope().admits_id(&s.app.control.view(), &lb)
+        && !scope.is_all()
+        && !scope.admits_id(&s.app.control.view(), &lb)
     {
         return Err(OciError::not_found(format!(
             "load balancer {} not found",
