@@ -332,3 +332,29 @@ async fn an_aksk_body_is_read_only_after_the_checks_that_need_none() {
         assert_eq!(got, status, "{what}: {body}");
     }
 }
+
+fn labelled(labels: Value) -> fulcrum_model::LoadBalancer {
+    fulcrum_model::LoadBalancer {
+        id: LoadBalancerId("lb".into()),
+        spec: serde_json::from_value(json!({"name": "lb", "labels": labels})).unwrap(),
+        created_at: chrono::DateTime::UNIX_EPOCH,
+        updated_at: chrono::DateTime::UNIX_EPOCH,
+    }
+}
+
+#[test]
+fn a_bound_credential_sees_only_its_projects_load_balancers() {
+    let scope = super::project_scope(Some(PROJECT));
+    assert!(scope.admits(&labelled(json!({"huawei.project_id": PROJECT}))));
+    assert!(!scope.admits(&labelled(json!({"huawei.project_id": "ffff"}))));
+    assert!(
+        !scope.admits(&labelled(json!({}))),
+        "one made outside Huawei has no project"
+    );
+    assert!(
+        !scope.admits(&labelled(json!({"oci.compartmentId": PROJECT}))),
+        "only the project label counts"
+    );
+    let unbound = super::project_scope(None);
+    assert!(unbound.is_all() && unbound.admits(&labelled(json!({}))));
+}

@@ -1279,6 +1279,61 @@ mod tests {
         (status, headers, json)
     }
 
+    #[test]
+    fn a_key_limited_to_compartments_admits_only_theirs() {
+        let lb = |labels: serde_json::Value| fulcrum_model::LoadBalancer {
+            id: LoadBalancerId("x".into()),
+            spec: serde_json::from_value(serde_json::json!({"name": "x", "labels": labels}))
+                .unwrap(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let key = OciPrincipal {
+            name: "k".into(),
+            compartments: Some(vec!["ocid1.compartment.oc1..a".into()]),
+        };
+        assert!(key.admits_compartment("ocid1.compartment.oc1..a"));
+        assert!(!key.admits_compartment("ocid1.compartment.oc1..b"));
+        let scope = key.scope();
+        assert!(scope.admits(&lb(
+            serde_json::json!({LABEL_COMPARTMENT: "ocid1.compartment.oc1..a"})
+        )));
+        assert!(!scope.admits(&lb(
+            serde_json::json!({LABEL_COMPARTMENT: "ocid1.compartment.oc1..b"})
+        )));
+        assert!(
+            !scope.admits(&lb(serde_json::json!({}))),
+            "made outside OCI"
+        );
+        let all = OciPrincipal {
+            name: "k".into(),
+            compartments: None,
+        };
+        assert!(all.scope().is_all() && all.admits_compartment("anything"));
+    }
+
+    #[test]
+    fn the_load_balancer_of_a_path() {
+        let id = |p: &str| path_lb(p).map(|l| l.0);
+        assert_eq!(
+            id("/20170115/loadBalancers/ocid1.loadbalancer.oc1.fulcrum.abc/backendSets"),
+            Some("abc".into())
+        );
+        assert_eq!(
+            id("//20170115/loadBalancers/abc"),
+            Some("abc".into()),
+            "a doubled slash"
+        );
+        assert_eq!(
+            id("/20170115/loadBalancers/a%62c"),
+            Some("abc".into()),
+            "decoded"
+        );
+        assert_eq!(id("/20170115/loadBalancers"), None);
+        assert_eq!(id("/20170115/loadBalancers/"), None);
+        assert_eq!(id("/20170115/loadBalancerWorkRequests/w"), None);
+    }
+
     #[tokio::test]
     async fn signed_requests_pass_and_others_are_401_in_ocis_shape() {
         let (_dir, app) = app(1000.0, 1000).await;
