@@ -61,17 +61,26 @@ impl Default for Options {
     }
 }
 
-/// Who reads work requests: its scope, and the principal (it may read the ones it made).
+/// Who reads work requests: its scope, and the principal and front door (it may read the
+/// ones it made).
 #[derive(Clone, Copy, Debug)]
 pub struct Reader<'a> {
     pub scope: &'a Scope,
     pub principal: &'a str,
+    pub front_door: &'static str,
 }
 
 impl Reader<'_> {
     fn admits(&self, cfg: &Config, wr: &WorkRequest) -> bool {
-        self.scope.admits_work_request(cfg, self.principal, wr)
+        let who = maker(self.front_door, self.principal);
+        self.scope.admits_work_request(cfg, &who, wr)
     }
+}
+
+/// Who made a change, as its work request records it: principals are named per front door
+/// (an OCI key and a native token may share a name), so the front door is part of it.
+fn maker(front_door: &str, principal: &str) -> String {
+    format!("{front_door}:{principal}")
 }
 
 /// What a successful mutation returns.
@@ -646,7 +655,7 @@ impl ControlPlane {
                     status: WorkRequestStatus::Accepted,
                     revision: 0,
                     request_id: ctx.request_id.clone(),
-                    principal: ctx.principal.clone(),
+                    principal: maker(ctx.front_door, &ctx.principal),
                     message: String::new(),
                     error: None,
                     accepted_at: now,

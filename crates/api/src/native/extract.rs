@@ -61,6 +61,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
     })
 }
 
+/// The name of this front door in audit records and work requests.
+const FRONT_DOOR: &str = "native";
+
 /// The authenticated caller (role and scope), for reads: `view` is what it may see.
 pub(crate) struct Caller(pub Principal);
 
@@ -77,6 +80,7 @@ impl Caller {
         fulcrum_control::Reader {
             scope: &self.0.scope,
             principal: &self.0.name,
+            front_door: FRONT_DOOR,
         }
     }
 }
@@ -144,7 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         Ok(Ctx(RequestContext {
             request_id: current_request_id(),
             principal,
-            front_door: "native",
+            front_door: FRONT_DOOR,
             retry_token: header("idempotency-key")?,
             if_match: header("if-match")?.map(|value| IfMatch {
                 scope: EtagScope::Resource,

@@ -148,6 +148,7 @@ impl OciPrincipal {
         fulcrum_control::Reader {
             scope,
             principal: &self.name,
+            front_door: FRONT_DOOR,
         }
     }
 }
@@ -163,6 +164,9 @@ fn path_lb(path: &str) -> Option<LoadBalancerId> {
         _ => None,
     }
 }
+
+/// The name of this front door in audit records and work requests.
+const FRONT_DOOR: &str = "oci";
 
 /// Largest request body accepted (a load balancer with its backend sets fits easily).
 const MAX_BODY: usize = 1 << 20;
@@ -449,7 +453,7 @@ impl FromRequestParts<OciState> for Ctx {
             request_id: current_request_id(),
             scope: caller.scope(),
             principal: caller.name,
-            front_door: "oci",
+            front_door: FRONT_DOOR,
             retry_token,
             if_match,
             lock_override: query.flag("isLockOverride")?,
