@@ -36,13 +36,19 @@ SUB = "00000000-0000-0000-0000-000000000001"
 RG = "rg1"
 SVC = "apim1"
 TOKEN = "azure-sdk-token"
+# A token limited to another subscription: ARM's 403 AuthorizationFailed for this one.
+OTHER_SUB = "00000000-0000-0000-0000-000000000002"
+OTHER_TOKEN = "azure-sdk-other-tenant-token"
 JWT_SECRET = "jwt-secret-for-the-sdk-test-0123456789"
 JWT_ISSUER = "https://issuer.fulcrum.test/"
 JWT_AUDIENCE = "https://management.azure.com/"
 
 CONFIG = f"""
 [azure]
-tokens = [{{ name = "sdk", token = "{TOKEN}" }}]
+tokens = [
+  {{ name = "sdk", token = "{TOKEN}" }},
+  {{ name = "other", token = "{OTHER_TOKEN}", subscriptions = ["{OTHER_SUB}"] }},
+]
 
 [azure.jwt]
 issuer = "{JWT_ISSUER}"
@@ -426,6 +432,31 @@ def authentication(c):
     ):
         expect_error(lambda: client(c.f, token=bad).backend.get(RG, SVC, "one"), 401,
                      "InvalidAuthenticationToken", kind=ClientAuthenticationError)
+
+
+@steps.step
+def a_token_limited_to_another_subscription_is_refused_here(c):
+    other = client(c.f, token=OTHER_TOKEN)
+    before = c.api.backend.get(RG, SVC, "one")
+    for what, call in [
+        ("get", lambda: other.backend.get(RG, SVC, "one")),
+        ("list", lambda: list(other.backend.list_by_service(RG, SVC))),
+        ("create", lambda: other.backend.create_or_update(
+            RG, SVC, "intruder", M.BackendContract(url="http://10.0.0.9:8080", protocol="http"))),
+        ("update (seed 003)", lambda: other.backend.update(
+            RG, SVC, "one", "*", M.BackendUpdateParameters(description="not yours"))),
+        ("delete", lambda: other.backend.delete(RG, SVC, "one", "*")),
+    ]:
+        e = expect_error(call, 403, "AuthorizationFailed")
+        check(SUB in str(e), f"{what}: the message names the scope: {e}")
+    after = c.api.backend.get(RG, SVC, "one")
+    check(after.description == before.description, f"changed: {after.description}")
+    names = [b.name for b in c.api.backend.list_by_service(RG, SVC)]
+    check("intruder" not in names, names)
+    # Its own subscription works as usual.
+    theirs = ApiManagementClient(StaticToken(OTHER_TOKEN), OTHER_SUB, base_url=c.f.api_url,
+                                 retry_total=0, connection_verify=c.f.ca_file)
+    check(list(theirs.backend.list_by_service(RG, SVC)) == [], "its own subscription is empty")
 
 
 @steps.step

@@ -25,21 +25,28 @@ AK = "AKHUAWEITEST0000001"
 SK = "sk-huawei-test-secret-0001"
 PROJECT = "0123456789abcdef0123456789abcdef"
 TOKEN = "huawei-token-0001"
+# A credential bound to another project: it sees nothing of PROJECT's.
+OTHER_AK = "AKHUAWEIOTHER000001"
+OTHER_SK = "sk-huawei-other-tenant-0001"
+OTHER_PROJECT = "fedcba9876543210fedcba9876543210"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 CONFIG = f"""
 [huawei]
-credentials = [{{ ak = "{AK}", sk = "{SK}", project_id = "{PROJECT}" }}]
+credentials = [
+  {{ ak = "{AK}", sk = "{SK}", project_id = "{PROJECT}" }},
+  {{ ak = "{OTHER_AK}", sk = "{OTHER_SK}", project_id = "{OTHER_PROJECT}" }},
+]
 tokens = [{{ name = "ci", token = "{TOKEN}", project_id = "{PROJECT}" }}]
 """
 
 
-def client(module, url, sk=SK):
+def client(module, url, sk=SK, ak=AK, project=PROJECT):
     config = HttpConfig.get_default_config()
     config.timeout = (5, 30)
     return (
         module.ElbClient.new_builder()
-        .with_credentials(BasicCredentials(AK, sk, PROJECT))
+        .with_credentials(BasicCredentials(ak, sk, project))
         .with_endpoints([url])
         .with_http_config(config)
         .build()
@@ -631,6 +638,37 @@ def authentication_failures_are_401(c):
     check(status == 401, f"native bearer tokens are not valid here: {status} {body}")
     status, body = raw({})
     check(status == 401, f"no credentials: {status}")
+
+
+@steps.step
+def a_credential_of_another_project_sees_and_changes_nothing_here(c):
+    o3 = client(v3, c.fulcrum.api_url, ak=OTHER_AK, sk=OTHER_SK, project=OTHER_PROJECT)
+    o2 = client(v2, c.fulcrum.api_url, ak=OTHER_AK, sk=OTHER_SK, project=OTHER_PROJECT)
+    before = snapshot(c)
+    algorithm = show_pool(c).lb_algorithm
+    check(o3.list_load_balancers(m3.ListLoadBalancersRequest()).loadbalancers == [], "listed")
+    check(o3.list_pools(m3.ListPoolsRequest()).pools == [], "pools listed")
+    check(o2.list_pools(v2.ListPoolsRequest()).pools == [], "v2 pools listed")
+    for what, call in [
+        ("show load balancer", lambda: o3.show_load_balancer(
+            m3.ShowLoadBalancerRequest(loadbalancer_id=c.lb_id))),
+        ("show pool", lambda: o3.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id))),
+        ("list members", lambda: o3.list_members(m3.ListMembersRequest(pool_id=c.pool_id))),
+        ("seed 002", lambda: o3.update_pool(m3.UpdatePoolRequest(
+            pool_id=c.pool_id,
+            body=m3.UpdatePoolRequestBody(pool=m3.UpdatePoolOption(lb_algorithm="SOURCE_IP"))))),
+        ("seed 001", lambda: o2.call_api(
+            resource_path="/v2.0/lbaas/pools/{pool_id}/members", method="PUT",
+            path_params={"pool_id": c.pool_id},
+            header_params={"Content-Type": "application/json"},
+            body={"action": "replace", "members": []}, response_type="ListMembersResponse")),
+        ("delete load balancer", lambda: o3.delete_load_balancer(
+            m3.DeleteLoadBalancerRequest(loadbalancer_id=c.lb_id))),
+    ]:
+        e = expect_error(call, 404, "ELB.8904")
+        check("not found" in e.error_msg, f"{what}: {e.error_msg}")
+    check(snapshot(c) == before, "the other project changed the members")
+    check(show_pool(c).lb_algorithm == algorithm, "the other project changed the pool")
 
 
 @steps.step

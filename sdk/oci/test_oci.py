@@ -28,6 +28,9 @@ from harness import Backend, Fulcrum, Steps, check, free_port, spread, taken_por
 TENANCY = "ocid1.tenancy.oc1..aaaafulcrumtest"
 USER = "ocid1.user.oc1..aaaafulcrumtest"
 COMPARTMENT = "ocid1.compartment.oc1..aaaafulcrumtest"
+# The compartment of a second key, limited to it: it sees nothing of COMPARTMENT.
+OTHER_COMPARTMENT = "ocid1.compartment.oc1..aaaaothertenant"
+OTHER_USER = "ocid1.user.oc1..aaaaothertenant"
 BS = "bs1"
 
 steps = Steps("oci SDK against fulcrum")
@@ -129,6 +132,7 @@ def create_load_balancer_with_listener_and_backend_set(c):
     check(again.headers["opc-work-request-id"] == resp.headers["opc-work-request-id"],
           "a retried create made a new work request")
     wr = wait_wr(c, resp)
+    c.wr_id = wr.id
     check(wr.type == "CreateLoadBalancer", wr.type)
     c.lb_id = wr.load_balancer_id
     check(c.lb_id.startswith("ocid1.loadbalancer."), c.lb_id)
@@ -512,6 +516,33 @@ def cli_update(c, d):
 
 
 @steps.step
+def a_key_limited_to_another_compartment_sees_and_changes_nothing_here(c):
+    other = c.other
+    for what, fn, args in [
+        ("list", other.list_load_balancers, (COMPARTMENT,)),
+        ("get", other.get_load_balancer, (c.lb_id,)),
+        ("get backend set", other.get_backend_set, (c.lb_id, BS)),
+        ("list backends", other.list_backends, (c.lb_id, BS)),
+        ("update backend (seed 000)", other.update_backend,
+         (m.UpdateBackendDetails(weight=9, backup=False, drain=False, offline=False),
+          c.lb_id, BS, c.backends[0].address)),
+        ("delete", other.delete_load_balancer, (c.lb_id,)),
+        ("list work requests", other.list_work_requests, (c.lb_id,)),
+        ("get work request", other.get_work_request, (c.wr_id,)),
+        ("create here", other.create_load_balancer, (m.CreateLoadBalancerDetails(
+            compartment_id=COMPARTMENT, display_name="intruder", shape_name="flexible",
+            subnet_ids=["ocid1.subnet.oc1..aaaasubnet"]),)),
+    ]:
+        e = service_error(fn, *args)
+        check(e.status == 404 and e.code == "NotAuthorizedOrNotFound", f"{what}: {e}")
+    check(other.list_load_balancers(OTHER_COMPARTMENT).data == [], "its own compartment is empty")
+    got = c.lb.get_backend(c.lb_id, BS, c.backends[0].address).data
+    check(got.weight != 9, f"the other key changed a backend: {got}")
+    names = [x.display_name for x in c.lb.list_load_balancers(COMPARTMENT).data]
+    check("intruder" not in names, str(names))
+
+
+@steps.step
 def delete_load_balancer(c):
     wait_wr(c, c.lb.delete_load_balancer(c.lb_id))
     e = service_error(c.lb.get_load_balancer, c.lb_id)
@@ -522,11 +553,17 @@ def delete_load_balancer(c):
 def main():
     private, public, fingerprint = new_key()
     key_id = f"{TENANCY}/{USER}/{fingerprint}"
+    other_private, other_public, other_fingerprint = new_key()
     config = (
         "[[oci.keys]]\n"
         f'key_id = "{key_id}"\n'
         'name = "sdk-tester"\n'
         f'public_key_pem = """\n{public}"""\n'
+        "[[oci.keys]]\n"
+        f'key_id = "{TENANCY}/{OTHER_USER}/{other_fingerprint}"\n'
+        'name = "other-tenant"\n'
+        f'compartments = ["{OTHER_COMPARTMENT}"]\n'
+        f'public_key_pem = """\n{other_public}"""\n'
     )
     c = Ctx()
     c.private_key, c.fingerprint = private, fingerprint
@@ -542,6 +579,11 @@ def main():
         oci.config.validate_config(sdk_config)
         c.sdk_config = sdk_config
         c.lb = oci.load_balancer.LoadBalancerClient(sdk_config, service_endpoint=c.fulcrum.api_url)
+        other_config = {**sdk_config, "user": OTHER_USER, "fingerprint": other_fingerprint,
+                        "key_content": other_private}
+        c.other = oci.load_balancer.LoadBalancerClient(
+            other_config, service_endpoint=c.fulcrum.api_url,
+            retry_strategy=oci.retry.NoneRetryStrategy())
         c.signer = oci.signer.Signer(TENANCY, USER, fingerprint, None, private_key_content=private)
         ok = steps.run(c)
         if ok:

@@ -4,11 +4,27 @@
 use subtle::ConstantTimeEq;
 
 /// A named token; the name is the principal that rate limits and retry tokens are
-/// scoped to, and what logs show (never the token).
+/// scoped to, and what logs show (never the token). `role` and `loadbalancers` limit
+/// what its bearer may do ([`Role`], [`native_scope`]).
 #[derive(Clone)]
 pub struct ApiToken {
     pub name: String,
     pub token: String,
+    pub role: Role,
+    /// Load balancers (ids or names) the token is limited to; empty: every one.
+    pub loadbalancers: Vec<String>,
+}
+
+impl ApiToken {
+    /// An administrator's token for every load balancer.
+    pub fn admin(name: impl Into<String>, token: impl Into<String>) -> Self {
+        ApiToken {
+            name: name.into(),
+            token: token.into(),
+            role: Role::Admin,
+            loadbalancers: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiToken {
@@ -16,20 +32,98 @@ impl std::fmt::Debug for ApiToken {
         f.debug_struct("ApiToken")
             .field("name", &self.name)
             .field("token", &"***")
+            .field("role", &self.role)
+            .field("loadbalancers", &self.loadbalancers)
             .finish()
     }
 }
 
-/// The authenticated caller.
+/// What a native token may do. Each role includes the ones before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads only (`GET`).
+    Read,
+    /// Reads, and the day-to-day operations on members: create, update (drain, weight,
+    /// backup, offline, …), delete, batch.
+    Operate,
+    /// Everything.
+    #[default]
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The least role a native API call (`method` on `path`, under `/v1`) needs.
+    pub(crate) fn needed(method: &http::Method, path: &str) -> Role {
+        if matches!(*method, http::Method::GET | http::Method::HEAD) {
+            return Role::Read;
+        }
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let member_op = match segs.as_slice() {
+            ["v1", "pools", _, "members"] | ["v1", "pools", _, "members", "batch"] => {
+                *method == http::Method::POST
+            }
+            ["v1", "pools", _, "members", _] => {
+                matches!(*method, http::Method::PATCH | http::Method::DELETE)
+            }
+            _ => false,
+        };
+        if member_op {
+            Role::Operate
+        } else {
+            Role::Admin
+        }
+    }
+}
+
+/// The scope of a native token: every load balancer, or those it names by id or name.
+pub(crate) fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
+    if token.loadbalancers.is_empty() {
+        return fulcrum_control::Scope::All;
+    }
+    let names = token.loadbalancers.clone();
+    fulcrum_control::Scope::limited(
+        format!("the load balancers {}", names.join(", ")),
+        move |lb| {
+            names
+                .iter()
+                .any(|n| n == lb.id.as_str() || *n == lb.spec.name)
+        },
+    )
+}
+
+/// The authenticated caller of the native API: its name, role and scope.
 #[derive(Clone, Debug)]
-pub(crate) struct Principal(pub String);
+pub(crate) struct Principal {
+    pub name: String,
+    pub role: Role,
+    pub scope: fulcrum_control::Scope,
+}
+
+impl Principal {
+    fn of(token: &ApiToken) -> Self {
+        Principal {
+            name: token.name.clone(),
+            role: token.role,
+            scope: native_scope(token),
+        }
+    }
+}
 
 /// The principal whose token matches `presented`, comparing in constant time.
 pub(crate) fn authenticate(tokens: &[ApiToken], presented: &str) -> Option<Principal> {
     let mut found = None;
     for t in tokens {
         if bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())) {
-            found = Some(Principal(t.name.clone()));
+            found = Some(Principal::of(t));
         }
     }
     found
@@ -62,9 +156,11 @@ pub(crate) struct ClientCertificate {
     pub dns_names: Vec<String>,
 }
 
-/// The principal of the first mapping that `cert` matches.
+/// The principal of the first mapping that `cert` matches: the token entry of that name,
+/// with its role and scope.
 pub(crate) fn authenticate_certificate(
     mappings: &[ClientCertPrincipal],
+    tokens: &[ApiToken],
     cert: &ClientCertificate,
 ) -> Option<Principal> {
     mappings
@@ -73,7 +169,8 @@ pub(crate) fn authenticate_certificate(
             CertMatch::SubjectCn(cn) => cert.subject_cns.iter().any(|c| c == cn),
             CertMatch::DnsName(name) => cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(name)),
         })
-        .map(|m| Principal(m.name.clone()))
+        .and_then(|m| tokens.iter().find(|t| t.name == m.name))
+        .map(Principal::of)
 }
 
 /// The token in an `Authorization: Bearer …` header value.
@@ -461,7 +558,21 @@ mod tests {
             subject_cns: cns.iter().map(|s| (*s).to_owned()).collect(),
             dns_names: dns.iter().map(|s| (*s).to_owned()).collect(),
         };
-        let who = |c: &ClientCertificate| authenticate_certificate(&mappings, c).map(|p| p.0);
+        let tokens = [
+            ApiToken::admin("ops", "t1"),
+            ApiToken {
+                role: Role::Operate,
+                loadbalancers: vec!["web".into()],
+                ..ApiToken::admin("deploy", "t2")
+            },
+        ];
+        let who =
+            |c: &ClientCertificate| authenticate_certificate(&mappings, &tokens, c).map(|p| p.name);
+        let deploy = authenticate_certificate(&mappings, &tokens, &cert(&[], &["deploy.example"]));
+        assert!(
+            deploy.is_some_and(|p| p.role == Role::Operate && !p.scope.is_all()),
+            "a certificate has its token's role and scope"
+        );
         assert_eq!(who(&cert(&["ops.example"], &[])), Some("ops".into()));
         assert_eq!(who(&cert(&["OPS.example"], &[])), None, "a CN is exact");
         assert_eq!(
@@ -475,6 +586,66 @@ mod tests {
             "the first mapping wins"
         );
         assert_eq!(who(&cert(&["deploy.example"], &["ops.example"])), None);
+    }
+
+    #[test]
+    fn each_call_needs_its_role() {
+        use http::Method;
+        let cases = [
+            (Method::GET, "/v1/loadbalancers", Role::Read),
+            (Method::GET, "/v1/work-requests/x/wait", Role::Read),
+            (Method::HEAD, "/v1/pools/p", Role::Read),
+            (Method::POST, "/v1/pools/p/members", Role::Operate),
+            (Method::POST, "/v1/pools/p/members/batch", Role::Operate),
+            (Method::PATCH, "/v1/pools/p/members/m", Role::Operate),
+            (Method::DELETE, "/v1/pools/p/members/m", Role::Operate),
+            (Method::PUT, "/v1/pools/p/members/m", Role::Admin),
+            (Method::PATCH, "/v1/pools/p", Role::Admin),
+            (Method::DELETE, "/v1/pools/p", Role::Admin),
+            (Method::POST, "/v1/loadbalancers", Role::Admin),
+            (Method::PATCH, "/v1/listeners/l", Role::Admin),
+            (Method::POST, "/v1/healthmonitors", Role::Admin),
+            (Method::POST, "/v1/subnets", Role::Admin),
+            (Method::DELETE, "/v1/pools/p/members/m/x", Role::Admin),
+            (Method::POST, "/v1/pools/p/members/batch/x", Role::Admin),
+            // Route templates, as the router matched them.
+            (
+                Method::PATCH,
+                "/v1/pools/{id}/members/{member_id}",
+                Role::Operate,
+            ),
+            (Method::POST, "/v1/pools/{id}/members/batch", Role::Operate),
+            (Method::PATCH, "/v1/pools/{id}", Role::Admin),
+        ];
+        for (method, path, role) in cases {
+            assert_eq!(Role::needed(&method, path), role, "{method} {path}");
+        }
+        assert!(Role::Read < Role::Operate && Role::Operate < Role::Admin);
+        assert_eq!(
+            Role::default(),
+            Role::Admin,
+            "existing tokens stay administrators"
+        );
+    }
+
+    #[test]
+    fn a_token_scope_names_load_balancers_by_id_or_name() {
+        let lb = |id: &str, name: &str| fulcrum_model::LoadBalancer {
+            id: fulcrum_model::LoadBalancerId(id.into()),
+            spec: serde_json::from_value(serde_json::json!({ "name": name })).unwrap(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let scoped = ApiToken {
+            loadbalancers: vec!["web".into(), "id-2".into()],
+            ..ApiToken::admin("t", "x")
+        };
+        let s = native_scope(&scoped);
+        assert!(s.admits(&lb("id-1", "web")));
+        assert!(s.admits(&lb("id-2", "api")));
+        assert!(!s.admits(&lb("id-3", "api")));
+        assert!(!s.admits(&lb("web2", "Web")), "exact, case and all");
+        assert!(native_scope(&ApiToken::admin("t", "x")).is_all());
     }
 
     #[test]

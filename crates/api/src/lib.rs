@@ -30,7 +30,7 @@ mod ui;
 /// clients back off instead of hammering, and SDKs that honour it retry on their own.
 pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
 
-pub use auth::{ApiToken, AuthThrottle, CertMatch, ClientCertPrincipal};
+pub use auth::{ApiToken, AuthThrottle, CertMatch, ClientCertPrincipal, Role};
 pub use azure::AzureConfig;
 pub use huawei::HuaweiConfig;
 pub use metrics::Metrics;

@@ -353,10 +353,7 @@ mod tests {
             .await
             .unwrap();
         let config = crate::ApiConfig {
-            tokens: vec![crate::ApiToken {
-                name: "t".into(),
-                token: "tok".into(),
-            }],
+            tokens: vec![crate::ApiToken::admin("t", "tok")],
             rate_per_second: 0.001,
             rate_burst: 2,
             ..Default::default()

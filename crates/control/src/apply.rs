@@ -394,7 +394,7 @@ impl Applier<'_> {
         for (i, s) in list(doc.get("subnets"), "subnets")?.into_iter().enumerate() {
             let at = format!("subnets[{i}]");
             let name = name_of(&s).unwrap_or_default();
-            let existing = self.batch.read(|c| {
+            let existing = self.batch.read(&self.ctx.scope, |c| {
                 c.subnets
                     .values()
                     .map(|v| Existing {
@@ -509,7 +509,7 @@ impl Applier<'_> {
         let name = name_of(&lb).unwrap_or_default();
         let pools = list(lb.remove("pools").as_ref(), &format!("{at_}.pools"))?;
         let listeners = list(lb.remove("listeners").as_ref(), &format!("{at_}.listeners"))?;
-        let existing = self.batch.read(|c| {
+        let existing = self.batch.read(&self.ctx.scope, |c| {
             c.loadbalancers
                 .values()
                 .map(|v| Existing {
@@ -531,7 +531,7 @@ impl Applier<'_> {
             });
         }
 
-        let existing_pools: Vec<Existing> = self.batch.read(|c| {
+        let existing_pools: Vec<Existing> = self.batch.read(&self.ctx.scope, |c| {
             c.pools_of(&lb_id)
                 .map(|v| Existing {
                     id: v.value.id.to_string(),
@@ -576,7 +576,7 @@ impl Applier<'_> {
             pool_ids.insert(pname, pool_id.to_string());
         }
 
-        let existing_listeners: Vec<Existing> = self.batch.read(|c| {
+        let existing_listeners: Vec<Existing> = self.batch.read(&self.ctx.scope, |c| {
             c.listeners_of(&lb_id)
                 .map(|v| Existing {
                     id: v.value.id.to_string(),
@@ -697,7 +697,7 @@ impl Applier<'_> {
                 m.insert("subnet_id".into(), Value::String(id.clone()));
             }
         }
-        let existing: Vec<Value> = self.batch.read(|c| {
+        let existing: Vec<Value> = self.batch.read(&self.ctx.scope, |c| {
             c.members_of(pool_id)
                 .map(|m| to_json(&m.value.spec))
                 .collect()
@@ -748,7 +748,7 @@ impl Applier<'_> {
         monitor: Option<Value>,
     ) -> Result<(), ControlError> {
         let at_monitor = format!("{at_pool}.health_monitor");
-        let existing = self.batch.read(|c| {
+        let existing = self.batch.read(&self.ctx.scope, |c| {
             c.monitor_of(pool_id).map(|m| Existing {
                 id: m.value.id.to_string(),
                 name: label.to_owned(),

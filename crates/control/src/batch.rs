@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::engine::Plan;
 use crate::secret_key::SecretKey;
-use crate::{Config, ControlError, Outcome, keys};
+use crate::{Config, ControlError, Outcome, Scope, keys};
 
 /// Operations collected for one commit. Cheap to clone: clones share the batch.
 #[derive(Clone)]
@@ -67,9 +67,10 @@ impl Batch {
         })))
     }
 
-    /// Reads the batch's view. `f` must not start an operation (the batch is locked).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Config) -> T) -> T {
-        f(&self.0.lock().view)
+    /// Reads the batch's view as a caller of `scope` sees it. `f` must not start an
+    /// operation (the batch is locked).
+    pub(crate) fn read<T>(&self, scope: &Scope, f: impl FnOnce(&Config) -> T) -> T {
+        f(&self.0.lock().view.scoped(scope))
     }
 
     /// Plans one operation on the batch's view and keeps it. The outcome names what the
@@ -77,10 +78,24 @@ impl Batch {
     pub(crate) fn add(
         &self,
         operation: &'static str,
+        scope: &Scope,
         plan_fn: &dyn Fn(&Config, Timestamp) -> Result<Plan, ControlError>,
     ) -> Result<Outcome, ControlError> {
         let mut st = self.0.lock();
+        // As a change on its own is checked (`commit_change`): planned on what the caller may
+        // see, then on the whole view, and its load balancer must be the caller's.
+        if !scope.is_all() {
+            plan_fn(&st.view.scoped(scope), st.now)?;
+        }
         let plan = plan_fn(&st.view, st.now)?;
+        scope.check_change(
+            plan.lb.as_ref(),
+            plan.lb
+                .as_ref()
+                .and_then(|id| st.view.loadbalancers.get(id))
+                .map(|v| &v.value),
+            plan.lb_written.as_ref(),
+        )?;
         let result = plan.result.clone();
         st.keep(plan)?;
         Ok(Outcome {
@@ -92,6 +107,7 @@ impl Batch {
                 status: WorkRequestStatus::Accepted,
                 revision: st.view.revision,
                 request_id: String::new(),
+                principal: String::new(),
                 message: String::new(),
                 error: None,
                 accepted_at: st.now,
@@ -115,6 +131,7 @@ impl Batch {
         let operation = st.joined.operation;
         let mut plan = std::mem::replace(&mut st.joined, Plan::new(operation));
         plan.result = result;
+        plan.scope_checked = true;
         plan
     }
 }

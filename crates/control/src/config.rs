@@ -91,6 +91,23 @@ impl RecentWorkRequests {
         }
     }
 
+    /// Those `keep` accepts, in the same order.
+    pub(crate) fn filtered(&self, keep: impl Fn(&WorkRequest) -> bool) -> Self {
+        let by_id: HashMap<WorkRequestId, WorkRequest> = self
+            .by_id
+            .iter()
+            .filter(|(_, wr)| keep(wr))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let order = self
+            .order
+            .iter()
+            .filter(|id| by_id.contains_key(*id))
+            .cloned()
+            .collect();
+        RecentWorkRequests { by_id, order }
+    }
+
     /// Forgets one (its place in the order goes when it comes up for eviction: a deleted
     /// work request never comes back under the same id).
     fn remove(&mut self, id: &WorkRequestId) {
@@ -331,6 +348,7 @@ mod tests {
             status,
             revision: n as i64,
             request_id: String::new(),
+            principal: String::new(),
             message: String::new(),
             error: None,
             accepted_at: chrono::DateTime::UNIX_EPOCH,

@@ -21,7 +21,9 @@ use crate::config::decode_work_request;
 use crate::fleet::{self, FleetView, NodeOptions};
 use crate::records;
 use crate::secret_key::SecretKey;
-use crate::{Config, ControlError, EtagScope, RequestContext, Versioned, etag, etag_matches, keys};
+use crate::{
+    Config, ControlError, EtagScope, RequestContext, Scope, Versioned, etag, etag_matches, keys,
+};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -59,6 +61,28 @@ impl Default for Options {
     }
 }
 
+/// Who reads work requests: its scope, and the principal and front door (it may read the
+/// ones it made).
+#[derive(Clone, Copy, Debug)]
+pub struct Reader<'a> {
+    pub scope: &'a Scope,
+    pub principal: &'a str,
+    pub front_door: &'static str,
+}
+
+impl Reader<'_> {
+    fn admits(&self, cfg: &Config, wr: &WorkRequest) -> bool {
+        let who = maker(self.front_door, self.principal);
+        self.scope.admits_work_request(cfg, &who, wr)
+    }
+}
+
+/// Who made a change, as its work request records it: principals are named per front door
+/// (an OCI key and a native token may share a name), so the front door is part of it.
+fn maker(front_door: &str, principal: &str) -> String {
+    format!("{front_door}:{principal}")
+}
+
 /// What a successful mutation returns.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -93,6 +117,11 @@ pub(crate) struct Plan {
     /// its endpoint, which siblings must not share). Such changes do not serialise on the
     /// load balancer: concurrent ones commit together (see `build_txn`).
     pub shareable: bool,
+    /// The load balancer record the plan writes, if it writes one: a caller's scope must
+    /// admit it ([`crate::Scope`]).
+    pub(crate) lb_written: Option<fulcrum_model::LoadBalancer>,
+    /// Every step of a batch was checked against the caller's scope as it was planned.
+    pub(crate) scope_checked: bool,
 }
 
 impl Plan {
@@ -108,6 +137,8 @@ impl Plan {
             result: None,
             target_revision: None,
             shareable: false,
+            lb_written: None,
+            scope_checked: false,
         }
     }
 
@@ -116,6 +147,11 @@ impl Plan {
         key: String,
         value: &T,
     ) -> Result<(), ControlError> {
+        if let Some(lb) =
+            (value as &dyn std::any::Any).downcast_ref::<fulcrum_model::LoadBalancer>()
+        {
+            self.lb_written = Some(lb.clone());
+        }
         self.writes.push(Write::Put {
             key,
             record: Box::new(value.clone()),
@@ -537,7 +573,7 @@ impl ControlPlane {
         // Within a batch (`apply`), the change is planned on the batch's view and kept
         // there; the batch commits everything at the end as one change.
         if let Some(batch) = &ctx.batch {
-            return batch.add(operation, &plan_fn);
+            return batch.add(operation, &ctx.scope, &plan_fn);
         }
         let result = self
             .commit_change(ctx, input, |cfg, now| {
@@ -595,7 +631,23 @@ impl ControlPlane {
             // read from a fresher view than the plan could let a stale plan commit.
             let (plan, planned_at, lb_revision, wr, txn, shared) = {
                 let cfg = self.config.read();
+                if !ctx.scope.is_all() {
+                    // Planned first on what the caller may see, so a resource outside its
+                    // scope is refused exactly as one that does not exist (and no other
+                    // refusal tells it apart); then for real, on the whole view.
+                    plan_fn(&cfg.scoped(&ctx.scope), now)?;
+                }
                 let plan = plan_fn(&cfg, now)?;
+                if !plan.scope_checked {
+                    ctx.scope.check_change(
+                        plan.lb.as_ref(),
+                        plan.lb
+                            .as_ref()
+                            .and_then(|id| cfg.loadbalancers.get(id))
+                            .map(|v| &v.value),
+                        plan.lb_written.as_ref(),
+                    )?;
+                }
                 let lb_revision = plan
                     .lb
                     .as_ref()
@@ -616,6 +668,7 @@ impl ControlPlane {
                     status: WorkRequestStatus::Accepted,
                     revision: 0,
                     request_id: ctx.request_id.clone(),
+                    principal: maker(ctx.front_door, &ctx.principal),
                     message: String::new(),
                     error: None,
                     accepted_at: now,
@@ -942,18 +995,39 @@ impl ControlPlane {
         }))
     }
 
-    /// Work requests, newest first, optionally of one load balancer.
+    /// The work request `id` if `who` may read it ([`Scope::admits_work_request`]): one
+    /// it may not answers as absent.
+    pub async fn read_work_request(
+        &self,
+        id: &WorkRequestId,
+        who: Reader<'_>,
+    ) -> Result<Option<WorkRequest>, ControlError> {
+        Ok(self
+            .get_work_request(id)
+            .await?
+            .filter(|wr| who.admits(&self.config.read(), wr)))
+    }
+
+    /// Work requests `who` may read, newest first, optionally of one load balancer.
     pub async fn list_work_requests(
         &self,
         lb: Option<&LoadBalancerId>,
+        who: Reader<'_>,
     ) -> Result<Vec<WorkRequest>, ControlError> {
         let read = tokio::time::timeout(READ_DEADLINE, self.store.range(keys::WORK_REQUESTS));
         let range = read.await.map_err(|_| slow_store())??;
-        let mut out: Vec<WorkRequest> = range
-            .kvs
-            .iter()
-            .filter_map(decode_work_request)
-            .filter(|wr| lb.is_none() || wr.loadbalancer_id.as_ref() == lb)
+        let visible: Vec<WorkRequest> = {
+            let cfg = self.config.read();
+            range
+                .kvs
+                .iter()
+                .filter_map(decode_work_request)
+                .filter(|wr| lb.is_none() || wr.loadbalancer_id.as_ref() == lb)
+                .filter(|wr| who.admits(&cfg, wr))
+                .collect()
+        };
+        let mut out: Vec<WorkRequest> = visible
+            .into_iter()
             .map(|mut wr| {
                 self.annotate(&mut wr);
                 wr
@@ -969,9 +1043,10 @@ impl ControlPlane {
         &self,
         id: &WorkRequestId,
         timeout: Duration,
+        who: Reader<'_>,
     ) -> Result<Option<WorkRequest>, ControlError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let Some(wr) = self.get_work_request(id).await? else {
+        let Some(wr) = self.read_work_request(id, who).await? else {
             return Ok(None);
         };
         if wr.status.is_final() {

@@ -19,6 +19,10 @@ pub enum ControlError {
     /// A lock forbids the change and the request did not override it.
     #[error("load balancer {id} is locked ({lock}); override the lock to change it")]
     Locked { id: String, lock: String },
+    /// The caller's credential does not allow the change (its role, or a change that
+    /// would leave its scope).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the ETag does not match (current {current})")]
     PreconditionFailed { current: String },
     #[error("the retry token was already used for a different request")]
@@ -63,6 +67,7 @@ impl ControlError {
             ControlError::Conflict(_) => "conflict",
             ControlError::Busy { .. } => "busy",
             ControlError::Locked { .. } => "locked",
+            ControlError::Forbidden(_) => "forbidden",
             ControlError::PreconditionFailed { .. } => "precondition_failed",
             ControlError::RetryTokenReused => "retry_token_reused",
             ControlError::RateLimited { .. } => "rate_limited",

@@ -29,6 +29,7 @@ mod patch;
 mod pool_set;
 mod ratelimit;
 mod records;
+mod scope;
 mod secret_key;
 #[cfg(test)]
 mod testing;
@@ -38,7 +39,9 @@ mod tree;
 pub use apply::{Applied, ApplyStep, ApplySummary, check_document};
 pub use batch::Batch;
 pub use config::{Config, Versioned};
-pub use engine::{ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Refusal};
+pub use engine::{
+    ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Reader, Refusal,
+};
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 /// Store revisions number every configuration the control plane hands out.
@@ -47,6 +50,7 @@ pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
+pub use scope::Scope;
 pub use secret_key::{KEY_LEN as SECRET_KEY_LEN, SecretKey, SecretKeyError};
 pub use traffic::{BreakerState, MemberTraffic, ObservedHealth, Traffic, TrafficFigures};
 pub use tree::{NewPool, NewResources, Parent, PoolUpdate};
@@ -72,6 +76,9 @@ pub struct RequestContext {
     /// Otherwise changes follow each other at once, each in its own revision, and the data
     /// plane serves them in order.
     pub one_change_at_a_time: bool,
+    /// The load balancers the caller may see and change ([`Scope`]): checked against every
+    /// plan, so a change outside it is refused whichever operation asks for it.
+    pub scope: Scope,
     /// Set by `apply` alone: operations are planned into this batch, which commits them
     /// together, instead of committing one by one. Leave it `None`.
     pub batch: Option<Batch>,

@@ -346,6 +346,7 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
                 let file = serve::read_config(Some(&path))?;
                 file.api.server_limits()?;
                 file.api.auth_throttle()?;
+                file.api.api_tokens()?;
                 file.api.client_cert_principals()?;
                 if let Some(files) = file.api.tls_files()? {
                     fulcrum_api::ApiTls::load(files)?;

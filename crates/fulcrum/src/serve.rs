@@ -224,6 +224,27 @@ impl ApiSection {
         }))
     }
 
+    /// `[[api.tokens]]`, checked: a list of load balancers, when given, names at least one.
+    pub fn api_tokens(&self) -> anyhow::Result<Vec<ApiToken>> {
+        self.tokens
+            .iter()
+            .map(|t| {
+                if t.loadbalancers.as_ref().is_some_and(Vec::is_empty) {
+                    bail!(
+                        "[[api.tokens]] {:?}: loadbalancers = [] would allow none; leave it out for every one",
+                        t.name
+                    );
+                }
+                Ok(ApiToken {
+                    name: t.name.clone(),
+                    token: t.token.clone(),
+                    role: t.role,
+                    loadbalancers: t.loadbalancers.clone().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// `[[api.client_certs]]`, checked: each matches one name, and there is a CA to verify
     /// the certificates.
     pub fn client_cert_principals(&self) -> anyhow::Result<Vec<ClientCertPrincipal>> {
@@ -269,6 +290,12 @@ impl ApiSection {
 pub struct TokenEntry {
     pub name: String,
     pub token: String,
+    /// `read`, `operate` or `admin` (the default).
+    #[serde(default)]
+    pub role: fulcrum_api::Role,
+    /// Load balancers (ids or names) the token is limited to; absent: every one.
+    #[serde(default)]
+    pub loadbalancers: Option<Vec<String>>,
 }
 
 pub struct ServeArgs {
@@ -347,28 +374,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         fd_limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
     );
 
-    let mut tokens: Vec<ApiToken> = file
-        .api
-        .tokens
-        .into_iter()
-        .map(|t| ApiToken {
-            name: t.name,
-            token: t.token,
-        })
-        .collect();
+    let mut tokens = file.api.api_tokens()?;
     if let Ok(t) = std::env::var("FULCRUM_API_TOKEN")
         && !t.is_empty()
     {
-        tokens.push(ApiToken {
-            name: "env".into(),
-            token: t,
-        });
+        tokens.push(ApiToken::admin("env", t));
     }
     if tokens.is_empty() {
-        tokens.push(ApiToken {
-            name: "local".into(),
-            token: local_token(&data_dir)?,
-        });
+        tokens.push(ApiToken::admin("local", local_token(&data_dir)?));
     }
     // A certificate stands for a token's principal (and whatever that principal may do).
     if let Some(c) = client_certs
@@ -380,7 +393,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             c.name
         );
     }
-    let token_for_apply = tokens[0].token.clone();
+    // `--apply` and the demo change everything: they need an administrator's token.
+    let token_for_apply = tokens
+        .iter()
+        .find(|t| t.role == fulcrum_api::Role::Admin && t.loadbalancers.is_empty())
+        .unwrap_or(&tokens[0])
+        .token
+        .clone();
     let defaults = ApiConfig::default();
     let api_config = ApiConfig {
         tokens,

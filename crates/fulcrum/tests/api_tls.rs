@@ -250,10 +250,13 @@ fn server_alive(server: &Server) -> bool {
 }
 
 /// The mTLS setup: client certificates required, from `clients`, the CN `ops.example`
-/// being the principal `ops`.
+/// being the principal `ops` and `watcher.example` the token `watcher` (which may only read
+/// the load balancer `by-cert`).
 fn mtls_setup(clients: &Ca) -> Setup {
     let setup = Setup::new(
-        "tls_client_ca = \"CLIENT_CA\"\ntls_client_auth = \"required\"\n[[api.client_certs]]\nname = \"ops\"\nsubject_cn = \"ops.example\"\n",
+        "tls_client_ca = \"CLIENT_CA\"\ntls_client_auth = \"required\"\n[[api.client_certs]]\nname = \"ops\"\nsubject_cn = \"ops.example\"\n\
+         [[api.client_certs]]\nname = \"watcher\"\nsubject_cn = \"watcher.example\"\n\
+         [[api.tokens]]\nname = \"watcher\"\ntoken = \"watcher-token-0123456789\"\nrole = \"read\"\nloadbalancers = [\"by-cert\"]\n",
     );
     std::fs::write(setup.path("clients.pem"), &clients.pem).expect("write client CA");
     let config = std::fs::read_to_string(setup.path("fulcrum.toml")).expect("read config");
@@ -313,6 +316,27 @@ async fn mtls_required_a_trusted_certificate_is_its_mapped_principal() {
         .await;
     ops.applied(&created).await;
     let request_id = created.header("x-request-id").expect("x-request-id");
+
+    // A certificate mapped to a token has that token's role and scope.
+    let other = ops
+        .ok("POST", "/v1/loadbalancers", Some(json!({"name": "other"})))
+        .await
+        .id();
+    let watcher = setup.api(&server, Some(&clients.client("watcher.example")), None);
+    let seen: Vec<Value> = watcher.items("/v1/loadbalancers").await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["name"], "by-cert");
+    let r = watcher
+        .call("GET", &format!("/v1/loadbalancers/{other}"), None)
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = watcher
+        .call("POST", "/v1/loadbalancers", Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("forbidden"))
+    );
 
     // A trusted certificate that maps to no principal authenticates no one.
     let unmapped = setup.api(&server, Some(&clients.client("nobody.example")), None);

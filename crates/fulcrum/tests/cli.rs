@@ -930,6 +930,22 @@ fn validate_checks_files_without_a_server() {
     let (code, out) = run(&["--config", &config]);
     assert_eq!(code, Some(1));
     assert!(out.contains("headr_timeout_secs"), "{out}");
+    // Token roles and scopes.
+    let token = |extra: &str| format!("[[api.tokens]]\nname = \"t\"\ntoken = \"x\"\n{extra}\n");
+    let config = write(
+        "roles.toml",
+        &token("role = \"operate\"\nloadbalancers = [\"web\"]"),
+    );
+    assert_eq!(run(&["--config", &config]).0, Some(0));
+    for (extra, says) in [
+        ("role = \"reader\"", "unknown variant `reader`"),
+        ("loadbalancers = []", "loadbalancers = [] would allow none"),
+    ] {
+        let config = write("bad-roles.toml", &token(extra));
+        let (code, out) = run(&["--config", &config]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(says), "{says:?} in {out}");
+    }
 }
 
 /// A pool or listener named the same in two load balancers is named `lb/name`.

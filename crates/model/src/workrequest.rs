@@ -46,6 +46,10 @@ pub struct WorkRequest {
     pub revision: i64,
     /// The request id of the call that made it.
     pub request_id: String,
+    /// Who asked for it (`front door:principal`): a caller limited to some load balancers
+    /// may still read the work requests it made after their load balancer is gone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
     #[serde(default)]
     pub message: String,
     #[serde(default)]

@@ -8,12 +8,51 @@ use super::error::AzureError;
 use crate::ApiToken;
 use crate::auth::{authenticate, bearer};
 
-/// `[[azure.tokens]]`: a static bearer token and the principal it stands for.
+/// `[[azure.tokens]]`: a static bearer token and the principal it stands for, optionally
+/// limited to some subscriptions.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureToken {
     pub name: String,
     pub token: String,
+    /// Subscription ids (UUIDs) the token may see and change; absent: every one.
+    #[serde(default)]
+    pub subscriptions: Option<Vec<String>>,
+}
+
+/// An authenticated Azure caller.
+#[derive(Clone, Debug)]
+pub(crate) struct AzureCaller {
+    /// Rate limits and retry tokens are kept per principal.
+    pub principal: String,
+    /// The subscriptions it may see and change (lower-cased); `None`: every one.
+    pub subscriptions: Option<Vec<String>>,
+}
+
+impl AzureCaller {
+    /// Whether the caller may act in `subscription` (ids compare without case, as ARM's).
+    pub fn admits_subscription(&self, subscription: &str) -> bool {
+        self.subscriptions
+            .as_ref()
+            .is_none_or(|subs| subs.iter().any(|s| s.eq_ignore_ascii_case(subscription)))
+    }
+
+    /// The control plane's view of the same limit: services (load balancers) labelled
+    /// with one of its subscriptions.
+    pub fn scope(&self) -> fulcrum_control::Scope {
+        let Some(subs) = self.subscriptions.clone() else {
+            return fulcrum_control::Scope::All;
+        };
+        fulcrum_control::Scope::limited(
+            format!("the subscriptions {}", subs.join(", ")),
+            move |lb| {
+                lb.spec
+                    .labels
+                    .get(super::wire::LABEL_SUBSCRIPTION)
+                    .is_some_and(|s| subs.iter().any(|x| x == s))
+            },
+        )
+    }
 }
 
 impl std::fmt::Debug for AzureToken {
@@ -21,6 +60,7 @@ impl std::fmt::Debug for AzureToken {
         f.debug_struct("AzureToken")
             .field("name", &self.name)
             .field("token", &"***")
+            .field("subscriptions", &self.subscriptions)
             .finish()
     }
 }
@@ -96,6 +136,8 @@ impl TryFrom<JwtFile> for JwtConfig {
 /// Who may call the Azure dialect.
 pub(crate) struct Authenticator {
     tokens: Vec<ApiToken>,
+    /// Each token's subscriptions (lower-cased), by token name.
+    subscriptions: std::collections::HashMap<String, Vec<String>>,
     jwt: Option<(JwtConfig, Validation)>,
 }
 
@@ -104,9 +146,16 @@ impl Authenticator {
         Authenticator {
             tokens: tokens
                 .iter()
-                .map(|t| ApiToken {
-                    name: t.name.clone(),
-                    token: t.token.clone(),
+                .map(|t| ApiToken::admin(t.name.clone(), t.token.clone()))
+                .collect(),
+            subscriptions: tokens
+                .iter()
+                .filter_map(|t| {
+                    let subs = t.subscriptions.as_ref()?;
+                    Some((
+                        t.name.clone(),
+                        subs.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                    ))
                 })
                 .collect(),
             jwt: jwt.map(|j| {
@@ -120,7 +169,7 @@ impl Authenticator {
     }
 
     /// The principal (rate limits are kept per principal) for an `Authorization` header.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<String, AzureError> {
+    pub fn authenticate(&self, header: Option<&str>) -> Result<AzureCaller, AzureError> {
         let Some(token) = header.and_then(bearer) else {
             return Err(AzureError::unauthenticated(
                 "AuthenticationFailed",
@@ -128,7 +177,10 @@ impl Authenticator {
             ));
         };
         if let Some(p) = authenticate(&self.tokens, token) {
-            return Ok(format!("azure:{}", p.0));
+            return Ok(AzureCaller {
+                principal: format!("azure:{}", p.name),
+                subscriptions: self.subscriptions.get(&p.name).cloned(),
+            });
         }
         let invalid = || {
             AzureError::unauthenticated(
@@ -149,7 +201,10 @@ impl Authenticator {
             .iter()
             .find_map(|c| data.claims.get(*c).and_then(|v| v.as_str()))
             .unwrap_or("anonymous");
-        Ok(format!("jwt:{subject}"))
+        Ok(AzureCaller {
+            principal: format!("jwt:{subject}"),
+            subscriptions: None,
+        })
     }
 }
 
@@ -172,10 +227,18 @@ mod tests {
         }))
         .unwrap();
         Authenticator::new(
-            &[AzureToken {
-                name: "ci".into(),
-                token: "static-token".into(),
-            }],
+            &[
+                AzureToken {
+                    name: "ci".into(),
+                    token: "static-token".into(),
+                    subscriptions: None,
+                },
+                AzureToken {
+                    name: "team".into(),
+                    token: "team-token".into(),
+                    subscriptions: Some(vec!["0000000A-0000-0000-0000-000000000001".into()]),
+                },
+            ],
             Some(&jwt),
         )
     }
@@ -190,17 +253,45 @@ mod tests {
     }
 
     #[test]
+    fn a_token_limited_to_subscriptions_admits_only_those() {
+        let a = auth();
+        let all = a.authenticate(Some("Bearer static-token")).unwrap();
+        assert!(all.admits_subscription("00000000-0000-0000-0000-000000000002"));
+        assert!(all.scope().is_all());
+        let team = a.authenticate(Some("Bearer team-token")).unwrap();
+        assert_eq!(team.principal, "azure:team");
+        assert!(team.admits_subscription("0000000a-0000-0000-0000-000000000001"));
+        assert!(team.admits_subscription("0000000A-0000-0000-0000-000000000001"));
+        assert!(!team.admits_subscription("00000000-0000-0000-0000-000000000002"));
+        let lb = |sub: &str| fulcrum_model::LoadBalancer {
+            id: fulcrum_model::LoadBalancerId("x".into()),
+            spec: serde_json::from_value(
+                json!({"name": "x", "labels": {"azure.subscription": sub}}),
+            )
+            .unwrap(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let scope = team.scope();
+        assert!(scope.admits(&lb("0000000a-0000-0000-0000-000000000001")));
+        assert!(!scope.admits(&lb("00000000-0000-0000-0000-000000000002")));
+    }
+
+    #[test]
     fn static_tokens_and_verified_jwts_pass_everything_else_is_401() {
         let a = auth();
         assert_eq!(
-            a.authenticate(Some("Bearer static-token")).unwrap(),
+            a.authenticate(Some("Bearer static-token"))
+                .unwrap()
+                .principal,
             "azure:ci"
         );
         let exp = chrono::Utc::now().timestamp() + 600;
         let good = json!({"iss": "https://issuer.example/", "aud": "https://management.azure.com/", "exp": exp, "sub": "alice"});
         assert_eq!(
             a.authenticate(Some(&format!("Bearer {}", jwt(good.clone(), SECRET))))
-                .unwrap(),
+                .unwrap()
+                .principal,
             "jwt:alice"
         );
         let mut wrong_aud = good.clone();

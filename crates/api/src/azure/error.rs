@@ -69,6 +69,24 @@ impl AzureError {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
+    /// ARM's answer to a principal with no role in the scope it names.
+    pub fn authorization_failed(principal: &str, method: &http::Method, scope: &str) -> Self {
+        let action = match *method {
+            http::Method::GET | http::Method::HEAD => "read",
+            http::Method::DELETE => "delete",
+            _ => "write",
+        };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            format!(
+                "The client '{principal}' does not have authorization to perform action \
+                 'Microsoft.ApiManagement/service/backends/{action}' over scope '{scope}' or \
+                 the scope is invalid."
+            ),
+        )
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFound", message)
     }
@@ -126,6 +144,9 @@ impl From<ControlError> for AzureError {
         match e {
             ControlError::Invalid(v) => AzureError::from_validation(v),
             ControlError::NotFound { .. } => AzureError::not_found(message),
+            ControlError::Forbidden(_) => {
+                AzureError::new(StatusCode::FORBIDDEN, "AuthorizationFailed", message)
+            }
             ControlError::Conflict(_) | ControlError::RetryTokenReused => {
                 AzureError::new(StatusCode::CONFLICT, "Conflict", message)
             }

@@ -130,7 +130,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
     let (parts, body) = req.into_parts();
     // The bearer token is checked from the headers, before any byte of the body is read:
     // an unauthenticated caller cannot make us buffer one.
-    let principal = az.auth.authenticate(
+    let caller = az.auth.authenticate(
         parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -138,7 +138,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
     )?;
     az.app
         .limiter
-        .check(&principal)
+        .check(&caller.principal)
         .map_err(|wait| ControlError::RateLimited { retry_after: wait })?;
     // An authenticated caller's body is read before anything else can refuse the request:
     // a response sent over an unread body makes the server close the connection, and a
@@ -155,10 +155,20 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
     };
     let api_version = check_api_version(param("api-version"))?;
     let target = parse_path(parts.uri.path())?;
+    // A token limited to some subscriptions is refused any other, as ARM refuses a
+    // principal without a role assignment there; reads and writes beneath are scoped too.
+    if !caller.admits_subscription(&target.service.subscription) {
+        return Err(AzureError::authorization_failed(
+            &caller.principal,
+            &parts.method,
+            &target.service.arm_id(),
+        ));
+    }
     let if_match = header(&parts.headers, "if-match")?;
     let ctx = RequestContext {
         request_id: current_request_id(),
-        principal,
+        principal: caller.principal.clone(),
+        scope: caller.scope(),
         front_door: "azure",
         retry_token: None,
         if_match: if_match.clone().map(|value| IfMatch {
@@ -1071,6 +1081,7 @@ mod router_tests {
                 tokens: vec![AzureToken {
                     name: "t".into(),
                     token: "tok".into(),
+                    subscriptions: None,
                 }],
                 jwt: None,
             },

@@ -180,7 +180,7 @@ impl Service {
     /// names compare case-insensitively, so they are kept lower-cased.
     pub fn labels(&self) -> [(&'static str, String); 3] {
         [
-            ("azure.subscription", self.subscription.to_ascii_lowercase()),
+            (LABEL_SUBSCRIPTION, self.subscription.to_ascii_lowercase()),
             ("azure.resource_group", self.resource_group.to_lowercase()),
             ("azure.service", self.name.to_ascii_lowercase()),
         ]
@@ -214,6 +214,8 @@ impl Service {
 // ---- labels ------------------------------------------------------------------------
 
 const LABEL_PREFIX: &str = "azure.backend/";
+/// The subscription of the service a load balancer stands for (lower-cased).
+pub(crate) const LABEL_SUBSCRIPTION: &str = "azure.subscription";
 
 /// The label prefix of one backend's Azure-only fields.
 pub(crate) fn label_prefix(backend: &str) -> String {

@@ -8,6 +8,7 @@
 //! | 408    | `ELB.8902`   | the body did not arrive within the body deadline |
 //! | 411    | `ELB.8902`   | an AK/SK-signed body without `Content-Length` |
 //! | 413    | `ELB.8902`   | the body is larger than 12 MB |
+//! | 403    | `APIGW.0302` | the credential's project does not allow the change |
 //! | 404    | `ELB.8904`   | no such resource or endpoint |
 //! | 409    | `ELB.8905`   | conflicts: duplicates, references, deletion protection |
 //! | 409    | `ELB.8906`   | the load balancer is not ACTIVE (a change is in progress) |
@@ -134,6 +135,9 @@ impl From<ControlError> for HuaweiError {
         match e {
             ControlError::Invalid(_) => HuaweiError::invalid(message),
             ControlError::NotFound { .. } => HuaweiError::not_found(message),
+            ControlError::Forbidden(_) => {
+                HuaweiError::new(StatusCode::FORBIDDEN, "APIGW.0302", message)
+            }
             ControlError::Conflict(_) | ControlError::RetryTokenReused => {
                 HuaweiError::conflict(message)
             }

@@ -151,6 +151,7 @@ fn ctx(call: &Call) -> RequestContext {
         front_door: "huawei",
         // A load balancer that is not ACTIVE refuses changes (ELB.8906).
         one_change_at_a_time: true,
+        scope: call.caller.scope.clone(),
         ..Default::default()
     }
 }
@@ -282,7 +283,8 @@ struct LbUpdate {
 
 async fn list_lbs(api: Api, s: HState, call: Call) -> HResult {
     let items = {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         cfg.loadbalancers
             .values()
             .map(|v| views::loadbalancer(api, &s.app.control, &cfg, v, &call.caller.project_id))
@@ -298,7 +300,8 @@ fn render_lb(
     id: &LoadBalancerId,
     status: StatusCode,
 ) -> HResult {
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&call.caller.scope);
     let v = cfg
         .loadbalancers
         .get(id)
@@ -326,7 +329,8 @@ async fn create_lb(api: Api, s: HState, call: Call) -> HResult {
     };
     let mut vpc_id = req.vpc_id.clone().unwrap_or_default();
     if let Some(sid) = &subnet_id {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         let subnet = cfg.subnets.get(&SubnetId(sid.clone())).ok_or_else(|| {
             HuaweiError::invalid(format!("{subnet_field}: subnet {sid} does not exist"))
         })?;
@@ -513,7 +517,8 @@ fn secs(v: u32) -> u32 {
 
 async fn list_listeners(api: Api, s: HState, call: Call) -> HResult {
     let items = {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         cfg.listeners
             .values()
             .map(|v| views::listener(api, &cfg, v, &call.caller.project_id))
@@ -529,7 +534,8 @@ fn render_listener(
     id: &ListenerId,
     status: StatusCode,
 ) -> HResult {
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&call.caller.scope);
     let v = cfg
         .listeners
         .get(id)
@@ -638,7 +644,8 @@ async fn delete_listener(api: Api, s: HState, call: Call) -> HResult {
         .iter()
         .any(|(k, v)| k == "cascade" && v.eq_ignore_ascii_case("true"));
     if !cascade {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         if let Some(l) = cfg.listeners.get(&id)
             && let Some((field, pool)) = l.value.spec.pool_refs().next()
         {
@@ -751,7 +758,8 @@ fn pool_patch(req: PoolUpdate) -> Value {
 
 async fn list_pools(api: Api, s: HState, call: Call) -> HResult {
     let items = {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         cfg.pools
             .values()
             .map(|v| views::pool(api, &cfg, v, &call.caller.project_id))
@@ -761,7 +769,8 @@ async fn list_pools(api: Api, s: HState, call: Call) -> HResult {
 }
 
 fn render_pool(api: Api, s: &HState, call: &Call, id: &PoolId, status: StatusCode) -> HResult {
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&call.caller.scope);
     let v = cfg
         .pools
         .get(id)
@@ -776,7 +785,8 @@ async fn create_pool(api: Api, s: HState, call: Call) -> HResult {
     // default pool, in the same transaction); at least one is required.
     let listener_id = req.listener_id.clone().map(ListenerId);
     if let (Some(l), Some(lb)) = (&listener_id, &req.loadbalancer_id) {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         if cfg
             .listeners
             .get(l)
@@ -848,7 +858,8 @@ async fn update_pool(api: Api, s: HState, call: Call) -> HResult {
 async fn delete_pool(api: Api, s: HState, call: Call) -> HResult {
     let id = PoolId(call.param("pool_id")?);
     let revision = {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         let pool = cfg
             .pools
             .get(&id)
@@ -940,7 +951,8 @@ fn subnet_field(api: Api) -> &'static str {
 async fn list_members(api: Api, s: HState, call: Call) -> HResult {
     let pool_id = PoolId(call.param("pool_id")?);
     let items = {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         if !cfg.pools.contains_key(&pool_id) {
             return Err(HuaweiError::not_found(format!("pool {pool_id} not found")));
         }
@@ -959,7 +971,8 @@ fn render_member(
     id: &MemberId,
     status: StatusCode,
 ) -> HResult {
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&call.caller.scope);
     let v = cfg.member(pool_id, id).ok_or_else(|| {
         HuaweiError::not_found(format!("member {id} not found in pool {pool_id}"))
     })?;
@@ -1103,7 +1116,8 @@ async fn batch_members(api: Api, s: HState, call: Call) -> HResult {
             let mut specs = Vec::with_capacity(req.members.len());
             let mut problems = Vec::new();
             {
-                let cfg = s.app.control.view();
+                let full = s.app.control.view();
+                let cfg = full.scoped(&call.caller.scope);
                 for (i, v) in req.members.into_iter().enumerate() {
                     let m: BatchMember = batch_item(i, v)?;
                     if let Err(e) = check_weight(&format!("members[{i}].weight"), m.weight) {
@@ -1208,7 +1222,8 @@ async fn batch_update_members(api: Api, s: HState, call: Call) -> HResult {
         .await
         .map_err(|e| HuaweiError::from(e).renamed(member_renames(api)))?;
     settle(api, &s, &outcome).await;
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&call.caller.scope);
     let members: Vec<Value> = patches
         .iter()
         .filter_map(|(id, _)| cfg.member(&pool_id, id))
@@ -1310,7 +1325,8 @@ fn monitor_type(t: &str) -> Result<HealthMonitorType, HuaweiError> {
 
 async fn list_monitors(api: Api, s: HState, call: Call) -> HResult {
     let items = {
-        let cfg = s.app.control.view();
+        let full = s.app.control.view();
+        let cfg = full.scoped(&call.caller.scope);
         cfg.monitors
             .values()
             .map(|v| views::monitor(api, &cfg, v, &call.caller.project_id))
@@ -1326,7 +1342,8 @@ fn render_monitor(
     id: &HealthMonitorId,
     status: StatusCode,
 ) -> HResult {
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&call.caller.scope);
     let v = cfg
         .monitors
         .get(id)

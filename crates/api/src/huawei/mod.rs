@@ -105,11 +105,24 @@ pub(crate) struct HState {
     unverified: Arc<tokio::sync::Semaphore>,
 }
 
-/// The authenticated caller and the project the request is for.
+/// The authenticated caller, the project the request is for, and what it may see: a
+/// credential bound to a project sees only that project's load balancers.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
     pub principal: String,
     pub project_id: String,
+    pub scope: fulcrum_control::Scope,
+}
+
+/// The scope of a credential: its project's load balancers (those created in it, whose
+/// project label is it), or every one for a credential bound to no project.
+pub(crate) fn project_scope(bound: Option<&str>) -> fulcrum_control::Scope {
+    let Some(project) = bound.map(str::to_owned) else {
+        return fulcrum_control::Scope::All;
+    };
+    fulcrum_control::Scope::limited(format!("project {project}"), move |lb| {
+        lb.spec.labels.get(views::LABEL_PROJECT) == Some(&project)
+    })
 }
 
 /// Which API family a request came in through: it decides shapes and defaults.
@@ -270,13 +283,17 @@ async fn admit(s: &HState, req: Request) -> Result<Request, HuaweiError> {
             "X-Project-Id and the project id in the path differ",
         ));
     }
-    let project_id = in_path.or(in_header).or(bound_project).unwrap_or_default();
+    let project_id = in_path
+        .or(in_header)
+        .or_else(|| bound_project.clone())
+        .unwrap_or_default();
     if let Err(wait) = s.app.limiter.check(&principal) {
         return Err(fulcrum_control::ControlError::RateLimited { retry_after: wait }.into());
     }
     parts.extensions.insert(Caller {
         principal,
         project_id,
+        scope: project_scope(bound_project.as_deref()),
     });
     let body = match (body, read_body) {
         (Some(untouched), _) => untouched,

@@ -198,10 +198,11 @@ async fn signatures_tokens_and_rate_limits() {
 async fn update_pool_is_refused_while_the_load_balancer_is_not_active() {
     let e = env(100).await;
     let ctx = RequestContext::default();
-    let lb =
-        e.cp.create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))
-            .await
-            .unwrap();
+    // In the credential's project, as if created through this API.
+    let mut spec = LoadBalancerSpec::new("lb");
+    spec.labels
+        .insert(super::views::LABEL_PROJECT.into(), PROJECT.into());
+    let lb = e.cp.create_loadbalancer(&ctx, spec).await.unwrap();
     e.cp.report_applied(lb.revision, Vec::new());
     let lb_id = LoadBalancerId(lb.result.unwrap().id);
     let pool =
@@ -330,4 +331,30 @@ async fn an_aksk_body_is_read_only_after_the_checks_that_need_none() {
         let (got, _, body) = answered.unwrap_or_else(|_| panic!("{what}: waited for the body"));
         assert_eq!(got, status, "{what}: {body}");
     }
+}
+
+fn labelled(labels: Value) -> fulcrum_model::LoadBalancer {
+    fulcrum_model::LoadBalancer {
+        id: LoadBalancerId("lb".into()),
+        spec: serde_json::from_value(json!({"name": "lb", "labels": labels})).unwrap(),
+        created_at: chrono::DateTime::UNIX_EPOCH,
+        updated_at: chrono::DateTime::UNIX_EPOCH,
+    }
+}
+
+#[test]
+fn a_bound_credential_sees_only_its_projects_load_balancers() {
+    let scope = super::project_scope(Some(PROJECT));
+    assert!(scope.admits(&labelled(json!({"huawei.project_id": PROJECT}))));
+    assert!(!scope.admits(&labelled(json!({"huawei.project_id": "ffff"}))));
+    assert!(
+        !scope.admits(&labelled(json!({}))),
+        "one made outside Huawei has no project"
+    );
+    assert!(
+        !scope.admits(&labelled(json!({"oci.compartmentId": PROJECT}))),
+        "only the project label counts"
+    );
+    let unbound = super::project_scope(None);
+    assert!(unbound.is_all() && unbound.admits(&labelled(json!({}))));
 }

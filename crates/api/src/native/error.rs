@@ -19,7 +19,7 @@ pub(crate) struct NativeError {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
-    /// Stable, machine-readable: `invalid_argument`, `unauthenticated`, `not_found`,
+    /// Stable, machine-readable: `invalid_argument`, `unauthenticated`, `forbidden`, `not_found`,
     /// `conflict`, `busy`, `locked`, `retry_token_reused`, `precondition_failed`,
     /// `payload_too_large`, `request_timeout`, `rate_limited`, `unavailable`, `internal`.
     code: &'static str,
@@ -51,6 +51,10 @@ impl NativeError {
 
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -91,6 +95,7 @@ impl From<ControlError> for NativeError {
                 NativeError::invalid(field, message)
             }
             ControlError::NotFound { .. } => NativeError::not_found(message),
+            ControlError::Forbidden(_) => NativeError::forbidden(message),
             ControlError::Conflict(_) => {
                 NativeError::new(StatusCode::CONFLICT, "conflict", message)
             }

@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 
 use super::error::NativeError;
 use crate::AppState;
-use crate::auth::{ClientCertificate, Principal, authenticate, authenticate_certificate, bearer};
+use crate::auth::{
+    ClientCertificate, Principal, Role, authenticate, authenticate_certificate, bearer,
+};
 use crate::request::current_request_id;
 
 /// A JSON body, read with the offending field named on any error. Unknown fields are
@@ -59,6 +61,43 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
     })
 }
 
+/// The name of this front door in audit records and work requests.
+const FRONT_DOOR: &str = "native";
+
+/// The authenticated caller (role and scope), for reads: `view` is what it may see.
+pub(crate) struct Caller(pub Principal);
+
+impl Caller {
+    /// The configuration as this caller may see it (`Config::scoped`).
+    pub fn view<'a>(
+        &self,
+        full: &'a fulcrum_control::Config,
+    ) -> std::borrow::Cow<'a, fulcrum_control::Config> {
+        full.scoped(&self.0.scope)
+    }
+
+    pub fn reader(&self) -> fulcrum_control::Reader<'_> {
+        fulcrum_control::Reader {
+            scope: &self.0.scope,
+            principal: &self.0.name,
+            front_door: FRONT_DOOR,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = NativeError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| NativeError::unauthenticated("not authenticated"))
+    }
+}
+
 /// Query parameters, refused with a 400 naming the parameter.
 pub(crate) struct QueryParams<T>(pub T);
 
@@ -91,10 +130,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
                 })
                 .transpose()
         };
-        let principal = parts
+        let (principal, scope) = parts
             .extensions
             .get::<Principal>()
-            .map(|p| p.0.clone())
+            .map(|p| (p.name.clone(), p.scope.clone()))
             .unwrap_or_default();
         let lock_override = match header("x-lock-override")?.as_deref() {
             None | Some("false") => false,
@@ -109,7 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         Ok(Ctx(RequestContext {
             request_id: current_request_id(),
             principal,
-            front_door: "native",
+            front_door: FRONT_DOOR,
             retry_token: header("idempotency-key")?,
             if_match: header("if-match")?.map(|value| IfMatch {
                 scope: EtagScope::Resource,
@@ -118,6 +157,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             lock_override,
             // Changes follow each other at once; the data plane serves them in order.
             one_change_at_a_time: false,
+            scope,
             ..Default::default()
         }))
     }
@@ -154,7 +194,7 @@ pub(crate) async fn require_token(
     let principal = match (presented, certificate) {
         (Some(presented), _) => authenticate(&state.tokens, presented)
             .ok_or_else(|| NativeError::unauthenticated("invalid bearer token")),
-        (None, Some(cert)) => authenticate_certificate(&state.client_certs, cert).ok_or_else(|| {
+        (None, Some(cert)) => authenticate_certificate(&state.client_certs, &state.tokens, cert).ok_or_else(|| {
             NativeError::unauthenticated(
                 "the client certificate is not mapped to a principal ([[api.client_certs]]) and no bearer token was sent",
             )
@@ -167,9 +207,24 @@ pub(crate) async fn require_token(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    if let Err(wait) = state.limiter.check(&principal.0) {
+    if let Err(wait) = state.limiter.check(&principal.name) {
         return NativeError::from(fulcrum_control::ControlError::RateLimited { retry_after: wait })
             .into_response();
+    }
+    // The route's template when one matched (what the router dispatches on), else the path.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path(), |m| m.as_str());
+    let needed = Role::needed(req.method(), route);
+    if principal.role < needed {
+        return NativeError::forbidden(format!(
+            "the token {:?} has the role {}; this call needs {}",
+            principal.name,
+            principal.role.as_str(),
+            needed.as_str()
+        ))
+        .into_response();
     }
     req.extensions_mut().insert(principal);
     next.run(req).await

@@ -29,7 +29,7 @@ mod views;
 
 use crate::AppState;
 use error::{ErrorBody, NativeError};
-use extract::{Ctx, JsonBody, QueryParams};
+use extract::{Caller, Ctx, JsonBody, QueryParams};
 use stats::*;
 use views::*;
 
@@ -94,11 +94,49 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the native API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    with_forbidden(api().split_for_parts().1)
+}
+
+/// Every authenticated operation may answer 403: a token's role or scope does not allow it
+/// (`auth::Role`, `Scope`). Added once the routes are in the document.
+fn with_forbidden(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let forbidden = ResponseBuilder::new()
+        .description("The token's role or load balancers do not allow this call")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path == "/v1/health" {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("403".to_owned())
+                .or_insert_with(|| forbidden.clone().into());
+        }
+    }
+    doc
 }
 
 pub(crate) fn router(state: AppState) -> axum::Router {
     let (router, doc) = api().split_for_parts();
+    let doc = with_forbidden(doc);
     let doc = std::sync::Arc::new(doc);
     router
         .route(
@@ -304,9 +342,11 @@ async fn list_nodes(State(s): State<AppState>) -> Json<Page<NodeView>> {
     responses((status = 200, body = Page<LoadBalancerView>), (status = 401, body = ErrorBody)))]
 async fn list_loadbalancers(
     State(s): State<AppState>,
+    caller: Caller,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let page = paginate(
         &q,
         cfg.loadbalancers.values(),
@@ -344,8 +384,13 @@ fn render_lb(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiRes
 
 #[utoipa::path(get, path = "/v1/loadbalancers/{id}", tag = "load balancers",
     responses((status = 200, body = LoadBalancerView), (status = 404, body = ErrorBody)))]
-async fn get_loadbalancer(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let cfg = s.control.view();
+async fn get_loadbalancer(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let v = cfg
         .loadbalancers
         .get(&LoadBalancerId(id.clone()))
@@ -402,20 +447,23 @@ async fn delete_loadbalancer(
     responses((status = 200, body = Page<ListenerView>)))]
 async fn list_lb_listeners(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
     q.loadbalancer_id = Some(id);
-    list_listeners(State(s), QueryParams(q)).await
+    list_listeners(State(s), caller, QueryParams(q)).await
 }
 
 #[utoipa::path(get, path = "/v1/listeners", tag = "listeners", params(PageQuery),
     responses((status = 200, body = Page<ListenerView>)))]
 async fn list_listeners(
     State(s): State<AppState>,
+    caller: Caller,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let items = cfg.listeners.values().filter(|l| {
         q.loadbalancer_id
             .as_ref()
@@ -462,8 +510,13 @@ fn render_listener(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> 
 
 #[utoipa::path(get, path = "/v1/listeners/{id}", tag = "listeners",
     responses((status = 200, body = ListenerView), (status = 404, body = ErrorBody)))]
-async fn get_listener(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let cfg = s.control.view();
+async fn get_listener(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let v = cfg
         .listeners
         .get(&ListenerId(id.clone()))
@@ -508,20 +561,23 @@ async fn delete_listener(
     responses((status = 200, body = Page<PoolView>)))]
 async fn list_lb_pools(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
     q.loadbalancer_id = Some(id);
-    list_pools(State(s), QueryParams(q)).await
+    list_pools(State(s), caller, QueryParams(q)).await
 }
 
 #[utoipa::path(get, path = "/v1/pools", tag = "pools", params(PageQuery),
     responses((status = 200, body = Page<PoolView>)))]
 async fn list_pools(
     State(s): State<AppState>,
+    caller: Caller,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let items = cfg.pools.values().filter(|p| {
         q.loadbalancer_id
             .as_ref()
@@ -568,8 +624,9 @@ fn render_pool(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiR
 
 #[utoipa::path(get, path = "/v1/pools/{id}", tag = "pools",
     responses((status = 200, body = PoolView), (status = 404, body = ErrorBody)))]
-async fn get_pool(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let cfg = s.control.view();
+async fn get_pool(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let v = cfg
         .pools
         .get(&PoolId(id.clone()))
@@ -611,10 +668,12 @@ async fn delete_pool(
     responses((status = 200, body = Page<MemberView>), (status = 404, body = ErrorBody)))]
 async fn list_members(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let pool_id = PoolId(id.clone());
     if !cfg.pools.contains_key(&pool_id) {
         return Err(gone("pool", &id));
@@ -756,9 +815,11 @@ async fn batch_members(
     responses((status = 200, body = MemberView), (status = 404, body = ErrorBody)))]
 async fn get_member(
     State(s): State<AppState>,
+    caller: Caller,
     Path((id, member_id)): Path<(String, String)>,
 ) -> ApiResult {
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let v = cfg
         .member(&PoolId(id), &MemberId(member_id.clone()))
         .ok_or_else(|| gone("member", &member_id))?;
@@ -806,9 +867,11 @@ async fn delete_member(
     responses((status = 200, body = Page<HealthMonitorView>)))]
 async fn list_monitors(
     State(s): State<AppState>,
+    caller: Caller,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let items = cfg.monitors.values().filter(|m| {
         q.loadbalancer_id
             .as_ref()
@@ -854,8 +917,13 @@ fn render_monitor(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> A
 
 #[utoipa::path(get, path = "/v1/healthmonitors/{id}", tag = "health monitors",
     responses((status = 200, body = HealthMonitorView), (status = 404, body = ErrorBody)))]
-async fn get_monitor(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let cfg = s.control.view();
+async fn get_monitor(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let full = s.control.view();
+    let cfg = caller.view(&full);
     let v = cfg
         .monitors
         .get(&HealthMonitorId(id.clone()))
@@ -1071,10 +1139,14 @@ async fn apply_document(
     responses((status = 200, body = Page<WorkRequest>)))]
 async fn list_work_requests(
     State(s): State<AppState>,
+    caller: Caller,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
     let lb = q.loadbalancer_id.clone().map(LoadBalancerId);
-    let mut all = s.control.list_work_requests(lb.as_ref()).await?;
+    let mut all = s
+        .control
+        .list_work_requests(lb.as_ref(), caller.reader())
+        .await?;
     // Newest first; the page token is the last revision seen, as a string.
     all.sort_by_key(|w| std::cmp::Reverse(w.revision));
     let after: Option<i64> = match &q.page_token {
@@ -1111,10 +1183,14 @@ async fn list_work_requests(
 
 #[utoipa::path(get, path = "/v1/work-requests/{id}", tag = "work requests",
     responses((status = 200, body = WorkRequest), (status = 404, body = ErrorBody)))]
-async fn get_work_request(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_work_request(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
     let wr = s
         .control
-        .get_work_request(&WorkRequestId(id.clone()))
+        .read_work_request(&WorkRequestId(id.clone()), caller.reader())
         .await?
         .ok_or_else(|| gone("work request", &id))?;
     Ok(Json(wr).into_response())
@@ -1133,13 +1209,14 @@ struct WaitQuery {
     responses((status = 200, body = WorkRequest), (status = 404, body = ErrorBody)))]
 async fn wait_work_request(
     State(s): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     QueryParams(q): QueryParams<WaitQuery>,
 ) -> ApiResult {
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(120_000));
     let wr = s
         .control
-        .wait_work_request(&WorkRequestId(id.clone()), timeout)
+        .wait_work_request(&WorkRequestId(id.clone()), timeout, caller.reader())
         .await?
         .ok_or_else(|| gone("work request", &id))?;
     Ok(Json(wr).into_response())

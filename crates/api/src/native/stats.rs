@@ -82,10 +82,14 @@ pub(super) struct StatsView {
         (status = 404, body = ErrorBody)))]
 pub(super) async fn get_stats(
     State(s): State<AppState>,
+    caller: super::extract::Caller,
     QueryParams(q): QueryParams<StatsQuery>,
 ) -> Result<Json<StatsView>, NativeError> {
     let traffic = s.control.traffic();
-    let cfg = s.control.view();
+    let full = s.control.view();
+    let cfg = caller.view(&full);
+    // A caller limited to some load balancers sees only theirs.
+    let everything = caller.0.scope.is_all();
     let lb = match q.loadbalancer_id {
         Some(id) => {
             let id = LoadBalancerId::from(id);
@@ -96,19 +100,19 @@ pub(super) async fn get_stats(
         }
         None => None,
     };
-    let listener_in = |id| {
-        lb.as_ref().is_none_or(|lb| {
-            cfg.listeners
-                .get(id)
-                .is_some_and(|l| l.value.loadbalancer_id == *lb)
-        })
+    let listener_in = |id| match &lb {
+        None if everything => true,
+        lb => cfg
+            .listeners
+            .get(id)
+            .is_some_and(|l| lb.as_ref().is_none_or(|lb| l.value.loadbalancer_id == *lb)),
     };
-    let pool_in = |id| {
-        lb.as_ref().is_none_or(|lb| {
-            cfg.pools
-                .get(id)
-                .is_some_and(|p| p.value.loadbalancer_id == *lb)
-        })
+    let pool_in = |id| match &lb {
+        None if everything => true,
+        lb => cfg
+            .pools
+            .get(id)
+            .is_some_and(|p| lb.as_ref().is_none_or(|lb| p.value.loadbalancer_id == *lb)),
     };
     Ok(Json(StatsView {
         window_seconds: traffic.window_seconds,

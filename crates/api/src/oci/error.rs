@@ -92,6 +92,8 @@ impl From<ControlError> for OciError {
                 OciError::new(StatusCode::BAD_REQUEST, code, message)
             }
             ControlError::NotFound { .. } => OciError::not_found(message),
+            // OCI tells no caller what it may not see: unauthorized is not found.
+            ControlError::Forbidden(_) => OciError::not_found(message),
             ControlError::Conflict(_) | ControlError::Locked { .. } => {
                 OciError::new(StatusCode::CONFLICT, "Conflict", message)
             }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Extension, FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post, put};
@@ -88,6 +88,9 @@ pub struct OciKey {
     /// The principal that rate limits and retry tokens are scoped to (default: the key id).
     #[serde(default)]
     pub name: Option<String>,
+    /// Compartment OCIDs the key may see and change; absent: every load balancer.
+    #[serde(default)]
+    pub compartments: Option<Vec<String>>,
 }
 
 /// An RSA public key, checked when the configuration is read.
@@ -115,9 +118,55 @@ struct OciState {
     keys: Arc<KeyRing>,
 }
 
-/// The caller a signature authenticated.
-#[derive(Clone)]
-struct OciPrincipal(String);
+/// The caller a signature authenticated, and the compartments its key is limited to.
+#[derive(Clone, Debug)]
+struct OciPrincipal {
+    name: String,
+    compartments: Option<Vec<String>>,
+}
+
+impl OciPrincipal {
+    fn admits_compartment(&self, compartment: &str) -> bool {
+        self.compartments
+            .as_ref()
+            .is_none_or(|cs| cs.iter().any(|c| c == compartment))
+    }
+
+    /// The load balancers of its compartments (none made outside OCI, which have none),
+    /// or every one.
+    fn scope(&self) -> fulcrum_control::Scope {
+        let Some(cs) = self.compartments.clone() else {
+            return fulcrum_control::Scope::All;
+        };
+        fulcrum_control::Scope::limited(format!("the compartments {}", cs.join(", ")), move |lb| {
+            let c = compartment(lb);
+            cs.contains(&c)
+        })
+    }
+
+    fn reader<'a>(&'a self, scope: &'a fulcrum_control::Scope) -> fulcrum_control::Reader<'a> {
+        fulcrum_control::Reader {
+            scope,
+            principal: &self.name,
+            front_door: FRONT_DOOR,
+        }
+    }
+}
+
+/// The load balancer a path names (`/20170115/loadBalancers/{lb}/…`): every operation on
+/// one's resources lies under it, so the scope is checked once, here.
+fn path_lb(path: &str) -> Option<LoadBalancerId> {
+    let mut segs = path.trim_start_matches('/').split('/');
+    match (segs.next(), segs.next(), segs.next()) {
+        (Some("20170115"), Some("loadBalancers"), Some(lb)) if !lb.is_empty() => Some(lb_id(
+            &percent_encoding::percent_decode_str(lb).decode_utf8_lossy(),
+        )),
+        _ => None,
+    }
+}
+
+/// The name of this front door in audit records and work requests.
+const FRONT_DOOR: &str = "oci";
 
 /// Largest request body accepted (a load balancer with its backend sets fits easily).
 const MAX_BODY: usize = 1 << 20;
@@ -130,6 +179,7 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
             ApiKey {
                 principal: k.name.clone().unwrap_or_else(|| k.key_id.clone()),
                 key: k.public_key_pem.0.clone(),
+                compartments: k.compartments.clone(),
             },
         );
     }
@@ -261,7 +311,22 @@ async fn admit(s: &OciState, req: Request) -> Result<Request, OciError> {
     let body = crate::body::read(body, limit).await?;
     head.check_body(&parts.headers, &body)
         .map_err(unauthenticated)?;
-    parts.extensions.insert(OciPrincipal(principal));
+    let caller = OciPrincipal {
+        name: principal,
+        compartments: head.key.compartments.clone(),
+    };
+    let scope = caller.scope();
+    // A load balancer outside the key's compartments is one that does not exist.
+    if let Some(lb) = path_lb(parts.uri.path())
+        && !scope.is_all()
+        && !scope.admits_id(&s.app.control.view(), &lb)
+    {
+        return Err(OciError::not_found(format!(
+            "load balancer {} not found",
+            lb_ocid(&lb)
+        )));
+    }
+    parts.extensions.insert(caller);
     Ok(Request::from_parts(parts, Body::from(body)))
 }
 
@@ -379,15 +444,16 @@ impl FromRequestParts<OciState> for Ctx {
             value,
         });
         let query = QueryMap::from_request_parts(parts, s).await?;
-        let principal = parts
+        let caller = parts
             .extensions
             .get::<OciPrincipal>()
-            .map(|p| p.0.clone())
+            .cloned()
             .ok_or_else(|| OciError::unauthenticated("the request is not authenticated"))?;
         Ok(Ctx(RequestContext {
             request_id: current_request_id(),
-            principal,
-            front_door: "oci",
+            scope: caller.scope(),
+            principal: caller.name,
+            front_door: FRONT_DOOR,
             retry_token,
             if_match,
             lock_override: query.flag("isLockOverride")?,
@@ -504,12 +570,22 @@ fn find_backend<'a>(cfg: &'a Config, pool: &Pool, name: &str) -> Result<&'a Memb
 
 // ---- load balancers ------------------------------------------------------------------
 
-async fn list_load_balancers(State(s): State<OciState>, q: QueryMap) -> OciResult {
+async fn list_load_balancers(
+    State(s): State<OciState>,
+    Extension(caller): Extension<OciPrincipal>,
+    q: QueryMap,
+) -> OciResult {
     let Some(compartment_id) = q.0.get("compartmentId") else {
         return Err(OciError::missing("compartmentId"));
     };
+    if !caller.admits_compartment(compartment_id) {
+        return Err(OciError::not_found(format!(
+            "compartment {compartment_id} not found"
+        )));
+    }
     let (limit, offset) = (q.limit()?, q.offset()?);
-    let cfg = s.app.control.view();
+    let full = s.app.control.view();
+    let cfg = full.scoped(&caller.scope());
     let mut all: Vec<_> = cfg
         .loadbalancers
         .values()
@@ -1062,21 +1138,38 @@ fn compartment_of(cp: &ControlPlane, lb: Option<&LoadBalancerId>) -> String {
     .unwrap_or_default()
 }
 
-async fn get_work_request(State(s): State<OciState>, p: Params) -> OciResult {
+async fn get_work_request(
+    State(s): State<OciState>,
+    Extension(caller): Extension<OciPrincipal>,
+    p: Params,
+) -> OciResult {
     let id = wr_id(p.get("id"));
-    let wr =
-        s.app.control.get_work_request(&id).await?.ok_or_else(|| {
-            OciError::not_found(format!("work request {} not found", p.get("id")))
-        })?;
+    let scope = caller.scope();
+    let wr = s
+        .app
+        .control
+        .read_work_request(&id, caller.reader(&scope))
+        .await?
+        .ok_or_else(|| OciError::not_found(format!("work request {} not found", p.get("id"))))?;
     let c = compartment_of(&s.app.control, wr.loadbalancer_id.as_ref());
     Ok(axum::Json(work_request(&wr, c)).into_response())
 }
 
 /// Newest first; `page` is the offset `opc-next-page` gave.
-async fn list_work_requests(State(s): State<OciState>, p: Params, q: QueryMap) -> OciResult {
+async fn list_work_requests(
+    State(s): State<OciState>,
+    Extension(caller): Extension<OciPrincipal>,
+    p: Params,
+    q: QueryMap,
+) -> OciResult {
     let lb = p.lb();
     let (limit, offset) = (q.limit()?, q.offset()?);
-    let all = s.app.control.list_work_requests(Some(&lb)).await?;
+    let scope = caller.scope();
+    let all = s
+        .app
+        .control
+        .list_work_requests(Some(&lb), caller.reader(&scope))
+        .await?;
     if all.is_empty() {
         find_lb(&s.app.control.view(), &lb)?;
     }
@@ -1138,6 +1231,7 @@ mod tests {
                 key_id: KEY_ID.into(),
                 public_key_pem: PublicKeyPem(private.to_public_key()),
                 name: Some("tester".into()),
+                compartments: None,
             }],
         };
         (dir, router(state, &config))
@@ -1188,6 +1282,61 @@ mod tests {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (status, headers, json)
+    }
+
+    #[test]
+    fn a_key_limited_to_compartments_admits_only_theirs() {
+        let lb = |labels: serde_json::Value| fulcrum_model::LoadBalancer {
+            id: LoadBalancerId("x".into()),
+            spec: serde_json::from_value(serde_json::json!({"name": "x", "labels": labels}))
+                .unwrap(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let key = OciPrincipal {
+            name: "k".into(),
+            compartments: Some(vec!["ocid1.compartment.oc1..a".into()]),
+        };
+        assert!(key.admits_compartment("ocid1.compartment.oc1..a"));
+        assert!(!key.admits_compartment("ocid1.compartment.oc1..b"));
+        let scope = key.scope();
+        assert!(scope.admits(&lb(
+            serde_json::json!({LABEL_COMPARTMENT: "ocid1.compartment.oc1..a"})
+        )));
+        assert!(!scope.admits(&lb(
+            serde_json::json!({LABEL_COMPARTMENT: "ocid1.compartment.oc1..b"})
+        )));
+        assert!(
+            !scope.admits(&lb(serde_json::json!({}))),
+            "made outside OCI"
+        );
+        let all = OciPrincipal {
+            name: "k".into(),
+            compartments: None,
+        };
+        assert!(all.scope().is_all() && all.admits_compartment("anything"));
+    }
+
+    #[test]
+    fn the_load_balancer_of_a_path() {
+        let id = |p: &str| path_lb(p).map(|l| l.0);
+        assert_eq!(
+            id("/20170115/loadBalancers/ocid1.loadbalancer.oc1.fulcrum.abc/backendSets"),
+            Some("abc".into())
+        );
+        assert_eq!(
+            id("//20170115/loadBalancers/abc"),
+            Some("abc".into()),
+            "a doubled slash"
+        );
+        assert_eq!(
+            id("/20170115/loadBalancers/a%62c"),
+            Some("abc".into()),
+            "decoded"
+        );
+        assert_eq!(id("/20170115/loadBalancers"), None);
+        assert_eq!(id("/20170115/loadBalancers/"), None);
+        assert_eq!(id("/20170115/loadBalancerWorkRequests/w"), None);
     }
 
     #[tokio::test]

@@ -29,6 +29,8 @@ pub(crate) const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 pub(crate) struct ApiKey {
     pub principal: String,
     pub key: RsaPublicKey,
+    /// The compartment OCIDs the key may see and change; `None`: every one.
+    pub compartments: Option<Vec<String>>,
 }
 
 /// Keys by key id (`tenancy/user/fingerprint`).
@@ -341,6 +343,7 @@ mod tests {
             ApiKey {
                 principal: "tester".into(),
                 key: parse_public_key(pem).unwrap(),
+                compartments: None,
             },
         );
         r

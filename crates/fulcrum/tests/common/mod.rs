@@ -2,11 +2,14 @@
 //! submodules hold what data-plane tests build on: [`stack`] (the server driven through
 //! the API, one pool behind one listener, waiting helpers), [`backend`] (HTTP and TCP
 //! echo members), [`capture`] (a raw member that records exact bytes), [`raw`] (a raw
-//! HTTP/1.1 client) and [`tls`] (certificates and a TLS client).
+//! HTTP/1.1 client), [`tls`] (certificates and a TLS client), and [`oci`] and [`huawei`]
+//! (requests signed as those clouds' SDKs sign them).
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod capture;
+pub mod huawei;
+pub mod oci;
 pub mod raw;
 pub mod stack;
 pub mod tls;
