@@ -22,6 +22,7 @@ mod error;
 mod fleet;
 mod keys;
 mod member_updates;
+mod network;
 mod ops;
 mod patch;
 mod pool_set;
@@ -34,11 +35,14 @@ mod traffic;
 mod tree;
 
 pub use config::{Config, Versioned};
-pub use engine::{ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Refusal};
+pub use engine::{
+    ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Refusal, default_vip_ranges,
+};
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 /// Store revisions number every configuration the control plane hands out.
 pub use fulcrum_store::Revision;
+pub use network::Vip;
 pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};

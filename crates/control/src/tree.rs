@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::Plan;
+use crate::network::{Vip, plan_vip};
 use crate::ops::{
     check_pool_name_free, check_port_free, guard_subnets, lb_for_change, member_ctx, new_id,
     new_member, patch_spec, plan_member_list, pool_of,
@@ -28,8 +29,8 @@ use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parent {
-    /// A new load balancer, created in the same transaction.
-    New(LoadBalancerSpec),
+    /// A new load balancer, created in the same transaction, its address from [`Vip`].
+    New(LoadBalancerSpec, Vip),
     /// A load balancer that exists (its locks apply).
     Existing(LoadBalancerId),
 }
@@ -70,7 +71,7 @@ impl ControlPlane {
         operation: &'static str,
         res: NewResources,
     ) -> Result<Outcome, ControlError> {
-        if let Parent::New(spec) = &res.parent {
+        if let Parent::New(spec, _) = &res.parent {
             spec.validate()?;
         }
         for (i, l) in res.listeners.iter().enumerate() {
@@ -82,13 +83,14 @@ impl ControlPlane {
         self.mutate(ctx, &fingerprint, |cfg, now| {
             let mut plan = Plan::new(operation);
             let lb = match &res.parent {
-                Parent::New(spec) => {
-                    let lb = LoadBalancer {
+                Parent::New(spec, vip) => {
+                    let mut lb = LoadBalancer {
                         id: LoadBalancerId(new_id()),
                         spec: spec.clone(),
                         created_at: now,
                         updated_at: now,
                     };
+                    plan_vip(cfg, &self.opts.vip_ranges, &mut plan, &mut lb, vip)?;
                     plan.compares.push(Compare::absent(keys::lb(&lb.id)));
                     plan.put(keys::lb(&lb.id), &lb)?;
                     plan.touched(ResourceKind::LoadBalancer, &lb.id);
@@ -429,7 +431,7 @@ mod tests {
 
     fn tree(pool_id: &PoolId, members: Vec<MemberSpec>) -> NewResources {
         NewResources {
-            parent: Parent::New(LoadBalancerSpec::new("lb")),
+            parent: Parent::New(LoadBalancerSpec::new("lb"), Vip::AsGiven),
             pools: vec![NewPool {
                 id: pool_id.clone(),
                 spec: PoolSpec::new("bs", PoolProtocol::Http),

@@ -14,6 +14,10 @@
 //!
 //! Load balancers created through v2 are `shared`, through v3 `dedicated` (the model's
 //! [`fulcrum_model::LoadBalancerKind`]); a few pool rules differ by kind.
+//!
+//! Besides ELB, the VPC v1 calls of Huawei's VPC SDK (`/v1/{project_id}/vpcs`,
+//! `/v1/{project_id}/subnets`, [`vpc`]) create the VPCs and subnets load balancers and
+//! members name, under the same credentials.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ mod sign;
 #[cfg(test)]
 mod tests;
 mod views;
+mod vpc;
 
 use error::HuaweiError;
 
@@ -148,6 +153,7 @@ pub(crate) fn router(state: AppState, config: &HuaweiConfig) -> Router {
             "/v3/{project_id}/elb",
             handlers::routes(Api::V3).fallback(no_such_endpoint),
         )
+        .merge(vpc::routes())
         .layer(axum::middleware::from_fn_with_state(
             hstate.clone(),
             authenticate,
@@ -163,7 +169,7 @@ async fn no_such_endpoint() -> HuaweiError {
 fn path_project(path: &str) -> Option<&str> {
     let mut segs = path.trim_start_matches('/').split('/');
     match segs.next() {
-        Some("v2" | "v3") => segs.next(),
+        Some("v1" | "v2" | "v3") => segs.next(),
         _ => None,
     }
 }

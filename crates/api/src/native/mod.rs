@@ -913,7 +913,7 @@ async fn create_subnet(
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<SubnetSpec>,
 ) -> ApiResult {
-    let outcome = s.control.create_subnet(&ctx, spec).await?;
+    let outcome = s.control.create_subnet(&ctx, spec, false).await?;
     render_subnet(&s.control, &outcome, created_or_ok(&outcome, true))
 }
 
