@@ -86,6 +86,40 @@ async fn vpcs_and_subnets_through_the_vpc_api() {
     let native = f.read(&format!("/v1/subnets/{id}")).await;
     assert_eq!(native["vpc_id"], vpc.as_str());
     assert_eq!(native["gateway_ip"], "127.3.0.1");
+    assert_eq!(f.read(&format!("/v1/vpcs/{vpc}")).await["name"], "vpc-b");
+    let made = f
+        .ok(
+            "POST",
+            "/v1/vpcs",
+            Some(json!({"name": "native", "cidr": "10.0.0.0/16"})),
+        )
+        .await;
+    f.applied(&made).await;
+    let native_vpc = made.id();
+    let seen = h
+        .expect(200, "GET", &format!("/v1/{{p}}/vpcs/{native_vpc}"), None)
+        .await;
+    assert_eq!(seen["vpc"]["cidr"], "10.0.0.0/16");
+    let r = f
+        .call(
+            "POST",
+            "/v1/vpcs",
+            Some(json!({"name": "x", "cidr": "10.0.0.1/16"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("host bits"),
+        "{}",
+        r.body
+    );
+    let r = f
+        .call("DELETE", &format!("/v1/vpcs/{native_vpc}"), None)
+        .await;
+    f.applied(&r).await;
 
     // Refusals, each in the VPC API's shape, none of them creating anything.
     let subnets_path = "/v1/{p}/subnets";

@@ -9,7 +9,7 @@ use crate::{Checker, MAX_NAME_LEN, Timestamp, ValidationError, VpcId};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VpcSpec {
-    #[serde(default)]
+    /// Required (it may be empty), so that no body at all makes a VPC.
     pub name: String,
     #[serde(default)]
     pub description: String,
