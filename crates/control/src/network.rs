@@ -282,3 +282,79 @@ impl ControlPlane {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use fulcrum_model::{LoadBalancerId, LoadBalancerSpec};
+
+    use super::*;
+    use crate::testing::control;
+
+    #[test]
+    fn a_view_with_claims_and_vpcs_survives_a_snapshot_and_older_ones_load() {
+        let mut cfg = Config::default();
+        cfg.vip_claims.insert("127.0.0.2".parse().unwrap(), 7);
+        cfg.vip_claims.insert("fd00::1".parse().unwrap(), 8);
+        let back: Config = serde_json::from_slice(&serde_json::to_vec(&cfg).unwrap()).unwrap();
+        assert_eq!(back.vip_claims, cfg.vip_claims);
+        let old = br#"{"revision":3,"loadbalancers":{},"listeners":{},"pools":{},"members":{},"monitors":{},"subnets":{}}"#;
+        let c: Config = serde_json::from_slice(old).unwrap();
+        assert!(c.vpcs.is_empty() && c.vip_claims.is_empty());
+        assert_eq!(
+            keys::parse(&keys::vip_claim("fd00::1".parse().unwrap())),
+            Some(keys::ConfigKey::VipClaim("fd00::1".parse().unwrap()))
+        );
+    }
+
+    /// An allocated address is claimed with its load balancer and released when the load
+    /// balancer moves to another address or is deleted, so it is given again.
+    #[tokio::test]
+    async fn claims_follow_the_load_balancer() {
+        let (_dir, cp) = control().await;
+        let ctx = RequestContext::default();
+        let alloc = Vip::Allocate { subnet: None };
+        let create = |name: &'static str| {
+            let cp = cp.clone();
+            let (ctx, alloc) = (ctx.clone(), alloc.clone());
+            async move {
+                let o = cp
+                    .create_loadbalancer_at(&ctx, LoadBalancerSpec::new(name), alloc)
+                    .await
+                    .unwrap();
+                let id = LoadBalancerId(o.result.unwrap().id);
+                let vip = cp.view().loadbalancers[&id].value.spec.vip_address;
+                (id, vip.to_string())
+            }
+        };
+        let (a, vip_a) = create("a").await;
+        assert_eq!(vip_a, "127.0.0.1");
+        assert_eq!(create("b").await.1, "127.0.0.2");
+        assert!(
+            cp.view()
+                .vip_claims
+                .contains_key(&"127.0.0.1".parse().unwrap())
+        );
+        cp.update_loadbalancer(&ctx, &a, &serde_json::json!({"vip_address": "10.1.1.1"}))
+            .await
+            .unwrap();
+        assert!(
+            !cp.view()
+                .vip_claims
+                .contains_key(&"127.0.0.1".parse().unwrap())
+        );
+        let (c, vip_c) = create("c").await;
+        assert_eq!(vip_c, "127.0.0.1");
+        cp.delete_loadbalancer(&ctx, &c, false).await.unwrap();
+        assert_eq!(cp.view().vip_claims.len(), 1);
+        assert_eq!(create("d").await.1, "127.0.0.1");
+        // An address given must lie in the ranges.
+        let mut spec = LoadBalancerSpec::new("e");
+        spec.vip_address = "10.0.0.1".parse().unwrap();
+        let e = cp
+            .create_loadbalancer_at(&ctx, spec, Vip::InRanges)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("vip_ranges"), "{e}");
+    }
+}
