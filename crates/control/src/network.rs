@@ -24,7 +24,8 @@ pub enum Vip {
     /// listener that cannot bind it fails its work request.
     #[default]
     AsGiven,
-    /// The spec's `vip_address`, which must lie in the node's VIP ranges.
+    /// The spec's `vip_address`, which must lie in the node's VIP ranges and be no other
+    /// load balancer's.
     InRanges,
     /// The first free address of the VIP ranges, within this subnet when one is named:
     /// not the network, broadcast or gateway address, nor another load balancer's.
@@ -52,7 +53,7 @@ impl From<VipError> for ControlError {
     }
 }
 
-/// Sets `lb`'s address as `vip` says and claims an allocated one in `plan`.
+/// Sets `lb`'s address as `vip` says and, unless it is [`Vip::AsGiven`], claims it in `plan`.
 pub(crate) fn plan_vip(
     cfg: &Config,
     ranges: &[ipnet::IpNet],
@@ -60,14 +61,18 @@ pub(crate) fn plan_vip(
     lb: &mut LoadBalancer,
     vip: &Vip,
 ) -> Result<(), ControlError> {
-    match vip {
-        Vip::AsGiven => Ok(()),
+    let user = |a: IpAddr| {
+        cfg.loadbalancers
+            .values()
+            .find(|l| l.value.spec.vip_address == a)
+            .map(|l| &l.value.id)
+    };
+    let addr = match vip {
+        Vip::AsGiven => return Ok(()),
         Vip::InRanges => {
             let addr = lb.spec.vip_address;
-            if ranges.iter().any(|r| r.contains(&addr)) {
-                Ok(())
-            } else {
-                Err(ControlError::invalid(
+            if !ranges.iter().any(|r| r.contains(&addr)) {
+                return Err(ControlError::invalid(
                     "vip_address",
                     format!(
                         "vip_address {addr} is not an address this node can bind: it is outside [proxy] vip_ranges ({})",
@@ -77,8 +82,14 @@ pub(crate) fn plan_vip(
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                ))
+                ));
             }
+            if let Some(other) = user(addr) {
+                return Err(ControlError::Conflict(format!(
+                    "vip_address {addr} is already used by load balancer {other}"
+                )));
+            }
+            addr
         }
         Vip::Allocate { subnet } => {
             let subnet: Option<&SubnetSpec> = match subnet {
@@ -96,28 +107,23 @@ pub(crate) fn plan_vip(
                     Some(&s.value.spec)
                 }
             };
-            let used = |a: IpAddr| {
-                cfg.loadbalancers
-                    .values()
-                    .any(|l| l.value.spec.vip_address == a)
-            };
-            let addr = allocate_vip(ranges, subnet, used)?;
-            let key = keys::vip_claim(addr);
-            // A claim left by a load balancer that no longer has the address is taken over.
-            plan.compares.push(match cfg.vip_claims.get(&addr) {
-                Some(rev) => Compare::unchanged(key.clone(), *rev),
-                None => Compare::absent(key.clone()),
-            });
-            plan.put(
-                key,
-                &VipClaim {
-                    loadbalancer_id: lb.id.clone(),
-                },
-            )?;
-            lb.spec.vip_address = addr;
-            Ok(())
+            allocate_vip(ranges, subnet, |a| user(a).is_some())?
         }
-    }
+    };
+    let key = keys::vip_claim(addr);
+    // A claim left by a load balancer that no longer has the address is taken over.
+    plan.compares.push(match cfg.vip_claims.get(&addr) {
+        Some(rev) => Compare::unchanged(key.clone(), *rev),
+        None => Compare::absent(key.clone()),
+    });
+    plan.put(
+        key,
+        &VipClaim {
+            loadbalancer_id: lb.id.clone(),
+        },
+    )?;
+    lb.spec.vip_address = addr;
+    Ok(())
 }
 
 /// Drops the claim on `addr` (when there is one) as its load balancer lets the address go.
@@ -356,5 +362,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("vip_ranges"), "{e}");
+        // …and be free; it is then claimed like an allocated one.
+        let given = |addr: &str| {
+            let mut spec = LoadBalancerSpec::new("g");
+            spec.vip_address = addr.parse().unwrap();
+            cp.create_loadbalancer_at(&ctx, spec, Vip::InRanges)
+        };
+        let e = given("127.0.0.1").await.unwrap_err();
+        assert!(matches!(e, ControlError::Conflict(_)), "{e}");
+        given("127.0.0.3").await.unwrap();
+        assert!(
+            cp.view()
+                .vip_claims
+                .contains_key(&"127.0.0.3".parse().unwrap())
+        );
+        assert_eq!(create("f").await.1, "127.0.0.4");
     }
 }

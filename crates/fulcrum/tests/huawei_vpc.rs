@@ -323,6 +323,14 @@ async fn load_balancers_get_addresses_from_their_subnets() {
     // An address given is kept; one this node cannot bind is refused at once.
     let given = h.create_lb("given", &sid, Some("127.3.0.200")).await;
     assert_eq!(vip(&given), "127.3.0.200".parse::<IpAddr>().unwrap());
+    let taken = h.create_lb("taken", &sid, Some("127.3.0.200")).await;
+    assert_eq!(taken.status, 409, "{}", taken.body);
+    assert!(
+        taken.body["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already used")
+    );
     let elsewhere = h
         .create_subnet(&h.create_vpc("v2", "").await, "10.20.0.0/24", "10.20.0.1")
         .await;
