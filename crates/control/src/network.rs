@@ -182,11 +182,6 @@ pub(crate) fn check_subnet_vpc(
 }
 
 impl ControlPlane {
-    /// The ranges load balancers' addresses are given from (`[proxy] vip_ranges`).
-    pub fn vip_ranges(&self) -> &[ipnet::IpNet] {
-        &self.opts.vip_ranges
-    }
-
     pub async fn create_vpc(
         &self,
         ctx: &RequestContext,
