@@ -17,8 +17,7 @@ use crate::ops::{new_id, patch_spec};
 use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, keys};
 
 /// Where a new load balancer's address comes from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Vip {
     /// The spec's `vip_address` as it is: the operator's choice (the native API). A
     /// listener that cannot bind it fails its work request.
@@ -372,5 +371,22 @@ mod tests {
                 .contains_key(&"127.0.0.3".parse().unwrap())
         );
         assert_eq!(create("f").await.1, "127.0.0.4");
+    }
+
+    /// Retry tokens taken before addresses were allocated still replay: a new load
+    /// balancer's parent fingerprints as it did (`{"new": spec}`).
+    #[test]
+    fn the_fingerprint_of_a_new_parent_is_unchanged() {
+        let spec = LoadBalancerSpec::new("lb");
+        let parent = crate::Parent::New(spec.clone(), Vip::Allocate { subnet: None });
+        assert_eq!(
+            serde_json::to_value(&parent).unwrap(),
+            serde_json::json!({ "new": spec })
+        );
+        let existing = crate::Parent::Existing(LoadBalancerId("x".into()));
+        assert_eq!(
+            serde_json::to_value(&existing).unwrap(),
+            serde_json::json!({ "existing": "x" })
+        );
     }
 }

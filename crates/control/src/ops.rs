@@ -309,7 +309,9 @@ impl ControlPlane {
         vip: Vip,
     ) -> Result<Outcome, ControlError> {
         spec.validate()?;
-        self.mutate(ctx, &("CreateLoadBalancer", &spec, &vip), |cfg, now| {
+        // The fingerprint leaves `vip` out, as before addresses were allocated: the address
+        // a request asks for is in its spec (given, or 0.0.0.0 and a subnet label).
+        self.mutate(ctx, &("CreateLoadBalancer", &spec), |cfg, now| {
             let id = LoadBalancerId(new_id());
             let mut lb = LoadBalancer {
                 id: id.clone(),

@@ -26,13 +26,24 @@ use crate::ops::{
 use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 
 /// Where the new resources go.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug)]
 pub enum Parent {
     /// A new load balancer, created in the same transaction, its address from [`Vip`].
     New(LoadBalancerSpec, Vip),
     /// A load balancer that exists (its locks apply).
     Existing(LoadBalancerId),
+}
+
+/// Serialised for retry tokens' fingerprints as before addresses were allocated
+/// (`{"new": spec}`), so a token taken before an upgrade still replays after it: the
+/// address a request asks for is in its spec already.
+impl Serialize for Parent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Parent::New(spec, _) => s.serialize_newtype_variant("Parent", 0, "new", spec),
+            Parent::Existing(id) => s.serialize_newtype_variant("Parent", 1, "existing", id),
+        }
+    }
 }
 
 /// A pool to create, with its members and health monitor. The caller chooses the id
