@@ -1,8 +1,10 @@
-"""Drives fulcrum's Huawei dialect with the unmodified huaweicloudsdkelb SDK.
+"""Drives fulcrum's Huawei dialect with the unmodified huaweicloudsdkelb and
+huaweicloudsdkvpc SDKs.
 
 Seed 001 (PUT /v2.0/lbaas/pools/{pool_id}/members) has no SDK method, so it goes through
-the SDK's own signed `call_api`; everything else uses the SDK's v2/v3 client methods.
-Traffic goes through a real fulcrum listener to real local backends.
+the SDK's own signed `call_api`; everything else uses the SDK's v2/v3 client methods, and
+the VPC SDK's VpcClient makes the VPC and subnets a load balancer is given its address
+from. Traffic goes through a real fulcrum listener to real local backends.
 """
 
 import os
@@ -20,6 +22,8 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdkelb import v2, v3
 from huaweicloudsdkelb.v3 import model as m3
+from huaweicloudsdkvpc.v2 import VpcClient
+from huaweicloudsdkvpc.v2 import model as vm
 
 AK = "AKHUAWEITEST0000001"
 SK = "sk-huawei-test-secret-0001"
@@ -42,10 +46,14 @@ tokens = [{{ name = "ci", token = "{TOKEN}", project_id = "{PROJECT}" }}]
 
 
 def client(module, url, sk=SK, ak=AK, project=PROJECT):
+    return builder(module.ElbClient, url, sk, ak, project)
+
+
+def builder(cls, url, sk=SK, ak=AK, project=PROJECT):
     config = HttpConfig.get_default_config()
     config.timeout = (5, 30)
     return (
-        module.ElbClient.new_builder()
+        cls.new_builder()
         .with_credentials(BasicCredentials(ak, sk, project))
         .with_endpoints([url])
         .with_http_config(config)
@@ -57,7 +65,7 @@ class Ctx:
     pass
 
 
-steps = Steps("huawei: huaweicloudsdkelb against fulcrum")
+steps = Steps("huawei: huaweicloudsdkelb and huaweicloudsdkvpc against fulcrum")
 
 
 def expect_error(fn, status, code=None, text=None):
@@ -747,6 +755,117 @@ def a_listener_that_cannot_bind_turns_the_load_balancer_error(c):
     wait_until(lambda: lb_status() == "ACTIVE", what="provisioning_status ACTIVE again")
     c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
     wait_until(lambda: lb_status() == "ACTIVE", what="the listener deleted")
+
+
+@steps.step
+def vpc_subnet_load_balancer_traffic_and_teardown(c):
+    # A Huawei user's whole path with Huawei's own SDKs and credentials: a VPC and
+    # subnets (VPC client), a load balancer on a subnet given an address from it, a
+    # listener on that address, traffic, then everything deleted in the order a user would.
+    vpc_client = builder(VpcClient, c.fulcrum.api_url)
+    vpc = vpc_client.create_vpc(
+        vm.CreateVpcRequest(body=vm.CreateVpcRequestBody(vpc=vm.CreateVpcOption(name="vpc-sdk", cidr="127.0.0.0/8")))
+    ).vpc
+    check(vpc.status == "OK" and vpc.cidr == "127.0.0.0/8", str(vpc))
+
+    def subnet(name, cidr, gateway):
+        return vpc_client.create_subnet(
+            vm.CreateSubnetRequest(
+                body=vm.CreateSubnetRequestBody(
+                    subnet=vm.CreateSubnetOption(name=name, cidr=cidr, gateway_ip=gateway, vpc_id=vpc.id)
+                )
+            )
+        ).subnet
+
+    front = subnet("front", "127.77.0.0/24", "127.77.0.1")
+    check(front.status == "ACTIVE" and front.vpc_id == vpc.id and front.gateway_ip == "127.77.0.1", str(front))
+    check(front.neutron_subnet_id == front.id, f"one id for the subnet: {front}")
+    backs = subnet("backends", "127.0.0.0/24", "127.0.0.254")
+    listed = vpc_client.list_subnets(vm.ListSubnetsRequest(vpc_id=vpc.id)).subnets
+    check(sorted(s.name for s in listed) == ["backends", "front"], str(listed))
+    shown = vpc_client.show_subnet(vm.ShowSubnetRequest(subnet_id=front.id)).subnet
+    check(shown.cidr == "127.77.0.0/24", str(shown))
+    renamed = vpc_client.update_subnet(
+        vm.UpdateSubnetRequest(
+            vpc_id=vpc.id,
+            subnet_id=front.id,
+            body=vm.UpdateSubnetRequestBody(subnet=vm.UpdateSubnetOption(name="front-1")),
+        )
+    ).subnet
+    check(renamed.id == front.id and renamed.status == "ACTIVE", str(renamed))
+    check(vpc_client.show_vpc(vm.ShowVpcRequest(vpc_id=vpc.id)).vpc.name == "vpc-sdk", "show_vpc")
+    check(vpc.id in [v.id for v in vpc_client.list_vpcs(vm.ListVpcsRequest()).vpcs], "list_vpcs")
+    # Errors in the VPC API's own shape, which the SDK reads.
+    expect_error(lambda: subnet("outside", "10.0.0.0/24", "10.0.0.1"), 400, "VPC.0201", "not within")
+    expect_error(lambda: subnet("overlap", "127.77.0.0/16", "127.77.0.1"), 409, "VPC.0210", "overlaps")
+    expect_error(lambda: vpc_client.delete_vpc(vm.DeleteVpcRequest(vpc_id=vpc.id)), 409, "VPC.0110")
+    expect_error(lambda: vpc_client.show_subnet(vm.ShowSubnetRequest(subnet_id="nope")), 404, "VPC.0202")
+
+    # ELB v3 on the subnet, naming it by neutron_subnet_id as Huawei's API wants, with no
+    # address: it is given the subnet's first free one (not its network or gateway).
+    lb = c.c3.create_load_balancer(
+        m3.CreateLoadBalancerRequest(
+            body=m3.CreateLoadBalancerRequestBody(
+                loadbalancer=m3.CreateLoadBalancerOption(name="on-subnet", vip_subnet_cidr_id=front.neutron_subnet_id)
+            )
+        )
+    ).loadbalancer
+    check(lb.vip_address == "127.77.0.2", f"an address from the subnet: {lb.vip_address}")
+    check(lb.vpc_id == vpc.id and lb.vip_subnet_cidr_id == front.neutron_subnet_id, str(lb))
+    pool = c.c3.create_pool(
+        m3.CreatePoolRequest(
+            body=m3.CreatePoolRequestBody(
+                pool=m3.CreatePoolOption(name="p", protocol="HTTP", lb_algorithm="ROUND_ROBIN", loadbalancer_id=lb.id)
+            )
+        )
+    ).pool
+    b1 = c.backends["b1"]
+    member_ = c.c3.create_member(
+        m3.CreateMemberRequest(
+            pool_id=pool.id,
+            body=m3.CreateMemberRequestBody(
+                member=m3.CreateMemberOption(
+                    address="127.0.0.1", protocol_port=b1.port, subnet_cidr_id=backs.neutron_subnet_id
+                )
+            ),
+        )
+    ).member
+    port = free_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(
+                    name="on-vip", protocol="HTTP", protocol_port=port, loadbalancer_id=lb.id, default_pool_id=pool.id
+                )
+            )
+        )
+    ).listener
+    url = f"http://{lb.vip_address}:{port}/"
+    wait_until(lambda: served(url), what=f"traffic through {url}")
+    counts = spread(url, 6)
+    check(counts == {"b1": 6}, f"served by the member: {counts}")
+    check(not served(f"http://127.0.0.1:{port}/"), "the listener binds the load balancer's address only")
+
+    # Teardown as a user does it: the member, the pool (which unbinds it from the
+    # listener), the listener, the load balancer, then the subnets and the VPC.
+    c.c3.delete_member(m3.DeleteMemberRequest(pool_id=pool.id, member_id=member_.id))
+    c.c3.delete_pool(m3.DeletePoolRequest(pool_id=pool.id))
+    c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
+    c.c3.delete_load_balancer(m3.DeleteLoadBalancerRequest(loadbalancer_id=lb.id))
+    wait_until(lambda: not served(url), what="the listener closed")
+    for s in (front, backs):
+        vpc_client.delete_subnet(vm.DeleteSubnetRequest(vpc_id=vpc.id, subnet_id=s.id))
+    vpc_client.delete_vpc(vm.DeleteVpcRequest(vpc_id=vpc.id))
+    expect_error(lambda: vpc_client.show_vpc(vm.ShowVpcRequest(vpc_id=vpc.id)), 404, "VPC.0003")
+
+
+def served(url):
+    """True if `url` answers at all (any HTTP status)."""
+    try:
+        get(url, timeout=1)
+        return True
+    except OSError:
+        return False
 
 
 @steps.step

@@ -145,6 +145,8 @@ def create_load_balancer_with_listener_and_backend_set(c):
     check(lb.listeners["web"].port == c.port and lb.listeners["web"].default_backend_set_name == BS,
           str(lb.listeners))
     check(lb.backend_sets[BS].policy == "ROUND_ROBIN", str(lb.backend_sets))
+    # Given an address of this node ([proxy] vip_ranges: loopback by default), not 0.0.0.0.
+    check([a.ip_address for a in lb.ip_addresses] == ["127.0.0.1"], str(lb.ip_addresses))
     check(got.headers.get("etag"), "no ETag on GetLoadBalancer")
     listed = oci.pagination.list_call_get_all_results(
         c.lb.list_load_balancers, COMPARTMENT, limit=1

@@ -473,7 +473,7 @@ impl Applier<'_> {
     async fn create(&self, target: &Target<'_>, desired: Value) -> Result<Outcome, ControlError> {
         let (cp, ctx) = (self.cp, self.ctx);
         match target {
-            Target::Subnet => cp.create_subnet(ctx, decode_spec(desired)?).await,
+            Target::Subnet => cp.create_subnet(ctx, decode_spec(desired)?, false).await,
             Target::LoadBalancer => cp.create_loadbalancer(ctx, decode_spec(desired)?).await,
             Target::Pool(lb) => cp.create_pool(ctx, lb, decode_spec(desired)?).await,
             Target::Listener(lb) => cp.create_listener(ctx, lb, decode_spec(desired)?).await,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use fulcrum_model::{
     HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer, LoadBalancerId, Member,
-    MemberId, Pool, PoolId, Secrets, Subnet, SubnetId, WorkRequest, WorkRequestId,
+    MemberId, Pool, PoolId, Secrets, Subnet, SubnetId, Vpc, VpcId, WorkRequest, WorkRequestId,
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
@@ -46,6 +46,12 @@ pub struct Config {
     pub members: BTreeMap<PoolId, BTreeMap<MemberId, Versioned<Member>>>,
     pub monitors: BTreeMap<HealthMonitorId, Versioned<HealthMonitor>>,
     pub subnets: BTreeMap<SubnetId, Versioned<Subnet>>,
+    #[serde(default)]
+    pub vpcs: BTreeMap<VpcId, Versioned<Vpc>>,
+    /// Addresses given to load balancers by allocation, with their claim keys' mod
+    /// revisions (see `network::plan_vip`).
+    #[serde(default)]
+    pub vip_claims: BTreeMap<std::net::IpAddr, Revision>,
     /// Work requests not yet final (their create revision is the change's), for the
     /// finisher to record without reading them back. Not saved with a fleet node's
     /// snapshot: finishing needs the store anyway, and re-listing it fills this again.
@@ -165,6 +171,10 @@ impl Config {
                 insert(&mut self.monitors, kv, k, Keep::Value, |v| v.id.clone())
             }
             ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, k, Keep::Value, |v| v.id.clone()),
+            ConfigKey::Vpc(_) => insert(&mut self.vpcs, kv, k, Keep::Value, |v| v.id.clone()),
+            ConfigKey::VipClaim(addr) => {
+                self.vip_claims.insert(addr, kv.mod_revision);
+            }
             ConfigKey::WorkRequest(id) => {
                 let id = WorkRequestId::from(id);
                 match decode_work_request(kv) {
@@ -219,6 +229,12 @@ impl Config {
             }
             ConfigKey::Subnet(id) => {
                 self.subnets.remove(&SubnetId::from(id));
+            }
+            ConfigKey::Vpc(id) => {
+                self.vpcs.remove(&VpcId::from(id));
+            }
+            ConfigKey::VipClaim(addr) => {
+                self.vip_claims.remove(&addr);
             }
             ConfigKey::WorkRequest(id) => {
                 let id = WorkRequestId::from(id);

@@ -42,6 +42,17 @@ pub struct Options {
     /// Seals secret fields at rest (in the store and the snapshot file). The default is
     /// a new random key, fit only for a store that lives no longer than this process.
     pub secret_key: Arc<SecretKey>,
+    /// The ranges load balancers created without an address are given one from
+    /// (`[proxy] vip_ranges`); the default is loopback only.
+    pub vip_ranges: Vec<ipnet::IpNet>,
+}
+
+/// `[proxy] vip_ranges` by default: loopback only, which every node can bind.
+pub fn default_vip_ranges() -> Vec<ipnet::IpNet> {
+    vec![ipnet::IpNet::V4(
+        ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)
+            .expect("8 is a valid IPv4 prefix length"),
+    )]
 }
 
 impl Default for Options {
@@ -57,6 +68,7 @@ impl Default for Options {
                     .map(|(key, _)| key)
                     .expect("the system's random number generator works"),
             ),
+            vip_ranges: default_vip_ranges(),
         }
     }
 }

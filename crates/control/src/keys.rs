@@ -2,7 +2,7 @@
 //! of that prefix sees every change; "children of X" is a prefix range.
 
 use fulcrum_model::{
-    HealthMonitorId, ListenerId, LoadBalancerId, MemberId, PoolId, SubnetId, WorkRequestId,
+    HealthMonitorId, ListenerId, LoadBalancerId, MemberId, PoolId, SubnetId, VpcId, WorkRequestId,
 };
 
 pub const ROOT: &str = "/fulcrum/v1/";
@@ -38,6 +38,15 @@ pub fn monitor(id: &HealthMonitorId) -> String {
 pub fn subnet(id: &SubnetId) -> String {
     format!("{CONFIG}subnet/{id}")
 }
+pub fn vpc(id: &VpcId) -> String {
+    format!("{CONFIG}vpc/{id}")
+}
+/// An allocated VIP's claim: created (compared absent) with the load balancer that was
+/// given the address, so two load balancers created at once never get the same one. The
+/// view ignores these keys; the load balancers themselves say which addresses are taken.
+pub fn vip_claim(addr: std::net::IpAddr) -> String {
+    format!("{CONFIG}vip/{addr}")
+}
 pub fn work_request(id: &WorkRequestId) -> String {
     format!("{WORK_REQUESTS}{id}")
 }
@@ -54,6 +63,8 @@ pub enum ConfigKey<'a> {
     Member { pool: &'a str, member: &'a str },
     Monitor(&'a str),
     Subnet(&'a str),
+    Vpc(&'a str),
+    VipClaim(std::net::IpAddr),
     WorkRequest(&'a str),
 }
 
@@ -73,6 +84,8 @@ pub fn parse(key: &str) -> Option<ConfigKey<'_>> {
         }
         "monitor" => ConfigKey::Monitor(id),
         "subnet" => ConfigKey::Subnet(id),
+        "vpc" => ConfigKey::Vpc(id),
+        "vip" => ConfigKey::VipClaim(id.parse().ok()?),
         _ => return None,
     })
 }

@@ -24,6 +24,7 @@ mod error;
 mod fleet;
 mod keys;
 mod member_updates;
+mod network;
 mod ops;
 mod patch;
 mod pool_set;
@@ -41,11 +42,13 @@ pub use batch::Batch;
 pub use config::{Config, Versioned};
 pub use engine::{
     ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Reader, Refusal,
+    default_vip_ranges,
 };
 pub use error::ControlError;
 pub use fleet::{NodeOptions, NodeRecord, Spread};
 /// Store revisions number every configuration the control plane hands out.
 pub use fulcrum_store::Revision;
+pub use network::Vip;
 pub use ops::*;
 pub use patch::merge_patch;
 pub use pool_set::{PoolChange, PoolSetChange};

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::engine::Plan;
+use crate::network::{Vip, check_subnet_vpc, plan_vip, release_vip};
 use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
 
 /// A batch change of a pool's members (seed 001), all or nothing.
@@ -291,21 +292,35 @@ pub(crate) fn plan_pool_removal(
 impl ControlPlane {
     // ---- load balancers ------------------------------------------------------------
 
+    /// Creates a load balancer at the spec's address.
     pub async fn create_loadbalancer(
         &self,
         ctx: &RequestContext,
         spec: LoadBalancerSpec,
     ) -> Result<Outcome, ControlError> {
+        self.create_loadbalancer_at(ctx, spec, Vip::AsGiven).await
+    }
+
+    /// Creates a load balancer whose address comes from `vip`.
+    pub async fn create_loadbalancer_at(
+        &self,
+        ctx: &RequestContext,
+        spec: LoadBalancerSpec,
+        vip: Vip,
+    ) -> Result<Outcome, ControlError> {
         spec.validate()?;
-        self.mutate(ctx, &("CreateLoadBalancer", &spec), |_cfg, now| {
+        // The fingerprint leaves `vip` out, as before addresses were allocated: the address
+        // a request asks for is in its spec (given, or 0.0.0.0 and a subnet label).
+        self.mutate(ctx, &("CreateLoadBalancer", &spec), |cfg, now| {
             let id = LoadBalancerId(new_id());
-            let lb = LoadBalancer {
+            let mut lb = LoadBalancer {
                 id: id.clone(),
                 spec: spec.clone(),
                 created_at: now,
                 updated_at: now,
             };
             let mut plan = Plan::new("CreateLoadBalancer");
+            plan_vip(cfg, &self.opts.vip_ranges, &mut plan, &mut lb, &vip)?;
             plan.compares.push(Compare::absent(keys::lb(&id)));
             plan.put(keys::lb(&id), &lb)?;
             plan.touched(ResourceKind::LoadBalancer, &id);
@@ -337,6 +352,9 @@ impl ControlPlane {
             }
             let mut plan = Plan::new("UpdateLoadBalancer");
             plan.target_revision = Some(lb.mod_revision);
+            if spec.vip_address != lb.value.spec.vip_address {
+                release_vip(cfg, &mut plan, lb.value.spec.vip_address);
+            }
             let updated = LoadBalancer {
                 spec,
                 updated_at: now,
@@ -385,6 +403,7 @@ impl ControlPlane {
                 plan_pool_removal(cfg, &mut plan, &p.value)?;
             }
             plan.delete(keys::lb(id));
+            release_vip(cfg, &mut plan, lb.value.spec.vip_address);
             plan.touched(ResourceKind::LoadBalancer, id);
             plan.lb = Some(id.clone());
             Ok(plan)
@@ -969,15 +988,19 @@ impl ControlPlane {
 
     // ---- subnets -------------------------------------------------------------------
 
+    /// Creates a subnet. Its `vpc_id` may name a VPC (then the subnet lies within the
+    /// VPC's CIDR and overlaps none of its subnets) or, unless `require_vpc`, be a bare name.
     pub async fn create_subnet(
         &self,
         ctx: &RequestContext,
         spec: SubnetSpec,
+        require_vpc: bool,
     ) -> Result<Outcome, ControlError> {
         spec.validate()?;
-        self.mutate(ctx, &("CreateSubnet", &spec), |_cfg, now| {
+        self.mutate(ctx, &("CreateSubnet", &spec, require_vpc), |cfg, now| {
             let id = SubnetId(new_id());
             let mut plan = Plan::new("CreateSubnet");
+            check_subnet_vpc(cfg, &mut plan, None, &spec, require_vpc)?;
             plan.put(
                 keys::subnet(&id),
                 &Subnet {
@@ -1009,6 +1032,9 @@ impl ControlPlane {
             let spec: SubnetSpec = patch_spec(&cur.value.spec, patch)?;
             spec.validate()?;
             let mut plan = Plan::new("UpdateSubnet");
+            if spec.vpc_id != cur.value.spec.vpc_id || spec.cidr != cur.value.spec.cidr {
+                check_subnet_vpc(cfg, &mut plan, Some(id), &spec, false)?;
+            }
             for (pool_id, members) in &cfg.members {
                 for m in members
                     .values()

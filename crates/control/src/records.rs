@@ -101,6 +101,8 @@ pub(crate) fn sealed_config(key: &SecretKey, cfg: &Config) -> Result<Config, Sec
         members,
         monitors: sealed(key, &cfg.monitors)?,
         subnets: sealed(key, &cfg.subnets)?,
+        vpcs: sealed(key, &cfg.vpcs)?,
+        vip_claims: cfg.vip_claims.clone(),
         ..Config::default()
     })
 }
@@ -120,7 +122,8 @@ pub(crate) fn open_config(key: &SecretKey, cfg: &mut Config) -> Result<(), Secre
         opened(key, of_pool)?;
     }
     opened(key, &mut cfg.monitors)?;
-    opened(key, &mut cfg.subnets)
+    opened(key, &mut cfg.subnets)?;
+    opened(key, &mut cfg.vpcs)
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub enum Scope {
     Limited {
         what: Arc<str>,
         admits: Arc<dyn Fn(&LoadBalancer) -> bool + Send + Sync>,
+        /// May also change what lies under no load balancer (subnets and VPCs): a Huawei
+        /// credential manages its project's through the VPC API. They are not partitioned
+        /// by tenant: every such credential changes the same ones.
+        networks: bool,
     },
 }
 
@@ -53,6 +57,19 @@ impl Scope {
         Scope::Limited {
             what: Arc::from(what.into()),
             admits: Arc::new(admits),
+            networks: false,
+        }
+    }
+
+    /// The same scope, allowed to change subnets and VPCs too.
+    pub fn with_networks(self) -> Self {
+        match self {
+            Scope::Limited { what, admits, .. } => Scope::Limited {
+                what,
+                admits,
+                networks: true,
+            },
+            all => all,
         }
     }
 
@@ -95,10 +112,13 @@ impl Scope {
         before: Option<&LoadBalancer>,
         after: Option<&LoadBalancer>,
     ) -> Result<(), ControlError> {
-        let Scope::Limited { what, .. } = self else {
+        let Scope::Limited { what, networks, .. } = self else {
             return Ok(());
         };
         let Some(id) = lb else {
+            if *networks {
+                return Ok(());
+            }
             return Err(ControlError::Forbidden(format!(
                 "this credential is limited to {what}: it cannot change resources outside \
                  load balancers"
@@ -123,7 +143,7 @@ impl Scope {
 impl Config {
     /// The view as a caller of `scope` may see it: load balancers outside the scope and
     /// everything under them (listeners, pools, members, health monitors, their work
-    /// requests) are absent; subnets stay. The full view when the scope is unlimited.
+    /// requests) are absent; subnets, VPCs and address claims stay. The full view when the scope is unlimited.
     pub fn scoped(&self, scope: &Scope) -> std::borrow::Cow<'_, Config> {
         if scope.is_all() {
             return std::borrow::Cow::Borrowed(self);
@@ -139,6 +159,9 @@ impl Config {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             subnets: self.subnets.clone(),
+            vpcs: self.vpcs.clone(),
+            // Addresses are shared by every tenant: a claim is a claim whoever holds it.
+            vip_claims: self.vip_claims.clone(),
             ..Config::default()
         };
         out.listeners = self

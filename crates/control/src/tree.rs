@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::Plan;
+use crate::network::{Vip, plan_vip};
 use crate::ops::{
     check_pool_name_free, check_port_free, guard_subnets, lb_for_change, member_ctx, new_id,
     new_member, patch_spec, plan_member_list, pool_of,
@@ -25,13 +26,24 @@ use crate::ops::{
 use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 
 /// Where the new resources go.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug)]
 pub enum Parent {
-    /// A new load balancer, created in the same transaction.
-    New(LoadBalancerSpec),
+    /// A new load balancer, created in the same transaction, its address from [`Vip`].
+    New(LoadBalancerSpec, Vip),
     /// A load balancer that exists (its locks apply).
     Existing(LoadBalancerId),
+}
+
+/// Serialised for retry tokens' fingerprints as before addresses were allocated
+/// (`{"new": spec}`), so a token taken before an upgrade still replays after it: the
+/// address a request asks for is in its spec already.
+impl Serialize for Parent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Parent::New(spec, _) => s.serialize_newtype_variant("Parent", 0, "new", spec),
+            Parent::Existing(id) => s.serialize_newtype_variant("Parent", 1, "existing", id),
+        }
+    }
 }
 
 /// A pool to create, with its members and health monitor. The caller chooses the id
@@ -70,7 +82,7 @@ impl ControlPlane {
         operation: &'static str,
         res: NewResources,
     ) -> Result<Outcome, ControlError> {
-        if let Parent::New(spec) = &res.parent {
+        if let Parent::New(spec, _) = &res.parent {
             spec.validate()?;
         }
         for (i, l) in res.listeners.iter().enumerate() {
@@ -82,13 +94,14 @@ impl ControlPlane {
         self.mutate(ctx, &fingerprint, |cfg, now| {
             let mut plan = Plan::new(operation);
             let lb = match &res.parent {
-                Parent::New(spec) => {
-                    let lb = LoadBalancer {
+                Parent::New(spec, vip) => {
+                    let mut lb = LoadBalancer {
                         id: LoadBalancerId(new_id()),
                         spec: spec.clone(),
                         created_at: now,
                         updated_at: now,
                     };
+                    plan_vip(cfg, &self.opts.vip_ranges, &mut plan, &mut lb, vip)?;
                     plan.compares.push(Compare::absent(keys::lb(&lb.id)));
                     plan.put(keys::lb(&lb.id), &lb)?;
                     plan.touched(ResourceKind::LoadBalancer, &lb.id);
@@ -429,7 +442,7 @@ mod tests {
 
     fn tree(pool_id: &PoolId, members: Vec<MemberSpec>) -> NewResources {
         NewResources {
-            parent: Parent::New(LoadBalancerSpec::new("lb")),
+            parent: Parent::New(LoadBalancerSpec::new("lb"), Vip::AsGiven),
             pools: vec![NewPool {
                 id: pool_id.clone(),
                 spec: PoolSpec::new("bs", PoolProtocol::Http),

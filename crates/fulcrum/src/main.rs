@@ -345,6 +345,7 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
             if let Some(path) = config {
                 let file = serve::read_config(Some(&path))?;
                 file.api.server_limits()?;
+                file.proxy.vip_ranges()?;
                 file.api.auth_throttle()?;
                 file.api.api_tokens()?;
                 file.api.client_cert_principals()?;

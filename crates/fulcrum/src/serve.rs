@@ -95,9 +95,38 @@ pub struct ProxySection {
     pub max_retry_after_secs: Option<u64>,
     /// Bind listeners on this address instead of each load balancer's VIP (node-local).
     pub bind_address: Option<std::net::IpAddr>,
+    /// CIDRs this node can bind, that a load balancer created without an address (Huawei,
+    /// OCI) is given one from (default: loopback only, `127.0.0.0/8`).
+    pub vip_ranges: Option<Vec<String>>,
     /// Worker threads serving traffic (default: one per CPU; `FULCRUM_WORKERS` or
     /// `TOKIO_WORKER_THREADS` in the environment override it).
     pub workers: Option<usize>,
+}
+
+impl ProxySection {
+    /// `vip_ranges`, checked: each a CIDR without host bits.
+    pub fn vip_ranges(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        let Some(ranges) = &self.vip_ranges else {
+            return Ok(fulcrum_control::default_vip_ranges());
+        };
+        ranges
+            .iter()
+            .map(|r| {
+                let net: ipnet::IpNet = r.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "[proxy] vip_ranges: {r:?} is not a CIDR (like \"10.0.0.0/24\")"
+                    )
+                })?;
+                if net.trunc() != net {
+                    bail!(
+                        "[proxy] vip_ranges: {r} has host bits set; did you mean {}?",
+                        net.trunc()
+                    );
+                }
+                Ok(net)
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +375,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => DEFAULT_LISTEN.parse()?,
     };
     let mut limits = file.api.server_limits()?;
+    let vip_ranges = file.proxy.vip_ranges()?;
     let auth_throttle = file.api.auth_throttle()?;
     let client_certs = file.api.client_cert_principals()?;
     let tls = match file.api.tls_files()? {
@@ -470,6 +500,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         self_apply: false,
         node,
         secret_key: Arc::new(secret_key),
+        vip_ranges,
         ..Options::default()
     };
     let control = match ControlPlane::start(store, options).await {

@@ -62,6 +62,10 @@ id_type!(
     SubnetId
 );
 id_type!(
+    /// A VPC: a named network (with an optional CIDR) that subnets belong to (Huawei VPC).
+    VpcId
+);
+id_type!(
     /// A work request tracking one asynchronous change.
     WorkRequestId
 );
@@ -76,6 +80,7 @@ pub enum ResourceKind {
     Member,
     HealthMonitor,
     Subnet,
+    Vpc,
     WorkRequest,
 }
 
@@ -88,6 +93,7 @@ impl ResourceKind {
             ResourceKind::Member => "member",
             ResourceKind::HealthMonitor => "health monitor",
             ResourceKind::Subnet => "subnet",
+            ResourceKind::Vpc => "VPC",
             ResourceKind::WorkRequest => "work request",
         }
     }

@@ -27,6 +27,8 @@ mod status;
 mod subnet;
 mod upstream;
 mod validate;
+mod vip;
+mod vpc;
 mod workrequest;
 
 pub use health::*;
@@ -41,6 +43,8 @@ pub use status::*;
 pub use subnet::*;
 pub use upstream::*;
 pub use validate::*;
+pub use vip::*;
+pub use vpc::*;
 pub use workrequest::*;
 
 /// Wall-clock time as stored and reported (UTC).

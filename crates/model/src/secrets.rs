@@ -4,7 +4,7 @@
 
 use crate::{
     HealthMonitor, Listener, ListenerTls, LoadBalancer, Member, Pool, Subnet, UpstreamSettings,
-    WorkRequest,
+    Vpc, WorkRequest,
 };
 
 /// A resource that may hold secret values: upstream credentials, a forward proxy's
@@ -86,6 +86,12 @@ impl Secrets for HealthMonitor {
 }
 
 impl Secrets for Subnet {
+    fn secrets_mut(&mut self) -> Vec<&mut String> {
+        Vec::new()
+    }
+}
+
+impl Secrets for Vpc {
     fn secrets_mut(&mut self) -> Vec<&mut String> {
         Vec::new()
     }

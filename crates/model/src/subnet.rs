@@ -11,9 +11,16 @@ use crate::{Checker, MAX_NAME_LEN, SubnetId, Timestamp, ValidationError};
 pub struct SubnetSpec {
     #[serde(default)]
     pub name: String,
+    #[serde(default)]
+    pub description: String,
     #[schema(value_type = String, example = "10.0.0.0/24")]
     pub cidr: IpNet,
+    /// A VPC's id, or any name grouping subnets (load balancers' members must share it).
     pub vpc_id: String,
+    /// The subnet's gateway: never given to a load balancer as its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10.0.0.1")]
+    pub gateway_ip: Option<IpAddr>,
 }
 
 impl SubnetSpec {
@@ -23,6 +30,7 @@ impl SubnetSpec {
         c.check(!self.vpc_id.is_empty(), "vpc_id", || {
             "vpc_id must not be empty".into()
         });
+        c.max_len("description", &self.description, MAX_NAME_LEN);
         c.max_len("vpc_id", &self.vpc_id, 36);
         c.check(self.cidr.trunc() == self.cidr, "cidr", || {
             format!(
@@ -31,6 +39,21 @@ impl SubnetSpec {
                 self.cidr.trunc()
             )
         });
+        if let Some(gw) = self.gateway_ip {
+            c.check(self.cidr.contains(&gw), "gateway_ip", || {
+                format!("gateway_ip {gw} is not in cidr {}", self.cidr)
+            });
+            c.check(
+                !crate::vip::is_network_or_broadcast(&self.cidr, gw),
+                "gateway_ip",
+                || {
+                    format!(
+                        "gateway_ip {gw} is the network or broadcast address of {}",
+                        self.cidr
+                    )
+                },
+            );
+        }
         c.finish()
     }
 

@@ -124,8 +124,10 @@ impl MemberCase {
 fn subnet(cidr: &str, vpc: &str) -> SubnetSpec {
     SubnetSpec {
         name: String::new(),
+        description: String::new(),
         cidr: cidr.parse().expect("test CIDRs are valid"),
         vpc_id: vpc.into(),
+        gateway_ip: None,
     }
 }
 

@@ -17,6 +17,21 @@
 //! | 429    | `APIGW.0308` | rate limited, or too many failed authentications from the address, or too many unverified uploads at once (with `Retry-After`) |
 //! | 503    | `ELB.1001`   | the configuration store is unavailable |
 //! | 500    | `ELB.1000`   | internal error |
+//!
+//! The VPC API (`/v1/{project_id}/vpcs`, `/v1/{project_id}/subnets`) answers in its own
+//! shape, `{code, message, request_id}` ([`Shape::Vpc`]; the SDK reads `code` and `message`
+//! too). Huawei documents `VPC.0003` (VPC not found), `VPC.0101` (invalid VPC parameter)
+//! and `VPC.0201` (invalid subnet parameter); the others are fulcrum's, in the same
+//! numbering (`01xx` VPCs, `02xx` subnets). Authentication and rate limits keep the API
+//! gateway's `APIGW.*` codes, as on Huawei.
+//!
+//! | status | code (VPC / subnet)     | when |
+//! |--------|-------------------------|------|
+//! | 400    | `VPC.0101` / `VPC.0201` | invalid or missing parameter, unreadable body, no address to give |
+//! | 404    | `VPC.0003` / `VPC.0202` | no such VPC / subnet (a subnet call naming a missing VPC: `VPC.0003`) |
+//! | 409    | `VPC.0110` / `VPC.0210` | conflicts: overlapping CIDRs, a VPC with subnets, a subnet in use, no free address |
+//! | 503    | `VPC.0105`              | the configuration store is unavailable |
+//! | 500    | `VPC.0105`              | internal error |
 
 use axum::response::{IntoResponse, Response};
 use fulcrum_control::ControlError;
@@ -31,6 +46,34 @@ pub(crate) struct HuaweiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    pub shape: Shape,
+}
+
+/// The body an error is rendered in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// ELB (and the API gateway): `{error_code, error_msg, request_id}`.
+    #[default]
+    Elb,
+    /// The VPC API: `{code, message, request_id}`.
+    Vpc,
+}
+
+/// Which VPC API resource an error is about: it picks the code's module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VpcModule {
+    Vpc,
+    Subnet,
+}
+
+impl VpcModule {
+    fn codes(self) -> (&'static str, &'static str, &'static str) {
+        // (invalid, not found, conflict)
+        match self {
+            VpcModule::Vpc => ("VPC.0101", "VPC.0003", "VPC.0110"),
+            VpcModule::Subnet => ("VPC.0201", "VPC.0202", "VPC.0210"),
+        }
+    }
 }
 
 impl HuaweiError {
@@ -40,7 +83,42 @@ impl HuaweiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            shape: Shape::Elb,
         }
+    }
+
+    /// The same error as the VPC API renders it, its code in `module`'s numbering.
+    /// Gateway codes (`APIGW.*`: authentication, rate limits) stay as they are.
+    pub fn for_vpc(mut self, module: VpcModule) -> Self {
+        self.shape = Shape::Vpc;
+        if self.code.starts_with("APIGW.") || self.code.starts_with("VPC.") {
+            return self;
+        }
+        let (invalid, not_found, conflict) = module.codes();
+        self.code = match self.status {
+            StatusCode::NOT_FOUND => not_found,
+            StatusCode::CONFLICT => conflict,
+            s if s.is_server_error() => "VPC.0105",
+            _ => invalid,
+        };
+        self
+    }
+
+    /// A control-plane error from a VPC API call: a missing VPC is `VPC.0003` whichever
+    /// resource the call was about.
+    pub fn from_vpc_call(e: ControlError, module: VpcModule) -> Self {
+        let vpc_missing = matches!(
+            &e,
+            ControlError::NotFound {
+                kind: fulcrum_model::ResourceKind::Vpc,
+                ..
+            }
+        );
+        let mut err = HuaweiError::from(e).for_vpc(module);
+        if vpc_missing {
+            err.code = "VPC.0003";
+        }
+        err
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -178,11 +256,18 @@ impl From<ControlError> for HuaweiError {
 
 impl IntoResponse for HuaweiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error_code": self.code,
-            "error_msg": self.message,
-            "request_id": current_request_id(),
-        });
+        let body = match self.shape {
+            Shape::Elb => serde_json::json!({
+                "error_code": self.code,
+                "error_msg": self.message,
+                "request_id": current_request_id(),
+            }),
+            Shape::Vpc => serde_json::json!({
+                "code": self.code,
+                "message": self.message,
+                "request_id": current_request_id(),
+            }),
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.extensions_mut()

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fulcrum_control::{
-    BatchMembers, ControlError, EtagScope, IfMatch, Outcome, RequestContext, etag,
+    BatchMembers, ControlError, EtagScope, IfMatch, Outcome, RequestContext, Vip, etag,
 };
 use fulcrum_model::{
     Algorithm, HealthMonitorId, HealthMonitorSpec, HealthMonitorType, IpVersion, ListenerId,
@@ -144,7 +144,7 @@ pub(crate) fn routes(api: Api) -> Router<HState> {
 
 // ---- shared pieces -------------------------------------------------------------------
 
-fn ctx(call: &Call) -> RequestContext {
+pub(crate) fn ctx(call: &Call) -> RequestContext {
     RequestContext {
         request_id: crate::request::current_request_id(),
         principal: call.caller.principal.clone(),
@@ -157,7 +157,7 @@ fn ctx(call: &Call) -> RequestContext {
 }
 
 /// Reads a JSON body, naming the offending field (`pool.lb_algorithm: unknown variant …`).
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HuaweiError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HuaweiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(HuaweiError::invalid(
             "the request body is empty; expected JSON",
@@ -205,7 +205,7 @@ async fn settle(api: Api, s: &HState, outcome: &Outcome) {
     }
 }
 
-fn result_id(outcome: &Outcome) -> Result<String, HuaweiError> {
+pub(crate) fn result_id(outcome: &Outcome) -> Result<String, HuaweiError> {
     outcome
         .result
         .as_ref()
@@ -319,7 +319,10 @@ async fn create_lb(api: Api, s: HState, call: Call) -> HResult {
     if api == Api::V2 && subnet_id.is_none() {
         return Err(HuaweiError::invalid(format!("{subnet_field} is required")));
     }
-    let vip_address = match &req.vip_address {
+    // An address given must be one this node can bind; otherwise one is picked from the
+    // subnet (as Huawei assigns one), within the node's VIP ranges.
+    let given = req.vip_address.as_deref().filter(|a| !a.is_empty());
+    let vip_address = match given {
         None => std::net::IpAddr::from([0, 0, 0, 0]),
         Some(a) => a.parse().map_err(|_| {
             HuaweiError::invalid(format!(
@@ -341,7 +344,7 @@ async fn create_lb(api: Api, s: HState, call: Call) -> HResult {
                 spec.vpc_id
             )));
         }
-        if req.vip_address.is_some() && !spec.contains(vip_address) {
+        if given.is_some() && !spec.contains(vip_address) {
             return Err(HuaweiError::invalid(format!(
                 "loadbalancer.vip_address {vip_address} is not in subnet {sid} ({})",
                 spec.cidr
@@ -364,13 +367,24 @@ async fn create_lb(api: Api, s: HState, call: Call) -> HResult {
     spec.admin_state_up = req.admin_state_up.unwrap_or(true);
     spec.labels
         .insert(LABEL_PROJECT.into(), call.caller.project_id.clone());
+    let vip = match given {
+        Some(_) => Vip::InRanges,
+        None => Vip::Allocate {
+            subnet: subnet_id.clone().map(SubnetId),
+        },
+    };
     if let Some(sid) = subnet_id {
         spec.labels.insert(LABEL_VIP_SUBNET.into(), sid);
     }
     if let Some(zones) = req.availability_zone_list {
         spec.labels.insert(LABEL_ZONES.into(), zones.join(","));
     }
-    let outcome = s.app.control.create_loadbalancer(&ctx(&call), spec).await?;
+    let outcome = s
+        .app
+        .control
+        .create_loadbalancer_at(&ctx(&call), spec, vip)
+        .await
+        .map_err(|e| HuaweiError::from(e).renamed(&[("vip_subnet_id", subnet_field)]))?;
     settle(api, &s, &outcome).await;
     let id = LoadBalancerId(result_id(&outcome)?);
     render_lb(api, &s, &call, &id, created(api))

@@ -14,6 +14,10 @@
 //!
 //! Load balancers created through v2 are `shared`, through v3 `dedicated` (the model's
 //! [`fulcrum_model::LoadBalancerKind`]); a few pool rules differ by kind.
+//!
+//! Besides ELB, the VPC v1 calls of Huawei's VPC SDK (`/v1/{project_id}/vpcs`,
+//! `/v1/{project_id}/subnets`, [`vpc`]) create the VPCs and subnets load balancers and
+//! members name, under the same credentials.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +38,7 @@ mod sign;
 #[cfg(test)]
 mod tests;
 mod views;
+mod vpc;
 
 use error::HuaweiError;
 
@@ -115,14 +120,17 @@ pub(crate) struct Caller {
 }
 
 /// The scope of a credential: its project's load balancers (those created in it, whose
-/// project label is it), or every one for a credential bound to no project.
+/// project label is it) and the VPCs and subnets, or everything for a credential bound to
+/// no project.
 pub(crate) fn project_scope(bound: Option<&str>) -> fulcrum_control::Scope {
     let Some(project) = bound.map(str::to_owned) else {
         return fulcrum_control::Scope::All;
     };
+    // Its VPCs and subnets too, through the VPC API (not partitioned by project here).
     fulcrum_control::Scope::limited(format!("project {project}"), move |lb| {
         lb.spec.labels.get(views::LABEL_PROJECT) == Some(&project)
     })
+    .with_networks()
 }
 
 /// Which API family a request came in through: it decides shapes and defaults.
@@ -161,6 +169,7 @@ pub(crate) fn router(state: AppState, config: &HuaweiConfig) -> Router {
             "/v3/{project_id}/elb",
             handlers::routes(Api::V3).fallback(no_such_endpoint),
         )
+        .merge(vpc::routes())
         .layer(axum::middleware::from_fn_with_state(
             hstate.clone(),
             authenticate,
@@ -176,7 +185,7 @@ async fn no_such_endpoint() -> HuaweiError {
 fn path_project(path: &str) -> Option<&str> {
     let mut segs = path.trim_start_matches('/').split('/');
     match segs.next() {
-        Some("v2" | "v3") => segs.next(),
+        Some("v1" | "v2" | "v3") => segs.next(),
         _ => None,
     }
 }

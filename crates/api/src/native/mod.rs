@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use fulcrum_control::{BatchMembers, ControlPlane, Outcome, etag};
 use fulcrum_model::{
     HealthMonitorId, HealthMonitorSpec, ListenerId, ListenerSpec, LoadBalancerId, LoadBalancerSpec,
-    MemberId, MemberSpec, PoolId, PoolSpec, SubnetId, SubnetSpec, WorkRequest, WorkRequestId,
+    MemberId, MemberSpec, PoolId, PoolSpec, SubnetId, SubnetSpec, Vpc, VpcId, VpcSpec, WorkRequest,
+    WorkRequestId,
 };
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ type ApiResult = Result<Response, NativeError>;
 #[openapi(
     info(
         title = "fulcrum native API",
-        description = "Manage load balancers, listeners, pools, members, health monitors and subnets. Every change is tracked by a work request.",
+        description = "Manage load balancers, listeners, pools, members, health monitors, subnets and VPCs. Every change is tracked by a work request.",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -87,6 +88,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(list_subnets, create_subnet))
         .routes(routes!(get_subnet, update_subnet, delete_subnet))
         .routes(routes!(apply_document))
+        .routes(routes!(list_vpcs, create_vpc))
+        .routes(routes!(get_vpc, update_vpc, delete_vpc))
         .routes(routes!(list_work_requests))
         .routes(routes!(get_work_request))
         .routes(routes!(wait_work_request))
@@ -982,7 +985,7 @@ async fn create_subnet(
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<SubnetSpec>,
 ) -> ApiResult {
-    let outcome = s.control.create_subnet(&ctx, spec).await?;
+    let outcome = s.control.create_subnet(&ctx, spec, false).await?;
     render_subnet(&s.control, &outcome, created_or_ok(&outcome, true))
 }
 
@@ -1131,6 +1134,79 @@ async fn apply_document(
         body.work_request.as_ref(),
         &body,
     ))
+}
+
+// ---- VPCs ----------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/v1/vpcs", tag = "vpcs", params(PageQuery),
+    responses((status = 200, body = Page<Vpc>)))]
+async fn list_vpcs(State(s): State<AppState>, QueryParams(q): QueryParams<PageQuery>) -> ApiResult {
+    let cfg = s.control.view();
+    let page = paginate(
+        &q,
+        cfg.vpcs.values(),
+        |v| v.value.id.to_string(),
+        |v| v.value.clone(),
+    )?;
+    Ok(Json(page).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/vpcs", tag = "vpcs", request_body = VpcSpec,
+    responses((status = 201, body = Vpc), (status = 400, body = ErrorBody)))]
+async fn create_vpc(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    JsonBody(spec): JsonBody<VpcSpec>,
+) -> ApiResult {
+    let outcome = s.control.create_vpc(&ctx, spec).await?;
+    render_vpc(&s.control, &outcome, created_or_ok(&outcome, true))
+}
+
+fn render_vpc(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiResult {
+    let id = VpcId(result_id(outcome)?);
+    let cfg = cp.view();
+    let v = cfg.vpcs.get(&id).ok_or_else(|| gone("VPC", id.as_str()))?;
+    Ok(respond(
+        status,
+        Some(v.mod_revision),
+        Some(&outcome.work_request),
+        &v.value,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/vpcs/{id}", tag = "vpcs",
+    responses((status = 200, body = Vpc), (status = 404, body = ErrorBody)))]
+async fn get_vpc(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let cfg = s.control.view();
+    let v = cfg
+        .vpcs
+        .get(&VpcId(id.clone()))
+        .ok_or_else(|| gone("VPC", &id))?;
+    Ok(respond(
+        StatusCode::OK,
+        Some(v.mod_revision),
+        None,
+        &v.value,
+    ))
+}
+
+#[utoipa::path(patch, path = "/v1/vpcs/{id}", tag = "vpcs", request_body = Object,
+    responses((status = 200, body = Vpc)))]
+async fn update_vpc(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Ctx(ctx): Ctx,
+    JsonBody(patch): JsonBody<Value>,
+) -> ApiResult {
+    let outcome = s.control.update_vpc(&ctx, &VpcId(id), &patch).await?;
+    render_vpc(&s.control, &outcome, StatusCode::OK)
+}
+
+#[utoipa::path(delete, path = "/v1/vpcs/{id}", tag = "vpcs",
+    responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
+async fn delete_vpc(State(s): State<AppState>, Path(id): Path<String>, Ctx(ctx): Ctx) -> ApiResult {
+    let outcome = s.control.delete_vpc(&ctx, &VpcId(id)).await?;
+    Ok(accepted(&outcome))
 }
 
 // ---- work requests -------------------------------------------------------------------

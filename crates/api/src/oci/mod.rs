@@ -20,7 +20,7 @@ use axum::routing::{MethodRouter, any, get, post, put};
 use bytes::Bytes;
 use fulcrum_control::{
     Config, ControlError, ControlPlane, EtagScope, IfMatch, NewPool, NewResources, Outcome, Parent,
-    PoolUpdate, RequestContext, Versioned, etag,
+    PoolUpdate, RequestContext, Versioned, Vip, etag,
 };
 use fulcrum_model::{
     ListenerSpec, ListenerTimeouts, LoadBalancerId, LoadBalancerSpec, LockKind, Member, Pool,
@@ -688,7 +688,7 @@ async fn create_load_balancer(
             &ctx,
             "CreateLoadBalancer",
             NewResources {
-                parent: Parent::New(spec),
+                parent: Parent::New(spec, Vip::Allocate { subnet: None }),
                 pools,
                 listeners,
             },

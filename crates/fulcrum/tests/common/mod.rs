@@ -269,8 +269,14 @@ pub const UNLIMITED_API: &str =
 
 /// Writes `fulcrum.toml` with `UNLIMITED_API` into `dir`; returns its path for `--config`.
 pub fn unlimited_config(dir: &Path) -> String {
+    unlimited_config_with(dir, "")
+}
+
+/// Writes `fulcrum.toml` with `UNLIMITED_API` and then `more` (other sections) into `dir`;
+/// returns its path for `--config`.
+pub fn unlimited_config_with(dir: &Path, more: &str) -> String {
     let path = dir.join("fulcrum.toml");
-    std::fs::write(&path, UNLIMITED_API).expect("write config");
+    std::fs::write(&path, format!("{UNLIMITED_API}{more}")).expect("write config");
     path.to_str().expect("utf-8 path").to_owned()
 }
 

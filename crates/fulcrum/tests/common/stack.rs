@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::Backend;
-use super::{Api, Resp, Server, free_port, unlimited_config};
+use super::{Api, Resp, Server, free_port, unlimited_config_with};
 
 /// A fulcrum server with the API rate limit lifted (some tests make 1,000 changes).
 pub struct Fulcrum {
@@ -26,8 +26,14 @@ impl Fulcrum {
 
     /// With more `fulcrum serve` arguments.
     pub fn start_with(extra: &[&str]) -> Fulcrum {
+        Self::start_configured("", extra)
+    }
+
+    /// With `config` appended to `fulcrum.toml` (sections besides `[api]`: `[huawei]`,
+    /// `[proxy]`…) and more `fulcrum serve` arguments.
+    pub fn start_configured(config: &str, extra: &[&str]) -> Fulcrum {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = unlimited_config(dir.path());
+        let config = unlimited_config_with(dir.path(), config);
         let mut args = vec!["--config", config.as_str()];
         args.extend_from_slice(extra);
         let server = Server::start_with(&dir.path().join("data"), &args);
