@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 
 mod error;
 mod extract;
+mod openapi;
 mod stats;
 mod views;
 
@@ -91,14 +92,14 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(wait_work_request))
 }
 
-/// The OpenAPI 3.1 document of the native API.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+/// The OpenAPI 3.1 document of the native API, as served at `/v1/openapi.json`.
+pub fn openapi_document() -> Value {
+    openapi::complete(&api().split_for_parts().1)
 }
 
 pub(crate) fn router(state: AppState) -> axum::Router {
     let (router, doc) = api().split_for_parts();
-    let doc = std::sync::Arc::new(doc);
+    let doc = std::sync::Arc::new(openapi::complete(&doc));
     router
         .route(
             "/v1/openapi.json",
