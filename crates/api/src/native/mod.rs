@@ -24,6 +24,8 @@ use utoipa_axum::routes;
 
 mod error;
 mod extract;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod openapi;
 mod stats;
 mod views;
