@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use fulcrum_control::{BatchMembers, ControlPlane, Outcome, etag};
 use fulcrum_model::{
@@ -32,7 +32,7 @@ mod views;
 
 use crate::AppState;
 use error::{ErrorBody, NativeError};
-use extract::{Ctx, JsonBody, QueryParams};
+use extract::{Ctx, JsonBody, PathParams, QueryParams};
 use stats::*;
 use views::*;
 
@@ -346,7 +346,10 @@ fn render_lb(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiRes
 
 #[utoipa::path(get, path = "/v1/loadbalancers/{id}", tag = "load balancers",
     responses((status = 200, body = LoadBalancerView), (status = 404, body = ErrorBody)))]
-async fn get_loadbalancer(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_loadbalancer(
+    State(s): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .loadbalancers
@@ -364,7 +367,7 @@ async fn get_loadbalancer(State(s): State<AppState>, Path(id): Path<String>) -> 
     responses((status = 200, body = LoadBalancerView), (status = 412, body = ErrorBody)))]
 async fn update_loadbalancer(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -387,7 +390,7 @@ struct DeleteQuery {
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_loadbalancer(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     QueryParams(q): QueryParams<DeleteQuery>,
 ) -> ApiResult {
@@ -404,7 +407,7 @@ async fn delete_loadbalancer(
     responses((status = 200, body = Page<ListenerView>)))]
 async fn list_lb_listeners(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
     q.loadbalancer_id = Some(id);
@@ -436,7 +439,7 @@ async fn list_listeners(
     responses((status = 201, body = ListenerView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_listener(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<ListenerSpec>,
 ) -> ApiResult {
@@ -464,7 +467,7 @@ fn render_listener(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> 
 
 #[utoipa::path(get, path = "/v1/listeners/{id}", tag = "listeners",
     responses((status = 200, body = ListenerView), (status = 404, body = ErrorBody)))]
-async fn get_listener(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_listener(State(s): State<AppState>, PathParams(id): PathParams<String>) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .listeners
@@ -482,7 +485,7 @@ async fn get_listener(State(s): State<AppState>, Path(id): Path<String>) -> ApiR
     responses((status = 200, body = ListenerView)))]
 async fn update_listener(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -497,7 +500,7 @@ async fn update_listener(
     responses((status = 202, body = WorkRequest)))]
 async fn delete_listener(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_listener(&ctx, &ListenerId(id)).await?;
@@ -510,7 +513,7 @@ async fn delete_listener(
     responses((status = 200, body = Page<PoolView>)))]
 async fn list_lb_pools(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
     q.loadbalancer_id = Some(id);
@@ -542,7 +545,7 @@ async fn list_pools(
     responses((status = 201, body = PoolView), (status = 400, body = ErrorBody)))]
 async fn create_pool(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<PoolSpec>,
 ) -> ApiResult {
@@ -570,7 +573,7 @@ fn render_pool(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiR
 
 #[utoipa::path(get, path = "/v1/pools/{id}", tag = "pools",
     responses((status = 200, body = PoolView), (status = 404, body = ErrorBody)))]
-async fn get_pool(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_pool(State(s): State<AppState>, PathParams(id): PathParams<String>) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .pools
@@ -588,7 +591,7 @@ async fn get_pool(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
     responses((status = 200, body = PoolView), (status = 412, body = ErrorBody)))]
 async fn update_pool(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -600,7 +603,7 @@ async fn update_pool(
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_pool(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_pool(&ctx, &PoolId(id)).await?;
@@ -613,7 +616,7 @@ async fn delete_pool(
     responses((status = 200, body = Page<MemberView>), (status = 404, body = ErrorBody)))]
 async fn list_members(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
     let cfg = s.control.view();
@@ -634,7 +637,7 @@ async fn list_members(
     responses((status = 201, body = MemberView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_member(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<MemberSpec>,
 ) -> ApiResult {
@@ -703,7 +706,7 @@ struct BatchResult {
     responses((status = 200, body = BatchResult), (status = 400, body = ErrorBody)))]
 async fn batch_members(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> ApiResult {
@@ -758,7 +761,7 @@ async fn batch_members(
     responses((status = 200, body = MemberView), (status = 404, body = ErrorBody)))]
 async fn get_member(
     State(s): State<AppState>,
-    Path((id, member_id)): Path<(String, String)>,
+    PathParams((id, member_id)): PathParams<(String, String)>,
 ) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
@@ -776,7 +779,7 @@ async fn get_member(
     responses((status = 200, body = MemberView), (status = 412, body = ErrorBody)))]
 async fn update_member(
     State(s): State<AppState>,
-    Path((id, member_id)): Path<(String, String)>,
+    PathParams((id, member_id)): PathParams<(String, String)>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -792,7 +795,7 @@ async fn update_member(
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_member(
     State(s): State<AppState>,
-    Path((id, member_id)): Path<(String, String)>,
+    PathParams((id, member_id)): PathParams<(String, String)>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s
@@ -856,7 +859,7 @@ fn render_monitor(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> A
 
 #[utoipa::path(get, path = "/v1/healthmonitors/{id}", tag = "health monitors",
     responses((status = 200, body = HealthMonitorView), (status = 404, body = ErrorBody)))]
-async fn get_monitor(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_monitor(State(s): State<AppState>, PathParams(id): PathParams<String>) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .monitors
@@ -874,7 +877,7 @@ async fn get_monitor(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
     responses((status = 200, body = HealthMonitorView)))]
 async fn update_monitor(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -889,7 +892,7 @@ async fn update_monitor(
     responses((status = 202, body = WorkRequest)))]
 async fn delete_monitor(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_monitor(&ctx, &HealthMonitorId(id)).await?;
@@ -937,7 +940,7 @@ fn render_subnet(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> Ap
 
 #[utoipa::path(get, path = "/v1/subnets/{id}", tag = "subnets",
     responses((status = 200, body = SubnetView), (status = 404, body = ErrorBody)))]
-async fn get_subnet(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_subnet(State(s): State<AppState>, PathParams(id): PathParams<String>) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .subnets
@@ -955,7 +958,7 @@ async fn get_subnet(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
     responses((status = 200, body = SubnetView)))]
 async fn update_subnet(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -967,7 +970,7 @@ async fn update_subnet(
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_subnet(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_subnet(&ctx, &SubnetId(id)).await?;
@@ -1020,7 +1023,10 @@ async fn list_work_requests(
 
 #[utoipa::path(get, path = "/v1/work-requests/{id}", tag = "work requests",
     responses((status = 200, body = WorkRequest), (status = 404, body = ErrorBody)))]
-async fn get_work_request(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_work_request(
+    State(s): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult {
     let wr = s
         .control
         .get_work_request(&WorkRequestId(id.clone()))
@@ -1042,7 +1048,7 @@ struct WaitQuery {
     responses((status = 200, body = WorkRequest), (status = 404, body = ErrorBody)))]
 async fn wait_work_request(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(q): QueryParams<WaitQuery>,
 ) -> ApiResult {
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(120_000));
