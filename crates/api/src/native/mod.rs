@@ -126,6 +126,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
 #[into_params(parameter_in = Query)]
 struct PageQuery {
     /// At most this many items (1..1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,

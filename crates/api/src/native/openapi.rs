@@ -395,6 +395,20 @@ mod tests {
     }
 
     #[test]
+    fn a_page_limit_states_its_range() {
+        let doc = document();
+        let ops = &doc["paths"]["/v1/pools"]["get"]["parameters"];
+        let limit = ops
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], 1000);
+    }
+
+    #[test]
     fn parameter_descriptions_name_the_resource() {
         assert_eq!(
             describe_parameter("/v1/pools/{id}/members/{member_id}", "id"),
