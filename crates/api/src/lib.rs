@@ -17,6 +17,9 @@ mod auth;
 mod azure;
 mod body;
 mod decode;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod huawei;
 mod metrics;
 mod native;

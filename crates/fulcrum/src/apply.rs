@@ -27,7 +27,6 @@
 
 use std::path::Path;
 
-use anyhow::bail;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -140,27 +139,10 @@ pub async fn apply_document(client: &Client, doc: Value, prune: bool) -> anyhow:
 async fn send(client: &Client, doc: Value, prune: bool, dry_run: bool) -> anyhow::Result<Summary> {
     // Shape and references are checked here too, so a broken file is refused before the
     // server is asked (and by `fulcrum validate -f` with no server at all).
-    check_document(&doc)?;
+    fulcrum::document::check_document(&doc)?;
     let body = json!({"document": doc, "prune": prune, "dry_run": dry_run});
     let reply = client
         .call(Method::POST, "/v1/apply", Some(&body), None)
         .await?;
     Ok(serde_json::from_value(reply.body)?)
-}
-
-/// Checks an apply file without a server: its shape, a name on everything, no name twice
-/// where names must be unique, and references (a listener's pools, a member's subnet) to
-/// what the file defines. Returns what it holds, for a summary line.
-pub fn check_document(doc: &Value) -> anyhow::Result<String> {
-    match fulcrum_control::check_document(doc) {
-        Ok(holds) => Ok(holds),
-        Err(fulcrum_control::ControlError::Invalid(v)) => {
-            let e = v.first();
-            if e.field.is_empty() {
-                bail!("{}", e.message)
-            }
-            bail!("{}: {}", e.field, e.message)
-        }
-        Err(e) => bail!("{e}"),
-    }
 }

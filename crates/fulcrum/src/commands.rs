@@ -514,12 +514,8 @@ pub fn read_document(path: &PathBuf) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let doc = match ext {
-        "toml" => toml::from_str::<Value>(&text).map_err(anyhow::Error::from),
-        "json" => serde_json::from_str(&text).map_err(anyhow::Error::from),
-        _ => serde_yaml_ng::from_str(&text).map_err(anyhow::Error::from),
-    };
-    doc.with_context(|| format!("cannot parse {}", path.display()))
+    fulcrum::document::parse_document(&text, ext)
+        .with_context(|| format!("cannot parse {}", path.display()))
 }
 
 /// Builds a request body from a file, named flags and `--set` pairs (later wins).

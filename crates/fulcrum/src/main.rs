@@ -344,21 +344,17 @@ async fn run(cli: Cli, file: serve::FileConfig) -> anyhow::Result<()> {
         Command::Validate { file, config } => {
             if let Some(path) = config {
                 let file = serve::read_config(Some(&path))?;
-                file.api.server_limits()?;
-                file.proxy.vip_ranges()?;
-                file.api.auth_throttle()?;
-                file.api.api_tokens()?;
-                file.api.client_cert_principals()?;
-                if let Some(files) = file.api.tls_files()? {
+                if let Some(files) = file.check()? {
                     fulcrum_api::ApiTls::load(files)?;
                 }
                 println!("{}: valid", path.display());
             }
             if let Some(path) = file {
                 let doc = commands::read_document(&path)?;
-                let holds = anyhow::Context::with_context(apply::check_document(&doc), || {
-                    format!("{} is not a valid apply file", path.display())
-                })?;
+                let holds =
+                    anyhow::Context::with_context(fulcrum::document::check_document(&doc), || {
+                        format!("{} is not a valid apply file", path.display())
+                    })?;
                 println!("{}: valid ({holds})", path.display());
             }
             Ok(())

@@ -5,54 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use fulcrum::config::{StoreSection, etcd_endpoints};
 use fulcrum_store::{EmbeddedStore, Store};
-use serde::Deserialize;
 
 use crate::paths;
-
-/// `[store]` in `fulcrum.toml`. Parsed in every build, so one config file stays valid whether
-/// or not this binary has etcd support; only builds with it read the etcd fields.
-#[derive(Debug, Default, Deserialize)]
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-#[serde(deny_unknown_fields)]
-pub struct StoreSection {
-    /// `etcd://host:port,host:port` (plain) or `etcds://…` (TLS); absent: embedded.
-    pub url: Option<String>,
-    /// etcd user (with `password`), when etcd has authentication on.
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// PEM file of the CA that signed etcd's certificates (`etcds://`).
-    pub ca_file: Option<String>,
-    /// PEM client certificate and key, when etcd asks for client certificates.
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    /// How long a node's record outlives it in etcd (default 5 s): a dead node stops
-    /// holding back work requests after this long.
-    pub session_ttl_secs: Option<u64>,
-}
-
-/// A fleet store's endpoints, parsed from `etcd://a:2379,b:2379` or `etcds://…`.
-pub fn etcd_endpoints(url: &str) -> anyhow::Result<Vec<String>> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
-        ("http", rest)
-    } else if let Some(rest) = url.strip_prefix("etcds://") {
-        ("https", rest)
-    } else {
-        anyhow::bail!("unknown store {url:?}: use etcd://host:port[,host:port…] or etcds://…");
-    };
-    let endpoints: Vec<String> = rest
-        .trim_end_matches('/')
-        .split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("{scheme}://{h}"))
-        .collect();
-    anyhow::ensure!(
-        !endpoints.is_empty(),
-        "the store URL {url:?} names no etcd host"
-    );
-    Ok(endpoints)
-}
 
 /// Opens the store: `(store, shared)`, where `shared` says several nodes may use it.
 pub async fn open(
@@ -103,23 +59,4 @@ async fn open_etcd(_section: &StoreSection, url: &str) -> anyhow::Result<Arc<dyn
         "this fulcrum was built without etcd support; build it with \
          `cargo build --release -p fulcrum --features etcd` (needs protobuf-compiler)"
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn etcd_urls_name_every_endpoint() {
-        assert_eq!(
-            etcd_endpoints("etcd://h1:2379,h2:2379").ok(),
-            Some(vec!["http://h1:2379".into(), "http://h2:2379".into()])
-        );
-        assert_eq!(
-            etcd_endpoints("etcds://e:2379/").ok(),
-            Some(vec!["https://e:2379".into()])
-        );
-        assert!(etcd_endpoints("http://h1:2379").is_err());
-        assert!(etcd_endpoints("etcd://").is_err());
-    }
 }

@@ -92,9 +92,7 @@ fn default_slow_start_duration() -> u32 {
     30
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PoolType {
     /// Any backend.
     #[default]
@@ -107,6 +105,22 @@ pub enum PoolType {
     #[serde(rename = "ip")]
     Ip,
 }
+
+/// Written by hand: utoipa's derive ignores an empty `rename`, and would document `Any`
+/// where the wire says `""`.
+impl utoipa::PartialSchema for PoolType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["", "instance", "ip"]))
+            .description(Some(
+                "`\"\"`: any backend; `instance`: any backend, `vpc_id` required; `ip`: cross-VPC IP backends only, `vpc_id` forbidden.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PoolType {}
 
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,

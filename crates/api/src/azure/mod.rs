@@ -31,6 +31,8 @@ use serde_json::Value;
 mod auth;
 mod error;
 mod filter;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod wire;
 
 pub use auth::{AzureToken, JwtConfig};

@@ -817,6 +817,20 @@ async fn create_pool(api: Api, s: HState, call: Call) -> HResult {
             "pool.loadbalancer_id or pool.listener_id is required",
         ));
     }
+    let spec = pool_spec(api, req);
+    let control = &s.app.control;
+    let outcome = match (&listener_id, &lb_id) {
+        (Some(l), _) => control.create_pool_for_listener(&ctx(&call), l, spec).await,
+        (None, Some(lb)) => control.create_pool(&ctx(&call), lb, spec).await,
+        (None, None) => return Err(HuaweiError::invalid("pool.loadbalancer_id is required")),
+    }
+    .map_err(|e| HuaweiError::from(e).renamed(POOL_RENAMES))?;
+    settle(api, &s, &outcome).await;
+    render_pool(api, &s, &call, &PoolId(result_id(&outcome)?), created(api))
+}
+
+/// The pool a creation asks for.
+fn pool_spec(api: Api, req: PoolCreate) -> PoolSpec {
     let mut spec = PoolSpec::new(req.name, req.protocol);
     spec.description = req.description;
     spec.algorithm = req.lb_algorithm;
@@ -832,15 +846,7 @@ async fn create_pool(api: Api, s: HState, call: Call) -> HResult {
     });
     spec.protection_status = req.protection_status.unwrap_or_default();
     spec.protection_reason = req.protection_reason.unwrap_or_default();
-    let control = &s.app.control;
-    let outcome = match (&listener_id, &lb_id) {
-        (Some(l), _) => control.create_pool_for_listener(&ctx(&call), l, spec).await,
-        (None, Some(lb)) => control.create_pool(&ctx(&call), lb, spec).await,
-        (None, None) => return Err(HuaweiError::invalid("pool.loadbalancer_id is required")),
-    }
-    .map_err(|e| HuaweiError::from(e).renamed(POOL_RENAMES))?;
-    settle(api, &s, &outcome).await;
-    render_pool(api, &s, &call, &PoolId(result_id(&outcome)?), created(api))
+    spec
 }
 
 async fn show_pool(api: Api, s: HState, call: Call) -> HResult {
@@ -1368,6 +1374,25 @@ fn render_monitor(
 
 async fn create_monitor(api: Api, s: HState, call: Call) -> HResult {
     let MonitorBody { healthmonitor: req } = parse::<MonitorBody<MonitorCreate>>(&call.body)?;
+    let spec = monitor_spec(req)?;
+    let outcome = s
+        .app
+        .control
+        .create_monitor(&ctx(&call), spec)
+        .await
+        .map_err(|e| HuaweiError::from(e).renamed(MONITOR_RENAMES))?;
+    settle(api, &s, &outcome).await;
+    render_monitor(
+        api,
+        &s,
+        &call,
+        &HealthMonitorId(result_id(&outcome)?),
+        created(api),
+    )
+}
+
+/// The health monitor a creation asks for, in Huawei's ranges.
+fn monitor_spec(req: MonitorCreate) -> Result<HealthMonitorSpec, HuaweiError> {
     check_monitor_ranges(
         Some(req.delay),
         Some(req.timeout),
@@ -1396,20 +1421,7 @@ async fn create_monitor(api: Api, s: HState, call: Call) -> HResult {
     spec.domain_name = req.domain_name.filter(|d| !d.is_empty());
     spec.name = req.name.unwrap_or_default();
     spec.admin_state_up = req.admin_state_up.unwrap_or(true);
-    let outcome = s
-        .app
-        .control
-        .create_monitor(&ctx(&call), spec)
-        .await
-        .map_err(|e| HuaweiError::from(e).renamed(MONITOR_RENAMES))?;
-    settle(api, &s, &outcome).await;
-    render_monitor(
-        api,
-        &s,
-        &call,
-        &HealthMonitorId(result_id(&outcome)?),
-        created(api),
-    )
+    Ok(spec)
 }
 
 async fn show_monitor(api: Api, s: HState, call: Call) -> HResult {
@@ -1462,6 +1474,106 @@ async fn delete_monitor(api: Api, s: HState, call: Call) -> HResult {
     let outcome = s.app.control.delete_monitor(&ctx(&call), &id).await?;
     settle(api, &s, &outcome).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The request bodies for `fulcrum_api::fuzzing::huawei_body`: the first byte picks the
+/// operation. Creations are decoded and their fields checked as the handlers check them;
+/// updates become the patches the handlers send, merged and validated as the control
+/// plane does; batch items are read one by one.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_body(data: &[u8]) {
+    use crate::fuzzing::{
+        patched, pick, validate_loadbalancer, validate_member, validate_monitor, validate_pool,
+    };
+    let Some((which, body)) = pick(data) else {
+        return;
+    };
+    match which % 10 {
+        0 => {
+            if let Ok(LbBody { loadbalancer: req }) = parse::<LbBody<LbCreate>>(body) {
+                let mut spec = LoadBalancerSpec::new(req.name);
+                spec.description = req.description;
+                if let Some(a) = req.vip_address.as_deref().and_then(|a| a.parse().ok()) {
+                    spec.vip_address = a;
+                }
+                spec.vpc_id = req.vpc_id.unwrap_or_default();
+                validate_loadbalancer(&spec);
+            }
+        }
+        1 => {
+            if let Ok(LbBody { loadbalancer: req }) = parse::<LbBody<LbUpdate>>(body) {
+                let mut patch = Map::new();
+                set(&mut patch, "name", &req.name);
+                set(&mut patch, "description", &req.description);
+                set(&mut patch, "admin_state_up", &req.admin_state_up);
+                if let Some(spec) = patched(&LoadBalancerSpec::new("lb"), &Value::Object(patch)) {
+                    validate_loadbalancer(&spec);
+                }
+            }
+        }
+        2 => {
+            if let Ok(ListenerBody { listener: req }) = parse::<ListenerBody<ListenerCreate>>(body)
+            {
+                for api in [Api::V2, Api::V3] {
+                    let _ = listener_protocol(api, &req.protocol);
+                }
+                let _ = req.connection_limit.map(connection_limit);
+            }
+        }
+        3 => {
+            let _ = parse::<ListenerBody<ListenerUpdate>>(body);
+        }
+        4 => {
+            if let Ok(PoolBody { pool: req }) = parse::<PoolBody<PoolCreate>>(body) {
+                validate_pool(&pool_spec(Api::V3, req));
+            }
+        }
+        5 => {
+            if let Ok(PoolBody { pool: req }) = parse::<PoolBody<PoolUpdate>>(body) {
+                let current = PoolSpec::new("p", PoolProtocol::Http);
+                if let Some(spec) = patched(&current, &pool_patch(req)) {
+                    validate_pool(&spec);
+                    let _ = spec.validate_update(&current);
+                }
+            }
+        }
+        6 => {
+            if let Ok(MemberBody { member: req }) = parse::<MemberBody<MemberCreate>>(body) {
+                let _ = check_weight("member.weight", req.weight);
+            }
+        }
+        7 => {
+            if let Ok(MemberBody { member: req }) = parse::<MemberBody<MemberUpdate>>(body)
+                && let Ok(patch) = member_patch(&req, "member")
+                && let Some(spec) = patched(&MemberSpec::new("10.0.0.1", 80), &patch)
+            {
+                validate_member(&spec);
+            }
+        }
+        8 => {
+            if let Ok(req) = parse::<BatchBody>(body) {
+                for (i, v) in req.members.into_iter().enumerate() {
+                    if let Ok(m) = batch_item::<BatchMember>(i, v.clone()) {
+                        let _ = check_weight("weight", m.weight);
+                        let mut spec = MemberSpec::new(m.address, m.protocol_port);
+                        spec.name = m.name;
+                        validate_member(&spec);
+                    }
+                    let _ = batch_item::<BatchMemberRef>(i, v);
+                }
+            }
+            let _ = parse::<BatchUpdateBody>(body);
+        }
+        _ => {
+            if let Ok(MonitorBody { healthmonitor: req }) =
+                parse::<MonitorBody<MonitorCreate>>(body)
+                && let Ok(spec) = monitor_spec(req)
+            {
+                validate_monitor(&spec);
+            }
+            let _ = parse::<MonitorBody<MonitorUpdate>>(body);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 
 mod error;
-mod handlers;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
+pub(crate) mod handlers;
 mod sign;
 #[cfg(test)]
 mod tests;

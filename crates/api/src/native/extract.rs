@@ -1,6 +1,6 @@
 //! Extractors that turn every malformed request into a clear 400 naming the field.
 
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fulcrum_control::{EtagScope, IfMatch, RequestContext};
@@ -109,6 +109,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|Query(q)| QueryParams(q))
             .map_err(|e| NativeError::invalid("", e.body_text()))
+    }
+}
+
+/// Path parameters, refused with the native error shape (axum's own rejection is plain
+/// text): a parameter that is not UTF-8 once percent-decoded (`/v1/pools/%FF`).
+pub(crate) struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = NativeError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| PathParams(p))
+            .map_err(|e| NativeError::invalid("path", e.body_text()))
     }
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use fulcrum_control::{BatchMembers, ControlPlane, Outcome, etag};
 use fulcrum_model::{
@@ -25,12 +25,15 @@ use utoipa_axum::routes;
 
 mod error;
 mod extract;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
+mod openapi;
 mod stats;
 mod views;
 
 use crate::AppState;
 use error::{ErrorBody, NativeError};
-use extract::{Caller, Ctx, JsonBody, QueryParams};
+use extract::{Caller, Ctx, JsonBody, PathParams, QueryParams};
 use stats::*;
 use views::*;
 
@@ -95,9 +98,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(wait_work_request))
 }
 
-/// The OpenAPI 3.1 document of the native API.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    with_forbidden(api().split_for_parts().1)
+/// The OpenAPI 3.1 document of the native API, as served at `/v1/openapi.json`.
+pub fn openapi_document() -> Value {
+    openapi::complete(&with_forbidden(api().split_for_parts().1))
 }
 
 /// Every authenticated operation may answer 403: a token's role or scope does not allow it
@@ -139,8 +142,7 @@ fn with_forbidden(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
 
 pub(crate) fn router(state: AppState) -> axum::Router {
     let (router, doc) = api().split_for_parts();
-    let doc = with_forbidden(doc);
-    let doc = std::sync::Arc::new(doc);
+    let doc = std::sync::Arc::new(openapi::complete(&with_forbidden(doc)));
     router
         .route(
             "/v1/openapi.json",
@@ -165,6 +167,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
 #[into_params(parameter_in = Query)]
 struct PageQuery {
     /// At most this many items (1..1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -390,7 +393,7 @@ fn render_lb(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiRes
 async fn get_loadbalancer(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     let full = s.control.view();
     let cfg = caller.view(&full);
@@ -410,7 +413,7 @@ async fn get_loadbalancer(
     responses((status = 200, body = LoadBalancerView), (status = 412, body = ErrorBody)))]
 async fn update_loadbalancer(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -433,7 +436,7 @@ struct DeleteQuery {
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_loadbalancer(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     QueryParams(q): QueryParams<DeleteQuery>,
 ) -> ApiResult {
@@ -451,7 +454,7 @@ async fn delete_loadbalancer(
 async fn list_lb_listeners(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
     q.loadbalancer_id = Some(id);
@@ -485,7 +488,7 @@ async fn list_listeners(
     responses((status = 201, body = ListenerView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_listener(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<ListenerSpec>,
 ) -> ApiResult {
@@ -516,7 +519,7 @@ fn render_listener(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> 
 async fn get_listener(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     let full = s.control.view();
     let cfg = caller.view(&full);
@@ -536,7 +539,7 @@ async fn get_listener(
     responses((status = 200, body = ListenerView)))]
 async fn update_listener(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -551,7 +554,7 @@ async fn update_listener(
     responses((status = 202, body = WorkRequest)))]
 async fn delete_listener(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_listener(&ctx, &ListenerId(id)).await?;
@@ -565,7 +568,7 @@ async fn delete_listener(
 async fn list_lb_pools(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
     q.loadbalancer_id = Some(id);
@@ -599,7 +602,7 @@ async fn list_pools(
     responses((status = 201, body = PoolView), (status = 400, body = ErrorBody)))]
 async fn create_pool(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<PoolSpec>,
 ) -> ApiResult {
@@ -627,7 +630,11 @@ fn render_pool(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiR
 
 #[utoipa::path(get, path = "/v1/pools/{id}", tag = "pools",
     responses((status = 200, body = PoolView), (status = 404, body = ErrorBody)))]
-async fn get_pool(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult {
+async fn get_pool(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> ApiResult {
     let full = s.control.view();
     let cfg = caller.view(&full);
     let v = cfg
@@ -646,7 +653,7 @@ async fn get_pool(State(s): State<AppState>, caller: Caller, Path(id): Path<Stri
     responses((status = 200, body = PoolView), (status = 412, body = ErrorBody)))]
 async fn update_pool(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -658,7 +665,7 @@ async fn update_pool(
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_pool(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_pool(&ctx, &PoolId(id)).await?;
@@ -672,7 +679,7 @@ async fn delete_pool(
 async fn list_members(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> ApiResult {
     let full = s.control.view();
@@ -694,7 +701,7 @@ async fn list_members(
     responses((status = 201, body = MemberView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create_member(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(spec): JsonBody<MemberSpec>,
 ) -> ApiResult {
@@ -763,7 +770,7 @@ struct BatchResult {
     responses((status = 200, body = BatchResult), (status = 400, body = ErrorBody)))]
 async fn batch_members(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(req): JsonBody<BatchRequest>,
 ) -> ApiResult {
@@ -819,7 +826,7 @@ async fn batch_members(
 async fn get_member(
     State(s): State<AppState>,
     caller: Caller,
-    Path((id, member_id)): Path<(String, String)>,
+    PathParams((id, member_id)): PathParams<(String, String)>,
 ) -> ApiResult {
     let full = s.control.view();
     let cfg = caller.view(&full);
@@ -838,7 +845,7 @@ async fn get_member(
     responses((status = 200, body = MemberView), (status = 412, body = ErrorBody)))]
 async fn update_member(
     State(s): State<AppState>,
-    Path((id, member_id)): Path<(String, String)>,
+    PathParams((id, member_id)): PathParams<(String, String)>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -854,7 +861,7 @@ async fn update_member(
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_member(
     State(s): State<AppState>,
-    Path((id, member_id)): Path<(String, String)>,
+    PathParams((id, member_id)): PathParams<(String, String)>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s
@@ -923,7 +930,7 @@ fn render_monitor(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> A
 async fn get_monitor(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     let full = s.control.view();
     let cfg = caller.view(&full);
@@ -943,7 +950,7 @@ async fn get_monitor(
     responses((status = 200, body = HealthMonitorView)))]
 async fn update_monitor(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -958,7 +965,7 @@ async fn update_monitor(
     responses((status = 202, body = WorkRequest)))]
 async fn delete_monitor(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_monitor(&ctx, &HealthMonitorId(id)).await?;
@@ -1006,7 +1013,7 @@ fn render_subnet(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> Ap
 
 #[utoipa::path(get, path = "/v1/subnets/{id}", tag = "subnets",
     responses((status = 200, body = SubnetView), (status = 404, body = ErrorBody)))]
-async fn get_subnet(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_subnet(State(s): State<AppState>, PathParams(id): PathParams<String>) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .subnets
@@ -1024,7 +1031,7 @@ async fn get_subnet(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
     responses((status = 200, body = SubnetView)))]
 async fn update_subnet(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -1036,7 +1043,7 @@ async fn update_subnet(
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
 async fn delete_subnet(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_subnet(&ctx, &SubnetId(id)).await?;
@@ -1176,7 +1183,7 @@ fn render_vpc(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiRe
 
 #[utoipa::path(get, path = "/v1/vpcs/{id}", tag = "vpcs",
     responses((status = 200, body = Vpc), (status = 404, body = ErrorBody)))]
-async fn get_vpc(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn get_vpc(State(s): State<AppState>, PathParams(id): PathParams<String>) -> ApiResult {
     let cfg = s.control.view();
     let v = cfg
         .vpcs
@@ -1194,7 +1201,7 @@ async fn get_vpc(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
     responses((status = 200, body = Vpc)))]
 async fn update_vpc(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult {
@@ -1204,7 +1211,11 @@ async fn update_vpc(
 
 #[utoipa::path(delete, path = "/v1/vpcs/{id}", tag = "vpcs",
     responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
-async fn delete_vpc(State(s): State<AppState>, Path(id): Path<String>, Ctx(ctx): Ctx) -> ApiResult {
+async fn delete_vpc(
+    State(s): State<AppState>,
+    PathParams(id): PathParams<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult {
     let outcome = s.control.delete_vpc(&ctx, &VpcId(id)).await?;
     Ok(accepted(&outcome))
 }
@@ -1262,7 +1273,7 @@ async fn list_work_requests(
 async fn get_work_request(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     let wr = s
         .control
@@ -1286,7 +1297,7 @@ struct WaitQuery {
 async fn wait_work_request(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     QueryParams(q): QueryParams<WaitQuery>,
 ) -> ApiResult {
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(120_000));

@@ -34,6 +34,8 @@ use crate::AppState;
 use crate::request::current_request_id;
 
 mod error;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod signature;
 mod wire;
 

@@ -1,0 +1,54 @@
+//! The Azure dialect's parsers for `fulcrum_api::fuzzing`: `$filter` and backend bodies.
+
+use fulcrum_model::MemberSpec;
+
+use super::filter::{Field, Filter};
+use super::wire::{self, BackendKind, Service};
+use crate::fuzzing::validate_member;
+
+pub(crate) fn filter(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(f) = Filter::parse(text) {
+        let _ = f.matches(|field| match field {
+            Field::Name => "backend-1".to_owned(),
+            Field::Title => "Backend One".to_owned(),
+            Field::Url => "https://10.0.0.1:8443/api".to_owned(),
+        });
+    }
+}
+
+/// What a PUT of a backend does with its body before it plans the change.
+pub(crate) fn body(data: &[u8]) {
+    let Ok(body) = serde_json::from_slice(data) else {
+        return;
+    };
+    let Ok(properties) = super::properties_of(body) else {
+        return;
+    };
+    let Ok(mut props) = super::decode_properties(properties) else {
+        return;
+    };
+    if wire::unmask(&mut props, None).is_err() {
+        return;
+    }
+    let service = Service {
+        subscription: "sub".into(),
+        resource_group: "rg".into(),
+        name: "svc".into(),
+    };
+    let Ok(t) = wire::translate(&props, &service, "backend-1") else {
+        return;
+    };
+    let _ = t.upstream.validate();
+    if t.kind == BackendKind::Single
+        && let Some((host, port)) = &t.endpoint
+    {
+        let mut m = MemberSpec::new(host.clone(), *port);
+        m.name = "backend-1".into();
+        validate_member(&m);
+        // What a read renders back from it.
+        let _ = wire::render_url(&t.upstream, &m);
+    }
+}

@@ -1,0 +1,4 @@
+//! The OCI dialect's request bodies, translated into the model.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fulcrum_api::fuzzing::oci_body(data));
