@@ -331,6 +331,7 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 }
 
 /// A resource as apply compares it: its id, name and spec.
+#[derive(Clone)]
 struct Existing {
     id: String,
     name: String,
@@ -339,21 +340,21 @@ struct Existing {
 
 /// The one resource named `name`; several are refused, naming them.
 fn by_name(
-    mut candidates: Vec<Existing>,
+    candidates: &[Existing],
     name: &str,
     what: &str,
     at: &str,
 ) -> Result<Option<Existing>, ControlError> {
-    candidates.retain(|c| c.name == name);
-    if candidates.len() > 1 {
-        let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+    let named: Vec<&Existing> = candidates.iter().filter(|c| c.name == name).collect();
+    if named.len() > 1 {
+        let ids: Vec<&str> = named.iter().map(|c| c.id.as_str()).collect();
         return Err(ControlError::Conflict(format!(
             "{at}: {} {what}s are named {name:?} ({}): rename all but one; nothing was changed",
             ids.len(),
             ids.join(", ")
         )));
     }
-    Ok(candidates.pop())
+    Ok(named.first().map(|c| (*c).clone()))
 }
 
 /// What an upsert creates or updates.
@@ -394,7 +395,7 @@ impl Applier<'_> {
         for (i, s) in list(doc.get("subnets"), "subnets")?.into_iter().enumerate() {
             let at = format!("subnets[{i}]");
             let name = name_of(&s).unwrap_or_default();
-            let existing = self.batch.read(&self.ctx.scope, |c| {
+            let existing: Vec<Existing> = self.batch.read(&self.ctx.scope, |c| {
                 c.subnets
                     .values()
                     .map(|v| Existing {
@@ -404,7 +405,7 @@ impl Applier<'_> {
                     })
                     .collect()
             });
-            let current = by_name(existing, &name, "subnet", &at)?;
+            let current = by_name(&existing, &name, "subnet", &at)?;
             let id = self
                 .upsert(Target::Subnet, &name, &at, current, Value::Object(s))
                 .await?;
@@ -509,7 +510,7 @@ impl Applier<'_> {
         let name = name_of(&lb).unwrap_or_default();
         let pools = list(lb.remove("pools").as_ref(), &format!("{at_}.pools"))?;
         let listeners = list(lb.remove("listeners").as_ref(), &format!("{at_}.listeners"))?;
-        let existing = self.batch.read(&self.ctx.scope, |c| {
+        let existing: Vec<Existing> = self.batch.read(&self.ctx.scope, |c| {
             c.loadbalancers
                 .values()
                 .map(|v| Existing {
@@ -519,7 +520,7 @@ impl Applier<'_> {
                 })
                 .collect()
         });
-        let current = by_name(existing, &name, "load balancer", at_)?;
+        let current = by_name(&existing, &name, "load balancer", at_)?;
         let lb_id = LoadBalancerId(
             self.upsert(Target::LoadBalancer, &name, at_, current, Value::Object(lb))
                 .await?,
@@ -546,19 +547,7 @@ impl Applier<'_> {
             let pname = name_of(&pool).unwrap_or_default();
             let members = pool.remove("members");
             let monitor = pool.remove("health_monitor");
-            let current = by_name(
-                existing_pools
-                    .iter()
-                    .map(|e| Existing {
-                        id: e.id.clone(),
-                        name: e.name.clone(),
-                        spec: e.spec.clone(),
-                    })
-                    .collect(),
-                &pname,
-                "pool",
-                &at_pool,
-            )?;
+            let current = by_name(&existing_pools, &pname, "pool", &at_pool)?;
             let label = format!("{name}/{pname}");
             let pool_id = PoolId(
                 self.upsert(
@@ -633,19 +622,7 @@ impl Applier<'_> {
                     }
                 }
             }
-            let current = by_name(
-                existing_listeners
-                    .iter()
-                    .map(|e| Existing {
-                        id: e.id.clone(),
-                        name: e.name.clone(),
-                        spec: e.spec.clone(),
-                    })
-                    .collect(),
-                &lname,
-                "listener",
-                &at_listener,
-            )?;
+            let current = by_name(&existing_listeners, &lname, "listener", &at_listener)?;
             self.upsert(
                 Target::Listener(&lb_id),
                 &format!("{name}/{lname}"),

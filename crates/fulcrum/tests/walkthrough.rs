@@ -95,7 +95,7 @@ fn the_readme_walkthrough_runs_as_written_by_names() {
     // `--wait` prints the member as it is once its change is served.
     let waited = output_of("fulcrum member update");
     assert!(
-        waited.contains("10.0.0.5") && waited.contains('3') && !waited.contains("PENDING"),
+        waited.contains("10.0.0.5") && waited.contains("DRAINING") && !waited.contains("PENDING"),
         "{waited}"
     );
     let members = output_of("fulcrum member list app");

@@ -730,7 +730,7 @@ async fn forward(
                 retry: up.reused,
             }
         };
-        if !attempts.member_failed(&pool, idx, failed, up.reused, retryable && !has_body) {
+        if !attempts.member_failed(&pool, idx, failed, up.reused, retryable) {
             break;
         }
     }
