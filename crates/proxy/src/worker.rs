@@ -4,7 +4,10 @@
 //! the request path wakes another thread. Member live state (in-flight counts, health,
 //! breakers, sticky tables) is shared through atomics and short locks.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -12,6 +15,7 @@ use tokio::sync::oneshot;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(NOT_A_WORKER) };
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
 }
 
 const NOT_A_WORKER: usize = usize::MAX;
@@ -21,6 +25,73 @@ const NOT_A_WORKER: usize = usize::MAX;
 pub(crate) fn current() -> Option<usize> {
     let id = WORKER.with(Cell::get);
     (id != NOT_A_WORKER).then_some(id)
+}
+
+/// Waits until the tasks the worker had ready when this was first polled have run, so
+/// that the writes of one batch of events leave together: the reads of a batch come
+/// first, then the writes, and a peer woken by the first write finds the rest waiting
+/// (one wake-up per batch instead of one per write). The delay is bounded: deferred
+/// tasks go back to the end of the run queue as soon as the tasks ahead of them ran.
+/// Off a worker (tests driving a connection on their own runtime) it is ready at once.
+pub(crate) fn end_of_batch() -> EndOfBatch {
+    EndOfBatch {
+        registered: current().is_none(),
+    }
+}
+
+pub(crate) struct EndOfBatch {
+    registered: bool,
+}
+
+impl Future for EndOfBatch {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered {
+            return Poll::Ready(());
+        }
+        self.registered = true;
+        BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.deferred.is_empty()
+                && let Some(flusher) = &b.flusher
+            {
+                flusher.wake_by_ref();
+            }
+            b.deferred.push(cx.waker().clone());
+        });
+        Poll::Pending
+    }
+}
+
+/// The worker's task that ends each batch: woken by the first deferral, it runs after
+/// every task queued before it and wakes the deferred ones.
+async fn end_batches() {
+    std::future::poll_fn(|cx| {
+        BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            let b = &mut *b;
+            if !b.flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                b.flusher = Some(cx.waker().clone());
+            }
+            std::mem::swap(&mut b.deferred, &mut b.waking);
+        });
+        // Woken outside the borrow: a waker may run code that defers again.
+        let mut waking = BATCH.with(|b| std::mem::take(&mut b.borrow_mut().waking));
+        for w in waking.drain(..) {
+            w.wake();
+        }
+        BATCH.with(|b| b.borrow_mut().waking = waking);
+        Poll::<()>::Pending
+    })
+    .await
+}
+
+#[derive(Default)]
+struct Batch {
+    flusher: Option<Waker>,
+    deferred: Vec<Waker>,
+    /// Spare capacity swapped with `deferred`, so neither allocates in steady state.
+    waking: Vec<Waker>,
 }
 
 /// The worker threads; dropping this stops them (and drops what their runtimes hold).
@@ -63,6 +134,9 @@ impl Workers {
                     WORKER.with(|w| w.set(id));
                 }
                 runtime.block_on(async {
+                    if id != count {
+                        tokio::spawn(end_batches());
+                    }
                     let _ = stopped.await;
                 });
                 // Connections still open are dropped with the runtime.

@@ -653,6 +653,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             (Body::Chunked, _) => Some(Framing::Chunked { decode: false }),
             (Body::UntilClose, _) => Some(Framing::UntilClose),
         };
+        // Answers of one batch of events go out together, after its reads: the client
+        // (often one process holding many connections) is woken once for all of them.
+        crate::worker::end_of_batch().await;
         let mut out = std::mem::take(&mut self.out);
         let relayed = match body {
             None => within(sleep, idle, write_two(&mut self.io, &out, &[]))
