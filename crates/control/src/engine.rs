@@ -37,6 +37,9 @@ pub struct Options {
     pub busy_wait: Duration,
     /// How many revisions of change history to keep before compacting.
     pub history_revisions: i64,
+    /// How often expired retry tokens are forgotten and history is compacted (first at
+    /// start).
+    pub housekeeping_every: Duration,
     /// Fleet mode (several nodes on one shared store): this node's identity.
     pub node: Option<NodeOptions>,
     /// Seals secret fields at rest (in the store and the snapshot file). The default is
@@ -62,6 +65,7 @@ impl Default for Options {
             retry_token_ttl: Duration::from_secs(24 * 3600),
             busy_wait: Duration::from_secs(2),
             history_revisions: 10_000,
+            housekeeping_every: Duration::from_secs(300),
             node: None,
             secret_key: Arc::new(
                 SecretKey::generate()
@@ -1337,7 +1341,10 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
         Some(this) => this.applied.subscribe(),
         None => return,
     };
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(300));
+    let mut housekeeping = match cp.upgrade() {
+        Some(this) => tokio::time::interval(this.opts.housekeeping_every),
+        None => return,
+    };
     let mut last_round = tokio::time::Instant::now();
     loop {
         tokio::select! {

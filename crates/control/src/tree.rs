@@ -420,6 +420,10 @@ mod tests {
 
     use fulcrum_model::{HealthMonitorType, ListenerProtocol, PoolProtocol};
 
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+
     use super::*;
     use crate::testing::control;
 
@@ -641,5 +645,132 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(cp.view().pools_of(&lb_id).count(), 2);
+    }
+
+    /// Polls `check` until it holds, for at most ten seconds.
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn control_with(opts: crate::Options) -> (tempfile::TempDir, Arc<ControlPlane>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let cp = ControlPlane::start(Arc::new(store), opts).await.unwrap();
+        (dir, cp)
+    }
+
+    #[tokio::test]
+    async fn a_retry_token_is_forgotten_once_it_expires() {
+        use std::time::Duration;
+        let ttl = Duration::from_millis(400);
+        let (_dir, cp) = control_with(crate::Options {
+            retry_token_ttl: ttl,
+            housekeeping_every: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await;
+        let ctx = RequestContext {
+            principal: "p".into(),
+            retry_token: Some("t".into()),
+            ..Default::default()
+        };
+        let create = || {
+            cp.add_resources(
+                &ctx,
+                "Create",
+                tree(&ControlPlane::new_pool_id(), Vec::new()),
+            )
+        };
+        let first = create().await.unwrap();
+        let again = create().await.unwrap();
+        assert!(
+            again.replayed,
+            "within its lifetime the token answers the first result"
+        );
+        assert_eq!(again.work_request.id, first.work_request.id);
+        let tokens = || async { cp.store().range(keys::IDEMPOTENCY).await.unwrap().kvs.len() };
+        assert_eq!(tokens().await, 1);
+
+        // Housekeeping deletes the expired record; the same token then starts afresh.
+        eventually("the expired token forgotten", async || tokens().await == 0).await;
+        let mut other = tree(&ControlPlane::new_pool_id(), Vec::new());
+        other.listeners[0].port = 18_099;
+        let fresh = cp.add_resources(&ctx, "Create", other).await.unwrap();
+        assert!(
+            !fresh.replayed,
+            "an expired token is not replayed, even for another body"
+        );
+        assert_ne!(fresh.work_request.id, first.work_request.id);
+        assert_eq!(cp.view().loadbalancers.len(), 2);
+        assert_eq!(
+            tokens().await,
+            1,
+            "the token is remembered again for the new change"
+        );
+    }
+
+    #[tokio::test]
+    async fn history_is_compacted_and_a_node_started_later_lists_past_it() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn fulcrum_store::Store> =
+            Arc::new(fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let opts = crate::Options {
+            history_revisions: 3,
+            housekeeping_every: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let cp = ControlPlane::start(store.clone(), opts.clone())
+            .await
+            .unwrap();
+        for port in 0..8 {
+            let mut res = tree(&ControlPlane::new_pool_id(), Vec::new());
+            res.listeners[0].port = 18_100 + port;
+            cp.add_resources(&RequestContext::default(), "Create", res)
+                .await
+                .unwrap();
+        }
+        let first_revision = 1;
+        // Compacted history answers `Compacted`, from `watch` or as its stream's first item.
+        let compacted = async |from| match store.watch(keys::ROOT, from).await {
+            Err(e) => matches!(e, fulcrum_store::StoreError::Compacted { .. }),
+            Ok(mut stream) => matches!(
+                tokio::time::timeout(Duration::from_secs(1), stream.next()).await,
+                Ok(Some(Err(fulcrum_store::StoreError::Compacted { .. })))
+            ),
+        };
+        eventually(
+            "history before the last 3 revisions compacted",
+            async || compacted(first_revision).await,
+        )
+        .await;
+        // The latest revision stays watchable.
+        let latest = store.revision().await.unwrap();
+        assert!(!compacted(latest).await);
+
+        // A second control plane on the same store (a fleet node joining, with the
+        // fleet's key) lists the whole configuration past the compacted history, and both
+        // follow changes made after.
+        let late = ControlPlane::start(store.clone(), opts).await.unwrap();
+        assert_eq!(late.view().loadbalancers.len(), 8);
+        assert!(late.view().revision >= latest);
+        let mut res = tree(&ControlPlane::new_pool_id(), Vec::new());
+        res.listeners[0].port = 18_200;
+        let out = cp
+            .add_resources(&RequestContext::default(), "Create", res)
+            .await
+            .unwrap();
+        eventually("the late node sees the change", async || {
+            late.view().revision >= out.revision
+        })
+        .await;
+        assert_eq!(late.view().loadbalancers.len(), 9);
     }
 }
