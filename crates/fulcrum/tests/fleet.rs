@@ -37,6 +37,9 @@ struct Node {
 /// A Huawei `X-Auth-Token` every node accepts, for the dialects' own refusals.
 const HUAWEI_TOKEN: &str = "fleet-huawei-token-0123456789";
 const HUAWEI_PROJECT: &str = "0123456789abcdef0123456789abcdef";
+/// The OCI caller's key id (signing with the harness's test key).
+const OCI_KEY_ID: &str =
+    "ocid1.tenancy.oc1..t/ocid1.user.oc1..fleet/00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:03";
 
 impl Node {
     fn start(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
@@ -73,11 +76,14 @@ impl Node {
             format!(
                 "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n\
                  [proxy]\nbind_address = \"{}\"\n{}\
-                 [[huawei.tokens]]\nname = \"fleet\"\ntoken = \"{HUAWEI_TOKEN}\"\n",
+                 [[huawei.tokens]]\nname = \"fleet\"\ntoken = \"{HUAWEI_TOKEN}\"\n\
+                 [[oci.keys]]\nkey_id = \"{OCI_KEY_ID}\"\nname = \"fleet\"\n\
+                 public_key_pem = \"\"\"\n{}\"\"\"\n",
                 self.address,
                 self.session_ttl_secs
                     .map(|s| format!("[store]\nsession_ttl_secs = {s}\n"))
                     .unwrap_or_default(),
+                common::oci::public_key_pem(),
             ),
         )
         .unwrap();
@@ -619,8 +625,9 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
 
 /// A node that stops answering (SIGSTOP: its session is not renewed, its data plane applies
 /// nothing) holds work requests back, which say "served by 2 of 3 nodes", until its session
-/// expires; then they succeed without it. Meanwhile a cloud dialect that takes one change at
-/// a time per load balancer (Huawei) refuses the next one as not ACTIVE (409 ELB.8906).
+/// expires; then they succeed without it. Meanwhile the cloud dialects that take one change
+/// at a time per load balancer refuse the next one: Huawei as not ACTIVE (409 ELB.8906),
+/// OCI as IncorrectState (409, which its SDKs retry).
 /// Woken, the node comes back into the fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
@@ -691,13 +698,38 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
         "a Huawei change while the last one is held back: {}",
         refused.body
     );
+    // OCI's SDKs retry IncorrectState (409) with backoff: the same held-back load
+    // balancer, through the OCI dialect.
+    let oci = common::oci::Oci::new(&api, OCI_KEY_ID);
+    let refused = oci
+        .call(
+            "POST",
+            &format!("/20170115/loadBalancers/{lb}/backendSets/web/backends"),
+            Some(json!({"ipAddress": "127.0.0.1", "port": 9})),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (409, Some("IncorrectState")),
+        "an OCI change while the last one is held back: {}",
+        refused.body
+    );
     let pending = api
         .ok("GET", &format!("/v1/work-requests/{id}"), None)
         .await
         .body;
     assert_ne!(
         pending["status"], "SUCCEEDED",
-        "the refusal came while the change was held back: {pending}"
+        "the refusals came while the change was held back: {pending}"
+    );
+    let backends = api
+        .ok("GET", &format!("/v1/pools/{pool}/members"), None)
+        .await
+        .body;
+    assert_eq!(
+        backends["items"].as_array().map(Vec::len),
+        Some(0),
+        "a refused OCI change added nothing: {backends}"
     );
     let mut held_back = None;
     let deadline = Instant::now() + Duration::from_secs(30);
