@@ -500,12 +500,11 @@ fn plan_gateway(
     if let Some(lb) = lb {
         for p in cfg.pools_of(&lb.value.id) {
             let name = &p.value.spec.name;
-            if let Some(api) = name.strip_prefix("api:")
+            if name.starts_with("api:")
                 && !pools
                     .iter()
                     .any(|c| matches!(c, PoolChange::Put { spec, .. } if spec.name == *name))
             {
-                let _ = api;
                 pools.push(PoolChange::Delete { name: name.clone() });
             }
         }
@@ -628,7 +627,7 @@ fn with_headers(mut resp: Response, etag: Option<&str>) -> Response {
     resp
 }
 
-fn current_api<'a>(cfg: &'a Config, service: &Service, id: &str) -> Option<ApiRecord> {
+fn current_api(cfg: &Config, service: &Service, id: &str) -> Option<ApiRecord> {
     let lb = service_lb(cfg, service)?;
     apis_of(&lb.value.spec.labels).remove(id)
 }
@@ -687,7 +686,7 @@ pub(crate) fn list_apis(
 
 /// What an API write does to the API's record (`None`: deletes it).
 pub(crate) enum ApiWrite {
-    Put(ApiProperties),
+    Put(Box<ApiProperties>),
     Patch(Value),
     Delete,
 }

@@ -354,7 +354,15 @@ async fn serve_apis(
         (Resource::Api(id), Method::PUT) => {
             let props = properties_of(parse_json(&parts.headers, body)?)?;
             let p = apis::api_properties(props)?;
-            apis::write_api(az, ctx, if_match, service, &id, apis::ApiWrite::Put(p)).await
+            apis::write_api(
+                az,
+                ctx,
+                if_match,
+                service,
+                &id,
+                apis::ApiWrite::Put(Box::new(p)),
+            )
+            .await
         }
         (Resource::Api(id), Method::PATCH) => {
             need_if_match()?;
