@@ -222,7 +222,11 @@ pub(crate) fn apis_of(labels: &BTreeMap<String, String>) -> BTreeMap<String, Api
     out
 }
 
-fn set_api(labels: &mut BTreeMap<String, String>, api: &str, record: Option<&ApiRecord>) {
+pub(crate) fn set_api(
+    labels: &mut BTreeMap<String, String>,
+    api: &str,
+    record: Option<&ApiRecord>,
+) {
     let prefix = api_prefix(api);
     labels.retain(|k, _| !k.starts_with(&prefix));
     if let Some(r) = record {
