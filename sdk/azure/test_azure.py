@@ -503,10 +503,32 @@ def publish_an_api_whose_policy_routes_to_a_pool_backend(c):
     check(service.gateway_url.startswith("http://127.") and service.gateway_url.endswith(f":{GATEWAY_PORT}"),
           f"gatewayUrl: {service.gateway_url}")
     c.gateway = service.gateway_url
-    created = api.api.begin_create_or_update(RG, SVC, "orders", M.ApiCreateOrUpdateParameter(
-        display_name="Orders", path="orders", service_url=f"http://{c.m3.address}/legacy",
-        protocols=["http"], subscription_required=False,
-    )).result()
+
+    def orders_api():
+        return api.api.begin_create_or_update(RG, SVC, "orders", M.ApiCreateOrUpdateParameter(
+            display_name="Orders", path="orders", service_url=f"http://{c.m3.address}/legacy",
+            protocols=["http"], subscription_required=False,
+        )).result()
+
+    # A gateway port another listener holds is refused by that listener's name, before anything.
+    status, blocker = c.f.native("POST", f"/v1/loadbalancers/{c.lb_id}/listeners", {
+        "name": "blocker", "protocol": "HTTP", "port": GATEWAY_PORT, "default_pool_id": c.pool_id})
+    check(status == 201, f"blocker: {status} {blocker}")
+    e = expect_error(orders_api, 409, "Conflict", kind=ResourceExistsError)
+    check("'blocker'" in e.error.message and c.lb_id not in e.error.message, e.error.message)
+    check(list(api.api.list_by_service(RG, SVC)) == [], "a refused API is not half made")
+    status, _ = c.f.native("DELETE", f"/v1/listeners/{blocker['id']}")
+    check(status == 202, status)
+
+    def port_free():
+        try:
+            get(f"{c.gateway}/", timeout=1)
+            return False
+        except OSError:
+            return True
+
+    wait_until(port_free, timeout=10, what="the blocker to stop listening")
+    created = orders_api()
     check(created.path == "orders" and created.service_url == f"http://{c.m3.address}/legacy", created)
     check(created.display_name == "Orders" and created.subscription_required is False, created)
     wait_port(GATEWAY_PORT)

@@ -515,6 +515,9 @@ fn plan_gateway(
     }
     // The most specific API first: longest path, then by id for a stable order.
     routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.1.cmp(&b.1)));
+    if !apis.is_empty() {
+        check_gateway_port(cfg, lb, gateway)?;
+    }
     let listener = if apis.is_empty() {
         Some(ListenerChange::Delete {
             name: GATEWAY_LISTENER.into(),
@@ -569,6 +572,41 @@ fn plan_gateway(
         vip: Vip::Allocate { subnet: None },
         listener,
     })
+}
+
+/// Refuses a gateway port another listener already takes at the service's address, by
+/// that listener's name rather than fulcrum's ids (the control plane checks it again).
+fn check_gateway_port(
+    cfg: &Config,
+    lb: Option<&fulcrum_control::Versioned<LoadBalancer>>,
+    gateway: &Gateway,
+) -> Result<(), ControlError> {
+    let vip = lb.map(|l| l.value.spec.vip_address);
+    let taken = cfg.listeners.values().find(|l| {
+        let o = &l.value;
+        if o.spec.port != gateway.port || o.spec.protocol.is_udp() {
+            return false;
+        }
+        if lb.is_some_and(|lb| o.loadbalancer_id == lb.value.id) {
+            return o.spec.name != GATEWAY_LISTENER;
+        }
+        let other = cfg
+            .loadbalancers
+            .get(&o.loadbalancer_id)
+            .map(|x| x.value.spec.vip_address);
+        match (vip, other) {
+            (Some(a), Some(b)) => a == b || a.is_unspecified() || b.is_unspecified(),
+            // A new service's address is not known yet: the control plane decides.
+            _ => false,
+        }
+    });
+    match taken {
+        Some(l) => Err(ControlError::Conflict(format!(
+            "The gateway port {} ([azure] gateway_port) is already taken at this service's address by listener '{}'; free it or configure another gateway port.",
+            gateway.port, l.value.spec.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The pool of an API's own URL.
