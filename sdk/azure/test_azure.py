@@ -1,7 +1,9 @@
 """Drives fulcrum's Azure API Management dialect with the unmodified azure-mgmt-apimanagement SDK.
 
 Two Single backends on real local servers and a Pool backend over them; a fulcrum listener
-bound to the Pool backend's pool; every backend setting checked on real traffic. The API
+bound to the Pool backend's pool; every backend setting checked on real traffic. Then, through
+the SDK alone, an API whose policy sends its calls to a Pool backend, called through the
+service's gateway (failover by priority included), and taken down in the order a user would. The API
 speaks https with a certificate from a test CA, and the SDK keeps every default: its
 bearer-token policy (https only) and certificate verification, told of the test CA through
 `connection_verify` or `REQUESTS_CA_BUNDLE`. One step shows what plain http needs instead.
@@ -42,9 +44,12 @@ OTHER_TOKEN = "azure-sdk-other-tenant-token"
 JWT_SECRET = "jwt-secret-for-the-sdk-test-0123456789"
 JWT_ISSUER = "https://issuer.fulcrum.test/"
 JWT_AUDIENCE = "https://management.azure.com/"
+# Where every service's gateway listens (at the service's address, from [proxy] vip_ranges).
+GATEWAY_PORT = free_port()
 
 CONFIG = f"""
 [azure]
+gateway_port = {GATEWAY_PORT}
 tokens = [
   {{ name = "sdk", token = "{TOKEN}" }},
   {{ name = "other", token = "{OTHER_TOKEN}", subscriptions = ["{OTHER_SUB}"] }},
@@ -459,6 +464,151 @@ def a_token_limited_to_another_subscription_is_refused_here(c):
     check(list(theirs.backend.list_by_service(RG, SVC)) == [], "its own subscription is empty")
 
 
+def arm(kind, name):
+    return f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ApiManagement/service/{SVC}/{kind}/{name}"
+
+
+ORDERS_POLICY = """<policies>
+    <inbound>
+        <base />
+        <set-backend-service backend-id="orders-pool" />
+    </inbound>
+    <backend>
+        <base />
+    </backend>
+    <outbound>
+        <base />
+    </outbound>
+    <on-error>
+        <base />
+    </on-error>
+</policies>"""
+
+
+@steps.step
+def publish_an_api_whose_policy_routes_to_a_pool_backend(c):
+    api = c.api
+    # The members of the pool and the API's own serviceUrl, on servers of their own.
+    for name, b in (("m1", c.m1), ("m2", c.m2)):
+        api.backend.create_or_update(RG, SVC, name, M.BackendContract(url=f"http://{b.address}/base", protocol="http"))
+    api.backend.create_or_update(RG, SVC, "orders-pool", M.BackendContract(
+        type_properties_type="Pool",
+        pool=M.BackendBaseParametersPool(services=[
+            M.BackendPoolItem(id=arm("backends", "m1"), priority=1, weight=1),
+            M.BackendPoolItem(id=arm("backends", "m2"), priority=2, weight=1),
+        ]),
+    ))
+    # Where the gateway is: the service's gatewayUrl, from the configuration.
+    service = api.api_management_service.get(RG, SVC)
+    check(service.gateway_url.startswith("http://127.") and service.gateway_url.endswith(f":{GATEWAY_PORT}"),
+          f"gatewayUrl: {service.gateway_url}")
+    c.gateway = service.gateway_url
+
+    def orders_api():
+        return api.api.begin_create_or_update(RG, SVC, "orders", M.ApiCreateOrUpdateParameter(
+            display_name="Orders", path="orders", service_url=f"http://{c.m3.address}/legacy",
+            protocols=["http"], subscription_required=False,
+        )).result()
+
+    # A gateway port another listener holds is refused by that listener's name, before anything.
+    status, blocker = c.f.native("POST", f"/v1/loadbalancers/{c.lb_id}/listeners", {
+        "name": "blocker", "protocol": "HTTP", "port": GATEWAY_PORT, "default_pool_id": c.pool_id})
+    check(status == 201, f"blocker: {status} {blocker}")
+    e = expect_error(orders_api, 409, "Conflict", kind=ResourceExistsError)
+    check("'blocker'" in e.error.message and c.lb_id not in e.error.message, e.error.message)
+    check(list(api.api.list_by_service(RG, SVC)) == [], "a refused API is not half made")
+    status, _ = c.f.native("DELETE", f"/v1/listeners/{blocker['id']}")
+    check(status == 202, status)
+
+    def port_free():
+        try:
+            get(f"{c.gateway}/", timeout=1)
+            return False
+        except OSError:
+            return True
+
+    wait_until(port_free, timeout=10, what="the blocker to stop listening")
+    created = orders_api()
+    check(created.path == "orders" and created.service_url == f"http://{c.m3.address}/legacy", created)
+    check(created.display_name == "Orders" and created.subscription_required is False, created)
+    wait_port(GATEWAY_PORT)
+    # No policy yet: the API's serviceUrl, with the API's path taken off (APIM's rule).
+    status, body, _ = get(f"{c.gateway}/orders/42?x=1")
+    check((status, body) == (200, "m3") and c.m3.last_path == "/legacy/42?x=1", (status, body, c.m3.last_path))
+    # A policy fulcrum cannot honour is refused by element and place, not ignored.
+    guarded = ORDERS_POLICY.replace("<base />\n        <set", '<validate-jwt header-name="Authorization" />\n        <set', 1)
+    e = expect_error(lambda: api.api_policy.create_or_update(RG, SVC, "orders", "policy", M.PolicyContract(
+        value=guarded, format="rawxml")), 400, "ValidationError", "validate-jwt")
+    check("line 3, column 9" in e.error.details[0].message, e.error.details[0].message)
+    expect_error(lambda: api.api_policy.create_or_update(RG, SVC, "orders", "policy", M.PolicyContract(
+        value=ORDERS_POLICY.replace("orders-pool", "nope"), format="rawxml")),
+        400, "ValidationError", "set-backend-service")
+    policy = api.api_policy.create_or_update(RG, SVC, "orders", "policy", M.PolicyContract(
+        value=ORDERS_POLICY, format="rawxml"))
+    check(policy.value == ORDERS_POLICY, policy.value)
+    got = api.api_policy.get(RG, SVC, "orders", "policy")
+    check(got.value == ORDERS_POLICY and got.format == "xml", got)
+    # Calls under /orders reach the priority-1 member, with the backend's URL path.
+    counts = spread(f"{c.gateway}/orders/42", 6)
+    check(counts == {"m1": 6}, f"priority 1 takes everything: {counts}")
+    check(c.m1.last_path == "/base/42", c.m1.last_path)
+    get(f"{c.gateway}/orders")
+    check(c.m1.last_path == "/base/", c.m1.last_path)
+    status, _, _ = get(f"{c.gateway}/ordersx")
+    check(status == 503, f"/ordersx is not under /orders: {status}")
+    listed = [a.name for a in api.api.list_by_service(RG, SVC)]
+    check(listed == ["orders"], listed)
+
+
+@steps.step
+def gateway_fails_over_by_priority(c):
+    url = f"{c.gateway}/orders/7"
+    # As in priority_failover_when_the_first_backend_stops: close kept-alive connections first.
+    c.m1.headers = {"connection": "close"}
+    spread(url, 24)
+    c.m1.stop()
+    c.m1.headers = {}
+    counts = spread(url, 4)
+    check(counts == {"m2": 4}, f"priority 2 takes over: {counts}")
+    check(c.m2.last_path == "/base/7", c.m2.last_path)
+    c.m1.start()
+    wait_until(lambda: spread(url, 1) == {"m1": 1}, timeout=15, what="m1 back")
+
+
+@steps.step
+def api_and_backends_go_in_the_order_a_user_would(c):
+    api = c.api
+    # A backend a policy still names is kept, as API Management keeps it.
+    e = expect_error(lambda: api.backend.delete(RG, SVC, "orders-pool", "*"), 400, "ValidationError")
+    check("/apis/orders/policies/policy" in e.error.message and c.lb_id not in e.error.message, e.error.message)
+    # The policy goes: the API's serviceUrl serves again.
+    etag = api.api_policy.get_entity_tag(RG, SVC, "orders", "policy", cls=lambda pr, m, h: h["ETag"])
+    api.api_policy.delete(RG, SVC, "orders", "policy", if_match=etag)
+    check(spread(f"{c.gateway}/orders/1", 2) == {"m3": 2}, "serviceUrl after the policy is gone")
+    # A PATCH of the API moves it.
+    api.api.update(RG, SVC, "orders", "*", M.ApiUpdateContract(path="sales"))
+    status, _, _ = get(f"{c.gateway}/orders/1")
+    check(status == 503, f"nothing at the old path: {status}")
+    check(get(f"{c.gateway}/sales/1")[1] == "m3", "the new path")
+    # The API goes: so does its gateway.
+    api.api.begin_delete(RG, SVC, "orders", if_match="*").result()
+    check(list(api.api.list_by_service(RG, SVC)) == [], "no API left")
+    expect_error(lambda: api.api.get(RG, SVC, "orders"), 404, "ResourceNotFound", kind=ResourceNotFoundError)
+    def refused():
+        try:
+            get(f"{c.gateway}/sales/1", timeout=2)
+            return False
+        except OSError:
+            return True
+
+    wait_until(refused, timeout=10, what="the gateway to close with its last API")
+    # Then the backends, the pool before its members.
+    for name in ("orders-pool", "m1", "m2"):
+        api.backend.delete(RG, SVC, name, "*")
+    names = [b.name for b in api.backend.list_by_service(RG, SVC)]
+    check(not {"orders-pool", "m1", "m2"} & set(names), names)
+
+
 @steps.step
 def delete_backends(c):
     expect_error(lambda: c.api.backend.delete(RG, SVC, "one", "*"), 409, "Conflict", kind=ResourceExistsError)
@@ -482,6 +632,7 @@ def delete_backends(c):
 def main():
     c = Ctx()
     c.b1, c.b2 = Backend("b1"), Backend("b2")
+    c.m1, c.m2, c.m3 = Backend("m1"), Backend("m2"), Backend("m3")
     c.f = Fulcrum(CONFIG, tls=True)
     ok = False
     try:
@@ -491,8 +642,8 @@ def main():
         if not ok:
             c.f.dump_log()
         c.f.stop()
-        c.b1.stop()
-        c.b2.stop()
+        for b in (c.b1, c.b2, c.m1, c.m2, c.m3):
+            b.stop()
     return ok
 
 

@@ -54,6 +54,13 @@ pub fn azure_body(data: &[u8]) {
     crate::azure::fuzz::body(data);
 }
 
+/// Azure API policy documents (the first byte 0) or API bodies (otherwise): the policy
+/// parsed as XML and checked, the API's properties decoded and translated into its kept
+/// fields, which must read back whole.
+pub fn azure_api(data: &[u8]) {
+    crate::azure::fuzz::api(data);
+}
+
 /// A request as text: method, target, headers (name and value, in order) and body.
 pub(crate) struct TextRequest<'a> {
     pub method: &'a str,

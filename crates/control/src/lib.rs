@@ -51,7 +51,7 @@ pub use fulcrum_store::Revision;
 pub use network::Vip;
 pub use ops::*;
 pub use patch::merge_patch;
-pub use pool_set::{PoolChange, PoolSetChange};
+pub use pool_set::{ListenerChange, PoolChange, PoolSetChange};
 pub use ratelimit::RateLimiter;
 pub use scope::Scope;
 pub use secret_key::{KEY_LEN as SECRET_KEY_LEN, SecretKey, SecretKeyError};

@@ -1,19 +1,24 @@
-//! One atomic change of a load balancer and several of its pools (with their members),
-//! computed from the current view. A front door whose resources span pools (an Azure Pool
-//! backend follows the backends it references) changes them all in one transaction or
-//! not at all.
+//! One atomic change of a load balancer, several of its pools (with their members) and
+//! at most one of its listeners, computed from the current view. A front door whose
+//! resources span pools (an Azure Pool backend follows the backends it references; an
+//! Azure API is a route of its service's gateway listener, perhaps to a pool of its own)
+//! changes them all in one transaction or not at all.
 
 use std::collections::{HashMap, HashSet};
 
 use fulcrum_model::{
-    LoadBalancer, LoadBalancerId, LoadBalancerSpec, MemberContext, MemberSpec, Pool, PoolContext,
-    PoolId, PoolSpec, ResourceKind, ResourceRef, check_unique_endpoints,
+    Listener, ListenerId, ListenerSpec, LoadBalancer, LoadBalancerId, LoadBalancerSpec,
+    MemberContext, MemberSpec, Pool, PoolContext, PoolId, PoolProtocol, PoolSpec, ResourceKind,
+    ResourceRef, check_unique_endpoints,
 };
 use fulcrum_store::Compare;
 use serde::Serialize;
 
 use crate::engine::{Named, Plan};
-use crate::ops::{guard_subnets, lb_for_change, new_id, plan_member_list, plan_pool_removal};
+use crate::network::{Vip, plan_vip};
+use crate::ops::{
+    check_port_free, guard_subnets, lb_for_change, new_id, plan_member_list, plan_pool_removal,
+};
 use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
 
 /// What the load balancer and its pools should look like after the change.
@@ -27,6 +32,32 @@ pub struct PoolSetChange {
     /// The pool (by name) the request is about: `If-Match` in resource scope names its
     /// ETag, and it is the outcome's result while it exists.
     pub target_pool: String,
+    /// Where a load balancer this change creates gets its address.
+    pub vip: Vip,
+    /// A listener of the load balancer (by name) to create, replace or delete with the pools.
+    pub listener: Option<ListenerChange>,
+}
+
+#[derive(Clone, Debug)]
+pub enum ListenerChange {
+    /// Creates the listener named `spec.name`, or replaces that listener's spec. Route `i`
+    /// goes to the pool named `route_pools[i]` (one of this change's, or one that stays),
+    /// whatever its `pool_id` says.
+    Put {
+        spec: Box<ListenerSpec>,
+        route_pools: Vec<String>,
+    },
+    /// Deletes the named listener, if there is one.
+    Delete { name: String },
+}
+
+impl ListenerChange {
+    fn name(&self) -> &str {
+        match self {
+            ListenerChange::Put { spec, .. } => &spec.name,
+            ListenerChange::Delete { name } => name,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +97,7 @@ impl ControlPlane {
     ) -> Result<Outcome, ControlError> {
         self.mutate(ctx, &Named(operation, input), |cfg, now| {
             let change = change(cfg)?;
-            plan_pool_set(cfg, ctx, operation, &change, now)
+            plan_pool_set(cfg, ctx, &self.opts.vip_ranges, operation, &change, now)
         })
         .await
     }
@@ -75,6 +106,7 @@ impl ControlPlane {
 fn plan_pool_set(
     cfg: &Config,
     ctx: &RequestContext,
+    vip_ranges: &[ipnet::IpNet],
     operation: &'static str,
     change: &PoolSetChange,
     now: fulcrum_model::Timestamp,
@@ -104,12 +136,13 @@ fn plan_pool_set(
         }
         (None, Some(spec)) => {
             spec.validate()?;
-            let created = LoadBalancer {
+            let mut created = LoadBalancer {
                 id: lb_id.clone(),
                 spec: spec.clone(),
                 created_at: now,
                 updated_at: now,
             };
+            plan_vip(cfg, vip_ranges, &mut plan, &mut created, &change.vip)?;
             plan.compares.push(Compare::absent(keys::lb(lb_id)));
             plan.put(keys::lb(lb_id), &created)?;
             plan.touched(ResourceKind::LoadBalancer, lb_id);
@@ -139,6 +172,11 @@ fn plan_pool_set(
         .get(change.target_pool.as_str())
         .map(|p| p.mod_revision);
 
+    // The pools after the change, by name: what the listener's routes may name.
+    let mut after: HashMap<&str, (PoolId, PoolProtocol)> = by_name
+        .iter()
+        .map(|(name, p)| (*name, (p.value.id.clone(), p.value.spec.protocol)))
+        .collect();
     let mut result = None;
     for c in &change.pools {
         match c {
@@ -151,26 +189,137 @@ fn plan_pool_set(
                         id: id.to_string(),
                     });
                 }
+                after.insert(spec.name.as_str(), (id, spec.protocol));
             }
             PoolChange::Delete { name } => {
-                let Some(pool) = by_name.get(name.as_str()) else {
-                    return Err(ControlError::not_found(ResourceKind::Pool, name));
-                };
-                let id = &pool.value.id;
-                if let Some(l) = cfg.listeners_using(id).next() {
-                    return Err(ControlError::Conflict(format!(
-                        "pool {name} is in use by listener {}",
-                        l.value.id
-                    )));
-                }
-                plan.compares
-                    .push(Compare::unchanged(keys::pool(id), pool.mod_revision));
-                plan_pool_removal(cfg, &mut plan, &pool.value)?;
+                after.remove(name.as_str());
             }
         }
     }
+
+    // The listener, as this change leaves it (None: as it is, or gone).
+    let changed_listener = change
+        .listener
+        .as_ref()
+        .map(|l| {
+            cfg.listeners_of(lb_id)
+                .find(|x| x.value.spec.name == l.name())
+                .map(|x| x.value.id.clone())
+        })
+        .unwrap_or_default();
+    let new_listener = match &change.listener {
+        Some(ListenerChange::Put { spec, route_pools }) => Some(plan_listener_put(
+            cfg,
+            &mut plan,
+            &lb,
+            changed_listener.as_ref(),
+            spec,
+            route_pools,
+            &after,
+            now,
+        )?),
+        Some(ListenerChange::Delete { .. }) => {
+            if let Some(id) = &changed_listener {
+                plan.delete(keys::listener(id));
+                plan.touched(ResourceKind::Listener, id);
+            }
+            None
+        }
+        None => None,
+    };
+
+    for c in &change.pools {
+        let PoolChange::Delete { name } = c else {
+            continue;
+        };
+        let Some(pool) = by_name.get(name.as_str()) else {
+            return Err(ControlError::not_found(ResourceKind::Pool, name));
+        };
+        let id = &pool.value.id;
+        // Listeners are judged as the change leaves them.
+        let user = cfg
+            .listeners_using(id)
+            .map(|l| &l.value)
+            .find(|l| Some(&l.id) != changed_listener.as_ref())
+            .or(new_listener
+                .as_ref()
+                .filter(|l| l.spec.pool_refs().any(|(_, p)| p == id)));
+        if let Some(l) = user {
+            return Err(ControlError::Conflict(format!(
+                "pool {name} is in use by listener {}",
+                l.id
+            )));
+        }
+        plan.compares
+            .push(Compare::unchanged(keys::pool(id), pool.mod_revision));
+        plan_pool_removal(cfg, &mut plan, &pool.value)?;
+    }
     plan.result = result;
     Ok(plan)
+}
+
+/// Plans a listener's creation or replacement, its routes resolved to the pools named.
+#[allow(clippy::too_many_arguments)]
+fn plan_listener_put(
+    cfg: &Config,
+    plan: &mut Plan,
+    lb: &LoadBalancer,
+    current: Option<&ListenerId>,
+    spec: &ListenerSpec,
+    route_pools: &[String],
+    pools: &HashMap<&str, (PoolId, PoolProtocol)>,
+    now: fulcrum_model::Timestamp,
+) -> Result<Listener, ControlError> {
+    if route_pools.len() != spec.routes.len() {
+        return Err(ControlError::Internal(format!(
+            "listener {:?}: {} routes but {} route pools",
+            spec.name,
+            spec.routes.len(),
+            route_pools.len()
+        )));
+    }
+    let mut spec = spec.clone();
+    for (i, name) in route_pools.iter().enumerate() {
+        let field = format!("routes[{i}].pool_id");
+        let (id, protocol) = pools.get(name.as_str()).ok_or_else(|| {
+            ControlError::invalid(
+                field.clone(),
+                format!("no pool named {name:?} is left by this change"),
+            )
+        })?;
+        spec.routes[i].pool_id = id.clone();
+        spec.validate_pool(&field, &lb.id, &lb.id, *protocol)?;
+    }
+    if let Some(default) = &spec.default_pool_id {
+        let pool = cfg.pools.get(default).ok_or_else(|| {
+            ControlError::invalid("default_pool_id", format!("pool {default} does not exist"))
+        })?;
+        spec.validate_pool(
+            "default_pool_id",
+            &lb.id,
+            &pool.value.loadbalancer_id,
+            pool.value.spec.protocol,
+        )?;
+    }
+    spec.validate()?;
+    check_port_free(cfg, lb, &spec, current)?;
+    let listener = match current.and_then(|id| cfg.listeners.get(id)) {
+        Some(cur) => Listener {
+            spec,
+            updated_at: now,
+            ..cur.value.clone()
+        },
+        None => Listener {
+            id: ListenerId(new_id()),
+            loadbalancer_id: lb.id.clone(),
+            spec,
+            created_at: now,
+            updated_at: now,
+        },
+    };
+    plan.put(keys::listener(&listener.id), &listener)?;
+    plan.touched(ResourceKind::Listener, &listener.id);
+    Ok(listener)
 }
 
 /// Plans one pool's creation or replacement with its members; returns the pool's id.
@@ -248,6 +397,7 @@ mod tests {
     use fulcrum_model::{ListenerSpec, PoolProtocol};
 
     use super::*;
+    use crate::network::Vip;
     use crate::testing::control;
     use crate::{EtagScope, IfMatch, etag};
 
@@ -269,6 +419,8 @@ mod tests {
             loadbalancer_spec: Some(spec),
             pools,
             target_pool: target.into(),
+            vip: Vip::AsGiven,
+            listener: None,
         }
     }
 
@@ -378,6 +530,80 @@ mod tests {
             .await
             .unwrap();
         assert!(pool(&cp.view(), &lb, "a").unwrap().mod_revision > current);
+    }
+
+    #[tokio::test]
+    async fn a_listener_routes_to_pools_of_the_same_change_and_lets_them_go_with_it() {
+        let (_dir, cp) = control().await;
+        let lb = LoadBalancerId("lb-fixed".into());
+        let ctx = RequestContext::default();
+        let gateway = |routes: &[(&str, &str)]| {
+            let mut spec: ListenerSpec = serde_json::from_value(serde_json::json!({
+                "name": "gw", "protocol": "HTTP", "port": 18098,
+            }))
+            .unwrap();
+            spec.routes = routes
+                .iter()
+                .map(|(prefix, _)| fulcrum_model::L7Route {
+                    host: None,
+                    path_prefix: Some((*prefix).to_owned()),
+                    pool_id: PoolId("unresolved".into()),
+                    strip_path_prefix: true,
+                })
+                .collect();
+            ListenerChange::Put {
+                spec: Box::new(spec),
+                route_pools: routes.iter().map(|(_, p)| (*p).to_owned()).collect(),
+            }
+        };
+        let mut c = change(&lb, vec![put("a", &[("10.0.0.1", 80)])], "a");
+        c.listener = Some(gateway(&[("/a", "a")]));
+        cp.change_pools(&ctx, "Test", &"1", |_| Ok(c.clone()))
+            .await
+            .unwrap();
+        {
+            let cfg = cp.view();
+            let a = pool(&cfg, &lb, "a").unwrap().value.id.clone();
+            let l = cfg.listeners_of(&lb).next().unwrap();
+            assert_eq!(l.value.spec.routes[0].pool_id, a, "resolved by name");
+        }
+        // A route to a pool that is neither there nor created: refused, nothing written.
+        let rev = cp.view().revision;
+        let mut bad = change(&lb, vec![], "a");
+        bad.listener = Some(gateway(&[("/a", "a"), ("/b", "missing")]));
+        let e = cp
+            .change_pools(&ctx, "Test", &"2", |_| Ok(bad.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+        assert_eq!(cp.view().revision, rev);
+        // The route goes and its pool with it, in one change: the listener is judged as
+        // the change leaves it.
+        let mut gone = change(&lb, vec![PoolChange::Delete { name: "a".into() }], "a");
+        gone.listener = Some(gateway(&[]));
+        cp.change_pools(&ctx, "Test", &"3", |_| Ok(gone.clone()))
+            .await
+            .unwrap();
+        // Deleting the pool while the listener still routes to it is refused.
+        let mut again = change(&lb, vec![put("b", &[("10.0.0.2", 80)])], "b");
+        again.listener = Some(gateway(&[("/b", "b")]));
+        cp.change_pools(&ctx, "Test", &"4", |_| Ok(again.clone()))
+            .await
+            .unwrap();
+        let del = change(&lb, vec![PoolChange::Delete { name: "b".into() }], "b");
+        let e = cp
+            .change_pools(&ctx, "Test", &"5", |_| Ok(del.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Conflict(_)), "{e}");
+        let mut both = del.clone();
+        both.listener = Some(ListenerChange::Delete { name: "gw".into() });
+        cp.change_pools(&ctx, "Test", &"6", |_| Ok(both.clone()))
+            .await
+            .unwrap();
+        let cfg = cp.view();
+        assert_eq!(cfg.listeners_of(&lb).count(), 0);
+        assert!(pool(&cfg, &lb, "b").is_none());
     }
 
     #[tokio::test]

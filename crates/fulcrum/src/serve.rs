@@ -129,7 +129,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         rate_burst: file.api.rate_burst.unwrap_or(defaults.rate_burst),
         oci: file.oci,
         huawei: file.huawei,
-        azure: file.azure,
+        azure: fulcrum_api::AzureConfig {
+            bind_address: file.proxy.bind_address,
+            ..file.azure
+        },
         auth_failure_interval: file
             .log
             .auth_failure_interval_secs

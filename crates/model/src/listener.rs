@@ -63,6 +63,12 @@ pub struct L7Route {
     #[serde(default)]
     pub path_prefix: Option<String>,
     pub pool_id: PoolId,
+    /// Send the path on without `path_prefix` (an API gateway's API path: `/orders/1`
+    /// under `/orders` reaches the member as `/1`, after its base path). The prefix then
+    /// matches whole path segments only: `/orders` matches `/orders`, `/orders/1` and
+    /// `/orders?q`, not `/ordersx`. Needs `path_prefix`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_path_prefix: bool,
 }
 
 /// Certificates for TLS termination, as PEM: a default one, and more chosen by the
@@ -267,6 +273,13 @@ impl ListenerSpec {
                     p.starts_with('/') && p.len() <= 1024,
                     &format!("routes[{i}].path_prefix"),
                     || format!("routes[{i}].path_prefix must start with '/' (got {p:?})"),
+                );
+            }
+            if r.strip_path_prefix {
+                c.check(
+                    r.path_prefix.is_some(),
+                    &format!("routes[{i}].strip_path_prefix"),
+                    || format!("routes[{i}].strip_path_prefix needs a path_prefix"),
                 );
             }
         }

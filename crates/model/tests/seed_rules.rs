@@ -1619,6 +1619,7 @@ fn route(host: Option<&str>, path: Option<&str>, pool: &str) -> L7Route {
         host: host.map(str::to_owned),
         path_prefix: path.map(str::to_owned),
         pool_id: PoolId::from(pool),
+        strip_path_prefix: false,
     }
 }
 
@@ -1727,6 +1728,22 @@ fn listener_rules() {
             "routes on HTTP accepted",
             |l| l.routes = vec![route(None, Some("/api"), "pool-2")],
             Valid,
+        ),
+        (
+            "a stripped path prefix accepted",
+            |l| {
+                l.routes = vec![route(None, Some("/api"), "pool-2")];
+                l.routes[0].strip_path_prefix = true;
+            },
+            Valid,
+        ),
+        (
+            "stripping without a path prefix rejected",
+            |l| {
+                l.routes = vec![route(None, None, "pool-2")];
+                l.routes[0].strip_path_prefix = true;
+            },
+            Invalid("routes[0].strip_path_prefix"),
         ),
         (
             "routes on TERMINATED_HTTPS accepted",

@@ -579,9 +579,9 @@ async fn forward(
         return reply(out, 405, "CONNECT is not served").await;
     }
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    let Some(pool) = listener
+    let Some((pool, strip)) = listener
         .route(host.and_then(|h| std::str::from_utf8(h).ok()), path)
-        .cloned()
+        .map(|r| (r.pool.clone(), r.strip))
     else {
         log.termination = Termination::NoRoute;
         return reply(out, 503, "no pool serves this request").await;
@@ -614,7 +614,7 @@ async fn forward(
         }
         // The head, from the client's fields.
         head.clear();
-        request_line(&mut head, method_bytes, target, member);
+        request_line(&mut head, method_bytes, target, strip, member);
         for (name, value) in req.fields() {
             // A client's id that was unusable is replaced by fulcrum's, not sent beside it.
             let replaced_id = send_id && !id_from_client && name == b"x-request-id";

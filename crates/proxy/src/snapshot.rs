@@ -73,27 +73,64 @@ pub struct ListenerRt {
 
 pub struct RouteRt {
     pub host: Option<String>,
+    /// With `strip`, without a trailing `/` (so `/` is "").
     pub path_prefix: Option<String>,
+    /// The prefix matches whole segments and is removed from the path sent on.
+    pub strip: bool,
     pub pool: Arc<PoolRt>,
+}
+
+impl RouteRt {
+    fn matches_path(&self, path: &[u8]) -> bool {
+        prefix_matches(self.path_prefix.as_deref(), self.strip, path)
+    }
+
+    /// How many leading bytes of the path are not sent on.
+    fn stripped(&self) -> usize {
+        match (&self.path_prefix, self.strip) {
+            (Some(p), true) => p.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Where a request goes: the pool, and how many leading bytes of its path the member
+/// does not get (a stripped route prefix).
+pub struct Routed<'a> {
+    pub pool: &'a Arc<PoolRt>,
+    pub strip: usize,
 }
 
 impl ListenerRt {
     /// The pool for a request: the first route whose host and path match, else the default.
-    pub fn route(&self, host: Option<&str>, path: &[u8]) -> Option<&Arc<PoolRt>> {
+    pub fn route(&self, host: Option<&str>, path: &[u8]) -> Option<Routed<'_>> {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
-        self.routes
-            .iter()
-            .find(|r| {
-                r.host
-                    .as_deref()
-                    .is_none_or(|want| host_matches(want, host))
-                    && r.path_prefix
-                        .as_deref()
-                        .is_none_or(|p| path.starts_with(p.as_bytes()))
-            })
-            .map(|r| &r.pool)
-            .or(self.default_pool.as_ref())
+        match self.routes.iter().find(|r| {
+            r.host
+                .as_deref()
+                .is_none_or(|want| host_matches(want, host))
+                && r.matches_path(path)
+        }) {
+            Some(r) => Some(Routed {
+                pool: &r.pool,
+                strip: r.stripped(),
+            }),
+            None => self
+                .default_pool
+                .as_ref()
+                .map(|pool| Routed { pool, strip: 0 }),
+        }
     }
+}
+
+/// Whether `path` lies under `prefix`: byte for byte, or (`whole_segments`, a stripped
+/// prefix, given without its trailing `/`) ending at a segment's end.
+fn prefix_matches(prefix: Option<&str>, whole_segments: bool, path: &[u8]) -> bool {
+    let Some(p) = prefix else {
+        return true;
+    };
+    path.starts_with(p.as_bytes())
+        && (!whole_segments || matches!(path.get(p.len()), None | Some(b'/')))
 }
 
 fn host_matches(want: &str, host: Option<&str>) -> bool {
@@ -411,7 +448,14 @@ pub fn compile(
                     .filter_map(|r| {
                         Some(RouteRt {
                             host: r.host.clone(),
-                            path_prefix: r.path_prefix.clone(),
+                            path_prefix: match r.strip_path_prefix {
+                                true => r
+                                    .path_prefix
+                                    .as_deref()
+                                    .map(|p| p.trim_end_matches('/').to_owned()),
+                                false => r.path_prefix.clone(),
+                            },
+                            strip: r.strip_path_prefix,
                             pool: pool(&r.pool_id)?,
                         })
                     })
@@ -463,7 +507,30 @@ fn refusals(pool: &PoolId, upstream: &Arc<UpstreamRt>, members: &[MemberRt]) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::host_matches;
+    use super::{host_matches, prefix_matches};
+
+    #[test]
+    fn path_prefixes() {
+        assert!(prefix_matches(None, false, b"/x"));
+        assert!(prefix_matches(Some("/api"), false, b"/apix"));
+        // A stripped prefix matches whole segments only.
+        for (path, want) in [
+            (&b"/orders"[..], true),
+            (b"/orders/", true),
+            (b"/orders/1", true),
+            (b"/ordersx", false),
+            (b"/order", false),
+            (b"/", false),
+        ] {
+            assert_eq!(
+                prefix_matches(Some("/orders"), true, path),
+                want,
+                "{path:?}"
+            );
+        }
+        // The API at the root ("/" without its slash) takes every path.
+        assert!(prefix_matches(Some(""), true, b"/anything"));
+    }
 
     #[test]
     fn host_patterns() {

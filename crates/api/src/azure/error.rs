@@ -70,7 +70,12 @@ impl AzureError {
     }
 
     /// ARM's answer to a principal with no role in the scope it names.
-    pub fn authorization_failed(principal: &str, method: &http::Method, scope: &str) -> Self {
+    pub fn authorization_failed(
+        principal: &str,
+        method: &http::Method,
+        resource_type: &str,
+        scope: &str,
+    ) -> Self {
         let action = match *method {
             http::Method::GET | http::Method::HEAD => "read",
             http::Method::DELETE => "delete",
@@ -81,7 +86,7 @@ impl AzureError {
             "AuthorizationFailed",
             format!(
                 "The client '{principal}' does not have authorization to perform action \
-                 'Microsoft.ApiManagement/service/backends/{action}' over scope '{scope}' or \
+                 '{resource_type}/{action}' over scope '{scope}' or \
                  the scope is invalid."
             ),
         )

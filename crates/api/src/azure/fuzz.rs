@@ -1,4 +1,5 @@
-//! The Azure dialect's parsers for `fulcrum_api::fuzzing`: `$filter` and backend bodies.
+//! The Azure dialect's parsers for `fulcrum_api::fuzzing`: `$filter`, backend bodies, API
+//! bodies and policy documents.
 
 use fulcrum_model::MemberSpec;
 
@@ -50,5 +51,41 @@ pub(crate) fn body(data: &[u8]) {
         validate_member(&m);
         // What a read renders back from it.
         let _ = wire::render_url(&t.upstream, &m);
+    }
+}
+
+/// What a PUT of an API policy or of an API does with its body before it plans the change.
+pub(crate) fn api(data: &[u8]) {
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
+    if *first == 0 {
+        let Ok(text) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let body = super::apis::PolicyBody {
+            value: Some(text.to_owned()),
+            format: Some("rawxml".into()),
+        };
+        let _ = super::apis::check_policy(&body);
+        return;
+    }
+    let Ok(body) = serde_json::from_slice(rest) else {
+        return;
+    };
+    let Ok(properties) = super::properties_of(body) else {
+        return;
+    };
+    let Ok(p) = super::apis::api_properties(properties) else {
+        return;
+    };
+    if let Ok(record) = super::apis::translate(&p) {
+        let mut labels = std::collections::BTreeMap::new();
+        super::apis::set_api(&mut labels, "api-1", Some(&record));
+        assert_eq!(
+            super::apis::apis_of(&labels).remove("api-1").as_ref(),
+            Some(&record),
+            "an API reads back as it was kept"
+        );
     }
 }

@@ -1,13 +1,16 @@
 //! The Azure API Management dialect: seed 003 (Backend - Update) and the backend
 //! operations around it under `/subscriptions/{sub}/resourceGroups/{rg}/providers/
-//! Microsoft.ApiManagement/service/{svc}/backends`.
+//! Microsoft.ApiManagement/service/{svc}/backends`, the service's APIs and their policies
+//! (`.../apis`, `apis.rs`), and a read of the service itself (its `gatewayUrl`).
 //!
 //! Mapping: an APIM service is one load balancer, found by its labels
 //! (`azure.subscription`, `azure.resource_group`, `azure.service`, lower-cased) and created
-//! by the first PUT of a backend in it. A backend is the pool named after the backend id
-//! (see `wire.rs` for the fields). A backend's ETag is its pool's. Every write is one
-//! control-plane transaction (`change_pools`), which also rewrites the Pool backends that
-//! reference a changed Single backend; a write answers once the data plane serves it.
+//! by the first PUT of a backend or API in it, at an address of `[proxy] vip_ranges`. A
+//! backend is the pool named after the backend id (see `wire.rs` for the fields). A
+//! backend's ETag is its pool's. Every write is one control-plane transaction
+//! (`change_pools`), which also rewrites the Pool backends that reference a changed Single
+//! backend (and, for an API, the gateway listener); a write answers once the data plane
+//! serves it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use fulcrum_control::{
     Config, ControlError, EtagScope, IfMatch, PoolChange, PoolSetChange, RequestContext, Versioned,
-    etag, merge_patch,
+    Vip, etag, merge_patch,
 };
 use fulcrum_model::{
     LoadBalancer, LoadBalancerId, LoadBalancerSpec, Member, MemberSpec, Pool, PoolProtocol,
@@ -28,11 +31,13 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod apis;
 mod auth;
 mod error;
 mod filter;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
+mod policy;
 mod wire;
 
 pub use auth::{AzureToken, JwtConfig};
@@ -52,7 +57,18 @@ pub struct AzureConfig {
     /// JWT bearer tokens verified against a key (`[azure.jwt]`).
     #[serde(default)]
     pub jwt: Option<JwtConfig>,
+    /// The port each service's gateway listens on, at the service's address (default
+    /// 8080): where calls to its APIs go (`gatewayUrl`).
+    #[serde(default)]
+    pub gateway_port: Option<u16>,
+    /// `[proxy] bind_address`, set by `serve`: listeners bind it instead of their load
+    /// balancer's address, and `gatewayUrl` says so.
+    #[serde(skip)]
+    pub bind_address: Option<std::net::IpAddr>,
 }
+
+/// The gateway port when `[azure] gateway_port` is not set.
+pub const DEFAULT_GATEWAY_PORT: u16 = 8080;
 
 /// The api-versions whose backend contract this dialect speaks (the SDK sends 2024-05-01).
 const API_VERSIONS: &[&str] = &[
@@ -78,6 +94,7 @@ const MAX_BODY: usize = 1 << 20;
 struct Azure {
     app: AppState,
     auth: Arc<auth::Authenticator>,
+    gateway: apis::Gateway,
 }
 
 pub(crate) fn router(state: AppState, config: &AzureConfig) -> Router {
@@ -87,6 +104,10 @@ pub(crate) fn router(state: AppState, config: &AzureConfig) -> Router {
             &config.tokens,
             config.jwt.as_ref(),
         )),
+        gateway: apis::Gateway {
+            port: config.gateway_port.unwrap_or(DEFAULT_GATEWAY_PORT),
+            bind_address: config.bind_address,
+        },
     };
     Router::new()
         .route("/subscriptions/{*rest}", axum::routing::any(handle))
@@ -96,10 +117,7 @@ pub(crate) fn router(state: AppState, config: &AzureConfig) -> Router {
 async fn handle(State(az): State<Azure>, req: Request) -> Response {
     // The route is one catch-all: name the operation for the API's metrics.
     let operation = match parse_path(req.uri().path()) {
-        Ok(Target {
-            backend: Some(_), ..
-        }) => BACKEND_ROUTE,
-        Ok(_) => BACKENDS_ROUTE,
+        Ok(t) => t.resource.route(),
         Err(_) => "/subscriptions/{*rest}",
     };
     let mut resp = match serve(&az, req).await {
@@ -111,13 +129,70 @@ async fn handle(State(az): State<Azure>, req: Request) -> Response {
     resp
 }
 
-const BACKENDS_ROUTE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}/backends";
-const BACKEND_ROUTE: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}/backends/{backendId}";
-
 /// What the path names.
 struct Target {
     service: Service,
-    backend: Option<String>,
+    resource: Resource,
+}
+
+/// The resource under the service a path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    Service,
+    Backends,
+    Backend(String),
+    Apis,
+    Api(String),
+    /// `.../apis/{apiId}/policies`
+    Policies(String),
+    /// `.../apis/{apiId}/policies/{policyId}`
+    Policy(String, String),
+}
+
+impl Resource {
+    /// The route template, for the API's metrics.
+    fn route(&self) -> &'static str {
+        const S: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}";
+        match self {
+            Resource::Service => S,
+            Resource::Backends => concat!(
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}",
+                "/backends"
+            ),
+            Resource::Backend(_) => concat!(
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}",
+                "/backends/{backendId}"
+            ),
+            Resource::Apis => concat!(
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}",
+                "/apis"
+            ),
+            Resource::Api(_) => concat!(
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}",
+                "/apis/{apiId}"
+            ),
+            Resource::Policies(_) => concat!(
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}",
+                "/apis/{apiId}/policies"
+            ),
+            Resource::Policy(..) => concat!(
+                "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}",
+                "/apis/{apiId}/policies/{policyId}"
+            ),
+        }
+    }
+
+    /// The ARM resource type an authorization failure names.
+    fn arm_type(&self) -> &'static str {
+        match self {
+            Resource::Service => "Microsoft.ApiManagement/service",
+            Resource::Backends | Resource::Backend(_) => "Microsoft.ApiManagement/service/backends",
+            Resource::Apis | Resource::Api(_) => "Microsoft.ApiManagement/service/apis",
+            Resource::Policies(_) | Resource::Policy(..) => {
+                "Microsoft.ApiManagement/service/apis/policies"
+            }
+        }
+    }
 }
 
 async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
@@ -163,6 +238,7 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
         return Err(AzureError::authorization_failed(
             &caller.principal,
             &parts.method,
+            target.resource.arm_type(),
             &target.service.arm_id(),
         ));
     }
@@ -182,29 +258,41 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
         one_change_at_a_time: false,
         ..Default::default()
     };
-    let Target { service, backend } = target;
-    let Some(id) = backend else {
-        if parts.method != Method::GET {
-            return Err(method_not_allowed(&parts.method));
+    let Target { service, resource } = target;
+    let id = match resource {
+        Resource::Backend(id) => id,
+        Resource::Backends => {
+            return list_backends(
+                az,
+                &service,
+                &parts,
+                ListQuery {
+                    filter: param("$filter"),
+                    top: param("$top"),
+                    skip: param("$skip"),
+                    api_version,
+                },
+            );
         }
-        let page = ListQuery {
-            filter: param("$filter"),
-            top: param("$top"),
-            skip: param("$skip"),
-            api_version,
-        };
-        let over_tls = parts
-            .extensions
-            .get::<crate::server::ServedOverTls>()
-            .is_some();
-        return list(
-            az,
-            &service,
-            &page,
-            &parts.headers,
-            parts.uri.path(),
-            over_tls,
-        );
+        other => {
+            // APIs, policies and the service: their If-Match is checked against their own
+            // ETags, in the change.
+            let plain = RequestContext {
+                if_match: None,
+                ..ctx
+            };
+            return serve_apis(
+                az,
+                &plain,
+                if_match.as_deref(),
+                &service,
+                other,
+                &parts,
+                &body,
+                &query,
+            )
+            .await;
+        }
     };
     match parts.method {
         Method::GET => get(az, &service, &id, false),
@@ -225,6 +313,125 @@ async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
         }
         Method::DELETE => delete(az, &ctx, &service, &id).await,
         ref m => Err(method_not_allowed(m)),
+    }
+}
+
+/// The APIs, their policies and the service.
+#[allow(clippy::too_many_arguments)]
+async fn serve_apis(
+    az: &Azure,
+    ctx: &RequestContext,
+    if_match: Option<&str>,
+    service: &Service,
+    resource: Resource,
+    parts: &http::request::Parts,
+    body: &[u8],
+    query: &[(String, String)],
+) -> Result<Response, AzureError> {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let m = &parts.method;
+    let need_if_match = || {
+        if if_match.is_none() {
+            return Err(AzureError::invalid(
+                "If-Match",
+                "The If-Match header is required: send the entity's ETag, or * to change it unconditionally.",
+            ));
+        }
+        Ok(())
+    };
+    match (resource, m.clone()) {
+        (Resource::Service, Method::GET) => apis::get_service(az, service),
+        (Resource::Apis, Method::GET) => {
+            apis::list_apis(az, service, param("$top"), param("$skip"))
+        }
+        (Resource::Api(id), Method::GET) => apis::get_api(az, service, &id, false),
+        (Resource::Api(id), Method::HEAD) => apis::get_api(az, service, &id, true),
+        (Resource::Api(id), Method::PUT) => {
+            let props = properties_of(parse_json(&parts.headers, body)?)?;
+            let p = apis::api_properties(props)?;
+            apis::write_api(
+                az,
+                ctx,
+                if_match,
+                service,
+                &id,
+                apis::ApiWrite::Put(Box::new(p)),
+            )
+            .await
+        }
+        (Resource::Api(id), Method::PATCH) => {
+            need_if_match()?;
+            let props = properties_of(parse_json(&parts.headers, body)?)?;
+            // Decoded now for its errors; merged into the current API in the change.
+            apis::api_properties(props.clone())?;
+            apis::write_api(
+                az,
+                ctx,
+                if_match,
+                service,
+                &id,
+                apis::ApiWrite::Patch(props),
+            )
+            .await
+        }
+        (Resource::Api(id), Method::DELETE) => {
+            need_if_match()?;
+            apis::write_api(az, ctx, if_match, service, &id, apis::ApiWrite::Delete).await
+        }
+        (Resource::Policies(id), Method::GET) => apis::list_policies(az, service, &id),
+        (Resource::Policy(id, pid), Method::GET | Method::HEAD) => {
+            apis::check_policy_id(&pid)?;
+            apis::get_policy(az, service, &id, param("format"), *m == Method::HEAD)
+        }
+        (Resource::Policy(id, pid), Method::PUT) => {
+            apis::check_policy_id(&pid)?;
+            let props = properties_of(parse_json(&parts.headers, body)?)?;
+            let body: apis::PolicyBody = serde_path_to_error::deserialize(props).map_err(|e| {
+                let field = format!("properties.{}", e.path());
+                AzureError::invalid(
+                    field.clone(),
+                    format!("{field}: {}", crate::decode::describe(&e.into_inner())),
+                )
+            })?;
+            let (text, format) = apis::check_policy(&body)?;
+            apis::write_policy(az, ctx, if_match, service, &id, Some((text, format))).await
+        }
+        (Resource::Policy(id, pid), Method::DELETE) => {
+            apis::check_policy_id(&pid)?;
+            need_if_match()?;
+            apis::write_policy(az, ctx, if_match, service, &id, None).await
+        }
+        (_, m) => Err(method_not_allowed(&m)),
+    }
+}
+
+fn list_backends(
+    az: &Azure,
+    service: &Service,
+    parts: &http::request::Parts,
+    page: ListQuery<'_>,
+) -> Result<Response, AzureError> {
+    {
+        if parts.method != Method::GET {
+            return Err(method_not_allowed(&parts.method));
+        }
+        let over_tls = parts
+            .extensions
+            .get::<crate::server::ServedOverTls>()
+            .is_some();
+        list(
+            az,
+            service,
+            &page,
+            &parts.headers,
+            parts.uri.path(),
+            over_tls,
+        )
     }
 }
 
@@ -265,15 +472,16 @@ fn check_api_version(v: Option<&str>) -> Result<&str, AzureError> {
 }
 
 /// Parses and validates `/subscriptions/{sub}/resourceGroups/{rg}/providers/
-/// Microsoft.ApiManagement/service/{svc}/backends[/{id}]`. Literal segments compare
-/// case-insensitively, as ARM's do; names are percent-decoded per segment.
+/// Microsoft.ApiManagement/service/{svc}[/backends[/{id}] | /apis[/{id}[/policies[/{id}]]]]`.
+/// Literal segments compare case-insensitively, as ARM's do; names are percent-decoded
+/// per segment.
 fn parse_path(path: &str) -> Result<Target, AzureError> {
     let no_route = || {
         AzureError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!(
-                "No HTTP resource was found that matches the request URI {path:?}; this endpoint serves .../providers/Microsoft.ApiManagement/service/{{serviceName}}/backends."
+                "No HTTP resource was found that matches the request URI {path:?}; this endpoint serves .../providers/Microsoft.ApiManagement/service/{{serviceName}}, its /backends, and its /apis with their /policies."
             ),
         )
     };
@@ -287,9 +495,16 @@ fn parse_path(path: &str) -> Result<Target, AzureError> {
         (4, "providers"),
         (5, "Microsoft.ApiManagement"),
         (6, "service"),
-        (8, "backends"),
     ];
-    if !(raw.len() == 9 || raw.len() == 10)
+    let kind = raw.get(8).map(|k| k.to_ascii_lowercase());
+    let shape_ok = match (kind.as_deref(), raw.len()) {
+        (None, 8) => true,
+        (Some("backends"), 9 | 10) => true,
+        (Some("apis"), 9 | 10) => true,
+        (Some("apis"), 11 | 12) => raw[10].eq_ignore_ascii_case("policies"),
+        _ => false,
+    };
+    if !shape_ok
         || literals
             .iter()
             .any(|(i, want)| !raw[*i].eq_ignore_ascii_case(want))
@@ -334,23 +549,36 @@ fn parse_path(path: &str) -> Result<Target, AzureError> {
             ),
         ));
     }
-    let backend = if raw.len() == 10 {
-        let id = seg(9, "backendId")?;
+    let id = |name: &str, what: &str, forbidden: &str| -> Result<String, AzureError> {
+        let id = seg(9, name)?;
         let ok = (1..=80).contains(&id.chars().count())
-            && !id
-                .chars()
-                .any(|c| c.is_control() || "*#&+:<>?/\\%".contains(c));
+            && !id.chars().any(|c| c.is_control() || forbidden.contains(c));
         if !ok {
+            let listed: Vec<String> = forbidden.chars().map(String::from).collect();
             return Err(AzureError::invalid(
-                "backendId",
+                name,
                 format!(
-                    "Backend id '{id}' is invalid: 1 to 80 characters, none of * # & + : < > ? / \\ % or control characters."
+                    "{what} id '{id}' is invalid: 1 to 80 characters, none of {} or control characters.",
+                    listed.join(" ")
                 ),
             ));
         }
-        Some(id)
-    } else {
-        None
+        Ok(id)
+    };
+    let resource = match (kind.as_deref(), raw.len()) {
+        (None, _) => Resource::Service,
+        (Some("backends"), 9) => Resource::Backends,
+        (Some("backends"), _) => Resource::Backend(id("backendId", "Backend", "*#&+:<>?/\\%")?),
+        (Some(_), 9) => Resource::Apis,
+        // `;rev=n` would name a revision: fulcrum keeps none.
+        (Some(_), n) => {
+            let api = id("apiId", "API", "*#&+:<>?/\\%;")?;
+            match n {
+                10 => Resource::Api(api),
+                11 => Resource::Policies(api),
+                _ => Resource::Policy(api, seg(11, "policyId")?),
+            }
+        }
     };
     Ok(Target {
         service: Service {
@@ -358,7 +586,7 @@ fn parse_path(path: &str) -> Result<Target, AzureError> {
             resource_group,
             name,
         },
-        backend,
+        resource,
     })
 }
 
@@ -881,6 +1109,9 @@ fn plan_write(
         loadbalancer_spec: Some(lb_spec),
         pools,
         target_pool: id.to_owned(),
+        // A new service gets an address this node can bind, never 0.0.0.0.
+        vip: Vip::Allocate { subnet: None },
+        listener: None,
     })
 }
 
@@ -940,6 +1171,29 @@ async fn delete(
                     names(&dependents)
                 )));
             }
+            // As API Management refuses to delete what a policy still names.
+            let policies = apis::policies_naming(&lb.value.spec.labels, id);
+            if !policies.is_empty() {
+                return Err(ControlError::invalid(
+                    "backendId",
+                    format!(
+                        "The Backend '{id}' is used by the following entities: {}; change or delete those policies (or their APIs) first.",
+                        policies.join(", ")
+                    ),
+                ));
+            }
+            if let Some(b) = find_backend(cfg, lb, id)
+                && let Some(l) = cfg.listeners_using(&b.pool.value.id).next()
+            {
+                let name = match l.value.spec.name.as_str() {
+                    "" => String::new(),
+                    n => format!(" '{n}'"),
+                };
+                return Err(ControlError::Conflict(format!(
+                    "Backend '{id}' receives traffic from listener{name} on port {} (bound to it through fulcrum's native API); delete that listener or point it elsewhere first.",
+                    l.value.spec.port
+                )));
+            }
             let mut spec = lb.value.spec.clone();
             wire::set_backend_labels(&mut spec.labels, id, &BTreeMap::new());
             Ok(PoolSetChange {
@@ -947,6 +1201,8 @@ async fn delete(
                 loadbalancer_spec: Some(spec),
                 pools: vec![PoolChange::Delete { name: id.to_owned() }],
                 target_pool: id.to_owned(),
+                vip: Vip::AsGiven,
+                listener: None,
             })
         })
         .await;
@@ -986,9 +1242,32 @@ mod tests {
     #[test]
     fn paths_are_parsed_and_every_name_rule_applies() {
         let t = parse_path(&format!("{BASE}/a%20b")).unwrap();
-        assert_eq!(t.backend.as_deref(), Some("a b"));
+        assert_eq!(t.resource, Resource::Backend("a b".into()));
         assert_eq!(t.service.resource_group, "rg1");
-        assert!(parse_path(&format!("{BASE}/")).unwrap().backend.is_none());
+        assert_eq!(
+            parse_path(&format!("{BASE}/")).unwrap().resource,
+            Resource::Backends
+        );
+        let svc = BASE.strip_suffix("/backends").unwrap();
+        assert_eq!(parse_path(svc).unwrap().resource, Resource::Service);
+        assert_eq!(
+            parse_path(&format!("{svc}/apis")).unwrap().resource,
+            Resource::Apis
+        );
+        assert_eq!(
+            parse_path(&format!("{svc}/APIs/orders/Policies/policy"))
+                .unwrap()
+                .resource,
+            Resource::Policy("orders".into(), "policy".into())
+        );
+        assert_eq!(
+            parse_path(&format!("{svc}/apis/orders/policies"))
+                .unwrap()
+                .resource,
+            Resource::Policies("orders".into())
+        );
+        assert_eq!(code(&format!("{svc}/apis/orders;rev=2")), "ValidationError");
+        assert_eq!(code(&format!("{svc}/apis/orders/operations")), "NotFound");
         assert_eq!(
             code(&BASE.to_lowercase()),
             "ok",
@@ -1007,7 +1286,7 @@ mod tests {
             code(&format!("{BASE}/{}", "x".repeat(81))),
             "ValidationError"
         );
-        assert_eq!(code(&BASE.replace("backends", "apis")), "NotFound");
+        assert_eq!(code(&BASE.replace("backends", "products")), "NotFound");
         assert_eq!(code(&format!("{BASE}/a/b")), "NotFound");
     }
 
@@ -1086,6 +1365,8 @@ mod router_tests {
                     subscriptions: None,
                 }],
                 jwt: None,
+                gateway_port: None,
+                bind_address: None,
             },
             ..Default::default()
         };

@@ -10,16 +10,25 @@ use crate::exchange::ConnInfo;
 use crate::snapshot::MemberRt;
 
 /// The request head for `member`. `drop_expect`: fulcrum answers `100 Continue` itself.
+/// `strip`: leading bytes of the path its route keeps from the member.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn request(
     out: &mut Vec<u8>,
     buf: &[u8],
     fields: &[Field],
     req: &Request,
+    strip: usize,
     conn: &ConnInfo,
     member: &MemberRt,
     drop_expect: bool,
 ) {
-    request_line(out, req.method_span.of(buf), req.target.of(buf), member);
+    request_line(
+        out,
+        req.method_span.of(buf),
+        req.target.of(buf),
+        strip,
+        member,
+    );
     for f in fields.iter().filter(|f| !f.hop) {
         match f.kind {
             // Written anew below.
@@ -70,11 +79,13 @@ pub(crate) fn replaced_by_credentials(member: &MemberRt, name: &[u8]) -> bool {
 }
 
 /// The request line for `member`: method, target (absolute-form through a plain forward
-/// proxy; with the member's base path and credential query), HTTP/1.1.
+/// proxy; without the first `strip` bytes of the path, which its route keeps; with the
+/// member's base path and credential query), HTTP/1.1.
 pub(crate) fn request_line(
     out: &mut Vec<u8>,
     method: &[u8],
     client_target: &[u8],
+    strip: usize,
     member: &MemberRt,
 ) {
     let u = &member.upstream;
@@ -86,7 +97,7 @@ pub(crate) fn request_line(
         out.extend_from_slice(b"http://");
         out.extend_from_slice(member.authority.as_bytes());
     }
-    target(out, client_target, &u.base_path, &u.query);
+    target(out, client_target, strip, &u.base_path, &u.query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
@@ -142,10 +153,11 @@ pub(crate) fn proxy_fields<'a>(
     }
 }
 
-/// The target sent on: the member's base path before the client's path, the member's
-/// credential query parameters after the client's.
-fn target(out: &mut Vec<u8>, client: &[u8], base_path: &str, extra_query: &str) {
-    if base_path.is_empty() && extra_query.is_empty() {
+/// The target sent on: the member's base path before the client's path (less its first
+/// `strip` bytes, a route's prefix), the member's credential query parameters after the
+/// client's.
+fn target(out: &mut Vec<u8>, client: &[u8], strip: usize, base_path: &str, extra_query: &str) {
+    if strip == 0 && base_path.is_empty() && extra_query.is_empty() {
         out.extend_from_slice(if client.is_empty() { b"/" } else { client });
         return;
     }
@@ -153,6 +165,7 @@ fn target(out: &mut Vec<u8>, client: &[u8], base_path: &str, extra_query: &str) 
         Some(q) => (&client[..q], &client[q + 1..]),
         None => (client, &b""[..]),
     };
+    let path = path.get(strip..).unwrap_or_default();
     out.extend_from_slice(base_path.as_bytes());
     out.extend_from_slice(if path.is_empty() { b"/" } else { path });
     if !query.is_empty() || !extra_query.is_empty() {
@@ -286,7 +299,7 @@ mod tests {
     fn targets() {
         let t = |client: &str, base: &str, q: &str| {
             let mut out = Vec::new();
-            target(&mut out, client.as_bytes(), base, q);
+            target(&mut out, client.as_bytes(), 0, base, q);
             String::from_utf8(out).unwrap_or_default()
         };
         assert_eq!(t("/a?b=1", "", ""), "/a?b=1");
@@ -295,6 +308,21 @@ mod tests {
         assert_eq!(t("/a", "/base", ""), "/base/a");
         assert_eq!(t("/a", "", "k=v"), "/a?k=v");
         assert_eq!(t("", "/base", ""), "/base/");
+    }
+
+    #[test]
+    fn stripped_targets_keep_what_follows_the_prefix() {
+        let t = |client: &str, strip: usize, base: &str, q: &str| {
+            let mut out = Vec::new();
+            target(&mut out, client.as_bytes(), strip, base, q);
+            String::from_utf8(out).unwrap_or_default()
+        };
+        // An API at /orders: the member gets its base path and what follows /orders.
+        assert_eq!(t("/orders/1?x=2", 7, "", ""), "/1?x=2");
+        assert_eq!(t("/orders/1?x=2", 7, "/api", "k=v"), "/api/1?x=2&k=v");
+        assert_eq!(t("/orders", 7, "", ""), "/");
+        assert_eq!(t("/orders?x=2", 7, "/api", ""), "/api/?x=2");
+        assert_eq!(t("/orders/", 7, "/api", ""), "/api/");
     }
 
     #[test]

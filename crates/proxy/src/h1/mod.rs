@@ -371,7 +371,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .iter()
             .position(|b| *b == b'?')
             .map_or(target, |q| &target[..q]);
-        let Some(pool) = listener.route(host, path).cloned() else {
+        let Some((pool, strip)) = listener
+            .route(host, path)
+            .map(|r| (r.pool.clone(), r.strip))
+        else {
             self.log.termination = Termination::NoRoute;
             let next = self
                 .reply(
@@ -409,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             match self
                 .attempt(
-                    dp, conn, &pool, idx, &req, &mut up, &session, sleep, stop, timeouts,
+                    dp, conn, &pool, idx, &req, strip, &mut up, &session, sleep, stop, timeouts,
                 )
                 .await
             {
@@ -474,6 +477,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         pool: &PoolRt,
         idx: usize,
         req: &Request,
+        strip: usize,
         up: &mut UpConn,
         session: &Session,
         sleep: &mut Pin<&mut Sleep>,
@@ -488,6 +492,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.buf.data(),
             &self.fields,
             req,
+            strip,
             conn,
             member,
             answer_continue,
