@@ -1429,6 +1429,74 @@ async fn upstream_credentials_and_base_path_reach_the_member() {
     assert!(h.get("x-api-key").is_none());
 }
 
+/// `host_header: member`: the member gets its own address as `Host` (as an API gateway sends
+/// a backend URL's host), over HTTP/1.1 and HTTP/2, with the client's host kept in
+/// `Forwarded`; the default passes the client's `Host` through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_header_member_sends_the_members_own_host() {
+    let a = Backend::start("a").await;
+    let s = Stack::new("ROUND_ROBIN", &[(&a, json!({}))]).await;
+    let c = client();
+    let host_seen = |what: &str| {
+        let h = a.last_headers().expect("a request reached the member");
+        let host: Vec<_> = h
+            .get_all("host")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let forwarded = h
+            .get("forwarded")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        eprintln!("{what}: host {host:?}, forwarded {forwarded}");
+        (host, forwarded)
+    };
+    let send = |host: &'static str| c.get(format!("{}/x", s.url)).header("host", host).send();
+    assert_eq!(send("shop.example").await.expect("send").status(), 200);
+    let (host, _) = host_seen("default");
+    assert_eq!(
+        host,
+        ["shop.example"],
+        "by default the client's Host passes through"
+    );
+
+    s.f.apply(
+        "PATCH",
+        &format!("/v1/pools/{}", s.pool),
+        Some(json!({"upstream": {"host_header": "member"}})),
+    )
+    .await;
+    let member_host = format!("127.0.0.1:{}", a.port());
+    assert_eq!(send("shop.example").await.expect("send").status(), 200);
+    let (host, forwarded) = host_seen("member, HTTP/1.1");
+    assert_eq!(
+        host,
+        std::slice::from_ref(&member_host),
+        "one Host: the member's own"
+    );
+    assert!(
+        forwarded.contains("host=\"shop.example\""),
+        "the client's host stays in Forwarded: {forwarded}"
+    );
+
+    // HTTP/2: the :authority is replaced the same way.
+    let authority = s.url.trim_start_matches("http://").to_owned();
+    let stream = TcpStream::connect(&authority).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://shop.example/h2")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), 200);
+    let (host, forwarded) = host_seen("member, HTTP/2");
+    assert_eq!(host, [member_host], "one Host: the member's own");
+    assert!(forwarded.contains("host=\"shop.example\""), "{forwarded}");
+}
+
 /// Priority groups: the lowest priority with an available member takes new requests,
 /// weighted inside the group; when it has none the next group takes over, and traffic
 /// moves back when it recovers, with no failed request throughout.

@@ -159,6 +159,23 @@ impl MemberSpec {
     }
 
     /// The `ip:port` form OCI uses as the backend's name.
+    /// The `Host` a client calling this member at `scheme` would send: its address, with
+    /// the port unless it is the scheme's default.
+    pub fn host_for(&self, scheme: crate::UpstreamScheme) -> String {
+        let default_port = match scheme {
+            crate::UpstreamScheme::Http => 80,
+            crate::UpstreamScheme::Https => 443,
+        };
+        if self.port == default_port {
+            match self.address.parse::<IpAddr>() {
+                Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+                _ => self.address.clone(),
+            }
+        } else {
+            self.endpoint()
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         match self.address.parse::<IpAddr>() {
             Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", self.port),
@@ -206,5 +223,22 @@ fn normalize_address(a: &str) -> String {
     match a.parse::<IpAddr>() {
         Ok(ip) => ip.to_string(),
         Err(_) => a.to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UpstreamScheme::{Http, Https};
+
+    #[test]
+    fn a_members_own_host_names_its_port_unless_the_schemes_default() {
+        let host = |address: &str, port, scheme| MemberSpec::new(address, port).host_for(scheme);
+        assert_eq!(host("api.example.com", 443, Https), "api.example.com");
+        assert_eq!(host("api.example.com", 443, Http), "api.example.com:443");
+        assert_eq!(host("api.example.com", 80, Http), "api.example.com");
+        assert_eq!(host("10.0.0.5", 8080, Http), "10.0.0.5:8080");
+        assert_eq!(host("::1", 80, Http), "[::1]");
+        assert_eq!(host("::1", 8443, Https), "[::1]:8443");
     }
 }

@@ -17,12 +17,29 @@ pub enum UpstreamScheme {
     Https,
 }
 
+/// The `Host` a member is sent.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HostHeader {
+    /// The client's own `Host` passes through: virtual hosts behind the load balancer see
+    /// the name the client asked for (the default, as HAProxy and cloud load balancers do).
+    #[default]
+    Client,
+    /// The member's own address, with its port unless it is the scheme's default: what a
+    /// client calling the member directly would send, and what an API gateway sends to a
+    /// backend URL (Azure API Management does). The client's host stays in `Forwarded`.
+    Member,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     pub scheme: UpstreamScheme,
     /// Prefixed to every request path sent to the member (an Azure backend URL's path).
     pub base_path: String,
+    pub host_header: HostHeader,
     pub credentials: Credentials,
     pub tls: UpstreamTls,
     pub proxy: Option<ForwardProxy>,

@@ -580,6 +580,7 @@ fn full_pool() -> Pool {
             upstream: UpstreamSettings {
                 scheme: UpstreamScheme::Https,
                 base_path: "/api".into(),
+                host_header: HostHeader::Member,
                 credentials: Credentials {
                     headers,
                     query,

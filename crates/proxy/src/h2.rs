@@ -627,7 +627,9 @@ async fn forward(
         {
             write_field(&mut head, b"cookie", req.bytes(c));
         }
-        if let Some(h) = host {
+        if let Some(h) = host
+            && member.host_override.is_none()
+        {
             write_field(&mut head, b"Host", h);
         }
         let prior_xff = req

@@ -154,6 +154,8 @@ pub struct MemberRt {
     pub target: Target,
     /// `host:port` for the Host header and logs.
     pub authority: String,
+    /// The `Host` sent instead of the client's (`host_header: member`).
+    pub host_override: Option<String>,
     pub weight: u32,
     /// May take new, unbound requests (admin state, drain, offline, weight).
     pub accepts_new: bool,
@@ -241,15 +243,20 @@ impl PoolRt {
                     Ok(ip) => Target::Addr(SocketAddr::new(ip, spec.port)),
                     Err(_) => Target::Host(spec.address.clone(), spec.port),
                 };
+                let upstream = match &spec.upstream {
+                    Some(own) => Arc::new(UpstreamRt::compile(own)),
+                    None => pool_upstream.clone(),
+                };
+                let host_override = (upstream.source.host_header
+                    == fulcrum_model::HostHeader::Member)
+                    .then(|| spec.host_for(upstream.source.scheme));
                 MemberRt {
                     id: m.value.id.clone(),
                     name: spec.name.clone(),
-                    upstream: match &spec.upstream {
-                        Some(own) => Arc::new(UpstreamRt::compile(own)),
-                        None => pool_upstream.clone(),
-                    },
+                    upstream,
                     target,
                     authority: spec.endpoint(),
+                    host_override,
                     weight: spec.weight,
                     accepts_new: spec.accepts_new_requests(),
                     accepts_bound: spec.accepts_bound_requests(),

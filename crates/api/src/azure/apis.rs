@@ -21,8 +21,8 @@ use fulcrum_control::{
     merge_patch,
 };
 use fulcrum_model::{
-    L7Route, ListenerProtocol, ListenerSpec, LoadBalancer, MemberSpec, PoolId, PoolProtocol,
-    PoolSpec, ResourceKind, UpstreamSettings,
+    HostHeader, L7Route, ListenerProtocol, ListenerSpec, LoadBalancer, MemberSpec, PoolId,
+    PoolProtocol, PoolSpec, ResourceKind, UpstreamSettings,
 };
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -617,6 +617,8 @@ fn own_pool_change(api: &str, url: &str, field: &str) -> Result<PoolChange, Cont
     spec.upstream = UpstreamSettings {
         scheme: u.scheme,
         base_path: u.base_path,
+        // APIM sends the service its URL's host, not the caller's.
+        host_header: HostHeader::Member,
         ..Default::default()
     };
     let mut m = MemberSpec::new(u.host, u.port);

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use fulcrum_model::{
     Authorization, Checker, CircuitBreakerRule, Credentials, FailureCondition, ForwardProxy,
-    Member, MemberSpec, Pool, StatusCodeRange, UpstreamScheme, UpstreamSettings, UpstreamTls,
-    ValidationError, is_host_name,
+    HostHeader, Member, MemberSpec, Pool, StatusCodeRange, UpstreamScheme, UpstreamSettings,
+    UpstreamTls, ValidationError, is_host_name,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -395,6 +395,8 @@ pub(crate) fn translate(
                     Ok(u) => {
                         upstream.scheme = u.scheme;
                         upstream.base_path = u.base_path;
+                        // APIM sends a backend its URL's host, not the caller's.
+                        upstream.host_header = HostHeader::Member;
                         endpoint = Some((u.host, u.port));
                     }
                     Err(m) => c.fail("properties.url", m),

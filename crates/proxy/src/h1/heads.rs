@@ -33,6 +33,7 @@ pub(crate) fn request(
         match f.kind {
             // Written anew below.
             Name::XForwardedFor | Name::XForwardedProto => continue,
+            Name::Host if member.host_override.is_some() => continue,
             Name::Expect if drop_expect => continue,
             _ => {}
         }
@@ -101,7 +102,8 @@ pub(crate) fn request_line(
     out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
-/// The fields the proxy adds after the client's own: Host when the client sent none,
+/// The fields the proxy adds after the client's own: Host when the client sent none or the
+/// member is sent its own,
 /// `X-Forwarded-For` (earlier proxies' values, then this client), `X-Forwarded-Proto`,
 /// `Forwarded`, the member's credentials, a forward proxy's credentials, and the framing
 /// (`body`: Some(Some(n)) a length, Some(None) chunked, None no body).
@@ -114,8 +116,10 @@ pub(crate) fn proxy_fields<'a>(
     body: Option<Option<u64>>,
 ) {
     let u = &member.upstream;
-    if host.is_none() {
-        write_field(out, b"Host", member.authority.as_bytes());
+    match (&member.host_override, host) {
+        (Some(own), _) => write_field(out, b"Host", own.as_bytes()),
+        (None, None) => write_field(out, b"Host", member.authority.as_bytes()),
+        (None, Some(_)) => {}
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     for v in prior_xff {
