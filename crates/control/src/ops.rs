@@ -475,6 +475,48 @@ impl ControlPlane {
         .await
     }
 
+    /// Changes a listener by a function of its current state, planned against each fresh
+    /// view (so an edit of one route among several never writes back a stale list): the
+    /// operations of dialects that address a listener's routes one by one (Huawei
+    /// l7policies and l7rules). `input` is the request as the caller received it, for
+    /// retry-token fingerprints; `edit` returns the new spec, validated here as any update.
+    pub async fn edit_listener<I: serde::Serialize>(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        id: &ListenerId,
+        input: &I,
+        edit: impl Fn(&Config, &Listener) -> Result<ListenerSpec, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &(operation, id, input), |cfg, now| {
+            let cur = cfg
+                .listeners
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Listener, id))?;
+            let lb_id = &cur.value.loadbalancer_id;
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            let spec = edit(cfg, &cur.value)?;
+            spec.validate()?;
+            check_listener_pools(cfg, lb_id, &spec)?;
+            check_port_free(cfg, &lb.value, &spec, Some(id))?;
+            let mut plan = Plan::new(operation);
+            plan.target_revision = Some(cur.mod_revision);
+            plan.compares
+                .push(Compare::unchanged(keys::listener(id), cur.mod_revision));
+            let updated = Listener {
+                spec,
+                updated_at: now,
+                ..cur.value.clone()
+            };
+            plan.put(keys::listener(id), &updated)?;
+            plan.touched(ResourceKind::Listener, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
     pub async fn delete_listener(
         &self,
         ctx: &RequestContext,
@@ -631,9 +673,10 @@ impl ControlPlane {
         self.delete_pool_with(ctx, id, false).await
     }
 
-    /// Deletes a pool and, in the same transaction, unbinds it from the listeners that use
-    /// it (their default pool becomes none, their routes to it go): Huawei's order, where a
-    /// pool goes first and a listener with a pool cannot.
+    /// Deletes a pool and, in the same transaction, unbinds it from the listeners whose
+    /// default pool it is (their default pool becomes none); refused while an L7 route
+    /// sends to it. Huawei's order: a pool goes before its listener (a listener with a pool
+    /// cannot), and only once no forwarding policy (route) names it.
     pub async fn delete_pool_unbinding(
         &self,
         ctx: &RequestContext,
@@ -660,11 +703,19 @@ impl ControlPlane {
                         l.value.id
                     )));
                 }
-                let mut unbound = l.value.clone();
-                if unbound.spec.default_pool_id.as_ref() == Some(id) {
-                    unbound.spec.default_pool_id = None;
+                if let Some(r) = l.value.spec.routes.iter().find(|r| &r.pool_id == id) {
+                    let route = if r.id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", r.id)
+                    };
+                    return Err(ControlError::Conflict(format!(
+                        "pool {id} is in use by route{route} of listener {}; delete the route (forwarding policy) first",
+                        l.value.id
+                    )));
                 }
-                unbound.spec.routes.retain(|r| &r.pool_id != id);
+                let mut unbound = l.value.clone();
+                unbound.spec.default_pool_id = None;
                 unbound.updated_at = now;
                 plan.compares.push(Compare::unchanged(
                     keys::listener(&l.value.id),

@@ -72,8 +72,8 @@ pub struct ListenerRt {
 }
 
 pub struct RouteRt {
-    pub host: Option<String>,
-    pub path_prefix: Option<String>,
+    /// How requests are matched (`L7Route::matches`, allocation-free).
+    pub rule: fulcrum_model::L7Route,
     pub pool: Arc<PoolRt>,
 }
 
@@ -83,30 +83,9 @@ impl ListenerRt {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
         self.routes
             .iter()
-            .find(|r| {
-                r.host
-                    .as_deref()
-                    .is_none_or(|want| host_matches(want, host))
-                    && r.path_prefix
-                        .as_deref()
-                        .is_none_or(|p| path.starts_with(p.as_bytes()))
-            })
+            .find(|r| r.rule.matches(host, path))
             .map(|r| &r.pool)
             .or(self.default_pool.as_ref())
-    }
-}
-
-fn host_matches(want: &str, host: Option<&str>) -> bool {
-    let Some(host) = host else { return false };
-    match want.strip_prefix("*.") {
-        // `*.example.com` matches `a.example.com`, not `example.com`; no allocation.
-        Some(suffix) => host.len().checked_sub(suffix.len() + 1).is_some_and(|dot| {
-            host.as_bytes()[dot] == b'.'
-                && host
-                    .get(dot + 1..)
-                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-        }),
-        None => host.eq_ignore_ascii_case(want),
     }
 }
 
@@ -410,8 +389,7 @@ pub fn compile(
                     .iter()
                     .filter_map(|r| {
                         Some(RouteRt {
-                            host: r.host.clone(),
-                            path_prefix: r.path_prefix.clone(),
+                            rule: r.clone(),
                             pool: pool(&r.pool_id)?,
                         })
                     })
@@ -459,19 +437,4 @@ fn refusals(pool: &PoolId, upstream: &Arc<UpstreamRt>, members: &[MemberRt]) -> 
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_matches;
-
-    #[test]
-    fn host_patterns() {
-        assert!(host_matches("example.com", Some("EXAMPLE.com")));
-        assert!(!host_matches("example.com", Some("www.example.com")));
-        assert!(host_matches("*.example.com", Some("www.example.com")));
-        assert!(!host_matches("*.example.com", Some("example.com")));
-        assert!(!host_matches("*.example.com", Some("wwwexample.com")));
-        assert!(!host_matches("example.com", None));
-    }
 }
