@@ -431,6 +431,7 @@ mod tests {
             port,
             default_pool_id: Some(pool.clone()),
             routes: Vec::new(),
+            route_set: None,
             admin_state_up: true,
             tls: None,
             connection_limit: None,

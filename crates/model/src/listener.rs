@@ -78,6 +78,9 @@ pub struct L7Route {
     /// The end of the path (e.g. `.jpg`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_suffix: Option<String>,
+    /// Compare the path ignoring ASCII case (OCI path routes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_ignore_case: bool,
     /// A route that is down matches nothing (a Huawei l7policy with no rules yet).
     #[serde(default = "crate::default_true")]
     pub admin_state_up: bool,
@@ -98,6 +101,7 @@ impl L7Route {
             path_prefix: None,
             path_exact: None,
             path_suffix: None,
+            path_ignore_case: false,
             admin_state_up: true,
             pool_id,
         }
@@ -106,36 +110,44 @@ impl L7Route {
     /// Whether a request for `host` (without port) and `path` (without query) matches.
     /// Allocation-free: the data plane calls it per request.
     pub fn matches(&self, host: Option<&str>, path: &[u8]) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.path_ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
         self.admin_state_up
             && self
                 .host
                 .as_deref()
                 .is_none_or(|want| host_matches(want, host))
-            && self
-                .path_prefix
-                .as_deref()
-                .is_none_or(|p| path.starts_with(p.as_bytes()))
+            && self.path_prefix.as_deref().is_none_or(|p| {
+                path.get(..p.len())
+                    .is_some_and(|head| eq(head, p.as_bytes()))
+            })
             && self
                 .path_exact
                 .as_deref()
-                .is_none_or(|p| path == p.as_bytes())
-            && self
-                .path_suffix
-                .as_deref()
-                .is_none_or(|p| path.ends_with(p.as_bytes()))
+                .is_none_or(|p| eq(path, p.as_bytes()))
+            && self.path_suffix.as_deref().is_none_or(|p| {
+                path.len()
+                    .checked_sub(p.len())
+                    .is_some_and(|at| eq(&path[at..], p.as_bytes()))
+            })
     }
 
-    fn check(&self, c: &mut Checker, i: usize) {
-        c.max_len(&format!("routes[{i}].id"), &self.id, MAX_NAME_LEN);
-        c.max_len(&format!("routes[{i}].name"), &self.name, MAX_NAME_LEN);
+    pub(crate) fn check(&self, c: &mut Checker, at: &str) {
+        c.max_len(&format!("{at}.id"), &self.id, MAX_NAME_LEN);
+        c.max_len(&format!("{at}.name"), &self.name, MAX_NAME_LEN);
         c.max_len(
-            &format!("routes[{i}].description"),
+            &format!("{at}.description"),
             &self.description,
             MAX_NAME_LEN,
         );
         if let Some(h) = &self.host {
-            c.check(is_host_name(h, true), &format!("routes[{i}].host"), || {
-                format!("routes[{i}].host {h:?} is not a host name")
+            c.check(is_host_name(h, true), &format!("{at}.host"), || {
+                format!("{at}.host {h:?} is not a host name")
             });
         }
         for (field, value) in [
@@ -145,10 +157,10 @@ impl L7Route {
             if let Some(p) = value {
                 c.check(
                     p.starts_with('/') && p.len() <= MAX_ROUTE_PATH && !has_space(p),
-                    &format!("routes[{i}].{field}"),
+                    &format!("{at}.{field}"),
                     || {
                         format!(
-                            "routes[{i}].{field} must start with '/', hold no spaces or control characters and be at most {MAX_ROUTE_PATH} bytes (got {p:?})"
+                            "{at}.{field} must start with '/', hold no spaces or control characters and be at most {MAX_ROUTE_PATH} bytes (got {p:?})"
                         )
                     },
                 );
@@ -157,10 +169,10 @@ impl L7Route {
         if let Some(p) = &self.path_suffix {
             c.check(
                 !p.is_empty() && p.len() <= MAX_ROUTE_PATH && !has_space(p),
-                &format!("routes[{i}].path_suffix"),
+                &format!("{at}.path_suffix"),
                 || {
                     format!(
-                        "routes[{i}].path_suffix must be 1..{MAX_ROUTE_PATH} bytes with no spaces or control characters (got {p:?})"
+                        "{at}.path_suffix must be 1..{MAX_ROUTE_PATH} bytes with no spaces or control characters (got {p:?})"
                     )
                 },
             );
@@ -171,8 +183,8 @@ impl L7Route {
             .count();
         if n_paths > 1 {
             c.fail(
-                format!("routes[{i}]"),
-                format!("routes[{i}] may set only one of path_prefix, path_exact and path_suffix"),
+                at.to_owned(),
+                format!("{at} may set only one of path_prefix, path_exact and path_suffix"),
             );
         }
     }
@@ -320,6 +332,9 @@ pub struct ListenerSpec {
     pub default_pool_id: Option<PoolId>,
     #[serde(default)]
     pub routes: Vec<L7Route>,
+    /// A route set of the load balancer (`route_sets`) whose routes apply after `routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_set: Option<String>,
     #[serde(default = "crate::default_true")]
     pub admin_state_up: bool,
     #[serde(default)]
@@ -384,6 +399,12 @@ impl ListenerSpec {
             }
             (None, _) => {}
         }
+        if self.route_set.is_some() && !self.protocol.is_http() {
+            c.fail(
+                "route_set",
+                "route_set is only valid for HTTP and TERMINATED_HTTPS listeners",
+            );
+        }
         if !self.routes.is_empty() && !self.protocol.is_http() {
             c.fail(
                 "routes",
@@ -391,7 +412,7 @@ impl ListenerSpec {
             );
         }
         for (i, r) in self.routes.iter().enumerate() {
-            r.check(&mut c, i);
+            r.check(&mut c, &format!("routes[{i}]"));
             if !r.id.is_empty() && self.routes[..i].iter().any(|o| o.id == r.id) {
                 c.fail(
                     format!("routes[{i}].id"),

@@ -164,3 +164,49 @@ fn omitted_fields_keep_the_older_shape() {
         serde_json::json!({"host": null, "path_prefix": "/api", "admin_state_up": true, "pool_id": "p1"})
     );
 }
+
+#[test]
+fn paths_may_match_ignoring_case() {
+    let r = route("p", |r| {
+        r.path_prefix = Some("/Api".into());
+        r.path_ignore_case = true;
+    });
+    assert!(r.matches(None, b"/API/x") && r.matches(None, b"/api") && !r.matches(None, b"/ap"));
+    let r = route("p", |r| {
+        r.path_suffix = Some(".png".into());
+        r.path_ignore_case = true;
+    });
+    assert!(r.matches(None, b"/a.PNG") && !r.matches(None, b"png"));
+    let r = route("p", |r| {
+        r.path_exact = Some("/a".into());
+        r.path_ignore_case = true;
+    });
+    assert!(r.matches(None, b"/A") && !r.matches(None, b"/a/"));
+}
+
+#[test]
+fn route_sets_are_checked_with_the_load_balancer() {
+    use fulcrum_model::{LoadBalancerSpec, RouteSet};
+    let set = |name: &str, routes: Vec<L7Route>| RouteSet {
+        name: name.into(),
+        routes,
+    };
+    let field = |spec: &LoadBalancerSpec| {
+        spec.validate()
+            .err()
+            .map(|e| e.first().field.clone())
+            .unwrap_or_default()
+    };
+    let mut spec = LoadBalancerSpec::new("lb");
+    spec.route_sets = vec![set(
+        "a",
+        vec![route("p", |r| r.path_prefix = Some("/x".into()))],
+    )];
+    assert_eq!(field(&spec), "");
+    spec.route_sets.push(set("a", Vec::new()));
+    assert_eq!(field(&spec), "route_sets[1].name", "names are unique");
+    spec.route_sets[1] = set("", Vec::new());
+    assert_eq!(field(&spec), "route_sets[1].name", "names are not empty");
+    spec.route_sets[1] = set("b", vec![route("p", |r| r.path_prefix = Some("x".into()))]);
+    assert_eq!(field(&spec), "route_sets[1].routes[0].path_prefix");
+}

@@ -1551,6 +1551,7 @@ fn listener(protocol: ListenerProtocol) -> ListenerSpec {
         port: 80,
         default_pool_id: Some(PoolId::from("pool-1")),
         routes: Vec::new(),
+        route_set: None,
         admin_state_up: true,
         tls: None,
         connection_limit: None,

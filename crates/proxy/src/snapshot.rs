@@ -387,6 +387,14 @@ pub fn compile(
                     .spec
                     .routes
                     .iter()
+                    .chain(
+                        l.spec
+                            .route_set
+                            .as_deref()
+                            .and_then(|name| lb.value.spec.route_set(name))
+                            .into_iter()
+                            .flat_map(|set| set.routes.iter()),
+                    )
                     .filter_map(|r| {
                         Some(RouteRt {
                             rule: r.clone(),

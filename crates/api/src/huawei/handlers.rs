@@ -584,6 +584,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
         port: req.protocol_port,
         default_pool_id: req.default_pool_id.map(PoolId),
         routes: Vec::new(),
+        route_set: None,
         admin_state_up: req.admin_state_up.unwrap_or(true),
         tls: None,
         connection_limit: req
