@@ -788,6 +788,104 @@ def v2_l7policy_routes_a_path_to_a_second_pool(c):
 
 
 @steps.step
+def v3_l7policy_with_inline_rules(c):
+    """The v3 client's l7policies: rules given with the policy, replaced by an update; v3
+    answers once the data plane serves the change."""
+    lb = c.c3.create_load_balancer(
+        m3.CreateLoadBalancerRequest(
+            body=m3.CreateLoadBalancerRequestBody(
+                loadbalancer=m3.CreateLoadBalancerOption(
+                    name="l7-v3", vip_subnet_cidr_id=c.subnet["local"], availability_zone_list=["az-1"]
+                )
+            )
+        )
+    ).loadbalancer
+    port = free_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(protocol="HTTP", protocol_port=port, loadbalancer_id=lb.id)
+            )
+        )
+    ).listener
+    pools = {}
+    for name, where in (("web", {"listener_id": listener.id}), ("api", {"loadbalancer_id": lb.id})):
+        pools[name] = c.c3.create_pool(
+            m3.CreatePoolRequest(
+                body=m3.CreatePoolRequestBody(
+                    pool=m3.CreatePoolOption(name=name, protocol="HTTP", lb_algorithm="ROUND_ROBIN", **where)
+                )
+            )
+        ).pool
+        c.c3.create_member(
+            m3.CreateMemberRequest(
+                pool_id=pools[name].id,
+                body=m3.CreateMemberRequestBody(
+                    member=m3.CreateMemberOption(
+                        address="127.0.0.1", protocol_port=c.backends[name].port, subnet_cidr_id=c.subnet["local"]
+                    )
+                ),
+            )
+        )
+    base = f"http://{lb.vip_address}:{port}"
+
+    def hit(path, host=None):
+        status, body, _ = get(base + path, {"Host": host} if host else None)
+        return body if status == 200 else f"status:{status}"
+
+    def option(**kw):
+        return m3.CreateL7PolicyRequest(body=m3.CreateL7PolicyRequestBody(l7policy=m3.CreateL7PolicyOption(**kw)))
+
+    expect_error(
+        lambda: c.c3.create_l7_policy(
+            option(action="REDIRECT_TO_POOL", listener_id=listener.id, redirect_pool_id=pools["api"].id, priority=3)
+        ),
+        400,
+        "ELB.8902",
+        "priority",
+    )
+    resp = c.c3.create_l7_policy(
+        option(
+            action="REDIRECT_TO_POOL",
+            listener_id=listener.id,
+            redirect_pool_id=pools["api"].id,
+            rules=[m3.CreateL7PolicyRuleOption(type="PATH", compare_type="STARTS_WITH", value="/api")],
+        )
+    )
+    policy = resp.l7policy
+    check(resp.request_id and len(policy.rules) == 1 and policy.redirect_pool_id == pools["api"].id, str(resp))
+    # v3 answered once the change is served: traffic follows at once.
+    check(hit("/api/v1") == "api" and hit("/") == "web", "routed as soon as v3 answers")
+    rules = c.c3.list_l7_rules(m3.ListL7RulesRequest(l7policy_id=policy.id)).rules
+    check([(r.type, r.compare_type, r.value) for r in rules] == [("PATH", "STARTS_WITH", "/api")], str(rules))
+    c.c3.update_l7_policy(
+        m3.UpdateL7PolicyRequest(
+            l7policy_id=policy.id,
+            body=m3.UpdateL7PolicyRequestBody(
+                l7policy=m3.UpdateL7PolicyOption(
+                    rules=[
+                        m3.CreateRuleOption(type="HOST_NAME", compare_type="EQUAL_TO", value="v3.example.test"),
+                        m3.CreateRuleOption(type="PATH", compare_type="EQUAL_TO", value="/api/only"),
+                    ]
+                )
+            ),
+        )
+    )
+    check(hit("/api/only") == "web", "the host rule must match too")
+    check(hit("/api/only", "v3.example.test") == "api", "host and exact path: the api pool")
+    check(hit("/api/other", "v3.example.test") == "web", "another path: the default pool")
+    shown = c.c3.show_l7_policy(m3.ShowL7PolicyRequest(l7policy_id=policy.id)).l7policy
+    check(len(shown.rules) == 2 and shown.provisioning_status == "ACTIVE", str(shown))
+    c.c3.delete_l7_policy(m3.DeleteL7PolicyRequest(l7policy_id=policy.id))
+    check(hit("/api/only", "v3.example.test") == "web", "the policy is gone")
+    r = c.c3.delete_load_balancer_cascade(
+        m3.DeleteLoadBalancerCascadeRequest(loadbalancer_id=lb.id, body=m3.DeleteLoadBalancerCascadeRequestBody(
+            loadbalancer=m3.DeleteLoadBalancerCascadeOption(unbounded_pool=True)))
+    )
+    check(r.status_code < 300, str(r.status_code))
+
+
+@steps.step
 def authentication_failures_are_401(c):
     bad = client(v3, c.fulcrum.api_url, sk="not-the-secret")
     e = expect_error(lambda: bad.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 401, "APIGW.0301")

@@ -115,14 +115,12 @@ pub(crate) fn routes(api: Api) -> Router<HState> {
         );
     r = match api {
         // Seed 001: PUT on the member collection is the batch call.
-        Api::V2 => r
-            .route(
-                "/pools/{pool_id}/members",
-                get(h!(list_members))
-                    .post(h!(create_member))
-                    .put(h!(batch_members)),
-            )
-            .merge(super::l7::routes(api)),
+        Api::V2 => r.route(
+            "/pools/{pool_id}/members",
+            get(h!(list_members))
+                .post(h!(create_member))
+                .put(h!(batch_members)),
+        ),
         Api::V3 => r
             .route(
                 "/pools/{pool_id}/members",
@@ -141,7 +139,7 @@ pub(crate) fn routes(api: Api) -> Router<HState> {
                 axum::routing::delete(h!(delete_pool_cascade)),
             ),
     };
-    r
+    r.merge(super::l7::routes(api))
 }
 
 // ---- shared pieces -------------------------------------------------------------------

@@ -1,11 +1,12 @@
-//! Forwarding policies (`l7policies`) and their rules (`l7rules`), v2: each policy is one
+//! Forwarding policies (`l7policies`) and their rules (`l7rules`), v2 and v3 (v3 also
+//! takes a policy's rules inline, and replaces them on update): each policy is one
 //! of its listener's L7 routes in the core model ([`L7Route`]), its id the route's `id`,
 //! its `position` the route's place in the listener's list (first match wins). A policy's
 //! rules are the route's matchers: at most one `HOST_NAME` rule (`EQUAL_TO`: the route's
 //! `host`, `*.` wildcards allowed) and one `PATH` rule (`EQUAL_TO`: `path_exact`,
 //! `STARTS_WITH`: `path_prefix`); all of a policy's rules must match. `REGEX` is refused,
-//! as are the actions other than `REDIRECT_TO_POOL`. A policy with no rules matches
-//! nothing (the route is down until a rule arrives). A rule's id is derived from its
+//! as are the actions other than `REDIRECT_TO_POOL` and v3's advanced forwarding fields.
+//! A policy with no rules matches nothing (the route is down until a rule arrives). A rule's id is derived from its
 //! policy's id and its type, so it needs no storage of its own.
 //!
 //! Every change is one [`ControlPlane::edit_listener`](fulcrum_control::ControlPlane::edit_listener),
@@ -83,10 +84,64 @@ struct PolicyCreate {
     position: Option<u32>,
     #[serde(default)]
     rules: Vec<RuleCreate>,
+    priority: Option<Value>,
+    redirect_url_config: Option<Value>,
+    redirect_pools_config: Option<Value>,
+    redirect_pools_sticky_session_config: Option<Value>,
+    redirect_pools_extend_config: Option<Value>,
+    fixed_response_config: Option<Value>,
     #[allow(dead_code)]
     tenant_id: Option<String>,
     #[allow(dead_code)]
     project_id: Option<String>,
+}
+
+/// v3's advanced forwarding settings, by field: refused by name when set (fulcrum forwards
+/// to one pool, in `position` order).
+macro_rules! check_advanced {
+    ($req:expr) => {
+        check_advanced(&[
+            ("priority", &$req.priority),
+            ("redirect_url_config", &$req.redirect_url_config),
+            ("redirect_pools_config", &$req.redirect_pools_config),
+            (
+                "redirect_pools_sticky_session_config",
+                &$req.redirect_pools_sticky_session_config,
+            ),
+            (
+                "redirect_pools_extend_config",
+                &$req.redirect_pools_extend_config,
+            ),
+            ("fixed_response_config", &$req.fixed_response_config),
+        ])
+    };
+}
+
+fn check_advanced(fields: &[(&str, &Option<Value>)]) -> Result<(), HuaweiError> {
+    for (field, v) in fields {
+        let set = match v {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        };
+        if set {
+            return Err(HuaweiError::invalid(format!(
+                "l7policy.{field} is not supported: fulcrum forwards to redirect_pool_id, in position order"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// v3 rule `conditions` (advanced forwarding): refused when given.
+fn check_conditions(conditions: Option<&Value>) -> Result<(), HuaweiError> {
+    match conditions {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(a)) if a.is_empty() => Ok(()),
+        Some(_) => Err(HuaweiError::invalid(
+            "rule.conditions is not supported: give type, compare_type and value",
+        )),
+    }
 }
 
 #[derive(Deserialize, serde::Serialize)]
@@ -97,6 +152,14 @@ struct PolicyUpdate {
     admin_state_up: Option<bool>,
     redirect_pool_id: Option<String>,
     redirect_listener_id: Option<String>,
+    /// v3: the policy's rules, replaced whole.
+    rules: Option<Vec<RuleCreate>>,
+    priority: Option<Value>,
+    redirect_url_config: Option<Value>,
+    redirect_pools_config: Option<Value>,
+    redirect_pools_sticky_session_config: Option<Value>,
+    redirect_pools_extend_config: Option<Value>,
+    fixed_response_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +177,7 @@ struct RuleCreate {
     key: Option<String>,
     invert: Option<bool>,
     admin_state_up: Option<bool>,
+    conditions: Option<Value>,
     #[allow(dead_code)]
     tenant_id: Option<String>,
     #[allow(dead_code)]
@@ -128,6 +192,7 @@ struct RuleUpdate {
     key: Option<String>,
     invert: Option<bool>,
     admin_state_up: Option<bool>,
+    conditions: Option<Value>,
 }
 
 /// The two rule types a route carries.
@@ -256,6 +321,37 @@ fn apply_rule(
     Ok(())
 }
 
+/// Sets a policy's rules from a list (at most one of each type); no rules: matches nothing.
+fn apply_rules(r: &mut L7Route, rules: &[RuleCreate]) -> Result<(), HuaweiError> {
+    r.host = None;
+    r.path_prefix = None;
+    r.path_exact = None;
+    r.path_suffix = None;
+    r.admin_state_up = false;
+    let mut seen = Vec::new();
+    for rule in rules {
+        let t = RuleType::parse(&rule.kind)?;
+        if seen.contains(&t) {
+            return Err(HuaweiError::invalid(format!(
+                "l7policy.rules: a policy takes at most one {} rule",
+                t.name()
+            )));
+        }
+        seen.push(t);
+        check_conditions(rule.conditions.as_ref())?;
+        apply_rule(
+            r,
+            t,
+            &rule.compare_type,
+            &rule.value,
+            rule.key.as_deref(),
+            rule.invert,
+            rule.admin_state_up,
+        )?;
+    }
+    Ok(())
+}
+
 fn clear_rule(r: &mut L7Route, t: RuleType) {
     match t {
         RuleType::HostName => r.host = None,
@@ -351,12 +447,12 @@ fn render_rule(
     })
 }
 
-fn show_policy_body(s: &HState, call: &Call, id: &str, status: StatusCode) -> HResult {
+fn show_policy_body(api: Api, s: &HState, call: &Call, id: &str, status: StatusCode) -> HResult {
     let full = s.app.control.view();
     let cfg = full.scoped(&call.caller.scope);
     let (l, i) = find_policy(&cfg, id).ok_or_else(|| policy_not_found(id))?;
     let body = render_policy(s, &cfg, l, i, &call.caller.project_id);
-    Ok(reply(Api::V2, status, json!({ "l7policy": body })))
+    Ok(reply(api, status, json!({ "l7policy": body })))
 }
 
 /// The query without the keys that choose what is shown rather than filter.
@@ -387,9 +483,9 @@ async fn list_policies(api: Api, s: HState, call: Call) -> HResult {
     page_body(api, "l7policies", &filters(&call), items)
 }
 
-async fn show_policy(_api: Api, s: HState, call: Call) -> HResult {
+async fn show_policy(api: Api, s: HState, call: Call) -> HResult {
     let id = call.param("l7policy_id")?;
-    show_policy_body(&s, &call, &id, StatusCode::OK)
+    show_policy_body(api, &s, &call, &id, StatusCode::OK)
 }
 
 /// Huawei's actions other than forwarding to a pool, refused by name.
@@ -439,6 +535,7 @@ fn check_routable(l: &Listener) -> Result<(), ControlError> {
 async fn create_policy(api: Api, s: HState, call: Call) -> HResult {
     let PolicyBody { l7policy: req } = parse::<PolicyBody<PolicyCreate>>(&call.body)?;
     check_action(&req.action)?;
+    check_advanced!(req)?;
     if req.redirect_listener_id.is_some() || req.redirect_url.is_some() {
         return Err(HuaweiError::invalid(
             "l7policy.redirect_listener_id and redirect_url are only for actions that are not supported; use redirect_pool_id",
@@ -473,26 +570,7 @@ async fn create_policy(api: Api, s: HState, call: Call) -> HResult {
         admin_state_up: false,
         ..L7Route::to_pool(pool.clone())
     };
-    let mut seen = Vec::new();
-    for rule in &req.rules {
-        let t = RuleType::parse(&rule.kind)?;
-        if seen.contains(&t) {
-            return Err(HuaweiError::invalid(format!(
-                "l7policy.rules: a policy takes at most one {} rule",
-                t.name()
-            )));
-        }
-        seen.push(t);
-        apply_rule(
-            &mut route,
-            t,
-            &rule.compare_type,
-            &rule.value,
-            rule.key.as_deref(),
-            rule.invert,
-            rule.admin_state_up,
-        )?;
-    }
+    apply_rules(&mut route, &req.rules)?;
     let listener_id = fulcrum_model::ListenerId(req.listener_id.clone());
     let position = req.position;
     let input = json!({ "l7policy": {
@@ -522,7 +600,7 @@ async fn create_policy(api: Api, s: HState, call: Call) -> HResult {
         .await
         .map_err(HuaweiError::from)?;
     settle(api, &s, &outcome).await;
-    show_policy_body(&s, &call, &id, created(api))
+    show_policy_body(api, &s, &call, &id, created(api))
 }
 
 /// Changes the policy `id` (and nothing else on its listener) with `edit`.
@@ -578,6 +656,7 @@ async fn update_policy(api: Api, s: HState, call: Call) -> HResult {
             "l7policy.redirect_listener_id is not supported: fulcrum forwards to pools only",
         ));
     }
+    check_advanced!(req)?;
     if req.admin_state_up == Some(false) {
         return Err(HuaweiError::invalid(
             "l7policy.admin_state_up: only true is supported",
@@ -602,12 +681,15 @@ async fn update_policy(api: Api, s: HState, call: Call) -> HResult {
                 check_pool(cfg, l, &pool)?;
                 r.pool_id = pool;
             }
+            if let Some(rules) = &req.rules {
+                apply_rules(r, rules)?;
+            }
             Ok(())
         },
     )
     .await?;
     settle(api, &s, &outcome).await;
-    show_policy_body(&s, &call, &id, StatusCode::OK)
+    show_policy_body(api, &s, &call, &id, StatusCode::OK)
 }
 
 /// Huawei deletes a policy with its rules.
@@ -650,6 +732,7 @@ async fn list_rules(api: Api, s: HState, call: Call) -> HResult {
 }
 
 fn show_rule_body(
+    api: Api,
     s: &HState,
     call: &Call,
     policy: &str,
@@ -666,19 +749,20 @@ fn show_rule_body(
         .unwrap_or_default()
         .to_owned();
     let body = render_rule(s, l, r, t, &project);
-    Ok(reply(Api::V2, status, json!({ "rule": body })))
+    Ok(reply(api, status, json!({ "rule": body })))
 }
 
-async fn show_rule(_api: Api, s: HState, call: Call) -> HResult {
+async fn show_rule(api: Api, s: HState, call: Call) -> HResult {
     let policy = call.param("l7policy_id")?;
     let rule = call.param("l7rule_id")?;
-    show_rule_body(&s, &call, &policy, &rule, StatusCode::OK)
+    show_rule_body(api, &s, &call, &policy, &rule, StatusCode::OK)
 }
 
 async fn create_rule(api: Api, s: HState, call: Call) -> HResult {
     let policy = call.param("l7policy_id")?;
     let RuleBody { rule: req } = parse::<RuleBody<RuleCreate>>(&call.body)?;
     let t = RuleType::parse(&req.kind)?;
+    check_conditions(req.conditions.as_ref())?;
     let outcome = edit_policy(
         &s,
         &call,
@@ -706,13 +790,14 @@ async fn create_rule(api: Api, s: HState, call: Call) -> HResult {
     )
     .await?;
     settle(api, &s, &outcome).await;
-    show_rule_body(&s, &call, &policy, &rule_id(&policy, t), created(api))
+    show_rule_body(api, &s, &call, &policy, &rule_id(&policy, t), created(api))
 }
 
 async fn update_rule(api: Api, s: HState, call: Call) -> HResult {
     let policy = call.param("l7policy_id")?;
     let rule = call.param("l7rule_id")?;
     let RuleBody { rule: req } = parse::<RuleBody<RuleUpdate>>(&call.body)?;
+    check_conditions(req.conditions.as_ref())?;
     let outcome = edit_policy(
         &s,
         &call,
@@ -736,7 +821,7 @@ async fn update_rule(api: Api, s: HState, call: Call) -> HResult {
     )
     .await?;
     settle(api, &s, &outcome).await;
-    show_rule_body(&s, &call, &policy, &rule, StatusCode::OK)
+    show_rule_body(api, &s, &call, &policy, &rule, StatusCode::OK)
 }
 
 async fn delete_rule(api: Api, s: HState, call: Call) -> HResult {
