@@ -608,6 +608,284 @@ def v2_sdk_shared_load_balancer(c):
 
 
 @steps.step
+def v2_l7policy_routes_a_path_to_a_second_pool(c):
+    """An l7policy with a PATH rule sends /api to a second pool; everything else reaches the
+    listener's default pool. Torn down in Huawei's documented order."""
+    lb = c.c2.create_loadbalancer(
+        v2.CreateLoadbalancerRequest(
+            body=v2.CreateLoadbalancerRequestBody(
+                loadbalancer=v2.CreateLoadbalancerReq(vip_subnet_id=c.subnet["local"], name="l7-lb")
+            )
+        )
+    ).loadbalancer
+    port = free_port()
+    listener = c.c2.create_listener(
+        v2.CreateListenerRequest(
+            body=v2.CreateListenerRequestBody(
+                listener=v2.CreateListenerReq(
+                    loadbalancer_id=lb.id, protocol="HTTP", protocol_port=port, name="l7-listener"
+                )
+            )
+        )
+    ).listener
+    web = c.c2.create_pool(
+        v2.CreatePoolRequest(
+            body=v2.CreatePoolRequestBody(
+                pool=v2.CreatePoolReq(protocol="HTTP", lb_algorithm="ROUND_ROBIN", listener_id=listener.id, name="web")
+            )
+        )
+    ).pool
+    api = c.c2.create_pool(
+        v2.CreatePoolRequest(
+            body=v2.CreatePoolRequestBody(
+                pool=v2.CreatePoolReq(protocol="HTTP", lb_algorithm="ROUND_ROBIN", loadbalancer_id=lb.id, name="api")
+            )
+        )
+    ).pool
+    c.backends["web"] = Backend("web")
+    c.backends["api"] = Backend("api")
+    members = {}
+    for pool, name in ((web, "web"), (api, "api")):
+        members[name] = c.c2.create_member(
+            v2.CreateMemberRequest(
+                pool_id=pool.id,
+                body=v2.CreateMemberRequestBody(
+                    member=v2.CreateMemberReq(
+                        address="127.0.0.1", protocol_port=c.backends[name].port, subnet_id=c.subnet["local"]
+                    )
+                ),
+            )
+        ).member
+    base = f"http://{lb.vip_address}:{port}"
+
+    def hit(path, host=None):
+        status, body, _ = get(base + path, {"Host": host} if host else None)
+        return body if status == 200 else f"status:{status}"
+
+    wait_until(lambda: hit("/") == "web", what="the default pool to serve")
+
+    # Only REDIRECT_TO_POOL is served; REGEX rules are refused by name; nothing is made.
+    def policy_req(**kw):
+        return v2.CreateL7policyRequest(body=v2.CreateL7policyRequestBody(l7policy=v2.CreateL7policyReq(**kw)))
+
+    expect_error(
+        lambda: c.c2.create_l7policy(
+            policy_req(action="REDIRECT_TO_URL", listener_id=listener.id, redirect_url="http://x.test/")
+        ),
+        400,
+        "ELB.8902",
+        "REDIRECT_TO_POOL",
+    )
+    expect_error(
+        lambda: c.c2.create_l7policy(
+            policy_req(
+                action="REDIRECT_TO_POOL",
+                listener_id=listener.id,
+                redirect_pool_id=api.id,
+                rules=[v2.CreateL7ruleReqInPolicy(type="PATH", compare_type="REGEX", value="^/api.*")],
+            )
+        ),
+        400,
+        "ELB.8902",
+        "REGEX",
+    )
+    expect_error(
+        lambda: c.c2.create_l7policy(
+            policy_req(action="REDIRECT_TO_POOL", listener_id=listener.id, redirect_pool_id="no-such-pool")
+        ),
+        404,
+        "ELB.8904",
+    )
+    listed = c.c2.list_l7policies(v2.ListL7policiesRequest(listener_id=listener.id)).l7policies
+    check(listed == [], f"refused policies left nothing: {listed}")
+
+    # A policy with no rules yet matches nothing.
+    policy = c.c2.create_l7policy(
+        policy_req(action="REDIRECT_TO_POOL", listener_id=listener.id, redirect_pool_id=api.id, name="to-api")
+    ).l7policy
+    check(
+        policy.redirect_pool_id == api.id and policy.listener_id == listener.id and policy.position == 1,
+        str(policy),
+    )
+    check(policy.rules == [] and policy.action == "REDIRECT_TO_POOL", str(policy))
+    check(policy.provisioning_status in ("ACTIVE", "PENDING_CREATE", "PENDING_UPDATE"), str(policy))
+    rule = c.c2.create_l7rule(
+        v2.CreateL7ruleRequest(
+            l7policy_id=policy.id,
+            body=v2.CreateL7ruleRequestBody(rule=v2.CreateL7ruleReq(type="PATH", compare_type="STARTS_WITH", value="/api")),
+        )
+    ).rule
+    check(rule.type == "PATH" and rule.compare_type == "STARTS_WITH" and rule.value == "/api", str(rule))
+    wait_until(
+        lambda: c.c2.show_l7policy(v2.ShowL7policyRequest(l7policy_id=policy.id)).l7policy.provisioning_status
+        == "ACTIVE",
+        what="the l7policy ACTIVE",
+    )
+    shown = c.c2.show_l7policy(v2.ShowL7policyRequest(l7policy_id=policy.id)).l7policy
+    check([r.id for r in shown.rules] == [rule.id], f"the policy lists its rule: {shown.rules}")
+    rules = c.c2.list_l7rules(v2.ListL7rulesRequest(l7policy_id=policy.id)).rules
+    check([(r.id, r.value) for r in rules] == [(rule.id, "/api")], str(rules))
+
+    # Traffic: under /api to the api pool's member, the rest to the default pool.
+    wait_until(lambda: hit("/api/users") == "api", what="/api routed to the api pool")
+    for path, want in (("/api", "api"), ("/api/v1/x?q=1", "api"), ("/", "web"), ("/web/api", "web")):
+        got = hit(path)
+        check(got == want, f"{path}: expected {want}, got {got}")
+    check(c.backends["api"].last_path == "/api/v1/x?q=1", f"the path reaches the member: {c.backends['api'].last_path}")
+
+    # A second PATH rule is a conflict; the rule changes in place instead (EQUAL_TO: exact).
+    expect_error(
+        lambda: c.c2.create_l7rule(
+            v2.CreateL7ruleRequest(
+                l7policy_id=policy.id,
+                body=v2.CreateL7ruleRequestBody(rule=v2.CreateL7ruleReq(type="PATH", compare_type="EQUAL_TO", value="/x")),
+            )
+        ),
+        409,
+        "ELB.8905",
+    )
+    c.c2.update_l7rule(
+        v2.UpdateL7ruleRequest(
+            l7policy_id=policy.id,
+            l7rule_id=rule.id,
+            body=v2.UpdateL7ruleRequestBody(rule=v2.UpdateL7ruleReq(compare_type="EQUAL_TO", value="/api/exact")),
+        )
+    )
+    wait_until(lambda: hit("/api/users") == "web", what="the EQUAL_TO rule in force")
+    check(hit("/api/exact") == "api", "the exact path still reaches the api pool")
+
+    # A HOST_NAME rule narrows the policy: both rules must match.
+    host_rule = c.c2.create_l7rule(
+        v2.CreateL7ruleRequest(
+            l7policy_id=policy.id,
+            body=v2.CreateL7ruleRequestBody(
+                rule=v2.CreateL7ruleReq(type="HOST_NAME", compare_type="EQUAL_TO", value="api.example.test")
+            ),
+        )
+    ).rule
+    wait_until(lambda: hit("/api/exact") == "web", what="the host rule in force")
+    check(hit("/api/exact", "api.example.test") == "api", "host and path match: the api pool")
+    check(hit("/other", "api.example.test") == "web", "host without the path: the default pool")
+
+    # Huawei's delete order: a pool used by a forwarding policy cannot go, nor a listener
+    # with policies; the policy goes first (with its rules), then pools, then the listener.
+    c.c2.delete_member(v2.DeleteMemberRequest(pool_id=api.id, member_id=members["api"].id))
+    expect_error(lambda: c.c2.delete_pool(v2.DeletePoolRequest(pool_id=api.id)), 409, "ELB.8905", policy.id)
+    expect_error(
+        lambda: c.c2.delete_listener(v2.DeleteListenerRequest(listener_id=listener.id)), 409, "ELB.8905", "l7polic"
+    )
+    c.c2.delete_l7rule(v2.DeleteL7ruleRequest(l7policy_id=policy.id, l7rule_id=host_rule.id))
+    c.c2.delete_l7policy(v2.DeleteL7policyRequest(l7policy_id=policy.id))
+    expect_error(lambda: c.c2.show_l7policy(v2.ShowL7policyRequest(l7policy_id=policy.id)), 404, "ELB.8904")
+    expect_error(lambda: c.c2.list_l7rules(v2.ListL7rulesRequest(l7policy_id=policy.id)), 404, "ELB.8904")
+    c.c2.delete_pool(v2.DeletePoolRequest(pool_id=api.id))
+    expect_error(lambda: c.c2.delete_listener(v2.DeleteListenerRequest(listener_id=listener.id)), 409, "ELB.8905")
+    c.c2.delete_member(v2.DeleteMemberRequest(pool_id=web.id, member_id=members["web"].id))
+    c.c2.delete_pool(v2.DeletePoolRequest(pool_id=web.id))
+    c.c2.delete_listener(v2.DeleteListenerRequest(listener_id=listener.id))
+    c.c2.delete_loadbalancer(v2.DeleteLoadbalancerRequest(loadbalancer_id=lb.id))
+    expect_error(lambda: c.c2.show_loadbalancer(v2.ShowLoadbalancerRequest(loadbalancer_id=lb.id)), 404)
+
+
+@steps.step
+def v3_l7policy_with_inline_rules(c):
+    """The v3 client's l7policies: rules given with the policy, replaced by an update; v3
+    answers once the data plane serves the change."""
+    lb = c.c3.create_load_balancer(
+        m3.CreateLoadBalancerRequest(
+            body=m3.CreateLoadBalancerRequestBody(
+                loadbalancer=m3.CreateLoadBalancerOption(
+                    name="l7-v3", vip_subnet_cidr_id=c.subnet["local"], availability_zone_list=["az-1"]
+                )
+            )
+        )
+    ).loadbalancer
+    port = free_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(protocol="HTTP", protocol_port=port, loadbalancer_id=lb.id)
+            )
+        )
+    ).listener
+    pools = {}
+    for name, where in (("web", {"listener_id": listener.id}), ("api", {"loadbalancer_id": lb.id})):
+        pools[name] = c.c3.create_pool(
+            m3.CreatePoolRequest(
+                body=m3.CreatePoolRequestBody(
+                    pool=m3.CreatePoolOption(name=name, protocol="HTTP", lb_algorithm="ROUND_ROBIN", **where)
+                )
+            )
+        ).pool
+        c.c3.create_member(
+            m3.CreateMemberRequest(
+                pool_id=pools[name].id,
+                body=m3.CreateMemberRequestBody(
+                    member=m3.CreateMemberOption(
+                        address="127.0.0.1", protocol_port=c.backends[name].port, subnet_cidr_id=c.subnet["local"]
+                    )
+                ),
+            )
+        )
+    base = f"http://{lb.vip_address}:{port}"
+
+    def hit(path, host=None):
+        status, body, _ = get(base + path, {"Host": host} if host else None)
+        return body if status == 200 else f"status:{status}"
+
+    def option(**kw):
+        return m3.CreateL7PolicyRequest(body=m3.CreateL7PolicyRequestBody(l7policy=m3.CreateL7PolicyOption(**kw)))
+
+    expect_error(
+        lambda: c.c3.create_l7_policy(
+            option(action="REDIRECT_TO_POOL", listener_id=listener.id, redirect_pool_id=pools["api"].id, priority=3)
+        ),
+        400,
+        "ELB.8902",
+        "priority",
+    )
+    resp = c.c3.create_l7_policy(
+        option(
+            action="REDIRECT_TO_POOL",
+            listener_id=listener.id,
+            redirect_pool_id=pools["api"].id,
+            rules=[m3.CreateL7PolicyRuleOption(type="PATH", compare_type="STARTS_WITH", value="/api")],
+        )
+    )
+    policy = resp.l7policy
+    check(resp.request_id and len(policy.rules) == 1 and policy.redirect_pool_id == pools["api"].id, str(resp))
+    # v3 answered once the change is served: traffic follows at once.
+    check(hit("/api/v1") == "api" and hit("/") == "web", "routed as soon as v3 answers")
+    rules = c.c3.list_l7_rules(m3.ListL7RulesRequest(l7policy_id=policy.id)).rules
+    check([(r.type, r.compare_type, r.value) for r in rules] == [("PATH", "STARTS_WITH", "/api")], str(rules))
+    c.c3.update_l7_policy(
+        m3.UpdateL7PolicyRequest(
+            l7policy_id=policy.id,
+            body=m3.UpdateL7PolicyRequestBody(
+                l7policy=m3.UpdateL7PolicyOption(
+                    rules=[
+                        m3.CreateRuleOption(type="HOST_NAME", compare_type="EQUAL_TO", value="v3.example.test"),
+                        m3.CreateRuleOption(type="PATH", compare_type="EQUAL_TO", value="/api/only"),
+                    ]
+                )
+            ),
+        )
+    )
+    check(hit("/api/only") == "web", "the host rule must match too")
+    check(hit("/api/only", "v3.example.test") == "api", "host and exact path: the api pool")
+    check(hit("/api/other", "v3.example.test") == "web", "another path: the default pool")
+    shown = c.c3.show_l7_policy(m3.ShowL7PolicyRequest(l7policy_id=policy.id)).l7policy
+    check(len(shown.rules) == 2 and shown.provisioning_status == "ACTIVE", str(shown))
+    c.c3.delete_l7_policy(m3.DeleteL7PolicyRequest(l7policy_id=policy.id))
+    check(hit("/api/only", "v3.example.test") == "web", "the policy is gone")
+    r = c.c3.delete_load_balancer_cascade(
+        m3.DeleteLoadBalancerCascadeRequest(loadbalancer_id=lb.id, body=m3.DeleteLoadBalancerCascadeRequestBody(
+            loadbalancer=m3.DeleteLoadBalancerCascadeOption(unbounded_pool=True)))
+    )
+    check(r.status_code < 300, str(r.status_code))
+
+
+@steps.step
 def authentication_failures_are_401(c):
     bad = client(v3, c.fulcrum.api_url, sk="not-the-secret")
     e = expect_error(lambda: bad.show_pool(m3.ShowPoolRequest(pool_id=c.pool_id)), 401, "APIGW.0301")

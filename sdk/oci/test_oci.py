@@ -23,7 +23,8 @@ from oci._vendor import requests  # the SDK's own HTTP client, for hand-altered 
 from oci.load_balancer import models as m
 
 import harness
-from harness import Backend, Fulcrum, Steps, check, free_port, spread, taken_port, wait_port, wait_until
+from harness import (Backend, Fulcrum, Steps, check, free_port, get, spread, taken_port, wait_port,
+                     wait_until)
 
 TENANCY = "ocid1.tenancy.oc1..aaaafulcrumtest"
 USER = "ocid1.user.oc1..aaaafulcrumtest"
@@ -412,6 +413,98 @@ def more_backend_sets_listeners_and_deletes(c):
 
 
 @steps.step
+def path_route_set_sends_paths_to_other_backend_sets(c):
+    """A path route set on a listener: a prefix, an exact path and a suffix each reach their
+    backend set, in OCI's order of evaluation; the rest goes to the default backend set."""
+    named = {n: Backend(n) for n in ("web", "api", "static")}
+    c.extra_backends = list(named.values())
+    for name, b in named.items():
+        wait_wr(c, c.lb.create_backend_set(m.CreateBackendSetDetails(
+            name=name, policy="ROUND_ROBIN",
+            backends=[m.BackendDetails(ip_address="127.0.0.1", port=b.port)],
+            health_checker=m.HealthCheckerDetails(protocol="TCP", interval_in_millis=1000,
+                                                  timeout_in_millis=500)), c.lb_id))
+
+    def route(path, match, backend_set):
+        return m.PathRoute(path=path, backend_set_name=backend_set,
+                           path_match_type=m.PathMatchType(match_type=match))
+
+    routes = [
+        route("/api", "PREFIX_MATCH", "api"),
+        route("/api/health", "EXACT_MATCH", "static"),
+        route(".png", "SUFFIX_MATCH", "static"),
+    ]
+    # Refused before anything is made: an unknown backend set, an unknown match type.
+    e = service_error(c.lb.create_path_route_set, m.CreatePathRouteSetDetails(
+        name="routes", path_routes=[route("/x", "PREFIX_MATCH", "nope")]), c.lb_id)
+    check(e.status == 400 and e.code == "InvalidParameter" and "nope" in e.message, f"{e.status} {e.code} {e.message}")
+    e = service_error(c.lb.create_path_route_set, m.CreatePathRouteSetDetails(
+        name="routes", path_routes=[route("/x", "REGEX_MATCH", "api")]), c.lb_id)
+    check(e.status == 400 and "matchType" in e.message, f"{e.status} {e.code} {e.message}")
+    wr = wait_wr(c, c.lb.create_path_route_set(
+        m.CreatePathRouteSetDetails(name="routes", path_routes=routes), c.lb_id))
+    check(wr.type == "CreatePathRouteSet", wr.type)
+    e = service_error(c.lb.create_path_route_set, m.CreatePathRouteSetDetails(
+        name="routes", path_routes=routes), c.lb_id)
+    check(e.status == 409, f"a second set of one name: {e.status} {e.code}")
+    got = c.lb.get_path_route_set(c.lb_id, "routes").data
+    check([(r.path, r.path_match_type.match_type, r.backend_set_name) for r in got.path_routes]
+          == [("/api", "PREFIX_MATCH", "api"), ("/api/health", "EXACT_MATCH", "static"),
+              (".png", "SUFFIX_MATCH", "static")], f"read back as written: {got}")
+    check([x.name for x in c.lb.list_path_route_sets(c.lb_id).data] == ["routes"], "listed")
+
+    port = free_port()
+    wait_wr(c, c.lb.create_listener(m.CreateListenerDetails(
+        name="routed", default_backend_set_name="web", port=port, protocol="HTTP",
+        path_route_set_name="routes"), c.lb_id))
+    wait_port(port)
+    lb = c.lb.get_load_balancer(c.lb_id).data
+    check(lb.listeners["routed"].path_route_set_name == "routes", str(lb.listeners["routed"]))
+    check(sorted(lb.path_route_sets) == ["routes"], str(lb.path_route_sets))
+
+    def hit(path):
+        status, body, _ = get(f"http://127.0.0.1:{port}{path}")
+        return body if status == 200 else f"status:{status}"
+
+    for path, want in (
+        ("/", "web"), ("/apix", "api"), ("/api/v1/users?x=1", "api"),
+        ("/API/V1", "api"),            # OCI matches paths ignoring case
+        ("/api/health", "static"),     # EXACT_MATCH before the prefix listed first
+        ("/api/health/x", "api"),
+        ("/img/logo.png", "static"), ("/img/logo.PNG", "static"),
+        ("/api/logo.png", "api"),      # PREFIX and SUFFIX: the first in the set's order
+        ("/other", "web"),
+    ):
+        got = hit(path)
+        check(got == want, f"{path}: expected {want}, got {got}")
+
+    # Replaced whole: the longest forced prefix wins, whatever the order.
+    wait_wr(c, c.lb.update_path_route_set(m.UpdatePathRouteSetDetails(path_routes=[
+        route("/api", "FORCE_LONGEST_PREFIX_MATCH", "api"),
+        route("/api/v2", "FORCE_LONGEST_PREFIX_MATCH", "static"),
+    ]), c.lb_id, "routes"))
+    for path, want in (("/api/v2/x", "static"), ("/api/v1", "api"), ("/img/a.png", "web")):
+        got = hit(path)
+        check(got == want, f"after the update, {path}: expected {want}, got {got}")
+
+    # OCI's delete order: not a backend set a path route set sends to, not a path route set
+    # a listener uses; the listener lets go first.
+    e = service_error(c.lb.delete_backend_set, c.lb_id, "static")
+    check(e.status == 409 and "routes" in e.message, f"{e.status} {e.code} {e.message}")
+    e = service_error(c.lb.delete_path_route_set, c.lb_id, "routes")
+    check(e.status == 409 and "routed" in e.message, f"{e.status} {e.code} {e.message}")
+    wait_wr(c, c.lb.update_listener(m.UpdateListenerDetails(
+        default_backend_set_name="web", port=port, protocol="HTTP"), c.lb_id, "routed"))
+    check(hit("/api/v2/x") == "web", "the listener no longer routes by path")
+    wait_wr(c, c.lb.delete_path_route_set(c.lb_id, "routes"))
+    e = service_error(c.lb.get_path_route_set, c.lb_id, "routes")
+    check(e.status == 404, f"{e.status} {e.code}")
+    wait_wr(c, c.lb.delete_listener(c.lb_id, "routed"))
+    for name in named:
+        wait_wr(c, c.lb.delete_backend_set(c.lb_id, name))
+
+
+@steps.step
 def a_listener_that_cannot_bind_fails_its_work_request(c):
     # Another program holds the port: the change is accepted, then fails, and says why.
     held = taken_port()
@@ -597,7 +690,7 @@ def main():
         if not ok:
             c.fulcrum.dump_log()
         c.fulcrum.stop()
-        for b in c.backends:
+        for b in c.backends + getattr(c, "extra_backends", []):
             b.stop()
     return ok
 

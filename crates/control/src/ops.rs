@@ -191,6 +191,59 @@ fn check_listener_pools(
             pool.value.spec.protocol,
         )?;
     }
+    if let Some(name) = &spec.route_set {
+        let exists = cfg
+            .loadbalancers
+            .get(lb_id)
+            .is_some_and(|lb| lb.value.spec.route_set(name).is_some());
+        if !exists {
+            return Err(ControlError::invalid(
+                "route_set",
+                format!("the load balancer has no route set {name:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A load balancer's route sets send only to HTTP pools of its own, and none that a
+/// listener names is missing.
+fn check_route_sets(
+    cfg: &Config,
+    lb_id: &LoadBalancerId,
+    spec: &LoadBalancerSpec,
+) -> Result<(), ControlError> {
+    for (i, set) in spec.route_sets.iter().enumerate() {
+        for (j, r) in set.routes.iter().enumerate() {
+            let field = format!("route_sets[{i}].routes[{j}].pool_id");
+            let pool = cfg
+                .pools
+                .get(&r.pool_id)
+                .filter(|p| &p.value.loadbalancer_id == lb_id)
+                .ok_or_else(|| {
+                    ControlError::invalid(
+                        field.clone(),
+                        format!("{field}: the load balancer has no pool {}", r.pool_id),
+                    )
+                })?;
+            if pool.value.spec.protocol != fulcrum_model::PoolProtocol::Http {
+                return Err(ControlError::invalid(
+                    field.clone(),
+                    format!("{field}: routes send to HTTP pools only"),
+                ));
+            }
+        }
+    }
+    for l in cfg.listeners_of(lb_id) {
+        if let Some(name) = &l.value.spec.route_set
+            && spec.route_set(name).is_none()
+        {
+            return Err(ControlError::Conflict(format!(
+                "route set {name:?} is in use by listener {:?} ({})",
+                l.value.spec.name, l.value.id
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -313,6 +366,8 @@ impl ControlPlane {
         // a request asks for is in its spec (given, or 0.0.0.0 and a subnet label).
         self.mutate(ctx, &("CreateLoadBalancer", &spec), |cfg, now| {
             let id = LoadBalancerId(new_id());
+            // A new load balancer has no pools yet: its route sets can hold no routes.
+            check_route_sets(cfg, &id, &spec)?;
             let mut lb = LoadBalancer {
                 id: id.clone(),
                 spec: spec.clone(),
@@ -337,12 +392,30 @@ impl ControlPlane {
         id: &LoadBalancerId,
         patch: &Value,
     ) -> Result<Outcome, ControlError> {
-        self.mutate(ctx, &("UpdateLoadBalancer", id, patch), |cfg, now| {
+        self.edit_loadbalancer(ctx, "UpdateLoadBalancer", id, patch, |_, lb| {
+            patch_spec(&lb.spec, patch)
+        })
+        .await
+    }
+
+    /// Changes a load balancer's spec by a function of its current state, planned against
+    /// each fresh view: `update_loadbalancer`'s merge patch, and the operations of dialects
+    /// that address one part of it (OCI path route sets). `input` is the request as
+    /// received, for retry-token fingerprints.
+    pub async fn edit_loadbalancer<I: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        id: &LoadBalancerId,
+        input: &I,
+        edit: impl Fn(&Config, &LoadBalancer) -> Result<LoadBalancerSpec, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &(operation, id, input), |cfg, now| {
             let lb = cfg
                 .loadbalancers
                 .get(id)
                 .ok_or_else(|| ControlError::not_found(ResourceKind::LoadBalancer, id))?;
-            let spec: LoadBalancerSpec = patch_spec(&lb.value.spec, patch)?;
+            let spec: LoadBalancerSpec = edit(cfg, &lb.value)?;
             spec.validate()?;
             // Changing only the locks is how a lock is lifted: always allowed.
             let mut unlocked = spec.clone();
@@ -350,7 +423,10 @@ impl ControlPlane {
             if unlocked != lb.value.spec {
                 lb_for_change(cfg, ctx, id)?;
             }
-            let mut plan = Plan::new("UpdateLoadBalancer");
+            if spec.route_sets != lb.value.spec.route_sets {
+                check_route_sets(cfg, id, &spec)?;
+            }
+            let mut plan = Plan::new(operation);
             plan.target_revision = Some(lb.mod_revision);
             if spec.vip_address != lb.value.spec.vip_address {
                 release_vip(cfg, &mut plan, lb.value.spec.vip_address);
@@ -461,6 +537,48 @@ impl ControlPlane {
             check_port_free(cfg, &lb.value, &spec, Some(id))?;
             let mut plan = Plan::new("UpdateListener");
             plan.target_revision = Some(cur.mod_revision);
+            let updated = Listener {
+                spec,
+                updated_at: now,
+                ..cur.value.clone()
+            };
+            plan.put(keys::listener(id), &updated)?;
+            plan.touched(ResourceKind::Listener, id);
+            plan.result = plan.resources.first().cloned();
+            plan.lb = Some(lb_id.clone());
+            Ok(plan)
+        })
+        .await
+    }
+
+    /// Changes a listener by a function of its current state, planned against each fresh
+    /// view (so an edit of one route among several never writes back a stale list): the
+    /// operations of dialects that address a listener's routes one by one (Huawei
+    /// l7policies and l7rules). `input` is the request as the caller received it, for
+    /// retry-token fingerprints; `edit` returns the new spec, validated here as any update.
+    pub async fn edit_listener<I: serde::Serialize>(
+        &self,
+        ctx: &RequestContext,
+        operation: &'static str,
+        id: &ListenerId,
+        input: &I,
+        edit: impl Fn(&Config, &Listener) -> Result<ListenerSpec, ControlError>,
+    ) -> Result<Outcome, ControlError> {
+        self.mutate(ctx, &(operation, id, input), |cfg, now| {
+            let cur = cfg
+                .listeners
+                .get(id)
+                .ok_or_else(|| ControlError::not_found(ResourceKind::Listener, id))?;
+            let lb_id = &cur.value.loadbalancer_id;
+            let lb = lb_for_change(cfg, ctx, lb_id)?;
+            let spec = edit(cfg, &cur.value)?;
+            spec.validate()?;
+            check_listener_pools(cfg, lb_id, &spec)?;
+            check_port_free(cfg, &lb.value, &spec, Some(id))?;
+            let mut plan = Plan::new(operation);
+            plan.target_revision = Some(cur.mod_revision);
+            plan.compares
+                .push(Compare::unchanged(keys::listener(id), cur.mod_revision));
             let updated = Listener {
                 spec,
                 updated_at: now,
@@ -631,9 +749,10 @@ impl ControlPlane {
         self.delete_pool_with(ctx, id, false).await
     }
 
-    /// Deletes a pool and, in the same transaction, unbinds it from the listeners that use
-    /// it (their default pool becomes none, their routes to it go): Huawei's order, where a
-    /// pool goes first and a listener with a pool cannot.
+    /// Deletes a pool and, in the same transaction, unbinds it from the listeners whose
+    /// default pool it is (their default pool becomes none); refused while an L7 route
+    /// sends to it. Huawei's order: a pool goes before its listener (a listener with a pool
+    /// cannot), and only once no forwarding policy (route) names it.
     pub async fn delete_pool_unbinding(
         &self,
         ctx: &RequestContext,
@@ -653,6 +772,19 @@ impl ControlPlane {
             lb_for_change(cfg, ctx, &cur.value.loadbalancer_id)?;
             let mut plan = Plan::new("DeletePool");
             plan.target_revision = Some(cur.mod_revision);
+            if let Some(lb) = cfg.loadbalancers.get(&cur.value.loadbalancer_id)
+                && let Some(set) = lb
+                    .value
+                    .spec
+                    .route_sets
+                    .iter()
+                    .find(|s| s.routes.iter().any(|r| &r.pool_id == id))
+            {
+                return Err(ControlError::Conflict(format!(
+                    "pool {id} is in use by route set {:?}; change the route set first",
+                    set.name
+                )));
+            }
             for l in cfg.listeners_using(id) {
                 if !unbind {
                     return Err(ControlError::Conflict(format!(
@@ -660,11 +792,19 @@ impl ControlPlane {
                         l.value.id
                     )));
                 }
-                let mut unbound = l.value.clone();
-                if unbound.spec.default_pool_id.as_ref() == Some(id) {
-                    unbound.spec.default_pool_id = None;
+                if let Some(r) = l.value.spec.routes.iter().find(|r| &r.pool_id == id) {
+                    let route = if r.id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", r.id)
+                    };
+                    return Err(ControlError::Conflict(format!(
+                        "pool {id} is in use by route{route} of listener {}; delete the route (forwarding policy) first",
+                        l.value.id
+                    )));
                 }
-                unbound.spec.routes.retain(|r| &r.pool_id != id);
+                let mut unbound = l.value.clone();
+                unbound.spec.default_pool_id = None;
                 unbound.updated_at = now;
                 plan.compares.push(Compare::unchanged(
                     keys::listener(&l.value.id),

@@ -545,10 +545,9 @@ mod tests {
             spec.routes = routes
                 .iter()
                 .map(|(prefix, _)| fulcrum_model::L7Route {
-                    host: None,
                     path_prefix: Some((*prefix).to_owned()),
-                    pool_id: PoolId("unresolved".into()),
                     strip_path_prefix: true,
+                    ..fulcrum_model::L7Route::to_pool(PoolId("unresolved".into()))
                 })
                 .collect();
             ListenerChange::Put {

@@ -168,6 +168,23 @@ impl ControlPlane {
                 }
             }
 
+            if let Parent::New(..) = &res.parent {
+                // A new load balancer's route sets may send only to the pools made with it.
+                for (i, set) in lb.spec.route_sets.iter().enumerate() {
+                    for (j, r) in set.routes.iter().enumerate() {
+                        let http = res.pools.iter().any(|p| {
+                            p.id == r.pool_id
+                                && p.spec.protocol == fulcrum_model::PoolProtocol::Http
+                        });
+                        if !http {
+                            errors.fail(
+                                format!("route_sets[{i}].routes[{j}].pool_id"),
+                                format!("pool {} is not an HTTP pool of the request", r.pool_id),
+                            );
+                        }
+                    }
+                }
+            }
             let mut listener_names: HashSet<&str> = cfg
                 .listeners_of(&lb_id)
                 .map(|l| l.value.spec.name.as_str())
@@ -203,6 +220,14 @@ impl ControlPlane {
                             format!("pool {pool_id} is not a pool of load balancer {lb_id}"),
                         ),
                     }
+                }
+                if let Some(name) = &l.route_set
+                    && lb.spec.route_set(name).is_none()
+                {
+                    errors.fail(
+                        format!("{field}.route_set"),
+                        format!("load balancer {lb_id} has no route set {name:?}"),
+                    );
                 }
                 let clash = res.listeners[..i]
                     .iter()
@@ -435,6 +460,7 @@ mod tests {
             port,
             default_pool_id: Some(pool.clone()),
             routes: Vec::new(),
+            route_set: None,
             admin_state_up: true,
             tls: None,
             connection_limit: None,
@@ -772,5 +798,132 @@ mod tests {
         })
         .await;
         assert_eq!(late.view().loadbalancers.len(), 9);
+    }
+
+    /// Route sets: a listener names only one that exists, a set sends only to the load
+    /// balancer's HTTP pools, and neither a pool a set sends to nor a set a listener names
+    /// can be deleted (each cloud's delete order rests on these).
+    #[tokio::test]
+    async fn route_sets_hold_their_pools_and_listeners() {
+        let (_dir, cp) = control().await;
+        let ctx = RequestContext::default();
+        let pool_id = ControlPlane::new_pool_id();
+        let out = cp
+            .add_resources(&ctx, "Create", tree(&pool_id, Vec::new()))
+            .await
+            .unwrap();
+        let lb_id = LoadBalancerId(out.result.unwrap().id);
+        let listener_id = cp
+            .view()
+            .listeners_of(&lb_id)
+            .next()
+            .unwrap()
+            .value
+            .id
+            .clone();
+        let set = |pool: &PoolId| {
+            serde_json::json!({"route_sets": [{"name": "paths", "routes": [
+                {"path_prefix": "/api", "pool_id": pool}
+            ]}]})
+        };
+        // A listener cannot name a set that does not exist.
+        let e = cp
+            .update_listener(
+                &ctx,
+                &listener_id,
+                &serde_json::json!({"route_set": "paths"}),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+        // A set cannot send to a pool the load balancer does not have.
+        let e = cp
+            .update_loadbalancer(&ctx, &lb_id, &set(&PoolId::from("nope")))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+        cp.update_loadbalancer(&ctx, &lb_id, &set(&pool_id))
+            .await
+            .unwrap();
+        cp.update_listener(
+            &ctx,
+            &listener_id,
+            &serde_json::json!({"route_set": "paths"}),
+        )
+        .await
+        .unwrap();
+        // The set, named by the listener, cannot go; nor its pool.
+        let e = cp
+            .update_loadbalancer(&ctx, &lb_id, &serde_json::json!({"route_sets": []}))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Conflict(_)), "{e}");
+        cp.update_listener(
+            &ctx,
+            &listener_id,
+            &serde_json::json!({"default_pool_id": null}),
+        )
+        .await
+        .unwrap();
+        for delete in [
+            cp.delete_pool(&ctx, &pool_id).await,
+            cp.delete_pool_unbinding(&ctx, &pool_id).await,
+        ] {
+            let e = delete.unwrap_err();
+            assert!(
+                matches!(&e, ControlError::Conflict(m) if m.contains("paths")),
+                "{e}"
+            );
+        }
+        // Let go in order: the listener, then the set, then the pool.
+        cp.update_listener(&ctx, &listener_id, &serde_json::json!({"route_set": null}))
+            .await
+            .unwrap();
+        cp.update_loadbalancer(&ctx, &lb_id, &serde_json::json!({"route_sets": []}))
+            .await
+            .unwrap();
+        cp.delete_pool(&ctx, &pool_id).await.unwrap();
+    }
+
+    /// Huawei's order: a pool an L7 route sends to is not unbound silently.
+    #[tokio::test]
+    async fn a_routed_pool_is_not_deleted_by_unbinding() {
+        let (_dir, cp) = control().await;
+        let ctx = RequestContext::default();
+        let pool_id = ControlPlane::new_pool_id();
+        let out = cp
+            .add_resources(&ctx, "Create", tree(&pool_id, Vec::new()))
+            .await
+            .unwrap();
+        let lb_id = LoadBalancerId(out.result.unwrap().id);
+        let listener_id = cp
+            .view()
+            .listeners_of(&lb_id)
+            .next()
+            .unwrap()
+            .value
+            .id
+            .clone();
+        cp.update_listener(
+            &ctx,
+            &listener_id,
+            &serde_json::json!({"routes": [{"id": "policy-1", "path_prefix": "/api", "pool_id": pool_id}]}),
+        )
+        .await
+        .unwrap();
+        let e = cp.delete_pool_unbinding(&ctx, &pool_id).await.unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Conflict(m) if m.contains("policy-1")),
+            "{e}"
+        );
+        cp.update_listener(&ctx, &listener_id, &serde_json::json!({"routes": []}))
+            .await
+            .unwrap();
+        // Its listener's default pool is unbound in the same change.
+        cp.delete_pool_unbinding(&ctx, &pool_id).await.unwrap();
+        assert_eq!(
+            cp.view().listeners[&listener_id].value.spec.default_pool_id,
+            None
+        );
     }
 }

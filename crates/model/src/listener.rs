@@ -52,16 +52,38 @@ impl ListenerProtocol {
 }
 
 /// An L7 route: requests whose host and path match go to `pool_id`. The first matching
-/// route wins; requests matching none go to the listener's default pool.
+/// route (in list order) wins; requests matching none go to the listener's default pool.
+/// A route names at most one way to match the path: a prefix, the exact path, or a suffix
+/// (the path is the request target without its query).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L7Route {
+    /// Addresses the route (a Huawei l7policy's id, an OCI path route's place); when set,
+    /// unique within the listener. At most 255 characters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
     /// Exact host, or `*.example.com` for any subdomain; absent matches every host.
     #[serde(default)]
     pub host: Option<String>,
     /// Path prefix starting with `/`; absent matches every path.
     #[serde(default)]
     pub path_prefix: Option<String>,
+    /// The whole path, starting with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_exact: Option<String>,
+    /// The end of the path (e.g. `.jpg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_suffix: Option<String>,
+    /// Compare the path ignoring ASCII case (OCI path routes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_ignore_case: bool,
+    /// A route that is down matches nothing (a Huawei l7policy with no rules yet).
+    #[serde(default = "crate::default_true")]
+    pub admin_state_up: bool,
     pub pool_id: PoolId,
     /// Send the path on without `path_prefix` (an API gateway's API path: `/orders/1`
     /// under `/orders` reaches the member as `/1`, after its base path). The prefix then
@@ -69,6 +91,151 @@ pub struct L7Route {
     /// `/orders?q`, not `/ordersx`. Needs `path_prefix`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strip_path_prefix: bool,
+}
+
+/// The longest path a route matches on.
+pub const MAX_ROUTE_PATH: usize = 1024;
+
+impl L7Route {
+    /// A route to `pool_id` matching every request, to be narrowed by its fields.
+    pub fn to_pool(pool_id: PoolId) -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            description: String::new(),
+            host: None,
+            path_prefix: None,
+            path_exact: None,
+            path_suffix: None,
+            path_ignore_case: false,
+            admin_state_up: true,
+            pool_id,
+            strip_path_prefix: false,
+        }
+    }
+
+    /// The prefix as matched: with `strip_path_prefix`, without its trailing `/` (so that
+    /// `/orders/` and `/orders` both mean the segment, and `/` every path).
+    fn prefix(&self) -> Option<&str> {
+        let p = self.path_prefix.as_deref()?;
+        Some(match self.strip_path_prefix {
+            true => p.trim_end_matches('/'),
+            false => p,
+        })
+    }
+
+    /// How many leading bytes of a matched path the member does not get.
+    pub fn stripped_len(&self) -> usize {
+        match self.strip_path_prefix {
+            true => self.prefix().map_or(0, str::len),
+            false => 0,
+        }
+    }
+
+    /// Whether a request for `host` (without port) and `path` (without query) matches.
+    /// Allocation-free: the data plane calls it per request.
+    pub fn matches(&self, host: Option<&str>, path: &[u8]) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.path_ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        self.admin_state_up
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|want| host_matches(want, host))
+            && self.prefix().is_none_or(|p| {
+                path.get(..p.len())
+                    .is_some_and(|head| eq(head, p.as_bytes()))
+                    // A stripped prefix matches whole segments only.
+                    && (!self.strip_path_prefix || matches!(path.get(p.len()), None | Some(b'/')))
+            })
+            && self
+                .path_exact
+                .as_deref()
+                .is_none_or(|p| eq(path, p.as_bytes()))
+            && self.path_suffix.as_deref().is_none_or(|p| {
+                path.len()
+                    .checked_sub(p.len())
+                    .is_some_and(|at| eq(&path[at..], p.as_bytes()))
+            })
+    }
+
+    pub(crate) fn check(&self, c: &mut Checker, at: &str) {
+        c.max_len(&format!("{at}.id"), &self.id, MAX_NAME_LEN);
+        c.max_len(&format!("{at}.name"), &self.name, MAX_NAME_LEN);
+        c.max_len(
+            &format!("{at}.description"),
+            &self.description,
+            MAX_NAME_LEN,
+        );
+        if let Some(h) = &self.host {
+            c.check(is_host_name(h, true), &format!("{at}.host"), || {
+                format!("{at}.host {h:?} is not a host name")
+            });
+        }
+        for (field, value) in [
+            ("path_prefix", &self.path_prefix),
+            ("path_exact", &self.path_exact),
+        ] {
+            if let Some(p) = value {
+                c.check(
+                    p.starts_with('/') && p.len() <= MAX_ROUTE_PATH && !has_space(p),
+                    &format!("{at}.{field}"),
+                    || {
+                        format!(
+                            "{at}.{field} must start with '/', hold no spaces or control characters and be at most {MAX_ROUTE_PATH} bytes (got {p:?})"
+                        )
+                    },
+                );
+            }
+        }
+        if let Some(p) = &self.path_suffix {
+            c.check(
+                !p.is_empty() && p.len() <= MAX_ROUTE_PATH && !has_space(p),
+                &format!("{at}.path_suffix"),
+                || {
+                    format!(
+                        "{at}.path_suffix must be 1..{MAX_ROUTE_PATH} bytes with no spaces or control characters (got {p:?})"
+                    )
+                },
+            );
+        }
+        let n_paths = [&self.path_prefix, &self.path_exact, &self.path_suffix]
+            .iter()
+            .filter(|p| p.is_some())
+            .count();
+        if n_paths > 1 {
+            c.fail(
+                at.to_owned(),
+                format!("{at} may set only one of path_prefix, path_exact and path_suffix"),
+            );
+        }
+    }
+}
+
+fn has_space(p: &str) -> bool {
+    p.bytes().any(|b| b <= b' ' || b == 0x7f)
+}
+
+/// Whether `host` (as the request names it, without port) is `want`: an exact name
+/// (ASCII case-insensitive), or `*.example.com` for any name below `example.com`.
+/// Allocation-free.
+pub fn host_matches(want: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    match want.strip_prefix("*.") {
+        // `*.example.com` matches `a.example.com`, not `example.com`.
+        Some(suffix) => host.len().checked_sub(suffix.len() + 1).is_some_and(|dot| {
+            host.as_bytes()[dot] == b'.'
+                && host
+                    .get(dot + 1..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        }),
+        None => host.eq_ignore_ascii_case(want),
+    }
 }
 
 /// Certificates for TLS termination, as PEM: a default one, and more chosen by the
@@ -192,6 +359,9 @@ pub struct ListenerSpec {
     pub default_pool_id: Option<PoolId>,
     #[serde(default)]
     pub routes: Vec<L7Route>,
+    /// A route set of the load balancer (`route_sets`) whose routes apply after `routes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_set: Option<String>,
     #[serde(default = "crate::default_true")]
     pub admin_state_up: bool,
     #[serde(default)]
@@ -256,6 +426,12 @@ impl ListenerSpec {
             }
             (None, _) => {}
         }
+        if self.route_set.is_some() && !self.protocol.is_http() {
+            c.fail(
+                "route_set",
+                "route_set is only valid for HTTP and TERMINATED_HTTPS listeners",
+            );
+        }
         if !self.routes.is_empty() && !self.protocol.is_http() {
             c.fail(
                 "routes",
@@ -263,16 +439,11 @@ impl ListenerSpec {
             );
         }
         for (i, r) in self.routes.iter().enumerate() {
-            if let Some(h) = &r.host {
-                c.check(is_host_name(h, true), &format!("routes[{i}].host"), || {
-                    format!("routes[{i}].host {h:?} is not a host name")
-                });
-            }
-            if let Some(p) = &r.path_prefix {
-                c.check(
-                    p.starts_with('/') && p.len() <= 1024,
-                    &format!("routes[{i}].path_prefix"),
-                    || format!("routes[{i}].path_prefix must start with '/' (got {p:?})"),
+            r.check(&mut c, &format!("routes[{i}]"));
+            if !r.id.is_empty() && self.routes[..i].iter().any(|o| o.id == r.id) {
+                c.fail(
+                    format!("routes[{i}].id"),
+                    format!("routes[{i}].id {:?} is taken by another route", r.id),
                 );
             }
             if r.strip_path_prefix {

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Checker, LoadBalancerId, MAX_NAME_LEN, Timestamp, ValidationError};
+use crate::{Checker, L7Route, LoadBalancerId, MAX_NAME_LEN, Timestamp, ValidationError};
 
 /// Huawei distinguishes shared and dedicated load balancers; a few pool rules differ
 /// (APP_COOKIE persistence, cookie name characters and length).
@@ -60,6 +60,27 @@ pub struct LoadBalancerSpec {
     /// Free-form labels; dialects keep their own identifiers here (e.g. an Azure service name).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Named lists of L7 routes that this load balancer's listeners share (`route_set` on a
+    /// listener; OCI's path route sets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_sets: Vec<RouteSet>,
+}
+
+/// A named list of L7 routes. A listener that names it routes by its own `routes` first,
+/// then by these, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSet {
+    pub name: String,
+    #[serde(default)]
+    pub routes: Vec<L7Route>,
+}
+
+impl LoadBalancerSpec {
+    /// The route set named `name`.
+    pub fn route_set(&self, name: &str) -> Option<&RouteSet> {
+        self.route_sets.iter().find(|s| s.name == name)
+    }
 }
 
 fn default_vip() -> IpAddr {
@@ -81,6 +102,7 @@ impl LoadBalancerSpec {
             admin_state_up: true,
             locks: Vec::new(),
             labels: BTreeMap::new(),
+            route_sets: Vec::new(),
         }
     }
 
@@ -97,6 +119,22 @@ impl LoadBalancerSpec {
                 format!("label keys must be 1..128 characters (got {k:?})")
             });
             c.max_len("labels", v, 1024);
+        }
+        for (i, set) in self.route_sets.iter().enumerate() {
+            let field = format!("route_sets[{i}].name");
+            c.check(!set.name.is_empty(), &field, || {
+                format!("{field} must not be empty")
+            });
+            c.max_len(&field, &set.name, MAX_NAME_LEN);
+            if self.route_sets[..i].iter().any(|o| o.name == set.name) {
+                c.fail(
+                    field.clone(),
+                    format!("{field} {:?} is taken by another route set", set.name),
+                );
+            }
+            for (j, r) in set.routes.iter().enumerate() {
+                r.check(&mut c, &format!("route_sets[{i}].routes[{j}]"));
+            }
         }
         c.finish()
     }

@@ -1551,6 +1551,7 @@ fn listener(protocol: ListenerProtocol) -> ListenerSpec {
         port: 80,
         default_pool_id: Some(PoolId::from("pool-1")),
         routes: Vec::new(),
+        route_set: None,
         admin_state_up: true,
         tls: None,
         connection_limit: None,
@@ -1618,9 +1619,20 @@ fn route(host: Option<&str>, path: Option<&str>, pool: &str) -> L7Route {
     L7Route {
         host: host.map(str::to_owned),
         path_prefix: path.map(str::to_owned),
-        pool_id: PoolId::from(pool),
-        strip_path_prefix: false,
+        ..L7Route::to_pool(PoolId::from(pool))
     }
+}
+
+fn exact(path: &str, pool: &str) -> L7Route {
+    L7Route {
+        path_exact: Some(path.into()),
+        ..L7Route::to_pool(PoolId::from(pool))
+    }
+}
+
+fn with_id(id: &str, mut r: L7Route) -> L7Route {
+    r.id = id.into();
+    r
 }
 
 fn terminated(l: &mut ListenerSpec) {
@@ -1821,6 +1833,77 @@ fn listener_rules() {
             "route host wildcard not leading rejected",
             |l| l.routes = vec![route(Some("api.*.example.com"), None, "pool-2")],
             Invalid("routes[0].host"),
+        ),
+        (
+            "route path_exact accepted",
+            |l| l.routes = vec![exact("/health", "pool-2")],
+            Valid,
+        ),
+        (
+            "route path_exact without leading '/' rejected",
+            |l| l.routes = vec![exact("health", "pool-2")],
+            Invalid("routes[0].path_exact"),
+        ),
+        (
+            "route path with a space rejected",
+            |l| l.routes = vec![exact("/a b", "pool-2")],
+            Invalid("routes[0].path_exact"),
+        ),
+        (
+            "route path_suffix accepted",
+            |l| {
+                l.routes = vec![L7Route {
+                    path_suffix: Some(".jpg".into()),
+                    ..L7Route::to_pool(PoolId::from("pool-2"))
+                }]
+            },
+            Valid,
+        ),
+        (
+            "route path_suffix empty rejected",
+            |l| {
+                l.routes = vec![L7Route {
+                    path_suffix: Some(String::new()),
+                    ..L7Route::to_pool(PoolId::from("pool-2"))
+                }]
+            },
+            Invalid("routes[0].path_suffix"),
+        ),
+        (
+            "route with two path matches rejected",
+            |l| {
+                let mut r = exact("/a", "pool-2");
+                r.path_prefix = Some("/a".into());
+                l.routes = vec![r];
+            },
+            Invalid("routes[0]"),
+        ),
+        (
+            "route ids unique within the listener",
+            |l| {
+                l.routes = vec![
+                    with_id("p1", exact("/a", "pool-2")),
+                    with_id("p1", exact("/b", "pool-2")),
+                ]
+            },
+            Invalid("routes[1].id"),
+        ),
+        (
+            "distinct route ids accepted (and unnamed routes share the empty id)",
+            |l| {
+                l.routes = vec![
+                    with_id("p1", exact("/a", "pool-2")),
+                    with_id("p2", exact("/b", "pool-2")),
+                    exact("/c", "pool-2"),
+                    exact("/d", "pool-2"),
+                ]
+            },
+            Valid,
+        ),
+        (
+            "route id over 255 characters rejected",
+            |l| l.routes = vec![with_id(&"x".repeat(256), exact("/a", "pool-2"))],
+            Invalid("routes[0].id"),
         ),
         // limits
         (

@@ -72,26 +72,9 @@ pub struct ListenerRt {
 }
 
 pub struct RouteRt {
-    pub host: Option<String>,
-    /// With `strip`, without a trailing `/` (so `/` is "").
-    pub path_prefix: Option<String>,
-    /// The prefix matches whole segments and is removed from the path sent on.
-    pub strip: bool,
+    /// How requests are matched (`L7Route::matches`, allocation-free).
+    pub rule: fulcrum_model::L7Route,
     pub pool: Arc<PoolRt>,
-}
-
-impl RouteRt {
-    fn matches_path(&self, path: &[u8]) -> bool {
-        prefix_matches(self.path_prefix.as_deref(), self.strip, path)
-    }
-
-    /// How many leading bytes of the path are not sent on.
-    fn stripped(&self) -> usize {
-        match (&self.path_prefix, self.strip) {
-            (Some(p), true) => p.len(),
-            _ => 0,
-        }
-    }
 }
 
 /// Where a request goes: the pool, and how many leading bytes of its path the member
@@ -105,45 +88,16 @@ impl ListenerRt {
     /// The pool for a request: the first route whose host and path match, else the default.
     pub fn route(&self, host: Option<&str>, path: &[u8]) -> Option<Routed<'_>> {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
-        match self.routes.iter().find(|r| {
-            r.host
-                .as_deref()
-                .is_none_or(|want| host_matches(want, host))
-                && r.matches_path(path)
-        }) {
+        match self.routes.iter().find(|r| r.rule.matches(host, path)) {
             Some(r) => Some(Routed {
                 pool: &r.pool,
-                strip: r.stripped(),
+                strip: r.rule.stripped_len(),
             }),
             None => self
                 .default_pool
                 .as_ref()
                 .map(|pool| Routed { pool, strip: 0 }),
         }
-    }
-}
-
-/// Whether `path` lies under `prefix`: byte for byte, or (`whole_segments`, a stripped
-/// prefix, given without its trailing `/`) ending at a segment's end.
-fn prefix_matches(prefix: Option<&str>, whole_segments: bool, path: &[u8]) -> bool {
-    let Some(p) = prefix else {
-        return true;
-    };
-    path.starts_with(p.as_bytes())
-        && (!whole_segments || matches!(path.get(p.len()), None | Some(b'/')))
-}
-
-fn host_matches(want: &str, host: Option<&str>) -> bool {
-    let Some(host) = host else { return false };
-    match want.strip_prefix("*.") {
-        // `*.example.com` matches `a.example.com`, not `example.com`; no allocation.
-        Some(suffix) => host.len().checked_sub(suffix.len() + 1).is_some_and(|dot| {
-            host.as_bytes()[dot] == b'.'
-                && host
-                    .get(dot + 1..)
-                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-        }),
-        None => host.eq_ignore_ascii_case(want),
     }
 }
 
@@ -452,17 +406,17 @@ pub fn compile(
                     .spec
                     .routes
                     .iter()
+                    .chain(
+                        l.spec
+                            .route_set
+                            .as_deref()
+                            .and_then(|name| lb.value.spec.route_set(name))
+                            .into_iter()
+                            .flat_map(|set| set.routes.iter()),
+                    )
                     .filter_map(|r| {
                         Some(RouteRt {
-                            host: r.host.clone(),
-                            path_prefix: match r.strip_path_prefix {
-                                true => r
-                                    .path_prefix
-                                    .as_deref()
-                                    .map(|p| p.trim_end_matches('/').to_owned()),
-                                false => r.path_prefix.clone(),
-                            },
-                            strip: r.strip_path_prefix,
+                            rule: r.clone(),
                             pool: pool(&r.pool_id)?,
                         })
                     })
@@ -510,42 +464,4 @@ fn refusals(pool: &PoolId, upstream: &Arc<UpstreamRt>, members: &[MemberRt]) -> 
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{host_matches, prefix_matches};
-
-    #[test]
-    fn path_prefixes() {
-        assert!(prefix_matches(None, false, b"/x"));
-        assert!(prefix_matches(Some("/api"), false, b"/apix"));
-        // A stripped prefix matches whole segments only.
-        for (path, want) in [
-            (&b"/orders"[..], true),
-            (b"/orders/", true),
-            (b"/orders/1", true),
-            (b"/ordersx", false),
-            (b"/order", false),
-            (b"/", false),
-        ] {
-            assert_eq!(
-                prefix_matches(Some("/orders"), true, path),
-                want,
-                "{path:?}"
-            );
-        }
-        // The API at the root ("/" without its slash) takes every path.
-        assert!(prefix_matches(Some(""), true, b"/anything"));
-    }
-
-    #[test]
-    fn host_patterns() {
-        assert!(host_matches("example.com", Some("EXAMPLE.com")));
-        assert!(!host_matches("example.com", Some("www.example.com")));
-        assert!(host_matches("*.example.com", Some("www.example.com")));
-        assert!(!host_matches("*.example.com", Some("example.com")));
-        assert!(!host_matches("*.example.com", Some("wwwexample.com")));
-        assert!(!host_matches("example.com", None));
-    }
 }

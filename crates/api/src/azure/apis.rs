@@ -530,6 +530,7 @@ fn plan_gateway(
             port: gateway.port,
             default_pool_id: None,
             routes: Vec::new(),
+            route_set: None,
             admin_state_up: true,
             tls: None,
             connection_limit: None,
@@ -551,10 +552,9 @@ fn plan_gateway(
         spec.routes = routes
             .iter()
             .map(|(path, _, _)| L7Route {
-                host: None,
                 path_prefix: Some(format!("/{path}")),
-                pool_id: PoolId(String::new()),
                 strip_path_prefix: true,
+                ..L7Route::to_pool(PoolId(String::new()))
             })
             .collect();
         Some(ListenerChange::Put {

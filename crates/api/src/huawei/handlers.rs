@@ -139,7 +139,7 @@ pub(crate) fn routes(api: Api) -> Router<HState> {
                 axum::routing::delete(h!(delete_pool_cascade)),
             ),
     };
-    r
+    r.merge(super::l7::routes(api))
 }
 
 // ---- shared pieces -------------------------------------------------------------------
@@ -177,7 +177,7 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HuaweiError> 
 }
 
 /// Answers with `body`, adding `request_id` for v3.
-fn reply(api: Api, status: StatusCode, mut body: Value) -> Response {
+pub(super) fn reply(api: Api, status: StatusCode, mut body: Value) -> Response {
     if api == Api::V3
         && let Value::Object(map) = &mut body
     {
@@ -190,13 +190,13 @@ fn reply(api: Api, status: StatusCode, mut body: Value) -> Response {
 }
 
 /// Creations answer 201 in both families (the SDKs accept any status below 400).
-fn created(_api: Api) -> StatusCode {
+pub(super) fn created(_api: Api) -> StatusCode {
     StatusCode::CREATED
 }
 
 /// v3 writes answer once the data plane serves the change (bounded); v2 (shared ELB)
 /// writes are asynchronous, as on Huawei.
-async fn settle(api: Api, s: &HState, outcome: &Outcome) {
+pub(super) async fn settle(api: Api, s: &HState, outcome: &Outcome) {
     if api == Api::V3 {
         s.app
             .control
@@ -222,7 +222,12 @@ fn check_weight(field: &str, weight: Option<u32>) -> Result<(), HuaweiError> {
     }
 }
 
-fn page_body(api: Api, key: &str, query: &[(String, String)], items: Vec<Value>) -> HResult {
+pub(super) fn page_body(
+    api: Api,
+    key: &str,
+    query: &[(String, String)],
+    items: Vec<Value>,
+) -> HResult {
     let page = views::page(items, query)?;
     let count = page.items.len();
     let mut body = json!({ key: page.items });
@@ -577,6 +582,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
         port: req.protocol_port,
         default_pool_id: req.default_pool_id.map(PoolId),
         routes: Vec::new(),
+        route_set: None,
         admin_state_up: req.admin_state_up.unwrap_or(true),
         tls: None,
         connection_limit: req
@@ -648,27 +654,55 @@ async fn update_listener(api: Api, s: HState, call: Call) -> HResult {
     render_listener(api, &s, &call, &id, StatusCode::OK)
 }
 
-/// Huawei's order: a listener goes only once no pool is bound to it (delete the pool, or
-/// set `default_pool_id` to null, first), unless v2's `cascade=true` takes the bindings
-/// along.
+/// Huawei's order: a listener goes only once no forwarding policy (l7policy) is left on it
+/// and no pool is bound to it (delete the pool, or set `default_pool_id` to null, first),
+/// unless v2's `cascade=true` takes them along. The listener's state seen here is made a
+/// precondition of the deletion, so a policy or pool bound meanwhile cannot slip through.
 async fn delete_listener(api: Api, s: HState, call: Call) -> HResult {
     let id = ListenerId(call.param("listener_id")?);
     let cascade = call
         .query
         .iter()
         .any(|(k, v)| k == "cascade" && v.eq_ignore_ascii_case("true"));
+    let mut c = ctx(&call);
     if !cascade {
         let full = s.app.control.view();
         let cfg = full.scoped(&call.caller.scope);
-        if let Some(l) = cfg.listeners.get(&id)
-            && let Some((field, pool)) = l.value.spec.pool_refs().next()
-        {
-            return Err(HuaweiError::conflict(format!(
-                "listener {id} still has pool {pool} bound ({field}); delete the pool or set default_pool_id to null first"
-            )));
+        if let Some(l) = cfg.listeners.get(&id) {
+            let spec = &l.value.spec;
+            if let Some(r) = spec.routes.first() {
+                return Err(HuaweiError::conflict(format!(
+                    "listener {id} still has l7policy {} (and {} more); delete its l7policies first",
+                    if r.id.is_empty() {
+                        "(unnamed route)"
+                    } else {
+                        r.id.as_str()
+                    },
+                    spec.routes.len() - 1
+                )));
+            }
+            if let Some(pool) = &spec.default_pool_id {
+                return Err(HuaweiError::conflict(format!(
+                    "listener {id} still has pool {pool} bound (default_pool_id); delete the pool or set default_pool_id to null first"
+                )));
+            }
+            c.if_match = Some(IfMatch {
+                scope: EtagScope::Resource,
+                value: etag(l.mod_revision),
+            });
         }
     }
-    let outcome = s.app.control.delete_listener(&ctx(&call), &id).await?;
+    let outcome = s
+        .app
+        .control
+        .delete_listener(&c, &id)
+        .await
+        .map_err(|e| match e {
+            ControlError::PreconditionFailed { .. } => HuaweiError::conflict(format!(
+                "listener {id} changed while it was being deleted; retry"
+            )),
+            other => other.into(),
+        })?;
     settle(api, &s, &outcome).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

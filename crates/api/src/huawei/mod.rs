@@ -36,6 +36,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 pub(crate) mod handlers;
+mod l7;
 mod sign;
 #[cfg(test)]
 mod tests;

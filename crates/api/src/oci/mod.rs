@@ -193,7 +193,7 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
         keys: Arc::new(keys),
     };
     const LB: &str = "/20170115/loadBalancers/{lb}";
-    let routes: [(String, MethodRouter<OciState>); 12] = [
+    let routes: [(String, MethodRouter<OciState>); 14] = [
         (
             "/20170115/loadBalancers".into(),
             get(list_load_balancers).post(create_load_balancer),
@@ -230,6 +230,16 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
         (
             format!("{LB}/listeners/{{listener}}"),
             put(update_listener).delete(delete_listener),
+        ),
+        (
+            format!("{LB}/pathRouteSets"),
+            get(list_path_route_sets).post(create_path_route_set),
+        ),
+        (
+            format!("{LB}/pathRouteSets/{{prs}}"),
+            get(get_path_route_set)
+                .put(update_path_route_set)
+                .delete(delete_path_route_set),
         ),
         (format!("{LB}/workRequests"), get(list_work_requests)),
         (
@@ -715,6 +725,7 @@ fn listener_spec(
         port: parts.port,
         default_pool_id: pool,
         routes: Vec::new(),
+        route_set: parts.path_route_set.clone(),
         admin_state_up: true,
         tls: None,
         connection_limit: None,
@@ -1097,6 +1108,7 @@ async fn update_listener(
         "port": parts.port,
         "default_pool_id": pool,
         "timeouts": {"idle_ms": idle_ms},
+        "route_set": parts.path_route_set,
     });
     let outcome = s
         .app
@@ -1125,6 +1137,151 @@ async fn delete_listener(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) ->
         find_listener(&cfg, &lb, p.get("listener"))?
     };
     let outcome = s.app.control.delete_listener(&ctx, &listener_id).await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+// ---- path route sets -----------------------------------------------------------------
+
+fn find_route_set<'a>(
+    cfg: &'a Config,
+    lb: &LoadBalancerId,
+    name: &str,
+) -> Result<&'a fulcrum_model::RouteSet, OciError> {
+    find_lb(cfg, lb)?
+        .value
+        .spec
+        .route_set(name)
+        .ok_or_else(|| OciError::not_found(format!("path route set {name:?} not found")))
+}
+
+async fn list_path_route_sets(
+    State(s): State<OciState>,
+    p: Params,
+    cond: ReadIfMatch,
+) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let sets: Vec<_> = find_lb(&cfg, &id)?
+        .value
+        .spec
+        .route_sets
+        .iter()
+        .map(|set| path_route_set(&cfg, set))
+        .collect();
+    json_for(&cfg, &id, &cond, &sets)
+}
+
+async fn get_path_route_set(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
+    let id = p.lb();
+    let cfg = s.app.control.view();
+    let set = find_route_set(&cfg, &id, p.get("prs"))?;
+    json_for(&cfg, &id, &cond, &path_route_set(&cfg, set))
+}
+
+/// The load balancer's route sets with `name`'s set to `routes` (added if absent), the
+/// backend sets resolved on the view the change is planned on.
+fn with_route_set(
+    cfg: &Config,
+    lb: &fulcrum_model::LoadBalancer,
+    name: &str,
+    routes: &[PathRoute],
+    create: bool,
+) -> Result<LoadBalancerSpec, ControlError> {
+    let model = path_routes_to_model(routes, |set| {
+        cfg.pools_of(&lb.id)
+            .find(|p| pool_name(&p.value) == set)
+            .map(|p| p.value.id.clone())
+    })?;
+    let mut spec = lb.spec.clone();
+    match spec.route_sets.iter_mut().find(|s| s.name == name) {
+        Some(_) if create => {
+            return Err(ControlError::Conflict(format!(
+                "path route set {name:?} already exists"
+            )));
+        }
+        Some(set) => set.routes = model,
+        None if create => spec.route_sets.push(fulcrum_model::RouteSet {
+            name: name.to_owned(),
+            routes: model,
+        }),
+        None => {
+            return Err(ControlError::not_found(
+                fulcrum_model::ResourceKind::LoadBalancer,
+                format!("{} path route set {name:?}", lb_ocid(&lb.id)),
+            ));
+        }
+    }
+    Ok(spec)
+}
+
+/// CreatePathRouteSet: a route set of the load balancer (the model's `route_sets`), in
+/// one change planned against the current load balancer.
+async fn create_path_route_set(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: PathRouteSetIn = parse_body(&body)?;
+    let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
+    check_name(&name, "name")?;
+    let routes = wire::path_routes(req.path_routes.as_deref())?;
+    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
+    let outcome = s
+        .app
+        .control
+        .edit_loadbalancer(&ctx, "CreatePathRouteSet", &p.lb(), &input, |cfg, lb| {
+            with_route_set(cfg, lb, &name, &routes, true)
+        })
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+/// UpdatePathRouteSet: the set's routes replaced by the ones given.
+async fn update_path_route_set(
+    State(s): State<OciState>,
+    p: Params,
+    Ctx(ctx): Ctx,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> OciResult {
+    require_json(&headers)?;
+    let req: PathRouteSetIn = parse_body(&body)?;
+    let name = p.get("prs").to_owned();
+    find_route_set(&s.app.control.view(), &p.lb(), &name)?;
+    let routes = wire::path_routes(req.path_routes.as_deref())?;
+    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
+    let outcome = s
+        .app
+        .control
+        .edit_loadbalancer(&ctx, "UpdatePathRouteSet", &p.lb(), &input, |cfg, lb| {
+            with_route_set(cfg, lb, &name, &routes, false)
+        })
+        .await?;
+    Ok(accepted(&s.app.control, &outcome))
+}
+
+/// DeletePathRouteSet: refused (409) while a listener uses the set.
+async fn delete_path_route_set(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
+    let name = p.get("prs").to_owned();
+    find_route_set(&s.app.control.view(), &p.lb(), &name)?;
+    let outcome = s
+        .app
+        .control
+        .edit_loadbalancer(&ctx, "DeletePathRouteSet", &p.lb(), &name, |_, lb| {
+            if lb.spec.route_set(&name).is_none() {
+                return Err(ControlError::not_found(
+                    fulcrum_model::ResourceKind::LoadBalancer,
+                    format!("{} path route set {name:?}", lb_ocid(&lb.id)),
+                ));
+            }
+            let mut spec = lb.spec.clone();
+            spec.route_sets.retain(|s| s.name != name);
+            Ok(spec)
+        })
+        .await?;
     Ok(accepted(&s.app.control, &outcome))
 }
 

@@ -430,6 +430,8 @@ pub(crate) struct ListenerParts {
     pub port: u16,
     pub default_backend_set: String,
     pub idle_ms: Option<u32>,
+    /// `pathRouteSetName`: a route set of the load balancer (the model's `route_set`).
+    pub path_route_set: Option<String>,
 }
 
 impl ListenerIn {
@@ -451,7 +453,6 @@ impl ListenerIn {
             &f("defaultBackendSetName"),
         )?;
         unsupported(is_set(&self.hostname_names), &f("hostnameNames"))?;
-        unsupported(self.path_route_set_name.is_some(), &f("pathRouteSetName"))?;
         unsupported(self.routing_policy_name.is_some(), &f("routingPolicyName"))?;
         unsupported(is_set(&self.rule_set_names), &f("ruleSetNames"))?;
         unsupported(is_set(&self.ssl_configuration), &f("sslConfiguration"))?;
@@ -471,6 +472,7 @@ impl ListenerIn {
             port: u16::try_from(port).unwrap_or_default(),
             default_backend_set,
             idle_ms,
+            path_route_set: self.path_route_set_name.clone().filter(|n| !n.is_empty()),
         })
     }
 }
@@ -744,7 +746,7 @@ pub(crate) fn listener(cfg: &fulcrum_control::Config, l: &Listener) -> ListenerV
         port: l.spec.port,
         protocol: listener_protocol(l.spec.protocol),
         hostname_names: Vec::new(),
-        path_route_set_name: None,
+        path_route_set_name: l.spec.route_set.clone(),
         ssl_configuration: None,
         connection_configuration: serde_json::json!({
             "idleTimeout": l.spec.timeouts.idle_ms / 1000,
@@ -773,7 +775,7 @@ pub(crate) struct LoadBalancerView {
     hostnames: BTreeMap<String, Value>,
     certificates: BTreeMap<String, Value>,
     ssl_cipher_suites: BTreeMap<String, Value>,
-    path_route_sets: BTreeMap<String, Value>,
+    path_route_sets: BTreeMap<String, PathRouteSetView>,
     rule_sets: BTreeMap<String, Value>,
     routing_policies: BTreeMap<String, Value>,
     freeform_tags: BTreeMap<String, String>,
@@ -838,7 +840,12 @@ pub(crate) fn load_balancer(
         hostnames: BTreeMap::new(),
         certificates: BTreeMap::new(),
         ssl_cipher_suites: BTreeMap::new(),
-        path_route_sets: BTreeMap::new(),
+        path_route_sets: lb
+            .spec
+            .route_sets
+            .iter()
+            .map(|set| (set.name.clone(), path_route_set(cfg, set)))
+            .collect(),
         rule_sets: BTreeMap::new(),
         routing_policies: BTreeMap::new(),
         freeform_tags: lb
@@ -918,6 +925,189 @@ pub(crate) fn work_request(wr: &WorkRequest, compartment_id: String) -> WorkRequ
                     _ => "INTERNAL_ERROR",
                 };
                 serde_json::json!({"errorCode": code, "message": e.message})
+            })
+            .collect(),
+    }
+}
+
+// ---- path route sets -----------------------------------------------------------------
+
+/// CreatePathRouteSetDetails and UpdatePathRouteSetDetails.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PathRouteSetIn {
+    pub name: Option<String>,
+    pub path_routes: Option<Vec<PathRouteIn>>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PathRouteIn {
+    pub path: Option<String>,
+    pub path_match_type: Option<PathMatchTypeIn>,
+    pub backend_set_name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PathMatchTypeIn {
+    pub match_type: Option<String>,
+}
+
+/// OCI's limit of path routes in one set.
+const MAX_PATH_ROUTES: usize = 20;
+
+/// OCI's match types, in the order OCI evaluates them: every `EXACT_MATCH` first, then
+/// the longest matching `FORCE_LONGEST_PREFIX_MATCH`, then the first `PREFIX_MATCH` or
+/// `SUFFIX_MATCH` in the set's order.
+const MATCH_TYPES: [&str; 4] = [
+    "EXACT_MATCH",
+    "FORCE_LONGEST_PREFIX_MATCH",
+    "PREFIX_MATCH",
+    "SUFFIX_MATCH",
+];
+
+/// A path route, checked, before its backend set is resolved.
+pub(crate) struct PathRoute {
+    pub path: String,
+    pub match_type: &'static str,
+    pub backend_set_name: String,
+}
+
+/// Checks the path routes of a set (`pathRoutes` is required, at most 20).
+pub(crate) fn path_routes(routes: Option<&[PathRouteIn]>) -> Result<Vec<PathRoute>, OciError> {
+    let routes = required(routes, "pathRoutes")?;
+    if routes.len() > MAX_PATH_ROUTES {
+        return Err(OciError::invalid(format!(
+            "pathRoutes may hold at most {MAX_PATH_ROUTES} path routes (got {})",
+            routes.len()
+        )));
+    }
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = |n: &str| format!("pathRoutes[{i}].{n}");
+            let path = required(r.path.clone(), &f("path"))?;
+            let kind = required(
+                r.path_match_type
+                    .as_ref()
+                    .and_then(|t| t.match_type.as_deref()),
+                &f("pathMatchType.matchType"),
+            )?;
+            let match_type = MATCH_TYPES
+                .iter()
+                .find(|t| **t == kind)
+                .copied()
+                .ok_or_else(|| {
+                    OciError::invalid(format!(
+                        "{} must be one of {} (got {kind:?})",
+                        f("pathMatchType.matchType"),
+                        MATCH_TYPES.join(", ")
+                    ))
+                })?;
+            let ok = !path.is_empty()
+                && path.len() <= fulcrum_model::MAX_ROUTE_PATH
+                && !path.contains('*')
+                && !path.bytes().any(|b| b <= b' ' || b == 0x7f)
+                && (match_type == "SUFFIX_MATCH" || path.starts_with('/'));
+            if !ok {
+                return Err(OciError::invalid(format!(
+                    "{} must be a path without asterisks, spaces or control characters, at most {} characters, starting with '/' unless matched as a suffix (got {path:?})",
+                    f("path"),
+                    fulcrum_model::MAX_ROUTE_PATH
+                )));
+            }
+            Ok(PathRoute {
+                path,
+                match_type,
+                backend_set_name: required(r.backend_set_name.clone(), &f("backendSetName"))?,
+            })
+        })
+        .collect()
+}
+
+/// The model's routes for a path route set, in the order OCI evaluates them (the model
+/// takes the first match). Each route's `id` is its place in the set as given and its
+/// `name` its match type, so the set reads back as it was written. Matching ignores case,
+/// as OCI's does. `pool` resolves a backend set name.
+pub(crate) fn path_routes_to_model(
+    routes: &[PathRoute],
+    pool: impl Fn(&str) -> Option<fulcrum_model::PoolId>,
+) -> Result<Vec<fulcrum_model::L7Route>, fulcrum_control::ControlError> {
+    let mut out = Vec::with_capacity(routes.len());
+    for (i, r) in routes.iter().enumerate() {
+        let pool_id = pool(&r.backend_set_name).ok_or_else(|| {
+            fulcrum_control::ControlError::invalid(
+                format!("pathRoutes[{i}].backendSetName"),
+                format!(
+                    "pathRoutes[{i}].backendSetName: the load balancer has no backend set {:?}",
+                    r.backend_set_name
+                ),
+            )
+        })?;
+        let mut route = fulcrum_model::L7Route {
+            id: i.to_string(),
+            name: r.match_type.to_owned(),
+            path_ignore_case: true,
+            ..fulcrum_model::L7Route::to_pool(pool_id)
+        };
+        match r.match_type {
+            "EXACT_MATCH" => route.path_exact = Some(r.path.clone()),
+            "SUFFIX_MATCH" => route.path_suffix = Some(r.path.clone()),
+            _ => route.path_prefix = Some(r.path.clone()),
+        }
+        out.push(route);
+    }
+    let rank = |r: &fulcrum_model::L7Route| match r.name.as_str() {
+        "EXACT_MATCH" => (0, 0),
+        // The longest forced prefix first: the first match is then the longest.
+        "FORCE_LONGEST_PREFIX_MATCH" => (
+            1,
+            usize::MAX - r.path_prefix.as_ref().map_or(0, String::len),
+        ),
+        _ => (2, 0),
+    };
+    // A stable sort: within a rank, the set's own order.
+    out.sort_by_key(rank);
+    Ok(out)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PathRouteSetView {
+    name: String,
+    path_routes: Vec<Value>,
+}
+
+pub(crate) fn path_route_set(
+    cfg: &fulcrum_control::Config,
+    set: &fulcrum_model::RouteSet,
+) -> PathRouteSetView {
+    let mut routes: Vec<&fulcrum_model::L7Route> = set.routes.iter().collect();
+    routes.sort_by_key(|r| r.id.parse::<usize>().unwrap_or(usize::MAX));
+    PathRouteSetView {
+        name: set.name.clone(),
+        path_routes: routes
+            .into_iter()
+            .map(|r| {
+                let (match_type, path) = match (&r.path_exact, &r.path_suffix, &r.path_prefix) {
+                    (Some(p), _, _) => ("EXACT_MATCH", p.clone()),
+                    (None, Some(p), _) => ("SUFFIX_MATCH", p.clone()),
+                    (None, None, p) => (
+                        if r.name == "FORCE_LONGEST_PREFIX_MATCH" {
+                            "FORCE_LONGEST_PREFIX_MATCH"
+                        } else {
+                            "PREFIX_MATCH"
+                        },
+                        p.clone().unwrap_or_else(|| "/".into()),
+                    ),
+                };
+                serde_json::json!({
+                    "path": path,
+                    "pathMatchType": {"matchType": match_type},
+                    "backendSetName": cfg.pools.get(&r.pool_id).map(|p| pool_name(&p.value)),
+                })
             })
             .collect(),
     }
@@ -1013,5 +1203,80 @@ mod tests {
             .unwrap();
         assert_eq!(err.code, "MissingParameter");
         assert!(err.message.contains("backendSets.bs.healthChecker"));
+    }
+
+    #[test]
+    fn path_routes_follow_oci_evaluation_order_and_read_back_as_written() {
+        let given: Vec<PathRouteIn> = serde_json::from_value(serde_json::json!([
+            {"path": "/a", "pathMatchType": {"matchType": "PREFIX_MATCH"}, "backendSetName": "p1"},
+            {"path": ".png", "pathMatchType": {"matchType": "SUFFIX_MATCH"}, "backendSetName": "p2"},
+            {"path": "/a", "pathMatchType": {"matchType": "FORCE_LONGEST_PREFIX_MATCH"}, "backendSetName": "p3"},
+            {"path": "/a/b", "pathMatchType": {"matchType": "FORCE_LONGEST_PREFIX_MATCH"}, "backendSetName": "p4"},
+            {"path": "/a/x", "pathMatchType": {"matchType": "EXACT_MATCH"}, "backendSetName": "p5"},
+        ]))
+        .unwrap();
+        let routes = path_routes(Some(&given)).unwrap();
+        let model =
+            path_routes_to_model(&routes, |name| Some(fulcrum_model::PoolId::from(name))).unwrap();
+        let order: Vec<&str> = model.iter().map(|r| r.pool_id.as_str()).collect();
+        // Exact, the longest forced prefix first, then prefix and suffix as listed.
+        assert_eq!(order, ["p5", "p4", "p3", "p1", "p2"]);
+        assert!(model.iter().all(|r| r.path_ignore_case));
+        let pick = |path: &str| {
+            model
+                .iter()
+                .find(|r| r.matches(None, path.as_bytes()))
+                .map(|r| r.pool_id.as_str())
+        };
+        assert_eq!(pick("/A/X"), Some("p5"));
+        assert_eq!(pick("/a/b/c"), Some("p4"));
+        assert_eq!(pick("/a/c.png"), Some("p3"));
+        assert_eq!(pick("/z.png"), Some("p2"));
+        assert_eq!(pick("/z"), None);
+        // The ids keep the set's own order.
+        let ids: Vec<&str> = model.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["4", "3", "2", "0", "1"]);
+    }
+
+    #[test]
+    fn bad_path_routes_are_refused_by_field() {
+        for (routes, field) in [
+            (
+                serde_json::json!([{"path": "a", "pathMatchType": {"matchType": "PREFIX_MATCH"}, "backendSetName": "p"}]),
+                "pathRoutes[0].path",
+            ),
+            (
+                serde_json::json!([{"path": "/a*", "pathMatchType": {"matchType": "PREFIX_MATCH"}, "backendSetName": "p"}]),
+                "pathRoutes[0].path",
+            ),
+            (
+                serde_json::json!([{"path": "/a", "pathMatchType": {"matchType": "REGEX"}, "backendSetName": "p"}]),
+                "matchType",
+            ),
+            (
+                serde_json::json!([{"path": "/a", "backendSetName": "p"}]),
+                "matchType",
+            ),
+            (
+                serde_json::json!([{"path": "/a", "pathMatchType": {"matchType": "EXACT_MATCH"}}]),
+                "backendSetName",
+            ),
+        ] {
+            let given: Vec<PathRouteIn> = serde_json::from_value(routes).unwrap();
+            let e = path_routes(Some(&given)).err().unwrap();
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(field), "{field}: {}", e.message);
+        }
+        let many: Vec<PathRouteIn> = (0..21)
+            .map(|_| PathRouteIn {
+                path: Some("/a".into()),
+                path_match_type: Some(PathMatchTypeIn {
+                    match_type: Some("PREFIX_MATCH".into()),
+                }),
+                backend_set_name: Some("p".into()),
+            })
+            .collect();
+        assert!(path_routes(Some(&many)).is_err(), "at most 20");
+        assert!(path_routes(None).is_err(), "pathRoutes is required");
     }
 }
