@@ -1,0 +1,311 @@
+//! UDP listeners through the real binary: echo members on real sockets (bound to port 0),
+//! flows balanced by the pool's algorithm, source-IP persistence, drain, idle expiry, the
+//! flow cap, replies to the right client, a datagram near UDP's maximum, metrics and the
+//! access-log record of each flow.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::stack::{Fulcrum, eventually, metric};
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+
+/// A UDP member that answers every datagram with `name|datagram`, to its sender.
+struct UdpEcho {
+    port: u16,
+    received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpEcho {
+    async fn start(name: &str) -> UdpEcho {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind echo");
+        let port = socket.local_addr().expect("addr").port();
+        let received = Arc::new(AtomicU64::new(0));
+        let (count, prefix) = (received.clone(), format!("{name}|").into_bytes());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut answer = prefix.clone();
+                answer.extend_from_slice(&buf[..n]);
+                let _ = socket.send_to(&answer, from).await;
+            }
+        });
+        UdpEcho {
+            port,
+            received,
+            task,
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A client socket of its own (its own port: a flow of its own).
+struct Client(UdpSocket);
+
+impl Client {
+    async fn new(port: u16) -> Client {
+        let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
+        s.connect(("127.0.0.1", port)).await.expect("connect");
+        Client(s)
+    }
+
+    /// Sends `payload` and returns the answer (resending, as UDP clients do, if none comes).
+    async fn ask(&self, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..10 {
+            self.0.send(payload).await.expect("send");
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(2), self.0.recv(&mut buf)).await
+            {
+                return buf[..n].to_vec();
+            }
+        }
+        panic!("no answer through fulcrum");
+    }
+
+    /// The member that answers `payload`, checking the answer carries the payload back.
+    async fn member(&self, payload: &str) -> String {
+        let answer = String::from_utf8(self.ask(payload.as_bytes()).await).expect("utf-8");
+        let (name, echoed) = answer.split_once('|').expect("name|payload");
+        assert_eq!(echoed, payload, "the answer of another client's datagram");
+        name.to_owned()
+    }
+}
+
+/// A UDP port free right now on 127.0.0.1.
+fn udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A UDP pool with one member per echo, behind a UDP listener (`listener` merged into its
+/// body); returns the pool, its members and the listener's id and port.
+async fn udp_stack(
+    f: &Fulcrum,
+    pool_extra: Value,
+    echoes: &[&UdpEcho],
+    listener: Value,
+) -> (String, Vec<String>, String, u16) {
+    let lb = f.loadbalancer().await;
+    let mut body = json!({"name": "udp", "protocol": "UDP", "algorithm": "ROUND_ROBIN"});
+    common::stack::merge(&mut body, pool_extra);
+    let pool = f
+        .apply("POST", &format!("/v1/loadbalancers/{lb}/pools"), Some(body))
+        .await
+        .id();
+    let mut members = Vec::new();
+    for e in echoes {
+        members.push(f.member(&pool, e.port, json!({})).await);
+    }
+    let port = udp_port();
+    let id = f
+        .listener_with(&lb, "UDP", port, Some(&pool), listener)
+        .await;
+    (pool, members, id, port)
+}
+
+async fn metric_of(f: &Fulcrum, name: &str, labels: &str) -> f64 {
+    metric(&f.metrics().await, &format!("{name}{{{labels}}}")).unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_round_robin_and_answers_reach_their_client() {
+    let f = Fulcrum::start();
+    let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let (_, _, listener, port) = udp_stack(&f, json!({}), &[&a, &b], json!({})).await;
+
+    let l = f.read(&format!("/v1/listeners/{listener}")).await;
+    assert_eq!(l["operating_status"], "ONLINE", "{l}");
+    assert_eq!(l["provisioning_status"], "ACTIVE", "{l}");
+
+    // Two clients, two flows: round robin by flow puts them on both members.
+    let (c1, c2) = (Client::new(port).await, Client::new(port).await);
+    let m1 = c1.member("one").await;
+    let m2 = c2.member("two").await;
+    assert_ne!(m1, m2, "two flows of a round-robin pool went to one member");
+    // Every datagram of a flow goes to its member, and each answer to its own client.
+    for i in 0..20 {
+        assert_eq!(c1.member(&format!("one-{i}")).await, m1);
+        assert_eq!(c2.member(&format!("two-{i}")).await, m2);
+    }
+    assert_eq!(a.received() + b.received(), 42);
+
+    // A datagram near UDP's maximum goes through whole, both ways.
+    let big: Vec<u8> = (0..60_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let answer = c1.ask(&big).await;
+    assert_eq!(
+        answer.len(),
+        m1.len() + 1 + big.len(),
+        "a large datagram was cut"
+    );
+    assert_eq!(&answer[m1.len() + 1..], &big[..]);
+
+    let labels = format!("listener=\"{listener}\"");
+    assert_eq!(
+        metric_of(&f, "fulcrum_listener_udp_flows_open", &labels).await,
+        2.0
+    );
+    assert_eq!(
+        metric_of(&f, "fulcrum_listener_udp_flows_total", &labels).await,
+        2.0
+    );
+    let dir_in = format!("{labels},direction=\"in\"");
+    assert_eq!(
+        metric_of(&f, "fulcrum_listener_udp_datagrams_total", &dir_in).await,
+        43.0
+    );
+    let dir_out = format!("{labels},direction=\"out\"");
+    assert_eq!(
+        metric_of(&f, "fulcrum_listener_udp_datagrams_total", &dir_out).await,
+        43.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_persistence_keeps_new_flows_on_one_member() {
+    let f = Fulcrum::start();
+    let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let persistence =
+        json!({"session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}});
+    let (_, _, _, port) = udp_stack(&f, persistence, &[&a, &b], json!({})).await;
+    let first = Client::new(port).await.member("x").await;
+    // New flows (new ports) from the same address go where the first one went, though
+    // round robin would alternate.
+    for i in 0..6 {
+        let c = Client::new(port).await;
+        assert_eq!(c.member(&format!("x{i}")).await, first, "flow {i}");
+    }
+    let other = if first == "a" { &b } else { &a };
+    assert_eq!(other.received(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_member_keeps_its_flow_and_gets_no_new_one() {
+    let f = Fulcrum::start();
+    let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let (pool, members, _, port) = udp_stack(&f, json!({}), &[&a, &b], json!({})).await;
+    let live = Client::new(port).await;
+    let m = live.member("live").await;
+    let (idx, other) = if m == "a" { (0, "b") } else { (1, "a") };
+    f.patch_member(&pool, &members[idx], json!({"drain": true}))
+        .await;
+    // The open flow stays on its member…
+    for i in 0..5 {
+        assert_eq!(live.member(&format!("live-{i}")).await, m);
+    }
+    // …and every new flow goes to the other one.
+    for i in 0..6 {
+        let c = Client::new(port).await;
+        assert_eq!(c.member(&format!("new-{i}")).await, other, "new flow {i}");
+    }
+}
+
+/// The records in `path` once at least `n` are there (the writer flushes every 50 ms).
+async fn records(path: &Path, n: usize) -> Vec<Value> {
+    let mut last = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        last = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let enough = last.len() >= n;
+        async move { enough }
+    })
+    .await;
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flow_is_forgotten_and_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let f = Fulcrum::start_with(&["--access-log", log.to_str().unwrap_or_default()]);
+    let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let (pool, members, listener, port) = udp_stack(
+        &f,
+        json!({}),
+        &[&a, &b],
+        json!({"timeouts": {"idle_ms": 400}}),
+    )
+    .await;
+    let c = Client::new(port).await;
+    let first = c.member("1").await;
+    assert_eq!(c.member("2").await, first);
+    assert_eq!(c.member("33").await, first);
+
+    let labels = format!("listener=\"{listener}\"");
+    let forgotten = eventually(Duration::from_secs(10), || async {
+        metric_of(&f, "fulcrum_listener_udp_flows_open", &labels).await == 0.0
+    })
+    .await;
+    assert!(forgotten, "the idle flow is still open");
+
+    // Its record: member, datagrams and bytes each way, how it ended.
+    let recs = records(&log, 1).await;
+    let r = &recs[0];
+    let idx = if first == "a" { 0 } else { 1 };
+    assert_eq!(r["protocol"], "UDP", "{r}");
+    assert_eq!(r["listener"], listener.as_str(), "{r}");
+    assert_eq!(r["pool"], pool.as_str(), "{r}");
+    assert_eq!(r["member"], members[idx].as_str(), "{r}");
+    assert_eq!(r["packets_in"], 3, "{r}");
+    assert_eq!(r["packets_out"], 3, "{r}");
+    assert_eq!(r["bytes_in"], 4, "{r}");
+    assert_eq!(r["bytes_out"], 4 + 3 * 2, "{r}");
+    assert_eq!(r["termination"], "idle_timeout", "{r}");
+    let total = r["timings_ms"]["total"].as_f64().unwrap_or_default();
+    assert!(total >= 400.0, "a flow lasts until idle: {r}");
+    let client = c.0.local_addr().expect("addr").to_string();
+    assert_eq!(r["client"], client.as_str(), "{r}");
+
+    // The same client address and port is a new flow: round robin moves it on.
+    let again = c.member("4").await;
+    assert_ne!(again, first, "the forgotten flow's member was reused");
+    assert_eq!(
+        metric_of(&f, "fulcrum_listener_udp_flows_total", &labels).await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_flows_past_the_cap_are_dropped_and_counted() {
+    let f = Fulcrum::start();
+    let a = UdpEcho::start("a").await;
+    let (_, _, listener, port) =
+        udp_stack(&f, json!({}), &[&a], json!({"connection_limit": 1})).await;
+    let first = Client::new(port).await;
+    assert_eq!(first.member("in").await, "a");
+    let second = Client::new(port).await;
+    second.0.send(b"refused").await.expect("send");
+    let labels = format!("listener=\"{listener}\",reason=\"flow_cap\"");
+    let counted = eventually(Duration::from_secs(10), || async {
+        metric_of(&f, "fulcrum_listener_udp_dropped_total", &labels).await >= 1.0
+    })
+    .await;
+    assert!(counted, "no flow_cap drop counted");
+    // The open flow is served on.
+    assert_eq!(first.member("still").await, "a");
+    assert_eq!(a.received(), 2, "the refused datagram reached the member");
+}
