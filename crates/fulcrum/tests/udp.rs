@@ -309,3 +309,127 @@ async fn new_flows_past_the_cap_are_dropped_and_counted() {
     assert_eq!(first.member("still").await, "a");
     assert_eq!(a.received(), 2, "the refused datagram reached the member");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huawei_v2_and_v3_udp_listeners_and_pools_serve() {
+    use common::huawei::{HUAWEI_CONFIG, Huawei};
+    let f = Fulcrum::start_configured(HUAWEI_CONFIG, &[]);
+    let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let subnet = f
+        .ok(
+            "POST",
+            "/v1/subnets",
+            Some(json!({"name": "s", "cidr": "127.0.0.0/24", "vpc_id": "vpc"})),
+        )
+        .await
+        .id();
+    let h = Huawei::new(&f.api);
+    let lb = h
+        .expect(
+            201,
+            "POST",
+            "/v3/{p}/elb/loadbalancers",
+            Some(json!({"loadbalancer": {"name": "udp", "vpc_id": "vpc"}})),
+        )
+        .await;
+    let vip = lb["loadbalancer"]["vip_address"]
+        .as_str()
+        .expect("vip")
+        .to_owned();
+    let lb = lb["loadbalancer"]["id"].as_str().expect("id").to_owned();
+    let pool = h
+        .expect(
+            201,
+            "POST",
+            "/v3/{p}/elb/pools",
+            Some(json!({"pool": {"loadbalancer_id": lb, "protocol": "UDP",
+                "lb_algorithm": "ROUND_ROBIN", "name": "udp",
+                "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}}})),
+        )
+        .await;
+    assert_eq!(pool["pool"]["protocol"], "UDP", "{pool}");
+    let pool = pool["pool"]["id"].as_str().expect("id").to_owned();
+    for e in [&a, &b] {
+        h.expect(
+            201,
+            "POST",
+            &format!("/v3/{{p}}/elb/pools/{pool}/members"),
+            Some(
+                json!({"member": {"address": "127.0.0.1", "protocol_port": e.port,
+                "subnet_cidr_id": subnet}}),
+            ),
+        )
+        .await;
+    }
+    let port = udp_port();
+    let l = h
+        .expect(
+            201,
+            "POST",
+            "/v3/{p}/elb/listeners",
+            Some(
+                json!({"listener": {"loadbalancer_id": lb, "protocol": "UDP",
+                "protocol_port": port, "default_pool_id": pool}}),
+            ),
+        )
+        .await;
+    assert_eq!(l["listener"]["protocol"], "UDP", "{l}");
+    assert_eq!(
+        l["listener"]["keepalive_timeout"], 300,
+        "Huawei's UDP default: {l}"
+    );
+    let listener = l["listener"]["id"].as_str().expect("id").to_owned();
+    let online = eventually(Duration::from_secs(10), || async {
+        f.read(&format!("/v1/listeners/{listener}")).await["operating_status"] == "ONLINE"
+    })
+    .await;
+    assert!(online, "the Huawei UDP listener is not ONLINE");
+    // Traffic to the VIP; source-IP persistence keeps new flows on the first one's member.
+    let vip: std::net::IpAddr = vip.parse().expect("vip");
+    let client = |port| async move {
+        let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        s.connect((vip, port)).await.expect("connect");
+        Client(s)
+    };
+    let first = client(port).await.member("h1").await;
+    for i in 0..4 {
+        assert_eq!(client(port).await.member(&format!("h{i}")).await, first);
+    }
+
+    // The v2 API takes UDP listeners and pools too.
+    let v2_pool = h
+        .expect(
+            201,
+            "POST",
+            "/v2/{p}/elb/pools",
+            Some(json!({"pool": {"loadbalancer_id": lb, "protocol": "UDP",
+                "lb_algorithm": "ROUND_ROBIN", "name": "udp2"}})),
+        )
+        .await;
+    assert_eq!(v2_pool["pool"]["protocol"], "UDP", "{v2_pool}");
+    let v2_pool = v2_pool["pool"]["id"].as_str().expect("id").to_owned();
+    h.expect(
+        201,
+        "POST",
+        &format!("/v2/{{p}}/elb/pools/{v2_pool}/members"),
+        Some(
+            json!({"member": {"address": "127.0.0.1", "protocol_port": a.port,
+            "subnet_id": subnet}}),
+        ),
+    )
+    .await;
+    let port2 = udp_port();
+    let l2 = h
+        .expect(
+            201,
+            "POST",
+            "/v2/{p}/elb/listeners",
+            Some(
+                json!({"listener": {"loadbalancer_id": lb, "protocol": "UDP",
+                "protocol_port": port2, "default_pool_id": v2_pool}}),
+            ),
+        )
+        .await;
+    assert_eq!(l2["listener"]["protocol"], "UDP", "{l2}");
+    assert_eq!(client(port2).await.member("v2").await, "a");
+}

@@ -1,4 +1,4 @@
-//! The access log: one record per HTTP request and per TCP session, written off the request
+//! The access log: one record per HTTP request, TCP session and UDP flow, written off the request
 //! path. A request fills an [`Entry`] (reused by its connection: no allocation in steady
 //! state) and formats it into its worker's lane, a byte buffer only that worker and the
 //! writer thread touch; the writer thread swaps each lane out every few milliseconds and

@@ -2,7 +2,8 @@
 //! socket per worker (the kernel spreads connections over them), a changed address rebinds,
 //! a removed one stops accepting and lets its connections finish. Other listeners are
 //! never touched. Each accepted connection is served to its end on the worker that
-//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by `h2`, TCP by `tcp`.
+//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by `h2`, TCP by `tcp`. A UDP listener's socket of each
+//! worker is served by `udp` on that worker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
