@@ -433,3 +433,48 @@ async fn huawei_v2_and_v3_udp_listeners_and_pools_serve() {
     assert_eq!(l2["listener"]["protocol"], "UDP", "{l2}");
     assert_eq!(client(port2).await.member("v2").await, "a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_connect_checks_take_a_closed_port_out() {
+    let f = Fulcrum::start();
+    let a = UdpEcho::start("a").await;
+    let b = UdpEcho::start("b").await;
+    let (pool, members, _, port) = udp_stack(&f, json!({}), &[&a, &b], json!({})).await;
+    f.apply(
+        "POST",
+        "/v1/healthmonitors",
+        Some(
+            json!({"pool_id": pool, "type": "UDP_CONNECT", "interval_ms": 200,
+            "timeout_ms": 100, "unhealthy_threshold": 2, "healthy_threshold": 1}),
+        ),
+    )
+    .await;
+    // Both answer (or stay silent to) the probe: both pass.
+    let online = eventually(Duration::from_secs(10), || async {
+        f.member_status(&pool, &members[0]).await == "ONLINE"
+            && f.member_status(&pool, &members[1]).await == "ONLINE"
+    })
+    .await;
+    assert!(
+        online,
+        "members with open UDP ports did not pass UDP_CONNECT"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async { b.received() > 0 }).await,
+        "no probe reached the member"
+    );
+
+    // b's port closes: the kernel answers probes with ICMP port unreachable.
+    drop(b);
+    let down = eventually(Duration::from_secs(10), || async {
+        f.member_status(&pool, &members[1]).await == "ERROR"
+    })
+    .await;
+    assert!(down, "a closed UDP port still passes UDP_CONNECT");
+    assert_eq!(f.member_status(&pool, &members[0]).await, "ONLINE");
+    // New flows go to the member that is up.
+    for i in 0..4 {
+        let c = Client::new(port).await;
+        assert_eq!(c.member(&format!("after-{i}")).await, "a", "flow {i}");
+    }
+}
