@@ -478,3 +478,38 @@ async fn udp_connect_checks_take_a_closed_port_out() {
         assert_eq!(c.member(&format!("after-{i}")).await, "a", "flow {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_take_new_flows_only_while_no_primary_can() {
+    let f = Fulcrum::start();
+    let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
+    let lb = f.loadbalancer().await;
+    let pool = f
+        .apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "udp", "protocol": "UDP", "algorithm": "LEAST_CONNECTIONS"})),
+        )
+        .await
+        .id();
+    let primary = f.member(&pool, a.port, json!({})).await;
+    f.member(&pool, b.port, json!({"backup": true})).await;
+    let port = udp_port();
+    f.listener(&lb, "UDP", port, Some(&pool)).await;
+    for i in 0..3 {
+        let c = Client::new(port).await;
+        assert_eq!(c.member(&format!("p{i}")).await, "a", "flow {i}");
+    }
+    // The primary goes offline: new flows go to the backup.
+    f.patch_member(&pool, &primary, json!({"offline": true}))
+        .await;
+    for i in 0..3 {
+        let c = Client::new(port).await;
+        assert_eq!(c.member(&format!("b{i}")).await, "b", "flow {i}");
+    }
+    // Back online: new flows return to it.
+    f.patch_member(&pool, &primary, json!({"offline": false}))
+        .await;
+    let c = Client::new(port).await;
+    assert_eq!(c.member("back").await, "a");
+}
