@@ -453,7 +453,11 @@ async fn relay(
                 u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
-            io.packets_out.fetch_add(1, Ordering::Relaxed);
+            if io.packets_out.fetch_add(1, Ordering::Relaxed) == 0 {
+                // The member answers on this flow: its streak of failures (ICMP port
+                // unreachable) ends, as a TCP connect that succeeds ends it.
+                crate::exchange::connected(&pool.members[idx]);
+            }
             io.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
             counters.udp.datagrams_out.fetch_add(1, Ordering::Relaxed);
             counters.bytes(0, n as u64);
