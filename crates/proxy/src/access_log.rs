@@ -1,4 +1,4 @@
-//! The access log: one record per HTTP request and per TCP session, written off the request
+//! The access log: one record per HTTP request, TCP session and UDP flow, written off the request
 //! path. A request fills an [`Entry`] (reused by its connection: no allocation in steady
 //! state) and formats it into its worker's lane, a byte buffer only that worker and the
 //! writer thread touch; the writer thread swaps each lane out every few milliseconds and
@@ -137,6 +137,8 @@ pub(crate) struct Entry {
     pub total: Option<Duration>,
     pub sticky: bool,
     pub termination: Termination,
+    /// A UDP flow's datagrams from the client and from the member (None: not a flow).
+    pub packets: Option<(u64, u64)>,
     /// The request id goes to the member and back (the listener's `request_id`), whether
     /// or not the request is logged.
     pub send_id: bool,
@@ -165,6 +167,7 @@ impl Default for Entry {
             total: None,
             sticky: false,
             termination: Termination::Done,
+            packets: None,
             send_id: false,
         }
     }
@@ -195,6 +198,7 @@ impl Entry {
         self.total = None;
         self.sticky = false;
         self.termination = Termination::Done;
+        self.packets = None;
     }
 
     fn keep(&mut self, bytes: &[u8]) -> (usize, usize) {
@@ -510,6 +514,12 @@ fn json_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
     fulcrum_h1::write_decimal(out, e.bytes_in);
     out.extend_from_slice(b",\"bytes_out\":");
     fulcrum_h1::write_decimal(out, e.bytes_out);
+    if let Some((from_client, from_member)) = e.packets {
+        out.extend_from_slice(b",\"packets_in\":");
+        fulcrum_h1::write_decimal(out, from_client);
+        out.extend_from_slice(b",\"packets_out\":");
+        fulcrum_h1::write_decimal(out, from_member);
+    }
     let member = e.member_rt();
     field(
         out,
@@ -595,6 +605,12 @@ fn text_record(out: &mut Vec<u8>, e: &Entry, listener: &str, client: SocketAddr)
         out.push(b' ');
     }
     out.extend_from_slice(e.protocol.as_bytes());
+    if let Some((from_client, from_member)) = e.packets {
+        out.extend_from_slice(b" packets ");
+        fulcrum_h1::write_decimal(out, from_client);
+        out.push(b'/');
+        fulcrum_h1::write_decimal(out, from_member);
+    }
     out.extend_from_slice(b"\" \"");
     text(out, e.slice(e.authority).unwrap_or_default());
     out.extend_from_slice(b"\"\n");

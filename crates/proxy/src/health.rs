@@ -165,9 +165,13 @@ async fn check_loop(
     loop {
         ticker.tick().await;
         let began = std::time::Instant::now();
-        let ok = tokio::time::timeout(timeout, check_once(&monitor, &target, &authority))
-            .await
-            .unwrap_or(false);
+        let ok = if monitor.kind == HealthMonitorType::UdpConnect {
+            udp_check(&target, timeout).await
+        } else {
+            tokio::time::timeout(timeout, check_once(&monitor, &target, &authority))
+                .await
+                .unwrap_or(false)
+        };
         state.checked(ok, began.elapsed());
         if ok {
             state.check_passed();
@@ -206,8 +210,47 @@ async fn check_once(monitor: &HealthMonitorSpec, target: &Target, authority: &st
                 Err(_) => false,
             }
         }
-        // UDP pools are not proxied yet.
-        HealthMonitorType::UdpConnect => true,
+        // Checked by `udp_check`, without a TCP connection.
+        HealthMonitorType::UdpConnect => false,
+    }
+}
+
+/// The probe of a `UDP_CONNECT` check: shorter than any QUIC packet a server would answer
+/// (21 bytes), so QUIC members ignore it.
+const UDP_PROBE: &[u8] = b"fulcrum-health";
+
+/// Huawei's `UDP_CONNECT`: a probe datagram on a socket connected to the member; an ICMP port
+/// unreachable within `window` (Linux reports it to a connected socket as ECONNREFUSED) fails
+/// the check, and a reply or silence passes it. The ICMP echo Huawei sends first needs a raw
+/// socket (CAP_NET_RAW) and is not sent.
+async fn udp_check(target: &Target, window: Duration) -> bool {
+    let probe = async {
+        let addr = match target {
+            Target::Addr(a) => *a,
+            Target::Host(h, p) => tokio::net::lookup_host((h.as_str(), *p))
+                .await?
+                .next()
+                .ok_or_else(|| std::io::Error::other("the name resolves to no address"))?,
+        };
+        let local: std::net::SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        socket.send(UDP_PROBE).await?;
+        let mut answer = [0u8; 64];
+        socket.recv(&mut answer).await.map(|_| ())
+    };
+    match tokio::time::timeout(window, probe).await {
+        // Silence: the port is open (or filtered), as Huawei reads it.
+        Err(_) => true,
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "UDP_CONNECT check failed");
+            false
+        }
     }
 }
 

@@ -52,6 +52,7 @@ mod persistence;
 mod h1;
 mod h2;
 mod tcp;
+mod udp;
 
 mod health;
 mod listener;

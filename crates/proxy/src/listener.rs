@@ -2,7 +2,8 @@
 //! socket per worker (the kernel spreads connections over them), a changed address rebinds,
 //! a removed one stops accepting and lets its connections finish. Other listeners are
 //! never touched. Each accepted connection is served to its end on the worker that
-//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by `h2`, TCP by `tcp`.
+//! accepted it: HTTP/1.1 by `h1`, HTTP/2 by `h2`, TCP by `tcp`. A UDP listener's socket of each
+//! worker is served by `udp` on that worker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,10 +64,9 @@ pub(crate) fn reconcile(
     inherited: &mut Inherited,
 ) -> Vec<(ListenerId, String)> {
     running.retain(|id, r| {
-        let keep = snap
-            .listeners
-            .get(id)
-            .is_some_and(|l| l.enabled && l.bind == r.bind && l.protocol == r.protocol);
+        let keep = snap.listeners.get(id).is_some_and(|l| {
+            l.enabled && l.bind == r.bind && l.protocol == r.protocol && unserved(l).is_none()
+        });
         if !keep {
             tracing::info!(listener = %id, addr = %r.bind.addr, "closing listener");
             let _ = r.stop.send(true);
@@ -78,11 +78,38 @@ pub(crate) fn reconcile(
         if !l.enabled || running.contains_key(id) {
             continue;
         }
+        if let Some(reason) = unserved(l) {
+            failed.push((id.clone(), reason));
+            continue;
+        }
         if l.bind.udp {
-            failed.push((
-                id.clone(),
-                format!("{:?} listeners are not served yet", l.protocol),
-            ));
+            match bind_udp(l.bind.addr, workers.len()) {
+                Ok(sockets) => {
+                    let (stop, stop_rx) = watch::channel(false);
+                    tracing::info!(listener = %id, addr = %l.bind.addr, workers = workers.len(), "listening (UDP)");
+                    for (socket, worker) in sockets.into_iter().zip(workers.iter()) {
+                        worker.spawn(crate::udp::serve(
+                            shared.clone(),
+                            id.clone(),
+                            socket,
+                            stop_rx.clone(),
+                            l.counters.clone(),
+                        ));
+                    }
+                    running.insert(
+                        id.clone(),
+                        Running {
+                            bind: l.bind.clone(),
+                            protocol: l.protocol,
+                            stop,
+                            // UDP sockets are not handed over: a successor binds its own
+                            // (SO_REUSEPORT), and flows end with the process that holds them.
+                            sockets: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => failed.push((id.clone(), format!("cannot bind {}: {e}", l.bind.addr))),
+            }
             continue;
         }
         if let Some(Err(e)) = &l.tls {
@@ -163,6 +190,38 @@ pub(crate) fn bound_addr(
     id: &ListenerId,
 ) -> Option<SocketAddr> {
     running.get(id).map(|r| r.bind.addr)
+}
+
+/// Why this listener cannot be served (yet): QUIC listeners, and UDP listeners whose pool
+/// is a QUIC one, wait for QUIC_CID routing.
+fn unserved(l: &crate::snapshot::ListenerRt) -> Option<String> {
+    if l.protocol == ListenerProtocol::Quic {
+        return Some("QUIC listeners are not served yet".into());
+    }
+    let quic_pool = l
+        .default_pool
+        .as_ref()
+        .is_some_and(|p| p.protocol == fulcrum_model::PoolProtocol::Quic);
+    (l.bind.udp && quic_pool).then(|| "QUIC pools are not served yet".into())
+}
+
+/// One UDP socket per worker on `addr`, all with `SO_REUSEPORT` (the kernel hashes each
+/// client's address and port to one of them).
+fn bind_udp(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    (0..count.max(1))
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(true)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 /// One listening socket per worker on `addr`, all with `SO_REUSEPORT`. Binding is

@@ -189,7 +189,7 @@ impl prometheus_client::collector::Collector for Collector {
         counter(
             &mut encoder,
             "fulcrum_listener_received_bytes",
-            "Bytes received from clients (HTTP heads and bodies, TCP payload)",
+            "Bytes received from clients (HTTP heads and bodies, TCP and UDP payload)",
             &per_listener(|c| load(&c.bytes_in)),
         )?;
         counter(
@@ -218,6 +218,79 @@ impl prometheus_client::collector::Collector for Collector {
             &mut encoder,
             "fulcrum_listener_local_responses",
             "Answers fulcrum gave itself, not a member (by reason)",
+            &rows,
+        )?;
+        // UDP listeners' flows and datagrams (only UDP listeners have rows).
+        let udp = || snap.listeners.values().filter(|l| l.bind.udp);
+        let rows: Vec<(Labels, i64)> = udp()
+            .map(|l| {
+                let open = load(&l.counters.udp.flows_open);
+                (
+                    vec![("listener", l.id.to_string())],
+                    i64::try_from(open).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "fulcrum_listener_udp_flows_open",
+            "UDP flows open now (a client address and port with its member socket)",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, u64)> = udp()
+            .map(|l| {
+                (
+                    vec![("listener", l.id.to_string())],
+                    load(&l.counters.udp.flows),
+                )
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_listener_udp_flows",
+            "UDP flows created",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, u64)> = udp()
+            .flat_map(|l| {
+                [
+                    ("in", &l.counters.udp.datagrams_in),
+                    ("out", &l.counters.udp.datagrams_out),
+                ]
+                .into_iter()
+                .map(|(direction, n)| {
+                    let labels = vec![
+                        ("listener", l.id.to_string()),
+                        ("direction", direction.to_owned()),
+                    ];
+                    (labels, load(n))
+                })
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_listener_udp_datagrams",
+            "UDP datagrams from clients (in) and relayed to them from members (out)",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, u64)> = udp()
+            .flat_map(|l| {
+                crate::stats::UDP_DROPS
+                    .iter()
+                    .zip(&l.counters.udp.dropped)
+                    .map(|(reason, n)| {
+                        let labels = vec![
+                            ("listener", l.id.to_string()),
+                            ("reason", (*reason).to_owned()),
+                        ];
+                        (labels, load(n))
+                    })
+            })
+            .collect();
+        counter(
+            &mut encoder,
+            "fulcrum_listener_udp_dropped",
+            "UDP datagrams dropped: a new flow past the cap (flow_cap) or with no member (no_member), larger than the path allows (too_large, EMSGSIZE), refused by the socket (send_failed, e.g. ICMP port unreachable)",
             &rows,
         )?;
         let rows: Vec<_> = listeners.iter().flat_map(|(l, s)| by_class(l, s)).collect();

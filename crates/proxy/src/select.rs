@@ -70,3 +70,48 @@ pub fn pick(pool: &PoolRt, client_hash: u64, tried: &Tried) -> Option<usize> {
             .map(|i| tier.members[i])
     })
 }
+
+/// Persistence by source address, as L4 pools have it (seed 002: TCP and UDP pools persist
+/// by source IP whatever the configured type): the member the client is bound to comes
+/// first, then the pool's algorithm. TCP connections and UDP flows both choose through it.
+pub(crate) struct SourceAffinity {
+    key: Option<(crate::sticky::StickyKey, std::time::Duration)>,
+    bound: Option<usize>,
+    /// The member the table named, if it could take the client.
+    pub bound_to: Option<usize>,
+}
+
+impl SourceAffinity {
+    /// Looks the client up in the pool's persistence table (when persistence is on).
+    pub fn of(pool: &PoolRt, client: std::net::IpAddr) -> SourceAffinity {
+        let key = match pool.persistence {
+            fulcrum_model::EffectivePersistence::SourceIp { timeout_minutes } => Some((
+                crate::sticky::StickyKey::Addr(client),
+                std::time::Duration::from_secs(u64::from(timeout_minutes) * 60),
+            )),
+            _ => None,
+        };
+        let bound = key.as_ref().and_then(|(key, ttl)| {
+            let id = pool.sticky.get(key, *ttl)?;
+            pool.by_id.get(&id).and_then(|&i| pool.bound(i))
+        });
+        SourceAffinity {
+            key,
+            bound,
+            bound_to: bound,
+        }
+    }
+
+    /// The next member to try: the bound one first (once), then the pool's algorithm over
+    /// the members not tried yet. The caller adds what it returns to `tried`.
+    pub fn next(&mut self, pool: &PoolRt, client_hash: u64, tried: &Tried) -> Option<usize> {
+        self.bound.take().or_else(|| pick(pool, client_hash, tried))
+    }
+
+    /// The client reached `idx`: bind it there (refreshing the binding's time).
+    pub fn bind(&self, pool: &PoolRt, idx: usize) {
+        if let Some((key, ttl)) = &self.key {
+            pool.sticky.bind(key.clone(), &pool.members[idx].id, *ttl);
+        }
+    }
+}

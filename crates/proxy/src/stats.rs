@@ -146,6 +146,41 @@ pub struct ListenerCounters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) local: [AtomicU64; LOCAL_REPLIES.len()],
+    /// UDP listeners' flows and datagrams (zero for the others).
+    pub(crate) udp: UdpCounters,
+}
+
+/// Why a UDP listener dropped a datagram instead of forwarding it.
+#[derive(Clone, Copy)]
+pub(crate) enum UdpDrop {
+    /// A new flow beyond the listener's cap.
+    FlowCap = 0,
+    /// A new flow with no member to take it (or no pool).
+    NoMember = 1,
+    /// Larger than the path to the member (or back to the client) allows: EMSGSIZE.
+    TooLarge = 2,
+    /// The member's port was unreachable (ICMP, seen as ECONNREFUSED), or the socket refused
+    /// the datagram for another reason.
+    SendFailed = 3,
+}
+pub(crate) const UDP_DROPS: [&str; 4] = ["flow_cap", "no_member", "too_large", "send_failed"];
+
+/// A UDP listener's flows and datagrams, summed over its workers.
+#[derive(Debug, Default)]
+pub struct UdpCounters {
+    /// Flows open now (the flow tables of all workers count against one cap with it).
+    pub(crate) flows_open: AtomicU64,
+    pub(crate) flows: AtomicU64,
+    /// Datagrams from clients and from members (relayed to clients).
+    pub(crate) datagrams_in: AtomicU64,
+    pub(crate) datagrams_out: AtomicU64,
+    pub(crate) dropped: [AtomicU64; UDP_DROPS.len()],
+}
+
+impl UdpCounters {
+    pub(crate) fn dropped(&self, why: UdpDrop) {
+        self.dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl ListenerCounters {

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use crate::access_log::{Entry, Termination};
 use crate::connect::connect_tcp;
 use crate::context::Shared;
-use crate::select::{Tried, pick};
+use crate::select::{SourceAffinity, Tried};
 use crate::state::Lease;
 
 /// Copy buffer per direction of a proxied TCP connection: bulk transfers are what TCP
@@ -60,20 +60,10 @@ pub(crate) async fn serve(
     let client_hash = fulcrum_balance::hash_ip(peer.ip());
     let mut tried = Tried::default();
     // TCP pools persist by source address (seed 002), whatever the configured type.
-    let sticky = match pool.persistence {
-        fulcrum_model::EffectivePersistence::SourceIp { timeout_minutes } => Some((
-            crate::sticky::StickyKey::Addr(peer.ip()),
-            Duration::from_secs(u64::from(timeout_minutes) * 60),
-        )),
-        _ => None,
-    };
-    let mut bound = sticky.as_ref().and_then(|(key, ttl)| {
-        let id = pool.sticky.get(key, *ttl)?;
-        pool.by_id.get(&id).and_then(|&i| pool.bound(i))
-    });
-    let bound_to = bound;
+    let mut affinity = SourceAffinity::of(&pool, peer.ip());
+    let bound_to = affinity.bound_to;
     for _ in 0..MAX_ATTEMPTS {
-        let Some(idx) = bound.take().or_else(|| pick(&pool, client_hash, &tried)) else {
+        let Some(idx) = affinity.next(&pool, client_hash, &tried) else {
             break;
         };
         tried.add(idx);
@@ -90,9 +80,7 @@ pub(crate) async fn serve(
         match connected {
             Ok(upstream) => {
                 crate::exchange::connected(member);
-                if let Some((key, ttl)) = sticky {
-                    pool.sticky.bind(key, &member.id, ttl);
-                }
+                affinity.bind(&pool, idx);
                 let idle = Duration::from_millis(u64::from(timeouts.idle_ms));
                 let mut upstream = upstream;
                 let end = copy_until_idle(&mut client, &mut upstream, idle, TCP_BUFFER).await;

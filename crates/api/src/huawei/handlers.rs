@@ -499,6 +499,9 @@ struct ListenerUpdate {
 /// TLS-terminating listeners need certificate containers, which this dialect does not
 /// manage: v3 `HTTPS` (terminated on Huawei) and v2 `TERMINATED_HTTPS` are refused; v2
 /// `HTTPS` is LBaaS's TLS pass-through.
+/// `keepalive_timeout` of a UDP listener created without one (Huawei's default).
+const UDP_KEEPALIVE_DEFAULT_MS: u32 = 300_000;
+
 fn listener_protocol(api: Api, p: &str) -> Result<ListenerProtocol, HuaweiError> {
     Ok(match (api, p) {
         (_, "TCP") => ListenerProtocol::Tcp,
@@ -565,7 +568,12 @@ fn render_listener(
 
 async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
     let ListenerBody { listener: req } = parse::<ListenerBody<ListenerCreate>>(&call.body)?;
+    let protocol = listener_protocol(api, &req.protocol)?;
     let mut timeouts = ListenerTimeouts::default();
+    if protocol.is_udp() {
+        // Huawei's UDP listeners idle out after 300 s unless told (10..4000 s).
+        timeouts.idle_ms = UDP_KEEPALIVE_DEFAULT_MS;
+    }
     if let Some(t) = req.keepalive_timeout {
         timeouts.idle_ms = secs(t);
     }
@@ -578,7 +586,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
     let spec = ListenerSpec {
         name: req.name,
         description: req.description,
-        protocol: listener_protocol(api, &req.protocol)?,
+        protocol,
         port: req.protocol_port,
         default_pool_id: req.default_pool_id.map(PoolId),
         routes: Vec::new(),
