@@ -261,3 +261,190 @@ impl ControlPlane {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fulcrum_model::{
+        ListenerId, ListenerProtocol, ListenerTls, LoadBalancerSpec, PoolProtocol, PoolSpec,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::Scope;
+    use crate::testing::control;
+
+    fn pair(name: &str) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    fn server(name: &str, labels: &[(&str, &str)]) -> CertificateSpec {
+        let (cert, key) = pair(name);
+        CertificateSpec {
+            name: name.into(),
+            description: String::new(),
+            kind: CertificateKind::Server,
+            certificate_chain_pem: cert,
+            private_key_pem: Some(key),
+            domains: Vec::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn listener(port: u16, tls: ListenerTls, pool: &str) -> ListenerSpec {
+        serde_json::from_value(json!({
+            "protocol": ListenerProtocol::TerminatedHttps,
+            "port": port,
+            "default_pool_id": pool,
+            "tls": tls,
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn listeners_name_certificates_that_exist_and_keep_them_from_deletion() {
+        let (_dir, cp) = control().await;
+        let ctx = RequestContext::default();
+        let lb = cp
+            .create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))
+            .await
+            .unwrap();
+        let lb = LoadBalancerId(lb.result.unwrap().id);
+        let pool = cp
+            .create_pool(&ctx, &lb, PoolSpec::new("p", PoolProtocol::Http))
+            .await
+            .unwrap()
+            .result
+            .unwrap()
+            .id;
+        let id = |o: Outcome| CertificateId(o.result.unwrap().id);
+
+        // A key that is not the certificate's is refused; nothing is stored.
+        let mut bad = server("a.test", &[]);
+        bad.private_key_pem = server("b.test", &[]).private_key_pem;
+        let e = cp.create_certificate(&ctx, None, bad).await.unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
+        assert!(cp.view().certificates.is_empty());
+
+        let a = id(cp
+            .create_certificate(&ctx, None, server("a.test", &[]))
+            .await
+            .unwrap());
+        let stored = cp.view().certificates[&a].value.clone();
+        assert_eq!(stored.subject_alternative_names, ["a.test"]);
+        assert!(stored.not_after > stored.not_before);
+
+        // A listener naming a missing certificate is refused by field.
+        let missing = listener(
+            8443,
+            ListenerTls::by_reference("nope".into(), vec![]),
+            &pool,
+        );
+        let e = cp.create_listener(&ctx, &lb, missing).await.unwrap_err();
+        assert!(e.to_string().contains("tls.certificate_id"), "{e}");
+
+        let l = cp
+            .create_listener(
+                &ctx,
+                &lb,
+                listener(8443, ListenerTls::by_reference(a.clone(), vec![]), &pool),
+            )
+            .await
+            .unwrap();
+        let l = ListenerId(l.result.unwrap().id);
+        let e = cp.delete_certificate(&ctx, &a).await.unwrap_err();
+        assert_eq!(e.code(), "conflict", "{e}");
+        let e = cp
+            .update_certificate(&ctx, &a, &json!({"kind": "ca", "private_key_pem": null}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            "conflict",
+            "a used certificate stays a server one: {e}"
+        );
+        // An update (a new pair) is stored with what its PEM says.
+        let (cert, key) = pair("c.test");
+        let before = cp.view().certificates[&a].mod_revision;
+        cp.update_certificate(
+            &ctx,
+            &a,
+            &json!({"certificate_chain_pem": cert, "private_key_pem": key}),
+        )
+        .await
+        .unwrap();
+        let after = cp.view().certificates[&a].clone();
+        assert_eq!(after.value.subject_alternative_names, ["c.test"]);
+        assert!(after.mod_revision > before);
+
+        cp.delete_listener(&ctx, &l).await.unwrap();
+        cp.delete_certificate(&ctx, &a).await.unwrap();
+        assert!(cp.view().certificates.is_empty());
+
+        // A load balancer's certificates go with it.
+        let owned = id(cp
+            .create_certificate(&ctx, Some(&lb), server("o.test", &[]))
+            .await
+            .unwrap());
+        let e = cp
+            .create_certificate(&ctx, Some(&lb), server("o.test", &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            "conflict",
+            "names are unique per load balancer: {e}"
+        );
+        cp.delete_loadbalancer(&ctx, &lb, true).await.unwrap();
+        assert!(!cp.view().certificates.contains_key(&owned));
+    }
+
+    #[tokio::test]
+    async fn a_scope_sees_and_changes_only_the_certificates_it_owns() {
+        let (_dir, cp) = control().await;
+        let project = |p: &'static str| {
+            Scope::limited(format!("project {p}"), |_| false)
+                .with_networks()
+                .owning(move |labels| labels.get("project").map(String::as_str) == Some(p))
+        };
+        let ctx = |p| RequestContext {
+            scope: project(p),
+            ..Default::default()
+        };
+        let mine = CertificateId(
+            cp.create_certificate(&ctx("p1"), None, server("a.test", &[("project", "p1")]))
+                .await
+                .unwrap()
+                .result
+                .unwrap()
+                .id,
+        );
+        let e = cp
+            .create_certificate(&ctx("p1"), None, server("b.test", &[("project", "p2")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "forbidden", "{e}");
+        {
+            let full = cp.view();
+            assert!(full.scoped(&project("p1")).certificates.contains_key(&mine));
+            assert!(full.scoped(&project("p2")).certificates.is_empty());
+        }
+        let e = cp.delete_certificate(&ctx("p2"), &mine).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            "not_found",
+            "another project's is as if absent: {e}"
+        );
+        let e = cp
+            .update_certificate(&ctx("p1"), &mine, &json!({"labels": {"project": "p2"}}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "forbidden", "no moving it out: {e}");
+        cp.delete_certificate(&ctx("p1"), &mine).await.unwrap();
+    }
+}
