@@ -146,6 +146,61 @@ def make_test_ca(directory):
     return ca, crt, key
 
 
+class TestCA:
+    """A CA made with the openssl command in a temporary directory, issuing server
+    certificates for DNS names, and a TLS client that trusts only it."""
+
+    def __init__(self, name="fulcrum SDK test CA"):
+        self.dir = tempfile.mkdtemp(prefix="fulcrum-ca-")
+        self.cert = os.path.join(self.dir, "ca.pem")
+        self.key = os.path.join(self.dir, "ca.key")
+        self._n = 0
+        self._openssl("req", "-x509", *self._EC, "-keyout", self.key, "-out", self.cert,
+                      "-days", "2", "-subj", f"/CN={name}")
+
+    _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    @staticmethod
+    def _openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    def issue(self, dns_names, days=2):
+        """A certificate for `dns_names` (the first is also its CN): (chain PEM, key PEM)."""
+        self._n += 1
+        base = os.path.join(self.dir, f"leaf{self._n}")
+        crt, key, csr, ext = (base + s for s in (".crt", ".key", ".csr", ".ext"))
+        self._openssl("req", "-new", *self._EC, "-keyout", key, "-out", csr,
+                      "-subj", f"/CN={dns_names[0]}")
+        with open(ext, "w") as f:
+            f.write("subjectAltName = " + ", ".join(f"DNS:{n}" for n in dns_names) + "\n"
+                    "extendedKeyUsage = serverAuth\n"
+                    "basicConstraints = critical, CA:FALSE\n"
+                    "keyUsage = critical, digitalSignature\n")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+                      "-CAcreateserial", "-out", crt, "-days", str(days), "-extfile", ext)
+        with open(crt) as c, open(key) as k:
+            return c.read(), k.read()
+
+    def request(self, port, server_name, path="/", timeout=5, verify_name=True):
+        """One HTTPS GET to 127.0.0.1:port asking for `server_name` (SNI and Host), the
+        served certificate's chain checked against this CA by Python's ssl, and its name
+        unless `verify_name` is false. Returns (the served certificate as
+        `SSLSocket.getpeercert()` decodes it, status, body)."""
+        ctx = ssl.create_default_context(cafile=self.cert)
+        ctx.check_hostname = verify_name
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                cert = tls.getpeercert()
+                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\n"
+                            "Connection: close\r\n\r\n".encode())
+                resp = http.client.HTTPResponse(tls)
+                resp.begin()
+                return cert, resp.status, resp.read().decode()
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Fulcrum:
     """A running `fulcrum serve` with its own data directory and API port.
 

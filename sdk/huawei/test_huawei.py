@@ -7,6 +7,7 @@ the VPC SDK's VpcClient makes the VPC and subnets a load balancer is given its a
 from. Traffic goes through a real fulcrum listener to real local backends.
 """
 
+import calendar
 import os
 import re
 import sys
@@ -14,8 +15,8 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import (Backend, Fulcrum, Steps, check, free_port, get, spread, taken_port, wait_port,
-                     wait_until)
+from harness import (Backend, Fulcrum, Steps, TestCA, check, free_port, get, spread, taken_port,
+                     wait_port, wait_until)
 
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -1033,6 +1034,133 @@ def a_listener_that_cannot_bind_turns_the_load_balancer_error(c):
     wait_until(lambda: lb_status() == "ACTIVE", what="provisioning_status ACTIVE again")
     c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
     wait_until(lambda: lb_status() == "ACTIVE", what="the listener deleted")
+
+
+def create_certificate(c, client=None, **fields):
+    client = client or c.c3
+    return client.create_certificate(
+        m3.CreateCertificateRequest(
+            body=m3.CreateCertificateRequestBody(certificate=m3.CreateCertificateOption(**fields))
+        )
+    ).certificate
+
+
+@steps.step
+def https_listener_with_default_and_sni_certificates(c):
+    ca = c.ca = TestCA()
+    www_pem, www_key = ca.issue(["www.example.test"])
+    api_pem, api_key = ca.issue(["api.example.test", "*.apps.example.test"])
+    default = create_certificate(c, name="www", certificate=www_pem, private_key=www_key, type="server")
+    check(default.type == "server" and default.name == "www", str(default))
+    check(default.private_key == "***", "the private key is never read back")
+    check(default.certificate == www_pem and default.project_id == PROJECT, str(default))
+    check(TIME_RE.match(default.expire_time), f"expire_time format: {default.expire_time}")
+    expires = calendar.timegm(time.strptime(default.expire_time, "%Y-%m-%dT%H:%M:%SZ"))
+    check(abs(expires - (time.time() + 2 * 86400)) < 3600, f"expire_time read from the PEM: {default.expire_time}")
+    check(default.subject_alternative_names == ["www.example.test"], str(default.subject_alternative_names))
+    sni = create_certificate(
+        c, name="api", certificate=api_pem, private_key=api_key, domain="api.example.test,*.apps.example.test"
+    )
+    check(sni.domain == "api.example.test,*.apps.example.test", sni.domain)
+    with open(ca.cert) as f:
+        ca_cert = create_certificate(c, name="ca", certificate=f.read(), type="client")
+    check(ca_cert.type == "client" and ca_cert.private_key == "", str(ca_cert))
+    # Bad certificates are refused, naming Huawei's fields; nothing is made.
+    before = len(c.c3.list_certificates(m3.ListCertificatesRequest()).certificates)
+    expect_error(lambda: create_certificate(c, certificate=www_pem, private_key=api_key), 400, "ELB.8902",
+                 "private_key")
+    expect_error(lambda: create_certificate(c, certificate="-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                            "-----END CERTIFICATE-----\n", private_key=www_key),
+                 400, "ELB.8902", "certificate")
+    expect_error(lambda: create_certificate(c, certificate=www_pem, type="server"), 400, "ELB.8902", "private_key")
+    expect_error(lambda: create_certificate(c, certificate=www_pem, private_key=www_key, type="server_sm"),
+                 400, "ELB.8902", "type")
+    listed = c.c3.list_certificates(m3.ListCertificatesRequest()).certificates
+    check(len(listed) == before, "no certificate made by a refused call")
+    check({x.id for x in listed} >= {default.id, sni.id, ca_cert.id}, str([x.id for x in listed]))
+    by_name = c.c3.list_certificates(m3.ListCertificatesRequest(name=["api"])).certificates
+    check([x.id for x in by_name] == [sni.id], str(by_name))
+    shown = c.c3.show_certificate(m3.ShowCertificateRequest(certificate_id=sni.id)).certificate
+    check(shown.id == sni.id and shown.certificate == api_pem, str(shown))
+    v2_listed = c.c2.list_certificates(v2.ListCertificatesRequest()).certificates
+    check(sni.id in [x.id for x in v2_listed], "v2 lists them too")
+    # Another project's credential sees none of them.
+    o3 = client(v3, c.fulcrum.api_url, ak=OTHER_AK, sk=OTHER_SK, project=OTHER_PROJECT)
+    expect_error(lambda: o3.show_certificate(m3.ShowCertificateRequest(certificate_id=sni.id)), 404, "ELB.8904")
+    check(o3.list_certificates(m3.ListCertificatesRequest()).certificates == [], "another project lists none")
+
+    # An HTTPS listener terminating TLS with both, its pool created for it, one member.
+    port = free_port()
+    ca_only = lambda: c.c3.create_listener(m3.CreateListenerRequest(body=m3.CreateListenerRequestBody(
+        listener=m3.CreateListenerOption(name="bad", protocol="HTTPS", protocol_port=port,
+                                         loadbalancer_id=c.lb_id, default_tls_container_ref=ca_cert.id))))
+    expect_error(ca_only, 400, "ELB.8902", "default_tls_container_ref")
+    no_cert = lambda: c.c3.create_listener(m3.CreateListenerRequest(body=m3.CreateListenerRequestBody(
+        listener=m3.CreateListenerOption(name="bad", protocol="HTTPS", protocol_port=port,
+                                         loadbalancer_id=c.lb_id))))
+    expect_error(no_cert, 400, "ELB.8902", "default_tls_container_ref")
+    listener = c.c3.create_listener(m3.CreateListenerRequest(body=m3.CreateListenerRequestBody(
+        listener=m3.CreateListenerOption(name="https", protocol="HTTPS", protocol_port=port,
+                                         loadbalancer_id=c.lb_id, default_tls_container_ref=default.id,
+                                         sni_container_refs=[sni.id])))).listener
+    check(listener.protocol == "HTTPS" and listener.default_tls_container_ref == default.id, str(listener))
+    check(listener.sni_container_refs == [sni.id], str(listener.sni_container_refs))
+    pool = c.c3.create_pool(m3.CreatePoolRequest(body=m3.CreatePoolRequestBody(pool=m3.CreatePoolOption(
+        name="https-pool", protocol="HTTP", lb_algorithm="ROUND_ROBIN", listener_id=listener.id)))).pool
+    b2 = c.backends["b2"]
+    member = c.c3.create_member(m3.CreateMemberRequest(pool_id=pool.id, body=m3.CreateMemberRequestBody(
+        member=m3.CreateMemberOption(address="127.0.0.1", protocol_port=b2.port,
+                                     subnet_cidr_id=c.subnet["local"])))).member
+    wait_port(port)
+
+    def served(name, verify=True):
+        cert, status, body = ca.request(port, name, verify_name=verify)
+        names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+        return names, cert.get("serialNumber"), status, body
+
+    names, _, status, body = served("www.example.test")
+    check(names == ["www.example.test"] and (status, body) == (200, "b2"), f"default: {names} {status} {body}")
+    names, _, status, body = served("api.example.test")
+    check(names == ["api.example.test", "*.apps.example.test"] and body == "b2", f"SNI: {names} {body}")
+    names, _, _, body = served("x.apps.example.test")
+    check("*.apps.example.test" in names and body == "b2", f"SNI wildcard: {names}")
+    names, _, _, _ = served("unknown.test", verify=False)
+    check(names == ["www.example.test"], f"an unknown name gets the default certificate: {names}")
+
+    # Replacing the default certificate re-keys the listener, with no listener change.
+    _, old_serial, _, _ = served("www.example.test")
+    new_pem, new_key = ca.issue(["www.example.test"])
+    updated = c.c3.update_certificate(m3.UpdateCertificateRequest(
+        certificate_id=default.id, body=m3.UpdateCertificateRequestBody(
+            certificate=m3.UpdateCertificateOption(certificate=new_pem, private_key=new_key, name="www2")))
+    ).certificate
+    check(updated.name == "www2" and updated.certificate == new_pem, str(updated))
+    wait_until(lambda: served("www.example.test")[1] != old_serial, what="the new certificate served")
+    expect_error(lambda: c.c3.update_certificate(m3.UpdateCertificateRequest(
+        certificate_id=default.id, body=m3.UpdateCertificateRequestBody(
+            certificate=m3.UpdateCertificateOption(private_key=api_key)))), 400, "ELB.8902", "private_key")
+
+    # In use: not deleted. The SNI list changes through update_listener.
+    e = expect_error(lambda: c.c3.delete_certificate(m3.DeleteCertificateRequest(certificate_id=sni.id)), 409,
+                     "ELB.8905")
+    check("in use" in e.error_msg, e.error_msg)
+    shown = c.c3.update_listener(m3.UpdateListenerRequest(listener_id=listener.id, body=m3.UpdateListenerRequestBody(
+        listener=m3.UpdateListenerOption(sni_container_refs=[])))).listener
+    check(shown.sni_container_refs == [], str(shown.sni_container_refs))
+    wait_until(lambda: served("api.example.test", verify=False)[0] == ["www.example.test"],
+               what="the SNI certificate no longer served")
+    c.c3.delete_certificate(m3.DeleteCertificateRequest(certificate_id=sni.id))
+    expect_error(lambda: c.c3.show_certificate(m3.ShowCertificateRequest(certificate_id=sni.id)), 404, "ELB.8904")
+    # Huawei's order: the member, the pool, the listener, then its certificate.
+    expect_error(lambda: c.c3.delete_certificate(m3.DeleteCertificateRequest(certificate_id=default.id)), 409)
+    c.c3.delete_member(m3.DeleteMemberRequest(pool_id=pool.id, member_id=member.id))
+    c.c3.delete_pool(m3.DeletePoolRequest(pool_id=pool.id))
+    c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
+    for cert in (default, ca_cert):
+        c.c3.delete_certificate(m3.DeleteCertificateRequest(certificate_id=cert.id))
+    left = {x.id for x in c.c3.list_certificates(m3.ListCertificatesRequest()).certificates}
+    check(not left & {default.id, sni.id, ca_cert.id}, f"certificates left: {left}")
+    ca.cleanup()
 
 
 @steps.step

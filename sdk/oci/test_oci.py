@@ -412,6 +412,67 @@ def more_backend_sets_listeners_and_deletes(c):
     check(sorted(lb.listeners) == ["web"] and sorted(lb.backend_sets) == [BS], str(lb))
 
 
+def ssl_listener(name, port, **ssl):
+    return m.CreateListenerDetails(name=name, default_backend_set_name=BS, port=port, protocol="HTTP",
+                                   ssl_configuration=m.SSLConfigurationDetails(**ssl))
+
+
+@steps.step
+def ssl_listener_with_a_certificate(c):
+    ca = harness.TestCA()
+    pem, key = ca.issue(["secure.example.test"])
+    _, other_key = ca.issue(["other.example.test"])
+    check(c.lb.list_certificates(c.lb_id).data == [], "no certificates yet")
+    wait_wr(c, c.lb.create_certificate(
+        m.CreateCertificateDetails(certificate_name="site", public_certificate=pem, private_key=key), c.lb_id))
+    certs = c.lb.list_certificates(c.lb_id).data
+    check([(x.certificate_name, x.public_certificate, x.ca_certificate) for x in certs] == [("site", pem, None)],
+          str(certs))
+    check(sorted(c.lb.get_load_balancer(c.lb_id).data.certificates) == ["site"], "the load balancer lists it")
+    e = service_error(c.lb.create_certificate, m.CreateCertificateDetails(
+        certificate_name="site", public_certificate=pem, private_key=key), c.lb_id)
+    check(e.status == 409 and e.code == "Conflict", f"duplicate name: {e.status} {e.code}")
+    e = service_error(c.lb.create_certificate, m.CreateCertificateDetails(
+        certificate_name="mismatch", public_certificate=pem, private_key=other_key), c.lb_id)
+    check(e.status == 400 and e.code == "InvalidParameter" and "privateKey" in e.message, f"{e.code} {e.message}")
+    e = service_error(c.lb.create_certificate, m.CreateCertificateDetails(
+        certificate_name="nokey", public_certificate=pem), c.lb_id)
+    check(e.status == 400 and e.code == "MissingParameter", f"{e.code} {e.message}")
+    check(len(c.lb.list_certificates(c.lb_id).data) == 1, "refused certificates are not made")
+
+    port = free_port()
+    for bad, field in [
+        (dict(certificate_name="site", verify_peer_certificate=True), "verifyPeerCertificate"),
+        (dict(certificate_name="site", protocols=["TLSv1"]), "protocols"),
+        (dict(certificate_name="nope"), "certificateName"),
+    ]:
+        e = service_error(c.lb.create_listener, ssl_listener("tls", port, **bad), c.lb_id)
+        check(e.status == 400 and field in e.message, f"{bad}: {e.status} {e.message}")
+    wait_wr(c, c.lb.create_listener(ssl_listener(
+        "tls", port, certificate_name="site", verify_peer_certificate=False, protocols=["TLSv1.2", "TLSv1.3"],
+        cipher_suite_name="oci-default-ssl-cipher-suite-v1"), c.lb_id))
+    wait_port(port)
+    names = {b.name for b in c.backends}
+    for _ in range(4):
+        cert, status, body = ca.request(port, "secure.example.test")
+        check(status == 200 and body in names, f"TLS request through the listener: {status} {body}")
+    served = [v for k, v in cert["subjectAltName"] if k == "DNS"]
+    check(served == ["secure.example.test"], f"the certificate served: {served}")
+    listener = c.lb.get_load_balancer(c.lb_id).data.listeners["tls"]
+    ssl = listener.ssl_configuration
+    check(listener.protocol == "HTTP" and ssl.certificate_name == "site", str(listener))
+    check(ssl.verify_peer_certificate is False and ssl.protocols == ["TLSv1.2", "TLSv1.3"], str(ssl))
+    # In use: not deleted; once the listener is gone, it is.
+    e = service_error(c.lb.delete_certificate, c.lb_id, "site")
+    check(e.status == 409 and e.code == "Conflict" and "tls" in e.message, f"{e.status} {e.code} {e.message}")
+    wait_wr(c, c.lb.delete_listener(c.lb_id, "tls"))
+    wait_wr(c, c.lb.delete_certificate(c.lb_id, "site"))
+    check(c.lb.list_certificates(c.lb_id).data == [], "the certificate is gone")
+    e = service_error(c.lb.delete_certificate, c.lb_id, "site")
+    check(e.status == 404, f"deleting it again: {e.status}")
+    ca.cleanup()
+
+
 @steps.step
 def path_route_set_sends_paths_to_other_backend_sets(c):
     """A path route set on a listener: a prefix, an exact path and a suffix each reach their
@@ -571,7 +632,7 @@ def update_load_balancer_and_delete_protection(c):
     check(e.status == 409 and e.code == "Conflict", f"protected delete: {e.status} {e.code}")
     wait_wr(c, c.lb.update_load_balancer(
         m.UpdateLoadBalancerDetails(is_delete_protection_enabled=False), c.lb_id))
-    e = service_error(c.lb.list_certificates, c.lb_id)
+    e = service_error(c.lb.list_rule_sets, c.lb_id)
     check(e.status == 404 and e.code == "NotAuthorizedOrNotFound", f"unsupported op: {e}")
 
 

@@ -96,6 +96,7 @@ impl Batch {
                 .map(|v| &v.value),
             plan.lb_written.as_ref(),
         )?;
+        scope.check_owned(&plan.owned_labels_written)?;
         let result = plan.result.clone();
         st.keep(plan)?;
         Ok(Outcome {

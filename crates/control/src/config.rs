@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use fulcrum_model::{
-    HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer, LoadBalancerId, Member,
-    MemberId, Pool, PoolId, Secrets, Subnet, SubnetId, Vpc, VpcId, WorkRequest, WorkRequestId,
+    Certificate, CertificateId, HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer,
+    LoadBalancerId, Member, MemberId, Pool, PoolId, Secrets, Subnet, SubnetId, Vpc, VpcId,
+    WorkRequest, WorkRequestId,
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
@@ -48,6 +49,8 @@ pub struct Config {
     pub subnets: BTreeMap<SubnetId, Versioned<Subnet>>,
     #[serde(default)]
     pub vpcs: BTreeMap<VpcId, Versioned<Vpc>>,
+    #[serde(default)]
+    pub certificates: BTreeMap<CertificateId, Versioned<Certificate>>,
     /// Addresses given to load balancers by allocation, with their claim keys' mod
     /// revisions (see `network::plan_vip`).
     #[serde(default)]
@@ -172,6 +175,9 @@ impl Config {
             }
             ConfigKey::Subnet(_) => insert(&mut self.subnets, kv, k, Keep::Value, |v| v.id.clone()),
             ConfigKey::Vpc(_) => insert(&mut self.vpcs, kv, k, Keep::Value, |v| v.id.clone()),
+            ConfigKey::Certificate(_) => {
+                insert(&mut self.certificates, kv, k, Keep::Value, |v| v.id.clone())
+            }
             ConfigKey::VipClaim(addr) => {
                 self.vip_claims.insert(addr, kv.mod_revision);
             }
@@ -232,6 +238,9 @@ impl Config {
             }
             ConfigKey::Vpc(id) => {
                 self.vpcs.remove(&VpcId::from(id));
+            }
+            ConfigKey::Certificate(id) => {
+                self.certificates.remove(&CertificateId::from(id));
             }
             ConfigKey::VipClaim(addr) => {
                 self.vip_claims.remove(&addr);

@@ -136,6 +136,9 @@ pub(crate) struct Plan {
     /// The load balancer record the plan writes, if it writes one: a caller's scope must
     /// admit it ([`crate::Scope`]).
     pub(crate) lb_written: Option<fulcrum_model::LoadBalancer>,
+    /// The labels of each resource of no load balancer the plan writes (certificates): a
+    /// caller's scope must own them ([`crate::Scope::owns`]).
+    pub(crate) owned_labels_written: Vec<std::collections::BTreeMap<String, String>>,
     /// Every step of a batch was checked against the caller's scope as it was planned.
     pub(crate) scope_checked: bool,
 }
@@ -154,6 +157,7 @@ impl Plan {
             target_revision: None,
             shareable: false,
             lb_written: None,
+            owned_labels_written: Vec::new(),
             scope_checked: false,
         }
     }
@@ -167,6 +171,12 @@ impl Plan {
             (value as &dyn std::any::Any).downcast_ref::<fulcrum_model::LoadBalancer>()
         {
             self.lb_written = Some(lb.clone());
+        }
+        if let Some(cert) =
+            (value as &dyn std::any::Any).downcast_ref::<fulcrum_model::Certificate>()
+            && cert.loadbalancer_id.is_none()
+        {
+            self.owned_labels_written.push(cert.spec.labels.clone());
         }
         self.writes.push(Write::Put {
             key,
@@ -186,7 +196,7 @@ impl Plan {
         });
     }
 
-    fn writes_key(&self, key: &str) -> bool {
+    pub(crate) fn writes_key(&self, key: &str) -> bool {
         self.writes.iter().any(|w| w.key() == key)
     }
 }
@@ -663,6 +673,7 @@ impl ControlPlane {
                             .map(|v| &v.value),
                         plan.lb_written.as_ref(),
                     )?;
+                    ctx.scope.check_owned(&plan.owned_labels_written)?;
                 }
                 let lb_revision = plan
                     .lb

@@ -2,7 +2,8 @@
 //! of that prefix sees every change; "children of X" is a prefix range.
 
 use fulcrum_model::{
-    HealthMonitorId, ListenerId, LoadBalancerId, MemberId, PoolId, SubnetId, VpcId, WorkRequestId,
+    CertificateId, HealthMonitorId, ListenerId, LoadBalancerId, MemberId, PoolId, SubnetId, VpcId,
+    WorkRequestId,
 };
 
 pub const ROOT: &str = "/fulcrum/v1/";
@@ -38,6 +39,9 @@ pub fn monitor(id: &HealthMonitorId) -> String {
 pub fn subnet(id: &SubnetId) -> String {
     format!("{CONFIG}subnet/{id}")
 }
+pub fn certificate(id: &CertificateId) -> String {
+    format!("{CONFIG}certificate/{id}")
+}
 pub fn vpc(id: &VpcId) -> String {
     format!("{CONFIG}vpc/{id}")
 }
@@ -64,6 +68,7 @@ pub enum ConfigKey<'a> {
     Monitor(&'a str),
     Subnet(&'a str),
     Vpc(&'a str),
+    Certificate(&'a str),
     VipClaim(std::net::IpAddr),
     WorkRequest(&'a str),
 }
@@ -85,6 +90,7 @@ pub fn parse(key: &str) -> Option<ConfigKey<'_>> {
         "monitor" => ConfigKey::Monitor(id),
         "subnet" => ConfigKey::Subnet(id),
         "vpc" => ConfigKey::Vpc(id),
+        "certificate" => ConfigKey::Certificate(id),
         "vip" => ConfigKey::VipClaim(id.parse().ok()?),
         _ => return None,
     })

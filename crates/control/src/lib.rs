@@ -18,6 +18,7 @@
 
 mod apply;
 mod batch;
+mod certificates;
 mod config;
 mod engine;
 mod error;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::certificates::guard_listener_certificates;
 use crate::engine::Plan;
 use crate::network::{Vip, check_subnet_vpc, plan_vip, release_vip};
 use crate::{Config, ControlError, ControlPlane, Outcome, RequestContext, Versioned, keys};
@@ -462,11 +463,17 @@ impl ControlPlane {
             }
             let listeners: Vec<_> = cfg.listeners_of(id).collect();
             let pools: Vec<_> = cfg.pools_of(id).collect();
-            if !cascade && (!listeners.is_empty() || !pools.is_empty()) {
+            let certificates: Vec<_> = cfg
+                .certificates
+                .values()
+                .filter(|c| c.value.loadbalancer_id.as_ref() == Some(id))
+                .collect();
+            if !cascade && (!listeners.is_empty() || !pools.is_empty() || !certificates.is_empty()) {
                 return Err(ControlError::Conflict(format!(
-                    "load balancer {id} still has {} listeners and {} pools; delete them first or delete with cascade",
+                    "load balancer {id} still has {} listeners, {} pools and {} certificates; delete them first or delete with cascade",
                     listeners.len(),
-                    pools.len()
+                    pools.len(),
+                    certificates.len()
                 )));
             }
             let mut plan = Plan::new("DeleteLoadBalancer");
@@ -477,6 +484,10 @@ impl ControlPlane {
             }
             for p in pools {
                 plan_pool_removal(cfg, &mut plan, &p.value)?;
+            }
+            for c in certificates {
+                plan.delete(keys::certificate(&c.value.id));
+                plan.touched(ResourceKind::Certificate, &c.value.id);
             }
             plan.delete(keys::lb(id));
             release_vip(cfg, &mut plan, lb.value.spec.vip_address);
@@ -500,6 +511,8 @@ impl ControlPlane {
             let lb = lb_for_change(cfg, ctx, lb_id)?;
             check_listener_pools(cfg, lb_id, &spec)?;
             check_port_free(cfg, &lb.value, &spec, None)?;
+            let mut plan = Plan::new("CreateListener");
+            guard_listener_certificates(cfg, &mut plan, lb_id, &spec)?;
             let id = ListenerId(new_id());
             let listener = Listener {
                 id: id.clone(),
@@ -508,7 +521,6 @@ impl ControlPlane {
                 created_at: now,
                 updated_at: now,
             };
-            let mut plan = Plan::new("CreateListener");
             plan.put(keys::listener(&id), &listener)?;
             plan.touched(ResourceKind::Listener, &id);
             plan.result = plan.resources.first().cloned();
@@ -536,6 +548,7 @@ impl ControlPlane {
             check_listener_pools(cfg, lb_id, &spec)?;
             check_port_free(cfg, &lb.value, &spec, Some(id))?;
             let mut plan = Plan::new("UpdateListener");
+            guard_listener_certificates(cfg, &mut plan, lb_id, &spec)?;
             plan.target_revision = Some(cur.mod_revision);
             let updated = Listener {
                 spec,

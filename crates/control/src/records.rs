@@ -102,6 +102,7 @@ pub(crate) fn sealed_config(key: &SecretKey, cfg: &Config) -> Result<Config, Sec
         monitors: sealed(key, &cfg.monitors)?,
         subnets: sealed(key, &cfg.subnets)?,
         vpcs: sealed(key, &cfg.vpcs)?,
+        certificates: sealed(key, &cfg.certificates)?,
         vip_claims: cfg.vip_claims.clone(),
         ..Config::default()
     })
@@ -123,7 +124,8 @@ pub(crate) fn open_config(key: &SecretKey, cfg: &mut Config) -> Result<(), Secre
     }
     opened(key, &mut cfg.monitors)?;
     opened(key, &mut cfg.subnets)?;
-    opened(key, &mut cfg.vpcs)
+    opened(key, &mut cfg.vpcs)?;
+    opened(key, &mut cfg.certificates)
 }
 
 #[cfg(test)]

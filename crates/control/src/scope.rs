@@ -36,8 +36,17 @@ pub enum Scope {
         /// credential manages its project's through the VPC API. They are not partitioned
         /// by tenant: every such credential changes the same ones.
         networks: bool,
+        /// Which resources of no load balancer (certificates) it owns, by their labels
+        /// (a Huawei project's certificates); none unless given.
+        owns: Option<OwnsFn>,
     },
 }
+
+/// A resource's labels.
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// Which labels mark a resource of no load balancer as a scope's own.
+type OwnsFn = Arc<dyn Fn(&Labels) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,16 +67,59 @@ impl Scope {
             what: Arc::from(what.into()),
             admits: Arc::new(admits),
             networks: false,
+            owns: None,
         }
+    }
+
+    /// The same scope, owning the resources of no load balancer whose labels `owns`
+    /// accepts.
+    pub fn owning(self, owns: impl Fn(&Labels) -> bool + Send + Sync + 'static) -> Self {
+        match self {
+            Scope::Limited {
+                what,
+                admits,
+                networks,
+                ..
+            } => Scope::Limited {
+                what,
+                admits,
+                networks,
+                owns: Some(Arc::new(owns)),
+            },
+            all => all,
+        }
+    }
+
+    /// Whether the caller may see and change a resource of no load balancer labelled so.
+    pub fn owns(&self, labels: &Labels) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Limited { owns, .. } => owns.as_ref().is_some_and(|f| f(labels)),
+        }
+    }
+
+    /// The write check of resources of no load balancer as a plan writes them.
+    pub(crate) fn check_owned(&self, written: &[Labels]) -> Result<(), ControlError> {
+        if let Scope::Limited { what, .. } = self
+            && written.iter().any(|l| !self.owns(l))
+        {
+            return Err(ControlError::Forbidden(format!(
+                "this credential is limited to {what}: the certificate would be outside it"
+            )));
+        }
+        Ok(())
     }
 
     /// The same scope, allowed to change subnets and VPCs too.
     pub fn with_networks(self) -> Self {
         match self {
-            Scope::Limited { what, admits, .. } => Scope::Limited {
+            Scope::Limited {
+                what, admits, owns, ..
+            } => Scope::Limited {
                 what,
                 admits,
                 networks: true,
+                owns,
             },
             all => all,
         }
@@ -160,6 +212,15 @@ impl Config {
                 .collect(),
             subnets: self.subnets.clone(),
             vpcs: self.vpcs.clone(),
+            certificates: self
+                .certificates
+                .iter()
+                .filter(|(_, v)| match &v.value.loadbalancer_id {
+                    Some(lb) => scope.admits_id(self, lb),
+                    None => scope.owns(&v.value.spec.labels),
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             // Addresses are shared by every tenant: a claim is a claim whoever holds it.
             vip_claims: self.vip_claims.clone(),
             ..Config::default()

@@ -17,6 +17,7 @@ use fulcrum_store::Compare;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::certificates::guard_listener_certificates;
 use crate::engine::Plan;
 use crate::network::{Vip, plan_vip};
 use crate::ops::{
@@ -281,6 +282,7 @@ impl ControlPlane {
                     created_at: now,
                     updated_at: now,
                 };
+                guard_listener_certificates(cfg, &mut plan, &lb_id, l)?;
                 plan.put(keys::listener(&listener.id), &listener)?;
                 plan.touched(ResourceKind::Listener, &listener.id);
             }

@@ -66,6 +66,10 @@ id_type!(
     VpcId
 );
 id_type!(
+    /// A certificate listeners terminate TLS with (OCI certificate, Huawei certificate).
+    CertificateId
+);
+id_type!(
     /// A work request tracking one asynchronous change.
     WorkRequestId
 );
@@ -81,6 +85,7 @@ pub enum ResourceKind {
     HealthMonitor,
     Subnet,
     Vpc,
+    Certificate,
     WorkRequest,
 }
 
@@ -94,6 +99,7 @@ impl ResourceKind {
             ResourceKind::HealthMonitor => "health monitor",
             ResourceKind::Subnet => "subnet",
             ResourceKind::Vpc => "VPC",
+            ResourceKind::Certificate => "certificate",
             ResourceKind::WorkRequest => "work request",
         }
     }

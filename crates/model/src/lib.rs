@@ -15,6 +15,7 @@
 //! Architecture invariant: this crate does no I/O, reads no clock and draws no random
 //! numbers. Ids and timestamps come from the caller.
 
+mod certificate;
 mod health;
 mod ids;
 mod listener;
@@ -31,6 +32,7 @@ mod vip;
 mod vpc;
 mod workrequest;
 
+pub use certificate::*;
 pub use health::*;
 pub use ids::*;
 pub use listener::*;

@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Checker, ListenerId, LoadBalancerId, MAX_NAME_LEN, PoolId, PoolProtocol, Timestamp,
-    ValidationError, is_host_name,
+    CertificateId, Checker, ListenerId, LoadBalancerId, MAX_NAME_LEN, PoolId, PoolProtocol,
+    Timestamp, ValidationError, is_host_name,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -238,20 +238,104 @@ pub fn host_matches(want: &str, host: Option<&str>) -> bool {
     }
 }
 
-/// Certificates for TLS termination, as PEM: a default one, and more chosen by the
-/// server name the client asks for (SNI).
+/// Certificates for TLS termination: a default one, and more chosen by the server name the
+/// client asks for (SNI). Each is given inline as PEM, or by reference to a stored
+/// [`crate::Certificate`] (`certificate_id`, `sni_certificate_ids`), which the data plane
+/// reads when it compiles the listener, so replacing the certificate re-keys the listener.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
+    /// The default certificate inline (with `private_key_pem`); empty when
+    /// `certificate_id` names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub certificate_chain_pem: String,
     /// Write-only: reads return it masked; sealed in the store (see `Secrets`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub private_key_pem: String,
+    /// The default certificate by reference: a stored server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<CertificateId>,
     #[serde(default)]
     pub sni_certificates: Vec<SniCertificate>,
+    /// Further certificates by reference, each served for its server names
+    /// (`Certificate::server_names`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_certificate_ids: Vec<CertificateId>,
     /// An OCSP response for the certificate (DER, base64), stapled to handshakes of clients
     /// that ask for one; replace it through the API before it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocsp_response_base64: Option<String>,
+}
+
+/// Most certificates one listener may name by reference.
+pub const MAX_SNI_CERTIFICATES: usize = 50;
+
+impl ListenerTls {
+    /// The default certificate by reference, with no PEM inline.
+    pub fn by_reference(certificate_id: CertificateId, sni: Vec<CertificateId>) -> Self {
+        ListenerTls {
+            certificate_chain_pem: String::new(),
+            private_key_pem: String::new(),
+            certificate_id: Some(certificate_id),
+            sni_certificates: Vec::new(),
+            sni_certificate_ids: sni,
+            ocsp_response_base64: None,
+        }
+    }
+
+    /// Every stored certificate it names, with the field that names it.
+    pub fn certificate_refs(&self) -> impl Iterator<Item = (String, &CertificateId)> {
+        self.certificate_id
+            .iter()
+            .map(|c| ("tls.certificate_id".to_owned(), c))
+            .chain(
+                self.sni_certificate_ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("tls.sni_certificate_ids[{i}]"), c)),
+            )
+    }
+
+    /// The same certificates all inline: each reference replaced by the PEM of the
+    /// certificate `lookup` finds, an SNI one once per server name. What the data plane
+    /// builds its TLS config from.
+    pub fn resolved<'a>(
+        &self,
+        lookup: impl Fn(&CertificateId) -> Option<&'a crate::Certificate>,
+    ) -> Result<ListenerTls, String> {
+        let server = |field: &str, id: &CertificateId| -> Result<&'a crate::Certificate, String> {
+            let cert =
+                lookup(id).ok_or_else(|| format!("{field}: certificate {id} does not exist"))?;
+            if cert.spec.kind != crate::CertificateKind::Server
+                || cert.spec.private_key_pem.is_none()
+            {
+                return Err(format!(
+                    "{field}: certificate {id} is not a server certificate"
+                ));
+            }
+            Ok(cert)
+        };
+        let mut out = self.clone();
+        out.certificate_id = None;
+        out.sni_certificate_ids = Vec::new();
+        if let Some(id) = &self.certificate_id {
+            let cert = server("tls.certificate_id", id)?;
+            out.certificate_chain_pem = cert.spec.certificate_chain_pem.clone();
+            out.private_key_pem = cert.spec.private_key_pem.clone().unwrap_or_default();
+        }
+        for (i, id) in self.sni_certificate_ids.iter().enumerate() {
+            let cert = server(&format!("tls.sni_certificate_ids[{i}]"), id)?;
+            for server_name in cert.server_names() {
+                out.sni_certificates.push(SniCertificate {
+                    server_name,
+                    certificate_chain_pem: cert.spec.certificate_chain_pem.clone(),
+                    private_key_pem: cert.spec.private_key_pem.clone().unwrap_or_default(),
+                    ocsp_response_base64: None,
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// A certificate served to clients that ask for `server_name` (exact, or `*.example.com`).
@@ -396,12 +480,39 @@ impl ListenerSpec {
                 "tls is only valid for TERMINATED_HTTPS listeners".to_string(),
             ),
             (Some(tls), _) => {
-                check_pem_pair(
-                    &mut c,
-                    "tls.",
-                    &tls.certificate_chain_pem,
-                    &tls.private_key_pem,
+                let inline =
+                    !tls.certificate_chain_pem.is_empty() || !tls.private_key_pem.is_empty();
+                match (inline, &tls.certificate_id) {
+                    (true, Some(_)) => c.fail(
+                        "tls.certificate_id",
+                        "tls.certificate_id and an inline certificate_chain_pem/private_key_pem \
+                         exclude each other",
+                    ),
+                    (true, None) => check_pem_pair(
+                        &mut c,
+                        "tls.",
+                        &tls.certificate_chain_pem,
+                        &tls.private_key_pem,
+                    ),
+                    (false, Some(_)) => {}
+                    (false, None) => c.fail(
+                        "tls",
+                        "tls needs a default certificate: certificate_id, or \
+                         certificate_chain_pem and private_key_pem",
+                    ),
+                }
+                c.check(
+                    tls.sni_certificate_ids.len() <= MAX_SNI_CERTIFICATES,
+                    "tls.sni_certificate_ids",
+                    || format!("tls.sni_certificate_ids may name at most {MAX_SNI_CERTIFICATES} certificates"),
                 );
+                for (i, id) in tls.sni_certificate_ids.iter().enumerate() {
+                    c.check(
+                        !tls.sni_certificate_ids[..i].contains(id),
+                        &format!("tls.sni_certificate_ids[{i}]"),
+                        || format!("tls.sni_certificate_ids[{i}]: certificate {id} is named twice"),
+                    );
+                }
                 check_ocsp(&mut c, "tls.", tls.ocsp_response_base64.as_ref());
                 for (i, sni) in tls.sni_certificates.iter().enumerate() {
                     let prefix = format!("tls.sni_certificates[{i}].");

@@ -3,8 +3,8 @@
 //! disagree about what a secret is.
 
 use crate::{
-    HealthMonitor, Listener, ListenerTls, LoadBalancer, Member, Pool, Subnet, UpstreamSettings,
-    Vpc, WorkRequest,
+    Certificate, HealthMonitor, Listener, ListenerTls, LoadBalancer, Member, Pool, Subnet,
+    UpstreamSettings, Vpc, WorkRequest,
 };
 
 /// A resource that may hold secret values: upstream credentials, a forward proxy's
@@ -35,13 +35,23 @@ impl Secrets for UpstreamSettings {
 
 impl Secrets for ListenerTls {
     fn secrets_mut(&mut self) -> Vec<&mut String> {
-        let mut out = vec![&mut self.private_key_pem];
+        // An empty key is no secret: the certificate is named by reference.
+        let mut out: Vec<&mut String> = Some(&mut self.private_key_pem)
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect();
         out.extend(
             self.sni_certificates
                 .iter_mut()
                 .map(|sni| &mut sni.private_key_pem),
         );
         out
+    }
+}
+
+impl Secrets for Certificate {
+    fn secrets_mut(&mut self) -> Vec<&mut String> {
+        self.spec.private_key_pem.iter_mut().collect()
     }
 }
 
@@ -142,6 +152,8 @@ mod tests {
                 ocsp_response_base64: None,
             }],
             ocsp_response_base64: None,
+            certificate_id: None,
+            sni_certificate_ids: Vec::new(),
         };
         let seen: Vec<String> = tls.secrets_mut().into_iter().map(|s| s.clone()).collect();
         assert_eq!(seen, ["key", "key2"]);

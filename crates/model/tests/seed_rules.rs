@@ -1612,6 +1612,8 @@ fn tls() -> Option<ListenerTls> {
         private_key_pem: KEY.into(),
         sni_certificates: Vec::new(),
         ocsp_response_base64: None,
+        certificate_id: None,
+        sni_certificate_ids: Vec::new(),
     })
 }
 
@@ -1702,6 +1704,45 @@ fn listener_rules() {
                 l.tls = tls()
             },
             Invalid("tls"),
+        ),
+        (
+            "tls by reference to a stored certificate accepted",
+            |l| {
+                terminated(l);
+                l.tls = Some(ListenerTls::by_reference(
+                    "cert-1".into(),
+                    vec!["cert-2".into()],
+                ));
+            },
+            Valid,
+        ),
+        (
+            "tls by reference and inline PEM both rejected",
+            |l| {
+                terminated(l);
+                l.tls.as_mut().unwrap().certificate_id = Some("cert-1".into());
+            },
+            Invalid("tls.certificate_id"),
+        ),
+        (
+            "tls with no default certificate rejected",
+            |l| {
+                terminated(l);
+                l.tls = Some(ListenerTls::by_reference("c".into(), Vec::new()));
+                l.tls.as_mut().unwrap().certificate_id = None;
+            },
+            Invalid("tls"),
+        ),
+        (
+            "tls naming an SNI certificate twice rejected",
+            |l| {
+                terminated(l);
+                l.tls = Some(ListenerTls::by_reference(
+                    "c".into(),
+                    vec!["s".into(), "s".into()],
+                ));
+            },
+            Invalid("tls.sni_certificate_ids[1]"),
         ),
         (
             "tls certificate that is not PEM rejected",

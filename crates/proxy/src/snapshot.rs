@@ -51,7 +51,8 @@ pub struct ListenerRt {
     /// Its name and load balancer, for the metrics' info series.
     pub name: String,
     pub loadbalancer: fulcrum_model::LoadBalancerId,
-    /// The listener key's mod revision: its TLS config is rebuilt only when it moves.
+    /// The newest mod revision of the listener key and of the certificates it names: its
+    /// TLS config is rebuilt only when it moves (so a certificate update re-keys it).
     pub revision: i64,
     /// For TERMINATED_HTTPS: the server config, or why it could not be built.
     pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
@@ -366,16 +367,29 @@ pub fn compile(
             continue;
         };
         let pool = |pid: &PoolId| pools.get(pid).cloned();
+        let revision = l
+            .spec
+            .tls
+            .iter()
+            .flat_map(|t| t.certificate_refs())
+            .filter_map(|(_, c)| cfg.certificates.get(c))
+            .map(|c| c.mod_revision)
+            .fold(v.mod_revision, i64::max);
         let tls = match (&l.spec.tls, l.spec.protocol) {
             (Some(tls), ListenerProtocol::TerminatedHttps) => {
                 let before = previous.listeners.get(id);
                 let before_config = before.and_then(|p| p.tls.as_ref()?.as_ref().ok());
                 Some(
                     before
-                        .filter(|p| p.revision == v.mod_revision)
+                        .filter(|p| p.revision == revision)
                         .and_then(|p| p.tls.clone())
                         .unwrap_or_else(|| {
-                            crate::tls::server_config(tls, before_config.map(|c| c.as_ref()))
+                            let certs = |c: &fulcrum_model::CertificateId| {
+                                cfg.certificates.get(c).map(|c| &c.value)
+                            };
+                            tls.resolved(certs).and_then(|tls| {
+                                crate::tls::server_config(&tls, before_config.map(|c| c.as_ref()))
+                            })
                         }),
                 )
             }
@@ -388,7 +402,7 @@ pub fn compile(
             id.clone(),
             Arc::new(ListenerRt {
                 id: id.clone(),
-                revision: v.mod_revision,
+                revision,
                 tls,
                 bind: BindKey {
                     addr: SocketAddr::new(

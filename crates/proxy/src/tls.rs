@@ -141,6 +141,8 @@ mod tests {
             private_key_pem: key.into(),
             sni_certificates: Vec::new(),
             ocsp_response_base64: None,
+            certificate_id: None,
+            sni_certificate_ids: Vec::new(),
         }
     }
 

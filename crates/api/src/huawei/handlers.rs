@@ -12,10 +12,10 @@ use fulcrum_control::{
     BatchMembers, ControlError, EtagScope, IfMatch, Outcome, RequestContext, Vip, etag,
 };
 use fulcrum_model::{
-    Algorithm, HealthMonitorId, HealthMonitorSpec, HealthMonitorType, IpVersion, ListenerId,
-    ListenerProtocol, ListenerSpec, ListenerTimeouts, LoadBalancerId, LoadBalancerKind,
-    LoadBalancerSpec, MemberId, MemberSpec, PoolId, PoolProtocol, PoolSpec, PoolType,
-    ProtectionStatus, SessionPersistence, SlowStart, SubnetId,
+    Algorithm, CertificateId, HealthMonitorId, HealthMonitorSpec, HealthMonitorType, IpVersion,
+    ListenerId, ListenerProtocol, ListenerSpec, ListenerTimeouts, ListenerTls, LoadBalancerId,
+    LoadBalancerKind, LoadBalancerSpec, MemberId, MemberSpec, PoolId, PoolProtocol, PoolSpec,
+    PoolType, ProtectionStatus, SessionPersistence, SlowStart, SubnetId,
 };
 use http::StatusCode;
 use serde::Deserialize;
@@ -52,7 +52,21 @@ const POOL_RENAMES: &[(&str, &str)] = &[
     ("Quic", "QUIC"),
     ("Tcpssl", "TCPSSL"),
 ];
-const LISTENER_RENAMES: &[(&str, &str)] = &[("port", "protocol_port")];
+const LISTENER_RENAMES: &[(&str, &str)] = &[
+    ("port", "protocol_port"),
+    ("sni_certificate_ids", "sni_container_refs"),
+    ("certificate_id", "default_tls_container_ref"),
+];
+
+/// A listener change's error in Huawei's words: the model's `tls.certificate_id` is
+/// `default_tls_container_ref`, its `tls.sni_certificate_ids` `sni_container_refs`.
+fn listener_error(e: ControlError) -> HuaweiError {
+    let mut e = HuaweiError::from(e).renamed(LISTENER_RENAMES);
+    for field in ["default_tls_container_ref", "sni_container_refs"] {
+        e.message = e.message.replace(&format!("tls.{field}"), field);
+    }
+    e
+}
 const MONITOR_RENAMES: &[(&str, &str)] = &[
     ("interval_ms", "delay"),
     ("timeout_ms", "timeout"),
@@ -177,7 +191,7 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, HuaweiError> 
 }
 
 /// Answers with `body`, adding `request_id` for v3.
-pub(super) fn reply(api: Api, status: StatusCode, mut body: Value) -> Response {
+pub(crate) fn reply(api: Api, status: StatusCode, mut body: Value) -> Response {
     if api == Api::V3
         && let Value::Object(map) = &mut body
     {
@@ -190,13 +204,13 @@ pub(super) fn reply(api: Api, status: StatusCode, mut body: Value) -> Response {
 }
 
 /// Creations answer 201 in both families (the SDKs accept any status below 400).
-pub(super) fn created(_api: Api) -> StatusCode {
+pub(crate) fn created(_api: Api) -> StatusCode {
     StatusCode::CREATED
 }
 
 /// v3 writes answer once the data plane serves the change (bounded); v2 (shared ELB)
 /// writes are asynchronous, as on Huawei.
-pub(super) async fn settle(api: Api, s: &HState, outcome: &Outcome) {
+pub(crate) async fn settle(api: Api, s: &HState, outcome: &Outcome) {
     if api == Api::V3 {
         s.app
             .control
@@ -222,7 +236,7 @@ fn check_weight(field: &str, weight: Option<u32>) -> Result<(), HuaweiError> {
     }
 }
 
-pub(super) fn page_body(
+pub(crate) fn page_body(
     api: Api,
     key: &str,
     query: &[(String, String)],
@@ -242,7 +256,7 @@ pub(super) fn page_body(
 }
 
 /// Inserts `key` into a patch when the request set it.
-fn set<T: serde::Serialize>(patch: &mut Map<String, Value>, key: &str, v: &Option<T>) {
+pub(crate) fn set<T: serde::Serialize>(patch: &mut Map<String, Value>, key: &str, v: &Option<T>) {
     if let Some(v) = v {
         patch.insert(key.into(), json!(v));
     }
@@ -476,6 +490,10 @@ struct ListenerCreate {
     keepalive_timeout: Option<u32>,
     client_timeout: Option<u32>,
     member_timeout: Option<u32>,
+    default_tls_container_ref: Option<String>,
+    #[serde(default)]
+    sni_container_refs: Vec<String>,
+    client_ca_tls_container_ref: Option<String>,
     #[allow(dead_code)]
     tenant_id: Option<String>,
     #[allow(dead_code)]
@@ -494,14 +512,18 @@ struct ListenerUpdate {
     keepalive_timeout: Option<u32>,
     client_timeout: Option<u32>,
     member_timeout: Option<u32>,
+    #[serde(default, deserialize_with = "nullable")]
+    default_tls_container_ref: Option<Option<String>>,
+    sni_container_refs: Option<Vec<String>>,
+    client_ca_tls_container_ref: Option<String>,
 }
 
-/// TLS-terminating listeners need certificate containers, which this dialect does not
-/// manage: v3 `HTTPS` (terminated on Huawei) and v2 `TERMINATED_HTTPS` are refused; v2
-/// `HTTPS` is LBaaS's TLS pass-through.
 /// `keepalive_timeout` of a UDP listener created without one (Huawei's default).
 const UDP_KEEPALIVE_DEFAULT_MS: u32 = 300_000;
 
+/// v3 `HTTPS` (terminated on Huawei) and v2 `TERMINATED_HTTPS` terminate TLS with the
+/// certificates their `default_tls_container_ref` and `sni_container_refs` name; v2
+/// `HTTPS` is LBaaS's TLS pass-through. v3 `TLS` (TCP over terminated TLS) is refused.
 fn listener_protocol(api: Api, p: &str) -> Result<ListenerProtocol, HuaweiError> {
     Ok(match (api, p) {
         (_, "TCP") => ListenerProtocol::Tcp,
@@ -509,17 +531,56 @@ fn listener_protocol(api: Api, p: &str) -> Result<ListenerProtocol, HuaweiError>
         (_, "HTTP") => ListenerProtocol::Http,
         (Api::V3, "QUIC") => ListenerProtocol::Quic,
         (Api::V2, "HTTPS") => ListenerProtocol::Https,
-        (Api::V3, "HTTPS" | "TLS") | (Api::V2, "TERMINATED_HTTPS") => {
-            return Err(HuaweiError::invalid(format!(
-                "listener.protocol {p}: TLS termination needs certificates, which this API does not manage; use fulcrum's native API"
-            )));
+        (Api::V3, "HTTPS") | (Api::V2, "TERMINATED_HTTPS") => ListenerProtocol::TerminatedHttps,
+        (Api::V3, "TLS") => {
+            return Err(HuaweiError::invalid(
+                "listener.protocol TLS (TCP over terminated TLS) is not supported; use HTTPS",
+            ));
         }
         _ => {
             return Err(HuaweiError::invalid(format!(
-                "listener.protocol must be TCP, UDP or HTTP (got {p:?})"
+                "listener.protocol must be TCP, UDP, HTTP or {} (got {p:?})",
+                match api {
+                    Api::V2 => "TERMINATED_HTTPS",
+                    Api::V3 => "HTTPS",
+                }
             )));
         }
     })
+}
+
+/// Mutual authentication (a CA certificate checking clients) is not served.
+fn refuse_client_ca(client_ca: Option<&String>) -> Result<(), HuaweiError> {
+    match client_ca {
+        Some(c) if !c.is_empty() => Err(HuaweiError::invalid(
+            "listener.client_ca_tls_container_ref: mutual authentication is not supported",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The TLS settings of a TLS-terminating listener: its certificates by reference.
+fn listener_tls(
+    protocol: ListenerProtocol,
+    default: Option<String>,
+    sni: Vec<String>,
+) -> Result<Option<ListenerTls>, HuaweiError> {
+    match (protocol, default.filter(|d| !d.is_empty())) {
+        (ListenerProtocol::TerminatedHttps, Some(d)) => Ok(Some(ListenerTls::by_reference(
+            CertificateId(d),
+            sni.into_iter().map(CertificateId).collect(),
+        ))),
+        (ListenerProtocol::TerminatedHttps, None) => Err(HuaweiError::invalid(
+            "listener.default_tls_container_ref is required for a listener that terminates TLS",
+        )),
+        (_, Some(_)) => Err(HuaweiError::invalid(
+            "listener.default_tls_container_ref is only valid for a listener that terminates TLS",
+        )),
+        (_, None) if !sni.is_empty() => Err(HuaweiError::invalid(
+            "listener.sni_container_refs is only valid for a listener that terminates TLS",
+        )),
+        (_, None) => Ok(None),
+    }
 }
 
 fn connection_limit(v: i64) -> Result<Option<u32>, HuaweiError> {
@@ -583,6 +644,13 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
     if let Some(t) = req.member_timeout {
         timeouts.upstream_response_ms = secs(t);
     }
+    refuse_client_ca(req.client_ca_tls_container_ref.as_ref())?;
+    let protocol = listener_protocol(api, &req.protocol)?;
+    let tls = listener_tls(
+        protocol,
+        req.default_tls_container_ref,
+        req.sni_container_refs,
+    )?;
     let spec = ListenerSpec {
         name: req.name,
         description: req.description,
@@ -592,7 +660,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
         routes: Vec::new(),
         route_set: None,
         admin_state_up: req.admin_state_up.unwrap_or(true),
-        tls: None,
+        tls,
         connection_limit: req
             .connection_limit
             .map(connection_limit)
@@ -608,7 +676,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
         .control
         .create_listener(&ctx(&call), &lb_id, spec)
         .await
-        .map_err(|e| HuaweiError::from(e).renamed(LISTENER_RENAMES))?;
+        .map_err(listener_error)?;
     settle(api, &s, &outcome).await;
     render_listener(
         api,
@@ -627,7 +695,24 @@ async fn show_listener(api: Api, s: HState, call: Call) -> HResult {
 async fn update_listener(api: Api, s: HState, call: Call) -> HResult {
     let id = ListenerId(call.param("listener_id")?);
     let ListenerBody { listener: req } = parse::<ListenerBody<ListenerUpdate>>(&call.body)?;
+    refuse_client_ca(req.client_ca_tls_container_ref.as_ref())?;
     let mut patch = Map::new();
+    let mut tls = Map::new();
+    match req.default_tls_container_ref {
+        Some(Some(d)) if !d.is_empty() => {
+            tls.insert("certificate_id".into(), json!(d));
+        }
+        Some(_) => {
+            return Err(HuaweiError::invalid(
+                "listener.default_tls_container_ref cannot be removed from a listener that terminates TLS",
+            ));
+        }
+        None => {}
+    }
+    set(&mut tls, "sni_certificate_ids", &req.sni_container_refs);
+    if !tls.is_empty() {
+        patch.insert("tls".into(), Value::Object(tls));
+    }
     set(&mut patch, "name", &req.name);
     set(&mut patch, "description", &req.description);
     set(&mut patch, "admin_state_up", &req.admin_state_up);
@@ -657,7 +742,7 @@ async fn update_listener(api: Api, s: HState, call: Call) -> HResult {
         .control
         .update_listener(&ctx(&call), &id, &Value::Object(patch))
         .await
-        .map_err(|e| HuaweiError::from(e).renamed(LISTENER_RENAMES))?;
+        .map_err(listener_error)?;
     settle(api, &s, &outcome).await;
     render_listener(api, &s, &call, &id, StatusCode::OK)
 }
@@ -1699,8 +1784,26 @@ mod tests {
             listener_protocol(Api::V2, "HTTPS").unwrap(),
             ListenerProtocol::Https
         );
-        assert!(listener_protocol(Api::V3, "HTTPS").is_err());
-        assert!(listener_protocol(Api::V2, "TERMINATED_HTTPS").is_err());
+        for (api, p) in [(Api::V3, "HTTPS"), (Api::V2, "TERMINATED_HTTPS")] {
+            assert_eq!(
+                listener_protocol(api, p).unwrap(),
+                ListenerProtocol::TerminatedHttps
+            );
+        }
+        assert!(listener_protocol(Api::V3, "TLS").is_err());
+        assert!(listener_protocol(Api::V2, "TERMINATED_HTTPS").is_ok());
+        assert!(listener_tls(ListenerProtocol::TerminatedHttps, None, Vec::new()).is_err());
+        assert!(listener_tls(ListenerProtocol::Http, Some("c".into()), Vec::new()).is_err());
+        assert!(listener_tls(ListenerProtocol::Http, None, vec!["c".into()]).is_err());
+        let tls = listener_tls(
+            ListenerProtocol::TerminatedHttps,
+            Some("c".into()),
+            vec!["s".into()],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(tls.certificate_id, Some(CertificateId("c".into())));
+        assert_eq!(tls.sni_certificate_ids, [CertificateId("s".into())]);
         assert_eq!(
             listener_protocol(Api::V3, "QUIC").unwrap(),
             ListenerProtocol::Quic

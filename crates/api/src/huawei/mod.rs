@@ -32,6 +32,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 
+mod certificates;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
@@ -129,11 +130,14 @@ pub(crate) fn project_scope(bound: Option<&str>) -> fulcrum_control::Scope {
     let Some(project) = bound.map(str::to_owned) else {
         return fulcrum_control::Scope::All;
     };
-    // Its VPCs and subnets too, through the VPC API (not partitioned by project here).
+    // Its VPCs and subnets too, through the VPC API (not partitioned by project here), and
+    // its certificates.
+    let owner = project.clone();
     fulcrum_control::Scope::limited(format!("project {project}"), move |lb| {
         lb.spec.labels.get(views::LABEL_PROJECT) == Some(&project)
     })
     .with_networks()
+    .owning(move |labels| labels.get(views::LABEL_PROJECT) == Some(&owner))
 }
 
 /// Which API family a request came in through: it decides shapes and defaults.
@@ -162,15 +166,21 @@ pub(crate) fn router(state: AppState, config: &HuaweiConfig) -> Router {
         // Anything else under these prefixes is this dialect's 404, after authentication.
         .nest(
             "/v2.0/lbaas",
-            handlers::routes(Api::V2).fallback(no_such_endpoint),
+            handlers::routes(Api::V2)
+                .merge(certificates::routes(Api::V2))
+                .fallback(no_such_endpoint),
         )
         .nest(
             "/v2/{project_id}/elb",
-            handlers::routes(Api::V2).fallback(no_such_endpoint),
+            handlers::routes(Api::V2)
+                .merge(certificates::routes(Api::V2))
+                .fallback(no_such_endpoint),
         )
         .nest(
             "/v3/{project_id}/elb",
-            handlers::routes(Api::V3).fallback(no_such_endpoint),
+            handlers::routes(Api::V3)
+                .merge(certificates::routes(Api::V3))
+                .fallback(no_such_endpoint),
         )
         .merge(vpc::routes())
         .layer(axum::middleware::from_fn_with_state(

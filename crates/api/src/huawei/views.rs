@@ -3,8 +3,8 @@
 
 use fulcrum_control::{Config, ControlPlane, Versioned};
 use fulcrum_model::{
-    HealthMonitor, HealthMonitorType, Listener, LoadBalancer, Member, OperatingStatus, Pool,
-    Timestamp,
+    HealthMonitor, HealthMonitorType, Listener, ListenerProtocol, LoadBalancer, Member,
+    OperatingStatus, Pool, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -111,15 +111,19 @@ pub(crate) fn listener(api: Api, cfg: &Config, v: &Versioned<Listener>, project:
         "name": l.spec.name,
         "description": l.spec.description,
         "admin_state_up": l.spec.admin_state_up,
-        "protocol": upper(&l.spec.protocol),
+        "protocol": match (api, l.spec.protocol) {
+            // v3's HTTPS is terminated TLS (its pass-through is TCP).
+            (Api::V3, ListenerProtocol::TerminatedHttps) => json!("HTTPS"),
+            (_, p) => upper(&p),
+        },
         "protocol_port": l.spec.port,
         "default_pool_id": l.spec.default_pool_id,
         "loadbalancers": refs(std::iter::once(l.loadbalancer_id.as_str())),
         "connection_limit": l.spec.connection_limit.map_or(-1, i64::from),
         "http2_enable": false,
-        "default_tls_container_ref": null,
+        "default_tls_container_ref": l.spec.tls.as_ref().and_then(|t| t.certificate_id.clone()),
         "client_ca_tls_container_ref": null,
-        "sni_container_refs": [],
+        "sni_container_refs": l.spec.tls.as_ref().map(|t| t.sni_certificate_ids.clone()).unwrap_or_default(),
         "tags": [],
         "project_id": project,
         "created_at": time(&l.created_at),

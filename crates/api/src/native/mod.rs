@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use fulcrum_control::{BatchMembers, ControlPlane, Outcome, etag};
 use fulcrum_model::{
-    HealthMonitorId, HealthMonitorSpec, ListenerId, ListenerSpec, LoadBalancerId, LoadBalancerSpec,
-    MemberId, MemberSpec, PoolId, PoolSpec, SubnetId, SubnetSpec, Vpc, VpcId, VpcSpec, WorkRequest,
-    WorkRequestId,
+    CertificateId, CertificateSpec, HealthMonitorId, HealthMonitorSpec, ListenerId, ListenerSpec,
+    LoadBalancerId, LoadBalancerSpec, MemberId, MemberSpec, PoolId, PoolSpec, SubnetId, SubnetSpec,
+    Vpc, VpcId, VpcSpec, WorkRequest, WorkRequestId,
 };
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ type ApiResult = Result<Response, NativeError>;
 #[openapi(
     info(
         title = "fulcrum native API",
-        description = "Manage load balancers, listeners, pools, members, health monitors, subnets and VPCs. Every change is tracked by a work request.",
+        description = "Manage load balancers, listeners, pools, members, health monitors, subnets, VPCs and certificates. Every change is tracked by a work request.",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -93,6 +93,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(apply_document))
         .routes(routes!(list_vpcs, create_vpc))
         .routes(routes!(get_vpc, update_vpc, delete_vpc))
+        .routes(routes!(list_certificates, create_certificate))
+        .routes(routes!(
+            get_certificate,
+            update_certificate,
+            delete_certificate
+        ))
         .routes(routes!(list_work_requests))
         .routes(routes!(get_work_request))
         .routes(routes!(wait_work_request))
@@ -1217,6 +1223,105 @@ async fn delete_vpc(
     Ctx(ctx): Ctx,
 ) -> ApiResult {
     let outcome = s.control.delete_vpc(&ctx, &VpcId(id)).await?;
+    Ok(accepted(&outcome))
+}
+
+// ---- certificates --------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/v1/certificates", tag = "certificates", params(PageQuery),
+    responses((status = 200, body = Page<CertificateView>)))]
+async fn list_certificates(
+    State(s): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> ApiResult {
+    let full = s.control.view();
+    let cfg = caller.view(&full);
+    let items = cfg.certificates.values().filter(|c| {
+        q.loadbalancer_id
+            .as_ref()
+            .is_none_or(|lb| c.value.loadbalancer_id.as_ref().map(|l| l.as_str()) == Some(lb))
+    });
+    let page = paginate(&q, items, |v| v.value.id.to_string(), certificate)?;
+    Ok(Json(page).into_response())
+}
+
+/// Certificates made here belong to no load balancer (OCI's belong to theirs).
+#[utoipa::path(post, path = "/v1/certificates", tag = "certificates", request_body = CertificateSpec,
+    responses((status = 201, body = CertificateView), (status = 400, body = ErrorBody)))]
+async fn create_certificate(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    JsonBody(spec): JsonBody<CertificateSpec>,
+) -> ApiResult {
+    let outcome = s.control.create_certificate(&ctx, None, spec).await?;
+    render_certificate(&s.control, &outcome, created_or_ok(&outcome, true))
+}
+
+fn render_certificate(cp: &ControlPlane, outcome: &Outcome, status: StatusCode) -> ApiResult {
+    let id = CertificateId(result_id(outcome)?);
+    let cfg = cp.view();
+    let v = cfg
+        .certificates
+        .get(&id)
+        .ok_or_else(|| gone("certificate", id.as_str()))?;
+    Ok(respond(
+        status,
+        Some(v.mod_revision),
+        Some(&outcome.work_request),
+        &certificate(v),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates",
+    responses((status = 200, body = CertificateView), (status = 404, body = ErrorBody)))]
+async fn get_certificate(
+    State(s): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<String>,
+) -> ApiResult {
+    let full = s.control.view();
+    let cfg = caller.view(&full);
+    let v = cfg
+        .certificates
+        .get(&CertificateId(id.clone()))
+        .ok_or_else(|| gone("certificate", &id))?;
+    Ok(respond(
+        StatusCode::OK,
+        Some(v.mod_revision),
+        None,
+        &certificate(v),
+    ))
+}
+
+/// A merge patch of the certificate; every listener naming it serves the new one.
+#[utoipa::path(patch, path = "/v1/certificates/{id}", tag = "certificates", request_body = Object,
+    responses((status = 200, body = CertificateView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_certificate(
+    State(s): State<AppState>,
+    PathParams(id): PathParams<String>,
+    Ctx(ctx): Ctx,
+    JsonBody(patch): JsonBody<Value>,
+) -> ApiResult {
+    let outcome = s
+        .control
+        .update_certificate(&ctx, &CertificateId(id), &patch)
+        .await?;
+    render_certificate(&s.control, &outcome, StatusCode::OK)
+}
+
+/// Refused with 409 while a listener names it.
+#[utoipa::path(delete, path = "/v1/certificates/{id}", tag = "certificates",
+    responses((status = 202, body = WorkRequest), (status = 409, body = ErrorBody)))]
+async fn delete_certificate(
+    State(s): State<AppState>,
+    PathParams(id): PathParams<String>,
+    Ctx(ctx): Ctx,
+) -> ApiResult {
+    let outcome = s
+        .control
+        .delete_certificate(&ctx, &CertificateId(id))
+        .await?;
     Ok(accepted(&outcome))
 }
 

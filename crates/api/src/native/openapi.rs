@@ -59,6 +59,7 @@ fn describe_parameter(path: &str, name: &str) -> String {
         "members" => "member",
         "healthmonitors" => "health monitor",
         "subnets" => "subnet",
+        "certificates" => "certificate",
         "work-requests" => "work request",
         _ => "resource",
     };

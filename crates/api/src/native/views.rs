@@ -3,8 +3,8 @@
 
 use fulcrum_control::{Config, ControlPlane, Versioned};
 use fulcrum_model::{
-    HealthMonitor, Listener, LoadBalancer, Member, OperatingStatus, Pool, ProvisioningStatus,
-    ResourceKind, Subnet,
+    Certificate, HealthMonitor, Listener, LoadBalancer, Member, OperatingStatus, Pool,
+    ProvisioningStatus, ResourceKind, Subnet,
 };
 use serde::Serialize;
 
@@ -34,6 +34,21 @@ pub(crate) struct ListenerView {
 view!(PoolView, Pool);
 view!(MemberView, Member);
 view!(HealthMonitorView, HealthMonitor);
+
+/// A certificate as read: its private key masked.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CertificateView {
+    #[serde(flatten)]
+    pub resource: Certificate,
+}
+
+pub(crate) fn certificate(v: &Versioned<Certificate>) -> CertificateView {
+    let mut resource = v.value.clone();
+    for key in fulcrum_model::Secrets::secrets_mut(&mut resource) {
+        *key = "***".into();
+    }
+    CertificateView { resource }
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct SubnetView {

@@ -33,6 +33,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::request::current_request_id;
 
+mod certificates;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
@@ -193,7 +194,7 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
         keys: Arc::new(keys),
     };
     const LB: &str = "/20170115/loadBalancers/{lb}";
-    let routes: [(String, MethodRouter<OciState>); 14] = [
+    let routes: [(String, MethodRouter<OciState>); 16] = [
         (
             "/20170115/loadBalancers".into(),
             get(list_load_balancers).post(create_load_balancer),
@@ -227,6 +228,14 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
             get(get_health_checker).put(update_health_checker),
         ),
         (format!("{LB}/listeners"), post(create_listener)),
+        (
+            format!("{LB}/certificates"),
+            get(certificates::list).post(certificates::create),
+        ),
+        (
+            format!("{LB}/certificates/{{certificate}}"),
+            axum::routing::delete(certificates::delete),
+        ),
         (
             format!("{LB}/listeners/{{listener}}"),
             put(update_listener).delete(delete_listener),
@@ -653,6 +662,11 @@ async fn create_load_balancer(
         let prefix = format!("listeners.{name}.");
         check_name(name, &format!("{prefix}name"))?;
         let parts = l.to_parts(&prefix)?;
+        if parts.certificate_name.is_some() {
+            return Err(OciError::invalid(format!(
+                "{prefix}sslConfiguration: a new load balancer has no certificates yet (its certificates field is not supported); create the load balancer, then CreateCertificate, then the listener"
+            )));
+        }
         if !sets_in.contains_key(&parts.default_backend_set) {
             return Err(OciError::invalid(format!(
                 "{prefix}defaultBackendSetName {:?} is not a backend set of the request",
@@ -690,7 +704,7 @@ async fn create_load_balancer(
                 .iter()
                 .find(|p| p.spec.name == parts.default_backend_set)
                 .map(|p| p.id.clone());
-            listener_spec(name, &parts, pool)
+            listener_spec(name, &parts, pool, None)
         })
         .collect();
     let outcome = s
@@ -713,6 +727,7 @@ fn listener_spec(
     name: &str,
     parts: &ListenerParts,
     pool: Option<fulcrum_model::PoolId>,
+    tls: Option<fulcrum_model::ListenerTls>,
 ) -> ListenerSpec {
     let mut timeouts = ListenerTimeouts::default();
     if let Some(ms) = parts.idle_ms {
@@ -727,7 +742,7 @@ fn listener_spec(
         routes: Vec::new(),
         route_set: parts.path_route_set.clone(),
         admin_state_up: true,
-        tls: None,
+        tls,
         connection_limit: None,
         timeouts,
         access_log: Default::default(),
@@ -1064,10 +1079,13 @@ async fn create_listener(
     check_name(&name, "name")?;
     let parts = req.to_parts("")?;
     let lb = p.lb();
-    let pool = {
+    let (pool, tls) = {
         let cfg = s.app.control.view();
         find_lb(&cfg, &lb)?;
-        resolve_set(&cfg, &lb, &parts)?
+        (
+            resolve_set(&cfg, &lb, &parts)?,
+            listener_tls(&cfg, &lb, &parts)?,
+        )
     };
     let outcome = s
         .app
@@ -1078,7 +1096,7 @@ async fn create_listener(
             NewResources {
                 parent: Parent::Existing(lb),
                 pools: Vec::new(),
-                listeners: vec![listener_spec(&name, &parts, Some(pool))],
+                listeners: vec![listener_spec(&name, &parts, Some(pool), tls)],
             },
         )
         .await
@@ -1096,19 +1114,25 @@ async fn update_listener(
     require_json(&headers)?;
     let parts = parse_body::<ListenerIn>(&body)?.to_parts("")?;
     let lb = p.lb();
-    let (listener_id, pool) = {
+    let (listener_id, pool, tls) = {
         let cfg = s.app.control.view();
         find_lb(&cfg, &lb)?;
         let l = find_listener(&cfg, &lb, p.get("listener"))?;
-        (l, resolve_set(&cfg, &lb, &parts)?)
+        (
+            l,
+            resolve_set(&cfg, &lb, &parts)?,
+            listener_tls(&cfg, &lb, &parts)?,
+        )
     };
     let idle_ms = parts.idle_ms.unwrap_or(ListenerTimeouts::default().idle_ms);
+    // UpdateListenerDetails is the whole listener: without sslConfiguration, no TLS.
     let patch = serde_json::json!({
         "protocol": parts.protocol,
         "port": parts.port,
         "default_pool_id": pool,
         "timeouts": {"idle_ms": idle_ms},
         "route_set": parts.path_route_set,
+        "tls": tls,
     });
     let outcome = s
         .app
@@ -1116,6 +1140,19 @@ async fn update_listener(
         .update_listener(&ctx, &listener_id, &patch)
         .await?;
     Ok(accepted(&s.app.control, &outcome))
+}
+
+/// The TLS settings `sslConfiguration` asks for: its certificate by name.
+fn listener_tls(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    parts: &ListenerParts,
+) -> Result<Option<fulcrum_model::ListenerTls>, OciError> {
+    parts
+        .certificate_name
+        .as_deref()
+        .map(|name| certificates::listener_tls(cfg, lb, name, "sslConfiguration.certificateName"))
+        .transpose()
 }
 
 fn find_listener(

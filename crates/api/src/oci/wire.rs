@@ -418,7 +418,7 @@ pub(crate) struct ListenerIn {
     pub protocol: Option<String>,
     pub hostname_names: Option<Value>,
     pub path_route_set_name: Option<String>,
-    pub ssl_configuration: Option<Value>,
+    pub ssl_configuration: Option<super::certificates::SslIn>,
     pub connection_configuration: Option<ConnectionConfigurationIn>,
     pub routing_policy_name: Option<String>,
     pub rule_set_names: Option<Value>,
@@ -432,6 +432,8 @@ pub(crate) struct ListenerParts {
     pub idle_ms: Option<u32>,
     /// `pathRouteSetName`: a route set of the load balancer (the model's `route_set`).
     pub path_route_set: Option<String>,
+    /// With `sslConfiguration`: the certificate the listener terminates TLS with.
+    pub certificate_name: Option<String>,
 }
 
 impl ListenerIn {
@@ -455,7 +457,21 @@ impl ListenerIn {
         unsupported(is_set(&self.hostname_names), &f("hostnameNames"))?;
         unsupported(self.routing_policy_name.is_some(), &f("routingPolicyName"))?;
         unsupported(is_set(&self.rule_set_names), &f("ruleSetNames"))?;
-        unsupported(is_set(&self.ssl_configuration), &f("sslConfiguration"))?;
+        let certificate_name = self
+            .ssl_configuration
+            .as_ref()
+            .map(|ssl| ssl.check(prefix))
+            .transpose()?;
+        let protocol = match (protocol, &certificate_name) {
+            (ListenerProtocol::Http, Some(_)) => ListenerProtocol::TerminatedHttps,
+            (ListenerProtocol::Tcp, Some(_)) => {
+                return Err(OciError::invalid(format!(
+                    "{} on a TCP listener (TLS to TCP backends) is not supported by fulcrum; use HTTP",
+                    f("sslConfiguration")
+                )));
+            }
+            (p, _) => p,
+        };
         let mut idle_ms = None;
         if let Some(cc) = &self.connection_configuration {
             unsupported(
@@ -473,6 +489,7 @@ impl ListenerIn {
             default_backend_set,
             idle_ms,
             path_route_set: self.path_route_set_name.clone().filter(|n| !n.is_empty()),
+            certificate_name,
         })
     }
 }
@@ -747,7 +764,7 @@ pub(crate) fn listener(cfg: &fulcrum_control::Config, l: &Listener) -> ListenerV
         protocol: listener_protocol(l.spec.protocol),
         hostname_names: Vec::new(),
         path_route_set_name: l.spec.route_set.clone(),
-        ssl_configuration: None,
+        ssl_configuration: super::certificates::ssl_view(cfg, l),
         connection_configuration: serde_json::json!({
             "idleTimeout": l.spec.timeouts.idle_ms / 1000,
         }),
@@ -773,7 +790,7 @@ pub(crate) struct LoadBalancerView {
     listeners: BTreeMap<String, ListenerView>,
     backend_sets: BTreeMap<String, BackendSetView>,
     hostnames: BTreeMap<String, Value>,
-    certificates: BTreeMap<String, Value>,
+    certificates: BTreeMap<String, super::certificates::CertificateView>,
     ssl_cipher_suites: BTreeMap<String, Value>,
     path_route_sets: BTreeMap<String, PathRouteSetView>,
     rule_sets: BTreeMap<String, Value>,
@@ -838,7 +855,9 @@ pub(crate) fn load_balancer(
             .map(|p| (pool_name(&p.value), backend_set(cfg, &p.value)))
             .collect(),
         hostnames: BTreeMap::new(),
-        certificates: BTreeMap::new(),
+        certificates: super::certificates::of_lb(cfg, &lb.id)
+            .map(|c| (c.spec.name.clone(), super::certificates::view(c)))
+            .collect(),
         ssl_cipher_suites: BTreeMap::new(),
         path_route_sets: lb
             .spec
