@@ -11,28 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::backend::{Backend, Echo};
 use common::free_port;
-use common::stack::{Fulcrum, client, eventually};
+use common::stack::{Fulcrum, access_log_records, client, eventually};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The records in `path` once at least `n` are there (the writer flushes every 50 ms).
-async fn records(path: &Path, n: usize) -> Vec<Value> {
-    let mut last = Vec::new();
-    eventually(Duration::from_secs(5), || {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        last = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        let enough = last.len() >= n;
-        async move { enough }
-    })
-    .await;
-    last
-}
 
 /// A server writing its access log to a file, and one member behind one HTTP listener.
 struct Logged {
@@ -186,7 +170,7 @@ async fn json_records_describe_requests_and_sessions() {
     s.read_exact(&mut back).await.expect("echo");
     drop(s);
 
-    let all = records(&path, 6).await;
+    let all = access_log_records(&path, 6).await;
     let first = find(&all, "the first request", |r| {
         r["request_id"] == "client-id-1"
     });
@@ -252,7 +236,7 @@ async fn json_records_describe_requests_and_sessions() {
     let answer =
         common::stack::raw_http(port, "GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    let all = records(&path, 7).await;
+    let all = access_log_records(&path, 7).await;
     let bad = find(&all, "the refused head", |r| r["status"] == 400);
     assert_eq!(bad["termination"], "bad_request");
     assert!(bad["method"].is_null() && bad["pool"].is_null(), "{bad}");
@@ -382,10 +366,10 @@ async fn listeners_turn_their_log_off_or_sample_it() {
         let (status, _) = common::stack::get(&c, &format!("http://127.0.0.1:{port}/s{i}")).await;
         assert_eq!(status, 200);
     }
-    let all = records(&path, 10).await;
+    let all = access_log_records(&path, 10).await;
     // Wait a flush more: nothing else may arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let all_after = records(&path, all.len()).await;
+    let all_after = access_log_records(&path, all.len()).await;
     assert!(
         all_after.iter().all(|r| r["path"] != "/off"),
         "{all_after:#?}"

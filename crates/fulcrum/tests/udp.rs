@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::stack::{Fulcrum, eventually, metric};
+use common::stack::{Fulcrum, access_log_records, eventually, metric};
 use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
@@ -223,22 +222,6 @@ async fn a_drained_member_keeps_its_flow_and_gets_no_new_one() {
     }
 }
 
-/// The records in `path` once at least `n` are there (the writer flushes every 50 ms).
-async fn records(path: &Path, n: usize) -> Vec<Value> {
-    let mut last = Vec::new();
-    eventually(Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        last = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        let enough = last.len() >= n;
-        async move { enough }
-    })
-    .await;
-    last
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_flow_is_forgotten_and_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -265,7 +248,7 @@ async fn an_idle_flow_is_forgotten_and_logged() {
     assert!(forgotten, "the idle flow is still open");
 
     // Its record: member, datagrams and bytes each way, how it ended.
-    let recs = records(&log, 1).await;
+    let recs = access_log_records(&log, 1).await;
     let r = &recs[0];
     let idx = if first == "a" { 0 } else { 1 };
     assert_eq!(r["protocol"], "UDP", "{r}");

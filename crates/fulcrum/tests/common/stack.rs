@@ -320,3 +320,20 @@ pub fn metric(text: &str, needle: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The JSON records of the access log at `path` once at least `n` are there (the writer
+/// flushes every 50 ms); what is there after ten seconds otherwise.
+pub async fn access_log_records(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let mut last = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        last = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let enough = last.len() >= n;
+        async move { enough }
+    })
+    .await;
+    last
+}
