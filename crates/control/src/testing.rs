@@ -10,10 +10,13 @@ use crate::{ControlPlane, Options};
 
 /// A control plane on a fresh embedded store (kept alive by the returned directory).
 pub(crate) async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
+    control_with(Options::default()).await
+}
+
+/// As [`control`], with `opts`.
+pub(crate) async fn control_with(opts: Options) -> (tempfile::TempDir, Arc<ControlPlane>) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-    let cp = ControlPlane::start(Arc::new(store), Options::default())
-        .await
-        .unwrap();
+    let cp = ControlPlane::start(Arc::new(store), opts).await.unwrap();
     (dir, cp)
 }

@@ -452,7 +452,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::testing::control;
+    use crate::testing::{control, control_with};
 
     fn listener(name: &str, port: u16, pool: &PoolId) -> ListenerSpec {
         ListenerSpec {
@@ -486,6 +486,28 @@ mod tests {
             }],
             listeners: vec![listener("l1", 18_080, pool_id)],
         }
+    }
+
+    /// A load balancer with one pool and a listener sending to it, made in one call.
+    async fn lb_with_listener(
+        cp: &ControlPlane,
+        ctx: &RequestContext,
+    ) -> (PoolId, LoadBalancerId, ListenerId) {
+        let pool_id = ControlPlane::new_pool_id();
+        let out = cp
+            .add_resources(ctx, "Create", tree(&pool_id, Vec::new()))
+            .await
+            .unwrap();
+        let lb_id = LoadBalancerId(out.result.unwrap().id);
+        let listener_id = cp
+            .view()
+            .listeners_of(&lb_id)
+            .next()
+            .unwrap()
+            .value
+            .id
+            .clone();
+        (pool_id, lb_id, listener_id)
     }
 
     #[tokio::test]
@@ -687,13 +709,6 @@ mod tests {
         }
     }
 
-    async fn control_with(opts: crate::Options) -> (tempfile::TempDir, Arc<ControlPlane>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-        let cp = ControlPlane::start(Arc::new(store), opts).await.unwrap();
-        (dir, cp)
-    }
-
     #[tokio::test]
     async fn a_retry_token_is_forgotten_once_it_expires() {
         use std::time::Duration;
@@ -809,20 +824,7 @@ mod tests {
     async fn route_sets_hold_their_pools_and_listeners() {
         let (_dir, cp) = control().await;
         let ctx = RequestContext::default();
-        let pool_id = ControlPlane::new_pool_id();
-        let out = cp
-            .add_resources(&ctx, "Create", tree(&pool_id, Vec::new()))
-            .await
-            .unwrap();
-        let lb_id = LoadBalancerId(out.result.unwrap().id);
-        let listener_id = cp
-            .view()
-            .listeners_of(&lb_id)
-            .next()
-            .unwrap()
-            .value
-            .id
-            .clone();
+        let (pool_id, lb_id, listener_id) = lb_with_listener(&cp, &ctx).await;
         let set = |pool: &PoolId| {
             serde_json::json!({"route_sets": [{"name": "paths", "routes": [
                 {"path_prefix": "/api", "pool_id": pool}
@@ -892,20 +894,7 @@ mod tests {
     async fn a_routed_pool_is_not_deleted_by_unbinding() {
         let (_dir, cp) = control().await;
         let ctx = RequestContext::default();
-        let pool_id = ControlPlane::new_pool_id();
-        let out = cp
-            .add_resources(&ctx, "Create", tree(&pool_id, Vec::new()))
-            .await
-            .unwrap();
-        let lb_id = LoadBalancerId(out.result.unwrap().id);
-        let listener_id = cp
-            .view()
-            .listeners_of(&lb_id)
-            .next()
-            .unwrap()
-            .value
-            .id
-            .clone();
+        let (pool_id, _, listener_id) = lb_with_listener(&cp, &ctx).await;
         cp.update_listener(
             &ctx,
             &listener_id,
