@@ -67,20 +67,19 @@ impl Future for EndOfBatch {
 /// every task queued before it and wakes the deferred ones.
 async fn end_batches() {
     std::future::poll_fn(|cx| {
-        BATCH.with(|b| {
+        // Taken out, and woken outside the borrow: a woken task may defer again.
+        let mut waking = BATCH.with(|b| {
             let mut b = b.borrow_mut();
             let b = &mut *b;
             if !b.flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 b.flusher = Some(cx.waker().clone());
             }
-            std::mem::swap(&mut b.deferred, &mut b.waking);
+            std::mem::replace(&mut b.deferred, std::mem::take(&mut b.spare))
         });
-        // Woken outside the borrow: a waker may run code that defers again.
-        let mut waking = BATCH.with(|b| std::mem::take(&mut b.borrow_mut().waking));
         for w in waking.drain(..) {
             w.wake();
         }
-        BATCH.with(|b| b.borrow_mut().waking = waking);
+        BATCH.with(|b| b.borrow_mut().spare = waking);
         Poll::<()>::Pending
     })
     .await
@@ -90,8 +89,8 @@ async fn end_batches() {
 struct Batch {
     flusher: Option<Waker>,
     deferred: Vec<Waker>,
-    /// Spare capacity swapped with `deferred`, so neither allocates in steady state.
-    waking: Vec<Waker>,
+    /// The emptied list of the last batch, kept so that neither allocates in steady state.
+    spare: Vec<Waker>,
 }
 
 /// The worker threads; dropping this stops them (and drops what their runtimes hold).
