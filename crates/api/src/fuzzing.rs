@@ -134,6 +134,7 @@ pub(crate) fn validate_member(spec: &MemberSpec) {
             lb_kind,
             lb_vpc_id: "vpc-1",
             subnet: None,
+            server_id_len: Some(3),
         });
     }
 }

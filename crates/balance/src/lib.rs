@@ -21,6 +21,9 @@
 //! | `LEAST_CONNECTIONS`, ≥ 64 | [`SampledLeastConnections`]: two weighted choices  | O(1)     |
 //! | `SOURCE_IP`, `QUIC_CID`   | [`Maglev`]: consistent hash, weights ignored       | O(1)     |
 //!
+//! [`quic`] reads QUIC packet headers and QUIC-LB plaintext connection IDs, for `QUIC_CID`
+//! pools: which member a datagram's connection ID names, or which key to hash.
+//!
 //! (O(1) while most of the pool is eligible; see each module for the fallbacks.)
 //!
 //! Every selector is `Send + Sync`; selection takes `&self` and uses only relaxed atomics, no
@@ -29,6 +32,7 @@
 mod hash;
 mod least_conn;
 mod maglev;
+pub mod quic;
 mod schedule;
 mod selector;
 mod swrr;

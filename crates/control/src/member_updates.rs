@@ -62,7 +62,10 @@ impl ControlPlane {
                     }
                     Err(other) => return Err(other),
                 };
-                errors.nested(&field, spec.validate(member_ctx(cfg, &lb.value, &spec)));
+                errors.nested(
+                    &field,
+                    spec.validate(member_ctx(cfg, &lb.value, &pool.value.spec, &spec)),
+                );
                 updated.push((
                     field,
                     Member {

@@ -8,7 +8,7 @@ use fulcrum_model::{
     LoadBalancer, LoadBalancerId, LoadBalancerSpec, LockKind, MAX_BATCH_MEMBERS, Member,
     MemberContext, MemberId, MemberSpec, Pool, PoolContext, PoolId, PoolSpec, ProvisioningStatus,
     ResourceKind, Subnet, SubnetId, SubnetSpec, Timestamp, ValidationError, check_monitor_for_pool,
-    check_unique_endpoints,
+    check_unique_endpoints, parse_server_id,
 };
 use fulcrum_store::Compare;
 use serde::Serialize;
@@ -111,9 +111,11 @@ pub(crate) fn pool_of<'a>(
 pub(crate) fn member_ctx<'a>(
     cfg: &'a Config,
     lb: &'a LoadBalancer,
+    pool: &PoolSpec,
     spec: &MemberSpec,
 ) -> MemberContext<'a> {
     MemberContext {
+        server_id_len: pool.quic_lb.map(|q| q.server_id_len),
         lb_kind: lb.spec.kind,
         lb_vpc_id: &lb.spec.vpc_id,
         subnet: spec
@@ -122,6 +124,32 @@ pub(crate) fn member_ctx<'a>(
             .and_then(|id| cfg.subnets.get(id))
             .map(|s| &s.value.spec),
     }
+}
+
+/// A pool's members' QUIC-LB server IDs must keep fitting its `quic_lb` when that changes.
+pub(crate) fn check_server_ids_fit<'a>(
+    pool: &PoolSpec,
+    members: impl Iterator<Item = &'a MemberSpec>,
+) -> Result<(), ControlError> {
+    let len = pool.quic_lb.map(|q| usize::from(q.server_id_len));
+    let mut c = fulcrum_model::Checker::new();
+    if let Some(sid) = members
+        .filter_map(|m| m.server_id.as_deref())
+        .find(|sid| parse_server_id(sid).map(|b| b.len()) != len)
+    {
+        c.fail(
+            "quic_lb",
+            match len {
+                Some(len) => format!(
+                    "members have server IDs that are not {len} bytes long (such as {sid}); change them first"
+                ),
+                None => format!(
+                    "members have server IDs (such as {sid}); remove them before quic_lb"
+                ),
+            },
+        );
+    }
+    Ok(c.finish()?)
 }
 
 /// Keeps referenced subnets from changing under the transaction, and rewrites them so a
@@ -733,6 +761,7 @@ impl ControlPlane {
             if spec.name != cur.value.spec.name {
                 check_pool_name_free(cfg, lb_id, &spec.name, Some(id))?;
             }
+            check_server_ids_fit(&spec, cfg.members_of(id).map(|m| &m.value.spec))?;
             let mut plan = Plan::new("UpdatePool");
             plan.target_revision = Some(cur.mod_revision);
             let updated = Pool {
@@ -844,7 +873,7 @@ impl ControlPlane {
         self.mutate(ctx, &("CreateMember", pool_id, &spec), |cfg, now| {
             let pool = pool_of(cfg, pool_id)?;
             let lb = lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
-            spec.validate(member_ctx(cfg, &lb.value, &spec))?;
+            spec.validate(member_ctx(cfg, &lb.value, &pool.value.spec, &spec))?;
             check_unique_endpoints(
                 cfg.members_of(pool_id).map(|m| &m.value.spec),
                 [("address".to_owned(), &spec)],
@@ -885,7 +914,7 @@ impl ControlPlane {
                 .ok_or_else(|| ControlError::not_found(ResourceKind::Member, id))?;
             let lb = lb_for_change(cfg, ctx, &pool.value.loadbalancer_id)?;
             let spec: MemberSpec = patch_spec(&cur.value.spec, patch)?;
-            spec.validate(member_ctx(cfg, &lb.value, &spec))?;
+            spec.validate(member_ctx(cfg, &lb.value, &pool.value.spec, &spec))?;
             check_unique_endpoints(
                 cfg.members_of(pool_id)
                     .filter(|m| &m.value.id != id)
@@ -974,7 +1003,7 @@ impl ControlPlane {
                     for (i, s) in specs.iter().enumerate() {
                         errors.nested(
                             &format!("members[{i}]"),
-                            s.validate(member_ctx(cfg, &lb.value, s)),
+                            s.validate(member_ctx(cfg, &lb.value, &pool.value.spec, s)),
                         );
                     }
                     errors.finish()?;
@@ -1203,6 +1232,7 @@ impl ControlPlane {
                         lb_kind: lb.value.spec.kind,
                         lb_vpc_id: &lb.value.spec.vpc_id,
                         subnet: Some(&spec),
+                        server_id_len: pool.value.spec.quic_lb.map(|q| q.server_id_len),
                     };
                     if let Err(e) = m.value.spec.validate(mctx) {
                         return Err(ControlError::Conflict(format!(

@@ -341,6 +341,7 @@ fn plan_pool_put(
     let mut errors = fulcrum_model::Checker::new();
     for (i, m) in members.iter().enumerate() {
         let mctx = MemberContext {
+            server_id_len: spec.quic_lb.map(|q| q.server_id_len),
             lb_kind: lb.spec.kind,
             lb_vpc_id: &lb.spec.vpc_id,
             subnet: m

@@ -21,8 +21,8 @@ use crate::certificates::guard_listener_certificates;
 use crate::engine::Plan;
 use crate::network::{Vip, plan_vip};
 use crate::ops::{
-    check_pool_name_free, check_port_free, guard_subnets, lb_for_change, member_ctx, new_id,
-    new_member, patch_spec, plan_member_list, pool_of,
+    check_pool_name_free, check_port_free, check_server_ids_fit, guard_subnets, lb_for_change,
+    member_ctx, new_id, new_member, patch_spec, plan_member_list, pool_of,
 };
 use crate::{ControlError, ControlPlane, Outcome, RequestContext, keys};
 
@@ -143,7 +143,7 @@ impl ControlPlane {
                 for (j, m) in p.members.iter().enumerate() {
                     errors.nested(
                         &format!("{field}.members[{j}]"),
-                        m.validate(member_ctx(cfg, &lb, m)),
+                        m.validate(member_ctx(cfg, &lb, &p.spec, m)),
                     );
                 }
                 errors.nested(
@@ -332,10 +332,16 @@ impl ControlPlane {
                 }),
             );
             errors.nested("", spec.validate_update(&cur.value.spec));
+            if update.members.is_none()
+                && let Err(ControlError::Invalid(v)) =
+                    check_server_ids_fit(&spec, cfg.members_of(pool_id).map(|m| &m.value.spec))
+            {
+                errors.nested("", Err(v));
+            }
             for (i, m) in update.members.iter().flatten().enumerate() {
                 errors.nested(
                     &format!("members[{i}]"),
-                    m.validate(member_ctx(cfg, &lb.value, m)),
+                    m.validate(member_ctx(cfg, &lb.value, &spec, m)),
                 );
             }
             if let Some(members) = &update.members {

@@ -46,6 +46,11 @@ pub struct MemberSpec {
     /// own, and inline it would more than double the size of every member held in memory.
     #[serde(default)]
     pub upstream: Option<Box<UpstreamSettings>>,
+    /// QUIC pools with `quic_lb`: the server ID this member encodes in its connection IDs,
+    /// in hex (`server_id_len` bytes, unique in the pool). Datagrams whose connection ID
+    /// carries it go to this member wherever the client's address moves.
+    #[serde(default)]
+    pub server_id: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -60,6 +65,9 @@ pub struct MemberContext<'a> {
     pub lb_vpc_id: &'a str,
     /// The subnet `subnet_id` names, when it names one that exists.
     pub subnet: Option<&'a SubnetSpec>,
+    /// The pool's `quic_lb.server_id_len` (None: the pool has no `quic_lb`, and a member
+    /// may have no `server_id`).
+    pub server_id_len: Option<u8>,
 }
 
 impl MemberSpec {
@@ -77,6 +85,7 @@ impl MemberSpec {
             priority: 0,
             max_connections: None,
             upstream: None,
+            server_id: None,
         }
     }
 
@@ -145,7 +154,30 @@ impl MemberSpec {
         if let Some(u) = &self.upstream {
             c.nested("upstream", u.validate());
         }
+        if let Some(sid) = &self.server_id {
+            match (parse_server_id(sid), ctx.server_id_len) {
+                (_, None) => c.fail(
+                    "server_id",
+                    "server_id is only valid in QUIC pools with quic_lb",
+                ),
+                (None, _) => c.fail(
+                    "server_id",
+                    format!("server_id must be hex bytes, like \"0a1b2c\" (got {sid:?})"),
+                ),
+                (Some(bytes), Some(len)) => c.check(bytes.len() == usize::from(len), "server_id", || {
+                    format!(
+                        "server_id must be {len} bytes (the pool's quic_lb.server_id_len), got {}",
+                        bytes.len()
+                    )
+                }),
+            }
+        }
         c.finish()
+    }
+
+    /// The member's server ID as bytes, when it has a well-formed one.
+    pub fn server_id_bytes(&self) -> Option<Vec<u8>> {
+        self.server_id.as_deref().and_then(parse_server_id)
     }
 
     /// Whether the member may be chosen for new, unbound requests (before health).
@@ -197,26 +229,51 @@ pub struct Member {
 }
 
 /// Checks a whole set of members for a pool: at most one member per address and port
-/// (seed 001), both within the request and against members already in the pool.
-/// `fields` names each new member in the request (`members[3]`).
+/// (seed 001), and per QUIC-LB `server_id`, both within the request and against members
+/// already in the pool. `fields` names each new member in the request (`members[3]`).
 pub fn check_unique_endpoints<'a>(
     existing: impl IntoIterator<Item = &'a MemberSpec>,
     new: impl IntoIterator<Item = (String, &'a MemberSpec)>,
 ) -> Result<(), ValidationError> {
-    let mut seen: std::collections::HashSet<(String, u16)> = existing
-        .into_iter()
-        .map(|m| (normalize_address(&m.address), m.port))
-        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut server_ids = std::collections::HashSet::new();
+    for m in existing {
+        seen.insert((normalize_address(&m.address), m.port));
+        server_ids.extend(m.server_id_bytes());
+    }
     let mut c = Checker::new();
     for (field, m) in new {
         if !seen.insert((normalize_address(&m.address), m.port)) {
             c.fail(
-                field,
+                &field,
                 format!("another member of the pool already uses {}", m.endpoint()),
+            );
+        }
+        if let Some(sid) = m.server_id_bytes()
+            && !server_ids.insert(sid)
+        {
+            c.fail(
+                format!("{field}.server_id"),
+                format!(
+                    "another member of the pool already has server_id {}",
+                    m.server_id.as_deref().unwrap_or_default()
+                ),
             );
         }
     }
     c.finish()
+}
+
+/// Hex bytes (either case, at least one byte), as a `server_id` is written.
+pub fn parse_server_id(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16);
+    hex.as_bytes()
+        .chunks(2)
+        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
+        .collect()
 }
 
 fn normalize_address(a: &str) -> String {
@@ -240,5 +297,87 @@ mod tests {
         assert_eq!(host("10.0.0.5", 8080, Http), "10.0.0.5:8080");
         assert_eq!(host("::1", 80, Http), "[::1]");
         assert_eq!(host("::1", 8443, Https), "[::1]:8443");
+    }
+}
+
+#[cfg(test)]
+mod server_id_tests {
+    use super::*;
+
+    fn ctx(server_id_len: Option<u8>) -> MemberContext<'static> {
+        MemberContext {
+            lb_kind: LoadBalancerKind::Dedicated,
+            lb_vpc_id: "",
+            subnet: None,
+            server_id_len,
+        }
+    }
+
+    fn with_sid(port: u16, sid: &str) -> MemberSpec {
+        let mut m = MemberSpec::new("10.0.0.1", port);
+        m.server_id = Some(sid.into());
+        m
+    }
+
+    fn error(m: &MemberSpec, len: Option<u8>) -> Option<String> {
+        m.validate(ctx(len))
+            .err()
+            .map(|e| format!("{}: {}", e.first().field, e.first().message))
+    }
+
+    #[test]
+    fn server_ids_are_hex_of_the_pools_length() {
+        assert_eq!(parse_server_id("0aFf10"), Some(vec![0x0a, 0xff, 0x10]));
+        for bad in ["", "a", "0g", "abc", "+1", "é0"] {
+            assert_eq!(parse_server_id(bad), None, "{bad:?}");
+        }
+        assert_eq!(error(&with_sid(1, "c4605e"), Some(3)), None);
+        assert_eq!(error(&MemberSpec::new("10.0.0.1", 1), Some(3)), None);
+        assert_eq!(
+            error(&with_sid(1, "c4605e"), Some(2)).as_deref(),
+            Some("server_id: server_id must be 2 bytes (the pool's quic_lb.server_id_len), got 3")
+        );
+        assert!(
+            error(&with_sid(1, "c4605"), Some(3))
+                .unwrap()
+                .contains("hex bytes")
+        );
+        assert!(
+            error(&with_sid(1, "c4605e"), None)
+                .unwrap()
+                .contains("only valid in QUIC pools with quic_lb")
+        );
+    }
+
+    #[test]
+    fn server_ids_are_unique_in_the_pool() {
+        let existing = [with_sid(1, "0a0b"), MemberSpec::new("10.0.0.2", 1)];
+        let ok = [with_sid(2, "0a0c"), MemberSpec::new("10.0.0.3", 1)];
+        assert!(
+            check_unique_endpoints(
+                &existing,
+                ok.iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("members[{i}]"), m))
+            )
+            .is_ok()
+        );
+        // The same bytes in another case are the same server ID.
+        let clash = [with_sid(3, "0A0B")];
+        let e =
+            check_unique_endpoints(&existing, [("members[0]".to_owned(), &clash[0])]).unwrap_err();
+        assert_eq!(e.first().field, "members[0].server_id");
+        assert!(e.first().message.contains("already has server_id 0A0B"));
+        // Within one request too.
+        let twice = [with_sid(4, "0101"), with_sid(5, "0101")];
+        let e = check_unique_endpoints(
+            [],
+            twice
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("members[{i}]"), m)),
+        )
+        .unwrap_err();
+        assert_eq!(e.first().field, "members[1].server_id");
     }
 }

@@ -188,6 +188,55 @@ pub struct PoolSpec {
     /// Limits on each request's exchange with a member (HTTP pools).
     #[serde(default)]
     pub member_timeouts: MemberTimeouts,
+    /// QUIC pools: where the members' connection IDs carry their `server_id` (QUIC-LB
+    /// plaintext). Absent: no connection ID names a member, and `QUIC_CID` hashes them.
+    #[serde(default)]
+    pub quic_lb: Option<QuicLb>,
+}
+
+/// How a QUIC pool's members encode their server ID in the connection IDs they issue: the
+/// plaintext format of the IETF QUIC-LB draft (draft-ietf-quic-load-balancers §5.2). The
+/// first octet's bits 7–5 are `config_id`, the next `server_id_len` bytes the member's
+/// `server_id`, then at least `nonce_len` bytes of nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuicLb {
+    /// 0..6 (7 marks unroutable connection IDs); lets members rotate configurations.
+    #[serde(default)]
+    pub config_id: u8,
+    /// Bytes of server ID, 1..15; every member's `server_id` has this length.
+    pub server_id_len: u8,
+    /// Bytes of nonce, 4..18, with `server_id_len + nonce_len` at most 19: a connection ID
+    /// shorter than `1 + server_id_len + nonce_len` names no member.
+    #[serde(default = "default_nonce_len")]
+    pub nonce_len: u8,
+}
+
+fn default_nonce_len() -> u8 {
+    4
+}
+
+impl QuicLb {
+    pub fn new(server_id_len: u8) -> Self {
+        QuicLb {
+            config_id: 0,
+            server_id_len,
+            nonce_len: default_nonce_len(),
+        }
+    }
+
+    fn check(&self, c: &mut Checker) {
+        c.range("quic_lb.config_id", self.config_id, 0, 6);
+        c.range("quic_lb.server_id_len", self.server_id_len, 1, 15);
+        c.range("quic_lb.nonce_len", self.nonce_len, 4, 18);
+        let sum = u32::from(self.server_id_len) + u32::from(self.nonce_len);
+        let in_range = (1..=15).contains(&self.server_id_len) && (4..=18).contains(&self.nonce_len);
+        c.check(!in_range || sum <= 19, "quic_lb.nonce_len", || {
+            format!(
+                "quic_lb.server_id_len + quic_lb.nonce_len must be at most 19 (a connection ID holds 20 bytes; got {sum})"
+            )
+        });
+    }
 }
 
 /// What pool validation needs to know about the pool's load balancer.
@@ -216,6 +265,7 @@ impl PoolSpec {
             upstream: UpstreamSettings::default(),
             outlier_detection: OutlierDetection::default(),
             member_timeouts: MemberTimeouts::default(),
+            quic_lb: None,
         }
     }
 
@@ -235,6 +285,12 @@ impl PoolSpec {
             || "QUIC_CID is only supported for QUIC pools".into(),
         );
         self.check_persistence(ctx, &mut c);
+        if let Some(q) = &self.quic_lb {
+            c.check(self.protocol == PoolProtocol::Quic, "quic_lb", || {
+                "quic_lb is only supported for QUIC pools".into()
+            });
+            q.check(&mut c);
+        }
         if let Some(s) = &self.slow_start {
             if !self.protocol.is_http() {
                 c.fail(
@@ -385,4 +441,93 @@ pub struct Pool {
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quic_pool(quic_lb: Option<QuicLb>) -> PoolSpec {
+        let mut p = PoolSpec::new("q", PoolProtocol::Quic);
+        p.algorithm = Algorithm::QuicCid;
+        p.session_persistence = Some(SessionPersistence {
+            kind: PersistenceType::SourceIp,
+            cookie_name: None,
+            persistence_timeout: None,
+        });
+        p.quic_lb = quic_lb;
+        p
+    }
+
+    fn errors(p: &PoolSpec) -> Vec<(String, String)> {
+        let ctx = PoolContext {
+            lb_kind: LoadBalancerKind::Dedicated,
+        };
+        match p.validate(ctx) {
+            Ok(()) => Vec::new(),
+            Err(e) => e
+                .errors
+                .iter()
+                .map(|e| (e.field.clone(), e.message.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn quic_lb_configs() {
+        assert_eq!(errors(&quic_pool(None)), vec![]);
+        assert_eq!(errors(&quic_pool(Some(QuicLb::new(3)))), vec![]);
+        let edge = QuicLb {
+            config_id: 6,
+            server_id_len: 15,
+            nonce_len: 4,
+        };
+        assert_eq!(errors(&quic_pool(Some(edge))), vec![]);
+        let fields = |q: QuicLb| -> Vec<String> {
+            errors(&quic_pool(Some(q)))
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert_eq!(
+            fields(QuicLb {
+                config_id: 7,
+                ..QuicLb::new(3)
+            }),
+            ["quic_lb.config_id"]
+        );
+        assert_eq!(fields(QuicLb::new(0)), ["quic_lb.server_id_len"]);
+        assert_eq!(fields(QuicLb::new(16)), ["quic_lb.server_id_len"]);
+        assert_eq!(
+            fields(QuicLb {
+                nonce_len: 3,
+                ..QuicLb::new(3)
+            }),
+            ["quic_lb.nonce_len"]
+        );
+        let too_long = errors(&quic_pool(Some(QuicLb {
+            nonce_len: 5,
+            ..QuicLb::new(15)
+        })));
+        assert_eq!(too_long.len(), 1);
+        assert!(too_long[0].1.contains("at most 19"), "{too_long:?}");
+        // Only QUIC pools.
+        let mut udp = PoolSpec::new("u", PoolProtocol::Udp);
+        udp.quic_lb = Some(QuicLb::new(3));
+        assert_eq!(
+            errors(&udp),
+            [(
+                "quic_lb".to_owned(),
+                "quic_lb is only supported for QUIC pools".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn quic_lb_wire_shape_and_defaults() {
+        let q: QuicLb = serde_json::from_str(r#"{"server_id_len": 2}"#).unwrap();
+        assert_eq!(q, QuicLb::new(2));
+        assert_eq!((q.config_id, q.nonce_len), (0, 4));
+        assert!(serde_json::from_str::<QuicLb>(r#"{"server_id_len": 2, "key": "x"}"#).is_err());
+    }
 }

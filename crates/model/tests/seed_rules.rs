@@ -112,6 +112,7 @@ impl MemberCase {
             lb_kind: self.lb_kind,
             lb_vpc_id: &self.lb_vpc_id,
             subnet: self.subnet.as_ref(),
+            server_id_len: None,
         })
     }
 

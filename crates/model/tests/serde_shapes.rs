@@ -266,6 +266,7 @@ fn out_of_type_values_are_refused() {
         lb_kind: LoadBalancerKind::Shared,
         lb_vpc_id: "",
         subnet: None,
+        server_id_len: None,
     };
     assert_eq!(m.validate(ctx).unwrap_err().first().field, "weight");
 }
@@ -622,6 +623,7 @@ fn full_pool() -> Pool {
                 first_byte_ms: Some(2_000),
                 total_ms: Some(30_000),
             },
+            quic_lb: None,
         },
         created_at: at,
         updated_at: at,
