@@ -508,34 +508,3 @@ async fn backups_take_new_flows_only_while_no_primary_can() {
     let c = Client::new(port).await;
     assert_eq!(c.member("back").await, "a");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_udp_listener_in_front_of_a_quic_pool_is_refused() {
-    let f = Fulcrum::start();
-    let lb = f.loadbalancer().await;
-    let pool = f
-        .apply(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(
-                json!({"name": "quic", "protocol": "QUIC", "algorithm": "QUIC_CID",
-                "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}}),
-            ),
-        )
-        .await
-        .id();
-    let r = f
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/listeners"),
-            Some(json!({"protocol": "UDP", "port": udp_port(), "default_pool_id": pool})),
-        )
-        .await;
-    let listener = r.id();
-    let wr = f.api.settled(&r).await;
-    assert_eq!(wr["status"], "FAILED", "{wr}");
-    let why = wr["error"]["message"].as_str().unwrap_or_default();
-    assert!(why.contains("QUIC pools are not served yet"), "{wr}");
-    let l = f.read(&format!("/v1/listeners/{listener}")).await;
-    assert_eq!(l["operating_status"], "ERROR", "{l}");
-}

@@ -64,9 +64,10 @@ pub(crate) fn reconcile(
     inherited: &mut Inherited,
 ) -> Vec<(ListenerId, String)> {
     running.retain(|id, r| {
-        let keep = snap.listeners.get(id).is_some_and(|l| {
-            l.enabled && l.bind == r.bind && l.protocol == r.protocol && unserved(l).is_none()
-        });
+        let keep = snap
+            .listeners
+            .get(id)
+            .is_some_and(|l| l.enabled && l.bind == r.bind && l.protocol == r.protocol);
         if !keep {
             tracing::info!(listener = %id, addr = %r.bind.addr, "closing listener");
             let _ = r.stop.send(true);
@@ -76,10 +77,6 @@ pub(crate) fn reconcile(
     let mut failed = Vec::new();
     for (id, l) in &snap.listeners {
         if !l.enabled || running.contains_key(id) {
-            continue;
-        }
-        if let Some(reason) = unserved(l) {
-            failed.push((id.clone(), reason));
             continue;
         }
         if l.bind.udp {
@@ -190,19 +187,6 @@ pub(crate) fn bound_addr(
     id: &ListenerId,
 ) -> Option<SocketAddr> {
     running.get(id).map(|r| r.bind.addr)
-}
-
-/// Why this listener cannot be served (yet): QUIC listeners, and UDP listeners whose pool
-/// is a QUIC one, wait for QUIC_CID routing.
-fn unserved(l: &crate::snapshot::ListenerRt) -> Option<String> {
-    if l.protocol == ListenerProtocol::Quic {
-        return Some("QUIC listeners are not served yet".into());
-    }
-    let quic_pool = l
-        .default_pool
-        .as_ref()
-        .is_some_and(|p| p.protocol == fulcrum_model::PoolProtocol::Quic);
-    (l.bind.udp && quic_pool).then(|| "QUIC pools are not served yet".into())
 }
 
 /// One UDP socket per worker on `addr`, all with `SO_REUSEPORT` (the kernel hashes each

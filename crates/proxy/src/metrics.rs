@@ -1,7 +1,7 @@
 //! Prometheus metrics: a collector walks the current snapshot and encodes the counters
 //! of `stats.rs` when scraped.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -273,25 +273,32 @@ impl prometheus_client::collector::Collector for Collector {
             "UDP datagrams from clients (in) and relayed to them from members (out)",
             &rows,
         )?;
-        let rows: Vec<(Labels, u64)> = udp()
-            .flat_map(|l| {
-                crate::stats::UDP_DROPS
-                    .iter()
-                    .zip(&l.counters.udp.dropped)
-                    .map(|(reason, n)| {
-                        let labels = vec![
-                            ("listener", l.id.to_string()),
-                            ("reason", (*reason).to_owned()),
-                        ];
+        // One row per listener and name: `names` zipped with the counters `of` gives.
+        let by_name = |label: &'static str,
+                       names: &'static [&'static str],
+                       of: fn(&crate::stats::UdpCounters) -> &[AtomicU64]|
+         -> Vec<(Labels, u64)> {
+            udp()
+                .flat_map(|l| {
+                    names.iter().zip(of(&l.counters.udp)).map(move |(name, n)| {
+                        let labels =
+                            vec![("listener", l.id.to_string()), (label, (*name).to_owned())];
                         (labels, load(n))
                     })
-            })
-            .collect();
+                })
+                .collect()
+        };
         counter(
             &mut encoder,
             "fulcrum_listener_udp_dropped",
             "UDP datagrams dropped: a new flow past the cap (flow_cap) or with no member (no_member), larger than the path allows (too_large, EMSGSIZE), refused by the socket (send_failed, e.g. ICMP port unreachable)",
-            &rows,
+            &by_name("reason", &crate::stats::UDP_DROPS, |u| &u.dropped),
+        )?;
+        counter(
+            &mut encoder,
+            "fulcrum_listener_quic_flows",
+            "QUIC pools' new flows by how they found their member: a QUIC-LB server ID in the connection ID (server_id), the hash of an Initial's client-chosen DCID (dcid_hash), source-IP persistence and hash (source)",
+            &by_name("path", &crate::stats::QUIC_PATHS, |u| &u.quic_paths),
         )?;
         let rows: Vec<_> = listeners.iter().flat_map(|(l, s)| by_class(l, s)).collect();
         counter(

@@ -160,6 +160,10 @@ pub struct PoolRt {
     /// Member index by id and by persistence cookie, for bound requests.
     pub by_id: HashMap<MemberId, usize>,
     pub by_cookie: HashMap<String, usize>,
+    /// QUIC pools with `quic_lb`: where connection IDs carry a server ID, and the member
+    /// index of each member's server ID (members without one are not in it).
+    pub quic_lb: Option<fulcrum_balance::quic::PlaintextConfig>,
+    pub by_server_id: HashMap<Vec<u8>, usize>,
 }
 
 impl PoolRt {
@@ -296,8 +300,29 @@ impl PoolRt {
             .enumerate()
             .map(|(i, m)| (m.cookie.clone(), i))
             .collect();
+        let quic_lb = pool
+            .spec
+            .quic_lb
+            .filter(|_| pool.spec.protocol == PoolProtocol::Quic)
+            .map(|q| fulcrum_balance::quic::PlaintextConfig {
+                config_id: q.config_id,
+                server_id_len: usize::from(q.server_id_len),
+                nonce_len: usize::from(q.nonce_len),
+            });
+        // Server IDs of another length than the pool's (validation keeps them out) would
+        // never match: left out.
+        let by_server_id = members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let sid = cfg.member(id, &m.id)?.value.spec.server_id_bytes()?;
+                (Some(sid.len()) == quic_lb.map(|q| q.server_id_len)).then_some((sid, i))
+            })
+            .collect();
         let refused = refusals(id, &pool_upstream, &members);
         Some(PoolRt {
+            quic_lb,
+            by_server_id,
             name: pool.spec.name.clone(),
             loadbalancer: pool.loadbalancer_id.clone(),
             refused,

@@ -165,6 +165,18 @@ pub(crate) enum UdpDrop {
 }
 pub(crate) const UDP_DROPS: [&str; 4] = ["flow_cap", "no_member", "too_large", "send_failed"];
 
+/// How a QUIC pool's new flow found its member.
+#[derive(Clone, Copy)]
+pub(crate) enum QuicPath {
+    /// The connection ID carried a live member's QUIC-LB server ID.
+    ServerId = 0,
+    /// An Initial or 0-RTT packet: the consistent hash of its client-chosen DCID.
+    DcidHash = 1,
+    /// Neither: source-IP persistence, then the source-IP hash.
+    Source = 2,
+}
+pub(crate) const QUIC_PATHS: [&str; 3] = ["server_id", "dcid_hash", "source"];
+
 /// A UDP listener's flows and datagrams, summed over its workers.
 #[derive(Debug, Default)]
 pub struct UdpCounters {
@@ -175,11 +187,17 @@ pub struct UdpCounters {
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
     pub(crate) dropped: [AtomicU64; UDP_DROPS.len()],
+    /// QUIC pools' new flows, by how they found their member.
+    pub(crate) quic_paths: [AtomicU64; QUIC_PATHS.len()],
 }
 
 impl UdpCounters {
     pub(crate) fn dropped(&self, why: UdpDrop) {
         self.dropped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn quic(&self, path: QuicPath) {
+        self.quic_paths[path as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 

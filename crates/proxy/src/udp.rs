@@ -10,6 +10,17 @@
 //! shared. A flow ends when neither side sent anything for the listener's idle timeout, or
 //! when the listener goes; it is then logged (one access-log record per flow) and its
 //! member lease released.
+//!
+//! QUIC pools (`QUIC_CID`; a UDP or QUIC listener) route each datagram by its QUIC header
+//! ([`quic_route`], the QUIC-LB draft's forwarding order): a connection ID that carries a
+//! live member's server ID goes to that member, even from a client address never seen
+//! before (connection migration, NAT rebinding: the new address gets a flow of its own to
+//! the same member, which validates the new path itself); an Initial or 0-RTT packet goes by
+//! the consistent hash of the DCID its client chose; anything else follows the client's
+//! flow, else the pool's source-IP persistence and hash. A flow is keyed by client address
+//! alone, so a client address talks to one member at a time: a datagram whose server ID
+//! names another member than its flow's ends that flow and opens one to the named member.
+//! Since a server ID needs no table, any worker routes it the same (no BPF steering).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,17 +28,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use fulcrum_balance::quic::{self, Header};
 use fulcrum_model::{ListenerId, PoolProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::access_log::{Entry, Termination};
 use crate::context::Shared;
-use crate::select::{SourceAffinity, Tried};
+use crate::select::{SourceAffinity, Tried, pick};
 use crate::settings::Target;
 use crate::snapshot::PoolRt;
 use crate::state::Lease;
-use crate::stats::{ListenerCounters, UdpDrop};
+use crate::stats::{ListenerCounters, QuicPath, UdpDrop};
 
 /// Flows a UDP listener keeps open at most when its `connection_limit` does not say: each
 /// costs a socket (a file descriptor and an ephemeral port).
@@ -155,6 +167,13 @@ impl<V> FlowTable<V> {
         open.fetch_sub((out.len() - before) as u64, Ordering::Relaxed);
     }
 
+    /// Removes the client's flow.
+    pub fn remove(&mut self, client: &SocketAddr, open: &AtomicU64) -> Option<V> {
+        let slot = self.flows.remove(client)?;
+        open.fetch_sub(1, Ordering::Relaxed);
+        Some(slot.value)
+    }
+
     /// Removes every flow (the listener is going), into `out`.
     pub fn drain(&mut self, open: &AtomicU64, out: &mut Vec<(SocketAddr, V)>) {
         let n = self.flows.len();
@@ -251,12 +270,23 @@ pub(crate) async fn serve(
         counters.udp.datagrams_in.fetch_add(1, Ordering::Relaxed);
         counters.bytes(n as u64, 0);
         let now = now_ms();
+        // A QUIC datagram whose server ID names another member than its flow's: that
+        // flow ends, and one to the named member opens.
+        if let Some(flow) = table.get(&client, now)
+            && let QuicRoute::Member(idx) = quic_route(&flow.pool, datagram)
+            && idx != flow.idx
+            && let Some(old) = table.remove(&client, &counters.udp.flows_open)
+        {
+            end(&dp, &id, client, old, Termination::Done);
+        }
         let flow = match table.get(&client, now) {
             Some(flow) => flow,
-            None => match open_flow(&dp, &id, &socket, client, &mut table, now, epoch).await {
-                Some(flow) => flow,
-                None => continue,
-            },
+            None => {
+                match open_flow(&dp, &id, &socket, client, datagram, &mut table, now, epoch).await {
+                    Some(flow) => flow,
+                    None => continue,
+                }
+            }
         };
         flow.io.packets_in.fetch_add(1, Ordering::Relaxed);
         flow.io.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -288,13 +318,54 @@ fn sweep_interval(idle: Duration) -> Duration {
     (idle / 8).clamp(SWEEP_MIN, SWEEP_MAX)
 }
 
+/// How a QUIC pool's datagram picks its member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QuicRoute {
+    /// Its connection ID carries the server ID of this member, which may serve it (a
+    /// drained member still serves its connections; an offline or failed one does not).
+    Member(usize),
+    /// An Initial or 0-RTT packet: the consistent hash of the DCID its client chose, so all
+    /// of a connection's first packets land together.
+    Hash(u64),
+    /// Anything else (not QUIC, no valid server ID): the client's flow, else source-IP
+    /// persistence and hash, as a UDP flow.
+    Source,
+}
+
+/// The route of `datagram` in `pool` (always [`QuicRoute::Source`] for a UDP pool).
+/// Allocates nothing.
+pub(crate) fn quic_route(pool: &PoolRt, datagram: &[u8]) -> QuicRoute {
+    if pool.protocol != PoolProtocol::Quic {
+        return QuicRoute::Source;
+    }
+    let short_dcid_len = pool.quic_lb.map_or(0, |q| q.cid_len());
+    let Ok(header) = quic::parse(datagram, short_dcid_len) else {
+        return QuicRoute::Source;
+    };
+    if let Some(cfg) = &pool.quic_lb
+        && let Some(sid) = cfg.server_id(header.dcid())
+        && let Some(&idx) = pool.by_server_id.get(sid)
+        && pool.bound(idx).is_some()
+    {
+        return QuicRoute::Member(idx);
+    }
+    match header {
+        Header::Long { kind, dcid, .. } if kind.client_chosen_dcid() => {
+            QuicRoute::Hash(fulcrum_balance::hash_bytes(dcid))
+        }
+        _ => QuicRoute::Source,
+    }
+}
+
 /// Picks a member for a new flow and connects its socket; None when the datagram is
 /// dropped (counted: no pool or member, the cap, no socket).
+#[allow(clippy::too_many_arguments)]
 async fn open_flow<'t>(
     dp: &Arc<Shared>,
     id: &ListenerId,
     listener: &Arc<UdpSocket>,
     client: SocketAddr,
+    datagram: &[u8],
     table: &'t mut FlowTable<Flow>,
     now: u64,
     epoch: Instant,
@@ -306,7 +377,7 @@ async fn open_flow<'t>(
         (
             l.default_pool
                 .clone()
-                .filter(|p| p.protocol == PoolProtocol::Udp),
+                .filter(|p| matches!(p.protocol, PoolProtocol::Udp | PoolProtocol::Quic)),
             u64::from(cap),
             dp.log_for(l).is_some(),
             l.counters.clone(),
@@ -322,11 +393,24 @@ async fn open_flow<'t>(
     }
     let mut affinity = SourceAffinity::of(&pool, client.ip());
     let client_hash = fulcrum_balance::hash_ip(client.ip());
+    let route = quic_route(&pool, datagram);
+    if pool.protocol == PoolProtocol::Quic {
+        counters.udp.quic(match route {
+            QuicRoute::Member(_) => QuicPath::ServerId,
+            QuicRoute::Hash(_) => QuicPath::DcidHash,
+            QuicRoute::Source => QuicPath::Source,
+        });
+    }
     let mut tried = Tried::default();
     // A member whose name does not resolve, or whose socket cannot be made, is passed over
     // for the next one (as a failed TCP connect is).
     let (idx, upstream) = loop {
-        let Some(idx) = affinity.next(&pool, client_hash, &tried) else {
+        let next = match route {
+            QuicRoute::Member(idx) => (!tried.contains(idx)).then_some(idx),
+            QuicRoute::Hash(h) => pick(&pool, h, &tried),
+            QuicRoute::Source => affinity.next(&pool, client_hash, &tried),
+        };
+        let Some(idx) = next else {
             counters.udp.dropped(UdpDrop::NoMember);
             return None;
         };
