@@ -185,7 +185,10 @@ mod tests {
         p
     }
 
-    fn check(datagram: &[u8], expect: Result<(u32, LongType, &[u8], &[u8]), Malformed>) {
+    /// A long header's fields: version, type, DCID, SCID.
+    type Long<'a> = (u32, LongType, &'a [u8], &'a [u8]);
+
+    fn check(datagram: &[u8], expect: Result<Long<'_>, Malformed>) {
         let got = parse(datagram, 8).map(|h| match h {
             Header::Long {
                 version,

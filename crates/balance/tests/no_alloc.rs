@@ -109,6 +109,33 @@ fn select_does_not_allocate_10_000() {
     check(10_000);
 }
 
+/// Reading a QUIC header and a QUIC-LB server ID, then hashing the DCID, as a QUIC pool does
+/// for every datagram.
+#[test]
+fn quic_routing_does_not_allocate() {
+    use fulcrum_balance::quic::{self, PlaintextConfig};
+    let cfg = PlaintextConfig {
+        config_id: 0,
+        server_id_len: 3,
+        nonce_len: 4,
+    };
+    let mut initial = vec![0xc0, 0, 0, 0, 1, 20];
+    initial.extend_from_slice(&[7; 20]);
+    initial.extend_from_slice(&[0; 1200]);
+    let short = [0x41, 0x07, 0xc4, 0x60, 0x5e, 0x45, 0x04, 0xcc, 0x4f, 0xaa];
+    let mut found = 0;
+    let made = allocations(|| {
+        for datagram in [&initial[..], &short[..], &initial[..9], &[][..]] {
+            if let Ok(h) = quic::parse(datagram, cfg.cid_len()) {
+                found += usize::from(cfg.server_id(h.dcid()).is_some());
+                std::hint::black_box(fulcrum_balance::hash_bytes(h.dcid()));
+            }
+        }
+    });
+    assert_eq!(made, 0);
+    assert_eq!(found, 1, "the short header's server ID");
+}
+
 #[test]
 fn the_counter_works() {
     assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);

@@ -427,6 +427,58 @@ async fn the_generated_token_is_private_and_found_by_the_cli() {
     );
 }
 
+/// A QUIC pool with its QUIC-LB config and members' server IDs, from an apply document; a
+/// server ID of the wrong length is refused with the member named.
+#[tokio::test]
+async fn apply_takes_quic_pools_with_server_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let doc = r#"
+loadbalancers:
+  - name: quic
+    vip_address: 127.0.0.1
+    pools:
+      - name: q
+        protocol: QUIC
+        algorithm: QUIC_CID
+        session_persistence: {type: SOURCE_IP, persistence_timeout: 5}
+        quic_lb: {server_id_len: 3, nonce_len: 6}
+        members:
+          - {address: 127.0.0.1, port: 4433, server_id: 0a0b0c}
+          - {address: 127.0.0.1, port: 4434, server_id: 0a0b0d}
+    listeners:
+      - {name: udp, protocol: UDP, port: PORT, default_pool: q}
+"#
+    .replace("PORT", &common::free_port().to_string());
+    let file = dir.path().join("quic.yaml");
+    std::fs::write(&file, &doc).expect("write");
+    let path = file.to_str().expect("path");
+    let (ok, out, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(ok, "{out}{err}");
+    let api = server.client();
+    let pool = &api.items("/v1/pools").await[0];
+    assert_eq!(pool["quic_lb"]["nonce_len"], 6, "{pool}");
+    let members = api
+        .items(&format!(
+            "/v1/pools/{}/members",
+            pool["id"].as_str().expect("id")
+        ))
+        .await;
+    let mut ids: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m["server_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["0a0b0c", "0a0b0d"]);
+    std::fs::write(&file, doc.replace("0a0b0d", "0a0b")).expect("write");
+    let (ok, _, err) = fulcrum(&server, &["apply", "-f", path]);
+    assert!(!ok);
+    assert!(
+        err.contains("members[1].server_id") && err.contains("must be 3 bytes"),
+        "{err}"
+    );
+}
+
 /// `apply --prune` deletes what the file no longer has; without it, only members follow the
 /// file exactly and the rest stays.
 #[tokio::test]

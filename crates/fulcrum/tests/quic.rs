@@ -145,7 +145,7 @@ impl Client {
         let mut config =
             quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).expect("client")));
         config.transport_config(transport());
-        let mut endpoint = Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client");
+        let mut endpoint = Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client");
         endpoint.set_default_client_config(config);
         let conn = tokio::time::timeout(
             Duration::from_secs(10),
@@ -435,4 +435,84 @@ async fn huawei_quic_pools_with_quic_cid_serve_quic() {
         "connections spread over both members: {names:?}"
     );
     assert_eq!(quic_flows(&f, "dcid_hash").await, names.len() as f64);
+}
+
+/// The native API refuses bad QUIC-LB settings by field, and shows what it accepted.
+#[tokio::test]
+async fn quic_lb_and_server_ids_through_the_native_api() {
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    let pool = f
+        .apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(
+                json!({"name": "q", "protocol": "QUIC", "algorithm": "QUIC_CID",
+                "session_persistence": {"type": "SOURCE_IP"},
+                "quic_lb": {"server_id_len": 2, "config_id": 1}}),
+            ),
+        )
+        .await
+        .id();
+    let p = f.read(&format!("/v1/pools/{pool}")).await;
+    assert_eq!(
+        p["quic_lb"],
+        json!({"config_id": 1, "server_id_len": 2, "nonce_len": 4}),
+        "{p}"
+    );
+    let member = f.member(&pool, 4433, json!({"server_id": "0a0b"})).await;
+    let m = f.read(&format!("/v1/pools/{pool}/members/{member}")).await;
+    assert_eq!(m["server_id"], "0a0b", "{m}");
+    let members = format!("/v1/pools/{pool}/members");
+    let cases = [
+        (
+            members.as_str(),
+            "POST",
+            json!({"address": "127.0.0.1", "port": 4434, "server_id": "0A0B"}),
+            "server_id",
+        ),
+        (
+            &members,
+            "POST",
+            json!({"address": "127.0.0.1", "port": 4434, "server_id": "0a0b0c"}),
+            "server_id",
+        ),
+        (
+            &members,
+            "POST",
+            json!({"address": "127.0.0.1", "port": 4434, "server_id": "zz"}),
+            "server_id",
+        ),
+    ];
+    for (path, method, body, field) in cases {
+        let r = f.api.call(method, path, Some(body.clone())).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.body["field"].as_str().is_some_and(|f| f.ends_with(field)),
+            "{body}: {}",
+            r.body
+        );
+    }
+    // The pool's server-ID length cannot change under its members' IDs.
+    let r = f
+        .api
+        .call(
+            "PATCH",
+            &format!("/v1/pools/{pool}"),
+            Some(json!({"quic_lb": {"server_id_len": 3}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["field"], "quic_lb", "{}", r.body);
+    // Only QUIC pools take quic_lb.
+    let r = f
+        .api
+        .call(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"protocol": "UDP", "quic_lb": {"server_id_len": 2}})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["field"], "quic_lb", "{}", r.body);
 }

@@ -266,7 +266,7 @@ pub fn check_unique_endpoints<'a>(
 
 /// Hex bytes (either case, at least one byte), as a `server_id` is written.
 pub fn parse_server_id(hex: &str) -> Option<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |b: u8| (b as char).to_digit(16);
