@@ -120,7 +120,9 @@ fn quic_routing_does_not_allocate() {
         nonce_len: 4,
     };
     let mut initial = vec![0xc0, 0, 0, 0, 1, 20];
-    initial.extend_from_slice(&[7; 20]);
+    // A client-chosen DCID whose first octet marks it unroutable (config ID 7).
+    initial.push(0xe0);
+    initial.extend_from_slice(&[7; 19]);
     initial.extend_from_slice(&[0; 1200]);
     let short = [0x41, 0x07, 0xc4, 0x60, 0x5e, 0x45, 0x04, 0xcc, 0x4f, 0xaa];
     let mut found = 0;
