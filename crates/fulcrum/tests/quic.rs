@@ -200,11 +200,7 @@ async fn quic_stack(
         let extra = server_id.map_or(json!({}), |s| json!({"server_id": s}));
         f.member(&pool, *port, extra).await;
     }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_udp_port();
     f.listener(&lb, listener_protocol, port, Some(&pool)).await;
     port
 }
@@ -323,34 +319,12 @@ async fn members_without_server_ids_get_hashed_initials_and_lose_migrating_clien
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huawei_quic_pools_with_quic_cid_serve_quic() {
-    use common::huawei::{HUAWEI_CONFIG, Huawei};
-    use common::stack::eventually;
+    use common::huawei::HUAWEI_CONFIG;
+    use common::stack::{huawei_lb, listener_online};
     let f = Fulcrum::start_configured(HUAWEI_CONFIG, &[]);
     let (a, cert_a) = Member::start("a", None);
     let (b, cert_b) = Member::start("b", None);
-    let subnet = f
-        .ok(
-            "POST",
-            "/v1/subnets",
-            Some(json!({"name": "s", "cidr": "127.0.0.0/24", "vpc_id": "vpc"})),
-        )
-        .await
-        .id();
-    let h = Huawei::new(&f.api);
-    let lb = h
-        .expect(
-            201,
-            "POST",
-            "/v3/{p}/elb/loadbalancers",
-            Some(json!({"loadbalancer": {"name": "quic", "vpc_id": "vpc"}})),
-        )
-        .await;
-    let vip: std::net::IpAddr = lb["loadbalancer"]["vip_address"]
-        .as_str()
-        .expect("vip")
-        .parse()
-        .expect("vip address");
-    let lb = lb["loadbalancer"]["id"].as_str().expect("id").to_owned();
+    let (h, subnet, lb, vip) = huawei_lb(&f, "quic").await;
     // Created with SOURCE_IP, then switched to QUIC_CID with update_pool (seed 002).
     let pool = h
         .expect(
@@ -385,11 +359,7 @@ async fn huawei_quic_pools_with_quic_cid_serve_quic() {
         )
         .await;
     }
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_udp_port();
     let l = h
         .expect(
             201,
@@ -402,13 +372,8 @@ async fn huawei_quic_pools_with_quic_cid_serve_quic() {
         )
         .await;
     let listener = l["listener"]["id"].as_str().expect("id").to_owned();
-    let online = eventually(Duration::from_secs(10), || async {
-        let l = f.read(&format!("/v1/listeners/{listener}")).await;
-        l["operating_status"] == "ONLINE" && l["provisioning_status"] == "ACTIVE"
-    })
-    .await;
     assert!(
-        online,
+        listener_online(&f, &listener).await,
         "the Huawei UDP listener of a QUIC pool is not ONLINE"
     );
     // Huawei members carry no server ID: handshakes are hashed by DCID, over both members.

@@ -91,14 +91,7 @@ impl Client {
     }
 }
 
-/// A UDP port free right now on 127.0.0.1.
-fn udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use common::free_udp_port as udp_port;
 
 /// A UDP pool with one member per echo, behind a UDP listener (`listener` merged into its
 /// body); returns the pool, its members and the listener's id and port.
@@ -297,31 +290,11 @@ async fn new_flows_past_the_cap_are_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huawei_v2_and_v3_udp_listeners_and_pools_serve() {
-    use common::huawei::{HUAWEI_CONFIG, Huawei};
+    use common::huawei::HUAWEI_CONFIG;
+    use common::stack::{huawei_lb, listener_online};
     let f = Fulcrum::start_configured(HUAWEI_CONFIG, &[]);
     let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
-    let subnet = f
-        .ok(
-            "POST",
-            "/v1/subnets",
-            Some(json!({"name": "s", "cidr": "127.0.0.0/24", "vpc_id": "vpc"})),
-        )
-        .await
-        .id();
-    let h = Huawei::new(&f.api);
-    let lb = h
-        .expect(
-            201,
-            "POST",
-            "/v3/{p}/elb/loadbalancers",
-            Some(json!({"loadbalancer": {"name": "udp", "vpc_id": "vpc"}})),
-        )
-        .await;
-    let vip = lb["loadbalancer"]["vip_address"]
-        .as_str()
-        .expect("vip")
-        .to_owned();
-    let lb = lb["loadbalancer"]["id"].as_str().expect("id").to_owned();
+    let (h, subnet, lb, vip) = huawei_lb(&f, "udp").await;
     let pool = h
         .expect(
             201,
@@ -364,14 +337,11 @@ async fn huawei_v2_and_v3_udp_listeners_and_pools_serve() {
         "Huawei's UDP default: {l}"
     );
     let listener = l["listener"]["id"].as_str().expect("id").to_owned();
-    let online = eventually(Duration::from_secs(10), || async {
-        let l = f.read(&format!("/v1/listeners/{listener}")).await;
-        l["operating_status"] == "ONLINE" && l["provisioning_status"] == "ACTIVE"
-    })
-    .await;
-    assert!(online, "the Huawei UDP listener is not ONLINE");
+    assert!(
+        listener_online(&f, &listener).await,
+        "the Huawei UDP listener is not ONLINE"
+    );
     // Traffic to the VIP; source-IP persistence keeps new flows on the first one's member.
-    let vip: std::net::IpAddr = vip.parse().expect("vip");
     let client = |port| async move {
         let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         s.connect((vip, port)).await.expect("connect");
@@ -417,15 +387,11 @@ async fn huawei_v2_and_v3_udp_listeners_and_pools_serve() {
         )
         .await;
     assert_eq!(l2["listener"]["protocol"], "UDP", "{l2}");
-    // Huawei's create may answer before the data plane serves it: wait until it does
-    // (a datagram sent earlier would meet a closed port).
     let listener2 = l2["listener"]["id"].as_str().expect("id").to_owned();
-    let online = eventually(Duration::from_secs(10), || async {
-        let l = f.read(&format!("/v1/listeners/{listener2}")).await;
-        l["operating_status"] == "ONLINE" && l["provisioning_status"] == "ACTIVE"
-    })
-    .await;
-    assert!(online, "the v2 UDP listener is not ONLINE");
+    assert!(
+        listener_online(&f, &listener2).await,
+        "the v2 UDP listener is not ONLINE"
+    );
     assert_eq!(client(port2).await.member("v2").await, "a");
 }
 

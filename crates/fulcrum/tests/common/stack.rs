@@ -2,7 +2,7 @@
 //! uses: [`Fulcrum`] creates a load balancer, pools, members, listeners and monitors and
 //! waits until each change is served; [`Stack`] is one pool behind one listener.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -336,4 +336,44 @@ pub async fn access_log_records(path: &std::path::Path, n: usize) -> Vec<serde_j
     })
     .await;
     last
+}
+
+/// A Huawei v3 load balancer in VPC `vpc` with a native subnet 127.0.0.0/24 for its members
+/// (started with `HUAWEI_CONFIG`): the Huawei caller, the subnet's id, the load balancer's id
+/// and its VIP.
+pub async fn huawei_lb(f: &Fulcrum, name: &str) -> (super::huawei::Huawei, String, String, IpAddr) {
+    let subnet = f
+        .ok(
+            "POST",
+            "/v1/subnets",
+            Some(json!({"name": "s", "cidr": "127.0.0.0/24", "vpc_id": "vpc"})),
+        )
+        .await
+        .id();
+    let h = super::huawei::Huawei::new(&f.api);
+    let lb = h
+        .expect(
+            201,
+            "POST",
+            "/v3/{p}/elb/loadbalancers",
+            Some(json!({"loadbalancer": {"name": name, "vpc_id": "vpc"}})),
+        )
+        .await;
+    let vip = lb["loadbalancer"]["vip_address"]
+        .as_str()
+        .expect("vip")
+        .parse()
+        .expect("vip address");
+    let lb = lb["loadbalancer"]["id"].as_str().expect("id").to_owned();
+    (h, subnet, lb, vip)
+}
+
+/// Whether the listener is ONLINE and ACTIVE within 10 s: Huawei's create may answer before
+/// the data plane serves it (a datagram sent earlier would meet a closed port).
+pub async fn listener_online(f: &Fulcrum, listener: &str) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        let l = f.read(&format!("/v1/listeners/{listener}")).await;
+        l["operating_status"] == "ONLINE" && l["provisioning_status"] == "ACTIVE"
+    })
+    .await
 }
