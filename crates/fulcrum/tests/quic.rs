@@ -320,24 +320,21 @@ async fn members_without_server_ids_get_hashed_initials_and_lose_migrating_clien
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huawei_quic_pools_with_quic_cid_serve_quic() {
     use common::huawei::HUAWEI_CONFIG;
-    use common::stack::{huawei_lb, listener_online};
+    use common::stack::{eventually, huawei_lb, huawei_udp_pool};
     let f = Fulcrum::start_configured(HUAWEI_CONFIG, &[]);
     let (a, cert_a) = Member::start("a", None);
     let (b, cert_b) = Member::start("b", None);
     let (h, subnet, lb, vip) = huawei_lb(&f, "quic").await;
     // Created with SOURCE_IP, then switched to QUIC_CID with update_pool (seed 002).
-    let pool = h
-        .expect(
-            201,
-            "POST",
-            "/v3/{p}/elb/pools",
-            Some(json!({"pool": {"loadbalancer_id": lb, "protocol": "QUIC",
-                "lb_algorithm": "SOURCE_IP", "name": "quic",
-                "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}}})),
-        )
-        .await;
-    assert_eq!(pool["pool"]["protocol"], "QUIC", "{pool}");
-    let pool = pool["pool"]["id"].as_str().expect("id").to_owned();
+    let (pool, port, _) = huawei_udp_pool(
+        &f,
+        &h,
+        (&lb, &subnet),
+        json!({"protocol": "QUIC", "lb_algorithm": "SOURCE_IP", "name": "quic",
+            "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}}),
+        &[a.port, b.port],
+    )
+    .await;
     let updated = h
         .expect(
             200,
@@ -347,35 +344,11 @@ async fn huawei_quic_pools_with_quic_cid_serve_quic() {
         )
         .await;
     assert_eq!(updated["pool"]["lb_algorithm"], "QUIC_CID", "{updated}");
-    for m in [&a, &b] {
-        h.expect(
-            201,
-            "POST",
-            &format!("/v3/{{p}}/elb/pools/{pool}/members"),
-            Some(
-                json!({"member": {"address": "127.0.0.1", "protocol_port": m.port,
-                "subnet_cidr_id": subnet}}),
-            ),
-        )
-        .await;
-    }
-    let port = common::free_udp_port();
-    let l = h
-        .expect(
-            201,
-            "POST",
-            "/v3/{p}/elb/listeners",
-            Some(
-                json!({"listener": {"loadbalancer_id": lb, "protocol": "UDP",
-                "protocol_port": port, "default_pool_id": pool}}),
-            ),
-        )
-        .await;
-    let listener = l["listener"]["id"].as_str().expect("id").to_owned();
-    assert!(
-        listener_online(&f, &listener).await,
-        "the Huawei UDP listener of a QUIC pool is not ONLINE"
-    );
+    let served = eventually(Duration::from_secs(10), || async {
+        f.read(&format!("/v1/pools/{pool}")).await["provisioning_status"] == "ACTIVE"
+    })
+    .await;
+    assert!(served, "the pool's update is not served");
     // Huawei members carry no server ID: handshakes are hashed by DCID, over both members.
     let roots = [cert_a, cert_b];
     let mut names = Vec::new();

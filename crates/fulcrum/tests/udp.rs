@@ -291,55 +291,23 @@ async fn new_flows_past_the_cap_are_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huawei_v2_and_v3_udp_listeners_and_pools_serve() {
     use common::huawei::HUAWEI_CONFIG;
-    use common::stack::{huawei_lb, listener_online};
+    use common::stack::{huawei_lb, huawei_udp_pool, listener_online};
     let f = Fulcrum::start_configured(HUAWEI_CONFIG, &[]);
     let (a, b) = (UdpEcho::start("a").await, UdpEcho::start("b").await);
     let (h, subnet, lb, vip) = huawei_lb(&f, "udp").await;
-    let pool = h
-        .expect(
-            201,
-            "POST",
-            "/v3/{p}/elb/pools",
-            Some(json!({"pool": {"loadbalancer_id": lb, "protocol": "UDP",
-                "lb_algorithm": "ROUND_ROBIN", "name": "udp",
-                "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}}})),
-        )
-        .await;
-    assert_eq!(pool["pool"]["protocol"], "UDP", "{pool}");
-    let pool = pool["pool"]["id"].as_str().expect("id").to_owned();
-    for e in [&a, &b] {
-        h.expect(
-            201,
-            "POST",
-            &format!("/v3/{{p}}/elb/pools/{pool}/members"),
-            Some(
-                json!({"member": {"address": "127.0.0.1", "protocol_port": e.port,
-                "subnet_cidr_id": subnet}}),
-            ),
-        )
-        .await;
-    }
-    let port = udp_port();
-    let l = h
-        .expect(
-            201,
-            "POST",
-            "/v3/{p}/elb/listeners",
-            Some(
-                json!({"listener": {"loadbalancer_id": lb, "protocol": "UDP",
-                "protocol_port": port, "default_pool_id": pool}}),
-            ),
-        )
-        .await;
+    let (_, port, l) = huawei_udp_pool(
+        &f,
+        &h,
+        (&lb, &subnet),
+        json!({"protocol": "UDP", "lb_algorithm": "ROUND_ROBIN", "name": "udp",
+            "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}}),
+        &[a.port, b.port],
+    )
+    .await;
     assert_eq!(l["listener"]["protocol"], "UDP", "{l}");
     assert_eq!(
         l["listener"]["keepalive_timeout"], 300,
         "Huawei's UDP default: {l}"
-    );
-    let listener = l["listener"]["id"].as_str().expect("id").to_owned();
-    assert!(
-        listener_online(&f, &listener).await,
-        "the Huawei UDP listener is not ONLINE"
     );
     // Traffic to the VIP; source-IP persistence keeps new flows on the first one's member.
     let client = |port| async move {

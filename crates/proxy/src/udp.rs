@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fulcrum_balance::quic::{self, Header};
-use fulcrum_model::{ListenerId, PoolProtocol};
+use fulcrum_model::{Algorithm, ListenerId, PoolProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -332,10 +332,11 @@ pub(crate) enum QuicRoute {
     Source,
 }
 
-/// The route of `datagram` in `pool` (always [`QuicRoute::Source`] for a UDP pool).
+/// The route of `datagram` in `pool` (always [`QuicRoute::Source`] but for a QUIC pool
+/// balanced by `QUIC_CID`: a QUIC pool with another algorithm is balanced as a UDP pool).
 /// Allocates nothing.
 pub(crate) fn quic_route(pool: &PoolRt, datagram: &[u8]) -> QuicRoute {
-    if pool.protocol != PoolProtocol::Quic {
+    if pool.protocol != PoolProtocol::Quic || pool.algorithm != Algorithm::QuicCid {
         return QuicRoute::Source;
     }
     let short_dcid_len = pool.quic_lb.map_or(0, |q| q.cid_len());
@@ -394,7 +395,7 @@ async fn open_flow<'t>(
     let mut affinity = SourceAffinity::of(&pool, client.ip());
     let client_hash = fulcrum_balance::hash_ip(client.ip());
     let route = quic_route(&pool, datagram);
-    if pool.protocol == PoolProtocol::Quic {
+    if pool.algorithm == Algorithm::QuicCid {
         counters.udp.quic(match route {
             QuicRoute::Member(_) => QuicPath::ServerId,
             QuicRoute::Hash(_) => QuicPath::DcidHash,

@@ -377,3 +377,57 @@ pub async fn listener_online(f: &Fulcrum, listener: &str) -> bool {
     })
     .await
 }
+
+/// Through Huawei's v3 API on `lb` ([`huawei_lb`]): a pool (`pool`: the create body's fields
+/// besides `loadbalancer_id`) with a member on 127.0.0.1 at each of `ports`, behind a UDP
+/// listener on a free port, served. Returns the pool's id, the port and the listener as
+/// created.
+pub async fn huawei_udp_pool(
+    f: &Fulcrum,
+    h: &super::huawei::Huawei,
+    (lb, subnet): (&str, &str),
+    mut pool: Value,
+    ports: &[u16],
+) -> (String, u16, Value) {
+    pool["loadbalancer_id"] = json!(lb);
+    let created = h
+        .expect(
+            201,
+            "POST",
+            "/v3/{p}/elb/pools",
+            Some(json!({ "pool": pool })),
+        )
+        .await;
+    assert_eq!(created["pool"]["protocol"], pool["protocol"], "{created}");
+    let pool = created["pool"]["id"].as_str().expect("id").to_owned();
+    for port in ports {
+        h.expect(
+            201,
+            "POST",
+            &format!("/v3/{{p}}/elb/pools/{pool}/members"),
+            Some(
+                json!({"member": {"address": "127.0.0.1", "protocol_port": port,
+                "subnet_cidr_id": subnet}}),
+            ),
+        )
+        .await;
+    }
+    let port = super::free_udp_port();
+    let l = h
+        .expect(
+            201,
+            "POST",
+            "/v3/{p}/elb/listeners",
+            Some(
+                json!({"listener": {"loadbalancer_id": lb, "protocol": "UDP",
+                "protocol_port": port, "default_pool_id": pool}}),
+            ),
+        )
+        .await;
+    let listener = l["listener"]["id"].as_str().expect("id");
+    assert!(
+        listener_online(f, listener).await,
+        "the Huawei UDP listener is not ONLINE"
+    );
+    (pool, port, l)
+}
