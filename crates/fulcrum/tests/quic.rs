@@ -179,13 +179,13 @@ impl Client {
 }
 
 /// A QUIC_CID pool (`quic_lb` merged into it) with one member per port and server ID, behind
-/// a `listener_protocol` listener; returns the listener's port.
+/// a `listener_protocol` listener; returns the listener's port, the pool and its members.
 async fn quic_stack(
     f: &Fulcrum,
     quic_lb: Option<Value>,
     members: &[(u16, Option<&str>)],
     listener_protocol: &str,
-) -> u16 {
+) -> (u16, String, Vec<String>) {
     let lb = f.loadbalancer().await;
     let mut body = json!({"name": "quic", "protocol": "QUIC", "algorithm": "QUIC_CID",
         "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1}});
@@ -196,13 +196,14 @@ async fn quic_stack(
         .apply("POST", &format!("/v1/loadbalancers/{lb}/pools"), Some(body))
         .await
         .id();
+    let mut ids = Vec::new();
     for (port, server_id) in members {
         let extra = server_id.map_or(json!({}), |s| json!({"server_id": s}));
-        f.member(&pool, *port, extra).await;
+        ids.push(f.member(&pool, *port, extra).await);
     }
     let port = common::free_udp_port();
     f.listener(&lb, listener_protocol, port, Some(&pool)).await;
-    port
+    (port, pool, ids)
 }
 
 /// Clients connected through `port` until each of the two members holds at least two of
@@ -237,7 +238,7 @@ async fn connections_follow_their_server_id_across_migration() {
     let f = Fulcrum::start();
     let (a, cert_a) = Member::start("a", Some([0x0a, 0x0a, 0x01]));
     let (b, cert_b) = Member::start("b", Some([0x0b, 0x0b, 0x02]));
-    let port = quic_stack(
+    let (port, pool, members) = quic_stack(
         &f,
         Some(json!({"server_id_len": 3})),
         &[(a.port, Some("0a0a01")), (b.port, Some("0B0B02"))],
@@ -268,6 +269,24 @@ async fn connections_follow_their_server_id_across_migration() {
     }
     assert!(quic_flows(&f, "server_id").await >= clients.len() as f64);
     assert!(quic_flows(&f, "dcid_hash").await >= clients.len() as f64);
+
+    // A drained member keeps its connections, wherever their clients move; new ones avoid it.
+    f.patch_member(&pool, &members[0], json!({"drain": true}))
+        .await;
+    for (c, _) in &clients {
+        c.rebind("127.0.0.3");
+    }
+    for (i, (c, name)) in clients.iter().enumerate() {
+        assert_eq!(
+            c.ask().await.as_deref(),
+            Ok(name.as_str()),
+            "client {i} after its second migration, with a drained"
+        );
+    }
+    for _ in 0..4 {
+        let c = Client::connect(port, &roots).await;
+        assert_eq!(c.ask().await.as_deref(), Ok("b"), "a new connection");
+    }
     let open = metric(&f.metrics().await, "fulcrum_listener_udp_flows_open").unwrap_or(0.0);
     assert!(
         open >= 2.0 * clients.len() as f64,
@@ -281,7 +300,7 @@ async fn members_without_server_ids_get_hashed_initials_and_lose_migrating_clien
     let (a, cert_a) = Member::start("a", None);
     let (b, cert_b) = Member::start("b", None);
     // A QUIC listener this time, and no quic_lb: nothing in a connection ID names a member.
-    let port = quic_stack(&f, None, &[(a.port, None), (b.port, None)], "QUIC").await;
+    let (port, _, _) = quic_stack(&f, None, &[(a.port, None), (b.port, None)], "QUIC").await;
     let roots = [cert_a, cert_b];
     let clients = clients_on_both(port, &roots).await;
     assert!(quic_flows(&f, "dcid_hash").await >= clients.len() as f64);
