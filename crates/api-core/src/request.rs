@@ -5,21 +5,21 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     /// The current request's id, so every error rendered during it can carry the id.
-    pub(crate) static REQUEST_ID: String;
+    pub static REQUEST_ID: String;
 }
 
 /// The request id of the request being served, if any.
-pub(crate) fn current_request_id() -> String {
+pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
 /// Echoes the caller's request id (`x-request-id`, or a dialect's own header) or makes
 /// one, and returns it on every response.
-pub(crate) async fn with_request_id(req: Request, next: Next) -> Response {
+pub async fn with_request_id(req: Request, next: Next) -> Response {
     let id = ["x-request-id", "opc-request-id", "x-ms-client-request-id"]
         .iter()
         .find_map(|h| req.headers().get(*h))
@@ -34,7 +34,7 @@ pub(crate) async fn with_request_id(req: Request, next: Next) -> Response {
     resp
 }
 
-pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -46,7 +46,7 @@ pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Resp
 
 /// Marks every response stale while the control plane cannot reach its store (fleet mode
 /// during an etcd outage): reads then show the last configuration this node knew.
-pub(crate) async fn mark_stale(
+pub async fn mark_stale(
     axum::extract::State(control): axum::extract::State<
         std::sync::Arc<fulcrum_control::ControlPlane>,
     >,
@@ -69,7 +69,7 @@ pub(crate) async fn mark_stale(
 
 /// What the outermost API middleware keeps: the API's metrics (when `/metrics` is served)
 /// and the summary of failed authentication.
-pub(crate) struct Observe {
+pub struct Observe {
     pub metrics: Option<std::sync::Arc<crate::metrics::ApiMetrics>>,
     pub auth_failures: std::sync::Arc<crate::auth::AuthFailures>,
 }
@@ -77,12 +77,12 @@ pub(crate) struct Observe {
 /// The operation a route serves, when its template is too broad to say (Azure routes every
 /// backend call through one catch-all): set on the response by the handler.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Operation(pub &'static str);
+pub struct Operation(pub &'static str);
 
 /// Counts every API request by front door, route template, method and status with its
 /// latency, and hands each 401 to the summary of failed authentication (one place for all
 /// four front doors: none of them logs a refused caller itself).
-pub(crate) async fn observe(
+pub async fn observe(
     axum::extract::State(o): axum::extract::State<std::sync::Arc<Observe>>,
     req: Request,
     next: Next,
@@ -129,7 +129,7 @@ pub(crate) async fn observe(
 }
 
 /// The front door a path belongs to: `native` (`/v1`), `oci`, `huawei`, `azure`, or `none`.
-pub(crate) fn front_door(path: &str) -> &'static str {
+pub fn front_door(path: &str) -> &'static str {
     let p = path.trim_start_matches('/');
     let first = p.split('/').next().unwrap_or_default();
     match first {
@@ -159,7 +159,7 @@ fn method_label(m: &http::Method) -> &'static str {
 
 /// Logs the summaries of failed authentication as their intervals end, until the API
 /// is dropped.
-pub(crate) async fn flush_auth_failures(failures: std::sync::Weak<crate::auth::AuthFailures>) {
+pub async fn flush_auth_failures(failures: std::sync::Weak<crate::auth::AuthFailures>) {
     let tick = match failures.upgrade() {
         Some(f) => f.interval.min(std::time::Duration::from_secs(1)),
         None => return,

@@ -62,7 +62,7 @@ impl Role {
     }
 
     /// The least role a native API call (`method` on `path`, under `/v1`) needs.
-    pub(crate) fn needed(method: &http::Method, path: &str) -> Role {
+    pub fn needed(method: &http::Method, path: &str) -> Role {
         if matches!(*method, http::Method::GET | http::Method::HEAD) {
             return Role::Read;
         }
@@ -85,7 +85,7 @@ impl Role {
 }
 
 /// The scope of a native token: every load balancer, or those it names by id or name.
-pub(crate) fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
+pub fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
     if token.loadbalancers.is_empty() {
         return fulcrum_control::Scope::All;
     }
@@ -102,7 +102,7 @@ pub(crate) fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
 
 /// The authenticated caller of the native API: its name, role and scope.
 #[derive(Clone, Debug)]
-pub(crate) struct Principal {
+pub struct Principal {
     pub name: String,
     pub role: Role,
     pub scope: fulcrum_control::Scope,
@@ -119,7 +119,7 @@ impl Principal {
 }
 
 /// The principal whose token matches `presented`, comparing in constant time.
-pub(crate) fn authenticate(tokens: &[ApiToken], presented: &str) -> Option<Principal> {
+pub fn authenticate(tokens: &[ApiToken], presented: &str) -> Option<Principal> {
     let mut found = None;
     for t in tokens {
         if bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())) {
@@ -151,14 +151,14 @@ pub enum CertMatch {
 /// What a verified client certificate names: a request extension on every request of its
 /// connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ClientCertificate {
+pub struct ClientCertificate {
     pub subject_cns: Vec<String>,
     pub dns_names: Vec<String>,
 }
 
 /// The principal of the first mapping that `cert` matches: the token entry of that name,
 /// with its role and scope.
-pub(crate) fn authenticate_certificate(
+pub fn authenticate_certificate(
     mappings: &[ClientCertPrincipal],
     tokens: &[ApiToken],
     cert: &ClientCertificate,
@@ -174,7 +174,7 @@ pub(crate) fn authenticate_certificate(
 }
 
 /// The token in an `Authorization: Bearer …` header value.
-pub(crate) fn bearer(header: &str) -> Option<&str> {
+pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -185,25 +185,25 @@ pub(crate) fn bearer(header: &str) -> Option<&str> {
 /// Why a request was refused as unauthenticated: a dialect's error puts it on its 401
 /// response, for [`AuthFailures`]. It never holds a secret, only what the caller was told.
 #[derive(Clone, Debug)]
-pub(crate) struct AuthRefused(pub String);
+pub struct AuthRefused(pub String);
 
 /// The client address of a request (set by the server; absent in tests that call the
 /// router directly).
-pub(crate) fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+pub fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
     extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
 }
 
 /// A `Retry-After` in whole seconds, rounded up (at least 1).
-pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }
 
 /// Sources whose failures are counted (and throttled) one by one; failures from further
 /// addresses are counted together, so a spray from many addresses cannot grow the table.
-pub(crate) const MAX_SOURCES: usize = 1024;
+pub const MAX_SOURCES: usize = 1024;
 /// The longest reason kept per source.
 const MAX_REASON: usize = 200;
 
@@ -239,7 +239,7 @@ impl AuthThrottle {
 /// ([`AuthThrottle`]). Every front door's 401s pass through here (the API's outermost
 /// middleware, `request::observe`), and every front door asks [`AuthFailures::throttled`]
 /// before it authenticates.
-pub(crate) struct AuthFailures {
+pub struct AuthFailures {
     pub interval: std::time::Duration,
     throttle: AuthThrottle,
     sources: parking_lot::Mutex<Sources>,
@@ -292,7 +292,7 @@ impl Source {
 
 /// A line to log about failed authentication.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum FailureLine {
+pub enum FailureLine {
     /// The first failure from an address (in a while).
     First {
         addr: Option<std::net::IpAddr>,
@@ -318,6 +318,9 @@ pub(crate) enum FailureLine {
 }
 
 impl AuthFailures {
+    /// How often a source address's failures are logged (`ApiConfig`'s default).
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
     pub fn new(interval: std::time::Duration, throttle: AuthThrottle) -> Self {
         AuthFailures {
             interval,
