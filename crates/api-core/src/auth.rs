@@ -203,7 +203,7 @@ pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
 
 /// Sources whose failures are counted (and throttled) one by one; failures from further
 /// addresses are counted together, so a spray from many addresses cannot grow the table.
-pub const MAX_SOURCES: usize = 1024;
+pub(crate) const MAX_SOURCES: usize = 1024;
 /// The longest reason kept per source.
 const MAX_REASON: usize = 200;
 
@@ -240,7 +240,7 @@ impl AuthThrottle {
 /// middleware, `request::observe`), and every front door asks [`AuthFailures::throttled`]
 /// before it authenticates.
 pub struct AuthFailures {
-    pub interval: std::time::Duration,
+    pub(crate) interval: std::time::Duration,
     throttle: AuthThrottle,
     sources: parking_lot::Mutex<Sources>,
 }
@@ -292,7 +292,7 @@ impl Source {
 
 /// A line to log about failed authentication.
 #[derive(Debug, PartialEq, Eq)]
-pub enum FailureLine {
+pub(crate) enum FailureLine {
     /// The first failure from an address (in a while).
     First {
         addr: Option<std::net::IpAddr>,
@@ -345,7 +345,7 @@ impl AuthFailures {
     }
 
     /// Counts one failure; returns the lines to log at once.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         addr: Option<std::net::IpAddr>,
         front_door: &'static str,
@@ -428,7 +428,7 @@ impl AuthFailures {
     /// The summaries of sources whose interval has passed. A source with nothing new for
     /// a whole interval is forgotten (its next failure is logged at once again), unless
     /// its throttle still counts or refuses it.
-    pub fn flush(&self, now: std::time::Instant) -> Vec<FailureLine> {
+    pub(crate) fn flush(&self, now: std::time::Instant) -> Vec<FailureLine> {
         let mut lines = Vec::new();
         let mut sources = self.sources.lock();
         let due = |s: &Source| now.saturating_duration_since(s.since) >= self.interval;
@@ -470,7 +470,7 @@ impl AuthFailures {
     }
 
     /// Logs a line at WARN.
-    pub fn log(line: &FailureLine) {
+    pub(crate) fn log(line: &FailureLine) {
         let show = |addr: &Option<std::net::IpAddr>| {
             addr.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string())
         };

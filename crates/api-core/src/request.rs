@@ -5,11 +5,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     /// The current request's id, so every error rendered during it can carry the id.
-    pub static REQUEST_ID: String;
+    static REQUEST_ID: String;
 }
 
 /// The request id of the request being served, if any.
@@ -19,7 +19,7 @@ pub fn current_request_id() -> String {
 
 /// Echoes the caller's request id (`x-request-id`, or a dialect's own header) or makes
 /// one, and returns it on every response.
-pub async fn with_request_id(req: Request, next: Next) -> Response {
+pub(crate) async fn with_request_id(req: Request, next: Next) -> Response {
     let id = ["x-request-id", "opc-request-id", "x-ms-client-request-id"]
         .iter()
         .find_map(|h| req.headers().get(*h))
@@ -34,7 +34,7 @@ pub async fn with_request_id(req: Request, next: Next) -> Response {
     resp
 }
 
-pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -46,7 +46,7 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Marks every response stale while the control plane cannot reach its store (fleet mode
 /// during an etcd outage): reads then show the last configuration this node knew.
-pub async fn mark_stale(
+pub(crate) async fn mark_stale(
     axum::extract::State(control): axum::extract::State<
         std::sync::Arc<fulcrum_control::ControlPlane>,
     >,
@@ -70,7 +70,7 @@ pub async fn mark_stale(
 /// What the outermost API middleware keeps: the API's metrics (when `/metrics` is served)
 /// and the summary of failed authentication.
 pub struct Observe {
-    pub metrics: Option<std::sync::Arc<crate::metrics::ApiMetrics>>,
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::ApiMetrics>>,
     pub auth_failures: std::sync::Arc<crate::auth::AuthFailures>,
 }
 
@@ -82,7 +82,7 @@ pub struct Operation(pub &'static str);
 /// Counts every API request by front door, route template, method and status with its
 /// latency, and hands each 401 to the summary of failed authentication (one place for all
 /// four front doors: none of them logs a refused caller itself).
-pub async fn observe(
+pub(crate) async fn observe(
     axum::extract::State(o): axum::extract::State<std::sync::Arc<Observe>>,
     req: Request,
     next: Next,
@@ -129,7 +129,7 @@ pub async fn observe(
 }
 
 /// The front door a path belongs to: `native` (`/v1`), `oci`, `huawei`, `azure`, or `none`.
-pub fn front_door(path: &str) -> &'static str {
+pub(crate) fn front_door(path: &str) -> &'static str {
     let p = path.trim_start_matches('/');
     let first = p.split('/').next().unwrap_or_default();
     match first {
@@ -159,7 +159,7 @@ fn method_label(m: &http::Method) -> &'static str {
 
 /// Logs the summaries of failed authentication as their intervals end, until the API
 /// is dropped.
-pub async fn flush_auth_failures(failures: std::sync::Weak<crate::auth::AuthFailures>) {
+pub(crate) async fn flush_auth_failures(failures: std::sync::Weak<crate::auth::AuthFailures>) {
     let tick = match failures.upgrade() {
         Some(f) => f.interval.min(std::time::Duration::from_secs(1)),
         None => return,
