@@ -1,44 +1,38 @@
-//! fulcrum's HTTP API.
+//! fulcrum's HTTP API: one router that serves every front door, the server it runs on
+//! (TLS, connection limits, timeouts), `/metrics` and the dashboard.
 //!
-//! One router serves every front door. The native API lives under `/v1`; each cloud
-//! dialect (`oci`, `huawei`, `azure`) is a module of its own that translates its wire
-//! shapes into control-plane operations and renders errors its own way, in one place.
+//! Each front door is a crate of its own: the native API under `/v1`
+//! (`fulcrum-api-native`) and each cloud dialect (`fulcrum-api-oci`, `fulcrum-api-huawei`,
+//! `fulcrum-api-azure`), which translates its wire shapes into control-plane operations
+//! and renders errors its own way, in one place. What they share (state, authentication,
+//! bodies, request ids, the layers around them) is `fulcrum-api-core`. A new dialect is a
+//! new crate and one line in [`router`].
 //!
-//! Architecture invariant: only this crate knows HTTP and JSON wire shapes. It never
-//! touches the store: every read goes through the control plane's view, every write
+//! Architecture invariant: only the API crates know HTTP and JSON wire shapes. They never
+//! touch the store: every read goes through the control plane's view, every write
 //! through a control-plane operation.
 
 use std::sync::Arc;
 
 use axum::Router;
+use fulcrum_api_core::auth::AuthFailures;
+use fulcrum_api_core::{AppState, observed, observer, with_common_layers};
 use fulcrum_control::{ControlPlane, RateLimiter};
 
-mod auth;
-mod azure;
-mod body;
-mod decode;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod huawei;
 mod metrics;
-mod native;
-mod oci;
-mod request;
 mod server;
 mod tls;
 mod ui;
 
-/// `Retry-After` of a 503 (the store is away or cannot write): every dialect sends it, so
-/// clients back off instead of hammering, and SDKs that honour it retry on their own.
-pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
-
-pub use auth::{ApiToken, AuthThrottle, CertMatch, ClientCertPrincipal, Role};
-pub use azure::AzureConfig;
-pub use huawei::HuaweiConfig;
+pub use fulcrum_api_azure::AzureConfig;
+pub use fulcrum_api_core::auth::{ApiToken, AuthThrottle, CertMatch, ClientCertPrincipal, Role};
+pub use fulcrum_api_huawei::HuaweiConfig;
+pub use fulcrum_api_native::openapi_document;
+pub use fulcrum_api_oci::OciConfig;
 pub use metrics::Metrics;
-pub use native::openapi_document;
-pub use oci::OciConfig;
 pub use server::{ConnectionStats, ServerLimits, raise_fd_limit, serve};
 pub use tls::{ApiTls, ClientAuth, RELOAD_CHECK_INTERVAL, TlsError, TlsFiles};
 
@@ -76,21 +70,10 @@ impl Default for ApiConfig {
             oci: OciConfig::default(),
             huawei: HuaweiConfig::default(),
             azure: AzureConfig::default(),
-            auth_failure_interval: std::time::Duration::from_secs(10),
+            auth_failure_interval: AuthFailures::DEFAULT_INTERVAL,
             auth_throttle: AuthThrottle::default(),
         }
     }
-}
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub control: Arc<ControlPlane>,
-    pub tokens: Arc<Vec<ApiToken>>,
-    pub client_certs: Arc<Vec<ClientCertPrincipal>>,
-    pub limiter: Arc<RateLimiter>,
-    /// Failed authentication by source address: each front door asks it whether a caller
-    /// is throttled before looking at its credentials.
-    pub auth_failures: Arc<auth::AuthFailures>,
 }
 
 /// The whole API as one router. `/metrics`, when given, needs no token, like
@@ -107,7 +90,7 @@ pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Me
     let observe = observer(
         config.auth_failure_interval,
         config.auth_throttle,
-        metrics.as_ref(),
+        metrics.as_ref().map(|(_, api)| api.clone()),
     );
     let state = AppState {
         control,
@@ -116,40 +99,17 @@ pub fn router(control: Arc<ControlPlane>, config: &ApiConfig, metrics: Option<Me
         limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
         auth_failures: observe.auth_failures.clone(),
     };
-    let router = native::router(state.clone())
-        .merge(oci::router(state.clone(), &config.oci))
-        .merge(huawei::router(state.clone(), &config.huawei))
-        .merge(azure::router(state, &config.azure))
-        .layer(axum::middleware::from_fn_with_state(
-            observe,
-            request::observe,
-        ))
-        // The page's own files are not API calls (the calls it makes are).
-        .merge(ui::router());
+    // One line per front door.
+    let front_doors = fulcrum_api_native::router(state.clone())
+        .merge(fulcrum_api_oci::router(state.clone(), &config.oci))
+        .merge(fulcrum_api_huawei::router(state.clone(), &config.huawei))
+        .merge(fulcrum_api_azure::router(state, &config.azure));
+    // The page's own files are not API calls (the calls it makes are).
+    let router = observed(front_doors, observe).merge(ui::router());
     with_common_layers(
         with_metrics(router, metrics.map(|(registry, _)| registry)),
         control_for_stale,
     )
-}
-
-/// The state of the outermost middleware (`request::observe`), and the task that logs
-/// the summaries of failed authentication.
-fn observer(
-    interval: std::time::Duration,
-    throttle: AuthThrottle,
-    metrics: Option<&(
-        Arc<prometheus_client::registry::Registry>,
-        Arc<metrics::ApiMetrics>,
-    )>,
-) -> Arc<request::Observe> {
-    let auth_failures = Arc::new(auth::AuthFailures::new(interval, throttle));
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(request::flush_auth_failures(Arc::downgrade(&auth_failures)));
-    }
-    Arc::new(request::Observe {
-        metrics: metrics.map(|(_, api)| api.clone()),
-        auth_failures,
-    })
 }
 
 /// What a data-plane-only fleet node serves in place of the API: `/v1/health` and
@@ -160,9 +120,9 @@ pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<Metrics>) -> Rou
         control.on_work_request_finished(api.work_request_hook());
     }
     let observe = observer(
-        ApiConfig::default().auth_failure_interval,
+        AuthFailures::DEFAULT_INTERVAL,
         AuthThrottle::OFF,
-        metrics.as_ref(),
+        metrics.as_ref().map(|(_, api)| api.clone()),
     );
     let state = AppState {
         control: control.clone(),
@@ -172,12 +132,9 @@ pub fn probe_router(control: Arc<ControlPlane>, metrics: Option<Metrics>) -> Rou
         auth_failures: observe.auth_failures.clone(),
     };
     let router = Router::new()
-        .route("/v1/health", axum::routing::get(native::health))
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            observe,
-            request::observe,
-        ));
+        .route("/v1/health", axum::routing::get(fulcrum_api_native::health))
+        .with_state(state);
+    let router = observed(router, observe);
     with_common_layers(
         with_metrics(router, metrics.map(|(registry, _)| registry)),
         control,
@@ -210,16 +167,4 @@ fn with_metrics(
             }
         }),
     )
-}
-
-fn with_common_layers(router: Router, control: Arc<ControlPlane>) -> Router {
-    router
-        .layer(axum::middleware::from_fn_with_state(
-            control,
-            request::mark_stale,
-        ))
-        .layer(axum::middleware::from_fn(request::with_request_id))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            request::panic_response,
-        ))
 }

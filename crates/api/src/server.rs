@@ -54,8 +54,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
-use crate::auth::ClientCertificate;
 use crate::tls::ApiTls;
+use fulcrum_api_core::ServedOverTls;
+use fulcrum_api_core::auth::ClientCertificate;
+use fulcrum_api_core::body::BodyTimedOut;
 
 /// The API server's limits (`[api]` in `fulcrum.toml`).
 #[derive(Clone, Debug)]
@@ -133,22 +135,6 @@ impl ConnectionStats {
         self.closed.get_or_create(&CloseLabels { reason }).inc();
     }
 }
-
-/// On a request that came over TLS: links the API builds back to itself say https.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ServedOverTls;
-
-/// Why reading a request body failed: it had not arrived within the body deadline.
-#[derive(Debug)]
-pub(crate) struct BodyTimedOut;
-
-impl std::fmt::Display for BodyTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request body did not arrive in time")
-    }
-}
-
-impl std::error::Error for BodyTimedOut {}
 
 /// Raises the soft limit on open files to the hard limit (as HAProxy does) and returns the
 /// limit now in force (`None`: unlimited or unknown).

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 
-use crate::auth::ClientCertificate;
+use fulcrum_api_core::auth::ClientCertificate;
 
 /// Whether a client must present a certificate (`[api] tls_client_auth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]

@@ -23,7 +23,7 @@ const HUAWEI_AK: &str = "AKLIMITS";
 const HUAWEI_SK: &str = "SKLIMITS";
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const OCI_KEY_ID: &str = "ocid1.tenancy.oc1..aaaatenancy/ocid1.user.oc1..aaaauser/a8:34:00:8e:6f:5c:62:0a:63:e5:63:93:3f:29:7b:24";
-const OCI_PUBLIC_KEY: &str = include_str!("../../api/src/oci/testdata/test_key.pub.pem");
+const OCI_PUBLIC_KEY: &str = include_str!("../../api-oci/src/testdata/test_key.pub.pem");
 const AZURE_BACKEND: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.ApiManagement/service/apim/backends/b1?api-version=2024-05-01";
 
 /// A server whose `[api]` section is `api` (rate limits lifted), with a credential for

@@ -1,6 +1,6 @@
 //! OCI's request signing (HTTP signatures, `rsa-sha256`) as the SDK does it, over the
 //! harness's client: a test calls the OCI dialect with [`Oci::call`] as it calls the native
-//! API with [`Api::call`]. The key is the OCI router's test key (`api/src/oci/testdata`).
+//! API with [`Api::call`]. The key is the OCI router's test key (`api-oci/src/testdata`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Api, Resp};
 
-const PRIVATE_KEY: &str = include_str!("../../../api/src/oci/testdata/router_test_key.pem");
+const PRIVATE_KEY: &str = include_str!("../../../api-oci/src/testdata/router_test_key.pem");
 
 fn private_key() -> rsa::RsaPrivateKey {
     rsa::RsaPrivateKey::from_pkcs8_pem(PRIVATE_KEY).expect("the test key")

@@ -9,11 +9,11 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 
 tokio::task_local! {
     /// The current request's id, so every error rendered during it can carry the id.
-    pub(crate) static REQUEST_ID: String;
+    static REQUEST_ID: String;
 }
 
 /// The request id of the request being served, if any.
-pub(crate) fn current_request_id() -> String {
+pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
@@ -69,15 +69,15 @@ pub(crate) async fn mark_stale(
 
 /// What the outermost API middleware keeps: the API's metrics (when `/metrics` is served)
 /// and the summary of failed authentication.
-pub(crate) struct Observe {
-    pub metrics: Option<std::sync::Arc<crate::metrics::ApiMetrics>>,
+pub struct Observe {
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::ApiMetrics>>,
     pub auth_failures: std::sync::Arc<crate::auth::AuthFailures>,
 }
 
 /// The operation a route serves, when its template is too broad to say (Azure routes every
 /// backend call through one catch-all): set on the response by the handler.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Operation(pub &'static str);
+pub struct Operation(pub &'static str);
 
 /// Counts every API request by front door, route template, method and status with its
 /// latency, and hands each 401 to the summary of failed authentication (one place for all

@@ -30,12 +30,18 @@ use bytes::Bytes;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::AppState;
+// The shared pieces (`fulcrum-api-core`), at the paths this crate's modules name them by
+// (`crate::auth`, `crate::body`, `crate::request`, ...).
+#[cfg(feature = "fuzzing")]
+use fulcrum_api_core::fuzzing;
+use fulcrum_api_core::{AppState, UNAVAILABLE_RETRY_SECS, auth, body, decode, request};
 
 mod certificates;
 mod error;
+/// Entry points for `fulcrum_api::fuzzing` (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
-pub(crate) mod fuzz;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod handlers;
 mod l7;
 mod sign;
@@ -156,7 +162,7 @@ const MAX_BODY: usize = 12 * 1024 * 1024;
 /// (an identifier, not a secret) could otherwise make every connection buffer 12 MB.
 const UNVERIFIED_BODY_BUDGET: usize = 32 * 1024 * 1024;
 
-pub(crate) fn router(state: AppState, config: &HuaweiConfig) -> Router {
+pub fn router(state: AppState, config: &HuaweiConfig) -> Router {
     let hstate = HState {
         app: state,
         config: Arc::new(config.clone()),

@@ -1,11 +1,13 @@
-//! The Huawei signature for `fulcrum_api::fuzzing::huawei_signature`.
+//! The Huawei signature for `fulcrum_api::fuzzing::huawei_signature`, and the request
+//! bodies for `fulcrum_api::fuzzing::huawei_body` (in `handlers.rs`, beside the shapes).
 
 use chrono::{DateTime, Utc};
 
 use super::sign::{canonical_query, canonical_uri, parse_authorization, parse_sdk_date, verify};
 use crate::fuzzing::TextRequest;
+pub use crate::handlers::fuzz_body as body;
 
-pub(crate) fn signature(data: &[u8]) {
+pub fn signature(data: &[u8]) {
     let Some(req) = TextRequest::parse(data) else {
         return;
     };

@@ -7,7 +7,7 @@ use super::filter::{Field, Filter};
 use super::wire::{self, BackendKind, Service};
 use crate::fuzzing::validate_member;
 
-pub(crate) fn filter(data: &[u8]) {
+pub fn filter(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -21,7 +21,7 @@ pub(crate) fn filter(data: &[u8]) {
 }
 
 /// What a PUT of a backend does with its body before it plans the change.
-pub(crate) fn body(data: &[u8]) {
+pub fn body(data: &[u8]) {
     let Ok(body) = serde_json::from_slice(data) else {
         return;
     };
@@ -55,7 +55,7 @@ pub(crate) fn body(data: &[u8]) {
 }
 
 /// What a PUT of an API policy or of an API does with its body before it plans the change.
-pub(crate) fn api(data: &[u8]) {
+pub fn api(data: &[u8]) {
     let Some((first, rest)) = data.split_first() else {
         return;
     };

@@ -35,8 +35,10 @@ mod apis;
 mod auth;
 mod error;
 mod filter;
+/// Entry points for `fulcrum_api::fuzzing` (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
-pub(crate) mod fuzz;
+#[doc(hidden)]
+pub mod fuzz;
 mod policy;
 mod wire;
 
@@ -44,7 +46,13 @@ pub use auth::{AzureToken, JwtConfig};
 use error::AzureError;
 use wire::{BackendKind, BackendProperties, Service};
 
-use crate::AppState;
+// The shared pieces (`fulcrum-api-core`), at the paths this crate's modules name them by
+// (`crate::body`, `crate::request`, ...). `auth` is this dialect's own: the shared one is
+// named in full.
+#[cfg(feature = "fuzzing")]
+use fulcrum_api_core::fuzzing;
+use fulcrum_api_core::{AppState, UNAVAILABLE_RETRY_SECS, body, decode, request};
+
 use crate::request::current_request_id;
 
 /// `[azure]` in `fulcrum.toml`.
@@ -97,7 +105,7 @@ struct Azure {
     gateway: apis::Gateway,
 }
 
-pub(crate) fn router(state: AppState, config: &AzureConfig) -> Router {
+pub fn router(state: AppState, config: &AzureConfig) -> Router {
     let az = Azure {
         app: state,
         auth: Arc::new(auth::Authenticator::new(
@@ -196,7 +204,7 @@ impl Resource {
 }
 
 async fn serve(az: &Azure, req: Request) -> Result<Response, AzureError> {
-    let client = crate::auth::client_ip(req.extensions());
+    let client = fulcrum_api_core::auth::client_ip(req.extensions());
     if let Some(wait) = az
         .app
         .auth_failures
@@ -422,7 +430,7 @@ fn list_backends(
         }
         let over_tls = parts
             .extensions
-            .get::<crate::server::ServedOverTls>()
+            .get::<fulcrum_api_core::ServedOverTls>()
             .is_some();
         list(
             az,
@@ -1355,22 +1363,18 @@ mod router_tests {
         let control = fulcrum_control::ControlPlane::start(Arc::new(store), Default::default())
             .await
             .unwrap();
-        let config = crate::ApiConfig {
-            rate_per_second: 0.001,
-            rate_burst: 1,
-            azure: AzureConfig {
-                tokens: vec![AzureToken {
-                    name: "t".into(),
-                    token: "tok".into(),
-                    subscriptions: None,
-                }],
-                jwt: None,
-                gateway_port: None,
-                bind_address: None,
-            },
-            ..Default::default()
+        let config = AzureConfig {
+            tokens: vec![AzureToken {
+                name: "t".into(),
+                token: "tok".into(),
+                subscriptions: None,
+            }],
+            jwt: None,
+            gateway_port: None,
+            bind_address: None,
         };
-        let app = crate::router(control, &config, None);
+        let app =
+            fulcrum_api_core::single_front_door(control, 0.001, 1, |state| router(state, &config));
         let (status, headers, body) = call(&app, "Bearer nope").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");

@@ -36,7 +36,7 @@ fn keys() -> &'static KeyRing {
     })
 }
 
-pub(crate) fn signature(data: &[u8]) {
+pub fn signature(data: &[u8]) {
     let Some(req) = TextRequest::parse(data) else {
         return;
     };
@@ -55,7 +55,7 @@ pub(crate) fn signature(data: &[u8]) {
     }
 }
 
-pub(crate) fn body(data: &[u8]) {
+pub fn body(data: &[u8]) {
     let Some((which, body)) = pick(data) else {
         return;
     };

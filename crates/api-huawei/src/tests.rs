@@ -1,4 +1,4 @@
-//! The dialect through the whole API router, without sockets: signed requests, the
+//! The dialect behind the layers the API puts around every front door, without sockets: signed requests, the
 //! failures that must be 401/429, and seed 002's "load balancer not ACTIVE" refusal.
 
 #![allow(clippy::unwrap_used)]
@@ -16,7 +16,6 @@ use tower::ServiceExt;
 
 use super::sign;
 use super::{HuaweiConfig, HuaweiCredential, HuaweiToken};
-use crate::ApiConfig;
 
 const AK: &str = "AKTEST";
 const SK: &str = "SKTEST";
@@ -39,24 +38,21 @@ async fn env(rate_burst: u32) -> Env {
         ..Options::default()
     };
     let cp = ControlPlane::start(store, opts).await.unwrap();
-    let config = ApiConfig {
-        rate_per_second: 0.01,
-        rate_burst,
-        huawei: HuaweiConfig {
-            credentials: vec![HuaweiCredential {
-                ak: AK.into(),
-                sk: SK.into(),
-                project_id: Some(PROJECT.into()),
-            }],
-            tokens: vec![HuaweiToken {
-                name: Some("ci".into()),
-                token: "tok".into(),
-                project_id: None,
-            }],
-        },
-        ..ApiConfig::default()
+    let config = HuaweiConfig {
+        credentials: vec![HuaweiCredential {
+            ak: AK.into(),
+            sk: SK.into(),
+            project_id: Some(PROJECT.into()),
+        }],
+        tokens: vec![HuaweiToken {
+            name: Some("ci".into()),
+            token: "tok".into(),
+            project_id: None,
+        }],
     };
-    let router = crate::router(cp.clone(), &config, None);
+    let router = fulcrum_api_core::single_front_door(cp.clone(), 0.01, rate_burst, |state| {
+        crate::router(state, &config)
+    });
     Env {
         _dir: dir,
         cp,

@@ -13,7 +13,7 @@ use crate::fuzzing::{
     validate_pool, validate_subnet,
 };
 
-pub(crate) fn body(data: &[u8]) {
+pub fn body(data: &[u8]) {
     let Some((which, body)) = pick(data) else {
         return;
     };

@@ -1608,7 +1608,7 @@ async fn delete_monitor(api: Api, s: HState, call: Call) -> HResult {
 /// updates become the patches the handlers send, merged and validated as the control
 /// plane does; batch items are read one by one.
 #[cfg(feature = "fuzzing")]
-pub(crate) fn fuzz_body(data: &[u8]) {
+pub fn fuzz_body(data: &[u8]) {
     use crate::fuzzing::{
         patched, pick, validate_loadbalancer, validate_member, validate_monitor, validate_pool,
     };

@@ -30,13 +30,20 @@ use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
-use crate::AppState;
+// The shared pieces (`fulcrum-api-core`), at the paths this crate's modules name them by
+// (`crate::auth`, `crate::body`, `crate::request`, ...).
+#[cfg(feature = "fuzzing")]
+use fulcrum_api_core::fuzzing;
+use fulcrum_api_core::{AppState, UNAVAILABLE_RETRY_SECS, auth, body, decode, request};
+
 use crate::request::current_request_id;
 
 mod certificates;
 mod error;
+/// Entry points for `fulcrum_api::fuzzing` (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
-pub(crate) mod fuzz;
+#[doc(hidden)]
+pub mod fuzz;
 mod signature;
 mod wire;
 
@@ -174,7 +181,7 @@ const FRONT_DOOR: &str = "oci";
 /// Largest request body accepted (a load balancer with its backend sets fits easily).
 const MAX_BODY: usize = 1 << 20;
 
-pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
+pub fn router(state: AppState, config: &OciConfig) -> Router {
     let mut keys = KeyRing::default();
     for k in &config.keys {
         keys.insert(
@@ -1419,7 +1426,7 @@ mod tests {
             limiter: Arc::new(fulcrum_control::RateLimiter::new(rate, burst)),
             auth_failures: Arc::new(crate::auth::AuthFailures::new(
                 std::time::Duration::from_secs(10),
-                crate::AuthThrottle::default(),
+                crate::auth::AuthThrottle::default(),
             )),
         };
         let config = OciConfig {

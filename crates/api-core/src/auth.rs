@@ -62,7 +62,7 @@ impl Role {
     }
 
     /// The least role a native API call (`method` on `path`, under `/v1`) needs.
-    pub(crate) fn needed(method: &http::Method, path: &str) -> Role {
+    pub fn needed(method: &http::Method, path: &str) -> Role {
         if matches!(*method, http::Method::GET | http::Method::HEAD) {
             return Role::Read;
         }
@@ -85,7 +85,7 @@ impl Role {
 }
 
 /// The scope of a native token: every load balancer, or those it names by id or name.
-pub(crate) fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
+pub fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
     if token.loadbalancers.is_empty() {
         return fulcrum_control::Scope::All;
     }
@@ -102,7 +102,7 @@ pub(crate) fn native_scope(token: &ApiToken) -> fulcrum_control::Scope {
 
 /// The authenticated caller of the native API: its name, role and scope.
 #[derive(Clone, Debug)]
-pub(crate) struct Principal {
+pub struct Principal {
     pub name: String,
     pub role: Role,
     pub scope: fulcrum_control::Scope,
@@ -119,7 +119,7 @@ impl Principal {
 }
 
 /// The principal whose token matches `presented`, comparing in constant time.
-pub(crate) fn authenticate(tokens: &[ApiToken], presented: &str) -> Option<Principal> {
+pub fn authenticate(tokens: &[ApiToken], presented: &str) -> Option<Principal> {
     let mut found = None;
     for t in tokens {
         if bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())) {
@@ -151,14 +151,14 @@ pub enum CertMatch {
 /// What a verified client certificate names: a request extension on every request of its
 /// connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ClientCertificate {
+pub struct ClientCertificate {
     pub subject_cns: Vec<String>,
     pub dns_names: Vec<String>,
 }
 
 /// The principal of the first mapping that `cert` matches: the token entry of that name,
 /// with its role and scope.
-pub(crate) fn authenticate_certificate(
+pub fn authenticate_certificate(
     mappings: &[ClientCertPrincipal],
     tokens: &[ApiToken],
     cert: &ClientCertificate,
@@ -174,7 +174,7 @@ pub(crate) fn authenticate_certificate(
 }
 
 /// The token in an `Authorization: Bearer …` header value.
-pub(crate) fn bearer(header: &str) -> Option<&str> {
+pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -185,18 +185,18 @@ pub(crate) fn bearer(header: &str) -> Option<&str> {
 /// Why a request was refused as unauthenticated: a dialect's error puts it on its 401
 /// response, for [`AuthFailures`]. It never holds a secret, only what the caller was told.
 #[derive(Clone, Debug)]
-pub(crate) struct AuthRefused(pub String);
+pub struct AuthRefused(pub String);
 
 /// The client address of a request (set by the server; absent in tests that call the
 /// router directly).
-pub(crate) fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+pub fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
     extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
 }
 
 /// A `Retry-After` in whole seconds, rounded up (at least 1).
-pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }
@@ -239,8 +239,8 @@ impl AuthThrottle {
 /// ([`AuthThrottle`]). Every front door's 401s pass through here (the API's outermost
 /// middleware, `request::observe`), and every front door asks [`AuthFailures::throttled`]
 /// before it authenticates.
-pub(crate) struct AuthFailures {
-    pub interval: std::time::Duration,
+pub struct AuthFailures {
+    pub(crate) interval: std::time::Duration,
     throttle: AuthThrottle,
     sources: parking_lot::Mutex<Sources>,
 }
@@ -318,6 +318,9 @@ pub(crate) enum FailureLine {
 }
 
 impl AuthFailures {
+    /// How often a source address's failures are logged (`ApiConfig`'s default).
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
     pub fn new(interval: std::time::Duration, throttle: AuthThrottle) -> Self {
         AuthFailures {
             interval,
@@ -342,7 +345,7 @@ impl AuthFailures {
     }
 
     /// Counts one failure; returns the lines to log at once.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         addr: Option<std::net::IpAddr>,
         front_door: &'static str,
@@ -425,7 +428,7 @@ impl AuthFailures {
     /// The summaries of sources whose interval has passed. A source with nothing new for
     /// a whole interval is forgotten (its next failure is logged at once again), unless
     /// its throttle still counts or refuses it.
-    pub fn flush(&self, now: std::time::Instant) -> Vec<FailureLine> {
+    pub(crate) fn flush(&self, now: std::time::Instant) -> Vec<FailureLine> {
         let mut lines = Vec::new();
         let mut sources = self.sources.lock();
         let due = |s: &Source| now.saturating_duration_since(s.since) >= self.interval;
@@ -467,7 +470,7 @@ impl AuthFailures {
     }
 
     /// Logs a line at WARN.
-    pub fn log(line: &FailureLine) {
+    pub(crate) fn log(line: &FailureLine) {
         let show = |addr: &Option<std::net::IpAddr>| {
             addr.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string())
         };

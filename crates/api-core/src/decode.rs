@@ -5,7 +5,7 @@
 /// `err`'s message with the value it quotes replaced by its kind: serde's
 /// `invalid type: string "hunter2", expected a sequence` becomes
 /// `invalid type: a string, expected a sequence`.
-pub(crate) fn describe(err: &serde_json::Error) -> String {
+pub fn describe(err: &serde_json::Error) -> String {
     let text = err.to_string();
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = text.strip_prefix(prefix)

@@ -5,8 +5,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::error::AzureError;
-use crate::ApiToken;
-use crate::auth::{authenticate, bearer};
+use fulcrum_api_core::auth::ApiToken;
+use fulcrum_api_core::auth::{authenticate, bearer};
 
 /// `[[azure.tokens]]`: a static bearer token and the principal it stands for, optionally
 /// limited to some subscriptions.

@@ -23,15 +23,22 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+// The shared pieces (`fulcrum-api-core`), at the paths this crate's modules name them by
+// (`crate::auth`, `crate::body`, `crate::request`, ...).
+#[cfg(feature = "fuzzing")]
+use fulcrum_api_core::fuzzing;
+use fulcrum_api_core::{AppState, UNAVAILABLE_RETRY_SECS, auth, body, decode, request};
+
 mod error;
 mod extract;
+/// Entry points for `fulcrum_api::fuzzing` (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
-pub(crate) mod fuzz;
+#[doc(hidden)]
+pub mod fuzz;
 mod openapi;
 mod stats;
 mod views;
 
-use crate::AppState;
 use error::{ErrorBody, NativeError};
 use extract::{Caller, Ctx, JsonBody, PathParams, QueryParams};
 use stats::*;
@@ -146,7 +153,7 @@ fn with_forbidden(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
     doc
 }
 
-pub(crate) fn router(state: AppState) -> axum::Router {
+pub fn router(state: AppState) -> axum::Router {
     let (router, doc) = api().split_for_parts();
     let doc = std::sync::Arc::new(openapi::complete(&with_forbidden(doc)));
     router
@@ -277,7 +284,7 @@ fn created_or_ok(outcome: &Outcome, created: bool) -> StatusCode {
 // ---- health --------------------------------------------------------------------------
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Health {
+pub struct Health {
     status: &'static str,
     /// The store revision this node's view holds.
     revision: i64,
@@ -300,7 +307,7 @@ pub(crate) struct Health {
 /// Liveness and how current this node is. No authentication.
 #[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
     responses((status = 200, body = Health)))]
-pub(crate) async fn health(State(s): State<AppState>) -> Json<Health> {
+pub async fn health(State(s): State<AppState>) -> Json<Health> {
     let store_error = s.control.store().check().await.err().map(|e| e.to_string());
     let store_reachable = s.control.store_reachable();
     // Traffic is served either way: a store that is away only stops changes.

@@ -98,7 +98,7 @@ impl AzureError {
 
     /// The caller's address failed authentication too often: refused for `retry_after`.
     pub fn auth_throttled(retry_after: std::time::Duration) -> Self {
-        let secs = crate::auth::retry_after_secs(retry_after);
+        let secs = fulcrum_api_core::auth::retry_after_secs(retry_after);
         AzureError {
             retry_after_secs: Some(secs),
             ..Self::new(
@@ -224,7 +224,7 @@ impl IntoResponse for AzureError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.extensions_mut()
-                .insert(crate::auth::AuthRefused(self.message));
+                .insert(fulcrum_api_core::auth::AuthRefused(self.message));
         }
         resp
     }

@@ -1,15 +1,25 @@
 //! Reading request bodies: at most a limit, and within the body deadline the server sets
-//! (`server::BodyTimedOut`). Every front door reads bodies here and renders a
+//! (its body fails with [`BodyTimedOut`]). Every front door reads bodies here and renders a
 //! [`BodyError`] in its own shape.
 
 use axum::body::{Body, HttpBody};
 use bytes::Bytes;
 
-use crate::server::BodyTimedOut;
+/// Why reading a request body failed: it had not arrived within the body deadline.
+#[derive(Debug)]
+pub struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
 
 /// Why a body could not be read.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum BodyError {
+pub enum BodyError {
     /// It is (or declared itself) larger than the limit: 413.
     TooLarge { limit: usize },
     /// It had not arrived by the body deadline: 408 (and the connection is closed).
@@ -47,7 +57,7 @@ impl std::fmt::Display for BodyError {
 }
 
 /// The whole body, refused at once if its declared length is over `limit`.
-pub(crate) async fn read(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+pub async fn read(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(BodyError::TooLarge { limit });
     }
@@ -63,7 +73,7 @@ pub(crate) async fn read(body: Body, limit: usize) -> Result<Bytes, BodyError> {
 }
 
 /// The length a body declares: `None` for a body framed without one (chunked).
-pub(crate) fn declared_length(body: &Body) -> Option<u64> {
+pub fn declared_length(body: &Body) -> Option<u64> {
     if body.is_end_stream() {
         return Some(0);
     }
