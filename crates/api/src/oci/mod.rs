@@ -34,9 +34,11 @@ use crate::AppState;
 use crate::request::current_request_id;
 
 mod certificates;
+pub(crate) mod condition;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
+mod routing;
 mod signature;
 mod wire;
 
@@ -194,7 +196,7 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
         keys: Arc::new(keys),
     };
     const LB: &str = "/20170115/loadBalancers/{lb}";
-    let routes: [(String, MethodRouter<OciState>); 16] = [
+    let routes: [(String, MethodRouter<OciState>); 20] = [
         (
             "/20170115/loadBalancers".into(),
             get(list_load_balancers).post(create_load_balancer),
@@ -249,6 +251,26 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
             get(get_path_route_set)
                 .put(update_path_route_set)
                 .delete(delete_path_route_set),
+        ),
+        (
+            format!("{LB}/hostnames"),
+            get(routing::list_hostnames).post(routing::create_hostname),
+        ),
+        (
+            format!("{LB}/hostnames/{{hostname}}"),
+            get(routing::get_hostname)
+                .put(routing::update_hostname)
+                .delete(routing::delete_hostname),
+        ),
+        (
+            format!("{LB}/routingPolicies"),
+            get(routing::list_policies).post(routing::create_policy),
+        ),
+        (
+            format!("{LB}/routingPolicies/{{policy}}"),
+            get(routing::get_policy)
+                .put(routing::update_policy)
+                .delete(routing::delete_policy),
         ),
         (format!("{LB}/workRequests"), get(list_work_requests)),
         (
@@ -649,6 +671,13 @@ async fn create_load_balancer(
         .ok_or_else(|| OciError::missing("displayName"))?;
     let mut spec = LoadBalancerSpec::new(name);
     spec.labels = req.labels()?;
+    for (name, h) in req.hostnames.iter().flatten() {
+        spec.hostnames.push(routing::hostname_of(
+            name,
+            h,
+            &format!("hostnames.{name}."),
+        )?);
+    }
     if req.is_delete_protection_enabled == Some(true) {
         spec.locks.push(ResourceLock {
             kind: LockKind::Delete,
@@ -740,7 +769,11 @@ fn listener_spec(
         port: parts.port,
         default_pool_id: pool,
         routes: Vec::new(),
-        route_set: parts.path_route_set.clone(),
+        route_set: parts
+            .path_route_set
+            .clone()
+            .or_else(|| parts.routing_policy.clone()),
+        hostnames: parts.hostname_names.clone(),
         admin_state_up: true,
         tls,
         connection_limit: None,
@@ -1082,6 +1115,7 @@ async fn create_listener(
     let (pool, tls) = {
         let cfg = s.app.control.view();
         find_lb(&cfg, &lb)?;
+        check_listener_refs(&cfg, &lb, &parts, None)?;
         (
             resolve_set(&cfg, &lb, &parts)?,
             listener_tls(&cfg, &lb, &parts)?,
@@ -1118,6 +1152,7 @@ async fn update_listener(
         let cfg = s.app.control.view();
         find_lb(&cfg, &lb)?;
         let l = find_listener(&cfg, &lb, p.get("listener"))?;
+        check_listener_refs(&cfg, &lb, &parts, Some(&l))?;
         (
             l,
             resolve_set(&cfg, &lb, &parts)?,
@@ -1131,7 +1166,8 @@ async fn update_listener(
         "port": parts.port,
         "default_pool_id": pool,
         "timeouts": {"idle_ms": idle_ms},
-        "route_set": parts.path_route_set,
+        "route_set": parts.path_route_set.as_ref().or(parts.routing_policy.as_ref()),
+        "hostnames": parts.hostname_names,
         "tls": tls,
     });
     let outcome = s
@@ -1140,6 +1176,53 @@ async fn update_listener(
         .update_listener(&ctx, &listener_id, &patch)
         .await?;
     Ok(accepted(&s.app.control, &outcome))
+}
+
+/// What a listener names is of the kind it names: `pathRouteSetName` a path route set,
+/// `routingPolicyName` a routing policy. And one listener per port: OCI's virtual hosting
+/// (several listeners on one port told apart by their hostnames) is refused with 409, as
+/// fulcrum binds one listener per port; one listener with several hostnames and a routing
+/// policy that routes by host serves the same traffic.
+fn check_listener_refs(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    parts: &ListenerParts,
+    this: Option<&fulcrum_model::ListenerId>,
+) -> Result<(), OciError> {
+    let spec = &find_lb(cfg, lb)?.value.spec;
+    for (name, want_policy, field) in [
+        (&parts.path_route_set, false, "pathRouteSetName"),
+        (&parts.routing_policy, true, "routingPolicyName"),
+    ] {
+        if let Some(name) = name
+            && spec.route_set(name).map(routing::is_policy) != Some(want_policy)
+        {
+            let what = if want_policy {
+                "routing policy"
+            } else {
+                "path route set"
+            };
+            return Err(OciError::invalid(format!(
+                "{field}: the load balancer has no {what} {name:?}"
+            )));
+        }
+    }
+    if let Some(other) = cfg.listeners_of(lb).find(|l| {
+        Some(&l.value.id) != this
+            && l.value.spec.port == parts.port
+            && (!l.value.spec.hostnames.is_empty() || !parts.hostname_names.is_empty())
+    }) {
+        return Err(OciError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "port {} is used by listener {:?}: fulcrum serves one listener per port, so several listeners on one port told apart by hostnames are not supported; name all the hostnames on one listener and route by host with a routing policy",
+                parts.port,
+                listener_name(&other.value)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The TLS settings `sslConfiguration` asks for: its certificate by name.
@@ -1188,6 +1271,7 @@ fn find_route_set<'a>(
         .value
         .spec
         .route_set(name)
+        .filter(|s| !routing::is_policy(s))
         .ok_or_else(|| OciError::not_found(format!("path route set {name:?} not found")))
 }
 
@@ -1203,6 +1287,7 @@ async fn list_path_route_sets(
         .spec
         .route_sets
         .iter()
+        .filter(|set| !routing::is_policy(set))
         .map(|set| path_route_set(&cfg, set))
         .collect();
     json_for(&cfg, &id, &cond, &sets)
@@ -1231,17 +1316,22 @@ fn with_route_set(
     })?;
     let mut spec = lb.spec.clone();
     match spec.route_sets.iter_mut().find(|s| s.name == name) {
-        Some(_) if create => {
+        Some(set) if create => {
+            let what = match routing::is_policy(set) {
+                true => "routing policy (fulcrum keeps both under one name space)",
+                false => "path route set",
+            };
             return Err(ControlError::Conflict(format!(
-                "path route set {name:?} already exists"
+                "a {what} named {name:?} already exists"
             )));
         }
-        Some(set) => set.routes = model,
+        Some(set) if !routing::is_policy(set) => set.routes = model,
         None if create => spec.route_sets.push(fulcrum_model::RouteSet {
+            source: None,
             name: name.to_owned(),
             routes: model,
         }),
-        None => {
+        _ => {
             return Err(ControlError::not_found(
                 fulcrum_model::ResourceKind::LoadBalancer,
                 format!("{} path route set {name:?}", lb_ocid(&lb.id)),
@@ -1308,7 +1398,7 @@ async fn delete_path_route_set(State(s): State<OciState>, p: Params, Ctx(ctx): C
         .app
         .control
         .edit_loadbalancer(&ctx, "DeletePathRouteSet", &p.lb(), &name, |_, lb| {
-            if lb.spec.route_set(&name).is_none() {
+            if lb.spec.route_set(&name).is_none_or(routing::is_policy) {
                 return Err(ControlError::not_found(
                     fulcrum_model::ResourceKind::LoadBalancer,
                     format!("{} path route set {name:?}", lb_ocid(&lb.id)),
