@@ -38,6 +38,7 @@ pub(crate) mod condition;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
+mod parts;
 mod routing;
 mod signature;
 mod wire;
@@ -244,33 +245,33 @@ pub(crate) fn router(state: AppState, config: &OciConfig) -> Router {
         ),
         (
             format!("{LB}/pathRouteSets"),
-            get(list_path_route_sets).post(create_path_route_set),
+            get(parts::list::<PathRouteSets>).post(create_path_route_set),
         ),
         (
             format!("{LB}/pathRouteSets/{{prs}}"),
-            get(get_path_route_set)
+            get(parts::get::<PathRouteSets>)
                 .put(update_path_route_set)
-                .delete(delete_path_route_set),
+                .delete(parts::delete::<PathRouteSets>),
         ),
         (
             format!("{LB}/hostnames"),
-            get(routing::list_hostnames).post(routing::create_hostname),
+            get(parts::list::<routing::Hostnames>).post(routing::create_hostname),
         ),
         (
             format!("{LB}/hostnames/{{hostname}}"),
-            get(routing::get_hostname)
+            get(parts::get::<routing::Hostnames>)
                 .put(routing::update_hostname)
-                .delete(routing::delete_hostname),
+                .delete(parts::delete::<routing::Hostnames>),
         ),
         (
             format!("{LB}/routingPolicies"),
-            get(routing::list_policies).post(routing::create_policy),
+            get(parts::list::<routing::RoutingPolicies>).post(routing::create_policy),
         ),
         (
             format!("{LB}/routingPolicies/{{policy}}"),
-            get(routing::get_policy)
+            get(parts::get::<routing::RoutingPolicies>)
                 .put(routing::update_policy)
-                .delete(routing::delete_policy),
+                .delete(parts::delete::<routing::RoutingPolicies>),
         ),
         (format!("{LB}/workRequests"), get(list_work_requests)),
         (
@@ -1262,87 +1263,57 @@ async fn delete_listener(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) ->
 
 // ---- path route sets -----------------------------------------------------------------
 
-fn find_route_set<'a>(
-    cfg: &'a Config,
-    lb: &LoadBalancerId,
-    name: &str,
-) -> Result<&'a fulcrum_model::RouteSet, OciError> {
-    find_lb(cfg, lb)?
-        .value
-        .spec
-        .route_set(name)
-        .filter(|s| !routing::is_policy(s))
-        .ok_or_else(|| OciError::not_found(format!("path route set {name:?} not found")))
-}
+/// A load balancer's path route sets: its route sets that are not routing policies.
+struct PathRouteSets;
 
-async fn list_path_route_sets(
-    State(s): State<OciState>,
-    p: Params,
-    cond: ReadIfMatch,
-) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let sets: Vec<_> = find_lb(&cfg, &id)?
-        .value
-        .spec
-        .route_sets
-        .iter()
-        .filter(|set| !routing::is_policy(set))
-        .map(|set| path_route_set(&cfg, set))
-        .collect();
-    json_for(&cfg, &id, &cond, &sets)
-}
+impl parts::LbPart for PathRouteSets {
+    const KIND: &'static str = "path route set";
+    const PARAM: &'static str = "prs";
+    const DELETE: &'static str = "DeletePathRouteSet";
+    type View = PathRouteSetView;
 
-async fn get_path_route_set(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let set = find_route_set(&cfg, &id, p.get("prs"))?;
-    json_for(&cfg, &id, &cond, &path_route_set(&cfg, set))
-}
-
-/// The load balancer's route sets with `name`'s set to `routes` (added if absent), the
-/// backend sets resolved on the view the change is planned on.
-fn with_route_set(
-    cfg: &Config,
-    lb: &fulcrum_model::LoadBalancer,
-    name: &str,
-    routes: &[PathRoute],
-    create: bool,
-) -> Result<LoadBalancerSpec, ControlError> {
-    let model = path_routes_to_model(routes, |set| {
-        cfg.pools_of(&lb.id)
-            .find(|p| pool_name(&p.value) == set)
-            .map(|p| p.value.id.clone())
-    })?;
-    let mut spec = lb.spec.clone();
-    match spec.route_sets.iter_mut().find(|s| s.name == name) {
-        Some(set) if create => {
-            let what = match routing::is_policy(set) {
-                true => "routing policy (fulcrum keeps both under one name space)",
-                false => "path route set",
-            };
-            return Err(ControlError::Conflict(format!(
-                "a {what} named {name:?} already exists"
-            )));
-        }
-        Some(set) if !routing::is_policy(set) => set.routes = model,
-        None if create => spec.route_sets.push(fulcrum_model::RouteSet {
-            source: None,
-            name: name.to_owned(),
-            routes: model,
-        }),
-        _ => {
-            return Err(ControlError::not_found(
-                fulcrum_model::ResourceKind::LoadBalancer,
-                format!("{} path route set {name:?}", lb_ocid(&lb.id)),
-            ));
-        }
+    fn views(cfg: &Config, spec: &LoadBalancerSpec) -> Vec<(String, PathRouteSetView)> {
+        parts::route_set_views(spec, false, |set| path_route_set(cfg, set))
     }
-    Ok(spec)
+
+    fn remove(spec: &mut LoadBalancerSpec, name: &str) -> bool {
+        parts::remove_route_set(spec, name, false)
+    }
 }
 
-/// CreatePathRouteSet: a route set of the load balancer (the model's `route_sets`), in
-/// one change planned against the current load balancer.
+/// CreatePathRouteSet (`create`) and UpdatePathRouteSet: a route set of the load balancer
+/// (the model's `route_sets`) with the path routes given, the backend sets resolved on the
+/// view the change is planned on.
+async fn put_path_route_set(
+    s: &OciState,
+    p: &Params,
+    ctx: &RequestContext,
+    req: &PathRouteSetIn,
+    name: &str,
+    create: bool,
+) -> OciResult {
+    let routes = wire::path_routes(req.path_routes.as_deref())?;
+    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
+    let operation = match create {
+        true => "CreatePathRouteSet",
+        false => "UpdatePathRouteSet",
+    };
+    parts::change::<PathRouteSets, _>(
+        s,
+        ctx,
+        &p.lb(),
+        operation,
+        name,
+        create,
+        &input,
+        |cfg, lb| {
+            let model = path_routes_to_model(&routes, parts::backend_set(cfg, &lb.id))?;
+            parts::put_route_set::<PathRouteSets>(lb, name, model, None, create)
+        },
+    )
+    .await
+}
+
 async fn create_path_route_set(
     State(s): State<OciState>,
     p: Params,
@@ -1354,16 +1325,7 @@ async fn create_path_route_set(
     let req: PathRouteSetIn = parse_body(&body)?;
     let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
     check_name(&name, "name")?;
-    let routes = wire::path_routes(req.path_routes.as_deref())?;
-    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "CreatePathRouteSet", &p.lb(), &input, |cfg, lb| {
-            with_route_set(cfg, lb, &name, &routes, true)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_path_route_set(&s, &p, &ctx, &req, &name, true).await
 }
 
 /// UpdatePathRouteSet: the set's routes replaced by the ones given.
@@ -1376,40 +1338,7 @@ async fn update_path_route_set(
 ) -> OciResult {
     require_json(&headers)?;
     let req: PathRouteSetIn = parse_body(&body)?;
-    let name = p.get("prs").to_owned();
-    find_route_set(&s.app.control.view(), &p.lb(), &name)?;
-    let routes = wire::path_routes(req.path_routes.as_deref())?;
-    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "UpdatePathRouteSet", &p.lb(), &input, |cfg, lb| {
-            with_route_set(cfg, lb, &name, &routes, false)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
-}
-
-/// DeletePathRouteSet: refused (409) while a listener uses the set.
-async fn delete_path_route_set(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
-    let name = p.get("prs").to_owned();
-    find_route_set(&s.app.control.view(), &p.lb(), &name)?;
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "DeletePathRouteSet", &p.lb(), &name, |_, lb| {
-            if lb.spec.route_set(&name).is_none_or(routing::is_policy) {
-                return Err(ControlError::not_found(
-                    fulcrum_model::ResourceKind::LoadBalancer,
-                    format!("{} path route set {name:?}", lb_ocid(&lb.id)),
-                ));
-            }
-            let mut spec = lb.spec.clone();
-            spec.route_sets.retain(|s| s.name != name);
-            Ok(spec)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_path_route_set(&s, &p, &ctx, &req, p.get("prs"), false).await
 }
 
 // ---- work requests -------------------------------------------------------------------

@@ -14,16 +14,15 @@
 
 use axum::extract::State;
 use bytes::Bytes;
-use fulcrum_control::{Config, ControlError};
-use fulcrum_model::{L7Route, LoadBalancer, LoadBalancerId, LoadBalancerSpec, RouteSet};
+use fulcrum_control::{Config, ControlError, RequestContext};
+use fulcrum_model::{L7Route, LoadBalancerSpec, RouteSet};
 use serde::{Deserialize, Serialize};
 
 use super::condition::{self, Op};
 use super::error::OciError;
-use super::wire::{check_name, lb_ocid, parse_body, pool_name};
-use super::{
-    Ctx, OciResult, OciState, Params, ReadIfMatch, accepted, find_lb, json_for, require_json,
-};
+use super::parts::{self, LbPart};
+use super::wire::{check_name, parse_body};
+use super::{Ctx, OciResult, OciState, Params, require_json};
 
 // ---- hostnames -----------------------------------------------------------------------
 
@@ -85,54 +84,62 @@ pub(crate) fn hostname_of(
     })
 }
 
-fn find_hostname<'a>(
-    cfg: &'a Config,
-    lb: &LoadBalancerId,
+/// A load balancer's hostnames.
+pub(crate) struct Hostnames;
+
+impl LbPart for Hostnames {
+    const KIND: &'static str = "hostname";
+    const PARAM: &'static str = "hostname";
+    const DELETE: &'static str = "DeleteHostname";
+    type View = HostnameView;
+
+    fn views(_: &Config, spec: &LoadBalancerSpec) -> Vec<(String, HostnameView)> {
+        spec.hostnames
+            .iter()
+            .map(|h| (h.name.clone(), hostname_view(h)))
+            .collect()
+    }
+
+    fn remove(spec: &mut LoadBalancerSpec, name: &str) -> bool {
+        let before = spec.hostnames.len();
+        spec.hostnames.retain(|h| h.name != name);
+        spec.hostnames.len() != before
+    }
+}
+
+/// CreateHostname (`create`: its name unique in the load balancer, 409) and
+/// UpdateHostname (a new host under the same name; the listeners that name it serve it).
+async fn put_hostname(
+    s: &OciState,
+    p: &Params,
+    ctx: &RequestContext,
+    req: &HostnameIn,
     name: &str,
-) -> Result<&'a fulcrum_model::Hostname, OciError> {
-    find_lb(cfg, lb)?
-        .value
-        .spec
-        .hostname(name)
-        .ok_or_else(|| OciError::not_found(format!("hostname {name:?} not found")))
-}
-
-fn no_hostname(lb: &LoadBalancer, name: &str) -> ControlError {
-    ControlError::not_found(
-        fulcrum_model::ResourceKind::LoadBalancer,
-        format!("{} hostname {name:?}", lb_ocid(&lb.id)),
-    )
-}
-
-pub(crate) async fn list_hostnames(
-    State(s): State<OciState>,
-    p: Params,
-    cond: ReadIfMatch,
+    create: bool,
 ) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let all: Vec<_> = find_lb(&cfg, &id)?
-        .value
-        .spec
-        .hostnames
-        .iter()
-        .map(hostname_view)
-        .collect();
-    json_for(&cfg, &id, &cond, &all)
+    let hostname = hostname_of(name, req, "")?;
+    let input = serde_json::json!({"name": name, "hostname": req.hostname});
+    let operation = match create {
+        true => "CreateHostname",
+        false => "UpdateHostname",
+    };
+    parts::change::<Hostnames, _>(s, ctx, &p.lb(), operation, name, create, &input, |_, lb| {
+        let mut spec = lb.spec.clone();
+        match (spec.hostnames.iter_mut().find(|h| h.name == name), create) {
+            (Some(_), true) => {
+                return Err(ControlError::Conflict(format!(
+                    "hostname {name:?} already exists"
+                )));
+            }
+            (Some(h), false) => *h = hostname.clone(),
+            (None, true) => spec.hostnames.push(hostname.clone()),
+            (None, false) => return Err(parts::missing::<Hostnames>(lb, name)),
+        }
+        Ok(spec)
+    })
+    .await
 }
 
-pub(crate) async fn get_hostname(
-    State(s): State<OciState>,
-    p: Params,
-    cond: ReadIfMatch,
-) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let h = find_hostname(&cfg, &id, p.get("hostname"))?;
-    json_for(&cfg, &id, &cond, &hostname_view(h))
-}
-
-/// CreateHostname: a hostname of the load balancer, its name unique in it (409).
 pub(crate) async fn create_hostname(
     State(s): State<OciState>,
     p: Params,
@@ -143,26 +150,9 @@ pub(crate) async fn create_hostname(
     require_json(&headers)?;
     let req: HostnameIn = parse_body(&body)?;
     let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
-    let hostname = hostname_of(&name, &req, "")?;
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "CreateHostname", &p.lb(), &req, |_, lb| {
-            if lb.spec.hostname(&name).is_some() {
-                return Err(ControlError::Conflict(format!(
-                    "hostname {name:?} already exists"
-                )));
-            }
-            let mut spec = lb.spec.clone();
-            spec.hostnames.push(hostname.clone());
-            Ok(spec)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_hostname(&s, &p, &ctx, &req, &name, true).await
 }
 
-/// UpdateHostname: a new host name under the same name; the listeners that name it serve
-/// the new one.
 pub(crate) async fn update_hostname(
     State(s): State<OciState>,
     p: Params,
@@ -172,48 +162,7 @@ pub(crate) async fn update_hostname(
 ) -> OciResult {
     require_json(&headers)?;
     let req: HostnameIn = parse_body(&body)?;
-    let name = p.get("hostname").to_owned();
-    find_hostname(&s.app.control.view(), &p.lb(), &name)?;
-    let hostname = hostname_of(&name, &req, "")?;
-    let input = serde_json::json!({"name": name, "hostname": req.hostname});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "UpdateHostname", &p.lb(), &input, |_, lb| {
-            let mut spec = lb.spec.clone();
-            let h = spec
-                .hostnames
-                .iter_mut()
-                .find(|h| h.name == name)
-                .ok_or_else(|| no_hostname(lb, &name))?;
-            *h = hostname.clone();
-            Ok(spec)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
-}
-
-/// DeleteHostname: refused (409) while a listener names it.
-pub(crate) async fn delete_hostname(
-    State(s): State<OciState>,
-    p: Params,
-    Ctx(ctx): Ctx,
-) -> OciResult {
-    let name = p.get("hostname").to_owned();
-    find_hostname(&s.app.control.view(), &p.lb(), &name)?;
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "DeleteHostname", &p.lb(), &name, |_, lb| {
-            lb.spec
-                .hostname(&name)
-                .ok_or_else(|| no_hostname(lb, &name))?;
-            let mut spec = lb.spec.clone();
-            spec.hostnames.retain(|h| h.name != name);
-            Ok(spec)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_hostname(&s, &p, &ctx, &req, p.get("hostname"), false).await
 }
 
 // ---- routing policies ----------------------------------------------------------------
@@ -420,94 +369,66 @@ pub(crate) fn policy_view(set: &RouteSet) -> RoutingPolicyView {
     }
 }
 
-fn find_policy<'a>(
-    cfg: &'a Config,
-    lb: &LoadBalancerId,
-    name: &str,
-) -> Result<&'a RouteSet, OciError> {
-    find_lb(cfg, lb)?
-        .value
-        .spec
-        .route_set(name)
-        .filter(|s| is_policy(s))
-        .ok_or_else(|| OciError::not_found(format!("routing policy {name:?} not found")))
-}
+/// A load balancer's routing policies: its route sets compiled from rules.
+pub(crate) struct RoutingPolicies;
 
-/// The load balancer's route sets with policy `name` set to `rules` (added if absent),
-/// the backend sets resolved on the view the change is planned on.
-fn with_policy(
-    cfg: &Config,
-    lb: &LoadBalancer,
-    name: &str,
-    rules: &[RoutingRule],
-    create: bool,
-) -> Result<LoadBalancerSpec, ControlError> {
-    let routes = routing_rules_to_model(rules, |set| {
-        cfg.pools_of(&lb.id)
-            .find(|p| pool_name(&p.value) == set)
-            .map(|p| p.value.id.clone())
-    })?;
-    let source = serde_json::to_string(rules).map_err(|e| ControlError::Internal(e.to_string()))?;
-    let mut spec = lb.spec.clone();
-    match spec.route_sets.iter_mut().find(|s| s.name == name) {
-        Some(set) if create => {
-            let what = match is_policy(set) {
-                true => "routing policy",
-                false => "path route set (fulcrum keeps both under one name space)",
-            };
-            return Err(ControlError::Conflict(format!(
-                "a {what} named {name:?} already exists"
-            )));
-        }
-        Some(set) if is_policy(set) => {
-            set.routes = routes;
-            set.source = Some(source);
-        }
-        None if create => spec.route_sets.push(RouteSet {
-            name: name.to_owned(),
-            routes,
-            source: Some(source),
-        }),
-        _ => {
-            return Err(ControlError::not_found(
-                fulcrum_model::ResourceKind::LoadBalancer,
-                format!("{} routing policy {name:?}", lb_ocid(&lb.id)),
-            ));
-        }
+impl LbPart for RoutingPolicies {
+    const KIND: &'static str = "routing policy";
+    const PARAM: &'static str = "policy";
+    const DELETE: &'static str = "DeleteRoutingPolicy";
+    type View = RoutingPolicyView;
+
+    fn views(_: &Config, spec: &LoadBalancerSpec) -> Vec<(String, RoutingPolicyView)> {
+        parts::route_set_views(spec, true, policy_view)
     }
-    Ok(spec)
+
+    fn remove(spec: &mut LoadBalancerSpec, name: &str) -> bool {
+        parts::remove_route_set(spec, name, true)
+    }
 }
 
-pub(crate) async fn list_policies(
-    State(s): State<OciState>,
-    p: Params,
-    cond: ReadIfMatch,
+/// CreateRoutingPolicy (`create`) and UpdateRoutingPolicy: the rules compiled to routes,
+/// the backend sets resolved on the view the change is planned on.
+async fn put_policy(
+    s: &OciState,
+    p: &Params,
+    ctx: &RequestContext,
+    req: &RoutingPolicyIn,
+    name: &str,
+    create: bool,
 ) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let all: Vec<_> = find_lb(&cfg, &id)?
-        .value
-        .spec
-        .route_sets
-        .iter()
-        .filter(|s| is_policy(s))
-        .map(policy_view)
-        .collect();
-    json_for(&cfg, &id, &cond, &all)
+    let version = match create {
+        true => req.condition_language_version.as_deref(),
+        // Optional on update: the version stays V1.
+        false => Some(
+            req.condition_language_version
+                .as_deref()
+                .unwrap_or(CONDITION_LANGUAGE),
+        ),
+    };
+    let rules = routing_rules(version, req.rules.as_deref())?;
+    let source = serde_json::to_string(&rules).map_err(|e| OciError::invalid(e.to_string()))?;
+    let input = serde_json::json!({"name": name, "rules": req.rules});
+    let operation = match create {
+        true => "CreateRoutingPolicy",
+        false => "UpdateRoutingPolicy",
+    };
+    parts::change::<RoutingPolicies, _>(
+        s,
+        ctx,
+        &p.lb(),
+        operation,
+        name,
+        create,
+        &input,
+        |cfg, lb| {
+            let routes = routing_rules_to_model(&rules, parts::backend_set(cfg, &lb.id))?;
+            parts::put_route_set::<RoutingPolicies>(lb, name, routes, Some(source.clone()), create)
+        },
+    )
+    .await
 }
 
-pub(crate) async fn get_policy(
-    State(s): State<OciState>,
-    p: Params,
-    cond: ReadIfMatch,
-) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let set = find_policy(&cfg, &id, p.get("policy"))?;
-    json_for(&cfg, &id, &cond, &policy_view(set))
-}
-
-/// CreateRoutingPolicy: the rules compiled to routes in one change.
 pub(crate) async fn create_policy(
     State(s): State<OciState>,
     p: Params,
@@ -519,19 +440,7 @@ pub(crate) async fn create_policy(
     let req: RoutingPolicyIn = parse_body(&body)?;
     let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
     check_policy_name(&name, "name")?;
-    let rules = routing_rules(
-        req.condition_language_version.as_deref(),
-        req.rules.as_deref(),
-    )?;
-    let input = serde_json::json!({"name": name, "rules": req.rules});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "CreateRoutingPolicy", &p.lb(), &input, |cfg, lb| {
-            with_policy(cfg, lb, &name, &rules, true)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_policy(&s, &p, &ctx, &req, &name, true).await
 }
 
 /// UpdateRoutingPolicy: the rules replaced by the ones given.
@@ -544,52 +453,7 @@ pub(crate) async fn update_policy(
 ) -> OciResult {
     require_json(&headers)?;
     let req: RoutingPolicyIn = parse_body(&body)?;
-    let name = p.get("policy").to_owned();
-    find_policy(&s.app.control.view(), &p.lb(), &name)?;
-    let rules = routing_rules(
-        // Optional on update: the version stays V1.
-        Some(
-            req.condition_language_version
-                .as_deref()
-                .unwrap_or(CONDITION_LANGUAGE),
-        ),
-        req.rules.as_deref(),
-    )?;
-    let input = serde_json::json!({"name": name, "rules": req.rules});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "UpdateRoutingPolicy", &p.lb(), &input, |cfg, lb| {
-            with_policy(cfg, lb, &name, &rules, false)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
-}
-
-/// DeleteRoutingPolicy: refused (409) while a listener uses it.
-pub(crate) async fn delete_policy(
-    State(s): State<OciState>,
-    p: Params,
-    Ctx(ctx): Ctx,
-) -> OciResult {
-    let name = p.get("policy").to_owned();
-    find_policy(&s.app.control.view(), &p.lb(), &name)?;
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "DeleteRoutingPolicy", &p.lb(), &name, |_, lb| {
-            if !lb.spec.route_set(&name).is_some_and(is_policy) {
-                return Err(ControlError::not_found(
-                    fulcrum_model::ResourceKind::LoadBalancer,
-                    format!("{} routing policy {name:?}", lb_ocid(&lb.id)),
-                ));
-            }
-            let mut spec = lb.spec.clone();
-            spec.route_sets.retain(|s| s.name != name);
-            Ok(spec)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_policy(&s, &p, &ctx, &req, p.get("policy"), false).await
 }
 
 #[cfg(test)]
