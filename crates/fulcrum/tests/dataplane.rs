@@ -1189,6 +1189,17 @@ async fn idle_tcp_connections_are_closed() {
     );
 }
 
+/// A GET of `path` on 127.0.0.1:`port` for `host`: its status and body.
+async fn get_as(c: &reqwest::Client, port: u16, host: &str, path: &str) -> (u16, String) {
+    let r = c
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", host)
+        .send()
+        .await
+        .expect("send");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
 /// L7 routes: the first route whose host and path prefix match wins, else the default pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_path_prefix() {
@@ -1228,15 +1239,7 @@ async fn routes_by_host_and_path_prefix() {
     let c = client();
     let at = |host: &'static str, path: &'static str| {
         let c = c.clone();
-        async move {
-            let r = c
-                .get(format!("http://127.0.0.1:{port}{path}"))
-                .header("host", host)
-                .send()
-                .await
-                .expect("send");
-            r.text().await.expect("body")
-        }
+        async move { get_as(&c, port, host, path).await.1 }
     };
     assert_eq!(at("example.test", "/").await, "web");
     assert_eq!(at("example.test", "/api/v1").await, "api");
@@ -1289,15 +1292,7 @@ async fn a_listener_with_hostnames_serves_only_them() {
     let c = client();
     let at = |host: &'static str| {
         let c = c.clone();
-        async move {
-            let r = c
-                .get(format!("http://127.0.0.1:{port}/"))
-                .header("host", host)
-                .send()
-                .await
-                .expect("send");
-            (r.status().as_u16(), r.text().await.expect("body"))
-        }
+        async move { get_as(&c, port, host, "/").await }
     };
     assert_eq!(at("www.example.test").await, (200, "web".into()));
     assert_eq!(
