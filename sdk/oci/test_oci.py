@@ -566,6 +566,145 @@ def path_route_set_sends_paths_to_other_backend_sets(c):
 
 
 @steps.step
+def hostnames_and_a_routing_policy_route_by_host_and_path(c):
+    """Hostnames bound to a listener: only their hosts are served (others get 404). A
+    routing policy on it sends a path prefix to one backend set and a host to another, the
+    first matching rule first; both are updated and taken down in the order a user would."""
+    named = {n: Backend(n) for n in ("site", "docs", "shop")}
+    c.extra_backends = getattr(c, "extra_backends", []) + list(named.values())
+    for name, b in named.items():
+        wait_wr(c, c.lb.create_backend_set(m.CreateBackendSetDetails(
+            name=name, policy="ROUND_ROBIN",
+            backends=[m.BackendDetails(ip_address="127.0.0.1", port=b.port)],
+            health_checker=m.HealthCheckerDetails(protocol="TCP", interval_in_millis=1000,
+                                                  timeout_in_millis=500)), c.lb_id))
+
+    wr = wait_wr(c, c.lb.create_hostname(
+        m.CreateHostnameDetails(name="site", hostname="www.example.test"), c.lb_id))
+    check(wr.type == "CreateHostname", wr.type)
+    wait_wr(c, c.lb.create_hostname(
+        m.CreateHostnameDetails(name="wild", hostname="*.example.org"), c.lb_id))
+    e = service_error(c.lb.create_hostname,
+                      m.CreateHostnameDetails(name="site", hostname="x.test"), c.lb_id)
+    check(e.status == 409 and e.code == "Conflict", f"a second hostname of one name: {e.status} {e.code}")
+    e = service_error(c.lb.create_hostname,
+                      m.CreateHostnameDetails(name="bad", hostname="a.*.test"), c.lb_id)
+    check(e.status == 400 and e.code == "InvalidParameter", f"{e.status} {e.code} {e.message}")
+    check(c.lb.get_hostname(c.lb_id, "site").data.hostname == "www.example.test", "read back")
+    check(sorted(h.name for h in c.lb.list_hostnames(c.lb_id).data) == ["site", "wild"], "listed")
+
+    def rule(name, condition, backend_set):
+        return m.RoutingRule(name=name, condition=condition,
+                             actions=[m.ForwardToBackendSet(backend_set_name=backend_set)])
+
+    def policy(name, *rules):
+        return m.CreateRoutingPolicyDetails(name=name, condition_language_version="V1",
+                                            rules=list(rules))
+
+    # Refused before anything is made, naming what is wrong: a condition routes cannot
+    # express, an unknown backend set, a condition that does not parse.
+    for bad, named_in_message in (
+        (rule("c", "http.request.cookies['beta'] eq 'yes'", "docs"), "cookies"),
+        (rule("c", "http.request.url.path sw '/x'", "nope"), "nope"),
+        (rule("c", "any(http.request.url.path sw '/x'", "docs"), "rules[0].condition"),
+    ):
+        e = service_error(c.lb.create_routing_policy, policy("bad", bad), c.lb_id)
+        check(e.status == 400 and e.code == "InvalidParameter" and named_in_message in e.message,
+              f"{e.status} {e.code} {e.message}")
+    rules = [
+        rule("docs", "any(http.request.url.path sw (i '/docs'))", "docs"),
+        rule("shop", "all(http.request.headers[(i 'Host')] eq (i 'shop.example.org'))", "shop"),
+    ]
+    wr = wait_wr(c, c.lb.create_routing_policy(policy("routes", *rules), c.lb_id))
+    check(wr.type == "CreateRoutingPolicy", wr.type)
+    got = c.lb.get_routing_policy(c.lb_id, "routes").data
+    check(got.condition_language_version == "V1"
+          and [(r.name, r.condition, r.actions[0].name, r.actions[0].backend_set_name)
+               for r in got.rules]
+          == [("docs", rules[0].condition, "FORWARD_TO_BACKENDSET", "docs"),
+              ("shop", rules[1].condition, "FORWARD_TO_BACKENDSET", "shop")],
+          f"read back as written: {got}")
+    check([p.name for p in c.lb.list_routing_policies(c.lb_id).data] == ["routes"], "listed")
+
+    port = free_port()
+    wait_wr(c, c.lb.create_listener(m.CreateListenerDetails(
+        name="vhost", default_backend_set_name="site", port=port, protocol="HTTP",
+        hostname_names=["site", "wild"], routing_policy_name="routes"), c.lb_id))
+    wait_port(port)
+    lb = c.lb.get_load_balancer(c.lb_id).data
+    listener = lb.listeners["vhost"]
+    check(listener.hostname_names == ["site", "wild"] and listener.routing_policy_name == "routes"
+          and listener.path_route_set_name is None, str(listener))
+    check(sorted(lb.hostnames) == ["site", "wild"] and sorted(lb.routing_policies) == ["routes"],
+          f"{lb.hostnames} {lb.routing_policies}")
+
+    def hit(host, path="/"):
+        status, body, _ = get(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+        return body if status == 200 else f"status:{status}"
+
+    for host, path, want in (
+        ("www.example.test", "/", "site"),
+        ("www.example.test", "/docs/intro", "docs"),
+        (f"WWW.Example.TEST:{port}", "/DOCS", "docs"),      # host and (i '/docs') ignore case
+        ("shop.example.org", "/cart", "shop"),
+        ("shop.example.org", "/docs", "docs"),              # the first matching rule wins
+        ("a.example.org", "/", "site"),                     # *.example.org
+        ("example.org", "/", "status:404"),                 # the wildcard needs a label
+        ("other.test", "/docs", "status:404"),              # not a hostname of the listener
+    ):
+        got = hit(host, path)
+        check(got == want, f"{host}{path}: expected {want}, got {got}")
+
+    # One listener per port: OCI's virtual hosting (a second listener on the port, told
+    # apart by hostnames) is refused, saying why.
+    e = service_error(c.lb.create_listener, m.CreateListenerDetails(
+        name="vhost2", default_backend_set_name="shop", port=port, protocol="HTTP",
+        hostname_names=["wild"]), c.lb_id)
+    check(e.status == 409 and "one listener per port" in e.message, f"{e.status} {e.code} {e.message}")
+    # What the listener uses cannot go first.
+    e = service_error(c.lb.delete_hostname, c.lb_id, "site")
+    check(e.status == 409 and "vhost" in e.message, f"{e.status} {e.code} {e.message}")
+    e = service_error(c.lb.delete_routing_policy, c.lb_id, "routes")
+    check(e.status == 409 and "vhost" in e.message, f"{e.status} {e.code} {e.message}")
+    e = service_error(c.lb.delete_backend_set, c.lb_id, "docs")
+    check(e.status == 409 and "routes" in e.message, f"{e.status} {e.code} {e.message}")
+
+    # Updated: the hostname names another host, the policy's second rule a path suffix.
+    wr = wait_wr(c, c.lb.update_hostname(
+        m.UpdateHostnameDetails(hostname="www2.example.test"), c.lb_id, "site"))
+    check(wr.type == "UpdateHostname", wr.type)
+    wait_wr(c, c.lb.update_routing_policy(m.UpdateRoutingPolicyDetails(
+        condition_language_version="V1",
+        rules=[rules[0], rule("images", "http.request.url.path ew '.png'", "shop")]),
+        c.lb_id, "routes"))
+    for host, path, want in (
+        ("www2.example.test", "/", "site"),
+        ("www.example.test", "/", "status:404"),
+        ("www2.example.test", "/img/a.png", "shop"),
+        ("shop.example.org", "/cart", "site"),
+        ("shop.example.org", "/docs/a.png", "docs"),
+    ):
+        got = hit(host, path)
+        check(got == want, f"after the updates, {host}{path}: expected {want}, got {got}")
+
+    # The listener lets go first (UpdateListener is the whole listener), then the rest goes.
+    wait_wr(c, c.lb.update_listener(m.UpdateListenerDetails(
+        default_backend_set_name="site", port=port, protocol="HTTP"), c.lb_id, "vhost"))
+    check(hit("other.test", "/docs") == "site", "the listener serves every host, by no policy")
+    wait_wr(c, c.lb.delete_routing_policy(c.lb_id, "routes"))
+    for name in ("site", "wild"):
+        wr = wait_wr(c, c.lb.delete_hostname(c.lb_id, name))
+    check(wr.type == "DeleteHostname", wr.type)
+    e = service_error(c.lb.get_hostname, c.lb_id, "site")
+    check(e.status == 404 and e.code == "NotAuthorizedOrNotFound", f"{e.status} {e.code}")
+    e = service_error(c.lb.get_routing_policy, c.lb_id, "routes")
+    check(e.status == 404, f"{e.status} {e.code}")
+    wait_wr(c, c.lb.delete_listener(c.lb_id, "vhost"))
+    for name in named:
+        wait_wr(c, c.lb.delete_backend_set(c.lb_id, name))
+
+
+@steps.step
 def a_listener_that_cannot_bind_fails_its_work_request(c):
     # Another program holds the port: the change is accepted, then fails, and says why.
     held = taken_port()

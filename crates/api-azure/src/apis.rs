@@ -531,6 +531,7 @@ fn plan_gateway(
             default_pool_id: None,
             routes: Vec::new(),
             route_set: None,
+            hostnames: Vec::new(),
             admin_state_up: true,
             tls: None,
             connection_limit: None,

@@ -659,6 +659,7 @@ async fn create_listener(api: Api, s: HState, call: Call) -> HResult {
         default_pool_id: req.default_pool_id.map(PoolId),
         routes: Vec::new(),
         route_set: None,
+        hostnames: Vec::new(),
         admin_state_up: req.admin_state_up.unwrap_or(true),
         tls,
         connection_limit: req

@@ -159,3 +159,40 @@ fn backend_set(set: &BackendSetIn, name: &str, protocol: PoolProtocol, prefix: &
         validate_monitor(&parts.monitor);
     }
 }
+
+/// A routing rule's condition: parsed (never a panic, an error's place within the text),
+/// and, when it maps onto routes, routes the model accepts in a route set.
+pub fn condition(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let parsed = match super::condition::parse(text) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(e.at <= text.len(), "{e:?}");
+            return;
+        }
+    };
+    assert!(parsed.n_comparisons() >= 1);
+    let Ok(matches) = super::condition::route_matches(&parsed) else {
+        return;
+    };
+    assert!(!matches.is_empty() && matches.len() <= super::condition::MAX_ALTERNATIVES);
+    let rule = super::routing::RoutingRule {
+        name: "r".into(),
+        condition: text.to_owned(),
+        backend_set_name: "bs".into(),
+        matches,
+    };
+    let routes = super::routing::routing_rules_to_model(&[rule], |_| Some(PoolId("p".into())))
+        .expect("every backend set resolves");
+    let mut spec = LoadBalancerSpec::new("lb");
+    spec.route_sets.push(fulcrum_model::RouteSet {
+        name: "policy".into(),
+        routes,
+        source: Some(text.to_owned()),
+    });
+    if let Err(e) = spec.validate() {
+        panic!("{text:?} maps onto routes the model refuses: {e}");
+    }
+}

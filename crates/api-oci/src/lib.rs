@@ -39,11 +39,14 @@ use fulcrum_api_core::{AppState, UNAVAILABLE_RETRY_SECS, auth, body, decode, req
 use crate::request::current_request_id;
 
 mod certificates;
+pub(crate) mod condition;
 mod error;
 /// Entry points for `fulcrum_api::fuzzing` (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod parts;
+mod routing;
 mod signature;
 mod wire;
 
@@ -201,7 +204,7 @@ pub fn router(state: AppState, config: &OciConfig) -> Router {
         keys: Arc::new(keys),
     };
     const LB: &str = "/20170115/loadBalancers/{lb}";
-    let routes: [(String, MethodRouter<OciState>); 16] = [
+    let routes: [(String, MethodRouter<OciState>); 20] = [
         (
             "/20170115/loadBalancers".into(),
             get(list_load_balancers).post(create_load_balancer),
@@ -249,13 +252,33 @@ pub fn router(state: AppState, config: &OciConfig) -> Router {
         ),
         (
             format!("{LB}/pathRouteSets"),
-            get(list_path_route_sets).post(create_path_route_set),
+            get(parts::list::<PathRouteSets>).post(create_path_route_set),
         ),
         (
             format!("{LB}/pathRouteSets/{{prs}}"),
-            get(get_path_route_set)
+            get(parts::get::<PathRouteSets>)
                 .put(update_path_route_set)
-                .delete(delete_path_route_set),
+                .delete(parts::delete::<PathRouteSets>),
+        ),
+        (
+            format!("{LB}/hostnames"),
+            get(parts::list::<routing::Hostnames>).post(routing::create_hostname),
+        ),
+        (
+            format!("{LB}/hostnames/{{hostname}}"),
+            get(parts::get::<routing::Hostnames>)
+                .put(routing::update_hostname)
+                .delete(parts::delete::<routing::Hostnames>),
+        ),
+        (
+            format!("{LB}/routingPolicies"),
+            get(parts::list::<routing::RoutingPolicies>).post(routing::create_policy),
+        ),
+        (
+            format!("{LB}/routingPolicies/{{policy}}"),
+            get(parts::get::<routing::RoutingPolicies>)
+                .put(routing::update_policy)
+                .delete(parts::delete::<routing::RoutingPolicies>),
         ),
         (format!("{LB}/workRequests"), get(list_work_requests)),
         (
@@ -656,6 +679,13 @@ async fn create_load_balancer(
         .ok_or_else(|| OciError::missing("displayName"))?;
     let mut spec = LoadBalancerSpec::new(name);
     spec.labels = req.labels()?;
+    for (name, h) in req.hostnames.iter().flatten() {
+        spec.hostnames.push(routing::hostname_of(
+            name,
+            h,
+            &format!("hostnames.{name}."),
+        )?);
+    }
     if req.is_delete_protection_enabled == Some(true) {
         spec.locks.push(ResourceLock {
             kind: LockKind::Delete,
@@ -747,7 +777,11 @@ fn listener_spec(
         port: parts.port,
         default_pool_id: pool,
         routes: Vec::new(),
-        route_set: parts.path_route_set.clone(),
+        route_set: parts
+            .path_route_set
+            .clone()
+            .or_else(|| parts.routing_policy.clone()),
+        hostnames: parts.hostname_names.clone(),
         admin_state_up: true,
         tls,
         connection_limit: None,
@@ -1089,6 +1123,7 @@ async fn create_listener(
     let (pool, tls) = {
         let cfg = s.app.control.view();
         find_lb(&cfg, &lb)?;
+        check_listener_refs(&cfg, &lb, &parts, None)?;
         (
             resolve_set(&cfg, &lb, &parts)?,
             listener_tls(&cfg, &lb, &parts)?,
@@ -1125,6 +1160,7 @@ async fn update_listener(
         let cfg = s.app.control.view();
         find_lb(&cfg, &lb)?;
         let l = find_listener(&cfg, &lb, p.get("listener"))?;
+        check_listener_refs(&cfg, &lb, &parts, Some(&l))?;
         (
             l,
             resolve_set(&cfg, &lb, &parts)?,
@@ -1138,7 +1174,8 @@ async fn update_listener(
         "port": parts.port,
         "default_pool_id": pool,
         "timeouts": {"idle_ms": idle_ms},
-        "route_set": parts.path_route_set,
+        "route_set": parts.path_route_set.as_ref().or(parts.routing_policy.as_ref()),
+        "hostnames": parts.hostname_names,
         "tls": tls,
     });
     let outcome = s
@@ -1147,6 +1184,53 @@ async fn update_listener(
         .update_listener(&ctx, &listener_id, &patch)
         .await?;
     Ok(accepted(&s.app.control, &outcome))
+}
+
+/// What a listener names is of the kind it names: `pathRouteSetName` a path route set,
+/// `routingPolicyName` a routing policy. And one listener per port: OCI's virtual hosting
+/// (several listeners on one port told apart by their hostnames) is refused with 409, as
+/// fulcrum binds one listener per port; one listener with several hostnames and a routing
+/// policy that routes by host serves the same traffic.
+fn check_listener_refs(
+    cfg: &Config,
+    lb: &LoadBalancerId,
+    parts: &ListenerParts,
+    this: Option<&fulcrum_model::ListenerId>,
+) -> Result<(), OciError> {
+    let spec = &find_lb(cfg, lb)?.value.spec;
+    for (name, want_policy, field) in [
+        (&parts.path_route_set, false, "pathRouteSetName"),
+        (&parts.routing_policy, true, "routingPolicyName"),
+    ] {
+        if let Some(name) = name
+            && spec.route_set(name).map(routing::is_policy) != Some(want_policy)
+        {
+            let what = if want_policy {
+                "routing policy"
+            } else {
+                "path route set"
+            };
+            return Err(OciError::invalid(format!(
+                "{field}: the load balancer has no {what} {name:?}"
+            )));
+        }
+    }
+    if let Some(other) = cfg.listeners_of(lb).find(|l| {
+        Some(&l.value.id) != this
+            && l.value.spec.port == parts.port
+            && (!l.value.spec.hostnames.is_empty() || !parts.hostname_names.is_empty())
+    }) {
+        return Err(OciError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "port {} is used by listener {:?}: fulcrum serves one listener per port, so several listeners on one port told apart by hostnames are not supported; name all the hostnames on one listener and route by host with a routing policy",
+                parts.port,
+                listener_name(&other.value)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The TLS settings `sslConfiguration` asks for: its certificate by name.
@@ -1186,80 +1270,57 @@ async fn delete_listener(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) ->
 
 // ---- path route sets -----------------------------------------------------------------
 
-fn find_route_set<'a>(
-    cfg: &'a Config,
-    lb: &LoadBalancerId,
-    name: &str,
-) -> Result<&'a fulcrum_model::RouteSet, OciError> {
-    find_lb(cfg, lb)?
-        .value
-        .spec
-        .route_set(name)
-        .ok_or_else(|| OciError::not_found(format!("path route set {name:?} not found")))
-}
+/// A load balancer's path route sets: its route sets that are not routing policies.
+struct PathRouteSets;
 
-async fn list_path_route_sets(
-    State(s): State<OciState>,
-    p: Params,
-    cond: ReadIfMatch,
-) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let sets: Vec<_> = find_lb(&cfg, &id)?
-        .value
-        .spec
-        .route_sets
-        .iter()
-        .map(|set| path_route_set(&cfg, set))
-        .collect();
-    json_for(&cfg, &id, &cond, &sets)
-}
+impl parts::LbPart for PathRouteSets {
+    const KIND: &'static str = "path route set";
+    const PARAM: &'static str = "prs";
+    const DELETE: &'static str = "DeletePathRouteSet";
+    type View = PathRouteSetView;
 
-async fn get_path_route_set(State(s): State<OciState>, p: Params, cond: ReadIfMatch) -> OciResult {
-    let id = p.lb();
-    let cfg = s.app.control.view();
-    let set = find_route_set(&cfg, &id, p.get("prs"))?;
-    json_for(&cfg, &id, &cond, &path_route_set(&cfg, set))
-}
-
-/// The load balancer's route sets with `name`'s set to `routes` (added if absent), the
-/// backend sets resolved on the view the change is planned on.
-fn with_route_set(
-    cfg: &Config,
-    lb: &fulcrum_model::LoadBalancer,
-    name: &str,
-    routes: &[PathRoute],
-    create: bool,
-) -> Result<LoadBalancerSpec, ControlError> {
-    let model = path_routes_to_model(routes, |set| {
-        cfg.pools_of(&lb.id)
-            .find(|p| pool_name(&p.value) == set)
-            .map(|p| p.value.id.clone())
-    })?;
-    let mut spec = lb.spec.clone();
-    match spec.route_sets.iter_mut().find(|s| s.name == name) {
-        Some(_) if create => {
-            return Err(ControlError::Conflict(format!(
-                "path route set {name:?} already exists"
-            )));
-        }
-        Some(set) => set.routes = model,
-        None if create => spec.route_sets.push(fulcrum_model::RouteSet {
-            name: name.to_owned(),
-            routes: model,
-        }),
-        None => {
-            return Err(ControlError::not_found(
-                fulcrum_model::ResourceKind::LoadBalancer,
-                format!("{} path route set {name:?}", lb_ocid(&lb.id)),
-            ));
-        }
+    fn views(cfg: &Config, spec: &LoadBalancerSpec) -> Vec<(String, PathRouteSetView)> {
+        parts::route_set_views(spec, false, |set| path_route_set(cfg, set))
     }
-    Ok(spec)
+
+    fn remove(spec: &mut LoadBalancerSpec, name: &str) -> bool {
+        parts::remove_route_set(spec, name, false)
+    }
 }
 
-/// CreatePathRouteSet: a route set of the load balancer (the model's `route_sets`), in
-/// one change planned against the current load balancer.
+/// CreatePathRouteSet (`create`) and UpdatePathRouteSet: a route set of the load balancer
+/// (the model's `route_sets`) with the path routes given, the backend sets resolved on the
+/// view the change is planned on.
+async fn put_path_route_set(
+    s: &OciState,
+    p: &Params,
+    ctx: &RequestContext,
+    req: &PathRouteSetIn,
+    name: &str,
+    create: bool,
+) -> OciResult {
+    let routes = wire::path_routes(req.path_routes.as_deref())?;
+    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
+    let operation = match create {
+        true => "CreatePathRouteSet",
+        false => "UpdatePathRouteSet",
+    };
+    parts::change::<PathRouteSets, _>(
+        s,
+        ctx,
+        &p.lb(),
+        operation,
+        name,
+        create,
+        &input,
+        |cfg, lb| {
+            let model = path_routes_to_model(&routes, parts::backend_set(cfg, &lb.id))?;
+            parts::put_route_set::<PathRouteSets>(lb, name, model, None, create)
+        },
+    )
+    .await
+}
+
 async fn create_path_route_set(
     State(s): State<OciState>,
     p: Params,
@@ -1271,16 +1332,7 @@ async fn create_path_route_set(
     let req: PathRouteSetIn = parse_body(&body)?;
     let name = req.name.clone().ok_or_else(|| OciError::missing("name"))?;
     check_name(&name, "name")?;
-    let routes = wire::path_routes(req.path_routes.as_deref())?;
-    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "CreatePathRouteSet", &p.lb(), &input, |cfg, lb| {
-            with_route_set(cfg, lb, &name, &routes, true)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_path_route_set(&s, &p, &ctx, &req, &name, true).await
 }
 
 /// UpdatePathRouteSet: the set's routes replaced by the ones given.
@@ -1293,40 +1345,7 @@ async fn update_path_route_set(
 ) -> OciResult {
     require_json(&headers)?;
     let req: PathRouteSetIn = parse_body(&body)?;
-    let name = p.get("prs").to_owned();
-    find_route_set(&s.app.control.view(), &p.lb(), &name)?;
-    let routes = wire::path_routes(req.path_routes.as_deref())?;
-    let input = serde_json::json!({"name": name, "pathRoutes": req.path_routes});
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "UpdatePathRouteSet", &p.lb(), &input, |cfg, lb| {
-            with_route_set(cfg, lb, &name, &routes, false)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
-}
-
-/// DeletePathRouteSet: refused (409) while a listener uses the set.
-async fn delete_path_route_set(State(s): State<OciState>, p: Params, Ctx(ctx): Ctx) -> OciResult {
-    let name = p.get("prs").to_owned();
-    find_route_set(&s.app.control.view(), &p.lb(), &name)?;
-    let outcome = s
-        .app
-        .control
-        .edit_loadbalancer(&ctx, "DeletePathRouteSet", &p.lb(), &name, |_, lb| {
-            if lb.spec.route_set(&name).is_none() {
-                return Err(ControlError::not_found(
-                    fulcrum_model::ResourceKind::LoadBalancer,
-                    format!("{} path route set {name:?}", lb_ocid(&lb.id)),
-                ));
-            }
-            let mut spec = lb.spec.clone();
-            spec.route_sets.retain(|s| s.name != name);
-            Ok(spec)
-        })
-        .await?;
-    Ok(accepted(&s.app.control, &outcome))
+    put_path_route_set(&s, &p, &ctx, &req, p.get("prs"), false).await
 }
 
 // ---- work requests -------------------------------------------------------------------

@@ -416,7 +416,7 @@ pub(crate) struct ListenerIn {
     pub default_backend_set_name: Option<String>,
     pub port: Option<i64>,
     pub protocol: Option<String>,
-    pub hostname_names: Option<Value>,
+    pub hostname_names: Option<Vec<String>>,
     pub path_route_set_name: Option<String>,
     pub ssl_configuration: Option<super::certificates::SslIn>,
     pub connection_configuration: Option<ConnectionConfigurationIn>,
@@ -432,6 +432,10 @@ pub(crate) struct ListenerParts {
     pub idle_ms: Option<u32>,
     /// `pathRouteSetName`: a route set of the load balancer (the model's `route_set`).
     pub path_route_set: Option<String>,
+    /// `routingPolicyName`: also a route set of the load balancer (its `route_set`).
+    pub routing_policy: Option<String>,
+    /// `hostnameNames`: hostnames of the load balancer (the model's `hostnames`).
+    pub hostname_names: Vec<String>,
     /// With `sslConfiguration`: the certificate the listener terminates TLS with.
     pub certificate_name: Option<String>,
 }
@@ -454,9 +458,23 @@ impl ListenerIn {
             self.default_backend_set_name.clone(),
             &f("defaultBackendSetName"),
         )?;
-        unsupported(is_set(&self.hostname_names), &f("hostnameNames"))?;
-        unsupported(self.routing_policy_name.is_some(), &f("routingPolicyName"))?;
         unsupported(is_set(&self.rule_set_names), &f("ruleSetNames"))?;
+        let path_route_set = self.path_route_set_name.clone().filter(|n| !n.is_empty());
+        let routing_policy = self.routing_policy_name.clone().filter(|n| !n.is_empty());
+        if path_route_set.is_some() && routing_policy.is_some() {
+            return Err(OciError::invalid(format!(
+                "{} and {} exclude each other",
+                f("pathRouteSetName"),
+                f("routingPolicyName")
+            )));
+        }
+        let hostname_names = self.hostname_names.clone().unwrap_or_default();
+        if !hostname_names.is_empty() && protocol != ListenerProtocol::Http {
+            return Err(OciError::invalid(format!(
+                "{} need an HTTP listener",
+                f("hostnameNames")
+            )));
+        }
         let certificate_name = self
             .ssl_configuration
             .as_ref()
@@ -488,7 +506,9 @@ impl ListenerIn {
             port: u16::try_from(port).unwrap_or_default(),
             default_backend_set,
             idle_ms,
-            path_route_set: self.path_route_set_name.clone().filter(|n| !n.is_empty()),
+            path_route_set,
+            routing_policy,
+            hostname_names,
             certificate_name,
         })
     }
@@ -505,7 +525,7 @@ pub(crate) struct CreateLoadBalancerIn {
     pub subnet_ids: Option<Vec<String>>,
     pub listeners: Option<BTreeMap<String, ListenerIn>>,
     pub backend_sets: Option<BTreeMap<String, BackendSetIn>>,
-    pub hostnames: Option<Value>,
+    pub hostnames: Option<BTreeMap<String, super::routing::HostnameIn>>,
     pub certificates: Option<Value>,
     pub ssl_cipher_suites: Option<Value>,
     pub path_route_sets: Option<Value>,
@@ -516,7 +536,6 @@ pub(crate) struct CreateLoadBalancerIn {
 
 impl CreateLoadBalancerIn {
     pub fn check_unsupported(&self) -> Result<(), OciError> {
-        unsupported(is_set(&self.hostnames), "hostnames")?;
         unsupported(is_set(&self.certificates), "certificates")?;
         unsupported(is_set(&self.ssl_cipher_suites), "sslCipherSuites")?;
         unsupported(is_set(&self.path_route_sets), "pathRouteSets")?;
@@ -752,6 +771,17 @@ fn listener_protocol(p: ListenerProtocol) -> &'static str {
 }
 
 pub(crate) fn listener(cfg: &fulcrum_control::Config, l: &Listener) -> ListenerView {
+    // The route set it names is a routing policy or a path route set.
+    let policy = l.spec.route_set.as_deref().is_some_and(|name| {
+        cfg.loadbalancers
+            .get(&l.loadbalancer_id)
+            .and_then(|lb| lb.value.spec.route_set(name))
+            .is_some_and(super::routing::is_policy)
+    });
+    let (routing_policy_name, path_route_set_name) = match policy {
+        true => (l.spec.route_set.clone(), None),
+        false => (None, l.spec.route_set.clone()),
+    };
     ListenerView {
         name: listener_name(l),
         default_backend_set_name: l
@@ -762,14 +792,14 @@ pub(crate) fn listener(cfg: &fulcrum_control::Config, l: &Listener) -> ListenerV
             .map(|p| pool_name(&p.value)),
         port: l.spec.port,
         protocol: listener_protocol(l.spec.protocol),
-        hostname_names: Vec::new(),
-        path_route_set_name: l.spec.route_set.clone(),
+        hostname_names: l.spec.hostnames.clone(),
+        path_route_set_name,
         ssl_configuration: super::certificates::ssl_view(cfg, l),
         connection_configuration: serde_json::json!({
             "idleTimeout": l.spec.timeouts.idle_ms / 1000,
         }),
         rule_set_names: Vec::new(),
-        routing_policy_name: None,
+        routing_policy_name,
     }
 }
 
@@ -789,12 +819,12 @@ pub(crate) struct LoadBalancerView {
     network_security_group_ids: Vec<String>,
     listeners: BTreeMap<String, ListenerView>,
     backend_sets: BTreeMap<String, BackendSetView>,
-    hostnames: BTreeMap<String, Value>,
+    hostnames: BTreeMap<String, super::routing::HostnameView>,
     certificates: BTreeMap<String, super::certificates::CertificateView>,
     ssl_cipher_suites: BTreeMap<String, Value>,
     path_route_sets: BTreeMap<String, PathRouteSetView>,
     rule_sets: BTreeMap<String, Value>,
-    routing_policies: BTreeMap<String, Value>,
+    routing_policies: BTreeMap<String, super::routing::RoutingPolicyView>,
     freeform_tags: BTreeMap<String, String>,
     defined_tags: BTreeMap<String, Value>,
     system_tags: BTreeMap<String, Value>,
@@ -854,7 +884,12 @@ pub(crate) fn load_balancer(
             .pools_of(&lb.id)
             .map(|p| (pool_name(&p.value), backend_set(cfg, &p.value)))
             .collect(),
-        hostnames: BTreeMap::new(),
+        hostnames: lb
+            .spec
+            .hostnames
+            .iter()
+            .map(|h| (h.name.clone(), super::routing::hostname_view(h)))
+            .collect(),
         certificates: super::certificates::of_lb(cfg, &lb.id)
             .map(|c| (c.spec.name.clone(), super::certificates::view(c)))
             .collect(),
@@ -863,10 +898,17 @@ pub(crate) fn load_balancer(
             .spec
             .route_sets
             .iter()
+            .filter(|set| !super::routing::is_policy(set))
             .map(|set| (set.name.clone(), path_route_set(cfg, set)))
             .collect(),
         rule_sets: BTreeMap::new(),
-        routing_policies: BTreeMap::new(),
+        routing_policies: lb
+            .spec
+            .route_sets
+            .iter()
+            .filter(|set| super::routing::is_policy(set))
+            .map(|set| (set.name.clone(), super::routing::policy_view(set)))
+            .collect(),
         freeform_tags: lb
             .spec
             .labels

@@ -34,6 +34,12 @@ pub fn oci_body(data: &[u8]) {
     fulcrum_api_oci::fuzz::body(data);
 }
 
+/// OCI routing policy conditions (V1): parsed, and what parses mapped onto routes that
+/// the model must accept.
+pub fn oci_condition(data: &[u8]) {
+    fulcrum_api_oci::fuzz::condition(data);
+}
+
 /// Huawei request bodies (the first byte picks the operation): decoded, patches built
 /// and merged, batch items read.
 pub fn huawei_body(data: &[u8]) {

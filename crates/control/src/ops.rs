@@ -220,11 +220,17 @@ fn check_listener_pools(
             pool.value.spec.protocol,
         )?;
     }
+    let lb = cfg.loadbalancers.get(lb_id);
+    for (i, name) in spec.hostnames.iter().enumerate() {
+        if lb.is_none_or(|lb| lb.value.spec.hostname(name).is_none()) {
+            return Err(ControlError::invalid(
+                format!("hostnames[{i}]"),
+                format!("the load balancer has no hostname {name:?}"),
+            ));
+        }
+    }
     if let Some(name) = &spec.route_set {
-        let exists = cfg
-            .loadbalancers
-            .get(lb_id)
-            .is_some_and(|lb| lb.value.spec.route_set(name).is_some());
+        let exists = lb.is_some_and(|lb| lb.value.spec.route_set(name).is_some());
         if !exists {
             return Err(ControlError::invalid(
                 "route_set",
@@ -235,8 +241,8 @@ fn check_listener_pools(
     Ok(())
 }
 
-/// A load balancer's route sets send only to HTTP pools of its own, and none that a
-/// listener names is missing.
+/// A load balancer's route sets send only to HTTP pools of its own, and none of its route
+/// sets or hostnames that a listener names is missing.
 fn check_route_sets(
     cfg: &Config,
     lb_id: &LoadBalancerId,
@@ -269,6 +275,18 @@ fn check_route_sets(
         {
             return Err(ControlError::Conflict(format!(
                 "route set {name:?} is in use by listener {:?} ({})",
+                l.value.spec.name, l.value.id
+            )));
+        }
+        if let Some(name) = l
+            .value
+            .spec
+            .hostnames
+            .iter()
+            .find(|name| spec.hostname(name).is_none())
+        {
+            return Err(ControlError::Conflict(format!(
+                "hostname {name:?} is in use by listener {:?} ({})",
                 l.value.spec.name, l.value.id
             )));
         }
@@ -452,7 +470,9 @@ impl ControlPlane {
             if unlocked != lb.value.spec {
                 lb_for_change(cfg, ctx, id)?;
             }
-            if spec.route_sets != lb.value.spec.route_sets {
+            if spec.route_sets != lb.value.spec.route_sets
+                || spec.hostnames != lb.value.spec.hostnames
+            {
                 check_route_sets(cfg, id, &spec)?;
             }
             let mut plan = Plan::new(operation);

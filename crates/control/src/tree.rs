@@ -230,6 +230,14 @@ impl ControlPlane {
                         format!("load balancer {lb_id} has no route set {name:?}"),
                     );
                 }
+                for (j, name) in l.hostnames.iter().enumerate() {
+                    if lb.spec.hostname(name).is_none() {
+                        errors.fail(
+                            format!("{field}.hostnames[{j}]"),
+                            format!("load balancer {lb_id} has no hostname {name:?}"),
+                        );
+                    }
+                }
                 let clash = res.listeners[..i]
                     .iter()
                     .any(|o| o.port == l.port && o.protocol.is_udp() == l.protocol.is_udp());
@@ -469,6 +477,7 @@ mod tests {
             default_pool_id: Some(pool.clone()),
             routes: Vec::new(),
             route_set: None,
+            hostnames: Vec::new(),
             admin_state_up: true,
             tls: None,
             connection_limit: None,

@@ -1189,6 +1189,17 @@ async fn idle_tcp_connections_are_closed() {
     );
 }
 
+/// A GET of `path` on 127.0.0.1:`port` for `host`: its status and body.
+async fn get_as(c: &reqwest::Client, port: u16, host: &str, path: &str) -> (u16, String) {
+    let r = c
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", host)
+        .send()
+        .await
+        .expect("send");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
 /// L7 routes: the first route whose host and path prefix match wins, else the default pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_path_prefix() {
@@ -1228,15 +1239,7 @@ async fn routes_by_host_and_path_prefix() {
     let c = client();
     let at = |host: &'static str, path: &'static str| {
         let c = c.clone();
-        async move {
-            let r = c
-                .get(format!("http://127.0.0.1:{port}{path}"))
-                .header("host", host)
-                .send()
-                .await
-                .expect("send");
-            r.text().await.expect("body")
-        }
+        async move { get_as(&c, port, host, path).await.1 }
     };
     assert_eq!(at("example.test", "/").await, "web");
     assert_eq!(at("example.test", "/api/v1").await, "api");
@@ -1256,6 +1259,93 @@ async fn routes_by_host_and_path_prefix() {
         "api",
         "the first matching route wins"
     );
+}
+
+/// A listener that names hostnames of its load balancer serves only those hosts, over
+/// HTTP/1.1 and HTTP/2 alike; others get 404. A named hostname cannot be removed, and a
+/// changed one is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_with_hostnames_serves_only_them() {
+    let web = Backend::start("web").await;
+    let f = Fulcrum::start();
+    let lb = f.loadbalancer().await;
+    f.apply(
+        "PATCH",
+        &format!("/v1/loadbalancers/{lb}"),
+        Some(json!({"hostnames": [
+            {"name": "site", "hostname": "www.example.test"},
+            {"name": "any", "hostname": "api.*"}
+        ]})),
+    )
+    .await;
+    let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    f.member(&pool, web.port(), json!({})).await;
+    let port = free_port();
+    f.listener_with(
+        &lb,
+        "HTTP",
+        port,
+        Some(&pool),
+        json!({"hostnames": ["site", "any"]}),
+    )
+    .await;
+    let c = client();
+    let at = |host: &'static str| {
+        let c = c.clone();
+        async move { get_as(&c, port, host, "/").await }
+    };
+    assert_eq!(at("www.example.test").await, (200, "web".into()));
+    assert_eq!(
+        at("WWW.example.test:8080").await.0,
+        200,
+        "case and port aside"
+    );
+    assert_eq!(
+        at("api.example.com").await.0,
+        200,
+        "api.* takes any last labels"
+    );
+    assert_eq!(at("example.test").await.0, 404);
+    assert_eq!(at("api").await.0, 404);
+
+    // HTTP/2: the :authority is the host.
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    for (authority, want) in [("www.example.test", 200), ("other.test", 404)] {
+        let req = hyper::Request::get(format!("http://{authority}/"))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("h2 request");
+        assert_eq!(resp.status(), want, "{authority} over h2");
+    }
+
+    // A hostname the listener names stays; changed, the new host is served.
+    let r = f
+        .call(
+            "PATCH",
+            &format!("/v1/loadbalancers/{lb}"),
+            Some(json!({"hostnames": [{"name": "any", "hostname": "api.*"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    f.apply(
+        "PATCH",
+        &format!("/v1/loadbalancers/{lb}"),
+        Some(json!({"hostnames": [
+            {"name": "site", "hostname": "*.example.test"},
+            {"name": "any", "hostname": "api.*"}
+        ]})),
+    )
+    .await;
+    assert_eq!(at("a.example.test").await.0, 200);
+    assert_eq!(at("www.example.test").await.0, 200);
+    assert_eq!(at("example.test").await.0, 404, "*. needs a label");
 }
 
 /// A member removed from its pool gets no new requests, and its in-flight ones finish.

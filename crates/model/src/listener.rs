@@ -222,21 +222,32 @@ fn has_space(p: &str) -> bool {
 }
 
 /// Whether `host` (as the request names it, without port) is `want`: an exact name
-/// (ASCII case-insensitive), or `*.example.com` for any name below `example.com`.
-/// Allocation-free.
+/// (ASCII case-insensitive), `*.example.com` for any name below `example.com`, or
+/// `app.example.*` for `app.example` followed by more labels. Allocation-free.
 pub fn host_matches(want: &str, host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
-    match want.strip_prefix("*.") {
+    if let Some(suffix) = want.strip_prefix("*.") {
         // `*.example.com` matches `a.example.com`, not `example.com`.
-        Some(suffix) => host.len().checked_sub(suffix.len() + 1).is_some_and(|dot| {
+        return host.len().checked_sub(suffix.len() + 1).is_some_and(|dot| {
             host.as_bytes()[dot] == b'.'
                 && host
                     .get(dot + 1..)
                     .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
-        }),
-        None => host.eq_ignore_ascii_case(want),
+        });
     }
+    if let Some(prefix) = want.strip_suffix(".*") {
+        // `app.*` matches `app.com` and `app.example.com`, not `app` nor `app.`.
+        return host.len() > prefix.len() + 1
+            && host.as_bytes()[prefix.len()] == b'.'
+            && host
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+    }
+    host.eq_ignore_ascii_case(want)
 }
+
+/// Most hostnames one listener may name.
+pub const MAX_LISTENER_HOSTNAMES: usize = 16;
 
 /// Certificates for TLS termination: a default one, and more chosen by the server name the
 /// client asks for (SNI). Each is given inline as PEM, or by reference to a stored
@@ -446,6 +457,11 @@ pub struct ListenerSpec {
     /// A route set of the load balancer (`route_sets`) whose routes apply after `routes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_set: Option<String>,
+    /// Names of the load balancer's hostnames (`LoadBalancerSpec::hostnames`): when any
+    /// are named, the listener serves only requests whose host matches one of them (and
+    /// answers others 404). Empty: every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     #[serde(default = "crate::default_true")]
     pub admin_state_up: bool,
     #[serde(default)]
@@ -541,6 +557,24 @@ impl ListenerSpec {
             c.fail(
                 "route_set",
                 "route_set is only valid for HTTP and TERMINATED_HTTPS listeners",
+            );
+        }
+        if !self.hostnames.is_empty() && !self.protocol.is_http() {
+            c.fail(
+                "hostnames",
+                "hostnames are only valid for HTTP and TERMINATED_HTTPS listeners",
+            );
+        }
+        c.check(
+            self.hostnames.len() <= MAX_LISTENER_HOSTNAMES,
+            "hostnames",
+            || format!("a listener may name at most {MAX_LISTENER_HOSTNAMES} hostnames"),
+        );
+        for (i, name) in self.hostnames.iter().enumerate() {
+            c.check(
+                !self.hostnames[..i].contains(name),
+                &format!("hostnames[{i}]"),
+                || format!("hostnames[{i}]: hostname {name:?} is named twice"),
             );
         }
         if !self.routes.is_empty() && !self.protocol.is_http() {

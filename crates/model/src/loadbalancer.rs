@@ -3,7 +3,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Checker, L7Route, LoadBalancerId, MAX_NAME_LEN, Timestamp, ValidationError};
+use crate::{
+    Checker, L7Route, LoadBalancerId, MAX_NAME_LEN, Timestamp, ValidationError,
+    is_virtual_host_name,
+};
 
 /// Huawei distinguishes shared and dedicated load balancers; a few pool rules differ
 /// (APP_COOKIE persistence, cookie name characters and length).
@@ -64,6 +67,19 @@ pub struct LoadBalancerSpec {
     /// listener; OCI's path route sets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route_sets: Vec<RouteSet>,
+    /// Named virtual host names that this load balancer's listeners name (`hostnames` on
+    /// a listener; OCI's hostnames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<Hostname>,
+}
+
+/// A virtual host name under a name of its own: an exact host (`app.example.com`), or a
+/// wildcard in place of the first label (`*.example.com`) or of the last (`app.example.*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hostname {
+    pub name: String,
+    pub hostname: String,
 }
 
 /// A named list of L7 routes. A listener that names it routes by its own `routes` first,
@@ -74,12 +90,25 @@ pub struct RouteSet {
     pub name: String,
     #[serde(default)]
     pub routes: Vec<L7Route>,
+    /// What a dialect built `routes` from, kept so that it reads back as written (OCI's
+    /// routing policy rules, as JSON). The data plane serves `routes` only. At most
+    /// [`MAX_ROUTE_SET_SOURCE`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
+
+/// The longest `RouteSet::source`.
+pub const MAX_ROUTE_SET_SOURCE: usize = 64 * 1024;
 
 impl LoadBalancerSpec {
     /// The route set named `name`.
     pub fn route_set(&self, name: &str) -> Option<&RouteSet> {
         self.route_sets.iter().find(|s| s.name == name)
+    }
+
+    /// The hostname named `name`.
+    pub fn hostname(&self, name: &str) -> Option<&Hostname> {
+        self.hostnames.iter().find(|h| h.name == name)
     }
 }
 
@@ -103,6 +132,7 @@ impl LoadBalancerSpec {
             locks: Vec::new(),
             labels: BTreeMap::new(),
             route_sets: Vec::new(),
+            hostnames: Vec::new(),
         }
     }
 
@@ -135,6 +165,36 @@ impl LoadBalancerSpec {
             for (j, r) in set.routes.iter().enumerate() {
                 r.check(&mut c, &format!("route_sets[{i}].routes[{j}]"));
             }
+            if let Some(source) = &set.source {
+                c.max_len(
+                    &format!("route_sets[{i}].source"),
+                    source,
+                    MAX_ROUTE_SET_SOURCE,
+                );
+            }
+        }
+        for (i, h) in self.hostnames.iter().enumerate() {
+            let field = format!("hostnames[{i}]");
+            c.check(!h.name.is_empty(), &format!("{field}.name"), || {
+                format!("{field}.name must not be empty")
+            });
+            c.max_len(&format!("{field}.name"), &h.name, MAX_NAME_LEN);
+            if self.hostnames[..i].iter().any(|o| o.name == h.name) {
+                c.fail(
+                    format!("{field}.name"),
+                    format!("{field}.name {:?} is taken by another hostname", h.name),
+                );
+            }
+            c.check(
+                is_virtual_host_name(&h.hostname),
+                &format!("{field}.hostname"),
+                || {
+                    format!(
+                        "{field}.hostname {:?} is not a host name, nor one with '*' in place of its first or last label",
+                        h.hostname
+                    )
+                },
+            );
         }
         c.finish()
     }

@@ -181,6 +181,15 @@ pub fn is_host_name(s: &str, allow_wildcard: bool) -> bool {
         })
 }
 
+/// A virtual host name as a listener serves it: a host name, `*.example.com` (a wildcard
+/// for the first label) or `app.example.*` (for the last). See [`crate::host_matches`].
+pub fn is_virtual_host_name(s: &str) -> bool {
+    match s.strip_suffix(".*") {
+        Some(head) => is_host_name(head, false),
+        None => is_host_name(s, true),
+    }
+}
+
 /// An HTTP header field name (RFC 9110 token).
 pub fn is_header_name(s: &str) -> bool {
     !s.is_empty()

@@ -150,6 +150,33 @@ fn host_patterns() {
     assert!(!host_matches("*.example.com", Some("example.com")));
     assert!(!host_matches("*.example.com", Some("wwwexample.com")));
     assert!(!host_matches("example.com", None));
+    // A wildcard last label (OCI's `app.*`): one or more labels after the prefix.
+    assert!(host_matches("app.*", Some("app.com")));
+    assert!(host_matches("app.example.*", Some("APP.example.co.uk")));
+    assert!(!host_matches("app.*", Some("app")));
+    assert!(!host_matches("app.*", Some("app.")));
+    assert!(!host_matches("app.*", Some("apps.com")));
+    assert!(!host_matches("app.*", Some("www.app.com")));
+}
+
+#[test]
+fn virtual_host_names_take_a_wildcard_first_or_last_label_only() {
+    use fulcrum_model::is_virtual_host_name;
+    for ok in ["app.example.com", "*.example.com", "app.*", "app.example.*"] {
+        assert!(is_virtual_host_name(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "*",
+        "*.*",
+        "app.*.com",
+        "a*.example.com",
+        "app.*.*",
+        "*.example.*",
+        "a b",
+    ] {
+        assert!(!is_virtual_host_name(bad), "{bad}");
+    }
 }
 
 #[test]
@@ -190,6 +217,7 @@ fn route_sets_are_checked_with_the_load_balancer() {
     let set = |name: &str, routes: Vec<L7Route>| RouteSet {
         name: name.into(),
         routes,
+        source: None,
     };
     let field = |spec: &LoadBalancerSpec| {
         spec.validate()

@@ -1553,6 +1553,7 @@ fn listener(protocol: ListenerProtocol) -> ListenerSpec {
         default_pool_id: Some(PoolId::from("pool-1")),
         routes: Vec::new(),
         route_set: None,
+        hostnames: Vec::new(),
         admin_state_up: true,
         tls: None,
         connection_limit: None,

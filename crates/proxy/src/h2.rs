@@ -579,12 +579,13 @@ async fn forward(
         return reply(out, 405, "CONNECT is not served").await;
     }
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    let Some((pool, strip)) = listener
-        .route(host.and_then(|h| std::str::from_utf8(h).ok()), path)
-        .map(|r| (r.pool.clone(), r.strip))
-    else {
-        log.termination = Termination::NoRoute;
-        return reply(out, 503, "no pool serves this request").await;
+    let (pool, strip) = match listener.route(host.and_then(|h| std::str::from_utf8(h).ok()), path) {
+        Ok(r) => (r.pool.clone(), r.strip),
+        Err(unrouted) => {
+            log.termination = Termination::NoRoute;
+            let (status, text) = unrouted.answer();
+            return reply(out, status, text).await;
+        }
     };
     let method = Method::of(std::str::from_utf8(method_bytes).unwrap_or_default());
     let length = req.content_length;

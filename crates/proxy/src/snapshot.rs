@@ -61,6 +61,8 @@ pub struct ListenerRt {
     pub enabled: bool,
     pub default_pool: Option<Arc<PoolRt>>,
     pub routes: Vec<RouteRt>,
+    /// The host names (or `*.` / `.*` patterns) it serves; `None`: every host.
+    pub hosts: Option<Vec<String>>,
     pub timeouts: ListenerTimeouts,
     pub connection_limit: Option<u32>,
     pub stats: Arc<crate::stats::Stats>,
@@ -85,19 +87,47 @@ pub struct Routed<'a> {
     pub strip: usize,
 }
 
+/// Why a request has no pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unrouted {
+    /// The listener serves named hosts only, and not this one: 404.
+    UnknownHost,
+    /// No route matches and there is no default pool: 503.
+    NoPool,
+}
+
+impl Unrouted {
+    /// The status and text the client gets.
+    pub fn answer(self) -> (u16, &'static str) {
+        match self {
+            Unrouted::UnknownHost => (404, "this listener does not serve this host"),
+            Unrouted::NoPool => (503, "no pool serves this request"),
+        }
+    }
+}
+
 impl ListenerRt {
-    /// The pool for a request: the first route whose host and path match, else the default.
-    pub fn route(&self, host: Option<&str>, path: &[u8]) -> Option<Routed<'_>> {
+    /// The pool for a request: the first route whose host and path match, else the default;
+    /// nothing for a host the listener does not serve. Allocation-free.
+    pub fn route(&self, host: Option<&str>, path: &[u8]) -> Result<Routed<'_>, Unrouted> {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        if let Some(hosts) = &self.hosts
+            && !hosts
+                .iter()
+                .any(|want| fulcrum_model::host_matches(want, host))
+        {
+            return Err(Unrouted::UnknownHost);
+        }
         match self.routes.iter().find(|r| r.rule.matches(host, path)) {
-            Some(r) => Some(Routed {
+            Some(r) => Ok(Routed {
                 pool: &r.pool,
                 strip: r.rule.stripped_len(),
             }),
             None => self
                 .default_pool
                 .as_ref()
-                .map(|pool| Routed { pool, strip: 0 }),
+                .map(|pool| Routed { pool, strip: 0 })
+                .ok_or(Unrouted::NoPool),
         }
     }
 }
@@ -460,6 +490,14 @@ pub fn compile(
                         })
                     })
                     .collect(),
+                hosts: (!l.spec.hostnames.is_empty()).then(|| {
+                    l.spec
+                        .hostnames
+                        .iter()
+                        .filter_map(|name| lb.value.spec.hostname(name))
+                        .map(|h| h.hostname.clone())
+                        .collect()
+                }),
                 timeouts: l.spec.timeouts,
                 connection_limit: l.spec.connection_limit,
                 stats: registry.listener_stats.get(id.as_str()),

@@ -371,22 +371,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .iter()
             .position(|b| *b == b'?')
             .map_or(target, |q| &target[..q]);
-        let Some((pool, strip)) = listener
-            .route(host, path)
-            .map(|r| (r.pool.clone(), r.strip))
-        else {
-            self.log.termination = Termination::NoRoute;
-            let next = self
-                .reply(
-                    sleep,
-                    listener,
-                    &req,
-                    503,
-                    "no pool serves this request",
-                    false,
-                )
-                .await;
-            return (503, next);
+        let (pool, strip) = match listener.route(host, path) {
+            Ok(r) => (r.pool.clone(), r.strip),
+            Err(unrouted) => {
+                self.log.termination = Termination::NoRoute;
+                let (status, text) = unrouted.answer();
+                let next = self.reply(sleep, listener, &req, status, text, false).await;
+                return (status, next);
+            }
         };
         let timeouts = listener.timeouts;
         let session = Session::of(
