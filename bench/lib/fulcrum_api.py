@@ -3,6 +3,7 @@
 
 Subcommands (each prints one JSON object on stdout):
   setup        create the load balancer, pools, members and listeners the traffic tests use
+               (HTTP, h2c, TLS, TCP and, with --udp, UDP)
   propagation  replace a pool's member, then time until the proxy serves from it (test 6)
   scale        load N pools x M members through the batch endpoint; RSS and batch times (test 7)
 
@@ -141,6 +142,9 @@ def cmd_setup(a):
     listener("tcp", "TCP", a.tcp, tcp_pool)
     prop_pool, _ = pool("prop", "HTTP", backends[:1])
     listener("prop", "HTTP", a.prop, prop_pool)
+    if a.udp:
+        udp_pool, _ = pool("udp", "UDP", [int(p) for p in a.udp_backends.split(",")])
+        listener("udp", "UDP", a.udp, udp_pool)
     print(
         json.dumps(
             {
@@ -366,6 +370,8 @@ def main():
         s.add_argument(f"--{name}", type=int, required=True)
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
+    s.add_argument("--udp", type=int, help="port of a UDP listener (a UDP pool of --udp-backends)")
+    s.add_argument("--udp-backends", default="", help="comma-separated UDP member ports")
     s.set_defaults(fn=cmd_setup)
 
     s = sub.add_parser("log")

@@ -6,6 +6,8 @@
 //! - `churn`: open loop. PATCHes the members of the benchmark's HTTP pool (from the state file
 //!   `bench/lib/fulcrum_api.py setup` writes) at a fixed rate for a fixed time, next to the
 //!   proxy's traffic, and reports what was achieved.
+//! - `udp`: closed loop over UDP. N flows, each its own socket, send a datagram and wait for its
+//!   reply (with a timeout) back to back; reports replies/s, round-trip p50/p99 and losses.
 //!
 //! Each subcommand prints exactly one JSON object on stdout; human logs go to stderr. Each client
 //! owns one HTTP/1.1 keep-alive connection (hyper's low-level client, `TCP_NODELAY`).
@@ -13,6 +15,7 @@
 mod churn;
 mod client;
 mod stats;
+mod udp;
 mod writes;
 
 use std::process::ExitCode;
@@ -47,6 +50,8 @@ enum Cmd {
     Writes(writes::WritesArgs),
     /// Open-loop member weight changes at a fixed rate (the `churn` scenario).
     Churn(churn::ChurnArgs),
+    /// Closed-loop UDP request/response: answered datagrams/s, round trips and losses.
+    Udp(udp::UdpArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.cmd {
             Cmd::Writes(a) => writes::run(a).await,
             Cmd::Churn(a) => churn::run(a).await,
+            Cmd::Udp(a) => udp::run(a).await,
         }
     })?;
     println!("{}", out.json);
