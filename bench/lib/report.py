@@ -171,6 +171,14 @@ def main():
     elif udp_failed:
         t.append(("(issue 18) UDP packets/s ≥ 1.0× nginx, one worker",
                   f"the driver failed in {len(udp_failed)} run(s)", False))
+    quic = [r for r in rows if r.get("scenario") == "quic"]
+    quic_ok = [r for r in quic if r.get("result") and r.get("proxy") == "fulcrum"]
+    if quic:
+        cps = median([r["result"]["connections_per_s"] for r in quic_ok])
+        failed = [r for r in quic if r.get("failed")]
+        t.append(("(issue 18) QUIC connection throughput through fulcrum reported (QUIC_CID)",
+                  f"{fmt(cps)} connections/s" if quic_ok else "no run completed",
+                  bool(quic_ok) and not failed))
     log_off = [r for r in rows if r.get("scenario") == "http1-log-off"]
     log_on = [r for r in rows if r.get("scenario") == "http1-log-on"]
     if log_off and log_on:
@@ -234,7 +242,7 @@ def main():
         t.append(("(8) writes: ≥ 5,000 acknowledged durable writes/s, ack p99 ≤ 10 ms", val,
                   not writes_failed and acked is not None and acked >= 5000
                   and p99 is not None and p99 <= 10))
-    w("## Targets (issue 9, and issue 18 for UDP)")
+    w("## Targets (issue 9, and issue 18 for UDP and QUIC)")
     w("")
     if meta["quick"]:
         w("Verdicts from a smoke run say nothing: the load is too short and the machine busy.")
@@ -352,6 +360,50 @@ def main():
             w("```")
             for proxy, v in udp.items():
                 w(f"{v['cmd']}    # {proxy}")
+            w("```")
+            w("")
+
+    if quic:
+        w("## QUIC connections through a QUIC_CID pool (fulcrum only, one worker)")
+        w("")
+        w(f"`fulcrum-loadgen quic`: {meta.get('quic_clients', '?')} clients (quinn), each with its "
+          "own endpoint (socket), back to back: handshake (TLS 1.3), one bidirectional stream "
+          "asking the member's name, read to the end, connection closed. Members: three quinn "
+          "servers (`fulcrum-loadgen quic-members`, one process) that issue their connection IDs "
+          "in the QUIC-LB plaintext layout with 3-byte server IDs; fulcrum: a UDP listener in "
+          "front of a `QUIC_CID` pool (`quic_lb.server_id_len` 3, each member's `server_id`). "
+          "`direct` is the same load straight at one member, no proxy: what the client and "
+          "member cost on their own. nginx and HAProxy do not balance QUIC by connection ID, so "
+          "there is no comparison. CPU is the measured process's (fulcrum's, or the members' "
+          "for `direct`) per connection. Latency: connect to answer.")
+        w("")
+        w("| Round | Path | connections/s | p50 ms | p99 ms | failures | CPU s | CPU µs / connection | members |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for r in quic:
+            x = r.get("result")
+            if not x:
+                w(f"| {r['round']} | {r['proxy']} | driver failed | | | | | | |")
+                continue
+            per = r["cpu_s"] / x["connections"] * 1e6 if x.get("connections") else None
+            w(f"| {r['round']} | {r['proxy']} | {fmt(x['connections_per_s'])} | {fmt(x.get('p50_ms'), 2)} | "
+              f"{fmt(x.get('p99_ms'), 2)} | {x['failures']} | {fmt(r['cpu_s'], 2)} | {fmt(per, 1)} | "
+              f"{', '.join(f'{k}: {v}' for k, v in x['members'].items())} |")
+        flows = next((r.get("metrics") for r in rows if r.get("scenario") == "quic-flows"), None)
+        if flows:
+            w("")
+            w("fulcrum's new QUIC flows by how they found their member, after the runs:")
+            w("")
+            w("```")
+            w(flows.strip())
+            w("```")
+        w("")
+        cmds = {r["proxy"]: r["cmd"] for r in quic if r.get("cmd")}
+        if cmds:
+            w("Commands:")
+            w("")
+            w("```")
+            for k, c in cmds.items():
+                w(f"{c}    # {k}")
             w("```")
             w("")
 

@@ -8,12 +8,15 @@
 //!   proxy's traffic, and reports what was achieved.
 //! - `udp`: closed loop over UDP. N flows, each its own socket, send a datagram and wait for its
 //!   reply (with a timeout) back to back; reports replies/s, round-trip p50/p99 and losses.
+//! - `quic-members` and `quic`: quinn QUIC members (QUIC-LB server IDs in their connection IDs)
+//!   and closed-loop QUIC connections through a proxy: connections/s, p50/p99, failures.
 //!
 //! Each subcommand prints exactly one JSON object on stdout; human logs go to stderr. Each client
 //! owns one HTTP/1.1 keep-alive connection (hyper's low-level client, `TCP_NODELAY`).
 
 mod churn;
 mod client;
+mod quic;
 mod stats;
 mod udp;
 mod writes;
@@ -52,6 +55,10 @@ enum Cmd {
     Churn(churn::ChurnArgs),
     /// Closed-loop UDP request/response: answered datagrams/s, round trips and losses.
     Udp(udp::UdpArgs),
+    /// QUIC members answering every stream with their name, until SIGTERM.
+    QuicMembers(quic::MembersArgs),
+    /// Closed-loop QUIC connections (handshake, one stream, close): connections/s.
+    Quic(quic::QuicArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Writes(a) => writes::run(a).await,
             Cmd::Churn(a) => churn::run(a).await,
             Cmd::Udp(a) => udp::run(a).await,
+            Cmd::QuicMembers(a) => quic::members(a).await,
+            Cmd::Quic(a) => quic::run(a).await,
         }
     })?;
     println!("{}", out.json);
