@@ -100,6 +100,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Checks a closed-loop run's `--duration` (positive) and `--warmup` (not negative) seconds.
+pub fn check_window(duration: f64, warmup: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        duration.is_finite() && duration > 0.0,
+        "--duration must be positive"
+    );
+    anyhow::ensure!(
+        warmup.is_finite() && warmup >= 0.0,
+        "--warmup must not be negative"
+    );
+    Ok(())
+}
+
 /// What a subcommand hands back: its JSON report (always printed), and why the run counts as
 /// failed, if it does (then the exit status is non-zero).
 pub struct Outcome {

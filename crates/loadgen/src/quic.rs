@@ -25,8 +25,8 @@ use quinn::{ConnectionId, ConnectionIdGenerator, Endpoint, EndpointConfig, Tokio
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::Outcome;
 use crate::stats::{ms, percentile, round, sorted};
+use crate::{Outcome, check_window};
 
 /// Nonce bytes after the server ID in the connection IDs the members issue.
 const NONCE_LEN: usize = 4;
@@ -244,14 +244,7 @@ async fn one(endpoint: &Endpoint, target: SocketAddr) -> anyhow::Result<String> 
 pub async fn run(a: QuicArgs) -> anyhow::Result<Outcome> {
     ensure!(a.clients > 0, "--clients must be at least 1");
     ensure!(a.timeout_ms > 0, "--timeout-ms must be positive");
-    ensure!(
-        a.duration.is_finite() && a.duration > 0.0,
-        "--duration must be positive"
-    );
-    ensure!(
-        a.warmup.is_finite() && a.warmup >= 0.0,
-        "--warmup must not be negative"
-    );
+    check_window(a.duration, a.warmup)?;
     let der = std::fs::read(&a.cert).with_context(|| format!("reading {}", a.cert.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(der))?;

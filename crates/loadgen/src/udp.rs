@@ -16,8 +16,8 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::Outcome;
 use crate::stats::{ms, percentile, round, sorted};
+use crate::{Outcome, check_window};
 
 #[derive(Args)]
 pub struct UdpArgs {
@@ -166,14 +166,7 @@ pub async fn run(a: UdpArgs) -> anyhow::Result<Outcome> {
         "--size must be 8 to 65507 bytes"
     );
     ensure!(a.timeout_ms > 0, "--timeout-ms must be positive");
-    ensure!(
-        a.duration.is_finite() && a.duration > 0.0,
-        "--duration must be positive"
-    );
-    ensure!(
-        a.warmup.is_finite() && a.warmup >= 0.0,
-        "--warmup must not be negative"
-    );
+    check_window(a.duration, a.warmup)?;
     eprintln!(
         "fulcrum-loadgen udp: {} flow(s) to {}, {} B datagrams, {} ms timeout; {} s warm-up, {} s measured",
         a.flows, a.target, a.size, a.timeout_ms, a.warmup, a.duration
