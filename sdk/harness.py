@@ -124,6 +124,80 @@ class Backend:
             self.hits = 0
 
 
+def free_udp_port():
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class UdpBackend:
+    """A real UDP server on 127.0.0.1 that answers every datagram, in one datagram, with its
+    name. Counts the datagrams it got and remembers the payloads' first bytes per sender."""
+
+    def __init__(self, name, port=None):
+        self.name = name
+        self.hits = 0
+        self._lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        answer = self.name.encode()
+        while not self._stop.is_set():
+            try:
+                _, peer = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.hits += 1
+            with contextlib.suppress(OSError):
+                self.sock.sendto(answer, peer)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+def udp_ask(port, payload=b"ping", sock=None, timeout=1.0):
+    """Sends one datagram to 127.0.0.1:port (from `sock`, else from a fresh socket on a new
+    source port) and returns the one datagram that comes back, decoded, or None on timeout."""
+    own = sock is None
+    if own:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+    try:
+        sock.settimeout(timeout)
+        sock.sendto(payload, ("127.0.0.1", port))
+        try:
+            data, _ = sock.recvfrom(65535)
+            return data.decode()
+        except socket.timeout:
+            return None
+    finally:
+        if own:
+            sock.close()
+
+
+def quic_initial(dcid, scid=b"\x01\x02\x03\x04", size=1200):
+    """A datagram shaped as a QUIC v1 Initial (RFC 9000 17.2.2): long header, version 1, the
+    given destination and source connection IDs, an empty token, a length and a 1-byte packet
+    number, padded to `size` bytes as a client's first flight must be. Its payload is not
+    encrypted: it is only read by a load balancer that routes on the header."""
+    head = bytes([0xC0]) + (1).to_bytes(4, "big")
+    head += bytes([len(dcid)]) + dcid + bytes([len(scid)]) + scid + b"\x00"
+    rest = size - len(head) - 2
+    return head + (0x4000 | rest).to_bytes(2, "big") + b"\x00" + bytes(rest - 1)
+
+
 def make_test_ca(directory):
     """A CA and a server certificate for 127.0.0.1 and localhost, made with the openssl
     command in `directory`; returns the paths (ca.pem, api.crt, api.key)."""

@@ -3,6 +3,7 @@
 
 Subcommands (each prints one JSON object on stdout):
   setup        create the load balancer, pools, members and listeners the traffic tests use
+               (HTTP, h2c, TLS, TCP and, with --udp and --quic, UDP and QUIC_CID)
   propagation  replace a pool's member, then time until the proxy serves from it (test 6)
   scale        load N pools x M members through the batch endpoint; RSS and batch times (test 7)
 
@@ -141,6 +142,33 @@ def cmd_setup(a):
     listener("tcp", "TCP", a.tcp, tcp_pool)
     prop_pool, _ = pool("prop", "HTTP", backends[:1])
     listener("prop", "HTTP", a.prop, prop_pool)
+    if a.udp:
+        udp_pool, _ = pool("udp", "UDP", [int(p) for p in a.udp_backends.split(",")])
+        listener("udp", "UDP", a.udp, udp_pool)
+    if a.quic:
+        # QUIC_CID (the seed wants SOURCE_IP persistence with it); the members encode these
+        # server IDs in their connection IDs (QUIC-LB plaintext, 3-byte server IDs).
+        ids = a.quic_server_ids.split(",")
+        hdrs, p = api.ok(
+            "POST",
+            f"/v1/loadbalancers/{lb_id}/pools",
+            {
+                "name": "quic",
+                "protocol": "QUIC",
+                "algorithm": "QUIC_CID",
+                "session_persistence": {"type": "SOURCE_IP", "persistence_timeout": 1},
+                "quic_lb": {"server_id_len": len(ids[0]) // 2},
+            },
+        )
+        api.wait(hdrs)
+        for port, sid in zip([int(x) for x in a.quic_backends.split(",")], ids):
+            hdrs, _ = api.ok(
+                "POST",
+                f"/v1/pools/{p['id']}/members",
+                {"address": "127.0.0.1", "port": port, "server_id": sid},
+            )
+            api.wait(hdrs)
+        listener("quic", "UDP", a.quic, p["id"])
     print(
         json.dumps(
             {
@@ -366,6 +394,11 @@ def main():
         s.add_argument(f"--{name}", type=int, required=True)
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
+    s.add_argument("--udp", type=int, help="port of a UDP listener (a UDP pool of --udp-backends)")
+    s.add_argument("--udp-backends", default="", help="comma-separated UDP member ports")
+    s.add_argument("--quic", type=int, help="port of a UDP listener in front of a QUIC_CID pool")
+    s.add_argument("--quic-backends", default="", help="comma-separated QUIC member ports")
+    s.add_argument("--quic-server-ids", default="", help="comma-separated hex server IDs")
     s.set_defaults(fn=cmd_setup)
 
     s = sub.add_parser("log")

@@ -70,6 +70,33 @@ def traffic_medians(rows, scenario, mode):
     return out
 
 
+def udp_rows(rows, proxy=None):
+    """The udp scenario's measured rounds (failed ones left out), of one proxy or all."""
+    return [r for r in rows if r.get("scenario") == "udp" and r.get("result")
+            and (proxy is None or r.get("proxy") == proxy)]
+
+
+def udp_medians(rows):
+    """Per proxy: medians over rounds of packets/s, round trips, CPU per packet (µs)."""
+    out = {}
+    for proxy in ("fulcrum", "nginx"):
+        rs = udp_rows(rows, proxy)
+        if not rs:
+            continue
+        out[proxy] = {
+            "pps": median([r["result"]["replies_per_s"] for r in rs]),
+            "p50_ms": median([r["result"].get("p50_ms") for r in rs]),
+            "p99_ms": median([r["result"].get("p99_ms") for r in rs]),
+            "cpu_us": median([r["cpu_s"] / r["result"]["replies"] * 1e6 for r in rs
+                              if r["result"].get("replies")]),
+            "losses": sum(r["result"]["losses"] for r in rs),
+            "replies": sum(r["result"]["replies"] for r in rs),
+            "rounds": len(rs),
+            "cmd": rs[0]["cmd"],
+        }
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--meta", required=True)
@@ -133,6 +160,25 @@ def main():
         if mm.get("fulcrum") and mm.get("haproxy"):
             r = ratio(mm["fulcrum"][key], mm["haproxy"][key])
             t.append((label + ", one worker", fmt_ratio(r), r is not None and r >= 1.0))
+    udp = udp_medians(rows)
+    udp_failed = [r for r in rows if r.get("scenario") == "udp" and r.get("failed")]
+    if udp.get("fulcrum") and udp.get("nginx"):
+        r = ratio(udp["fulcrum"]["pps"], udp["nginx"]["pps"])
+        cpu = ratio(udp["fulcrum"]["cpu_us"], udp["nginx"]["cpu_us"])
+        t.append(("(issue 18) UDP packets/s ≥ 1.0× nginx, one worker",
+                  f"{fmt_ratio(r)} (CPU per packet {fmt_ratio(cpu)})",
+                  r is not None and r >= 1.0 and not udp_failed))
+    elif udp_failed:
+        t.append(("(issue 18) UDP packets/s ≥ 1.0× nginx, one worker",
+                  f"the driver failed in {len(udp_failed)} run(s)", False))
+    quic = [r for r in rows if r.get("scenario") == "quic"]
+    quic_ok = [r for r in quic if r.get("result") and r.get("proxy") == "fulcrum"]
+    if quic:
+        cps = median([r["result"]["connections_per_s"] for r in quic_ok])
+        failed = [r for r in quic if r.get("failed")]
+        t.append(("(issue 18) QUIC connection throughput through fulcrum reported (QUIC_CID)",
+                  f"{fmt(cps)} connections/s" if quic_ok else "no run completed",
+                  bool(quic_ok) and not failed))
     log_off = [r for r in rows if r.get("scenario") == "http1-log-off"]
     log_on = [r for r in rows if r.get("scenario") == "http1-log-on"]
     if log_off and log_on:
@@ -196,7 +242,7 @@ def main():
         t.append(("(8) writes: ≥ 5,000 acknowledged durable writes/s, ack p99 ≤ 10 ms", val,
                   not writes_failed and acked is not None and acked >= 5000
                   and p99 is not None and p99 <= 10))
-    w("## Targets (issue 9)")
+    w("## Targets (issue 9, and issue 18 for UDP and QUIC)")
     w("")
     if meta["quick"]:
         w("Verdicts from a smoke run say nothing: the load is too short and the machine busy.")
@@ -263,6 +309,101 @@ def main():
             w("```")
             for proxy, v in mm.items():
                 w(f"{v['cmd']}    # {proxy}")
+            w("```")
+            w("")
+
+    # ---- UDP ----
+    if udp or udp_failed:
+        w("## UDP request/response — one worker each")
+        w("")
+        w(f"`fulcrum-loadgen udp`: {meta.get('udp_flows', '?')} flows, each its own socket (its own "
+          f"source port), send a {meta.get('udp_size', '?')}-byte datagram and wait for the one "
+          f"datagram that answers it (a loss after {meta.get('udp_timeout_ms', '?')} ms), back to "
+          "back. Members: the backends' nginx, stream `return` of a 15-byte body over UDP on "
+          "three ports. fulcrum: a UDP listener and a ROUND_ROBIN UDP pool of the three (each "
+          "flow keeps its member and its member-side socket). nginx: `stream` with `listen ... "
+          "udp; proxy_pass; proxy_responses 1;` (each datagram a session that ends at the "
+          "member's reply). HAProxy has no UDP proxying (its `mode tcp` and `mode http` are "
+          "TCP only), so it is not in this table. A packet is one request answered (one datagram "
+          "each way between client and proxy and between proxy and member); CPU per packet is "
+          "the proxy's user + system time over the round divided by the packets answered.")
+        w("")
+        w("Medians over rounds; ratios against nginx (CPU: lower is better).")
+        w("")
+        w("| Proxy | packets/s | × nginx | p50 / p99 ms | CPU µs / packet | × nginx | losses |")
+        w("|---|---|---|---|---|---|---|")
+        n = udp.get("nginx")
+        for proxy, v in udp.items():
+            w(f"| {proxy} | {fmt(v['pps'])} | {fmt_ratio(ratio(v['pps'], n and n['pps']))} | "
+              f"{fmt(v['p50_ms'], 3)} / {fmt(v['p99_ms'], 3)} | {fmt(v['cpu_us'], 2)} | "
+              f"{fmt_ratio(ratio(v['cpu_us'], n and n['cpu_us']))} | {v['losses']} |")
+        w("| haproxy | – (no UDP) | | | | | |")
+        w("")
+        w("Raw rounds:")
+        w("")
+        w("| Round | Proxy | packets/s | p50 ms | p99 ms | max ms | CPU s | packets | losses | stray replies |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r.get("scenario") != "udp":
+                continue
+            x = r.get("result")
+            if not x:
+                w(f"| {r['round']} | {r['proxy']} | driver failed | | | | | | | |")
+                continue
+            w(f"| {r['round']} | {r['proxy']} | {fmt(x['replies_per_s'])} | {fmt(x.get('p50_ms'), 3)} | "
+              f"{fmt(x.get('p99_ms'), 3)} | {fmt(x.get('max_ms'), 3)} | {fmt(r['cpu_s'], 2)} | "
+              f"{x['replies']} | {x['losses']} | {x['stray_replies']} |")
+        w("")
+        if udp:
+            w("Commands:")
+            w("")
+            w("```")
+            for proxy, v in udp.items():
+                w(f"{v['cmd']}    # {proxy}")
+            w("```")
+            w("")
+
+    if quic:
+        w("## QUIC connections through a QUIC_CID pool (fulcrum only, one worker)")
+        w("")
+        w(f"`fulcrum-loadgen quic`: {meta.get('quic_clients', '?')} clients (quinn), each with its "
+          "own endpoint (socket), back to back: handshake (TLS 1.3), one bidirectional stream "
+          "asking the member's name, read to the end, connection closed. Members: three quinn "
+          "servers (`fulcrum-loadgen quic-members`, one process) that issue their connection IDs "
+          "in the QUIC-LB plaintext layout with 3-byte server IDs; fulcrum: a UDP listener in "
+          "front of a `QUIC_CID` pool (`quic_lb.server_id_len` 3, each member's `server_id`). "
+          "`direct` is the same load straight at one member, no proxy: what the client and "
+          "member cost on their own. nginx and HAProxy do not balance QUIC by connection ID, so "
+          "there is no comparison. CPU is the measured process's (fulcrum's, or the members' "
+          "for `direct`) per connection. Latency: connect to answer.")
+        w("")
+        w("| Round | Path | connections/s | p50 ms | p99 ms | failures | CPU s | CPU µs / connection | members |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for r in quic:
+            x = r.get("result")
+            if not x:
+                w(f"| {r['round']} | {r['proxy']} | driver failed | | | | | | |")
+                continue
+            per = r["cpu_s"] / x["connections"] * 1e6 if x.get("connections") else None
+            w(f"| {r['round']} | {r['proxy']} | {fmt(x['connections_per_s'])} | {fmt(x.get('p50_ms'), 2)} | "
+              f"{fmt(x.get('p99_ms'), 2)} | {x['failures']} | {fmt(r['cpu_s'], 2)} | {fmt(per, 1)} | "
+              f"{', '.join(f'{k}: {v}' for k, v in x['members'].items())} |")
+        flows = next((r.get("metrics") for r in rows if r.get("scenario") == "quic-flows"), None)
+        if flows:
+            w("")
+            w("fulcrum's new QUIC flows by how they found their member, after the runs:")
+            w("")
+            w("```")
+            w(flows.strip())
+            w("```")
+        w("")
+        cmds = {r["proxy"]: r["cmd"] for r in quic if r.get("cmd")}
+        if cmds:
+            w("Commands:")
+            w("")
+            w("```")
+            for k, c in cmds.items():
+                w(f"{c}    # {k}")
             w("```")
             w("")
 
@@ -401,7 +542,8 @@ def main():
     w("fulcrum: `TOKIO_WORKER_THREADS=<n> fulcrum serve --config fulcrum.toml` (API rate limit "
       "raised), then through the API: one load balancer, an HTTP pool (ROUND_ROBIN, the three "
       "backends) behind an HTTP listener, a second HTTP listener (h2c) and a TERMINATED_HTTPS "
-      "listener, and a TCP pool behind a TCP listener. No health monitors, for anyone. fulcrum "
+      "listener, a TCP pool behind a TCP listener, and a UDP pool (the UDP members) behind a "
+      "UDP listener. No health monitors, for anyone. fulcrum "
       "keeps upstream HTTP/1.1 connections alive per member and adds X-Forwarded-For and "
       "Forwarded; HAProxy (`option forwardfor`) and nginx (`proxy_set_header X-Forwarded-For`) "
       "add X-Forwarded-For too.")

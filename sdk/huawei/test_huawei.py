@@ -10,13 +10,14 @@ from. Traffic goes through a real fulcrum listener to real local backends.
 import calendar
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 
-from harness import (Backend, Fulcrum, Steps, TestCA, check, free_port, get, spread, taken_port,
-                     wait_port, wait_until)
+from harness import (Backend, Fulcrum, Steps, TestCA, UdpBackend, check, free_port, free_udp_port, get,
+                     quic_initial, spread, taken_port, udp_ask, wait_port, wait_until)
 
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -125,10 +126,10 @@ def served_by(c, n=24):
     return spread(lb_url(c), n)
 
 
-def update_pool(c, **fields):
+def update_pool(c, pool_id=None, **fields):
     return c.c3.update_pool(
         m3.UpdatePoolRequest(
-            pool_id=c.pool_id, body=m3.UpdatePoolRequestBody(pool=m3.UpdatePoolOption(**fields))
+            pool_id=pool_id or c.pool_id, body=m3.UpdatePoolRequestBody(pool=m3.UpdatePoolOption(**fields))
         )
     )
 
@@ -1275,6 +1276,180 @@ def served(url):
 
 
 @steps.step
+def udp_listener_udp_pool_then_quic_cid_pool_with_traffic(c):
+    """A v3 UDP listener and UDP pool, then a QUIC pool with QUIC_CID (created so, and
+    changed and switched back with update_pool, seed 002) behind the same listener, with
+    real datagrams through fulcrum to UDP members that answer with their names."""
+    c.udp_backends = {name: UdpBackend(name) for name in ("u1", "u2", "u3")}
+    s = c.subnet["local"]
+
+    def new_pool(name, protocol, algorithm, **extra):
+        return c.c3.create_pool(
+            m3.CreatePoolRequest(
+                body=m3.CreatePoolRequestBody(
+                    pool=m3.CreatePoolOption(
+                        name=name, protocol=protocol, lb_algorithm=algorithm, loadbalancer_id=c.lb_id, **extra
+                    )
+                )
+            )
+        ).pool
+
+    def add_members(pool_id, names):
+        for name in names:
+            m = c.c3.create_member(
+                m3.CreateMemberRequest(
+                    pool_id=pool_id,
+                    body=m3.CreateMemberRequestBody(
+                        member=m3.CreateMemberOption(
+                            address="127.0.0.1", protocol_port=c.udp_backends[name].port, subnet_cidr_id=s, name=name
+                        )
+                    ),
+                )
+            ).member
+            check(m.protocol_port == c.udp_backends[name].port, str(m))
+
+    udp = new_pool("udp-1", "UDP", "ROUND_ROBIN")
+    check(udp.protocol == "UDP" and udp.lb_algorithm == "ROUND_ROBIN", str(udp))
+    add_members(udp.id, ("u1", "u2"))
+    port = free_udp_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(
+                    name="udp-1", protocol="UDP", protocol_port=port, loadbalancer_id=c.lb_id, default_pool_id=udp.id
+                )
+            )
+        )
+    ).listener
+    check(listener.protocol == "UDP" and listener.default_pool_id == udp.id, str(listener))
+    got = c.c3.show_listener(m3.ShowListenerRequest(listener_id=listener.id)).listener
+    check(got.protocol == "UDP" and got.protocol_port == port, str(got))
+    wait_until(lambda: udp_ask(port, timeout=0.3), what="the UDP listener answering")
+
+    # Each new socket is a new flow: round robin spreads flows over both members, and
+    # every datagram of one flow goes to its member.
+    names = [udp_ask(port, f"flow {i}".encode()) for i in range(20)]
+    check(None not in names, f"every datagram through the UDP listener is answered: {names}")
+    check(set(names) == {"u1", "u2"}, f"round robin spreads flows over both members: {names}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flow:
+        flow.bind(("127.0.0.1", 0))
+        answers = [udp_ask(port, f"datagram {i}".encode(), sock=flow) for i in range(10)]
+    check(len(set(answers)) == 1 and answers[0] in ("u1", "u2"), f"one flow, one member: {answers}")
+    # A datagram far larger than the one-line answers still goes through whole.
+    check(udp_ask(port, bytes(8000)) in ("u1", "u2"), "an 8000-byte datagram is relayed")
+
+    # A QUIC pool with QUIC_CID needs SOURCE_IP persistence (seed 002's rule).
+    quic = new_pool(
+        "quic-cid",
+        "QUIC",
+        "QUIC_CID",
+        session_persistence=m3.CreatePoolSessionPersistenceOption(type="SOURCE_IP", persistence_timeout=1),
+    )
+    check(quic.protocol == "QUIC" and quic.lb_algorithm == "QUIC_CID", str(quic))
+    check(quic.session_persistence.type == "SOURCE_IP", str(quic.session_persistence))
+    add_members(quic.id, ("u1", "u2", "u3"))
+    c.c3.update_listener(
+        m3.UpdateListenerRequest(
+            listener_id=listener.id,
+            body=m3.UpdateListenerRequestBody(listener=m3.UpdateListenerOption(default_pool_id=quic.id)),
+        )
+    )
+
+    # Source ports never used before in this run (below Linux's ephemeral range), so no
+    # datagram falls into a flow an earlier one left behind (flows live for the listener's
+    # keepalive_timeout): every Initial comes from a new address, as after a NAT rebinding.
+    unused_ports = iter(range(20000 + os.getpid() % 4000, 32768))
+
+    def fresh_socket():
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(("127.0.0.1", next(unused_ports)))
+                return sock
+            except OSError:
+                sock.close()
+
+    def initial_lands(dcid):
+        with fresh_socket() as sock:
+            return udp_ask(port, quic_initial(dcid), sock=sock)
+
+    def dcids(n):
+        return [bytes([i, 0xC1, 0xD0, 7, 6, 5, 4, i]) for i in range(n)]
+
+    # The listener now serves the QUIC pool: Initials (client-chosen DCIDs) are hashed by
+    # DCID, so different connections spread while one DCID keeps its member across ports.
+    wait_until(
+        lambda: "u3" in {initial_lands(d) for d in dcids(12)},
+        what="the listener serving the QUIC_CID pool (u3 is only in it)",
+    )
+
+    def each_dcid_sticks(tag):
+        placed = {}
+        for dcid in dcids(12):
+            seen = [initial_lands(dcid) for _ in range(6)]
+            check(None not in seen, f"{tag}: every Initial is answered: {seen}")
+            check(len(set(seen)) == 1, f"{tag}: DCID {dcid.hex()} keeps its member across source ports: {seen}")
+            placed[dcid] = seen[0]
+        check(len(set(placed.values())) >= 2, f"{tag}: connections spread over members: {placed}")
+        return placed
+
+    def settled(tag):
+        # Each worker (each SO_REUSEPORT socket, picked by source port) takes a change on its
+        # own: wait until all of them serve it, then check once more.
+        def attempt():
+            try:
+                return each_dcid_sticks(tag)
+            except AssertionError:
+                return None
+
+        wait_until(attempt, what=f"{tag}: every worker serving the change")
+        return each_dcid_sticks(tag)
+
+    before = settled("QUIC_CID")
+
+    # update_pool (seed 002): to SOURCE_IP, where every datagram from 127.0.0.1 lands on one
+    # member whatever its DCID, then back to QUIC_CID, where the hash places DCIDs as before.
+    p = update_pool(c, pool_id=quic.id, lb_algorithm="SOURCE_IP", description="by source")
+    check(p.pool.lb_algorithm == "SOURCE_IP" and p.pool.protocol == "QUIC", str(p.pool))
+    wait_until(
+        lambda: len({initial_lands(d) for d in dcids(12) * 2}) == 1 and initial_lands(b"x" * 8),
+        what="SOURCE_IP: every connection from 127.0.0.1 on one member",
+    )
+    p = update_pool(
+        c,
+        pool_id=quic.id,
+        lb_algorithm="QUIC_CID",
+        name="quic-cid-b",
+        session_persistence=m3.UpdatePoolSessionPersistenceOption(type="SOURCE_IP", persistence_timeout=2),
+    )
+    check(p.pool.lb_algorithm == "QUIC_CID" and p.pool.name == "quic-cid-b", str(p.pool))
+    check(p.pool.session_persistence.persistence_timeout == 2, str(p.pool.session_persistence))
+    check(show_pool(c, quic.id).lb_algorithm == "QUIC_CID", "QUIC_CID reads back")
+    wait_until(
+        lambda: len({initial_lands(d) for d in dcids(12)} - {None}) > 1,
+        what="QUIC_CID again: Initials spread by DCID",
+    )
+    after = settled("QUIC_CID after update_pool")
+    check(after == before, f"the DCID hash places connections as before: {before} vs {after}")
+    # A 1-RTT short-header packet carries no member's server ID (Huawei members have none):
+    # from a flow that exists it stays on the flow's member.
+    with fresh_socket() as flow:
+        first = udp_ask(port, quic_initial(dcids(1)[0]), sock=flow)
+        short = bytes([0x40]) + bytes(range(8)) + bytes(40)
+        check(udp_ask(port, short, sock=flow) == first == before[dcids(1)[0]], "a short header follows its flow")
+
+    # Tidy up: the listener keeps its default pool, so the pools go first (their members
+    # before them), then the listener, which stops answering.
+    expect_error(lambda: c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id)), 409, "ELB.8905")
+    for pool_id in (udp.id, quic.id):
+        for m in c.c3.list_members(m3.ListMembersRequest(pool_id=pool_id)).members:
+            c.c3.delete_member(m3.DeleteMemberRequest(pool_id=pool_id, member_id=m.id))
+        c.c3.delete_pool(m3.DeletePoolRequest(pool_id=pool_id))
+    c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
+    wait_until(lambda: udp_ask(port, timeout=0.2) is None, what="the UDP listener closed")
+
+
+@steps.step
 def v2_sdk_and_cleanup(c):
     lbs = c.c2.list_loadbalancers(v2.ListLoadbalancersRequest())
     check(any(lb.id == c.lb_id for lb in lbs.loadbalancers), "v2 lists the load balancer")
@@ -1368,6 +1543,8 @@ def main():
                 c.fulcrum.dump_log()
             c.fulcrum.stop()
         for b in getattr(c, "backends", {}).values():
+            b.stop()
+        for b in getattr(c, "udp_backends", {}).values():
             b.stop()
     sys.exit(0 if ok else 1)
 

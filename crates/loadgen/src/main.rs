@@ -6,13 +6,19 @@
 //! - `churn`: open loop. PATCHes the members of the benchmark's HTTP pool (from the state file
 //!   `bench/lib/fulcrum_api.py setup` writes) at a fixed rate for a fixed time, next to the
 //!   proxy's traffic, and reports what was achieved.
+//! - `udp`: closed loop over UDP. N flows, each its own socket, send a datagram and wait for its
+//!   reply (with a timeout) back to back; reports replies/s, round-trip p50/p99 and losses.
+//! - `quic-members` and `quic`: quinn QUIC members (QUIC-LB server IDs in their connection IDs)
+//!   and closed-loop QUIC connections through a proxy: connections/s, p50/p99, failures.
 //!
 //! Each subcommand prints exactly one JSON object on stdout; human logs go to stderr. Each client
 //! owns one HTTP/1.1 keep-alive connection (hyper's low-level client, `TCP_NODELAY`).
 
 mod churn;
 mod client;
+mod quic;
 mod stats;
+mod udp;
 mod writes;
 
 use std::process::ExitCode;
@@ -47,6 +53,12 @@ enum Cmd {
     Writes(writes::WritesArgs),
     /// Open-loop member weight changes at a fixed rate (the `churn` scenario).
     Churn(churn::ChurnArgs),
+    /// Closed-loop UDP request/response: answered datagrams/s, round trips and losses.
+    Udp(udp::UdpArgs),
+    /// QUIC members answering every stream with their name, until SIGTERM.
+    QuicMembers(quic::MembersArgs),
+    /// Closed-loop QUIC connections (handshake, one stream, close): connections/s.
+    Quic(quic::QuicArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +88,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.cmd {
             Cmd::Writes(a) => writes::run(a).await,
             Cmd::Churn(a) => churn::run(a).await,
+            Cmd::Udp(a) => udp::run(a).await,
+            Cmd::QuicMembers(a) => quic::members(a).await,
+            Cmd::Quic(a) => quic::run(a).await,
         }
     })?;
     println!("{}", out.json);
@@ -83,6 +98,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => Ok(()),
         Some(why) => Err(anyhow::anyhow!(why)),
     }
+}
+
+/// Checks a closed-loop run's `--duration` (positive) and `--warmup` (not negative) seconds.
+pub fn check_window(duration: f64, warmup: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        duration.is_finite() && duration > 0.0,
+        "--duration must be positive"
+    );
+    anyhow::ensure!(
+        warmup.is_finite() && warmup >= 0.0,
+        "--warmup must not be negative"
+    );
+    Ok(())
 }
 
 /// What a subcommand hands back: its JSON report (always printed), and why the run counts as

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::client::{Client, Endpoint};
 use crate::stats::{ms, percentile, round, sorted};
-use crate::{ApiArgs, Outcome};
+use crate::{ApiArgs, Outcome, check_window};
 
 #[derive(Args)]
 pub struct WritesArgs {
@@ -135,14 +135,7 @@ async fn setup(
 
 pub async fn run(a: WritesArgs) -> anyhow::Result<Outcome> {
     check_sizes(a.clients, a.loadbalancers)?;
-    ensure!(
-        a.duration.is_finite() && a.duration > 0.0,
-        "--duration must be positive"
-    );
-    ensure!(
-        a.warmup.is_finite() && a.warmup >= 0.0,
-        "--warmup must not be negative"
-    );
+    check_window(a.duration, a.warmup)?;
     let ep = Endpoint::new(&a.api, Duration::from_secs(10))?;
     let mut setup_client = Client::new(ep.clone());
     let paths = setup(&mut setup_client, a.clients, a.loadbalancers)
