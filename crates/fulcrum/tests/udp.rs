@@ -1,7 +1,7 @@
 //! UDP listeners through the real binary: echo members on real sockets (bound to port 0),
-//! flows balanced by the pool's algorithm, source-IP persistence, drain, idle expiry, the
-//! flow cap, replies to the right client, a datagram near UDP's maximum, metrics and the
-//! access-log record of each flow.
+//! flows balanced by the pool's algorithm and weights, source-IP persistence, drain, idle
+//! expiry, the flow cap, replies to the right client, a datagram near UDP's maximum,
+//! metrics and the access-log record of each flow.
 
 mod common;
 
@@ -213,6 +213,42 @@ async fn a_drained_member_keeps_its_flow_and_gets_no_new_one() {
         let c = Client::new(port).await;
         assert_eq!(c.member(&format!("new-{i}")).await, other, "new flow {i}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_spread_new_flows_three_to_one() {
+    let f = Fulcrum::start();
+    let (heavy, light) = (UdpEcho::start("heavy").await, UdpEcho::start("light").await);
+    let lb = f.loadbalancer().await;
+    let pool = f
+        .apply(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "udp", "protocol": "UDP", "algorithm": "ROUND_ROBIN"})),
+        )
+        .await
+        .id();
+    f.member(&pool, heavy.port, json!({"weight": 3})).await;
+    f.member(&pool, light.port, json!({"weight": 1})).await;
+    let port = udp_port();
+    f.listener_with(&lb, "UDP", port, Some(&pool), json!({}))
+        .await;
+
+    // Each client is a flow of its own; weights share flows, not datagrams.
+    const FLOWS: usize = 400;
+    let mut on_heavy = 0;
+    for i in 0..FLOWS {
+        let c = Client::new(port).await;
+        if c.member(&format!("flow-{i}")).await == "heavy" {
+            on_heavy += 1;
+        }
+    }
+    let share = on_heavy as f64 / FLOWS as f64;
+    assert!(
+        (0.70..=0.80).contains(&share),
+        "weights 3:1 gave the heavy member {on_heavy} of {FLOWS} flows ({:.1} %), not 75 % ± 5",
+        share * 100.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
