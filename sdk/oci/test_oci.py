@@ -838,6 +838,33 @@ def a_key_limited_to_another_compartment_sees_and_changes_nothing_here(c):
 
 
 @steps.step
+def a_key_registered_at_run_time_drives_the_sdk_until_removed(c):
+    """A key registered through fulcrum's native API (no restart, no config file) signs
+    the SDK's requests; its fingerprint is the one the SDK's config computes (MD5 of the
+    DER public key); once removed, the SDK's requests are 401."""
+    private, public, fingerprint = new_key()
+    user = "ocid1.user.oc1..aaaaruntimekey"
+    anonymous = oci.load_balancer.LoadBalancerClient(
+        {**c.sdk_config, "user": user, "fingerprint": fingerprint, "key_content": private},
+        service_endpoint=c.fulcrum.api_url, retry_strategy=oci.retry.NoneRetryStrategy())
+    e = service_error(anonymous.list_load_balancers, COMPARTMENT)
+    check(e.status == 401 and e.code == "NotAuthenticated", f"before registering: {e}")
+    status, key = c.fulcrum.native("POST", "/v1/oci-api-keys", {
+        "tenancy": TENANCY, "user": user, "public_key_pem": public, "name": "runtime"})
+    check(status == 201, f"register: {status} {key}")
+    check(key["fingerprint"] == fingerprint, f"fingerprint {key['fingerprint']} != {fingerprint}")
+    check(key["key_id"] == f"{TENANCY}/{user}/{fingerprint}", str(key))
+    ids = [x.id for x in anonymous.list_load_balancers(COMPARTMENT).data]
+    check(c.lb_id in ids, f"the registered key lists {ids}")
+    status, wr = c.fulcrum.native("DELETE", f"/v1/oci-api-keys/{key['id']}")
+    check(status == 202, f"remove: {status} {wr}")
+    status, done = c.fulcrum.native("GET", f"/v1/work-requests/{wr['id']}/wait?timeout_ms=10000")
+    check(status == 200 and done["status"] == "SUCCEEDED", f"{status} {done}")
+    e = service_error(anonymous.list_load_balancers, COMPARTMENT)
+    check(e.status == 401 and e.code == "NotAuthenticated", f"after removing: {e}")
+
+
+@steps.step
 def delete_load_balancer(c):
     wait_wr(c, c.lb.delete_load_balancer(c.lb_id))
     e = service_error(c.lb.get_load_balancer, c.lb_id)

@@ -35,6 +35,7 @@ mod extract;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod oci_keys;
 mod openapi;
 mod stats;
 mod views;
@@ -50,7 +51,7 @@ type ApiResult = Result<Response, NativeError>;
 #[openapi(
     info(
         title = "fulcrum native API",
-        description = "Manage load balancers, listeners, pools, members, health monitors, subnets, VPCs and certificates. Every change is tracked by a work request.",
+        description = "Manage load balancers, listeners, pools, members, health monitors, subnets, VPCs, certificates and OCI API keys. Every change is tracked by a work request.",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -105,6 +106,14 @@ fn api() -> OpenApiRouter<AppState> {
             get_certificate,
             update_certificate,
             delete_certificate
+        ))
+        .routes(routes!(
+            oci_keys::list_oci_api_keys,
+            oci_keys::create_oci_api_key
+        ))
+        .routes(routes!(
+            oci_keys::get_oci_api_key,
+            oci_keys::delete_oci_api_key
         ))
         .routes(routes!(list_work_requests))
         .routes(routes!(get_work_request))

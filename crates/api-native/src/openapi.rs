@@ -60,6 +60,7 @@ fn describe_parameter(path: &str, name: &str) -> String {
         "healthmonitors" => "health monitor",
         "subnets" => "subnet",
         "certificates" => "certificate",
+        "oci-api-keys" => "OCI API key",
         "work-requests" => "work request",
         _ => "resource",
     };

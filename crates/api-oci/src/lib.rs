@@ -46,6 +46,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod parts;
+mod registered_keys;
 mod routing;
 mod signature;
 mod wire;
@@ -128,7 +129,10 @@ impl std::fmt::Debug for PublicKeyPem {
 #[derive(Clone)]
 struct OciState {
     app: AppState,
+    /// `[oci] keys`.
     keys: Arc<KeyRing>,
+    /// Keys registered through the native API, as parsed so far.
+    registered: Arc<registered_keys::RegisteredKeys>,
 }
 
 /// The caller a signature authenticated, and the compartments its key is limited to.
@@ -197,11 +201,14 @@ pub fn router(state: AppState, config: &OciConfig) -> Router {
         );
     }
     if keys.is_empty() {
-        tracing::info!("no [oci] keys configured: every OCI request will answer 401");
+        tracing::info!(
+            "no [oci] keys configured: OCI requests need a key registered through /v1/oci-api-keys"
+        );
     }
     let state = OciState {
         app: state,
         keys: Arc::new(keys),
+        registered: Arc::default(),
     };
     const LB: &str = "/20170115/loadBalancers/{lb}";
     let routes: [(String, MethodRouter<OciState>); 20] = [
@@ -343,13 +350,21 @@ async fn admit(s: &OciState, req: Request) -> Result<Request, OciError> {
     let unauthenticated = |failure: signature::AuthFailure| {
         OciError::unauthenticated(format!("the request is not authenticated: {}", failure.0))
     };
-    let head = signature::verify_head(
-        &parts.method,
-        target,
-        &parts.headers,
-        &s.keys,
-        std::time::SystemTime::now(),
-    )
+    let head = {
+        let view = s.app.control.view();
+        let keys = registered_keys::Keys {
+            configured: &s.keys,
+            registered: &s.registered,
+            view: &view,
+        };
+        signature::verify_head(
+            &parts.method,
+            target,
+            &parts.headers,
+            &keys,
+            std::time::SystemTime::now(),
+        )
+    }
     .map_err(unauthenticated)?;
     let principal = head.key.principal.clone();
     if let Err(wait) = s.app.limiter.check(&format!("oci:{principal}")) {

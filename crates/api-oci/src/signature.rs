@@ -9,6 +9,7 @@
 //! joined by `\n`; `(request-target)` is `<lowercase method> <path?query as sent>`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -33,19 +34,31 @@ pub(crate) struct ApiKey {
     pub compartments: Option<Vec<String>>,
 }
 
+/// Where the verifier finds the key a signature names.
+pub(crate) trait KeySource {
+    /// The key registered under `key_id` (`tenancy/user/fingerprint`).
+    fn find(&self, key_id: &str) -> Option<Arc<ApiKey>>;
+}
+
 /// Keys by key id (`tenancy/user/fingerprint`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyRing {
-    keys: HashMap<String, ApiKey>,
+    keys: HashMap<String, Arc<ApiKey>>,
 }
 
 impl KeyRing {
     pub fn insert(&mut self, key_id: String, key: ApiKey) {
-        self.keys.insert(key_id, key);
+        self.keys.insert(key_id, Arc::new(key));
     }
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+impl KeySource for KeyRing {
+    fn find(&self, key_id: &str) -> Option<Arc<ApiKey>> {
+        self.keys.get(key_id).cloned()
     }
 }
 
@@ -80,11 +93,11 @@ fn fail<T>(message: impl Into<String>) -> Result<T, AuthFailure> {
 /// Checks a request's signature and returns the principal of the key that signed it: what
 /// the server does in two steps, around reading the body.
 #[cfg(test)]
-pub(crate) fn verify<'k>(
+pub(crate) fn verify(
     req: &SignedRequest<'_>,
-    keys: &'k KeyRing,
+    keys: &impl KeySource,
     now: SystemTime,
-) -> Result<&'k ApiKey, AuthFailure> {
+) -> Result<Arc<ApiKey>, AuthFailure> {
     let head = verify_head(req.method, req.target, req.headers, keys, now)?;
     head.check_body(req.headers, req.body)?;
     Ok(head.key)
@@ -92,8 +105,8 @@ pub(crate) fn verify<'k>(
 
 /// A request whose signature verified over its method, target and headers; what it says
 /// of the body (its length, its digest) is still to be checked against the body.
-pub(crate) struct VerifiedHead<'k> {
-    pub key: &'k ApiKey,
+pub(crate) struct VerifiedHead {
+    pub key: Arc<ApiKey>,
     /// The signature covers `content-length`: the body must be exactly that long.
     pub signed_length: Option<usize>,
     /// The signature covers `x-content-sha256`.
@@ -104,13 +117,13 @@ pub(crate) struct VerifiedHead<'k> {
 /// date is within the allowed skew, the headers a method must sign are signed, and the
 /// signature verifies. The body is covered only through `x-content-sha256` and
 /// `content-length`, which [`VerifiedHead::check_body`] compares with it once read.
-pub(crate) fn verify_head<'k>(
+pub(crate) fn verify_head(
     method: &http::Method,
     target: &str,
     headers: &HeaderMap,
-    keys: &'k KeyRing,
+    keys: &impl KeySource,
     now: SystemTime,
-) -> Result<VerifiedHead<'k>, AuthFailure> {
+) -> Result<VerifiedHead, AuthFailure> {
     let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
         return fail("the request is not signed (no Authorization header)");
     };
@@ -175,7 +188,7 @@ pub(crate) fn verify_head<'k>(
     };
     check_date(headers, now)?;
 
-    let Some(key) = keys.keys.get(key_id) else {
+    let Some(key) = keys.find(key_id) else {
         return fail(format!("no key is registered with keyId {key_id:?}"));
     };
     let Ok(raw) = B64.decode(signature) else {
@@ -198,7 +211,7 @@ pub(crate) fn verify_head<'k>(
     })
 }
 
-impl VerifiedHead<'_> {
+impl VerifiedHead {
     /// The body headers are only worth signing if they describe this body.
     pub fn check_body(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthFailure> {
         if self.signed_digest {

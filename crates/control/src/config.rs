@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use fulcrum_model::{
     Certificate, CertificateId, HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer,
-    LoadBalancerId, Member, MemberId, Pool, PoolId, Secrets, Subnet, SubnetId, Vpc, VpcId,
-    WorkRequest, WorkRequestId,
+    LoadBalancerId, Member, MemberId, OciApiKey, OciApiKeyId, Pool, PoolId, Secrets, Subnet,
+    SubnetId, Vpc, VpcId, WorkRequest, WorkRequestId,
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
@@ -51,6 +51,10 @@ pub struct Config {
     pub vpcs: BTreeMap<VpcId, Versioned<Vpc>>,
     #[serde(default)]
     pub certificates: BTreeMap<CertificateId, Versioned<Certificate>>,
+    /// OCI API signing keys registered at run time (the OCI front door's `[oci] keys` are
+    /// its configuration, not here).
+    #[serde(default)]
+    pub oci_api_keys: BTreeMap<OciApiKeyId, Versioned<OciApiKey>>,
     /// Addresses given to load balancers by allocation, with their claim keys' mod
     /// revisions (see `network::plan_vip`).
     #[serde(default)]
@@ -140,7 +144,13 @@ impl Config {
 
     pub(crate) fn apply(&mut self, batch: &WatchBatch, key: &SecretKey) {
         for Event { kind, kv } in &batch.events {
-            if !matches!(keys::parse(&kv.key), Some(ConfigKey::WorkRequest(_)) | None) {
+            // Work requests and OCI API keys are nothing the data plane serves.
+            if !matches!(
+                keys::parse(&kv.key),
+                Some(
+                    ConfigKey::WorkRequest(_) | ConfigKey::OciApiKey(_) | ConfigKey::OciKeyIdClaim
+                ) | None
+            ) {
                 self.traffic_revision = batch.revision;
             }
             match kind {
@@ -178,6 +188,10 @@ impl Config {
             ConfigKey::Certificate(_) => {
                 insert(&mut self.certificates, kv, k, Keep::Value, |v| v.id.clone())
             }
+            ConfigKey::OciApiKey(_) => {
+                insert(&mut self.oci_api_keys, kv, k, Keep::Value, |v| v.id.clone())
+            }
+            ConfigKey::OciKeyIdClaim => {}
             ConfigKey::VipClaim(addr) => {
                 self.vip_claims.insert(addr, kv.mod_revision);
             }
@@ -242,6 +256,10 @@ impl Config {
             ConfigKey::Certificate(id) => {
                 self.certificates.remove(&CertificateId::from(id));
             }
+            ConfigKey::OciApiKey(id) => {
+                self.oci_api_keys.remove(&OciApiKeyId::from(id));
+            }
+            ConfigKey::OciKeyIdClaim => {}
             ConfigKey::VipClaim(addr) => {
                 self.vip_claims.remove(&addr);
             }

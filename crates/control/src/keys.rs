@@ -2,8 +2,8 @@
 //! of that prefix sees every change; "children of X" is a prefix range.
 
 use fulcrum_model::{
-    CertificateId, HealthMonitorId, ListenerId, LoadBalancerId, MemberId, PoolId, SubnetId, VpcId,
-    WorkRequestId,
+    CertificateId, HealthMonitorId, ListenerId, LoadBalancerId, MemberId, OciApiKeyId, PoolId,
+    SubnetId, VpcId, WorkRequestId,
 };
 
 pub const ROOT: &str = "/fulcrum/v1/";
@@ -45,6 +45,17 @@ pub fn certificate(id: &CertificateId) -> String {
 pub fn vpc(id: &VpcId) -> String {
     format!("{CONFIG}vpc/{id}")
 }
+pub fn oci_api_key(id: &OciApiKeyId) -> String {
+    format!("{CONFIG}oci-api-key/{id}")
+}
+/// An OCI key id's claim (`tenancy/user/fingerprint`, hashed: it holds slashes), created
+/// with the key, so that two keys registered at once never share a key id.
+pub fn oci_key_id_claim(key_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key_id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{CONFIG}oci-key-id/{hex}")
+}
 /// An allocated VIP's claim: created (compared absent) with the load balancer that was
 /// given the address, so two load balancers created at once never get the same one. The
 /// view ignores these keys; the load balancers themselves say which addresses are taken.
@@ -64,11 +75,17 @@ pub enum ConfigKey<'a> {
     LoadBalancer(&'a str),
     Listener(&'a str),
     Pool(&'a str),
-    Member { pool: &'a str, member: &'a str },
+    Member {
+        pool: &'a str,
+        member: &'a str,
+    },
     Monitor(&'a str),
     Subnet(&'a str),
     Vpc(&'a str),
     Certificate(&'a str),
+    OciApiKey(&'a str),
+    /// Claims a key id; the view ignores it (the keys say which ids are taken).
+    OciKeyIdClaim,
     VipClaim(std::net::IpAddr),
     WorkRequest(&'a str),
 }
@@ -91,6 +108,8 @@ pub fn parse(key: &str) -> Option<ConfigKey<'_>> {
         "subnet" => ConfigKey::Subnet(id),
         "vpc" => ConfigKey::Vpc(id),
         "certificate" => ConfigKey::Certificate(id),
+        "oci-api-key" => ConfigKey::OciApiKey(id),
+        "oci-key-id" => ConfigKey::OciKeyIdClaim,
         "vip" => ConfigKey::VipClaim(id.parse().ok()?),
         _ => return None,
     })

@@ -26,6 +26,7 @@ mod fleet;
 mod keys;
 mod member_updates;
 mod network;
+mod oci_keys;
 mod ops;
 mod patch;
 mod pool_set;

@@ -103,6 +103,7 @@ pub(crate) fn sealed_config(key: &SecretKey, cfg: &Config) -> Result<Config, Sec
         subnets: sealed(key, &cfg.subnets)?,
         vpcs: sealed(key, &cfg.vpcs)?,
         certificates: sealed(key, &cfg.certificates)?,
+        oci_api_keys: sealed(key, &cfg.oci_api_keys)?,
         vip_claims: cfg.vip_claims.clone(),
         ..Config::default()
     })
@@ -125,7 +126,8 @@ pub(crate) fn open_config(key: &SecretKey, cfg: &mut Config) -> Result<(), Secre
     opened(key, &mut cfg.monitors)?;
     opened(key, &mut cfg.subnets)?;
     opened(key, &mut cfg.vpcs)?;
-    opened(key, &mut cfg.certificates)
+    opened(key, &mut cfg.certificates)?;
+    opened(key, &mut cfg.oci_api_keys)
 }
 
 #[cfg(test)]

@@ -156,6 +156,7 @@ impl Client {
             let named = !value.is_empty() && !looks_like_id(value) && value != "batch";
             let collection = match kind {
                 "loadbalancers" | "listeners" | "pools" | "healthmonitors" | "subnets"
+                | "oci-api-keys"
                     if i == 3 =>
                 {
                     format!("/v1/{kind}")

@@ -82,6 +82,19 @@ pub enum ResourceCommand {
         #[command(subcommand)]
         cmd: SubnetCmd,
     },
+    /// OCI API signing keys the OCI front door accepts, registered at run time.
+    #[command(
+        name = "oci-api-key",
+        after_help = "Examples:\n  \
+          fulcrum oci-api-key create --tenancy ocid1.tenancy.oc1..aaaa --user ocid1.user.oc1..bbbb \\\n    \
+            --public-key-file ~/.oci/oci_api_key_public.pem --name ci\n  \
+          fulcrum oci-api-key list\n  \
+          fulcrum oci-api-key delete ci"
+    )]
+    OciApiKey {
+        #[command(subcommand)]
+        cmd: OciApiKeyCmd,
+    },
     /// Work requests: where each change stands.
     #[command(
         name = "work-request",
@@ -430,6 +443,49 @@ pub enum SubnetCmd {
     Delete {
         /// Its id or name.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OciApiKeyCmd {
+    /// List them (a table; `--json` for every field).
+    List {
+        #[command(flatten)]
+        show: ListOpts,
+    },
+    /// Show one, every field.
+    Get {
+        /// Its id or name.
+        id: String,
+    },
+    /// Register a public key; prints the key id an OCI SDK config names
+    /// (`tenancy/user/fingerprint`).
+    Create {
+        /// The tenancy OCID (the SDK config's `tenancy`).
+        #[arg(long)]
+        tenancy: String,
+        /// The user OCID (the SDK config's `user`).
+        #[arg(long)]
+        user: String,
+        /// The RSA public key in PEM (`openssl rsa -in key.pem -pubout`).
+        #[arg(long)]
+        public_key_file: PathBuf,
+        /// The principal its requests act as [default: the key id].
+        #[arg(long)]
+        name: Option<String>,
+        /// A compartment OCID the key is limited to; repeat for several [default: all].
+        #[arg(long = "compartment")]
+        compartments: Vec<String>,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    /// Remove one: requests it signs are refused from then on.
+    Delete {
+        /// Its id or name.
+        id: String,
+        /// Wait until every part of fulcrum has dropped it.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -938,6 +994,54 @@ pub async fn run(cmd: ResourceCommand, client: ClientOpts) -> anyhow::Result<()>
                 }
             }
         }
+        R::OciApiKey { cmd } => {
+            let c = connect(&client)?;
+            match cmd {
+                OciApiKeyCmd::List { show } => {
+                    list(&c, &client, show, &output::OCI_API_KEY, "/v1/oci-api-keys").await
+                }
+                OciApiKeyCmd::Get { id } => {
+                    get(&c, &client, &format!("/v1/oci-api-keys/{id}")).await
+                }
+                OciApiKeyCmd::Create {
+                    tenancy,
+                    user,
+                    public_key_file,
+                    name,
+                    compartments,
+                    opts,
+                } => {
+                    let pem = std::fs::read_to_string(&public_key_file).with_context(|| {
+                        format!("reading the public key {}", public_key_file.display())
+                    })?;
+                    let b = body(
+                        &opts,
+                        vec![
+                            ("tenancy", Some(Value::String(tenancy))),
+                            ("user", Some(Value::String(user))),
+                            ("public_key_pem", Some(Value::String(pem))),
+                            ("name", s(&name)),
+                            (
+                                "compartments",
+                                (!compartments.is_empty()).then(|| json!(compartments)),
+                            ),
+                        ],
+                    )?;
+                    write(
+                        &c,
+                        &client,
+                        Method::POST,
+                        "/v1/oci-api-keys".into(),
+                        b,
+                        &opts,
+                    )
+                    .await
+                }
+                OciApiKeyCmd::Delete { id, wait } => {
+                    delete(&c, &client, &format!("/v1/oci-api-keys/{id}"), wait).await
+                }
+            }
+        }
         R::WorkRequest { cmd } => {
             let c = connect(&client)?;
             match cmd {
@@ -1046,7 +1150,7 @@ fn resource_path(method: &str, path: &str, body: &Value) -> Option<String> {
     let collection = path.rsplit('/').next()?;
     Some(match collection {
         "members" => format!("{path}/{id}"),
-        "listeners" | "pools" | "loadbalancers" | "healthmonitors" | "subnets" => {
+        "listeners" | "pools" | "loadbalancers" | "healthmonitors" | "subnets" | "oci-api-keys" => {
             format!("/v1/{collection}/{id}")
         }
         _ => return None,

@@ -57,6 +57,12 @@ pub const SUBNET: Columns = Columns(&[
     ("CIDR", "/cidr"),
     ("VPC", "/vpc_id"),
 ]);
+pub const OCI_API_KEY: Columns = Columns(&[
+    ("ID", "/id"),
+    ("NAME", "/name"),
+    ("KEY ID", "/key_id"),
+    ("COMPARTMENTS", "/compartments"),
+]);
 pub const WORK_REQUEST: Columns = Columns(&[
     ("ID", "/id"),
     ("OPERATION", "/operation"),

@@ -563,6 +563,7 @@ fn help_describes_every_command_and_argument() {
         "member",
         "healthmonitor",
         "subnet",
+        "oci-api-key",
         "work-request",
     ] {
         let help = |args: &[&str]| {

@@ -70,6 +70,10 @@ id_type!(
     CertificateId
 );
 id_type!(
+    /// An OCI API signing key registered at run time.
+    OciApiKeyId
+);
+id_type!(
     /// A work request tracking one asynchronous change.
     WorkRequestId
 );
@@ -86,6 +90,7 @@ pub enum ResourceKind {
     Subnet,
     Vpc,
     Certificate,
+    OciApiKey,
     WorkRequest,
 }
 
@@ -100,6 +105,7 @@ impl ResourceKind {
             ResourceKind::Subnet => "subnet",
             ResourceKind::Vpc => "VPC",
             ResourceKind::Certificate => "certificate",
+            ResourceKind::OciApiKey => "OCI API key",
             ResourceKind::WorkRequest => "work request",
         }
     }

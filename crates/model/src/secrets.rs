@@ -3,8 +3,8 @@
 //! disagree about what a secret is.
 
 use crate::{
-    Certificate, HealthMonitor, Listener, ListenerTls, LoadBalancer, Member, Pool, Subnet,
-    UpstreamSettings, Vpc, WorkRequest,
+    Certificate, HealthMonitor, Listener, ListenerTls, LoadBalancer, Member, OciApiKey, Pool,
+    Subnet, UpstreamSettings, Vpc, WorkRequest,
 };
 
 /// A resource that may hold secret values: upstream credentials, a forward proxy's
@@ -96,6 +96,13 @@ impl Secrets for HealthMonitor {
 }
 
 impl Secrets for Subnet {
+    fn secrets_mut(&mut self) -> Vec<&mut String> {
+        Vec::new()
+    }
+}
+
+/// A public key: nothing to hide.
+impl Secrets for OciApiKey {
     fn secrets_mut(&mut self) -> Vec<&mut String> {
         Vec::new()
     }
