@@ -666,17 +666,7 @@ fn version_names_the_commit_and_completion_scripts_load() {
 
 /// `fulcrum`, with its exit code.
 fn fulcrum_code(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(args)
-        .args(["--server", &server.base, "--token", TOKEN])
-        .env_remove("FULCRUM_DATA_DIR")
-        .output()
-        .expect("run fulcrum");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cli(server, args)
 }
 
 /// `diff` and `apply --dry-run` print the plan (the fields an update changes) and change

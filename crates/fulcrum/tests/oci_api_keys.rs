@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::oci::Oci;
-use common::{Api, Resp, Server, TOKEN};
+use common::{Api, Resp, Server};
 use serde_json::{Value, json};
 
 const TENANCY: &str = "ocid1.tenancy.oc1..runtime";
@@ -196,17 +194,8 @@ async fn a_key_registered_at_run_time_signs_requests_until_it_is_removed() {
 }
 
 fn fulcrum(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(args)
-        .args(["--server", &server.base, "--token", TOKEN])
-        .env_remove("FULCRUM_DATA_DIR")
-        .output()
-        .expect("run fulcrum");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, out, err) = common::cli(server, args);
+    (code == Some(0), out, err)
 }
 
 #[tokio::test]

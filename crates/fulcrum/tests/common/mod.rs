@@ -257,6 +257,22 @@ pub fn http_builder() -> reqwest::ClientBuilder {
 }
 
 /// An HTTP client with reqwest's defaults.
+/// Runs the `fulcrum` CLI with `args` against `server` (its address and the test token):
+/// its exit code, stdout and stderr.
+pub fn cli(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(args)
+        .args(["--server", &server.base, "--token", TOKEN])
+        .env_remove("FULCRUM_DATA_DIR")
+        .output()
+        .expect("run fulcrum");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn http_client() -> reqwest::Client {
     http_builder().build().expect("HTTP client")
 }
