@@ -881,3 +881,59 @@ async fn a_fleet_keeps_secrets_sealed_in_etcd_and_snapshots() {
     );
     drop((a, b));
 }
+
+/// An OCI API key registered through one node's native API signs OCI requests on every
+/// node (it lives in etcd, not in a node's configuration), and once removed through
+/// another node it is refused everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_key_registered_on_one_node_is_accepted_and_removed_on_every_node() {
+    require_etcd();
+    let etcd = EtcdCluster::start(1).await;
+    let endpoints = store_url(&etcd);
+    let a = Node::start("node-a", "all", "127.0.0.2", &endpoints);
+    let b = Node::start("node-b", "all", "127.0.0.3", &endpoints);
+    let (api_a, api_b) = (a.api().unpooled(), b.api().unpooled());
+    let r = api_a
+        .ok(
+            "POST",
+            "/v1/oci-api-keys",
+            Some(
+                json!({"tenancy": "ocid1.tenancy.oc1..fleet", "user": "ocid1.user.oc1..fleet",
+                "public_key_pem": common::oci::public_key_pem()}),
+            ),
+        )
+        .await;
+    let key = r.body.clone();
+    assert_eq!(wait_wr(&api_a, &r).await["status"], "SUCCEEDED");
+    let key_id = key["key_id"].as_str().unwrap();
+    let list = "/20170115/loadBalancers?compartmentId=ocid1.compartment.oc1..fleet";
+    let status_on = |api: &Api| {
+        let oci = common::oci::Oci::new(api, key_id);
+        async move { oci.call("GET", list, None).await.status }
+    };
+    // Node B learns of the key from etcd's change feed, within a bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_on(&api_b).await != 200 {
+        assert!(Instant::now() < deadline, "node-b never accepted the key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_on(&api_a).await, 200);
+
+    let r = api_b
+        .ok(
+            "DELETE",
+            &format!("/v1/oci-api-keys/{}", key["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(wait_wr(&api_b, &r).await["status"], "SUCCEEDED");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_on(&api_a).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "node-a still accepts the removed key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_on(&api_b).await, 401);
+}
