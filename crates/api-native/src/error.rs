@@ -15,18 +15,26 @@ pub(crate) struct NativeError {
     pub message: String,
     pub field: Option<String>,
     pub retry_after_secs: Option<u64>,
+    /// For `outcome_unknown`: the work request the change would have (`X-Work-Request-Id`).
+    pub work_request_id: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     /// Stable, machine-readable: `invalid_argument`, `unauthenticated`, `forbidden`, `not_found`,
     /// `conflict`, `busy`, `locked`, `retry_token_reused`, `precondition_failed`,
-    /// `payload_too_large`, `request_timeout`, `rate_limited`, `unavailable`, `internal`.
+    /// `payload_too_large`, `request_timeout`, `rate_limited`, `unavailable`,
+    /// `outcome_unknown`, `internal`.
     code: &'static str,
     message: String,
     /// The request field at fault, for `invalid_argument`.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
+    /// For `outcome_unknown`: the change reached the store but no answer came, so it may
+    /// have been made. This is the work request it would have: found
+    /// (`GET /v1/work-requests/{id}`) if the change was made, not found if it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    work_request_id: Option<String>,
     request_id: String,
 }
 
@@ -38,6 +46,7 @@ impl NativeError {
             message: message.into(),
             field: None,
             retry_after_secs: None,
+            work_request_id: None,
         }
     }
 
@@ -115,8 +124,9 @@ impl From<ControlError> for NativeError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
                 ..NativeError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
             },
-            ControlError::OutcomeUnknown { .. } => NativeError {
+            ControlError::OutcomeUnknown { work_request_id } => NativeError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
+                work_request_id: Some(work_request_id),
                 ..NativeError::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", message)
             },
             ControlError::Unavailable(_) => NativeError {
@@ -142,6 +152,7 @@ impl IntoResponse for NativeError {
             code: self.code,
             message: self.message,
             field: self.field,
+            work_request_id: self.work_request_id.clone(),
             request_id: current_request_id(),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
@@ -152,6 +163,11 @@ impl IntoResponse for NativeError {
             );
             resp.extensions_mut()
                 .insert(crate::auth::AuthRefused(body_message));
+        }
+        if let Some(id) = self.work_request_id
+            && let Ok(v) = http::HeaderValue::from_str(&id)
+        {
+            resp.headers_mut().insert("x-work-request-id", v);
         }
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()

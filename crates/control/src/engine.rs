@@ -721,6 +721,12 @@ impl ControlPlane {
 
             let wr_id = wr.id.0.clone();
             let resp = match tokio::time::timeout_at(deadline, self.store.txn(txn)).await {
+                Ok(Err(StoreError::Indeterminate(why))) => {
+                    tracing::warn!(work_request = %wr_id, "write of unknown outcome: {why}");
+                    return Err(ControlError::OutcomeUnknown {
+                        work_request_id: wr_id,
+                    });
+                }
                 Ok(resp) => resp?,
                 Err(_) => {
                     return Err(ControlError::OutcomeUnknown {

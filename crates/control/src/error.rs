@@ -82,7 +82,11 @@ impl ControlError {
 impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => ControlError::Unavailable(m),
+            // Outside a write's own transaction (where the engine names the work request),
+            // an unknown outcome is the store being unreachable.
+            StoreError::Unavailable(m) | StoreError::Indeterminate(m) => {
+                ControlError::Unavailable(m)
+            }
             other => ControlError::Internal(other.to_string()),
         }
     }

@@ -937,3 +937,136 @@ async fn an_oci_key_registered_on_one_node_is_accepted_and_removed_on_every_node
     }
     assert_eq!(status_on(&api_b).await, 401);
 }
+
+/// A TCP relay in front of etcd that can hold etcd's answers back (while still passing
+/// requests on), so that a write reaches etcd, commits, and its answer never comes: the
+/// case a leader kill or a partition makes at random, made on purpose.
+struct AnswerHoldingRelay {
+    port: u16,
+    holding: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl AnswerHoldingRelay {
+    async fn start(upstream: String) -> AnswerHoldingRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holding = Arc::new(tokio::sync::watch::channel(false).0);
+        let hold = holding.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+                });
+                let mut held = hold.subscribe();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        // While holding, read nothing: etcd's answers wait in the kernel.
+                        if held.wait_for(|h| !*h).await.is_err() {
+                            return;
+                        }
+                        let n = match server_rx.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if held.wait_for(|h| !*h).await.is_err()
+                            || client_tx.write_all(&buf[..n]).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        AnswerHoldingRelay { port, holding }
+    }
+
+    fn hold(&self, on: bool) {
+        self.holding.send_replace(on);
+    }
+}
+
+/// A write that reached etcd and committed but whose answer never came is answered as of
+/// unknown outcome, naming its work request, not as "unavailable" (which a client would
+/// take for "not done" and write again); the work request is then found, and the change
+/// was made once. (Without a retry token: with one, the token's record is read from etcd
+/// first, and that read, unanswered, refuses the write before it is sent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_committed_without_an_answer_is_reported_as_of_unknown_outcome() {
+    use fulcrum_store::Store as _;
+    require_etcd();
+    let etcd = EtcdCluster::start(1).await;
+    let upstream = etcd.endpoints()[0].trim_start_matches("http://").to_owned();
+    let relay = AnswerHoldingRelay::start(upstream).await;
+    let node = Node::start(
+        "node-a",
+        "all",
+        "127.0.0.2",
+        &format!("etcd://127.0.0.1:{}", relay.port),
+    );
+    let api = node.api().unpooled();
+    let lb = api
+        .ok(
+            "POST",
+            "/v1/loadbalancers",
+            Some(json!({"name": "unknown"})),
+        )
+        .await
+        .id();
+    let pool = api
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{lb}/pools"),
+            Some(json!({"name": "p", "protocol": "HTTP"})),
+        )
+        .await
+        .id();
+
+    relay.hold(true);
+    let path = format!("/v1/pools/{pool}/members");
+    let body = json!({"address": "127.0.0.1", "port": 65001}).to_string();
+    let started = Instant::now();
+    let w = api.raw("POST", &path, Some(&body), &[]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(w.status, 503, "{}", w.body);
+    assert_eq!(w.body["code"], "outcome_unknown", "{}", w.body);
+    assert!(w.header("retry-after").is_some(), "{}", w.body);
+    let wr = w.body["work_request_id"].as_str().unwrap().to_owned();
+    // It did commit: its work request is in etcd, written in the same transaction.
+    let direct = etcd.store().await;
+    let stored = direct.range("/fulcrum/v1/wr/").await.unwrap();
+    assert!(
+        stored.kvs.iter().any(|kv| kv.key.ends_with(&wr)),
+        "the work request {wr} is not in etcd"
+    );
+
+    relay.hold(false);
+    // Once etcd answers again, the work request is found and succeeds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = api
+            .call("GET", &format!("/v1/work-requests/{wr}"), None)
+            .await;
+        if r.status == 200 && r.body["status"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} {}", r.status, r.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Made once, and served.
+    let members = api.items(&path).await;
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["port"], 65001);
+}

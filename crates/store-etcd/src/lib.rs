@@ -8,8 +8,10 @@
 //! - every unary call has a deadline, so a dead member or a partition never hangs a caller;
 //! - reads are retried on failure (they are safe to repeat), and so is a transaction that
 //!   could not even be sent (connection refused: it cannot have been applied). A transaction
-//!   that timed out is *not* retried: it may have committed; the caller sees `Unavailable`
-//!   and re-plans against its view, where compare-and-swap and retry tokens make that safe;
+//!   that timed out, or failed after it was sent, is *not* retried: it may have committed;
+//!   the caller sees `Indeterminate` (the control plane answers "outcome unknown" with the
+//!   work request the transaction would have written, so a client can look it up or retry
+//!   with its retry token);
 //! - session keys are bound to a lease this process keeps alive, and put back under a new
 //!   lease when etcd forgot the old one (after an outage longer than the TTL).
 
@@ -146,6 +148,8 @@ impl EtcdStore {
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let mut last = None;
+        // A write that may have reached etcd: what came of it is unknown.
+        let mut maybe_applied = false;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis((25 << attempt).min(1000))).await;
@@ -158,6 +162,7 @@ impl EtcdStore {
                     }
                     last = Some(format!("{what}: {e}"));
                     if retry == Retry::IfUnsent && !unsent(&e) {
+                        maybe_applied = true;
                         break;
                     }
                 }
@@ -168,12 +173,18 @@ impl EtcdStore {
                     ));
                     // A write that timed out may have been applied.
                     if retry == Retry::IfUnsent {
+                        maybe_applied = true;
                         break;
                     }
                 }
             }
         }
-        Err(StoreError::Unavailable(last.unwrap_or_default()))
+        let why = last.unwrap_or_default();
+        Err(if maybe_applied {
+            StoreError::Indeterminate(why)
+        } else {
+            StoreError::Unavailable(why)
+        })
     }
 }
 

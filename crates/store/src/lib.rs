@@ -155,6 +155,10 @@ pub enum StoreError {
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write reached the store but no answer came back: it may or may not have been
+    /// applied. Only `txn` answers this; reads and unsent writes are `Unavailable`.
+    #[error("no answer from the store; the write may have been applied: {0}")]
+    Indeterminate(String),
     #[error("store failure: {0}")]
     Internal(String),
 }
@@ -164,7 +168,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Every key that starts with `prefix`.
     async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError>;
-    /// Atomic and serializable; durable before it returns.
+    /// Atomic and serializable; durable before it returns. `Indeterminate` when the
+    /// transaction was sent and no answer came.
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError>;
     /// Changes under `prefix` from `from_revision` (inclusive), then live ones as they commit.
     async fn watch(&self, prefix: &str, from_revision: Revision)
