@@ -4,7 +4,8 @@
 Subcommands (each prints one JSON object on stdout):
   setup        create the load balancer, pools, members and listeners the traffic tests use
                (HTTP, h2c, TLS, TCP and, with --udp and --quic, UDP and QUIC_CID)
-  propagation  replace a pool's member, then time until the proxy serves from it (test 6)
+  propagation  replace a pool's member, then time until the proxy serves from it (test 6), or
+               every node of a fleet does (--proxy-hosts)
   scale        load N pools x M members through the batch endpoint; RSS and batch times (test 7)
 
 The load on the API itself (churn, writes) comes from fulcrum-loadgen (crates/loadgen).
@@ -203,28 +204,30 @@ def cmd_propagation(a):
     pool = state["prop_pool"]
     backends = [int(p) for p in a.backends.split(",")]
     bodies = [b.encode() for b in a.bodies.split(",")]
+    hosts = a.proxy_hosts.split(",")
     api = Api(a.api, a.token)
-    proxy = http.client.HTTPConnection("127.0.0.1", a.proxy_port, timeout=5)
+    conns = {h: http.client.HTTPConnection(h, a.proxy_port, timeout=5) for h in hosts}
 
-    def served_by():
-        nonlocal proxy
+    def served_by(host):
         try:
-            proxy.request("GET", "/")
-            r = proxy.getresponse()
+            conns[host].request("GET", "/")
+            r = conns[host].getresponse()
             return r.read()
         except (http.client.HTTPException, OSError):
-            proxy.close()
-            proxy = http.client.HTTPConnection("127.0.0.1", a.proxy_port, timeout=5)
+            conns[host].close()
+            conns[host] = http.client.HTTPConnection(host, a.proxy_port, timeout=5)
             return None
 
     # The same request with nothing changing: what one poll costs (the resolution).
     rtt = []
     for _ in range(200):
         t0 = time.monotonic()
-        served_by()
+        served_by(hosts[0])
         rtt.append(time.monotonic() - t0)
 
-    upper, lower, applied, stale, timeouts = [], [], [], 0, 0
+    # upper: ack -> every host seen answering from the new member (one host: that host);
+    # lower: ack -> the last host's successful poll sent; first: ack -> the first host seen.
+    upper, lower, first, applied, stale, timeouts = [], [], [], [], 0, 0
     current = 0
     for _ in range(a.writes):
         target = (current + 1) % len(backends)
@@ -236,19 +239,28 @@ def cmd_propagation(a):
         )
         ack = time.monotonic()
         deadline = ack + a.timeout
-        seen = False
-        while time.monotonic() < deadline:
-            sent = time.monotonic()
-            body = served_by()
-            if body == bodies[target]:
-                # Served by the new member: the change took effect at most `upper` after the
-                # acknowledgement, and not before `lower` if earlier polls saw the old member.
-                upper.append(time.monotonic() - ack)
-                lower.append(sent - ack)
-                seen = True
+        seen_all, sent = True, ack
+        for i, host in enumerate(hosts):
+            seen = False
+            while time.monotonic() < deadline:
+                sent = time.monotonic()
+                body = served_by(host)
+                if body == bodies[target]:
+                    seen = True
+                    if i == 0:
+                        first.append(time.monotonic() - ack)
+                    break
+                stale += 1
+            if not seen:
+                seen_all = False
                 break
-            stale += 1
-        if not seen:
+        if seen_all:
+            # Served by the new member everywhere: the change took effect at most `upper`
+            # after the acknowledgement, and not before `lower` if earlier polls of the last
+            # host saw the old member.
+            upper.append(time.monotonic() - ack)
+            lower.append(sent - ack)
+        else:
             timeouts += 1
         # Keep writes apart and learn the full write-to-SUCCEEDED time as well.
         api.wait(hdrs, timeout_ms=int(a.timeout * 1000))
@@ -262,12 +274,15 @@ def cmd_propagation(a):
         json.dumps(
             {
                 "writes": a.writes,
+                "hosts": len(hosts),
                 "observed": len(upper),
                 "timeouts": timeouts,
                 "stale_responses": stale,
                 "p50_ms": pct(upper, 50),
                 "p99_ms": pct(upper, 99),
                 "max_ms": pct(upper, 100),
+                "first_host_p50_ms": pct(first, 50),
+                "first_host_p99_ms": pct(first, 99),
                 "sent_after_ack_p50_ms": pct(lower, 50),
                 "sent_after_ack_p99_ms": pct(lower, 99),
                 "poll_rtt_p50_ms": pct(rtt, 50),
@@ -411,6 +426,12 @@ def main():
     s.add_argument("--backends", required=True)
     s.add_argument("--bodies", required=True, help="comma-separated body of each backend")
     s.add_argument("--proxy-port", type=int, required=True)
+    s.add_argument(
+        "--proxy-hosts",
+        default="127.0.0.1",
+        help="comma-separated addresses serving --proxy-port (a fleet's nodes): a write counts "
+        "as served once every one answers from the new member, polled in this order",
+    )
     s.add_argument("--writes", type=int, default=1000)
     s.add_argument("--timeout", type=float, default=5.0)
     s.set_defaults(fn=cmd_propagation)
