@@ -256,6 +256,20 @@ fn result_id(outcome: &Outcome) -> Result<String, NativeError> {
         .ok_or_else(|| NativeError::not_found("the resource is gone"))
 }
 
+/// A load balancer whose resources a path lists must be one the caller sees: an absent
+/// one (or another tenant's) is not found, not an empty list.
+fn visible_lb(s: &AppState, caller: &Caller, id: &str) -> Result<(), NativeError> {
+    let full = s.control.view();
+    match caller
+        .view(&full)
+        .loadbalancers
+        .contains_key(&LoadBalancerId(id.to_owned()))
+    {
+        true => Ok(()),
+        false => Err(gone("load balancer", id)),
+    }
+}
+
 fn gone(kind: &str, id: &str) -> NativeError {
     NativeError::not_found(format!("{kind} {id} not found"))
 }
@@ -470,6 +484,7 @@ async fn list_lb_listeners(
     PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
+    visible_lb(&s, &caller, &id)?;
     q.loadbalancer_id = Some(id);
     list_listeners(State(s), caller, QueryParams(q)).await
 }
@@ -584,6 +599,7 @@ async fn list_lb_pools(
     PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
+    visible_lb(&s, &caller, &id)?;
     q.loadbalancer_id = Some(id);
     list_pools(State(s), caller, QueryParams(q)).await
 }

@@ -294,13 +294,16 @@ async fn native_tokens_limited_to_load_balancers_see_and_change_only_theirs() {
         assert_eq!(ids(&scoped.items("/v1/pools").await), [web_pool.as_str()]);
         assert!(scoped.items("/v1/listeners").await.is_empty());
         assert!(scoped.items("/v1/healthmonitors").await.is_empty());
-        assert!(
-            scoped
-                .items(&format!("/v1/loadbalancers/{db}/pools"))
-                .await
-                .is_empty(),
-            "{token}"
-        );
+        // Another's load balancer is not found, as an absent one is.
+        for what in ["pools", "listeners"] {
+            let path = format!("/v1/loadbalancers/{db}/{what}");
+            let r = scoped.call("GET", &path, None).await;
+            assert_status(&r, 404, &format!("{token}: GET {path}"));
+            let r = scoped
+                .call("GET", &format!("/v1/loadbalancers/{NEVER}/{what}"), None)
+                .await;
+            assert_status(&r, 404, &format!("{token}: GET {what} of no load balancer"));
+        }
         let wrs = scoped.items("/v1/work-requests").await;
         assert!(
             wrs.iter().all(|w| w["loadbalancer_id"] == json!(web)),
