@@ -47,7 +47,63 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).or_else(|e| {
+        // JSON has one kind of number: `8080.0` is the integer 8080 (JSON Schema agrees),
+        // which serde refuses for an integer field. Read again with such numbers written
+        // as integers; the first error stands if that fails too.
+        let retried = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|mut v| integral_numbers(&mut v).then_some(v))
+            .and_then(|v| serde_path_to_error::deserialize(v).ok());
+        retried.ok_or_else(|| describe(e))
+    })
+}
+
+/// A JSON merge patch (an update's body), with integral numbers written as integers.
+pub(crate) struct JsonPatch(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonPatch {
+    type Rejection = NativeError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(mut patch) = JsonBody::<serde_json::Value>::from_request(req, state).await?;
+        integral_numbers(&mut patch);
+        Ok(JsonPatch(patch))
+    }
+}
+
+/// Writes every number with a fractional part of zero (`5.0`, `1e3`) as an integer, where
+/// one holds it; whether any was.
+pub(crate) fn integral_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) else {
+                return false;
+            };
+            // Within ±2^63 (or below 2^64) the cast is exact: `f` is integral.
+            let integer = if f >= 0.0 && f < 18_446_744_073_709_551_616.0 {
+                Value::from(f as u64)
+            } else if f < 0.0 && f >= -9_223_372_036_854_775_808.0 {
+                Value::from(f as i64)
+            } else {
+                return false;
+            };
+            *value = integer;
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, v| integral_numbers(v) || any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, v| integral_numbers(v) || any),
+        _ => false,
+    }
+}
+
+fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> NativeError {
+    {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let what = crate::decode::describe(&inner);
@@ -58,7 +114,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
         } else {
             NativeError::invalid(path.clone(), format!("{path}: {what}"))
         }
-    })
+    }
 }
 
 /// The name of this front door in audit records and work requests.

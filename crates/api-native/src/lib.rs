@@ -40,7 +40,7 @@ mod stats;
 mod views;
 
 use error::{ErrorBody, NativeError};
-use extract::{Caller, Ctx, JsonBody, PathParams, QueryParams};
+use extract::{Caller, Ctx, JsonBody, JsonPatch, PathParams, QueryParams};
 use stats::*;
 use views::*;
 
@@ -442,7 +442,7 @@ async fn update_loadbalancer(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
@@ -569,7 +569,7 @@ async fn update_listener(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
@@ -684,7 +684,7 @@ async fn update_pool(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s.control.update_pool(&ctx, &PoolId(id), &patch).await?;
     render_pool(&s.control, &outcome, StatusCode::OK)
@@ -807,7 +807,8 @@ async fn batch_members(
         members
             .into_iter()
             .enumerate()
-            .map(|(i, m)| {
+            .map(|(i, mut m)| {
+                extract::integral_numbers(&mut m);
                 fulcrum_control::decode_spec::<T>(m).map_err(|e| {
                     let mut e = NativeError::from(e);
                     let field = match e.field.take() {
@@ -876,7 +877,7 @@ async fn update_member(
     State(s): State<AppState>,
     PathParams((id, member_id)): PathParams<(String, String)>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let pool_id = PoolId(id);
     let outcome = s
@@ -981,7 +982,7 @@ async fn update_monitor(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
@@ -1062,7 +1063,7 @@ async fn update_subnet(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s.control.update_subnet(&ctx, &SubnetId(id), &patch).await?;
     render_subnet(&s.control, &outcome, StatusCode::OK)
@@ -1232,7 +1233,7 @@ async fn update_vpc(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s.control.update_vpc(&ctx, &VpcId(id), &patch).await?;
     render_vpc(&s.control, &outcome, StatusCode::OK)
@@ -1324,7 +1325,7 @@ async fn update_certificate(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
