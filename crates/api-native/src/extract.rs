@@ -300,3 +300,35 @@ pub(crate) async fn require_token(
     req.extensions_mut().insert(principal);
     next.run(req).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulcrum_model::MemberSpec;
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        for body in [
+            r#"{"address": "10.0.0.1", "port": 8080.0, "weight": 5}"#,
+            r#"{"address": "10.0.0.1", "port": 8.08e3, "weight": 5.0}"#,
+        ] {
+            let m: MemberSpec = parse_json(body.as_bytes()).unwrap();
+            assert_eq!((m.port, m.weight), (8080, 5), "{body}");
+        }
+        for (body, field) in [
+            (r#"{"address": "10.0.0.1", "port": 8080.5}"#, "port"),
+            (r#"{"address": "10.0.0.1", "port": 70000.0}"#, "port"),
+            (r#"{"address": "10.0.0.1", "port": -1.0}"#, "port"),
+            (r#"{"address": "10.0.0.1", "port": 1e30}"#, "port"),
+        ] {
+            let e = parse_json::<MemberSpec>(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{body}: {}", e.message);
+        }
+        let mut patch = serde_json::json!({"weight": 2.0, "upstream": {"x": [1.5, -3.0]}});
+        assert!(integral_numbers(&mut patch));
+        assert_eq!(
+            patch,
+            serde_json::json!({"weight": 2, "upstream": {"x": [1.5, -3]}})
+        );
+    }
+}
