@@ -81,10 +81,10 @@ pub(crate) fn integral_numbers(value: &mut serde_json::Value) -> bool {
             let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) else {
                 return false;
             };
-            // Within ±2^63 (or below 2^64) the cast is exact: `f` is integral.
-            let integer = if f >= 0.0 && f < 18_446_744_073_709_551_616.0 {
+            // Within -2^63..2^64 the cast is exact: `f` is integral.
+            let integer = if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
                 Value::from(f as u64)
-            } else if f < 0.0 && f >= -9_223_372_036_854_775_808.0 {
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
                 Value::from(f as i64)
             } else {
                 return false;
@@ -92,12 +92,15 @@ pub(crate) fn integral_numbers(value: &mut serde_json::Value) -> bool {
             *value = integer;
             true
         }
+        // Every one is rewritten: no short cut.
         Value::Array(items) => items
             .iter_mut()
-            .fold(false, |any, v| integral_numbers(v) || any),
+            .map(integral_numbers)
+            .fold(false, |a, b| a | b),
         Value::Object(map) => map
             .values_mut()
-            .fold(false, |any, v| integral_numbers(v) || any),
+            .map(integral_numbers)
+            .fold(false, |a, b| a | b),
         _ => false,
     }
 }

@@ -1120,10 +1120,10 @@ mod tests {
     /// Whether `text` is valid for a string schema made of `pattern`s, `maxLength`s and
     /// `anyOf`s of them (and the ip formats, as Rust parses addresses).
     fn admits(schema: &Value, text: &str) -> bool {
-        if let Some(parts) = schema.get("anyOf").and_then(Value::as_array) {
-            if !parts.iter().any(|p| admits(p, text)) {
-                return false;
-            }
+        if let Some(parts) = schema.get("anyOf").and_then(Value::as_array)
+            && !parts.iter().any(|p| admits(p, text))
+        {
+            return false;
         }
         let format = match schema.get("format").and_then(Value::as_str) {
             Some("ipv4") => text.parse::<std::net::Ipv4Addr>().is_ok(),
