@@ -10,7 +10,12 @@
 //!   `#[serde(flatten)]` as `allOf`: the view of the resource of the spec, and a spec
 //!   refuses unknown fields (`additionalProperties: false`, right for a request body);
 //!   under `allOf` that would refuse the view's own fields (`id`,
-//!   `provisioning_status`, …), so each lists its properties itself.
+//!   `provisioning_status`, …), so each lists its properties itself;
+//! - request bodies say what the model checks, so that data a tool generates from them is
+//!   data the server takes: integers their type's range (`bound_integers`), the rules a
+//!   schema can state (`state_model_rules`), updates as merge patches of their spec
+//!   (`describe_patches`), a batch's two shapes of member (`batch_members`), a work
+//!   request page's token as the revision it is (`work_request_page_token`).
 //!
 //! [`ErrorBody`]: super::error::ErrorBody
 
