@@ -47,7 +47,66 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).or_else(|e| {
+        // JSON has one kind of number: `8080.0` is the integer 8080 (JSON Schema agrees),
+        // which serde refuses for an integer field. Read again with such numbers written
+        // as integers; the first error stands if that fails too.
+        let retried = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|mut v| integral_numbers(&mut v).then_some(v))
+            .and_then(|v| serde_path_to_error::deserialize(v).ok());
+        retried.ok_or_else(|| describe(e))
+    })
+}
+
+/// A JSON merge patch (an update's body), with integral numbers written as integers.
+pub(crate) struct JsonPatch(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonPatch {
+    type Rejection = NativeError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(mut patch) = JsonBody::<serde_json::Value>::from_request(req, state).await?;
+        integral_numbers(&mut patch);
+        Ok(JsonPatch(patch))
+    }
+}
+
+/// Writes every number with a fractional part of zero (`5.0`, `1e3`) as an integer, where
+/// one holds it; whether any was.
+pub(crate) fn integral_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) else {
+                return false;
+            };
+            // Within -2^63..2^64 the cast is exact: `f` is integral.
+            let integer = if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Value::from(f as u64)
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Value::from(f as i64)
+            } else {
+                return false;
+            };
+            *value = integer;
+            true
+        }
+        // Every one is rewritten: no short cut.
+        Value::Array(items) => items
+            .iter_mut()
+            .map(integral_numbers)
+            .fold(false, |a, b| a | b),
+        Value::Object(map) => map
+            .values_mut()
+            .map(integral_numbers)
+            .fold(false, |a, b| a | b),
+        _ => false,
+    }
+}
+
+fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> NativeError {
+    {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let what = crate::decode::describe(&inner);
@@ -58,7 +117,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeE
         } else {
             NativeError::invalid(path.clone(), format!("{path}: {what}"))
         }
-    })
+    }
 }
 
 /// The name of this front door in audit records and work requests.
@@ -243,4 +302,36 @@ pub(crate) async fn require_token(
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulcrum_model::MemberSpec;
+
+    #[test]
+    fn integral_numbers_are_integers() {
+        for body in [
+            r#"{"address": "10.0.0.1", "port": 8080.0, "weight": 5}"#,
+            r#"{"address": "10.0.0.1", "port": 8.08e3, "weight": 5.0}"#,
+        ] {
+            let m: MemberSpec = parse_json(body.as_bytes()).unwrap();
+            assert_eq!((m.port, m.weight), (8080, 5), "{body}");
+        }
+        for (body, field) in [
+            (r#"{"address": "10.0.0.1", "port": 8080.5}"#, "port"),
+            (r#"{"address": "10.0.0.1", "port": 70000.0}"#, "port"),
+            (r#"{"address": "10.0.0.1", "port": -1.0}"#, "port"),
+            (r#"{"address": "10.0.0.1", "port": 1e30}"#, "port"),
+        ] {
+            let e = parse_json::<MemberSpec>(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{body}: {}", e.message);
+        }
+        let mut patch = serde_json::json!({"weight": 2.0, "upstream": {"x": [1.5, -3.0]}});
+        assert!(integral_numbers(&mut patch));
+        assert_eq!(
+            patch,
+            serde_json::json!({"weight": 2, "upstream": {"x": [1.5, -3]}})
+        );
+    }
 }

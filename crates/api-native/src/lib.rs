@@ -41,7 +41,7 @@ mod stats;
 mod views;
 
 use error::{ErrorBody, NativeError};
-use extract::{Caller, Ctx, JsonBody, PathParams, QueryParams};
+use extract::{Caller, Ctx, JsonBody, JsonPatch, PathParams, QueryParams};
 use stats::*;
 use views::*;
 
@@ -265,6 +265,20 @@ fn result_id(outcome: &Outcome) -> Result<String, NativeError> {
         .ok_or_else(|| NativeError::not_found("the resource is gone"))
 }
 
+/// A load balancer whose resources a path lists must be one the caller sees: an absent
+/// one (or another tenant's) is not found, not an empty list.
+fn visible_lb(s: &AppState, caller: &Caller, id: &str) -> Result<(), NativeError> {
+    let full = s.control.view();
+    match caller
+        .view(&full)
+        .loadbalancers
+        .contains_key(&LoadBalancerId(id.to_owned()))
+    {
+        true => Ok(()),
+        false => Err(gone("load balancer", id)),
+    }
+}
+
 fn gone(kind: &str, id: &str) -> NativeError {
     NativeError::not_found(format!("{kind} {id} not found"))
 }
@@ -437,7 +451,7 @@ async fn update_loadbalancer(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
@@ -479,6 +493,7 @@ async fn list_lb_listeners(
     PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
+    visible_lb(&s, &caller, &id)?;
     q.loadbalancer_id = Some(id);
     list_listeners(State(s), caller, QueryParams(q)).await
 }
@@ -563,7 +578,7 @@ async fn update_listener(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
@@ -593,6 +608,7 @@ async fn list_lb_pools(
     PathParams(id): PathParams<String>,
     QueryParams(mut q): QueryParams<PageQuery>,
 ) -> ApiResult {
+    visible_lb(&s, &caller, &id)?;
     q.loadbalancer_id = Some(id);
     list_pools(State(s), caller, QueryParams(q)).await
 }
@@ -677,7 +693,7 @@ async fn update_pool(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s.control.update_pool(&ctx, &PoolId(id), &patch).await?;
     render_pool(&s.control, &outcome, StatusCode::OK)
@@ -800,7 +816,8 @@ async fn batch_members(
         members
             .into_iter()
             .enumerate()
-            .map(|(i, m)| {
+            .map(|(i, mut m)| {
+                extract::integral_numbers(&mut m);
                 fulcrum_control::decode_spec::<T>(m).map_err(|e| {
                     let mut e = NativeError::from(e);
                     let field = match e.field.take() {
@@ -869,7 +886,7 @@ async fn update_member(
     State(s): State<AppState>,
     PathParams((id, member_id)): PathParams<(String, String)>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let pool_id = PoolId(id);
     let outcome = s
@@ -974,7 +991,7 @@ async fn update_monitor(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control
@@ -1055,7 +1072,7 @@ async fn update_subnet(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s.control.update_subnet(&ctx, &SubnetId(id), &patch).await?;
     render_subnet(&s.control, &outcome, StatusCode::OK)
@@ -1225,7 +1242,7 @@ async fn update_vpc(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s.control.update_vpc(&ctx, &VpcId(id), &patch).await?;
     render_vpc(&s.control, &outcome, StatusCode::OK)
@@ -1317,7 +1334,7 @@ async fn update_certificate(
     State(s): State<AppState>,
     PathParams(id): PathParams<String>,
     Ctx(ctx): Ctx,
-    JsonBody(patch): JsonBody<Value>,
+    JsonPatch(patch): JsonPatch,
 ) -> ApiResult {
     let outcome = s
         .control

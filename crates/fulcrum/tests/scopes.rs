@@ -2,7 +2,9 @@
 //! of load balancers, Huawei credentials bound to a project, OCI keys limited to
 //! compartments, Azure tokens limited to subscriptions. Each scoped principal is shown
 //! another tenant's resources through every operation of its front door, and must find
-//! nothing there and change nothing, while its own work.
+//! nothing there and change nothing, while its own work. With `--features etcd`, the same
+//! on a fleet: two nodes on a real etcd, one tenant writing through one node and another
+//! looking through the other.
 
 mod common;
 
@@ -17,6 +19,7 @@ const READ: &str = "read-token-0123456789";
 const OPERATE: &str = "operate-token-0123456789";
 const WEB_ADMIN: &str = "web-admin-token-0123456789";
 const WEB_OPERATE: &str = "web-operate-token-0123456789";
+const DB_ADMIN: &str = "db-admin-token-0123456789";
 
 const P1: &str = "11111111111111111111111111111111";
 const P2: &str = "22222222222222222222222222222222";
@@ -40,6 +43,15 @@ const NEVER: &str = "00000000-0000-4000-8000-00000000dead";
 
 /// A server with every kind of scoped credential (and the harness's admin token).
 fn start(dir: &Path) -> Server {
+    let config = write_config(dir);
+    Server::start_with(
+        &dir.join("data"),
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
+}
+
+/// Writes `fulcrum.toml` with every kind of scoped credential into `dir`; returns its path.
+fn write_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("fulcrum.toml");
     let public = common::oci::public_key_pem();
     let text = format!(
@@ -48,6 +60,7 @@ fn start(dir: &Path) -> Server {
          [[api.tokens]]\nname = \"operator\"\ntoken = \"{OPERATE}\"\nrole = \"operate\"\n\n\
          [[api.tokens]]\nname = \"web-admin\"\ntoken = \"{WEB_ADMIN}\"\nloadbalancers = [\"web\"]\n\n\
          [[api.tokens]]\nname = \"web-operator\"\ntoken = \"{WEB_OPERATE}\"\nrole = \"operate\"\nloadbalancers = [\"web\"]\n\n\
+         [[api.tokens]]\nname = \"db-admin\"\ntoken = \"{DB_ADMIN}\"\nloadbalancers = [\"db\"]\n\n\
          [[huawei.credentials]]\nak = \"{HUAWEI_AK}\"\nsk = \"{HUAWEI_SK}\"\nproject_id = \"{P1}\"\n\n\
          [[huawei.tokens]]\nname = \"p2\"\ntoken = \"{HUAWEI_P2}\"\nproject_id = \"{P2}\"\n\n\
          [[oci.keys]]\nkey_id = \"{KEY_A}\"\nname = \"team-a\"\ncompartments = [\"{COMPARTMENT_A}\"]\npublic_key_pem = \"\"\"\n{public}\"\"\"\n\n\
@@ -57,10 +70,7 @@ fn start(dir: &Path) -> Server {
         api = common::UNLIMITED_API,
     );
     std::fs::write(&config, text).expect("write config");
-    Server::start_with(
-        &dir.join("data"),
-        &["--config", config.to_str().expect("utf-8 path")],
-    )
+    config
 }
 
 fn with_token(api: &Api, token: &str) -> Api {
@@ -284,13 +294,16 @@ async fn native_tokens_limited_to_load_balancers_see_and_change_only_theirs() {
         assert_eq!(ids(&scoped.items("/v1/pools").await), [web_pool.as_str()]);
         assert!(scoped.items("/v1/listeners").await.is_empty());
         assert!(scoped.items("/v1/healthmonitors").await.is_empty());
-        assert!(
-            scoped
-                .items(&format!("/v1/loadbalancers/{db}/pools"))
-                .await
-                .is_empty(),
-            "{token}"
-        );
+        // Another's load balancer is not found, as an absent one is.
+        for what in ["pools", "listeners"] {
+            let path = format!("/v1/loadbalancers/{db}/{what}");
+            let r = scoped.call("GET", &path, None).await;
+            assert_status(&r, 404, &format!("{token}: GET {path}"));
+            let r = scoped
+                .call("GET", &format!("/v1/loadbalancers/{NEVER}/{what}"), None)
+                .await;
+            assert_status(&r, 404, &format!("{token}: GET {what} of no load balancer"));
+        }
         let wrs = scoped.items("/v1/work-requests").await;
         assert!(
             wrs.iter().all(|w| w["loadbalancer_id"] == json!(web)),
@@ -1043,4 +1056,238 @@ async fn azure_tokens_limited_to_subscriptions_see_and_change_only_theirs() {
         .call("GET", &format!("{}/new?{v}", backends(SUB2)), None)
         .await;
     assert_status(&r, 404, "no backend was made in subscription 2");
+}
+
+/// The key both nodes of the fleet test seal secrets with (base64 of 32 bytes): nodes of
+/// one fleet must share it.
+#[cfg(feature = "etcd")]
+const FLEET_KEY: &str = "c2NvcGVzLWZsZWV0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
+
+/// A fleet node: `fulcrum serve` on the shared etcd, with the scoped credentials of
+/// [`write_config`].
+#[cfg(feature = "etcd")]
+fn fleet_node(dir: &Path, id: &str, store: &str) -> Server {
+    let config = write_config(dir);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+    command.env("FULCRUM_SECRET_KEY", FLEET_KEY);
+    Server::start_through(
+        command,
+        &dir.join("data"),
+        &[
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--store",
+            store,
+            "--node-id",
+            id,
+        ],
+    )
+}
+
+/// Waits (up to 15 s) until `api` (an unlimited caller) reads `path`: the node's view
+/// holds a change made through another node.
+#[cfg(feature = "etcd")]
+async fn until_read(api: &Api, path: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let r = api.call("GET", path, None).await;
+        if r.status == 200 {
+            return r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The same scopes on a fleet: two nodes on one real etcd. What one tenant writes through
+/// node A, another finds nowhere through node B, and cannot change there; each tenant
+/// reads and changes its own through either node. Native tokens limited to load balancers,
+/// and Huawei credentials bound to projects.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_keeps_scoped_tenants_apart_on_every_node() {
+    use fulcrum_store_etcd::testing::{EtcdCluster, require_etcd};
+    require_etcd();
+    let etcd = EtcdCluster::start(1).await;
+    let hosts: Vec<String> = etcd
+        .endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_owned())
+        .collect();
+    let store = format!("etcd://{}", hosts.join(","));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fleet_node(dir_a.path(), "node-a", &store);
+    let b = fleet_node(dir_b.path(), "node-b", &store);
+    let (admin_a, admin_b) = (a.client().unpooled(), b.client().unpooled());
+
+    // ---- native tokens limited to load balancers ----------------------------------------
+    let (web, web_pool, web_member) = tenant(&admin_a, "web", json!({})).await;
+    let (db, db_pool, db_member) = tenant(&admin_a, "db", json!({})).await;
+    let (web_a, web_b) = (
+        with_token(&admin_a, WEB_ADMIN),
+        with_token(&admin_b, WEB_ADMIN),
+    );
+    let db_b = with_token(&admin_b, DB_ADMIN);
+    // web writes through node A: a pool of its own, and its member's weight.
+    let extra = web_a
+        .ok(
+            "POST",
+            &format!("/v1/loadbalancers/{web}/pools"),
+            Some(json!({"name": "web-extra", "protocol": "HTTP"})),
+        )
+        .await
+        .id();
+    web_a
+        .ok(
+            "PATCH",
+            &format!("/v1/pools/{web_pool}/members/{web_member}"),
+            Some(json!({"weight": 9})),
+        )
+        .await;
+    let web_member_path = format!("/v1/pools/{web_pool}/members/{web_member}");
+    until_read(&admin_b, &format!("/v1/pools/{extra}")).await;
+    for _ in 0..300 {
+        if admin_b.read(&web_member_path).await["weight"] == 9 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // web sees it through node B, as it wrote it.
+    assert_eq!(web_b.read(&web_member_path).await["weight"], 9);
+    web_b.read(&format!("/v1/pools/{extra}")).await;
+    let mut web_pools = ids(&web_b.items("/v1/pools").await);
+    web_pools.sort();
+    let mut want = vec![web_pool.clone(), extra.clone()];
+    want.sort();
+    assert_eq!(web_pools, want);
+    assert_eq!(ids(&web_b.items("/v1/loadbalancers").await), [web.as_str()]);
+
+    // db, through node B, finds none of web's and changes nothing of it.
+    assert_eq!(ids(&db_b.items("/v1/loadbalancers").await), [db.as_str()]);
+    assert_eq!(ids(&db_b.items("/v1/pools").await), [db_pool.as_str()]);
+    let web_before = admin_b.read(&web_member_path).await;
+    for (method, path, body) in [
+        ("GET", format!("/v1/loadbalancers/{web}"), None),
+        ("GET", format!("/v1/pools/{extra}"), None),
+        ("GET", web_member_path.clone(), None),
+        ("PATCH", web_member_path.clone(), Some(json!({"weight": 1}))),
+        ("DELETE", web_member_path.clone(), None),
+        (
+            "PATCH",
+            format!("/v1/pools/{extra}"),
+            Some(json!({"description": "db was here"})),
+        ),
+        ("DELETE", format!("/v1/pools/{extra}"), None),
+        (
+            "POST",
+            format!("/v1/loadbalancers/{web}/pools"),
+            Some(json!({"name": "intruder", "protocol": "HTTP"})),
+        ),
+        (
+            "DELETE",
+            format!("/v1/loadbalancers/{web}?cascade=true"),
+            None,
+        ),
+    ] {
+        let r = db_b.call(method, &path, body).await;
+        assert_status(&r, 404, &format!("db through node B: {method} {path}"));
+        assert_eq!(r.body["code"], "not_found");
+    }
+    // Nor web of db's, through node B.
+    let db_member_path = format!("/v1/pools/{db_pool}/members/{db_member}");
+    let db_before = admin_a.read(&db_member_path).await;
+    for (method, path, body) in [
+        ("GET", db_member_path.clone(), None),
+        (
+            "PATCH",
+            db_member_path.clone(),
+            Some(json!({"drain": true})),
+        ),
+        ("DELETE", format!("/v1/pools/{db_pool}"), None),
+    ] {
+        let r = web_b.call(method, &path, body).await;
+        assert_status(&r, 404, &format!("web through node B: {method} {path}"));
+    }
+    // What the refusals named is as it was, on both nodes.
+    for admin in [&admin_a, &admin_b] {
+        assert_eq!(admin.read(&web_member_path).await, web_before);
+        assert_eq!(admin.read(&db_member_path).await, db_before);
+        assert_eq!(
+            admin.read(&format!("/v1/pools/{extra}")).await["description"],
+            ""
+        );
+        assert_eq!(admin.items("/v1/loadbalancers").await.len(), 2);
+    }
+
+    // ---- Huawei credentials bound to projects -------------------------------------------
+    let v3 = |p: &str, rest: &str| format!("/v3/{p}/elb/{rest}");
+    let p1_a = Huawei::ak_sk(&admin_a, HUAWEI_AK, HUAWEI_SK);
+    let (p1_b, p2_b) = (
+        Huawei::ak_sk(&admin_b, HUAWEI_AK, HUAWEI_SK),
+        Huawei::token(&admin_b, HUAWEI_P2),
+    );
+    let r = p1_a
+        .call(
+            "POST",
+            &v3(P1, "loadbalancers"),
+            Some(json!({"loadbalancer": {"name": "lb-p1", "vpc_id": "vpc"}})),
+        )
+        .await;
+    assert_status(&r, 201, "project 1 creates a load balancer through node A");
+    let lb1 = r.body["loadbalancer"]["id"].as_str().unwrap().to_owned();
+    let r = p1_a
+        .call(
+            "POST",
+            &v3(P1, "pools"),
+            Some(json!({"pool": {"loadbalancer_id": lb1, "protocol": "HTTP",
+                "lb_algorithm": "ROUND_ROBIN", "name": "p"}})),
+        )
+        .await;
+    assert_status(&r, 201, "project 1 creates a pool through node A");
+    let pool1 = r.body["pool"]["id"].as_str().unwrap().to_owned();
+    until_read(&admin_b, &format!("/v1/pools/{pool1}")).await;
+    let r = p1_b
+        .call("GET", &v3(P1, &format!("pools/{pool1}")), None)
+        .await;
+    assert_status(&r, 200, "project 1 reads its pool through node B");
+    let r = p2_b.call("GET", &v3(P2, "loadbalancers"), None).await;
+    assert_status(&r, 200, "project 2 lists through node B");
+    assert_eq!(r.body["loadbalancers"], json!([]), "{}", r.body);
+    let r = p2_b.call("GET", &v3(P2, "pools"), None).await;
+    assert_eq!(r.body["pools"], json!([]), "{}", r.body);
+    for (method, path, body) in [
+        ("GET", v3(P2, &format!("loadbalancers/{lb1}")), None),
+        ("GET", v3(P2, &format!("pools/{pool1}")), None),
+        (
+            "PUT",
+            v3(P2, &format!("pools/{pool1}")),
+            Some(json!({"pool": {"lb_algorithm": "SOURCE_IP"}})),
+        ),
+        ("DELETE", v3(P2, &format!("pools/{pool1}")), None),
+        (
+            "PUT",
+            v3(P2, &format!("loadbalancers/{lb1}")),
+            Some(json!({"loadbalancer": {"description": "p2 was here"}})),
+        ),
+    ] {
+        let r = p2_b.call(method, &path, body).await;
+        assert_huawei(
+            &r,
+            404,
+            "ELB.8904",
+            &format!("project 2 through node B: {method} {path}"),
+        );
+    }
+    for admin in [&admin_a, &admin_b] {
+        let pool = admin.read(&format!("/v1/pools/{pool1}")).await;
+        assert_eq!(pool["algorithm"], "ROUND_ROBIN");
+        let lb = admin.read(&format!("/v1/loadbalancers/{lb1}")).await;
+        assert_eq!(lb["description"], "");
+    }
+    drop((a, b, etcd));
 }

@@ -77,7 +77,8 @@ fn default_codes() -> String {
     "200".into()
 }
 
-const HTTP_METHODS: &[&str] = &[
+/// The methods an HTTP health check may send.
+pub const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
 ];
 

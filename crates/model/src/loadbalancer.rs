@@ -145,7 +145,7 @@ impl LoadBalancerSpec {
         c.max_len("description", &self.description, MAX_NAME_LEN);
         c.max_len("vpc_id", &self.vpc_id, 36);
         for (k, v) in &self.labels {
-            c.check(!k.is_empty() && k.len() <= 128, "labels", || {
+            c.check(!k.is_empty() && k.chars().count() <= 128, "labels", || {
                 format!("label keys must be 1..128 characters (got {k:?})")
             });
             c.max_len("labels", v, 1024);
