@@ -210,6 +210,8 @@ fn state_model_rules(doc: &mut Value) {
         MAX_PEM_LEN, MAX_ROUTE_PATH, MAX_ROUTE_SET_SOURCE, MAX_SNI_CERTIFICATES, MAX_WEIGHT,
     };
     let name = json!({"maxLength": MAX_NAME_LEN});
+    // An OCID as `OciApiKeySpec` takes one: printable ASCII but '/', at most 255.
+    let ocid = json!({"pattern": "^[!-.0-~]+$", "maxLength": 255});
     let port = json!({"minimum": 1, "maximum": 65535});
     let vpc_id = json!({"maxLength": 36});
     let ms_hour = json!({"minimum": 1, "maximum": 3_600_000});
@@ -536,6 +538,15 @@ fn state_model_rules(doc: &mut Value) {
             "members",
             json!({"maxItems": MAX_BATCH_MEMBERS}),
         ),
+        ("OciApiKeySpec", "tenancy", ocid.clone()),
+        ("OciApiKeySpec", "user", ocid.clone()),
+        ("OciApiKeySpec", "name", name.clone()),
+        (
+            "OciApiKeySpec",
+            "public_key_pem",
+            json!({"pattern": "-----BEGIN PUBLIC KEY-----", "maxLength": 8 * 1024}),
+        ),
+        ("OciApiKeySpec", "compartments", json!({"items": ocid})),
     ];
     let Some(schemas) = doc
         .pointer_mut("/components/schemas")
