@@ -86,8 +86,7 @@ pub enum ResourceCommand {
     #[command(
         name = "oci-api-key",
         after_help = "Examples:\n  \
-          fulcrum oci-api-key create --tenancy ocid1.tenancy.oc1..aaaa --user ocid1.user.oc1..bbbb \\\n    \
-            --public-key-file ~/.oci/oci_api_key_public.pem --name ci\n  \
+          fulcrum oci-api-key create --tenancy ocid1.tenancy.oc1..aaaa --user ocid1.user.oc1..bbbb --public-key-file key.pub.pem --name ci\n  \
           fulcrum oci-api-key list\n  \
           fulcrum oci-api-key delete ci"
     )]
