@@ -217,6 +217,59 @@ mod tests {
         assert_eq!(picks, "aabacaa".repeat(2));
     }
 
+    /// More than `TIES_KEPT` members tied (an idle pool of ten): the second scan finds them
+    /// all, and they take turns.
+    #[test]
+    fn many_ties_are_all_found_again() {
+        let lc = pool(&[1; 10]);
+        let picks: Vec<usize> = (0..20).map(|_| lc.select(&|_| true).unwrap()).collect();
+        let expected: Vec<usize> = (0..10).chain(0..10).collect();
+        assert_eq!(picks, expected);
+        // Ten tied at one in flight, one busier: the ten still take turns.
+        let in_flight = RefCell::new([vec![1; 10], vec![2]].concat());
+        let lc = pool(&[1; 11]);
+        let picks: Vec<usize> = (0..10)
+            .map(|_| lc.select(&InFlight(&in_flight)).unwrap())
+            .collect();
+        assert_eq!(picks, (0..10).collect::<Vec<_>>());
+    }
+
+    /// Loads are `in_flight / weight`, compared exactly; the least loaded wins whichever
+    /// side of the comparison it is on.
+    #[test]
+    fn weighted_loads_compare_exactly() {
+        for (weights, in_flight, expect) in [
+            (&[1, 2][..], &[1, 1][..], 1),
+            (&[2, 1][..], &[1, 1][..], 0),
+            (&[3, 2][..], &[4, 3][..], 0),
+            (&[2, 3][..], &[3, 4][..], 1),
+            (&[10, 1][..], &[19, 2][..], 0),
+            (&[1, 10][..], &[2, 19][..], 1),
+        ] {
+            let in_flight = RefCell::new(in_flight.to_vec());
+            assert_eq!(
+                pool(weights).select(&InFlight(&in_flight)),
+                Some(expect),
+                "weights {weights:?}, in flight {:?}",
+                in_flight.borrow()
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(
+            (pool(&[5, 0, 1]).len(), pool(&[5, 0, 1]).is_empty()),
+            (3, false)
+        );
+        assert_eq!((pool(&[]).len(), pool(&[]).is_empty()), (0, true));
+        assert_eq!(
+            (sampled(&[1; 70]).len(), sampled(&[1; 70]).is_empty()),
+            (70, false)
+        );
+        assert_eq!((sampled(&[]).len(), sampled(&[]).is_empty()), (0, true));
+    }
+
     #[test]
     fn avoids_the_busy_member() {
         let lc = pool(&[1, 1, 1]);

@@ -279,6 +279,10 @@ mod tests {
             &long(0xc0, QUIC_V1, &[1; 20], &[], &[]),
             Ok((QUIC_V1, LongType::Initial, &[1; 20][..], &[][..])),
         );
+        check(
+            &long(0xc0, QUIC_V2, &[], &[1; 20], &[]),
+            Ok((QUIC_V2, LongType::Retry, &[][..], &[1; 20][..])),
+        );
         // A DCID length past the end of the datagram.
         assert_eq!(
             parse(&[0xc0, 0, 0, 0, 1, 255, 1, 2, 3], 8),

@@ -340,6 +340,9 @@ mod tests {
         assert_eq!(pool(&[0, 0]).period(), 0);
         assert_eq!(pool(&[0, 0]).select(&|_| true), None);
         assert_eq!(pool(&[]).select(&|_| true), None);
+        let rr = pool(&[10, 20, 0, 30]);
+        assert_eq!((rr.len(), rr.is_empty()), (4, false));
+        assert_eq!((pool(&[]).len(), pool(&[]).is_empty()), (0, true));
     }
 
     #[test]
@@ -386,6 +389,37 @@ mod tests {
         assert_eq!(rr.select(&|_| false), None);
     }
 
+    #[test]
+    fn the_pool_scan_draws_in_proportion_to_weight() {
+        // Members 100, 500 (weight 1) and 900 (weight 2) of 1,000 up: most picks miss every
+        // probe and sample, and the O(n) draw must split them 1:1:2, not settle on one.
+        let mut weights = vec![1; 1000];
+        weights[900] = 2;
+        let rr = pool(&weights);
+        let up = [100, 500, 900];
+        let mut counts = [0usize; 3];
+        for _ in 0..8000 {
+            let idx = rr.select(&|i| up.contains(&i)).unwrap();
+            counts[up.iter().position(|&u| u == idx).unwrap()] += 1;
+        }
+        // 2,000, 2,000 and 4,000 expected.
+        assert!((1700..=2300).contains(&counts[0]), "{counts:?}");
+        assert!((1700..=2300).contains(&counts[1]), "{counts:?}");
+    }
+
+    /// The schedule's limit is on members with a weight: more than `MAX_TABLE_LEN` of them
+    /// get no schedule, any number with weight 0 do not count.
+    #[test]
+    fn member_limit_counts_weighted_members_only() {
+        let max = ScheduledRoundRobin::MAX_TABLE_LEN;
+        assert!(plan(&vec![1; max + 1]).is_none());
+        let (at_max, exact) = plan(&vec![1; max]).unwrap();
+        assert_eq!((at_max.len(), exact), (max, true));
+        let mut idle = vec![0; max + 1];
+        idle[7] = 5;
+        assert_eq!(plan(&idle).map(|(w, _)| w[7]), Some(1));
+    }
+
     struct HalfWeight(usize);
     impl View for HalfWeight {
         fn eligible(&self, _: usize) -> bool {
@@ -424,6 +458,13 @@ mod tests {
         assert!(counts[2] >= 1, "every member keeps an entry");
         let ratio = counts[0] as f64 / counts[1] as f64;
         assert!((0.999..1.001).contains(&ratio), "{counts:?}");
+        // Scaled down, weights keep their proportions (here 3:1), not just their order.
+        let (scaled, exact) = plan(&[3_000_000, 1_000_000, 1]).unwrap();
+        assert!(!exact);
+        assert!(fits(&scaled));
+        let ratio = f64::from(scaled[0]) / f64::from(scaled[1]);
+        assert!((2.999..3.001).contains(&ratio), "{scaled:?}");
+        assert_eq!(scaled[2], 1);
     }
 
     #[test]
@@ -434,5 +475,14 @@ mod tests {
         assert!(!exact);
         assert!(fits(&scaled));
         assert!(scaled.iter().all(|&w| w >= 1));
+        assert!(scaled.is_sorted(), "order kept");
+        // The budget, counted here rather than by `fits`.
+        let period: u64 = scaled.iter().map(|&w| u64::from(w)).sum();
+        let mut distinct = scaled.clone();
+        distinct.dedup();
+        assert!(distinct.len() as u64 * period <= ScheduledRoundRobin::BUILD_BUDGET);
+        // Halved only as far as the budget needs: the heavy members still weigh in proportion.
+        let ratio = f64::from(scaled[1999]) / f64::from(scaled[999]);
+        assert!((1.9..2.1).contains(&ratio), "{:?}", &scaled[1990..]);
     }
 }

@@ -130,6 +130,8 @@ mod tests {
         assert_eq!(pool(&[]).select(&|_| true), None);
         assert_eq!(pool(&[1, 2]).select(&|_| false), None);
         assert_eq!(pool(&[0, 0]).select(&|_| true), None);
+        assert_eq!((pool(&[]).len(), pool(&[]).is_empty()), (0, true));
+        assert_eq!((pool(&[0, 0]).len(), pool(&[0, 0]).is_empty()), (2, false));
     }
 
     struct SlowStart;

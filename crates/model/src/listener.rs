@@ -673,3 +673,37 @@ pub struct Listener {
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_and_quic_listeners_bind_udp() {
+        use ListenerProtocol as L;
+        for (protocol, udp) in [
+            (L::Tcp, false),
+            (L::Udp, true),
+            (L::Http, false),
+            (L::Https, false),
+            (L::TerminatedHttps, false),
+            (L::Quic, true),
+        ] {
+            assert_eq!(protocol.is_udp(), udp, "{protocol:?}");
+        }
+    }
+
+    #[test]
+    fn ocsp_responses_are_non_empty_base64_up_to_64_kib() {
+        use base64::Engine as _;
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![0x30; n]);
+        assert_eq!(decode_ocsp_response(&b64(3)), Some(vec![0x30; 3]));
+        assert_eq!(
+            decode_ocsp_response(&format!(" {}\n", b64(MAX_OCSP_RESPONSE))).map(|d| d.len()),
+            Some(64 * 1024)
+        );
+        assert_eq!(decode_ocsp_response(&b64(MAX_OCSP_RESPONSE + 1)), None);
+        assert_eq!(decode_ocsp_response(""), None);
+        assert_eq!(decode_ocsp_response("not base64!"), None);
+    }
+}

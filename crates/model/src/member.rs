@@ -298,6 +298,42 @@ mod tests {
         assert_eq!(host("::1", 80, Http), "[::1]");
         assert_eq!(host("::1", 8443, Https), "[::1]:8443");
     }
+
+    /// An empty address is refused once, as missing, even in a subnet that would otherwise
+    /// ask for an IP address inside it.
+    #[test]
+    fn a_missing_address_is_one_error_with_a_subnet_too() {
+        let subnet = SubnetSpec {
+            name: String::new(),
+            description: String::new(),
+            cidr: "192.168.44.0/24".parse().unwrap(),
+            vpc_id: "vpc-1".into(),
+            gateway_ip: None,
+        };
+        let mut m = MemberSpec::new("", 80);
+        m.subnet_id = Some("subnet-1".into());
+        let errors = |m: &MemberSpec| {
+            m.validate(MemberContext {
+                lb_kind: LoadBalancerKind::Dedicated,
+                lb_vpc_id: "vpc-1",
+                subnet: Some(&subnet),
+                server_id_len: None,
+            })
+            .unwrap_err()
+            .errors
+            .into_iter()
+            .map(|e| (e.field, e.kind))
+            .collect::<Vec<_>>()
+        };
+        let missing = vec![("address".to_owned(), crate::FieldErrorKind::Missing)];
+        assert_eq!(errors(&m), missing);
+        // A host name in a subnet is refused: it must be an IP address.
+        m.address = "backend.example".into();
+        assert_eq!(
+            errors(&m),
+            [("address".to_owned(), crate::FieldErrorKind::Invalid)]
+        );
+    }
 }
 
 #[cfg(test)]

@@ -217,6 +217,35 @@ mod tests {
     }
 
     #[test]
+    fn the_pem_may_take_up_to_8_kib() {
+        let mut s = spec();
+        // Padded with trailing spaces, which the PEM reader ignores.
+        s.public_key_pem = format!("{TEST_KEY_2048:<8192}");
+        assert_eq!(s.public_key_pem.len(), MAX_PUBLIC_KEY_PEM_LEN);
+        assert!(s.validate().is_ok());
+        s.public_key_pem.push(' ');
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("at most 8192 bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_principal_is_the_name_or_else_the_key_id() {
+        let mut spec = spec();
+        let info = spec.validate().unwrap();
+        let key_id = OciApiKey::key_id_of(&spec, &info.fingerprint);
+        let key = |spec: &OciApiKeySpec| OciApiKey {
+            id: OciApiKeyId::from("key-1"),
+            spec: spec.clone(),
+            key_id: key_id.clone(),
+            fingerprint: info.fingerprint.clone(),
+            created_at: Timestamp::default(),
+        };
+        assert_eq!(key(&spec).principal(), key_id);
+        spec.name = "ci-deployer".into();
+        assert_eq!(key(&spec).principal(), "ci-deployer");
+    }
+
+    #[test]
     fn the_key_id_joins_tenancy_user_and_fingerprint() {
         let s = spec();
         let info = s.validate().unwrap();

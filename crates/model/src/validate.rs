@@ -201,3 +201,42 @@ pub fn is_header_name(s: &str) -> bool {
 pub fn is_header_value(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_prefixed_and_displayed_in_order() {
+        let inner = Checker {
+            errors: vec![FieldError {
+                field: String::new(),
+                kind: FieldErrorKind::Invalid,
+                message: "must not be empty".into(),
+            }],
+        }
+        .finish();
+        let mut c = Checker::new();
+        c.nested(
+            "members[3]",
+            Err(ValidationError::invalid("weight", "too heavy")),
+        );
+        c.nested("members[4]", inner);
+        c.nested("members[5]", Ok(()));
+        c.fail("name", "bad");
+        let err = c.finish().unwrap_err();
+        assert_eq!(err.first().field, "members[3].weight");
+        // One "; " between errors, none before the first or after the last.
+        assert_eq!(
+            err.to_string(),
+            "members[3].weight: too heavy; members[4]: must not be empty; name: bad"
+        );
+        // A message that starts with its field is not prefixed again.
+        let missing = ValidationError::missing("pool_id");
+        assert_eq!(missing.to_string(), "pool_id is required");
+        assert_eq!(
+            missing.within("listener").to_string(),
+            "listener.pool_id: pool_id is required"
+        );
+    }
+}
