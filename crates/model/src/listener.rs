@@ -693,6 +693,131 @@ mod tests {
         }
     }
 
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    fn spec(v: serde_json::Value) -> ListenerSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn first_field(spec: &ListenerSpec) -> String {
+        spec.validate().unwrap_err().first().field.clone()
+    }
+
+    fn certificate(id: &str, kind: &str, key: Option<&str>) -> crate::Certificate {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "kind": kind, "certificate_chain_pem": CERT, "private_key_pem": key,
+            "domains": [format!("{id}.example.com")],
+            "not_before": "2026-01-01T00:00:00Z", "not_after": "2027-01-01T00:00:00Z",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn certificate_refs_name_the_default_then_each_sni_certificate() {
+        let tls = ListenerTls::by_reference("d".into(), vec!["s1".into(), "s2".into()]);
+        let refs: Vec<(String, String)> = tls
+            .certificate_refs()
+            .map(|(field, id)| (field, id.to_string()))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                ("tls.certificate_id".to_owned(), "d".to_owned()),
+                ("tls.sni_certificate_ids[0]".to_owned(), "s1".to_owned()),
+                ("tls.sni_certificate_ids[1]".to_owned(), "s2".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn resolving_takes_server_certificates_with_keys_only() {
+        let stored = [
+            certificate("d", "server", Some(KEY)),
+            certificate("s", "server", Some(KEY)),
+            certificate("nokey", "server", None),
+            certificate("ca", "ca", None),
+        ];
+        let lookup = |id: &CertificateId| stored.iter().find(|c| &c.id == id);
+        let tls = ListenerTls::by_reference("d".into(), vec!["s".into()]);
+        let inline = tls.resolved(lookup).unwrap();
+        assert_eq!(inline.certificate_id, None);
+        assert_eq!(
+            (&*inline.certificate_chain_pem, &*inline.private_key_pem),
+            (CERT, KEY)
+        );
+        assert_eq!(inline.sni_certificates.len(), 1);
+        assert_eq!(inline.sni_certificates[0].server_name, "s.example.com");
+        for (id, why) in [
+            ("nokey", "is not a server certificate"),
+            ("ca", "is not a server certificate"),
+            ("gone", "does not exist"),
+        ] {
+            let e = ListenerTls::by_reference(id.into(), Vec::new())
+                .resolved(lookup)
+                .unwrap_err();
+            assert!(
+                e.starts_with("tls.certificate_id") && e.contains(why),
+                "{id}: {e}"
+            );
+            let e = ListenerTls::by_reference("d".into(), vec![id.into()])
+                .resolved(lookup)
+                .unwrap_err();
+            assert!(
+                e.starts_with("tls.sni_certificate_ids[0]") && e.contains(why),
+                "{id}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_inline_key_alone_is_an_inline_certificate() {
+        // With a certificate_id too, the two exclude each other...
+        let both = spec(
+            serde_json::json!({"protocol": "TERMINATED_HTTPS", "port": 443,
+            "tls": {"private_key_pem": KEY, "certificate_id": "c"}}),
+        );
+        assert_eq!(first_field(&both), "tls.certificate_id");
+        // ... and without, the certificate it goes with is missing.
+        let alone = spec(
+            serde_json::json!({"protocol": "TERMINATED_HTTPS", "port": 443,
+            "tls": {"private_key_pem": KEY}}),
+        );
+        assert_eq!(first_field(&alone), "tls.certificate_chain_pem");
+        let whole = spec(
+            serde_json::json!({"protocol": "TERMINATED_HTTPS", "port": 443,
+            "tls": {"certificate_chain_pem": CERT, "private_key_pem": KEY}}),
+        );
+        whole.validate().unwrap();
+    }
+
+    #[test]
+    fn route_sets_and_hostnames_are_for_http_listeners_and_hostnames_are_unique() {
+        for protocol in ["HTTP", "TERMINATED_HTTPS"] {
+            let mut v = serde_json::json!({"protocol": protocol, "port": 443,
+                "route_set": "rs", "hostnames": ["a.example.com", "b.example.com"]});
+            if protocol == "TERMINATED_HTTPS" {
+                v["tls"] =
+                    serde_json::json!({"certificate_chain_pem": CERT, "private_key_pem": KEY});
+            }
+            spec(v).validate().unwrap();
+        }
+        let tcp = |field: &str, value: serde_json::Value| {
+            let mut v = serde_json::json!({"protocol": "TCP", "port": 5432});
+            v[field] = value;
+            first_field(&spec(v))
+        };
+        assert_eq!(tcp("route_set", serde_json::json!("rs")), "route_set");
+        assert_eq!(
+            tcp("hostnames", serde_json::json!(["a.example.com"])),
+            "hostnames"
+        );
+        let twice = spec(serde_json::json!({"protocol": "HTTP", "port": 80,
+            "hostnames": ["a.example.com", "b.example.com", "a.example.com"]}));
+        assert_eq!(first_field(&twice), "hostnames[2]");
+    }
+
     #[test]
     fn ocsp_responses_are_non_empty_base64_up_to_64_kib() {
         use base64::Engine as _;
