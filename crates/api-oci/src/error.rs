@@ -16,6 +16,9 @@ pub(crate) struct OciError {
     pub code: &'static str,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// For a change of unknown outcome: the OCID of the work request it would have
+    /// (`opc-work-request-id`, as on a change that was accepted).
+    pub work_request: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +34,7 @@ impl OciError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            work_request: None,
         }
     }
 
@@ -111,14 +115,22 @@ impl From<ControlError> for OciError {
                 retry_after_secs: Some(retry_after.as_secs().max(1)),
                 ..OciError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
             },
-            ControlError::OutcomeUnknown { .. } => OciError {
-                retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
-                ..OciError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    message,
-                )
-            },
+            // Named as OCI names work requests, so GetWorkRequest can look it up.
+            ControlError::OutcomeUnknown { work_request_id } => {
+                let ocid = crate::wire::wr_ocid(&fulcrum_model::WorkRequestId(work_request_id));
+                OciError {
+                    retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
+                    work_request: Some(ocid.clone()),
+                    ..OciError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        format!(
+                            "the store took the change but did not confirm it: it may or may \
+                             not have been made; look up work request {ocid} before retrying"
+                        ),
+                    )
+                }
+            }
             ControlError::Unavailable(_) => OciError {
                 retry_after_secs: Some(crate::UNAVAILABLE_RETRY_SECS),
                 ..OciError::new(
@@ -149,6 +161,11 @@ impl IntoResponse for OciError {
         if self.status == StatusCode::UNAUTHORIZED {
             resp.extensions_mut()
                 .insert(crate::auth::AuthRefused(self.message.clone()));
+        }
+        if let Some(ocid) = &self.work_request
+            && let Ok(v) = HeaderValue::from_str(ocid)
+        {
+            resp.headers_mut().insert("opc-work-request-id", v);
         }
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()

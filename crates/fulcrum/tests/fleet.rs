@@ -1069,4 +1069,47 @@ async fn a_write_committed_without_an_answer_is_reported_as_of_unknown_outcome()
     let members = api.items(&path).await;
     assert_eq!(members.len(), 1, "{members:?}");
     assert_eq!(members[0]["port"], 65001);
+
+    // OCI's answer names the work request as OCI does, so GetWorkRequest finds it.
+    let oci = common::oci::Oci::new(&api, OCI_KEY_ID);
+    relay.hold(true);
+    let w = oci
+        .call(
+            "POST",
+            &format!(
+                "/20170115/loadBalancers/ocid1.loadbalancer.oc1.fulcrum.{lb}/backendSets/p/backends"
+            ),
+            Some(json!({"ipAddress": "127.0.0.1", "port": 65002})),
+        )
+        .await;
+    assert_eq!(w.status, 503, "{}", w.body);
+    let ocid = w
+        .header("opc-work-request-id")
+        .expect("opc-work-request-id");
+    assert!(
+        ocid.starts_with("ocid1.loadbalancerworkrequest.")
+            && w.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&ocid),
+        "{ocid}: {}",
+        w.body
+    );
+    relay.hold(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = oci
+            .call(
+                "GET",
+                &format!("/20170115/loadBalancerWorkRequests/{ocid}"),
+                None,
+            )
+            .await;
+        if r.status == 200 && r.body["lifecycleState"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} {}", r.status, r.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.items(&path).await.len(), 2);
 }
