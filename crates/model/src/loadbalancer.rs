@@ -214,3 +214,68 @@ pub struct LoadBalancer {
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> LoadBalancerSpec {
+        let mut v = serde_json::json!({"name": "web"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn first_field(s: &LoadBalancerSpec) -> String {
+        s.validate().unwrap_err().first().field.clone()
+    }
+
+    #[test]
+    fn route_sets_and_hostnames_are_found_by_name() {
+        let s = spec(serde_json::json!({
+            "route_sets": [{"name": "a"}, {"name": "b", "source": "{}"}],
+            "hostnames": [{"name": "x", "hostname": "x.example.com"},
+                          {"name": "y", "hostname": "*.example.com"}],
+        }));
+        s.validate().unwrap();
+        assert_eq!(
+            s.route_set("b").and_then(|r| r.source.as_deref()),
+            Some("{}")
+        );
+        assert!(s.route_set("c").is_none());
+        assert_eq!(s.hostname("y").map(|h| &*h.hostname), Some("*.example.com"));
+        assert!(s.hostname("z").is_none());
+    }
+
+    #[test]
+    fn names_are_unique_and_hostnames_must_be_host_names() {
+        let twice = spec(serde_json::json!({"route_sets": [{"name": "a"}, {"name": "a"}]}));
+        assert_eq!(first_field(&twice), "route_sets[1].name");
+        let twice = spec(serde_json::json!({"hostnames": [
+            {"name": "x", "hostname": "a.example.com"}, {"name": "x", "hostname": "b.example.com"}]}));
+        assert_eq!(first_field(&twice), "hostnames[1].name");
+        let bad = spec(serde_json::json!({"hostnames": [{"name": "x", "hostname": "not a host"}]}));
+        assert_eq!(first_field(&bad), "hostnames[0].hostname");
+    }
+
+    #[test]
+    fn route_set_sources_may_take_64_kib_and_label_keys_128_characters() {
+        let source = |n: usize| {
+            spec(serde_json::json!({"route_sets": [{"name": "a", "source": "x".repeat(n)}]}))
+        };
+        source(64 * 1024).validate().unwrap();
+        assert_eq!(first_field(&source(64 * 1024 + 1)), "route_sets[0].source");
+        let label = |n: usize| spec(serde_json::json!({"labels": {"é".repeat(n): "v"}}));
+        label(128).validate().unwrap();
+        assert_eq!(first_field(&label(129)), "labels");
+    }
+
+    #[test]
+    fn locks_are_told_apart_by_kind() {
+        let s = spec(serde_json::json!({"locks": [{"type": "DELETE"}]}));
+        assert!(s.has_lock(LockKind::Delete));
+        assert!(!s.has_lock(LockKind::Full));
+        assert!(!spec(serde_json::json!({})).has_lock(LockKind::Delete));
+    }
+}

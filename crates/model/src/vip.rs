@@ -137,6 +137,32 @@ mod tests {
     }
 
     #[test]
+    fn network_and_broadcast_addresses_only_where_a_block_has_them() {
+        let v4: IpNet = "10.0.0.0/30".parse().unwrap();
+        assert!(is_network_or_broadcast(&v4, ip("10.0.0.0")));
+        assert!(is_network_or_broadcast(&v4, ip("10.0.0.3")));
+        assert!(!is_network_or_broadcast(&v4, ip("10.0.0.1")));
+        // A /31 and a /32 have no network or broadcast address: both are hosts.
+        for (net, addr) in [
+            ("10.0.0.0/31", "10.0.0.0"),
+            ("10.0.0.1/31", "10.0.0.1"),
+            ("10.0.0.5/32", "10.0.0.5"),
+        ] {
+            assert!(
+                !is_network_or_broadcast(&net.parse().unwrap(), ip(addr)),
+                "{net}"
+            );
+        }
+        let v6: IpNet = "fd00::/126".parse().unwrap();
+        assert!(is_network_or_broadcast(&v6, ip("fd00::")));
+        assert!(!is_network_or_broadcast(&v6, ip("fd00::3")));
+        assert!(!is_network_or_broadcast(
+            &"fd00::/127".parse().unwrap(),
+            ip("fd00::")
+        ));
+    }
+
+    #[test]
     fn picks_the_first_free_host_skipping_reserved_and_used() {
         let loopback = nets(&["127.0.0.0/8"]);
         // (subnet, gateway, used, expected; None: every address is taken)
