@@ -855,7 +855,22 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
     for _ in 0..10 {
         assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/")).await.0, 200);
     }
-    let scraped = f.api.raw("GET", "/metrics", None, &[]).await;
+    // A request is counted once its answer is written: the client can have the tenth
+    // answer a moment before it is counted, so scrape until it is (or 5 s have passed).
+    let l = format!("listener=\"{listener}\"");
+    let done = format!("fulcrum_listener_requests_total{{{l},code_class=\"2xx\"}} 10");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let scraped = loop {
+        let scraped = f.api.raw("GET", "/metrics", None, &[]).await;
+        let counted = scraped
+            .body
+            .as_str()
+            .is_some_and(|t| t.lines().any(|line| line == done));
+        if counted || Instant::now() > deadline {
+            break scraped;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         scraped
             .header("content-type")
@@ -872,7 +887,6 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no line with {needle} in\n{text}"))
     };
-    let l = format!("listener=\"{listener}\"");
     assert_eq!(
         value(&format!(
             "fulcrum_listener_requests_total{{{l},code_class=\"2xx\"}}"
