@@ -1013,22 +1013,8 @@ async fn a_write_committed_without_an_answer_is_reported_as_of_unknown_outcome()
         &format!("etcd://127.0.0.1:{}", relay.port),
     );
     let api = node.api().unpooled();
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "unknown"})),
-        )
-        .await
-        .id();
-    let pool = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "p", "protocol": "HTTP"})),
-        )
-        .await
-        .id();
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
 
     relay.hold(true);
     let path = format!("/v1/pools/{pool}/members");
@@ -1077,7 +1063,7 @@ async fn a_write_committed_without_an_answer_is_reported_as_of_unknown_outcome()
         .call(
             "POST",
             &format!(
-                "/20170115/loadBalancers/ocid1.loadbalancer.oc1.fulcrum.{lb}/backendSets/p/backends"
+                "/20170115/loadBalancers/ocid1.loadbalancer.oc1.fulcrum.{lb}/backendSets/pool/backends"
             ),
             Some(json!({"ipAddress": "127.0.0.1", "port": 65002})),
         )
