@@ -125,9 +125,29 @@ impl ControlPlane {
         Some(self.fleet_view.read().spread(&node.id, local, revision))
     }
 
-    /// The live nodes and what they serve, in fleet mode.
+    /// The live nodes and what they serve, in fleet mode. This node is listed as it is
+    /// now: its published record can lag a moment behind, and work requests already count
+    /// it with what it serves (a list that said otherwise would contradict them).
     pub fn nodes(&self) -> Vec<NodeRecord> {
-        self.fleet_view.read().nodes.values().cloned().collect()
+        let Some(node) = &self.opts.node else {
+            return Vec::new();
+        };
+        let mut nodes = self.fleet_view.read().nodes.clone();
+        let applied = *self.local_applied.borrow();
+        let refused = self.local_refused.borrow().to_vec();
+        let me = nodes.entry(node.id.clone()).or_insert_with(|| NodeRecord {
+            id: node.id.clone(),
+            role: node.role.clone(),
+            applied,
+            refused: refused.clone(),
+            updated_at: Utc::now(),
+        });
+        if me.applied != applied || me.refused != refused {
+            me.applied = applied;
+            me.refused = refused;
+            me.updated_at = Utc::now();
+        }
+        nodes.into_values().collect()
     }
 }
 
