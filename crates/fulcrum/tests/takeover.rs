@@ -223,7 +223,15 @@ async fn a_new_process_takes_over_without_refusing_or_failing_anything() {
 
     // An upgrade: the new process runs another binary file.
     let binary = dir.path().join("fulcrum-new");
-    std::fs::copy(env!("CARGO_BIN_EXE_fulcrum"), &binary).expect("copy the binary");
+    // Copied by `cp`, not in this process: a child forked meanwhile by another thread here
+    // would inherit our writable descriptor until it execs, and running the copy then
+    // fails with ETXTBSY ("Text file busy"; seen once on a busy machine).
+    let copied = std::process::Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg(&binary)
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "copy the binary: {copied}");
     let started = Instant::now();
     let new = tokio::task::spawn_blocking({
         let (data, config) = (data.clone(), config.clone());
