@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: per-thread free lists with no global lock, so the
 /// control plane's many short-lived allocations (requests, JSON, views) and the workers'
-/// occasional ones cost less and do not contend.
+/// occasional ones cost less and do not contend. Built with `no_thp`: transparent huge
+/// pages cost a third more resident memory and slower large batches (ARCHITECTURE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
