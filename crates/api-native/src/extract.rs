@@ -106,17 +106,15 @@ pub(crate) fn integral_numbers(value: &mut serde_json::Value) -> bool {
 }
 
 fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> NativeError {
-    {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let what = crate::decode::describe(&inner);
-        if inner.is_syntax() || inner.is_eof() {
-            NativeError::invalid("", format!("malformed JSON: {inner}"))
-        } else if path == "." {
-            NativeError::invalid("", what)
-        } else {
-            NativeError::invalid(path.clone(), format!("{path}: {what}"))
-        }
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let what = crate::decode::describe(&inner);
+    if inner.is_syntax() || inner.is_eof() {
+        NativeError::invalid("", format!("malformed JSON: {inner}"))
+    } else if path == "." {
+        NativeError::invalid("", what)
+    } else {
+        NativeError::invalid(path.clone(), format!("{path}: {what}"))
     }
 }
 

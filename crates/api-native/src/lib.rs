@@ -269,13 +269,14 @@ fn result_id(outcome: &Outcome) -> Result<String, NativeError> {
 /// one (or another tenant's) is not found, not an empty list.
 fn visible_lb(s: &AppState, caller: &Caller, id: &str) -> Result<(), NativeError> {
     let full = s.control.view();
-    match caller
+    if caller
         .view(&full)
         .loadbalancers
         .contains_key(&LoadBalancerId(id.to_owned()))
     {
-        true => Ok(()),
-        false => Err(gone("load balancer", id)),
+        Ok(())
+    } else {
+        Err(gone("load balancer", id))
     }
 }
 

@@ -9,9 +9,11 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::huawei::Huawei;
 use common::oci::Oci;
+use common::stack::eventually;
 use common::{Api, Resp, Server};
 use serde_json::{Value, json};
 
@@ -799,7 +801,7 @@ async fn oci_succeeded(oci: &Oci, wr: &str) {
         if r.body["lifecycleState"] == "SUCCEEDED" {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("work request {wr} did not succeed");
 }
@@ -1088,20 +1090,12 @@ fn fleet_node(dir: &Path, id: &str, store: &str) -> Server {
 /// holds a change made through another node.
 #[cfg(feature = "etcd")]
 async fn until_read(api: &Api, path: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let r = api.call("GET", path, None).await;
-        if r.status == 200 {
-            return r.body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path}: {} {}",
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let readable = eventually(Duration::from_secs(15), || async {
+        api.call("GET", path, None).await.status == 200
+    })
+    .await;
+    assert!(readable, "{path}: not readable within 15 s");
+    api.read(path).await
 }
 
 /// The same scopes on a fleet: two nodes on one real etcd. What one tenant writes through
@@ -1151,12 +1145,10 @@ async fn a_fleet_keeps_scoped_tenants_apart_on_every_node() {
         .await;
     let web_member_path = format!("/v1/pools/{web_pool}/members/{web_member}");
     until_read(&admin_b, &format!("/v1/pools/{extra}")).await;
-    for _ in 0..300 {
-        if admin_b.read(&web_member_path).await["weight"] == 9 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(15), || async {
+        admin_b.read(&web_member_path).await["weight"] == 9
+    })
+    .await;
     // web sees it through node B, as it wrote it.
     assert_eq!(web_b.read(&web_member_path).await["weight"], 9);
     web_b.read(&format!("/v1/pools/{extra}")).await;
