@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::huawei::Huawei;
 use common::oci::Oci;
+#[cfg(feature = "etcd")]
 use common::stack::eventually;
 use common::{Api, Resp, Server};
 use serde_json::{Value, json};
