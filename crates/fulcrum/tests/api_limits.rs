@@ -163,6 +163,8 @@ impl Keepalive {
 
     /// Polls `fulcrum_api_connections` until it is `n`, for at most `within`.
     async fn wait_open(&mut self, n: usize, within: Duration) -> bool {
+        // A loop of its own: the scrape needs `&mut self`, which a polling closure
+        // cannot lend to each future it makes.
         let deadline = Instant::now() + within;
         loop {
             if self.open_connections().await == Some(n as f64) {

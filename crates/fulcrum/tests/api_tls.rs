@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::stack::wait_until;
 use common::tls::{Ca, Cert};
 use common::{Api, Server, TOKEN};
 use rustls::pki_types::pem::PemObject;
@@ -230,14 +231,9 @@ async fn a_rotated_certificate_is_served_to_new_connections_and_a_bad_pair_is_ig
 
     // The key follows: new connections get the new certificate, with no restart.
     setup.replace("api.key", &second.key);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while served_certificate(&setup, port).await != second.der {
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not served"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let served = || served_certificate(&setup, port);
+    let what = "the new certificate is served";
+    wait_until(Duration::from_secs(15), what, served, |c| *c == second.der).await;
     api.ok("GET", "/v1/loadbalancers", None).await;
     assert!(
         server_alive(&server),
@@ -533,16 +529,7 @@ async fn serve_applies_a_file_through_its_own_https_api() {
         ],
     );
     let api = setup.api(&server, None, Some(TOKEN));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let lbs = api.items("/v1/loadbalancers").await;
-        if lbs.iter().any(|lb| lb["name"] == "applied") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the file was not applied: {lbs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let lbs = || api.items("/v1/loadbalancers");
+    let applied = |lbs: &Vec<serde_json::Value>| lbs.iter().any(|lb| lb["name"] == "applied");
+    wait_until(Duration::from_secs(15), "the file is applied", lbs, applied).await;
 }

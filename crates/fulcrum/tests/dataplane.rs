@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::backend::{Backend, Echo};
-use common::stack::{Fulcrum, Stack, client, eventually, get, raw_http, refuses, who};
-use common::{Server, free_port};
+use common::stack::{Fulcrum, Stack, client, eventually, get, raw_http, refuses, wait_until, who};
+use common::{Resp, Server, free_port};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
@@ -856,21 +856,23 @@ async fn metrics_count_requests_per_listener_pool_and_member() {
         assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/")).await.0, 200);
     }
     // A request is counted once its answer is written: the client can have the tenth
-    // answer a moment before it is counted, so scrape until it is (or 5 s have passed).
+    // answer a moment before it is counted, so scrape until it is.
     let l = format!("listener=\"{listener}\"");
     let done = format!("fulcrum_listener_requests_total{{{l},code_class=\"2xx\"}} 10");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let scraped = loop {
-        let scraped = f.api.raw("GET", "/metrics", None, &[]).await;
-        let counted = scraped
+    let scrape = || f.api.raw("GET", "/metrics", None, &[]);
+    let counted = |scraped: &Resp| {
+        scraped
             .body
             .as_str()
-            .is_some_and(|t| t.lines().any(|line| line == done));
-        if counted || Instant::now() > deadline {
-            break scraped;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .is_some_and(|t| t.lines().any(|line| line == done))
     };
+    let scraped = wait_until(
+        Duration::from_secs(5),
+        "the tenth is counted",
+        scrape,
+        counted,
+    )
+    .await;
     assert!(
         scraped
             .header("content-type")
@@ -1758,50 +1760,6 @@ async fn http_cookie_persistence() {
     }
 }
 
-/// A backend that issues `SESSION=<name>-<n>` to clients without one.
-async fn app_cookie_backend(name: &'static str) -> u16 {
-    use hyper::{Request, Response};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let issued = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let issued = issued.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let has = req
-                        .headers()
-                        .get("cookie")
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.contains("SESSION="));
-                    let n = issued.fetch_add(1, Ordering::Relaxed);
-                    async move {
-                        let mut r = Response::new(http_body_util::Full::new(Bytes::from(name)));
-                        if !has {
-                            r.headers_mut().insert(
-                                "set-cookie",
-                                format!("SESSION={name}-{n}; Path=/")
-                                    .parse()
-                                    .expect("header"),
-                            );
-                        }
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
 /// APP_COOKIE: fulcrum learns the application's cookie from responses and sends requests
 /// carrying that value to the member that issued it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1809,12 +1767,12 @@ async fn app_cookie_persistence() {
     let f = Fulcrum::start();
     let lb = f.loadbalancer().await;
     let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    let mut members = Vec::new();
+    let mut backends = Vec::new();
     for name in ["x", "y", "z"] {
-        members.push(
-            f.member(&pool, app_cookie_backend(name).await, json!({}))
-                .await,
-        );
+        let b = Backend::start(name).await;
+        b.set_session_cookie(Some("SESSION"));
+        f.member(&pool, b.port(), json!({})).await;
+        backends.push(b);
     }
     f.apply(
         "PATCH",
@@ -2207,54 +2165,19 @@ async fn three_failed_connects_eject_a_member_without_a_monitor() {
     assert_eq!(s.f.member_status(&s.pool, &dead).await, "ERROR");
 }
 
-/// A member that answers the first request on each connection and hangs up on the second
-/// without a word (after reading it); it counts the POSTs it read.
-async fn hang_up_on_second_request(posts: Arc<AtomicU64>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let _ = s.set_nodelay(true);
-            let posts = posts.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                for answered in [true, false] {
-                    let Ok(n) = s.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    if buf.starts_with(b"POST ") {
-                        posts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if answered {
-                        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                // Dropped: the second request is never answered.
-            });
-        }
-    });
-    port
-}
-
 /// A request with a body is never sent twice: when the member it went to closes a kept-alive
 /// connection without answering, a GET may go elsewhere, a POST gets 502 instead.
 #[tokio::test]
 async fn a_request_with_a_body_is_never_sent_twice() {
-    let posts = Arc::new(AtomicU64::new(0));
     let f = Fulcrum::start();
     let lb = f.loadbalancer().await;
     let pool = f.pool(&lb, "HTTP", "ROUND_ROBIN").await;
-    for _ in 0..2 {
-        let port = hang_up_on_second_request(posts.clone()).await;
-        f.member(&pool, port, json!({})).await;
+    let mut members = Vec::new();
+    for name in ["a", "b"] {
+        let b = Backend::start(name).await;
+        b.set_answers_per_connection(1);
+        f.member(&pool, b.port(), json!({})).await;
+        members.push(b);
     }
     let port = free_port();
     f.listener(&lb, "HTTP", port, Some(&pool)).await;
@@ -2273,8 +2196,8 @@ async fn a_request_with_a_body_is_never_sent_twice() {
         .expect("post");
     assert_eq!(resp.status(), 502);
     assert_eq!(
-        posts.load(Ordering::Relaxed),
-        1,
-        "the POST reached one member, once"
+        members.iter().map(Backend::requests).sum::<u64>(),
+        3,
+        "the two GETs, and the POST reached one member, once"
     );
 }

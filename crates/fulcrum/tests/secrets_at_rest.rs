@@ -9,58 +9,22 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::backend::Backend;
+use common::proxy::ForwardProxy;
 use common::stack::{client, eventually};
 use common::tls::{cert, listener_tls, tls_connect};
 use common::{Api, Server, free_port, unlimited_config};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const HEADER_SECRET: &str = "pl4nted-header-s3cret-7f3a";
 const QUERY_SECRET: &str = "pl4nted-query-s3cret-91c2";
 const AUTH_SECRET: &str = "pl4nted-bearer-s3cret-0d6e";
 const MEMBER_SECRET: &str = "pl4nted-member-s3cret-5b8f";
 const PROXY_PASSWORD: &str = "pl4nted-proxy-passw0rd-c4e1";
-
-/// A forward proxy that answers every request itself (no member behind it) and keeps the
-/// head of each, so a test sees the `Proxy-Authorization` and headers fulcrum sent.
-async fn recording_proxy() -> (u16, Arc<parking_lot::Mutex<Vec<String>>>) {
-    let heads = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                seen.lock()
-                    .push(String::from_utf8_lossy(&head).into_owned());
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nproxied",
-                    )
-                    .await;
-            });
-        }
-    });
-    (port, heads)
-}
 
 /// What must never be found: each secret, and its base64 at every alignment (inside a
 /// longer base64 text a secret's encoding depends on where it starts), in both alphabets.
@@ -161,7 +125,7 @@ async fn tls_get(port: u16, trust: &common::tls::Cert, path: &str) -> String {
 /// the forward proxy.
 async fn check_traffic(
     a: &Backend,
-    proxy_heads: &parking_lot::Mutex<Vec<String>>,
+    proxy: &ForwardProxy,
     ports: (u16, u16, u16),
     tls: &common::tls::Cert,
 ) {
@@ -191,15 +155,15 @@ async fn check_traffic(
         format!("/over-tls?code={QUERY_SECRET}")
     );
 
-    proxy_heads.lock().clear();
+    proxy.clear();
     let r = c
         .get(format!("http://127.0.0.1:{through_proxy}/via"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "proxied");
-    let heads = proxy_heads.lock().clone();
+    assert_eq!(r.text().await.unwrap(), "behind-proxy");
+    let heads = proxy.heads();
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("u:{PROXY_PASSWORD}"));
     let head = heads
         .first()
@@ -228,7 +192,8 @@ async fn secrets_are_sealed_on_disk_absent_from_logs_and_survive_a_restart() {
     let api = server.client();
 
     let a = Backend::start("a").await;
-    let (proxy_port, proxy_heads) = recording_proxy().await;
+    let proxy = ForwardProxy::start().await;
+    let behind_proxy = Backend::start("behind-proxy").await;
     let tls = cert(&["secrets.test"]);
     let lb = api
         .ok(
@@ -270,9 +235,9 @@ async fn secrets_are_sealed_on_disk_absent_from_logs_and_survive_a_restart() {
     api.ok(
         "POST",
         &format!("/v1/pools/{proxied}/members"),
-        Some(json!({"address": "127.0.0.1", "port": free_port(), "upstream": {
+        Some(json!({"address": "127.0.0.1", "port": behind_proxy.port(), "upstream": {
             "credentials": {"headers": {"x-member-key": [MEMBER_SECRET]}},
-            "proxy": {"url": format!("http://127.0.0.1:{proxy_port}"), "username": "u", "password": PROXY_PASSWORD}
+            "proxy": {"url": format!("http://127.0.0.1:{}", proxy.port), "username": "u", "password": PROXY_PASSWORD}
         }})),
     )
     .await;
@@ -290,7 +255,7 @@ async fn secrets_are_sealed_on_disk_absent_from_logs_and_survive_a_restart() {
         .await;
     api.applied(&r).await;
     let ports = (plain, through_proxy, secure);
-    check_traffic(&a, &proxy_heads, ports, &tls).await;
+    check_traffic(&a, &proxy, ports, &tls).await;
     // A change that keeps the secrets (it rewrites the pool, and the load balancer).
     let r = api
         .ok(
@@ -362,7 +327,7 @@ async fn secrets_are_sealed_on_disk_absent_from_logs_and_survive_a_restart() {
         })
         .await
     );
-    check_traffic(&a, &proxy_heads, ports, &tls).await;
+    check_traffic(&a, &proxy, ports, &tls).await;
     let shown = api.read(&format!("/v1/pools/{pool}")).await;
     assert_eq!(shown["description"], "renamed");
     assert_eq!(

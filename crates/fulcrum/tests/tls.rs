@@ -3,48 +3,25 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::tls::{Cert, cert, tls_connect as connect};
+use common::backend::Backend;
+use common::proxy::ForwardProxy;
+use common::stack::eventually;
+use common::tls::{cert, tls_connect as connect};
 use common::{Server, free_port};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// A backend that answers with the X-Forwarded-Proto it saw.
-async fn backend() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let proto = req
-                            .headers()
-                            .get("x-forwarded-proto")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("none")
-                            .to_owned();
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                            "proto={proto}"
-                        )))))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    port
+/// The `X-Forwarded-Proto` of the last request `b` answered.
+fn forwarded_proto(b: &Backend) -> String {
+    b.last_headers()
+        .and_then(|h| h.get("x-forwarded-proto")?.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| "none".into())
 }
 
 #[tokio::test]
@@ -52,33 +29,14 @@ async fn terminates_tls_with_alpn_and_sni() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let api = server.client();
-    let upstream = backend().await;
+    let upstream = Backend::start("plain").await;
     let default = cert(&["default.test"]);
     let shop = cert(&["shop.test"]);
     let wild = cert(&["*.api.test"]);
 
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "tls", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
-    let pool = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "p", "protocol": "HTTP"})),
-        )
-        .await
-        .id();
-    api.ok(
-        "POST",
-        &format!("/v1/pools/{pool}/members"),
-        Some(json!({"address": "127.0.0.1", "port": upstream})),
-    )
-    .await;
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    api.member(&pool, upstream.port(), json!({})).await;
     let port = free_port();
     let listener = api
         .ok(
@@ -121,7 +79,8 @@ async fn terminates_tls_with_alpn_and_sni() {
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"proto=https");
+        assert_eq!(&body[..], b"plain");
+        assert_eq!(forwarded_proto(&upstream), "https");
     }
 
     // HTTP/1.1 over TLS.
@@ -200,140 +159,36 @@ where
     sender.send_request(req).await.unwrap().status().as_u16()
 }
 
-/// A TLS backend whose `/health` answers with the status in `health`.
-async fn tls_backend(c: &Cert, health: Arc<std::sync::atomic::AtomicU16>) -> u16 {
-    tls_backend_with(c, health, None).await
-}
-
-/// A TLS backend that, given `client_root`, accepts only clients with a certificate it signed.
-async fn tls_backend_with(
-    c: &Cert,
-    health: Arc<std::sync::atomic::AtomicU16>,
-    client_root: Option<&Cert>,
-) -> u16 {
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(c.key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_root {
-        None => builder.with_no_client_auth(),
-        Some(root) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(root.der.clone()).unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let config = builder.with_single_cert(vec![c.der.clone()], key).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, health) = (acceptor.clone(), health.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let status = if req.uri().path() == "/health" {
-                        health.load(std::sync::atomic::Ordering::Relaxed)
-                    } else {
-                        200
-                    };
-                    async move {
-                        let mut r = Response::new(Full::new(Bytes::from("tls backend")));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn https_health_checks_speak_tls() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let api = server.client();
     let c = cert(&["member.test"]);
-    let health = Arc::new(std::sync::atomic::AtomicU16::new(503));
-    let port = tls_backend(&c, health.clone()).await;
+    let member_backend = Backend::start_tls("tls backend", &c, None).await;
+    member_backend.set_health(503);
+    let port = member_backend.port();
 
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
-    let pool = api
-        .ok(
-            "POST",
-            &format!("/v1/loadbalancers/{lb}/pools"),
-            Some(json!({"name": "p", "protocol": "HTTPS"})),
-        )
-        .await
-        .id();
-    let member = api
-        .ok(
-            "POST",
-            &format!("/v1/pools/{pool}/members"),
-            Some(json!({"address": "127.0.0.1", "port": port})),
-        )
-        .await
-        .id();
-    api.ok(
-        "POST",
-        "/v1/healthmonitors",
-        Some(json!({"pool_id": pool, "type": "HTTPS", "url_path": "/health", "interval_ms": 100, "timeout_ms": 100,
-                    "healthy_threshold": 1, "unhealthy_threshold": 1, "domain_name": "member.test"})),
+    let lb = api.loadbalancer().await;
+    let pool = api.pool(&lb, "HTTPS", "ROUND_ROBIN").await;
+    let member = api.member(&pool, port, json!({})).await;
+    api.monitor(
+        &pool,
+        json!({"type": "HTTPS", "interval_ms": 300, "timeout_ms": 300, "healthy_threshold": 1,
+               "unhealthy_threshold": 1, "domain_name": "member.test"}),
     )
     .await;
-    let status = || async {
-        api.ok("GET", &format!("/v1/pools/{pool}/members/{member}"), None)
-            .await
-            .body["operating_status"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let mut seen = String::new();
-    for _ in 0..50 {
-        seen = status().await;
-        if seen == "ERROR" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        seen, "ERROR",
+    let status = || api.member_status(&pool, &member);
+    let within = std::time::Duration::from_secs(10);
+    assert!(
+        eventually(within, || async { status().await == "ERROR" }).await,
         "503 on /health over TLS marks the member down"
     );
-    health.store(200, std::sync::atomic::Ordering::Relaxed);
-    for _ in 0..50 {
-        seen = status().await;
-        if seen == "ONLINE" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, "ONLINE", "200 over TLS brings it back");
+    member_backend.set_health(200);
+    assert!(
+        eventually(within, || async { status().await == "ONLINE" }).await,
+        "200 over TLS brings it back"
+    );
 }
 
 /// TLS to members: chain and name checked by default against the configured CA; a wrong
@@ -346,18 +201,11 @@ async fn upstream_tls_validation_is_honoured() {
     let api = server.client();
     let good = cert(&["127.0.0.1"]);
     let wrong_name = cert(&["elsewhere.test"]);
-    let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
-    let good_port = tls_backend(&good, ok.clone()).await;
-    let wrong_port = tls_backend(&wrong_name, ok.clone()).await;
+    let good_backend = Backend::start_tls("good", &good, None).await;
+    let wrong_backend = Backend::start_tls("wrong", &wrong_name, None).await;
+    let (good_port, wrong_port) = (good_backend.port(), wrong_backend.port());
 
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
+    let lb = api.loadbalancer().await;
     let mut urls = Vec::new();
     let mut pools = Vec::new();
     for (name, port, ca) in [
@@ -431,67 +279,6 @@ async fn upstream_tls_validation_is_honoured() {
     );
 }
 
-/// A forward proxy: absolute-form HTTP and CONNECT tunnels. Records each request line and
-/// Proxy-Authorization it saw.
-/// Request lines and Proxy-Authorization values a proxy saw.
-type Seen = Arc<parking_lot::Mutex<Vec<(String, Option<String>)>>>;
-
-async fn forward_proxy(seen: Seen) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8_lossy(&head).into_owned();
-                let line = text.lines().next().unwrap_or("").to_owned();
-                let auth = text
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix("Proxy-Authorization: ")
-                            .or_else(|| l.strip_prefix("proxy-authorization: "))
-                    })
-                    .map(str::to_owned);
-                seen.lock().push((line.clone(), auth));
-                let mut parts = line.split_whitespace();
-                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                if method == "CONNECT" {
-                    let Ok(mut upstream) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    client
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await
-                        .unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                } else {
-                    let rest = target.trim_start_matches("http://");
-                    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                    let Ok(mut upstream) = TcpStream::connect(authority).await else {
-                        return;
-                    };
-                    let origin = text.replacen(target, if path.is_empty() { "/" } else { path }, 1);
-                    upstream.write_all(origin.as_bytes()).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-            });
-        }
-    });
-    port
-}
-
 /// Members reached through a forward proxy: absolute-form for http members, CONNECT for
 /// https ones, with basic proxy credentials.
 #[tokio::test]
@@ -499,19 +286,14 @@ async fn members_behind_a_forward_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let api = server.client();
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let proxy = forward_proxy(seen.clone()).await;
-    let plain = backend().await;
+    let forward_proxy = ForwardProxy::start().await;
+    let proxy = forward_proxy.port;
+    let plain_backend = Backend::start("plain").await;
+    let plain = plain_backend.port();
     let good = cert(&["127.0.0.1"]);
-    let secure = tls_backend(&good, Arc::new(std::sync::atomic::AtomicU16::new(200))).await;
-    let lb = api
-        .ok(
-            "POST",
-            "/v1/loadbalancers",
-            Some(json!({"name": "x", "vip_address": "127.0.0.1"})),
-        )
-        .await
-        .id();
+    let secure_backend = Backend::start_tls("tls backend", &good, None).await;
+    let secure = secure_backend.port();
+    let lb = api.loadbalancer().await;
     let mut urls = Vec::new();
     for (name, port, upstream) in [
         (
@@ -546,11 +328,12 @@ async fn members_behind_a_forward_proxy() {
     let http = common::http_client();
     let r = http.get(&urls[0]).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "proto=http");
+    assert_eq!(r.text().await.unwrap(), "plain");
+    assert_eq!(forwarded_proto(&plain_backend), "http");
     let r = http.get(&urls[1]).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "tls backend");
-    let seen = seen.lock().clone();
+    let seen = forward_proxy.requests();
     let basic = Some("Basic dTpw".to_owned()); // base64("u:p")
     assert!(
         seen.contains(&(
@@ -582,8 +365,8 @@ async fn https_listeners_pass_tls_through_to_the_member() {
     let server = Server::start(dir.path());
     let api = server.client();
     let member_cert = cert(&["member.test"]);
-    let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
-    let member_port = tls_backend(&member_cert, ok).await;
+    let member = Backend::start_tls("member", &member_cert, None).await;
+    let member_port = member.port();
     let lb = api.loadbalancer().await;
     let pool = api.pool(&lb, "HTTPS", "ROUND_ROBIN").await;
     api.member(&pool, member_port, json!({})).await;
@@ -610,8 +393,8 @@ async fn upstream_client_certificates_are_presented() {
     let api = server.client();
     let member_cert = cert(&["127.0.0.1"]);
     let client_cert = cert(&["fulcrum.client.test"]);
-    let ok = Arc::new(std::sync::atomic::AtomicU16::new(200));
-    let member_port = tls_backend_with(&member_cert, ok, Some(&client_cert)).await;
+    let member = Backend::start_tls("member", &member_cert, Some(&client_cert)).await;
+    let member_port = member.port();
     let lb = api.loadbalancer().await;
     let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
     let upstream = |credentials: serde_json::Value| {

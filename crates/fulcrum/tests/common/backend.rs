@@ -1,6 +1,7 @@
-//! In-test backends on 127.0.0.1: an HTTP/1.1 server that answers with its name, and a
-//! TCP echo server. Both can be shut down (listener and open connections closed, as when
-//! the process dies) and the HTTP one restarted on the same port.
+//! In-test backends on 127.0.0.1: an HTTP/1.1 server that answers with its name (plain
+//! or TLS; slow, failing, health-flapping, cookie-issuing or hanging up as a test sets it),
+//! and a TCP echo server. Both can be shut down (listener and open connections closed, as
+//! when the process dies) and the HTTP one restarted on the same port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,10 +14,15 @@ use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::tls::Cert;
 
 /// What a backend has seen, kept across a restart.
 #[derive(Default)]
@@ -35,6 +41,12 @@ struct Shared {
     retry_after: parking_lot::Mutex<Option<String>>,
     /// Close the connection on every POST instead of answering it.
     drop_posts: std::sync::atomic::AtomicBool,
+    /// Requests answered on one connection before the next is read and the connection
+    /// closed without an answer (0: no limit).
+    answers_per_connection: AtomicU64,
+    /// A cookie issued (`<cookie>=<name>-<n>`) to every request that does not carry it.
+    session_cookie: parking_lot::Mutex<Option<String>>,
+    cookies_issued: AtomicU64,
 }
 
 /// An HTTP/1.1 backend: answers every request with its name (header `x-backend` and the
@@ -44,11 +56,49 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    /// Set for a backend that speaks TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Self::start_with(name, None).await
+    }
+
+    /// A backend that speaks TLS with `cert`; given `client_root`, it accepts only clients
+    /// presenting a certificate that root signed.
+    pub async fn start_tls(name: &str, cert: &Cert, client_root: Option<&Cert>) -> Backend {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = match client_root {
+            None => builder.with_no_client_auth(),
+            Some(root) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(root.der.clone()).expect("client root");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let key = PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).expect("backend key");
+        let config = builder
+            .with_single_cert(vec![cert.der.clone()], key)
+            .expect("backend certificate");
+        Self::start_with(
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -57,6 +107,7 @@ impl Backend {
             name: name.to_owned(),
             addr,
             shared: Arc::default(),
+            tls,
             running: None,
         };
         b.serve(listener);
@@ -102,6 +153,20 @@ impl Backend {
         self.shared.drop_posts.store(on, Ordering::SeqCst);
     }
 
+    /// Answers `n` requests on each connection, then reads the next and hangs up without
+    /// answering it, as a member closing kept-alive connections at will (0: no limit).
+    pub fn set_answers_per_connection(&self, n: u64) {
+        self.shared
+            .answers_per_connection
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// Issues `cookie` (`<cookie>=<name>-<n>; Path=/`) to every request that does not
+    /// carry it, as an application starting sessions (None: no cookie).
+    pub fn set_session_cookie(&self, cookie: Option<&str>) {
+        *self.shared.session_cookie.lock() = cookie.map(str::to_owned);
+    }
+
     /// Path and query of the last request (health checks excluded).
     pub fn last_uri(&self) -> Option<String> {
         self.shared.last_uri.lock().clone()
@@ -138,7 +203,13 @@ impl Backend {
         let (stop, stop_rx) = watch::channel(false);
         let shared = self.shared.clone();
         let name: Arc<str> = self.name.as_str().into();
-        let task = tokio::spawn(accept_loop(listener, shared, name, stop_rx));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            self.tls.clone(),
+            shared,
+            name,
+            stop_rx,
+        ));
         self.running = Some((stop, task));
     }
 }
@@ -154,6 +225,7 @@ impl Drop for Backend {
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     name: Arc<str>,
     mut stop: watch::Receiver<bool>,
@@ -166,31 +238,53 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
-        let (shared, name, mut stop) = (shared.clone(), name.clone(), stop.clone());
+        let _ = stream.set_nodelay(true);
+        let (shared, name, stop, tls) = (shared.clone(), name.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (shared, name) = (shared.clone(), name.clone());
-                async move {
-                    if req.method() == hyper::Method::POST
-                        && shared.drop_posts.load(Ordering::SeqCst)
-                    {
-                        shared.requests.fetch_add(1, Ordering::SeqCst);
-                        let _ = req.into_body().collect().await;
-                        // An error from the service makes hyper close the connection.
-                        return Err(std::io::Error::other("dropped"));
+            match tls {
+                None => serve_connection(stream, shared, name, stop).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, shared, name, stop).await;
                     }
-                    Ok(answer(&shared, &name, req).await)
                 }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            // Dropping the connection closes the socket, in-flight requests included.
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.changed() => {}
             }
         });
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let answered = Arc::new(AtomicU64::new(0));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (shared, name, answered) = (shared.clone(), name.clone(), answered.clone());
+        async move {
+            let limit = shared.answers_per_connection.load(Ordering::SeqCst);
+            let over_limit = limit > 0 && answered.fetch_add(1, Ordering::SeqCst) >= limit;
+            let dropped_post =
+                req.method() == hyper::Method::POST && shared.drop_posts.load(Ordering::SeqCst);
+            if over_limit || dropped_post {
+                shared.requests.fetch_add(1, Ordering::SeqCst);
+                let _ = req.into_body().collect().await;
+                // An error from the service makes hyper close the connection.
+                return Err(std::io::Error::other("dropped"));
+            }
+            Ok(answer(&shared, &name, req).await)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    // Dropping the connection closes the socket, in-flight requests included.
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.changed() => {}
     }
 }
 
@@ -217,6 +311,13 @@ async fn answer(shared: &Shared, name: &str, req: Request<Incoming>) -> Response
     let _in_flight = InFlight(&shared.in_flight);
     *shared.last_headers.lock() = Some(req.headers().clone());
     *shared.last_uri.lock() = Some(req.uri().to_string());
+    let cookie = shared.session_cookie.lock().clone().filter(|cookie| {
+        let prefix = format!("{cookie}=");
+        !req.headers()
+            .get_all("cookie")
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(&prefix)))
+    });
     let delay = req
         .uri()
         .query()
@@ -233,6 +334,12 @@ async fn answer(shared: &Shared, name: &str, req: Request<Incoming>) -> Response
     let mut resp = Response::new(Full::new(Bytes::from(name.to_owned())));
     resp.headers_mut()
         .insert("x-backend", name.parse().expect("header value"));
+    if let Some(cookie) = cookie {
+        let n = shared.cookies_issued.fetch_add(1, Ordering::SeqCst);
+        let value = format!("{cookie}={name}-{n}; Path=/");
+        resp.headers_mut()
+            .insert("set-cookie", value.parse().expect("header value"));
+    }
     let status = shared.status.load(Ordering::SeqCst);
     if status != 0 {
         *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

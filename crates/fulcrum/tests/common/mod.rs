@@ -2,14 +2,16 @@
 //! submodules hold what data-plane tests build on: [`stack`] (the server driven through
 //! the API, one pool behind one listener, waiting helpers), [`backend`] (HTTP and TCP
 //! echo members), [`capture`] (a raw member that records exact bytes), [`raw`] (a raw
-//! HTTP/1.1 client), [`tls`] (certificates and a TLS client), and [`oci`] and [`huawei`]
-//! (requests signed as those clouds' SDKs sign them).
+//! HTTP/1.1 client), [`tls`] (certificates and a TLS client), [`proxy`] (a forward proxy
+//! that records what it was sent), and [`oci`] and [`huawei`] (requests signed as those
+//! clouds' SDKs sign them).
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod capture;
 pub mod huawei;
 pub mod oci;
+pub mod proxy;
 pub mod raw;
 pub mod stack;
 pub mod tls;
@@ -47,14 +49,25 @@ impl Server {
     /// Starts `fulcrum serve` with its logs (stderr), filtered by `log_filter`
     /// (`FULCRUM_LOG`), written to the file `log` (a file, not a terminal).
     pub fn start_logging(data_dir: &Path, extra: &[&str], log: &Path, log_filter: &str) -> Server {
-        let file = std::fs::File::create(log).expect("create the log file");
-        Self::spawn(
+        Self::start_through_logging(
             Command::new(env!("CARGO_BIN_EXE_fulcrum")),
             data_dir,
             extra,
-            Stdio::from(file),
+            log,
             log_filter,
         )
+    }
+
+    /// [`Server::start_through`] with its logs in the file `log`, as [`Server::start_logging`].
+    pub fn start_through_logging(
+        command: Command,
+        data_dir: &Path,
+        extra: &[&str],
+        log: &Path,
+        log_filter: &str,
+    ) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Self::spawn(command, data_dir, extra, Stdio::from(file), log_filter)
     }
 
     fn spawn(
@@ -145,6 +158,7 @@ pub struct Api {
     pub token: Option<String>,
 }
 
+#[derive(Debug)]
 pub struct Resp {
     pub status: u16,
     pub body: Value,

@@ -280,18 +280,47 @@ pub async fn who(c: &reqwest::Client, url: &str) -> String {
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes; returns whether it held.
-pub async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
+pub async fn eventually<F, Fut>(within: Duration, cond: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    poll(within, cond, |held| *held).await.is_ok()
+}
+
+/// Polls `probe` every 20 ms until `done` holds for its answer, and returns that answer;
+/// after `within`, panics saying `what` was awaited and what was seen last.
+pub async fn wait_until<T, F, Fut>(
+    within: Duration,
+    what: &str,
+    probe: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    match poll(within, probe, done).await {
+        Ok(seen) => seen,
+        Err(last) => panic!("{what}: not within {within:?}; seen last: {last:?}"),
+    }
+}
+
+/// The one polling loop: `Ok` with the answer `done` accepted, or `Err` with the last.
+async fn poll<T, F, Fut>(within: Duration, mut probe: F, done: impl Fn(&T) -> bool) -> Result<T, T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let deadline = Instant::now() + within;
     loop {
-        if cond().await {
-            return true;
+        let seen = probe().await;
+        if done(&seen) {
+            return Ok(seen);
         }
         if Instant::now() >= deadline {
-            return false;
+            return Err(seen);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
