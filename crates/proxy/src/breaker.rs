@@ -80,7 +80,7 @@ impl Window {
         let current = now_ms / width;
         self.buckets
             .iter()
-            .filter(|b| b.total > 0 && current.saturating_sub(b.slot) < BUCKETS)
+            .filter(|b| current.saturating_sub(b.slot) < BUCKETS)
             .fold((0, 0), |(t, f), b| (t + b.total, f + b.failed))
     }
 }
@@ -311,6 +311,52 @@ mod tests {
             assert!(!b.record(&rules, status(200), i));
         }
         assert!(b.record(&rules, status(500), 9), "5 of 10 failed");
+
+        // Past the minimum volume, the share decides: up to 6 of 13 is under half.
+        let mut b = Breaker::default();
+        for i in 0..7 {
+            assert!(!b.record(&rules, status(200), i));
+        }
+        for i in 7..13 {
+            assert!(
+                !b.record(&rules, status(500), i),
+                "{} of {} failed",
+                i - 6,
+                i + 1
+            );
+        }
+        assert!(b.record(&rules, status(500), 13), "7 of 14 failed");
+    }
+
+    /// The window holds exactly the last interval: a bucket one interval old is out, even
+    /// before a new request reuses its place.
+    #[test]
+    fn the_window_covers_one_interval() {
+        let mut w = Window::default();
+        w.record(0, 10_000, true);
+        w.record(5_000, 10_000, false);
+        assert_eq!(w.counts(9_999, 10_000), (2, 1));
+        assert_eq!(
+            w.counts(10_000, 10_000),
+            (1, 0),
+            "the first bucket aged out"
+        );
+        assert_eq!(w.counts(15_000, 10_000), (0, 0));
+    }
+
+    /// A trip taken over from the previous process holds until its end, then half-opens.
+    #[test]
+    fn a_resumed_trip_holds_until_its_end() {
+        let mut b = Breaker::default();
+        b.resume_open(5_000);
+        assert_eq!(b.state(4_999), State::Open { until_ms: 5_000 });
+        assert!(!b.allows(4_999));
+        assert_eq!(b.state(5_000), State::HalfOpen);
+        let rules = [rule(Some(5), None, false)];
+        assert!(
+            b.record(&rules, status(500), 5_000),
+            "the failed probe trips again"
+        );
     }
 
     #[test]
@@ -363,6 +409,16 @@ mod tests {
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
             Some(30_000)
+        );
+        // January and February count from the year before (the civil-date formula's
+        // March-based year): 2000-01-01 and the leap day 2020-02-29.
+        assert_eq!(
+            parse_retry_after("Sat, 01 Jan 2000 00:00:00 GMT", 946_684_000_000),
+            Some(800_000)
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 29 Feb 2020 12:00:00 GMT", 1_582_977_590_000),
+            Some(10_000)
         );
         assert_eq!(parse_retry_after("soon", 0), None);
     }
