@@ -1255,7 +1255,20 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
                     }
                 }
                 Err(e) => {
-                    if !matches!(e, StoreError::Compacted { .. }) {
+                    if let StoreError::Compacted {
+                        requested,
+                        compacted,
+                    } = &e
+                    {
+                        // A node that fell behind (paused, slow) while history was
+                        // compacted: the events it missed are gone, the state is not.
+                        tracing::info!(
+                            requested = *requested,
+                            compacted = *compacted,
+                            "the configuration's history was compacted past this node's \
+                             watch; listing it whole"
+                        );
+                    } else {
                         this.set_store_reachable(false);
                         tracing::warn!(error = %e, "config watch broke");
                         tokio::time::sleep(backoff).await;

@@ -87,7 +87,36 @@ impl From<StoreError> for ControlError {
             StoreError::Unavailable(m) | StoreError::Indeterminate(m) => {
                 ControlError::Unavailable(m)
             }
+            StoreError::TooLarge(m) => ControlError::invalid(
+                "request",
+                format!(
+                    "this change is too large for the configuration store ({m}): make it in \
+                     smaller parts, or start etcd with --max-txn-ops={} (its default is \
+                     128) and a larger --max-request-bytes",
+                    fulcrum_store::NEEDED_TXN_OPS
+                ),
+            ),
             other => ControlError::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change too large for etcd is the caller's to split (or the operator's to allow):
+    /// a 400 that says how, not an internal error.
+    #[test]
+    fn a_change_too_large_for_the_store_is_refused_with_the_remedy() {
+        let e = ControlError::from(StoreError::TooLarge(
+            "etcd: etcdserver: too many operations in txn request".into(),
+        ));
+        assert_eq!(e.code(), "invalid_argument");
+        let text = e.to_string();
+        assert!(
+            text.contains("--max-txn-ops=1024") && text.contains("smaller parts"),
+            "{text}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::backend::Backend;
+use common::stack::wait_until;
 use common::{Api, Resp, Server, free_port};
 use fulcrum_store_etcd::testing::{EtcdCluster, require_etcd};
 use serde_json::{Value, json};
@@ -32,6 +33,8 @@ struct Node {
     /// `[store] session_ttl_secs` (None: the default).
     session_ttl_secs: Option<u64>,
     secret_key: &'static str,
+    /// Where its logs go (None: the test's own stderr), with `FULCRUM_LOG=info`.
+    log: Option<std::path::PathBuf>,
 }
 
 /// A Huawei `X-Auth-Token` every node accepts, for the dialects' own refusals.
@@ -53,19 +56,39 @@ impl Node {
         endpoints: &str,
         session_ttl_secs: Option<u64>,
     ) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut node = Node {
+        let mut node = Node::unstarted(id, role, address, endpoints);
+        node.session_ttl_secs = session_ttl_secs;
+        node.restart();
+        node
+    }
+
+    /// A node whose logs (`info` and up) are kept in a file, read by [`Node::log_text`].
+    fn start_logged(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
+        let mut node = Node::unstarted(id, role, address, endpoints);
+        node.log = Some(node.dir.path().join("fulcrum.log"));
+        node.restart();
+        node
+    }
+
+    fn unstarted(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
+        Node {
             server: None,
-            dir,
+            dir: tempfile::tempdir().unwrap(),
             id: id.into(),
             role,
             address: address.into(),
             endpoints: endpoints.into(),
-            session_ttl_secs,
+            session_ttl_secs: None,
             secret_key: FLEET_KEY,
-        };
-        node.restart();
-        node
+            log: None,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// `fulcrum serve` as this node runs it.
@@ -111,7 +134,12 @@ impl Node {
         self.server = None;
         let (command, args) = self.command();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.server = Some(Server::start_through(command, &self.data_dir(), &args));
+        self.server = Some(match &self.log {
+            Some(log) => {
+                Server::start_through_logging(command, &self.data_dir(), &args, log, "info")
+            }
+            None => Server::start_through(command, &self.data_dir(), &args),
+        });
     }
 
     /// The node's API (a data-plane node's: only `/v1/health` and `/metrics`).
@@ -286,14 +314,13 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while api_b.ok("GET", &path, None).await.body["provisioning_status"] != "ACTIVE" {
-        assert!(
-            Instant::now() < deadline,
-            "node C never bound the freed port"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(15),
+        "node C binds the freed port",
+        || async { api_b.ok("GET", &path, None).await.body["provisioning_status"].clone() },
+        |status| status == "ACTIVE",
+    )
+    .await;
     let body = body_of(&http, &c.url(taken)).await;
     assert!(body == "b1" || body == "b2", "node C serves it: {body}");
     let r = api_a.ok("DELETE", &path, None).await;
@@ -460,15 +487,13 @@ async fn a_fleet_shares_one_configuration_and_survives_etcd_outages() {
         assert_eq!(body_of(&http, &b.url(port)).await, "b3");
     }
     // And says what it serves, and that the store is away.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let health = loop {
-        let health = b.api().ok("GET", "/v1/health", None).await.body;
-        if health["applied_revision"].as_i64().unwrap_or(0) > 0 {
-            break health;
-        }
-        assert!(Instant::now() < deadline, "{health}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let health = wait_until(
+        Duration::from_secs(5),
+        "node B reports what it serves",
+        || async { b.api().ok("GET", "/v1/health", None).await.body },
+        |health| health["applied_revision"].as_i64().unwrap_or(0) > 0,
+    )
+    .await;
     assert_eq!(health["store_reachable"], false, "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
 
@@ -646,11 +671,10 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
             .as_array()
             .map_or(0, Vec::len)
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while live().await < 3 {
-        assert!(Instant::now() < deadline, "three nodes never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(20), "three nodes register", live, |n| {
+        *n == 3
+    })
+    .await;
     let lb = api
         .ok("POST", "/v1/loadbalancers", Some(json!({"name": "fleet"})))
         .await
@@ -755,11 +779,10 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
     assert_eq!(done["message"], "served by all 2 nodes", "{done}");
 
     signal("-CONT", &c);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while live().await < 3 {
-        assert!(Instant::now() < deadline, "node-c never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(Duration::from_secs(20), "node-c comes back", live, |n| {
+        *n == 3
+    })
+    .await;
 }
 
 /// Secrets at rest in a fleet: the values in etcd and every node's snapshot file hold
@@ -856,14 +879,8 @@ async fn a_fleet_keeps_secrets_sealed_in_etcd_and_snapshots() {
 
     // A node with a key of its own refuses to start, and says why.
     let stranger = Node {
-        server: None,
-        dir: tempfile::tempdir().unwrap(),
-        id: "node-x".into(),
-        role: "all",
-        address: "127.0.0.4".into(),
-        endpoints: endpoints.clone(),
-        session_ttl_secs: None,
         secret_key: "c3RyYW5nZXIta2V5LW5vdC10aGUtZmxlZXRzLTAxMjM=",
+        ..Node::unstarted("node-x", "all", "127.0.0.4", &endpoints)
     };
     let (mut command, args) = stranger.command();
     let out = command
@@ -912,11 +929,9 @@ async fn an_oci_key_registered_on_one_node_is_accepted_and_removed_on_every_node
         async move { oci.call("GET", list, None).await.status }
     };
     // Node B learns of the key from etcd's change feed, within a bounded wait.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status_on(&api_b).await != 200 {
-        assert!(Instant::now() < deadline, "node-b never accepted the key");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let within = Duration::from_secs(10);
+    let accepted = || status_on(&api_b);
+    wait_until(within, "node-b accepts the key", accepted, |s| *s == 200).await;
     assert_eq!(status_on(&api_a).await, 200);
 
     let r = api_b
@@ -927,14 +942,11 @@ async fn an_oci_key_registered_on_one_node_is_accepted_and_removed_on_every_node
         )
         .await;
     assert_eq!(wait_wr(&api_b, &r).await["status"], "SUCCEEDED");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while status_on(&api_a).await != 401 {
-        assert!(
-            Instant::now() < deadline,
-            "node-a still accepts the removed key"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = || status_on(&api_a);
+    wait_until(within, "node-a refuses the removed key", refused, |s| {
+        *s == 401
+    })
+    .await;
     assert_eq!(status_on(&api_b).await, 401);
 }
 
@@ -1040,17 +1052,20 @@ async fn a_write_committed_without_an_answer_is_reported_as_of_unknown_outcome()
 
     relay.hold(false);
     // Once etcd answers again, the work request is found and succeeds.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let found = || async {
         let r = api
             .call("GET", &format!("/v1/work-requests/{wr}"), None)
             .await;
-        if r.status == 200 && r.body["status"] == "SUCCEEDED" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} {}", r.status, r.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (r.status, r.body)
+    };
+    let succeeded = |(status, body): &(u16, Value)| *status == 200 && body["status"] == "SUCCEEDED";
+    wait_until(
+        Duration::from_secs(30),
+        "the work request succeeds",
+        found,
+        succeeded,
+    )
+    .await;
     // Made once, and served.
     let members = api.items(&path).await;
     assert_eq!(members.len(), 1, "{members:?}");
@@ -1082,20 +1097,116 @@ async fn a_write_committed_without_an_answer_is_reported_as_of_unknown_outcome()
         w.body
     );
     relay.hold(false);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = oci
-            .call(
-                "GET",
-                &format!("/20170115/loadBalancerWorkRequests/{ocid}"),
-                None,
-            )
-            .await;
-        if r.status == 200 && r.body["lifecycleState"] == "SUCCEEDED" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} {}", r.status, r.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let found = || async {
+        let path = format!("/20170115/loadBalancerWorkRequests/{ocid}");
+        let r = oci.call("GET", &path, None).await;
+        (r.status, r.body)
+    };
+    let succeeded =
+        |(status, body): &(u16, Value)| *status == 200 && body["lifecycleState"] == "SUCCEEDED";
+    wait_until(
+        Duration::from_secs(30),
+        "OCI's work request succeeds",
+        found,
+        succeeded,
+    )
+    .await;
     assert_eq!(api.items(&path).await.len(), 2);
+}
+
+/// A node that fell behind while the configuration's history was compacted (paused here,
+/// as a frozen VM or a stalled process would be) cannot catch up from events that are
+/// gone: etcd ends its watch as compacted, and the node lists the configuration whole and
+/// serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_compacted_history_lists_the_configuration_again() {
+    use fulcrum_store::Store as _;
+    require_etcd();
+    let etcd = EtcdCluster::start(1).await;
+    let endpoints = store_url(&etcd);
+    let a = Node::start("node-a", "all", "127.0.0.8", &endpoints);
+    let b = Node::start_logged("node-b", "data-plane", "127.0.0.9", &endpoints);
+    let api = a.api().unpooled();
+    let nodes = || async { api.items("/v1/nodes").await.len() };
+    wait_until(Duration::from_secs(20), "both nodes register", nodes, |n| {
+        *n == 2
+    })
+    .await;
+    let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+    let lb = api
+        .apply("POST", "/v1/loadbalancers", Some(json!({"name": "behind"})))
+        .await
+        .id();
+    let pool = api.pool(&lb, "HTTP", "ROUND_ROBIN").await;
+    let first = api.member(&pool, one.port(), json!({})).await;
+    let port = free_port();
+    api.listener(&lb, "HTTP", port, Some(&pool)).await;
+    let c = client();
+    assert_eq!(body_of(&c, &b.url(port)).await, "one");
+
+    let signal = |name: &str| {
+        let pid = b.server.as_ref().unwrap().child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    // Node B reads nothing now. etcd sends a watcher at most its HTTP/2 window (2 MiB for
+    // fulcrum's client) and queues 128 answers more; past those the watcher falls behind.
+    // 40 batches that replace 200 members with 200 others (about 100 KiB each) fill the
+    // window, 200 revisions more the queue.
+    let batch = format!("/v1/pools/{pool}/members/batch");
+    for round in 0..40u16 {
+        let members: Vec<Value> = (0..200u16)
+            .map(|i| {
+                json!({"address": "127.0.0.1", "port": 20_000 + (round % 2) * 1_000 + i,
+                       "name": format!("{i}-{}", "m".repeat(200))})
+            })
+            .collect();
+        api.ok(
+            "POST",
+            &batch,
+            Some(json!({"action": "replace", "members": members})),
+        )
+        .await;
+    }
+    for i in 0..200 {
+        api.ok(
+            "PATCH",
+            &format!("/v1/pools/{pool}"),
+            Some(json!({"description": format!("change {i}")})),
+        )
+        .await;
+    }
+    let last = api
+        .ok(
+            "POST",
+            &batch,
+            Some(json!({"action": "replace",
+                        "members": [{"address": "127.0.0.1", "port": two.port()}]})),
+        )
+        .await;
+    assert_ne!(
+        first, "",
+        "node B served the first member before it stopped"
+    );
+    let direct = etcd.store().await;
+    let now = direct.range("/fulcrum/").await.unwrap().revision;
+    direct.compact(now).await.unwrap();
+
+    signal("-CONT");
+    let url = b.url(port);
+    let served = || body_of(&c, &url);
+    let what = "node B serves the change made while it was paused";
+    wait_until(Duration::from_secs(30), what, served, |body| body == "two").await;
+    let wr = wait_wr(&api, &last).await;
+    assert_eq!(wr["status"], "SUCCEEDED", "{wr}");
+    assert_eq!(wr["message"], "served by all 2 nodes", "{wr}");
+    let log = b.log_text();
+    assert!(
+        log.contains("compacted past this node's watch"),
+        "node B caught up by listing, after etcd said its watch was compacted:\n{log}"
+    );
 }

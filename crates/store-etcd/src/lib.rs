@@ -26,8 +26,8 @@ use etcd_client::{
     TxnOp, WatchOptions,
 };
 use fulcrum_store::{
-    Compare, Event, EventKind, KeyValue, Op, RangeResponse, Revision, Store, StoreError, Txn,
-    TxnResponse, WatchBatch, WatchStream,
+    Compare, Event, EventKind, KeyValue, NEEDED_TXN_OPS, Op, RangeResponse, Revision, Store,
+    StoreError, Txn, TxnResponse, WatchBatch, WatchStream,
 };
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -134,6 +134,7 @@ impl EtcdStore {
             Arc::downgrade(&session),
             options.call_timeout,
         ));
+        tokio::spawn(check_txn_limit(client.clone(), options.call_timeout));
         Ok(Self {
             client,
             call_timeout: options.call_timeout,
@@ -188,6 +189,43 @@ impl EtcdStore {
     }
 }
 
+/// Warns once, when etcd first answers, if it refuses transactions of
+/// [`NEEDED_TXN_OPS`] operations (etcd's `--max-txn-ops` is 128 by default): large
+/// changes would then be refused, and the operator should know before making one. The
+/// probe is a transaction of compares only, which changes nothing.
+async fn check_txn_limit(client: Client, call_timeout: Duration) {
+    let probe = || {
+        let compares = (0..NEEDED_TXN_OPS)
+            .map(|_| EtcdCompare::create_revision("/fulcrum/txn-limit-probe", CompareOp::Equal, 0))
+            .collect::<Vec<_>>();
+        etcd_client::Txn::new().when(compares)
+    };
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let mut c = client.clone();
+        match tokio::time::timeout(call_timeout, c.txn(probe())).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => match fatal(&e) {
+                Some(StoreError::TooLarge(_)) => {
+                    tracing::warn!(
+                        "etcd refuses transactions of {NEEDED_TXN_OPS} operations: changes \
+                         that write more than about 125 keys (a member batch adding more \
+                         than 125 members or replacing more than 62, a large apply) will \
+                         be refused; start every etcd member with \
+                         --max-txn-ops={NEEDED_TXN_OPS} or more (etcd's default is 128)"
+                    );
+                    return;
+                }
+                Some(_) => return,
+                None => {}
+            },
+            Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// When a failed call may be sent again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -214,10 +252,14 @@ fn fatal(e: &etcd_client::Error) -> Option<StoreError> {
         etcd_client::Error::GRpcStatus(s)
             if matches!(s.code(), Code::InvalidArgument | Code::OutOfRange) =>
         {
-            Some(StoreError::Internal(format!(
-                "etcd refused the request: {}",
-                s.message()
-            )))
+            let message = s.message();
+            Some(
+                if message.contains("too many operations") || message.contains("too large") {
+                    StoreError::TooLarge(format!("etcd: {message}"))
+                } else {
+                    StoreError::Internal(format!("etcd refused the request: {message}"))
+                },
+            )
         }
         etcd_client::Error::InvalidArgs(m) => Some(StoreError::Internal(m.clone())),
         _ => None,

@@ -97,8 +97,10 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", "fulcrum-test"])
-            // Short elections keep failover tests quick on loopback.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            // etcd's default timings (heartbeat 100 ms, election 1 s): shorter ones hold
+            // spurious elections on a busy machine. Transactions as large as fulcrum's
+            // biggest changes, as the README asks of a fleet's etcd.
+            .arg(format!("--max-txn-ops={}", fulcrum_store::NEEDED_TXN_OPS))
             .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
             .stderr(log)

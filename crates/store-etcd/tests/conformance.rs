@@ -14,6 +14,43 @@ async fn etcd_backend_passes_the_store_conformance_suite() {
     fulcrum_store::conformance::run_all(|| cluster.store()).await;
 }
 
+/// etcd, started as the README asks (`--max-txn-ops`), takes a transaction as large as
+/// fulcrum's largest change; a larger one is refused as too large (which the API answers
+/// with a 400 naming the setting), not as an internal failure, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_etcds_limit_is_refused_as_too_large() {
+    use fulcrum_store::{NEEDED_TXN_OPS, Op, Store, StoreError, Txn};
+    require_etcd();
+    let cluster = EtcdCluster::start(1).await;
+    let store = cluster.store().await;
+    let puts = |prefix: &str, n: usize| Txn {
+        compares: Vec::new(),
+        success: (0..n)
+            .map(|i| Op::Put {
+                key: format!("{prefix}/{i}"),
+                value: b"v".to_vec(),
+            })
+            .collect(),
+        failure: Vec::new(),
+    };
+    assert!(
+        store
+            .txn(puts("large", NEEDED_TXN_OPS))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    match store.txn(puts("larger", NEEDED_TXN_OPS + 1)).await {
+        Err(StoreError::TooLarge(m)) => assert!(m.contains("too many operations"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.range("larger/").await.unwrap().kvs.is_empty());
+    assert_eq!(
+        store.range("large/").await.unwrap().kvs.len(),
+        NEEDED_TXN_OPS
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_keys_vanish_when_the_session_ends_and_return_when_it_resumes() {
     use fulcrum_store::Store;

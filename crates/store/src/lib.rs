@@ -159,9 +159,19 @@ pub enum StoreError {
     /// applied. Only `txn` answers this; reads and unsent writes are `Unavailable`.
     #[error("no answer from the store; the write may have been applied: {0}")]
     Indeterminate(String),
+    /// The store refuses a transaction this large (etcd's `--max-txn-ops` and
+    /// `--max-request-bytes`): retrying cannot help, a smaller change or a store configured
+    /// for larger ones can.
+    #[error("the configuration store refuses a transaction this large: {0}")]
+    TooLarge(String),
     #[error("store failure: {0}")]
     Internal(String),
 }
+
+/// Operations (and compares) one change may need in a single transaction: a batch that
+/// replaces 200 members deletes 200 keys and writes 200 more, besides its compares and
+/// bookkeeping. A shared store must accept transactions this large.
+pub const NEEDED_TXN_OPS: usize = 1024;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
