@@ -147,6 +147,16 @@ impl Node {
         self.server.as_ref().unwrap().client()
     }
 
+    /// Sends the node's process a signal (`STOP`, `CONT`…).
+    fn signal(&self, name: &str) {
+        let pid = self.server.as_ref().unwrap().child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
     fn url(&self, port: u16) -> String {
         format!("http://{}:{port}/", self.address)
     }
@@ -690,15 +700,7 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
     let wr = wait_wr(&api, &r).await;
     assert_eq!(wr["message"], "served by all 3 nodes", "{wr}");
 
-    let signal = |name: &str, node: &Node| {
-        let pid = node.server.as_ref().unwrap().child.id().to_string();
-        let status = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP", &c);
+    c.signal("STOP");
     let r = api
         .ok(
             "PATCH",
@@ -778,7 +780,7 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
     );
     assert_eq!(done["message"], "served by all 2 nodes", "{done}");
 
-    signal("-CONT", &c);
+    c.signal("CONT");
     wait_until(Duration::from_secs(20), "node-c comes back", live, |n| {
         *n == 3
     })
@@ -1144,15 +1146,7 @@ async fn a_node_behind_compacted_history_lists_the_configuration_again() {
     let c = client();
     assert_eq!(body_of(&c, &b.url(port)).await, "one");
 
-    let signal = |name: &str| {
-        let pid = b.server.as_ref().unwrap().child.id().to_string();
-        let status = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    b.signal("STOP");
     // Node B reads nothing now. etcd sends a watcher at most its HTTP/2 window (2 MiB for
     // fulcrum's client) and queues 128 answers more; past those the watcher falls behind.
     // 40 batches that replace 200 members with 200 others (about 100 KiB each) fill the
@@ -1196,7 +1190,7 @@ async fn a_node_behind_compacted_history_lists_the_configuration_again() {
     let now = direct.range("/fulcrum/").await.unwrap().revision;
     direct.compact(now).await.unwrap();
 
-    signal("-CONT");
+    b.signal("CONT");
     let url = b.url(port);
     let served = || body_of(&c, &url);
     let what = "node B serves the change made while it was paused";
