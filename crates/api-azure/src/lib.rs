@@ -1358,11 +1358,7 @@ mod router_tests {
 
     #[tokio::test]
     async fn unauthenticated_and_throttled_callers_get_arm_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-        let control = fulcrum_control::ControlPlane::start(Arc::new(store), Default::default())
-            .await
-            .unwrap();
+        let (_dir, control) = fulcrum_control::testing::control().await;
         let config = AzureConfig {
             tokens: vec![AzureToken {
                 name: "t".into(),

@@ -29,15 +29,13 @@ struct Env {
 }
 
 async fn env(rate_burst: u32) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
     // No data plane: revisions count as served only when the test says so.
     let opts = Options {
         self_apply: false,
         busy_wait: Duration::from_millis(100),
         ..Options::default()
     };
-    let cp = ControlPlane::start(store, opts).await.unwrap();
+    let (dir, cp) = fulcrum_control::testing::control_with(opts).await;
     let config = HuaweiConfig {
         credentials: vec![HuaweiCredential {
             ak: AK.into(),

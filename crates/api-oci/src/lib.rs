@@ -1447,11 +1447,7 @@ mod tests {
         "ocid1.tenancy.oc1..t/ocid1.user.oc1..u/00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff";
 
     async fn app(rate: f64, burst: u32) -> (tempfile::TempDir, Router) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-        let control = ControlPlane::start(Arc::new(store), Default::default())
-            .await
-            .unwrap();
+        let (dir, control) = fulcrum_control::testing::control().await;
         let private = rsa::RsaPrivateKey::from_pkcs8_pem(PRIVATE).unwrap();
         let state = AppState {
             control,

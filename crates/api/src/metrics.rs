@@ -199,11 +199,7 @@ mod tests {
     #[tokio::test]
     async fn requests_are_counted_by_front_door_route_and_status_and_429s_apart() {
         use tower::ServiceExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
-        let control = fulcrum_control::ControlPlane::start(Arc::new(store), Default::default())
-            .await
-            .unwrap();
+        let (_dir, control) = fulcrum_control::testing::control().await;
         let config = crate::ApiConfig {
             tokens: vec![crate::ApiToken::admin("t", "tok")],
             rate_per_second: 0.001,

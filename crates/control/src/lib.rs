@@ -34,8 +34,8 @@ mod ratelimit;
 mod records;
 mod scope;
 mod secret_key;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod traffic;
 mod tree;
 

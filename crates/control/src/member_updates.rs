@@ -110,18 +110,13 @@ mod tests {
     use std::sync::Arc;
 
     use fulcrum_model::{LoadBalancerSpec, PoolProtocol, PoolSpec};
-    use fulcrum_store::EmbeddedStore;
     use serde_json::json;
 
     use super::*;
-    use crate::{BatchMembers, Options};
+    use crate::BatchMembers;
 
     async fn setup() -> (tempfile::TempDir, Arc<ControlPlane>, PoolId, Vec<MemberId>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
-        let cp = ControlPlane::start(store, Options::default())
-            .await
-            .unwrap();
+        let (dir, cp) = crate::testing::control().await;
         let ctx = RequestContext::default();
         let lb = cp
             .create_loadbalancer(&ctx, LoadBalancerSpec::new("lb"))

@@ -1,4 +1,5 @@
-//! Helpers for this crate's unit tests.
+//! A control plane on a fresh embedded store, for the unit tests of this crate and of the
+//! front doors and data plane (feature `testing`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,12 +10,12 @@ use fulcrum_store::EmbeddedStore;
 use crate::{ControlPlane, Options};
 
 /// A control plane on a fresh embedded store (kept alive by the returned directory).
-pub(crate) async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
+pub async fn control() -> (tempfile::TempDir, Arc<ControlPlane>) {
     control_with(Options::default()).await
 }
 
 /// As [`control`], with `opts`.
-pub(crate) async fn control_with(opts: Options) -> (tempfile::TempDir, Arc<ControlPlane>) {
+pub async fn control_with(opts: Options) -> (tempfile::TempDir, Arc<ControlPlane>) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
     let cp = ControlPlane::start(Arc::new(store), opts).await.unwrap();

@@ -63,8 +63,15 @@ impl Node {
     }
 
     /// A node whose logs (`info` and up) are kept in a file, read by [`Node::log_text`].
-    fn start_logged(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
+    fn start_logged(
+        id: &str,
+        role: &'static str,
+        address: &str,
+        endpoints: &str,
+        session_ttl_secs: Option<u64>,
+    ) -> Node {
         let mut node = Node::unstarted(id, role, address, endpoints);
+        node.session_ttl_secs = session_ttl_secs;
         node.log = Some(node.dir.path().join("fulcrum.log"));
         node.restart();
         node
@@ -97,11 +104,11 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "[api]\nrate_per_second = 1000000.0\nrate_burst = 1000000\n\
-                 [proxy]\nbind_address = \"{}\"\n{}\
+                "{}[proxy]\nbind_address = \"{}\"\n{}\
                  [[huawei.tokens]]\nname = \"fleet\"\ntoken = \"{HUAWEI_TOKEN}\"\n\
                  [[oci.keys]]\nkey_id = \"{OCI_KEY_ID}\"\nname = \"fleet\"\n\
                  public_key_pem = \"\"\"\n{}\"\"\"\n",
+                common::UNLIMITED_API,
                 self.address,
                 self.session_ttl_secs
                     .map(|s| format!("[store]\nsession_ttl_secs = {s}\n"))
@@ -1127,7 +1134,10 @@ async fn a_node_behind_compacted_history_lists_the_configuration_again() {
     let etcd = EtcdCluster::start(1).await;
     let endpoints = store_url(&etcd);
     let a = Node::start("node-a", "all", "127.0.0.8", &endpoints);
-    let b = Node::start_logged("node-b", "data-plane", "127.0.0.9", &endpoints);
+    // A session that outlives the pause, however slow a busy machine makes it: node B
+    // stays in the fleet, so the last change waits until B serves it.
+    let ttl = Some(120);
+    let b = Node::start_logged("node-b", "data-plane", "127.0.0.9", &endpoints, ttl);
     let api = a.api().unpooled();
     let nodes = || async { api.items("/v1/nodes").await.len() };
     wait_until(Duration::from_secs(20), "both nodes register", nodes, |n| {

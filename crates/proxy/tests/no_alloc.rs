@@ -8,10 +8,9 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_control::{ControlPlane, Options, RequestContext};
+use fulcrum_control::{Options, RequestContext};
 use fulcrum_proxy::{AccessLogFormat, AccessLogOptions, DataPlane, DataPlaneOptions};
 use fulcrum_testkit::{CountingAllocator, total_allocations};
 
@@ -118,20 +117,18 @@ fn allocations_in_2000_requests(access_log: Option<AccessLogOptions>) -> u64 {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let member_port = member();
     let listen_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let (_control, data_plane) = runtime.block_on(async {
-        let store = fulcrum_store::EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+    let (_dir, _control, data_plane) = runtime.block_on(async {
         let options = Options {
             self_apply: false,
             ..Options::default()
         };
-        let control = ControlPlane::start(Arc::new(store), options).await.unwrap();
+        let (dir, control) = fulcrum_control::testing::control_with(options).await;
         let data_plane = DataPlane::start(
             control.clone(),
             DataPlaneOptions {
@@ -184,7 +181,7 @@ fn allocations_in_2000_requests(access_log: Option<AccessLogOptions>) -> u64 {
                 .await,
             "the data plane never served the configuration"
         );
-        (control, data_plane)
+        (dir, control, data_plane)
     });
 
     let mut client = TcpStream::connect(("127.0.0.1", listen_port)).unwrap();
