@@ -226,6 +226,27 @@ async fn check_txn_limit(client: Client, call_timeout: Duration) {
     }
 }
 
+/// Keys per answer of a range: a whole configuration in one answer could pass any
+/// message limit (gRPC's default is 4 MiB, some 8,000 members).
+const RANGE_PAGE: i64 = 512;
+/// The largest answer read from etcd (a page of records, a watch answer catching up on many
+/// revisions): far above etcd's default request limit (1.5 MiB), so that any record etcd
+/// took can be read back, even a page of the largest.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The end of the key range `prefix` starts: the prefix with its last byte below 0xff
+/// incremented (etcd's convention; `\0` for the empty prefix, meaning every key).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// When a failed call may be sent again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -256,6 +277,12 @@ fn fatal(e: &etcd_client::Error) -> Option<StoreError> {
             Some(
                 if message.contains("too many operations") || message.contains("too large") {
                     StoreError::TooLarge(format!("etcd: {message}"))
+                } else if message.contains("required revision has been compacted") {
+                    // Only a paged range reads at a past revision; it starts over on this.
+                    StoreError::Compacted {
+                        requested: 0,
+                        compacted: 0,
+                    }
                 } else {
                     StoreError::Internal(format!("etcd refused the request: {message}"))
                 },
@@ -317,16 +344,54 @@ impl Store for EtcdStore {
         Ok(resp.kvs().first().map(convert_kv))
     }
 
+    /// In pages of [`RANGE_PAGE`] keys, all read as of the first page's revision: one
+    /// consistent listing, however large the configuration.
     async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
-        let resp = self
-            .call("range", Retry::Always, |mut c| async move {
-                c.get(prefix, Some(GetOptions::new().with_prefix())).await
-            })
-            .await?;
-        Ok(RangeResponse {
-            kvs: resp.kvs().iter().map(convert_kv).collect(),
-            revision: header_revision(resp.header()),
-        })
+        let end = prefix_end(prefix.as_bytes());
+        let mut restarts = 0;
+        'listing: loop {
+            let (mut kvs, mut revision) = (Vec::new(), 0);
+            let mut from = prefix.as_bytes().to_vec();
+            loop {
+                let mut options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(RANGE_PAGE);
+                if revision > 0 {
+                    options = options.with_revision(revision);
+                }
+                let page = self
+                    .call("range", Retry::Always, |c| {
+                        let (from, options) = (from.clone(), options.clone());
+                        let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE);
+                        async move { kv.get(from, Some(options)).await }
+                    })
+                    .await;
+                let page = match page {
+                    // The listing's revision was compacted between two pages: start over.
+                    Err(StoreError::Compacted { .. }) if restarts < 3 => {
+                        restarts += 1;
+                        continue 'listing;
+                    }
+                    Err(StoreError::Compacted { .. }) => {
+                        return Err(StoreError::Unavailable(
+                            "range: history was compacted under every listing tried".into(),
+                        ));
+                    }
+                    other => other?,
+                };
+                if revision == 0 {
+                    revision = header_revision(page.header());
+                }
+                kvs.extend(page.kvs().iter().map(convert_kv));
+                match page.kvs().last() {
+                    Some(last) if page.more() => {
+                        from = last.key().to_vec();
+                        from.push(0);
+                    }
+                    _ => return Ok(RangeResponse { kvs, revision }),
+                }
+            }
+        }
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
@@ -360,7 +425,10 @@ impl Store for EtcdStore {
     ) -> Result<WatchStream, StoreError> {
         // etcd reads start revision 0 as "now"; the trait means "from the beginning".
         let start = from_revision.max(1);
-        let mut client = self.client.clone();
+        let mut client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let stream = tokio::time::timeout(
             self.call_timeout,
             client.watch(
@@ -657,5 +725,18 @@ fn group_by_revision(
                 events: vec![converted],
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_where_its_last_byte_is_one_more() {
+        assert_eq!(prefix_end(b"/fulcrum/v1/"), b"/fulcrum/v10");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
     }
 }

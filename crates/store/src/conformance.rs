@@ -38,6 +38,7 @@ where
 {
     put_get_bookkeeping(Arc::new(make().await)).await;
     range_by_prefix(Arc::new(make().await)).await;
+    range_larger_than_a_message(Arc::new(make().await)).await;
     txn_compares(Arc::new(make().await)).await;
     txn_rejects_duplicate_keys(Arc::new(make().await)).await;
     revision_monotonic(Arc::new(make().await)).await;
@@ -94,6 +95,37 @@ pub async fn put_get_bookkeeping<S: Store>(store: Arc<S>) {
         get(s, "pg/empty").await,
         Some(kv("pg/empty", b"", r6, r6, 1))
     );
+}
+
+/// A range far larger than one message of a store's protocol (gRPC's default limit is
+/// 4 MiB) comes back whole, in key order, as of one revision: a fleet with tens of
+/// thousands of members lists its configuration at start and after compaction.
+pub async fn range_larger_than_a_message<S: Store>(store: Arc<S>) {
+    let s = store.as_ref();
+    const KEYS: usize = 640;
+    const VALUE: usize = 10 * 1024;
+    // Transactions of 64 keys (640 KiB): within etcd's default request size.
+    for chunk in 0..KEYS / 64 {
+        let success = (chunk * 64..(chunk + 1) * 64)
+            .map(|i| put_op(&format!("big/{i:04}"), &vec![b'a' + (i % 26) as u8; VALUE]))
+            .collect();
+        txn_ok(
+            s,
+            Txn {
+                success,
+                ..Txn::default()
+            },
+        )
+        .await;
+    }
+    let current = revision(s).await;
+    let resp = bounded("range", s.range("big/")).await.expect("range");
+    assert_eq!(resp.kvs.len(), KEYS, "every key, 6.25 MiB in all");
+    for (i, kv) in resp.kvs.iter().enumerate() {
+        assert_eq!(kv.key, format!("big/{i:04}"));
+        assert_eq!(kv.value, vec![b'a' + (i % 26) as u8; VALUE], "{}", kv.key);
+    }
+    assert_eq!(resp.revision, current);
 }
 
 /// `range` returns exactly the keys under the prefix, in key order, with its read revision.
