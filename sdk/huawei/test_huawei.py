@@ -1266,6 +1266,75 @@ def vpc_subnet_load_balancer_traffic_and_teardown(c):
     expect_error(lambda: vpc_client.show_vpc(vm.ShowVpcRequest(vpc_id=vpc.id)), 404, "VPC.0003")
 
 
+@steps.step
+def huaweis_example_order_listener_then_pool_by_listener_id(c):
+    # The order of Huawei's own ELB v3 examples: a load balancer with no address, a listener
+    # with no pool, a pool created *for the listener* (listener_id, no loadbalancer_id),
+    # members, a health monitor; traffic; then teardown in Huawei's order.
+    lb = c.c3.create_load_balancer(
+        m3.CreateLoadBalancerRequest(
+            body=m3.CreateLoadBalancerRequestBody(
+                loadbalancer=m3.CreateLoadBalancerOption(
+                    name="example", vip_subnet_cidr_id=c.subnet["local"], availability_zone_list=["az-1"]
+                )
+            )
+        )
+    ).loadbalancer
+    check(lb.vip_address and lb.vip_address != "0.0.0.0", f"an address of its own: {lb.vip_address}")
+    port = free_port()
+    listener = c.c3.create_listener(
+        m3.CreateListenerRequest(
+            body=m3.CreateListenerRequestBody(
+                listener=m3.CreateListenerOption(name="example-http", protocol="HTTP", protocol_port=port,
+                                                 loadbalancer_id=lb.id)
+            )
+        )
+    ).listener
+    pool = c.c3.create_pool(
+        m3.CreatePoolRequest(
+            body=m3.CreatePoolRequestBody(
+                pool=m3.CreatePoolOption(name="example-pool", protocol="HTTP", lb_algorithm="ROUND_ROBIN",
+                                         listener_id=listener.id)
+            )
+        )
+    ).pool
+    check([l.id for l in pool.loadbalancers] == [lb.id], f"the pool is on the listener's load balancer: {pool}")
+    created = []
+    for name in ("b1", "b2"):
+        created.append(
+            c.c3.create_member(
+                m3.CreateMemberRequest(
+                    pool_id=pool.id,
+                    body=m3.CreateMemberRequestBody(
+                        member=m3.CreateMemberOption(address="127.0.0.1", protocol_port=c.backends[name].port,
+                                                     subnet_cidr_id=c.subnet["local"])
+                    ),
+                )
+            ).member
+        )
+    hm = c.c3.create_health_monitor(
+        m3.CreateHealthMonitorRequest(
+            body=m3.CreateHealthMonitorRequestBody(
+                healthmonitor=m3.CreateHealthMonitorOption(pool_id=pool.id, type="HTTP", delay=1, timeout=1,
+                                                           max_retries=2, url_path="/")
+            )
+        )
+    ).healthmonitor
+    url = f"http://{lb.vip_address}:{port}/"
+    wait_until(lambda: served(url), what=f"traffic through {url}")
+    counts = spread(url, 8)
+    check(counts == {"b1": 4, "b2": 4}, f"round robin over the listener's pool: {counts}")
+
+    c.c3.delete_health_monitor(m3.DeleteHealthMonitorRequest(healthmonitor_id=hm.id))
+    for m in created:
+        c.c3.delete_member(m3.DeleteMemberRequest(pool_id=pool.id, member_id=m.id))
+    c.c3.delete_pool(m3.DeletePoolRequest(pool_id=pool.id))
+    c.c3.delete_listener(m3.DeleteListenerRequest(listener_id=listener.id))
+    c.c3.delete_load_balancer(m3.DeleteLoadBalancerRequest(loadbalancer_id=lb.id))
+    wait_until(lambda: not served(url), what="the listener closed")
+    expect_error(lambda: c.c3.show_load_balancer(m3.ShowLoadBalancerRequest(loadbalancer_id=lb.id)), 404)
+
+
 def served(url):
     """True if `url` answers at all (any HTTP status)."""
     try:
