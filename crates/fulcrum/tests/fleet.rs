@@ -46,35 +46,24 @@ const OCI_KEY_ID: &str =
 
 impl Node {
     fn start(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
-        Node::start_with_ttl(id, role, address, endpoints, None)
+        Node::unstarted(id, role, address, endpoints).started()
     }
 
-    fn start_with_ttl(
-        id: &str,
-        role: &'static str,
-        address: &str,
-        endpoints: &str,
-        session_ttl_secs: Option<u64>,
-    ) -> Node {
-        let mut node = Node::unstarted(id, role, address, endpoints);
-        node.session_ttl_secs = session_ttl_secs;
-        node.restart();
-        node
+    /// With an etcd session of `secs` (the node's default otherwise).
+    fn with_session_ttl(mut self, secs: u64) -> Node {
+        self.session_ttl_secs = Some(secs);
+        self
     }
 
-    /// A node whose logs (`info` and up) are kept in a file, read by [`Node::log_text`].
-    fn start_logged(
-        id: &str,
-        role: &'static str,
-        address: &str,
-        endpoints: &str,
-        session_ttl_secs: Option<u64>,
-    ) -> Node {
-        let mut node = Node::unstarted(id, role, address, endpoints);
-        node.session_ttl_secs = session_ttl_secs;
-        node.log = Some(node.dir.path().join("fulcrum.log"));
-        node.restart();
-        node
+    /// With its logs (`info` and up) kept in a file, read by [`Node::log_text`].
+    fn logged(mut self) -> Node {
+        self.log = Some(self.dir.path().join("fulcrum.log"));
+        self
+    }
+
+    fn started(mut self) -> Node {
+        self.restart();
+        self
     }
 
     fn unstarted(id: &str, role: &'static str, address: &str, endpoints: &str) -> Node {
@@ -678,10 +667,14 @@ async fn a_stopped_node_holds_changes_back_only_until_its_session_expires() {
     let endpoints = store_url(&etcd);
     // Sessions of 10 s: a held-back change stays held back well past the 2 s a dialect
     // waits before answering "not ACTIVE".
-    let ttl = Some(10);
-    let a = Node::start_with_ttl("node-a", "all", "127.0.0.5", &endpoints, ttl);
-    let _b = Node::start_with_ttl("node-b", "data-plane", "127.0.0.6", &endpoints, ttl);
-    let c = Node::start_with_ttl("node-c", "data-plane", "127.0.0.7", &endpoints, ttl);
+    let node = |id, role, address| {
+        Node::unstarted(id, role, address, &endpoints)
+            .with_session_ttl(10)
+            .started()
+    };
+    let a = node("node-a", "all", "127.0.0.5");
+    let _b = node("node-b", "data-plane", "127.0.0.6");
+    let c = node("node-c", "data-plane", "127.0.0.7");
     let api = a.api().unpooled();
     let live = || async {
         api.ok("GET", "/v1/nodes", None).await.body["items"]
@@ -1136,8 +1129,10 @@ async fn a_node_behind_compacted_history_lists_the_configuration_again() {
     let a = Node::start("node-a", "all", "127.0.0.8", &endpoints);
     // A session that outlives the pause, however slow a busy machine makes it: node B
     // stays in the fleet, so the last change waits until B serves it.
-    let ttl = Some(120);
-    let b = Node::start_logged("node-b", "data-plane", "127.0.0.9", &endpoints, ttl);
+    let b = Node::unstarted("node-b", "data-plane", "127.0.0.9", &endpoints)
+        .with_session_ttl(120)
+        .logged()
+        .started();
     let api = a.api().unpooled();
     let nodes = || async { api.items("/v1/nodes").await.len() };
     wait_until(Duration::from_secs(20), "both nodes register", nodes, |n| {
