@@ -35,7 +35,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             }
         }
         let bytes = crate::body::read(req.into_body(), MAX_BODY).await?;
-        parse_json(&bytes).map(JsonBody)
+        parse_object(&bytes).map(JsonBody)
+    }
+}
+
+/// A request body, which is always a JSON object here. serde would also read a struct from
+/// an array of its fields in order (`[{}]` as an apply with an empty document), which no
+/// schema of this API allows.
+pub(crate) fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, NativeError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => parse_json(bytes),
+        Some(_) => Err(NativeError::invalid(
+            "",
+            "the request body must be a JSON object ({...})",
+        )),
     }
 }
 
@@ -306,6 +319,23 @@ pub(crate) async fn require_token(
 mod tests {
     use super::*;
     use fulcrum_model::MemberSpec;
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_of_fields() {
+        let m: MemberSpec = parse_object(br#" {"address": "10.0.0.1", "port": 80}"#).unwrap();
+        assert_eq!(m.port, 80);
+        for body in [&br#"["10.0.0.1", 80]"#[..], b"[{}]", b"\"member\"", b"80"] {
+            let Err(e) = parse_object::<MemberSpec>(body) else {
+                panic!("{} was read as a member", String::from_utf8_lossy(body));
+            };
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("JSON object"), "{}", e.message);
+        }
+        assert!(
+            parse_object::<MemberSpec>(b"  ").is_err(),
+            "an empty body is still refused"
+        );
+    }
 
     #[test]
     fn integral_numbers_are_integers() {
