@@ -6,7 +6,7 @@ use fulcrum_model::{
 };
 use serde_json::Value;
 
-use super::extract::parse_json;
+use super::extract::parse_object;
 use super::{BatchAction, BatchRequest, MemberRef};
 use crate::fuzzing::{
     patched, pick, validate_listener, validate_loadbalancer, validate_member, validate_monitor,
@@ -19,39 +19,39 @@ pub fn body(data: &[u8]) {
     };
     match which % 8 {
         0 => {
-            if let Ok(spec) = parse_json::<LoadBalancerSpec>(body) {
+            if let Ok(spec) = parse_object::<LoadBalancerSpec>(body) {
                 validate_loadbalancer(&spec);
             }
         }
         1 => {
-            if let Ok(spec) = parse_json::<ListenerSpec>(body) {
+            if let Ok(spec) = parse_object::<ListenerSpec>(body) {
                 validate_listener(&spec);
             }
         }
         2 => {
-            if let Ok(spec) = parse_json::<PoolSpec>(body) {
+            if let Ok(spec) = parse_object::<PoolSpec>(body) {
                 validate_pool(&spec);
                 let _ = spec.validate_update(&PoolSpec::new("p", PoolProtocol::Http));
             }
         }
         3 => {
-            if let Ok(spec) = parse_json::<MemberSpec>(body) {
+            if let Ok(spec) = parse_object::<MemberSpec>(body) {
                 validate_member(&spec);
             }
         }
         4 => {
-            if let Ok(spec) = parse_json::<HealthMonitorSpec>(body) {
+            if let Ok(spec) = parse_object::<HealthMonitorSpec>(body) {
                 validate_monitor(&spec);
             }
         }
         5 => {
-            if let Ok(spec) = parse_json::<SubnetSpec>(body) {
+            if let Ok(spec) = parse_object::<SubnetSpec>(body) {
                 validate_subnet(&spec);
             }
         }
         6 => {
             // What batch_members does with each item.
-            let Ok(req) = parse_json::<BatchRequest>(body) else {
+            let Ok(req) = parse_object::<BatchRequest>(body) else {
                 return;
             };
             for m in req.members {
@@ -69,7 +69,7 @@ pub fn body(data: &[u8]) {
         }
         _ => {
             // A PATCH of each kind of resource.
-            let Ok(patch) = parse_json::<Value>(body) else {
+            let Ok(patch) = parse_object::<Value>(body) else {
                 return;
             };
             if let Some(s) = patched(&LoadBalancerSpec::new("lb"), &patch) {
