@@ -44,8 +44,22 @@ fn free_port() -> u16 {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until every one answers.
+    /// Starts `size` members and waits until every one answers. A member that exits while
+    /// starting (most often a port another test took between `free_port` and etcd's bind)
+    /// fails the attempt, and the cluster starts again on new ports, up to three times.
     pub async fn start(size: usize) -> Self {
+        let mut failure = String::new();
+        for _attempt in 0..3 {
+            let mut cluster = Self::spawn_new(size);
+            match cluster.wait_all().await {
+                Ok(()) => return cluster,
+                Err(why) => failure = why,
+            }
+        }
+        panic!("{failure}")
+    }
+
+    fn spawn_new(size: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<MemberProc> = (0..size)
             .map(|i| MemberProc {
@@ -68,10 +82,14 @@ impl EtcdCluster {
         for i in 0..size {
             cluster.spawn(i, "new");
         }
-        for i in 0..size {
-            cluster.wait_member(i).await;
-        }
         cluster
+    }
+
+    async fn wait_all(&mut self) -> Result<(), String> {
+        for i in 0..self.members.len() {
+            self.wait_member(i).await?;
+        }
+        Ok(())
     }
 
     fn data_dir(&self, i: usize) -> PathBuf {
@@ -124,20 +142,41 @@ impl EtcdCluster {
             .expect("etcd client")
     }
 
-    async fn wait_member(&self, i: usize) {
+    /// Waits until member `i` answers; fails with the end of its log when it exits or
+    /// stays silent for 30 s (the log's directory goes away with the cluster).
+    async fn wait_member(&mut self, i: usize) -> Result<(), String> {
         let endpoint = vec![format!("http://127.0.0.1:{}", self.members[i].client_port)];
         let store = EtcdStore::connect(EtcdOptions::new(endpoint))
             .await
             .expect("etcd client");
         let deadline = Instant::now() + Duration::from_secs(30);
         while store.revision().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {i} did not come up; see its log in {}",
-                self.dir.path().display()
-            );
+            let exited = self.members[i]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "etcd member {i} exited while starting ({status}); its log ends:\n{}",
+                    self.log_tail(i)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "etcd member {i} did not answer within 30 s; its log ends:\n{}",
+                    self.log_tail(i)
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
+    }
+
+    fn log_tail(&self, i: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+            .unwrap_or_else(|e| format!("(no log: {e})"));
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// SIGKILLs member `i`.
@@ -166,7 +205,9 @@ impl EtcdCluster {
     /// Restarts a stopped member with its data and waits until it answers.
     pub async fn restart(&mut self, i: usize) {
         self.spawn(i, "existing");
-        self.wait_member(i).await;
+        if let Err(why) = self.wait_member(i).await {
+            panic!("{why}");
+        }
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) every member: a cluster that accepts
@@ -195,8 +236,8 @@ impl EtcdCluster {
                 self.spawn(i, "existing");
             }
         }
-        for i in 0..self.members.len() {
-            self.wait_member(i).await;
+        if let Err(why) = self.wait_all().await {
+            panic!("{why}");
         }
     }
 
