@@ -455,6 +455,93 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(cap.requests().len(), 5, "{:#?}", cap.requests());
 }
 
+/// A client that pipelines thousands of requests and reads nothing for a while fills its
+/// socket, so answers stop fitting (the worker's batched sends come back short or empty
+/// and the rest waits for room); once it reads, every answer arrives whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gets_every_pipelined_answer_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const REQUESTS: usize = 3_000;
+    let (s, cap) = stack().await;
+    // Answers just under the size sent in one piece with their head.
+    let pad = "x".repeat(3_400);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4_096).expect("SO_RCVBUF");
+    let stream = socket
+        .connect(([127, 0, 0, 1], s.port).into())
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (mut rd, mut wr) = stream.into_split();
+    let requests: Vec<u8> = (0..REQUESTS)
+        .flat_map(|i| format!("GET /p{i}-{pad} HTTP/1.1\r\nHost: a.example\r\n\r\n").into_bytes())
+        .collect();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&requests).await.expect("send the requests");
+        wr
+    });
+    // Unread until the member stops getting requests: the answers have filled the way.
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = cap.requests().len();
+        if now == seen || now == REQUESTS {
+            break;
+        }
+        seen = now;
+    }
+    let mut got = Vec::new();
+    let mut at = 0;
+    let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while answered < REQUESTS {
+        // Every complete answer in `got[at..]`, checked in order.
+        while let Some(end) = find(&got[at..], b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[at..at + end]).into_owned();
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "answer {answered}: {head}"
+            );
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().expect("length"))
+                })
+                .expect("Content-Length");
+            let body_at = at + end + 4;
+            if got.len() < body_at + len {
+                break;
+            }
+            let want = format!("GET /p{answered}-{pad}");
+            assert!(
+                &got[body_at..body_at + len] == want.as_bytes(),
+                "answer {answered} is not its request's"
+            );
+            at = body_at + len;
+            answered += 1;
+        }
+        if answered == REQUESTS {
+            break;
+        }
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("only {answered} of {REQUESTS} answers arrived"))
+            .expect("read");
+        assert!(n > 0, "closed after {answered} of {REQUESTS} answers");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(at, got.len(), "bytes after the last answer");
+    writer.await.expect("writer");
+    assert_eq!(cap.requests().len(), REQUESTS);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 // ---- responses that lie about their length ---------------------------------------------
 
 /// A member that declares 100 bytes, sends 10 and closes: the client gets a response cut

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -321,7 +322,10 @@ async fn serve_http(
     mut stop: watch::Receiver<bool>,
 ) {
     let conn = ConnInfo::new(id, peer, false);
-    if let Some(switch) = crate::h1::serve(&dp, &conn, stream, opened, &mut stop, true).await {
+    let socket = Some(stream.as_raw_fd());
+    if let Some(switch) =
+        crate::h1::serve(&dp, &conn, stream, socket, opened, &mut stop, true).await
+    {
         let io = Rewind::new(switch.read, switch.io);
         let deadline = Instant::now() + header_timeout(&dp, &conn.listener);
         crate::h2::serve(&dp, &conn, io, deadline, &mut stop).await;
@@ -360,7 +364,7 @@ async fn serve_tls(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = ConnInfo::new(id, peer, true);
     if !h2 {
-        crate::h1::serve(&dp, &conn, tls, opened, &mut stop, false).await;
+        crate::h1::serve(&dp, &conn, tls, None, opened, &mut stop, false).await;
         return;
     }
     // ALPN chose HTTP/2: only HTTP/2 is spoken from here on.

@@ -29,6 +29,17 @@ pub(crate) enum UpIo {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl UpIo {
+    /// The socket, when bytes written go to it as they are (not TLS).
+    pub(crate) fn socket(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            UpIo::Plain(s) => Some(s.as_raw_fd()),
+            UpIo::Tls(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for UpIo {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -6,6 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
@@ -53,6 +54,7 @@ impl Future for EndOfBatch {
         BATCH.with(|b| {
             let mut b = b.borrow_mut();
             if b.deferred.is_empty()
+                && b.sends.is_empty()
                 && let Some(flusher) = &b.flusher
             {
                 flusher.wake_by_ref();
@@ -63,26 +65,196 @@ impl Future for EndOfBatch {
     }
 }
 
+/// Whether this thread is a worker that sends in batches (it has an io_uring ring).
+pub(crate) fn sends_batched() -> bool {
+    current().is_some() && BATCH.with(|b| b.borrow().ring.is_some())
+}
+
+/// Sends `data` on the socket `fd` when the batch ends, together with every other answer
+/// of the batch in one system call (io_uring), and resolves to what that send did: the
+/// bytes sent (0 if the socket could take nothing now) or its error. Writes submitted
+/// separately let each woken client preempt the worker at once and take one answer per
+/// wake-up; submitted together, the worker is preempted at most once, after all of them.
+/// `None`: this worker has no ring (off a worker, or io_uring unavailable); the batch has
+/// ended and the caller writes `data` itself.
+///
+/// `data` stays borrowed until the future resolves or is dropped, and the kernel reads it
+/// only during the batch's submission, which waits for every completion (the sends are
+/// non-blocking), so no buffer outlives its send.
+pub(crate) fn send_at_end_of_batch(fd: RawFd, data: &[u8]) -> BatchedSend<'_> {
+    BatchedSend {
+        fd,
+        data,
+        state: SendState::New,
+    }
+}
+
+pub(crate) struct BatchedSend<'a> {
+    fd: RawFd,
+    data: &'a [u8],
+    state: SendState,
+}
+
+#[derive(Clone, Copy)]
+enum SendState {
+    New,
+    /// Queued as entry `index` of batch `batch`.
+    Queued {
+        batch: u64,
+        index: usize,
+    },
+    /// Waiting for the batch to end without a ring.
+    Deferred,
+    Done,
+}
+
+impl Future for BatchedSend<'_> {
+    type Output = Option<std::io::Result<usize>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match this.state {
+            SendState::Done => Poll::Ready(None),
+            SendState::Deferred => {
+                this.state = SendState::Done;
+                Poll::Ready(None)
+            }
+            SendState::New => {
+                if current().is_none() {
+                    this.state = SendState::Done;
+                    return Poll::Ready(None);
+                }
+                let queued = BATCH.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let b = &mut *b;
+                    if b.deferred.is_empty()
+                        && b.sends.is_empty()
+                        && let Some(flusher) = &b.flusher
+                    {
+                        flusher.wake_by_ref();
+                    }
+                    if b.ring.is_none() {
+                        b.deferred.push(cx.waker().clone());
+                        return None;
+                    }
+                    let index = b.sends.len();
+                    b.sends.push(Queued {
+                        fd: this.fd,
+                        data: this.data.as_ptr(),
+                        len: u32::try_from(this.data.len()).unwrap_or(u32::MAX),
+                        waker: cx.waker().clone(),
+                    });
+                    Some((b.batch, index))
+                });
+                this.state = match queued {
+                    Some((batch, index)) => SendState::Queued { batch, index },
+                    None => SendState::Deferred,
+                };
+                Poll::Pending
+            }
+            SendState::Queued { batch, index } => BATCH.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.batch == batch {
+                    // Not sent yet (polled early): keep the latest waker.
+                    b.sends[index].waker.clone_from(cx.waker());
+                    return Poll::Pending;
+                }
+                this.state = SendState::Done;
+                let result = if b.results_of == batch {
+                    b.results[index]
+                } else {
+                    -libc::EIO
+                };
+                Poll::Ready(Some(if result >= 0 {
+                    Ok(result as usize)
+                } else if -result == libc::EAGAIN {
+                    Ok(0)
+                } else {
+                    Err(std::io::Error::from_raw_os_error(-result))
+                }))
+            }),
+        }
+    }
+}
+
+impl Drop for BatchedSend<'_> {
+    fn drop(&mut self) {
+        // A send still queued must not reach the kernel once its buffer may be gone.
+        if let SendState::Queued { batch, index } = self.state {
+            let _ = BATCH.try_with(|b| {
+                let mut b = b.borrow_mut();
+                if b.batch == batch {
+                    b.sends[index].fd = -1;
+                }
+            });
+        }
+    }
+}
+
 /// The worker's task that ends each batch: woken by the first deferral, it runs after
-/// every task queued before it and wakes the deferred ones.
+/// every task queued before it, submits the batch's sends and wakes the deferred tasks.
 async fn end_batches() {
+    BATCH.with(|b| b.borrow_mut().ring = ring());
     std::future::poll_fn(|cx| {
         // Taken out, and woken outside the borrow: a woken task may defer again.
-        let mut waking = BATCH.with(|b| {
+        let (mut waking, mut sent) = BATCH.with(|b| {
             let mut b = b.borrow_mut();
             let b = &mut *b;
             if !b.flusher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 b.flusher = Some(cx.waker().clone());
             }
-            std::mem::replace(&mut b.deferred, std::mem::take(&mut b.spare))
+            if !b.sends.is_empty() {
+                b.submit();
+            }
+            (
+                std::mem::replace(&mut b.deferred, std::mem::take(&mut b.spare)),
+                std::mem::replace(&mut b.sends, std::mem::take(&mut b.spare_sends)),
+            )
         });
         for w in waking.drain(..) {
             w.wake();
         }
-        BATCH.with(|b| b.borrow_mut().spare = waking);
+        for s in sent.drain(..) {
+            s.waker.wake();
+        }
+        BATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            b.spare = waking;
+            b.spare_sends = sent;
+        });
         Poll::<()>::Pending
     })
     .await
+}
+
+/// The worker's ring for batched sends, unless io_uring is unavailable (an old kernel, a
+/// sandbox that forbids it) or turned off with `FULCRUM_IO_URING=0`.
+fn ring() -> Option<io_uring::IoUring> {
+    if std::env::var_os("FULCRUM_IO_URING").is_some_and(|v| v == "0") {
+        return None;
+    }
+    let built = io_uring::IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|_| io_uring::IoUring::new(RING_ENTRIES));
+    match built {
+        Ok(ring) => Some(ring),
+        Err(e) => {
+            tracing::debug!(error = %e, "io_uring unavailable: answers are sent one by one");
+            None
+        }
+    }
+}
+
+const RING_ENTRIES: u32 = 256;
+
+/// A send waiting for the end of its batch.
+struct Queued {
+    /// -1 once its future was dropped.
+    fd: RawFd,
+    data: *const u8,
+    len: u32,
+    waker: Waker,
 }
 
 #[derive(Default)]
@@ -91,6 +263,79 @@ struct Batch {
     deferred: Vec<Waker>,
     /// The emptied list of the last batch, kept so that neither allocates in steady state.
     spare: Vec<Waker>,
+    ring: Option<io_uring::IoUring>,
+    /// Which batch is being gathered; a queued send's results are found under its number.
+    batch: u64,
+    sends: Vec<Queued>,
+    spare_sends: Vec<Queued>,
+    /// The results of batch `results_of`'s sends, by index: bytes sent, or `-errno`.
+    results: Vec<i32>,
+    results_of: u64,
+}
+
+impl Batch {
+    /// Submits every queued send in as few `io_uring_enter` calls as the ring allows and
+    /// waits for their completions, which come at once: each is `MSG_DONTWAIT`.
+    // The one unsafe call of the data plane: handing the kernel pointers to buffers.
+    #[allow(unsafe_code)]
+    fn submit(&mut self) {
+        use io_uring::{opcode, types};
+        self.results.clear();
+        self.results.resize(self.sends.len(), -libc::EIO);
+        self.results_of = self.batch;
+        self.batch += 1;
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        let mut next = 0;
+        let mut broken = false;
+        while next < self.sends.len() && !broken {
+            let mut pushed = 0;
+            {
+                let mut sq = ring.submission();
+                while next < self.sends.len() && !sq.is_full() {
+                    let s = &self.sends[next];
+                    if s.fd >= 0 {
+                        let entry = opcode::Send::new(types::Fd(s.fd), s.data, s.len)
+                            .flags(libc::MSG_DONTWAIT)
+                            .build()
+                            .user_data(next as u64);
+                        // SAFETY: the buffer belongs to a live `BatchedSend` (a dropped one
+                        // has fd -1), which cannot resolve before this function returns,
+                        // and every entry completes before it does.
+                        if unsafe { sq.push(&entry) }.is_err() {
+                            break;
+                        }
+                        pushed += 1;
+                    }
+                    next += 1;
+                }
+            }
+            let mut completed = 0;
+            while completed < pushed {
+                match ring.submit_and_wait(pushed - completed) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // Nothing was taken from the queue: drop the ring with them unsent,
+                        // their futures fail, and the worker writes one by one from now on.
+                        tracing::warn!(error = %e, "io_uring submission failed; answers are sent one by one");
+                        broken = true;
+                        break;
+                    }
+                }
+                for cqe in ring.completion() {
+                    if let Some(r) = self.results.get_mut(cqe.user_data() as usize) {
+                        *r = cqe.result();
+                    }
+                    completed += 1;
+                }
+            }
+        }
+        if broken {
+            self.ring = None;
+        }
+    }
 }
 
 /// The worker threads; dropping this stops them (and drops what their runtimes hold).

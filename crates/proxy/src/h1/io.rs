@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io::IoSlice;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -90,7 +91,7 @@ pub(crate) async fn bounded<F: Future>(
 /// A body part this small that comes with a head is appended to the head's buffer and
 /// both go in one `send`: cheaper in the kernel than a `writev` (no iovec import, no
 /// file-write hooks; `perf` put `vfs_writev` alone at 1.7 % of a worker's time).
-const JOIN_BELOW: usize = 4096;
+pub(crate) const JOIN_BELOW: usize = 4096;
 
 /// Writes `head` then `body` (either may be empty) with as few calls as the socket allows,
 /// then flushes (a no-op on plain TCP; TLS may hold records back).
@@ -103,6 +104,34 @@ pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
         return write_one(w, if body.is_empty() { head } else { body }).await;
     }
     write_all(w, &mut [IoSlice::new(head), IoSlice::new(body)]).await
+}
+
+/// Sends all of `data` to `socket` with the rest of the worker's batch
+/// (`worker::send_at_end_of_batch`), then whatever the socket could not take at once
+/// through `w`; with no socket (TLS) or no batched sends on this thread, through `w` at
+/// once. True once all of it went.
+pub(crate) async fn send_in_batch<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    socket: Option<RawFd>,
+    data: &[u8],
+    sleep: &mut Pin<&mut Sleep>,
+    idle: Duration,
+) -> bool {
+    let sent = match socket {
+        Some(fd) if crate::worker::sends_batched() => {
+            crate::worker::send_at_end_of_batch(fd, data).await
+        }
+        _ => None,
+    };
+    let rest = match sent {
+        Some(Ok(n)) => &data[n.min(data.len())..],
+        Some(Err(_)) => return false,
+        None => data,
+    };
+    rest.is_empty()
+        || within(sleep, idle, write_one(w, rest))
+            .await
+            .is_some_and(|r| r.is_ok())
 }
 
 /// Writes all of `data` with plain writes, then flushes.

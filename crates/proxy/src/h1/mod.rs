@@ -8,6 +8,7 @@
 pub(crate) mod heads;
 pub(crate) mod io;
 
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::snapshot::{ListenerRt, PoolRt};
 use crate::stats::ErrorKind;
 use crate::upstream::UpConn;
 use heads::{ClientFraming, ResponseHead};
-use io::{CopyError, Framing, Limit, bounded, copy_body, within, write_two};
+use io::{CopyError, Framing, Limit, bounded, copy_body, send_in_batch, within, write_two};
 
 /// The HTTP/2 connection preface: on a cleartext listener it switches to HTTP/2.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -45,6 +46,9 @@ enum Next {
 
 struct Client<S> {
     io: S,
+    /// The client's socket when `io` writes to it directly (not TLS): answers at hand are
+    /// then sent with the rest of their batch (`worker::send_at_end_of_batch`).
+    socket: Option<RawFd>,
     buf: IoBuf,
     fields: Vec<Field>,
     /// The member's response head fields.
@@ -64,10 +68,12 @@ struct Client<S> {
 
 /// Serves a client connection until it closes, idles out or the listener stops.
 /// `detect_h2`: a cleartext listener, where a client may speak HTTP/2 with prior knowledge.
+/// `socket`: the client's socket, if `io` writes its bytes to it as they are.
 pub(crate) async fn serve<S>(
     dp: &Shared,
     conn: &ConnInfo,
     io: S,
+    socket: Option<RawFd>,
     opened: Instant,
     stop: &mut watch::Receiver<bool>,
     detect_h2: bool,
@@ -84,6 +90,7 @@ where
     };
     let mut client = Client {
         io,
+        socket,
         buf: IoBuf::new(),
         fields: Vec::with_capacity(16),
         up_fields: Vec::with_capacity(16),
@@ -496,9 +503,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         // The head goes with the body bytes already read; a bodiless request's head stays
         // in the buffer until answered, so a failed attempt can be sent again elsewhere.
         let sent = match req.body {
-            Body::None => within(sleep, idle, write_two(&mut up.io, &self.out, &[]))
-                .await
-                .is_some_and(|r| r.is_ok()),
+            // Requests of one batch go to members together, after its reads: a member
+            // woken by the first then finds the others waiting.
+            Body::None => {
+                let socket = up.io.socket();
+                send_in_batch(&mut up.io, socket, &self.out, sleep, idle).await
+            }
             Body::Length(_) | Body::Chunked | Body::UntilClose => {
                 self.buf.consume(req.head_len);
                 if answer_continue && self.buf.is_empty() {
@@ -652,6 +662,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         // Answers of one batch of events go out together, after its reads: the client
         // (often one process holding many connections) is woken once for all of them.
+        if let Some(socket) = self.socket
+            && crate::worker::sends_batched()
+            && let Some(len) = self.whole_answer(&mut up.buf, body)
+        {
+            if !send_in_batch(&mut self.io, Some(socket), &self.out, sleep, idle).await {
+                return Attempt::Broken;
+            }
+            self.log.bytes_out += len as u64;
+            return Attempt::Done {
+                status: resp.status,
+                reusable: resp.keep_alive,
+                next: if close { Next::Close } else { Next::KeepAlive },
+            };
+        }
         crate::worker::end_of_batch().await;
         let mut out = std::mem::take(&mut self.out);
         let relayed = match body {
@@ -689,6 +713,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             Err(CopyError::Write) => Attempt::Broken,
         }
+    }
+
+    /// When the member's whole answer is at hand and small, appends its body to the head
+    /// in `out` and returns the answer's length: it can then go out in one send.
+    fn whole_answer(&mut self, from: &mut IoBuf, body: Option<Framing>) -> Option<usize> {
+        match body {
+            None => {}
+            Some(Framing::Length(n)) => {
+                let n = usize::try_from(n).ok()?;
+                if from.len() < n || self.out.len() + n > io::JOIN_BELOW {
+                    return None;
+                }
+                self.out.extend_from_slice(&from.data()[..n]);
+                from.consume(n);
+            }
+            Some(_) => return None,
+        }
+        Some(self.out.len())
     }
 
     /// Relays bytes both ways after a `101 Switching Protocols` until either side closes
