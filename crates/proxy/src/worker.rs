@@ -300,9 +300,11 @@ impl Batch {
                             .flags(libc::MSG_DONTWAIT)
                             .build()
                             .user_data(next as u64);
-                        // SAFETY: the buffer belongs to a live `BatchedSend` (a dropped one
-                        // has fd -1), which cannot resolve before this function returns,
-                        // and every entry completes before it does.
+                        // SAFETY: the buffer is borrowed by a live `BatchedSend`, awaited in
+                        // place by its connection task (never leaked; a dropped one set fd
+                        // to -1, on this same thread, before this runs). It cannot resolve
+                        // before this function returns, and every entry completes before
+                        // it does (MSG_DONTWAIT: nothing is left in flight).
                         if unsafe { sq.push(&entry) }.is_err() {
                             break;
                         }
