@@ -237,13 +237,25 @@ fn ring() -> Option<io_uring::IoUring> {
         .setup_coop_taskrun()
         .build(RING_ENTRIES)
         .or_else(|_| io_uring::IoUring::new(RING_ENTRIES));
-    match built {
-        Ok(ring) => Some(ring),
+    let ring = match built {
+        Ok(ring) => ring,
         Err(e) => {
             tracing::debug!(error = %e, "io_uring unavailable: answers are sent one by one");
-            None
+            return None;
         }
+    };
+    // A send flagged MSG_DONTWAIT must fail with EAGAIN rather than wait for room (the
+    // submission waits for every completion). Kernels that know IORING_OP_SEND_ZC (6.0)
+    // all do; older ones are not trusted with it.
+    let mut probe = io_uring::Probe::new();
+    let recent = ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(io_uring::opcode::Send::CODE)
+        && probe.is_supported(io_uring::opcode::SendZc::CODE);
+    if !recent {
+        tracing::debug!("io_uring older than Linux 6.0: answers are sent one by one");
+        return None;
     }
+    Some(ring)
 }
 
 const RING_ENTRIES: u32 = 256;
