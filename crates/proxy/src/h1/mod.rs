@@ -677,7 +677,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             return Attempt::Done {
                 status: resp.status,
                 reusable: resp.keep_alive,
-                next: if close { Next::Close } else { Next::KeepAlive },
+                next: Next::KeepAlive,
             };
         }
         crate::worker::end_of_batch().await;
