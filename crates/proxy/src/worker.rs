@@ -53,12 +53,7 @@ impl Future for EndOfBatch {
         self.registered = true;
         BATCH.with(|b| {
             let mut b = b.borrow_mut();
-            if b.deferred.is_empty()
-                && b.sends.is_empty()
-                && let Some(flusher) = &b.flusher
-            {
-                flusher.wake_by_ref();
-            }
+            b.wake_flusher_if_first();
             b.deferred.push(cx.waker().clone());
         });
         Poll::Pending
@@ -75,8 +70,8 @@ pub(crate) fn sends_batched() -> bool {
 /// bytes sent (0 if the socket could take nothing now) or its error. Writes submitted
 /// separately let each woken client preempt the worker at once and take one answer per
 /// wake-up; submitted together, the worker is preempted at most once, after all of them.
-/// `None`: this worker has no ring (off a worker, or io_uring unavailable); the batch has
-/// ended and the caller writes `data` itself.
+/// `None` at once when this thread has no ring (see [`sends_batched`]): the caller writes
+/// `data` itself.
 ///
 /// `data` stays borrowed until the future resolves or is dropped, and the kernel reads it
 /// only during the batch's submission, which waits for every completion (the sends are
@@ -103,8 +98,6 @@ enum SendState {
         batch: u64,
         index: usize,
     },
-    /// Waiting for the batch to end without a ring.
-    Deferred,
     Done,
 }
 
@@ -114,28 +107,14 @@ impl Future for BatchedSend<'_> {
         let this = &mut *self;
         match this.state {
             SendState::Done => Poll::Ready(None),
-            SendState::Deferred => {
-                this.state = SendState::Done;
-                Poll::Ready(None)
-            }
             SendState::New => {
-                if current().is_none() {
+                if !sends_batched() {
                     this.state = SendState::Done;
                     return Poll::Ready(None);
                 }
-                let queued = BATCH.with(|b| {
+                let (batch, index) = BATCH.with(|b| {
                     let mut b = b.borrow_mut();
-                    let b = &mut *b;
-                    if b.deferred.is_empty()
-                        && b.sends.is_empty()
-                        && let Some(flusher) = &b.flusher
-                    {
-                        flusher.wake_by_ref();
-                    }
-                    if b.ring.is_none() {
-                        b.deferred.push(cx.waker().clone());
-                        return None;
-                    }
+                    b.wake_flusher_if_first();
                     let index = b.sends.len();
                     b.sends.push(Queued {
                         fd: this.fd,
@@ -143,12 +122,9 @@ impl Future for BatchedSend<'_> {
                         len: u32::try_from(this.data.len()).unwrap_or(u32::MAX),
                         waker: cx.waker().clone(),
                     });
-                    Some((b.batch, index))
+                    (b.batch, index)
                 });
-                this.state = match queued {
-                    Some((batch, index)) => SendState::Queued { batch, index },
-                    None => SendState::Deferred,
-                };
+                this.state = SendState::Queued { batch, index };
                 Poll::Pending
             }
             SendState::Queued { batch, index } => BATCH.with(|b| {
@@ -286,6 +262,16 @@ struct Batch {
 }
 
 impl Batch {
+    /// The first deferral or send of a batch queues the task that ends it.
+    fn wake_flusher_if_first(&self) {
+        if self.deferred.is_empty()
+            && self.sends.is_empty()
+            && let Some(flusher) = &self.flusher
+        {
+            flusher.wake_by_ref();
+        }
+    }
+
     /// Submits every queued send in as few `io_uring_enter` calls as the ring allows and
     /// waits for their completions, which come at once: each is `MSG_DONTWAIT`.
     // The one unsafe call of the data plane: handing the kernel pointers to buffers.
