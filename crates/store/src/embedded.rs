@@ -1,4 +1,4 @@
-//! The embedded backend: a revisioned key-value store on one redb file.
+//! The embedded backend: a revisioned key-value store on one redb file and a write-ahead log.
 //!
 //! Layout (three tables):
 //! * `kv`: key → `(create_rev, mod_rev, version, value)`, the current state, so `get` and
@@ -8,9 +8,16 @@
 //!
 //! Every transaction that writes something bumps the revision by one, writes its keys and
 //! appends one `changes` row. Transactions are committed in groups: those that arrive while
-//! a commit is being made durable queue up and go into the next redb write transaction
-//! together, each with its own compares and revision, and one commit (redb's default
-//! `Durability::Immediate`, one fsync) makes them all durable before any `txn` returns. The
+//! a group is being made durable queue up and go into the next one together, each with its
+//! own compares and revision, and one `fdatasync` makes them all durable before any `txn`
+//! returns. A group is made durable as one record of the write-ahead log (`wal.rs`, next to
+//! the redb file), not as a redb commit: that is one small write instead of a copy of every
+//! page on the path to each key, which was most of an API change's cost. The revisions in
+//! the log but not yet in redb live in memory too (the overlay: the latest state of each key
+//! they wrote, and their `changes` rows), and every read looks there first. Every few
+//! hundred revisions, and before compaction or a hand-over, a checkpoint writes the overlay
+//! into redb in one durable commit and starts the log again. Opening the store folds what
+//! the log holds into redb first, so a crash loses nothing that was acknowledged. The
 //! commit and the live notification happen under one writer lock: watchers therefore see
 //! revisions in commit order.
 //!
@@ -26,14 +33,15 @@
 //! An I/O error while writing (a full disk, a failing device) poisons a redb `Database`: it
 //! refuses everything after. The store then answers `Unavailable` with the cause and, on the
 //! next call at most every [`REOPEN_EVERY`], closes the file and opens it again (redb rolls
-//! back to the last commit that reached the disk), so it recovers by itself once the cause
-//! is gone. A failed commit was never acknowledged, so nothing acknowledged is lost.
+//! back to the last commit that reached the disk), writes the overlay into it, and so
+//! recovers by itself once the cause is gone. A failed write was never acknowledged, and
+//! every acknowledged one is in the log or in redb, so nothing acknowledged is lost.
 //!
 //! Transactions may not name the same key twice in one branch (etcd refuses such requests
 //! too: "duplicate key given in txn request"); they fail with `Internal("duplicate key in
 //! txn")` before touching the store. This keeps "which write wins" out of the data model.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -43,6 +51,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::wal::{self, Wal};
 use crate::{
     Compare, Event, EventKind, KeyValue, Op, RangeResponse, Revision, Store, StoreError, Txn,
     TxnResponse, WatchBatch, WatchStream,
@@ -69,6 +78,14 @@ const FORMAT_V1: u8 = 1;
 const CACHE_BYTES: usize = 16 << 20;
 
 const DEFAULT_BROADCAST_CAPACITY: usize = 1024;
+/// Size of the write-ahead log file, written full of zeros when it is created. A group of
+/// changes larger than that goes straight into redb instead.
+const WAL_BYTES: u64 = 2 << 20;
+/// A checkpoint folds the log into redb once it holds this many bytes of records…
+const CHECKPOINT_BYTES: u64 = 512 << 10;
+/// …or this many revisions, whichever comes first: each one costs about one redb commit, and
+/// the overlay's size (memory, and the readers' merge) stays bounded.
+const CHECKPOINT_REVISIONS: usize = 512;
 /// Revisions read per blocking call while a watcher catches up, to bound memory and latency.
 const HISTORY_CHUNK: usize = 256;
 
@@ -83,10 +100,19 @@ impl Drop for EmbeddedStore {
     /// Closes the file before returning: calls still finishing on the blocking pool (the
     /// committer replies before it lets go of the store) hold it for a moment more, and
     /// opening the file again (a restart in the same process, a test) must not race them.
+    /// On the way out it folds the log into redb, so a clean stop leaves the file whole on
+    /// its own (the next open would fold it anyway).
     fn drop(&mut self) {
         let deadline = Instant::now() + CLOSE_WAIT;
         while Arc::strong_count(&self.inner) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        let inner = &self.inner;
+        let _writer = inner.write_lock.lock();
+        if let (Some(log), Ok(db)) = (inner.wal.lock().as_mut(), inner.db())
+            && let Err(e) = inner.checkpoint(&db, log)
+        {
+            tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");
         }
     }
 }
@@ -111,6 +137,13 @@ struct Inner {
     changes_tx: broadcast::Sender<Arc<Change>>,
     /// Transactions waiting to be committed together.
     queue: Mutex<Queue>,
+    /// The revisions in the log and not yet in redb. Lock order: `write_lock`, `wal`, then
+    /// this; readers take only this, and begin their redb read while they hold it, so what
+    /// they see of the overlay and of redb is one cut even while a checkpoint moves one into
+    /// the other.
+    overlay: Mutex<Overlay>,
+    /// The write-ahead log; `None` while the store is handed over (`Store::release`).
+    wal: Mutex<Option<Wal>>,
     /// redb commits made by `txn` (each one fsync), for group-commit accounting.
     commits: std::sync::atomic::AtomicU64,
     /// The file was let go for another process (`Store::release`): no reopening until
@@ -152,6 +185,30 @@ struct Change {
     events: Vec<Event>,
 }
 
+/// What the log holds that redb does not yet: see the module comment.
+#[derive(Default)]
+struct Overlay {
+    /// The current revision: the last one committed, to the log or to redb.
+    revision: Revision,
+    /// Every key the overlaid revisions wrote, at its latest state (`None`: deleted).
+    kv: BTreeMap<String, Option<KeyValue>>,
+    /// The overlaid revisions, oldest first, each with its encoded `changes` row.
+    changes: Vec<(Arc<Change>, Vec<u8>)>,
+    /// Bytes of `changes` rows, to bound the overlay.
+    bytes: u64,
+}
+
+impl Overlay {
+    fn wants_checkpoint(&self) -> bool {
+        self.changes.len() >= CHECKPOINT_REVISIONS || self.bytes >= CHECKPOINT_BYTES
+    }
+}
+
+/// The write-ahead log that goes with the store file at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    path.with_extension("wal")
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store file at `path`, creating parent directories as needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -166,6 +223,7 @@ impl EmbeddedStore {
         }
         create_private(path)?;
         let db = open_database(path)?;
+        let (wal, revision) = open_wal(&db, path)?;
         let (changes_tx, _) = broadcast::channel(capacity.max(1));
         tracing::debug!(path = %path.display(), "embedded store opened");
         Ok(Self {
@@ -176,6 +234,11 @@ impl EmbeddedStore {
                 write_lock: Mutex::new(()),
                 changes_tx,
                 queue: Mutex::new(Queue::default()),
+                overlay: Mutex::new(Overlay {
+                    revision,
+                    ..Overlay::default()
+                }),
+                wal: Mutex::new(Some(wal)),
                 released: std::sync::atomic::AtomicBool::new(false),
                 commits: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -247,6 +310,95 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     Ok(db)
 }
 
+/// Opens the write-ahead log next to the store file at `path` (creating it), folds the
+/// revisions it holds into `db` and starts it again; returns it with the current revision.
+fn open_wal(db: &Database, path: &Path) -> Result<(Wal, Revision), StoreError> {
+    let wal_path = wal_path(path);
+    let io = |what: &str, e: std::io::Error| {
+        StoreError::Unavailable(format!(
+            "{what} {}: {}",
+            wal_path.display(),
+            describe_io(&e)
+        ))
+    };
+    let (mut wal, rows) =
+        Wal::open(&wal_path, WAL_BYTES).map_err(|e| io("open write-ahead log", e))?;
+    let revision = fold_rows(db, rows)?;
+    wal.restart().map_err(|e| io("start write-ahead log", e))?;
+    Ok((wal, revision))
+}
+
+/// Writes the rows of the log that redb does not have yet into it, in one durable commit;
+/// returns the current revision.
+fn fold_rows(db: &Database, rows: Vec<wal::Row>) -> Result<Revision, StoreError> {
+    let current = {
+        let rtx = db.begin_read().ctx("begin read")?;
+        read_meta(&rtx.open_table(META).ctx("open meta table")?, META_REVISION)?
+    };
+    let rows: Vec<wal::Row> = rows.into_iter().filter(|r| r.revision > current).collect();
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(current);
+    };
+    if first.revision != current + 1 {
+        return Err(StoreError::Internal(format!(
+            "the write-ahead log goes on from revision {} but the store file is at {current}",
+            first.revision - 1
+        )));
+    }
+    let mut kv = BTreeMap::new();
+    for row in &rows {
+        for e in decode_events(row.revision, &row.bytes)? {
+            let key = e.kv.key.clone();
+            kv.insert(key, (e.kind == EventKind::Put).then_some(e.kv));
+        }
+    }
+    write_db(
+        db,
+        &kv,
+        rows.iter().map(|r| (r.revision, r.bytes.as_slice())),
+        last.revision,
+    )?;
+    tracing::info!(
+        revisions = rows.len(),
+        "folded the write-ahead log into the store file"
+    );
+    Ok(last.revision)
+}
+
+/// Writes keys at their latest state (`None`: deleted), `changes` rows and the current
+/// revision into `db`, in one durable commit.
+fn write_db<'a>(
+    db: &Database,
+    kv: &BTreeMap<String, Option<KeyValue>>,
+    rows: impl Iterator<Item = (Revision, &'a [u8])>,
+    revision: Revision,
+) -> Result<(), StoreError> {
+    let wtx = db.begin_write().ctx("begin write")?;
+    {
+        let mut table = wtx.open_table(KV).ctx("open kv table")?;
+        let mut history = wtx.open_table(CHANGES).ctx("open changes table")?;
+        let mut meta = wtx.open_table(META).ctx("open meta table")?;
+        for (key, state) in kv {
+            match state {
+                Some(v) => {
+                    let row = encode_kv(v.create_revision, v.mod_revision, v.version, &v.value);
+                    table
+                        .insert(key.as_str(), row.as_slice())
+                        .ctx("write key")?;
+                }
+                None => {
+                    table.remove(key.as_str()).ctx("delete key")?;
+                }
+            }
+        }
+        for (rev, row) in rows {
+            history.insert(rev, row).ctx("append change")?;
+        }
+        meta.insert(META_REVISION, revision).ctx("write revision")?;
+    }
+    wtx.commit().ctx("commit transaction")
+}
+
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
 fn free_bytes(path: &Path) -> Result<u64, String> {
     let dir = path.parent().unwrap_or(path);
@@ -287,6 +439,11 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = key.to_owned();
         self.blocking(move |inner| {
+            if let Some(state) = inner.overlay.lock().kv.get(&key) {
+                return Ok(state.clone());
+            }
+            // Not in the overlay now: its latest state is in redb (a checkpoint meanwhile
+            // only moves newer states there).
             let rtx = inner.db()?.begin_read().ctx("begin read")?;
             let kv = rtx.open_table(KV).ctx("open kv table")?;
             let found = kv.get(key.as_str()).ctx("read key")?;
@@ -298,20 +455,37 @@ impl Store for EmbeddedStore {
     async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
         let prefix = prefix.to_owned();
         self.blocking(move |inner| {
-            let rtx = inner.db()?.begin_read().ctx("begin read")?;
-            let meta = rtx.open_table(META).ctx("open meta table")?;
-            let revision = read_meta(&meta, META_REVISION)?;
+            let (rtx, revision, overlaid) = {
+                let overlay = inner.overlay.lock();
+                let rtx = inner.db()?.begin_read().ctx("begin read")?;
+                let overlaid: Vec<(String, Option<KeyValue>)> = overlay
+                    .kv
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (rtx, overlay.revision, overlaid)
+            };
             let kv = rtx.open_table(KV).ctx("open kv table")?;
-            let mut kvs = Vec::new();
+            let mut found = BTreeMap::new();
             for entry in kv.range(prefix.as_str()..).ctx("range kv table")? {
                 let (k, v) = entry.ctx("range kv table")?;
                 let key = k.value();
                 if !key.starts_with(prefix.as_str()) {
                     break;
                 }
-                kvs.push(decode_kv(key, v.value())?);
+                found.insert(key.to_owned(), decode_kv(key, v.value())?);
             }
-            Ok(RangeResponse { kvs, revision })
+            for (key, state) in overlaid {
+                match state {
+                    Some(kv) => found.insert(key, kv),
+                    None => found.remove(&key),
+                };
+            }
+            Ok(RangeResponse {
+                kvs: found.into_values().collect(),
+                revision,
+            })
         })
         .await
     }
@@ -360,6 +534,17 @@ impl Store for EmbeddedStore {
     async fn release(&self) -> Result<(), StoreError> {
         self.blocking(|inner| {
             let _writer = inner.write_lock.lock();
+            // The next opener folds the log too; folding it here leaves redb whole for
+            // whatever else reads the file, and a failure is no reason not to hand over.
+            {
+                let mut wal = inner.wal.lock();
+                if let (Some(log), Ok(db)) = (wal.as_mut(), inner.db())
+                    && let Err(e) = inner.checkpoint(&db, log)
+                {
+                    tracing::warn!(error = %e, "could not fold the write-ahead log before the hand-over");
+                }
+                *wal = None;
+            }
             *inner.fault.lock() = Some(Fault {
                 reason: RELEASED.into(),
                 next_attempt: Instant::now(),
@@ -411,12 +596,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        self.blocking(|inner| {
-            let rtx = inner.db()?.begin_read().ctx("begin read")?;
-            let meta = rtx.open_table(META).ctx("open meta table")?;
-            read_meta(&meta, META_REVISION)
-        })
-        .await
+        Ok(self.inner.overlay.lock().revision)
     }
 }
 
@@ -487,8 +667,29 @@ impl Inner {
         }
         let db = open_database(&self.path).map_err(|e| unavailable(e.to_string()))?;
         let probe = probe_write(&db);
-        *self.db.write() = Some(Arc::new(db));
+        let db = Arc::new(db);
+        *self.db.write() = Some(db.clone());
         probe.map_err(|e| unavailable(e.to_string()))?;
+        // What the log holds that the file does not yet: after an error, the overlay (every
+        // acknowledged revision; a record whose write failed is not in it); after a hand-over,
+        // whatever the other process left in the log.
+        {
+            let mut wal = self.wal.lock();
+            match wal.as_mut() {
+                Some(log) => self
+                    .checkpoint(&db, log)
+                    .map_err(|e| unavailable(e.to_string()))?,
+                None => {
+                    let (log, revision) =
+                        open_wal(&db, &self.path).map_err(|e| unavailable(e.to_string()))?;
+                    *self.overlay.lock() = Overlay {
+                        revision,
+                        ..Overlay::default()
+                    };
+                    *wal = Some(log);
+                }
+            }
+        }
         // A small commit can fit in pages the file already has while the disk is still full:
         // wait for room to grow as well.
         let free = free_bytes(&self.path).map_err(|e| unavailable(format!("{reason}; {e}")))?;
@@ -505,7 +706,8 @@ impl Inner {
     /// Commits every queued transaction, batch after batch, until the queue is empty; run
     /// by the caller that found no commit under way (the leader). Transactions that arrive
     /// while a batch is being made durable wait for the next one, so under load one fsync
-    /// serves many writers, and a lone writer waits for nothing.
+    /// serves many writers, and a lone writer waits for nothing. A checkpoint, when one is
+    /// due, runs between batches, after the answers went out.
     fn commit_queued(&self) {
         loop {
             let batch = {
@@ -534,34 +736,48 @@ impl Inner {
                     }
                 }
             }
+            if self.overlay.lock().wants_checkpoint() {
+                let _writer = self.write_lock.lock();
+                let mut wal = self.wal.lock();
+                let done = match (wal.as_mut(), self.db()) {
+                    (Some(log), Ok(db)) => self.checkpoint(&db, log),
+                    _ => Ok(()),
+                };
+                if let Err(StoreError::Unavailable(reason)) = &done {
+                    self.failed(reason);
+                }
+            }
         }
     }
 
-    /// Applies transactions in order in one redb write transaction and one commit: each
-    /// evaluates its compares against the state the ones before it left, and writes its own
-    /// revision (if it writes anything). All are durable, or none is (the error is then
-    /// every transaction's). Watchers are told after the commit, in revision order.
+    /// Applies transactions in order as one group: each evaluates its compares against the
+    /// state the ones before it left, and writes its own revision (if it writes anything).
+    /// The group is one record of the log (or, larger than the log, one redb commit): all
+    /// are durable, or none is (the error is then every transaction's). Watchers are told
+    /// afterwards, in revision order.
     fn apply_batch(&self, txns: Vec<Txn>) -> Result<Vec<TxnResponse>, StoreError> {
         let _writer = self.write_lock.lock();
-        let wtx = self.db_locked()?.begin_write().ctx("begin write")?;
+        let db = self.db_locked()?;
         let mut responses = Vec::with_capacity(txns.len());
         let mut changes = Vec::new();
-        {
-            let mut meta = wtx.open_table(META).ctx("open meta table")?;
-            let mut kv = wtx.open_table(KV).ctx("open kv table")?;
-            let mut history = wtx.open_table(CHANGES).ctx("open changes table")?;
-            let mut current = read_meta(&meta, META_REVISION)?;
+        let written = {
+            let rtx = db.begin_read().ctx("begin read")?;
+            let table = rtx.open_table(KV).ctx("open kv table")?;
+            let overlay = self.overlay.lock();
+            let mut state = Planned {
+                written: BTreeMap::new(),
+                overlay: &overlay,
+                table: &table,
+            };
+            let mut current = overlay.revision;
             for txn in txns {
                 let succeeded = txn.compares.iter().try_fold(true, |all, c| {
-                    Ok::<_, StoreError>(all && compare_holds(&kv, c)?)
+                    Ok::<_, StoreError>(all && compare_holds(&state, c)?)
                 })?;
                 let ops = if succeeded { txn.success } else { txn.failure };
-                let events = apply_ops(&mut kv, ops, current + 1)?;
+                let events = apply_ops(&mut state, ops, current + 1)?;
                 if !events.is_empty() {
                     current += 1;
-                    history
-                        .insert(current, encode_events(&events)?.as_slice())
-                        .ctx("append change")?;
                     changes.push(Change {
                         revision: current,
                         events,
@@ -572,29 +788,102 @@ impl Inner {
                     revision: current,
                 });
             }
-            if !changes.is_empty() {
-                meta.insert(META_REVISION, current).ctx("write revision")?;
-            }
-        }
-        if changes.is_empty() {
+            state.written
+        };
+        let (Some(first), Some(last)) = (
+            changes.first().map(|c| c.revision),
+            changes.last().map(|c| c.revision),
+        ) else {
             // Nothing written: no new revision, nothing to make durable.
-            wtx.abort().ctx("abort empty transaction")?;
+            return Ok(responses);
+        };
+        let rows = changes
+            .iter()
+            .map(|c| encode_events(&c.events))
+            .collect::<Result<Vec<_>, _>>()?;
+        let row_refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+        let mut wal = self.wal.lock();
+        let log = wal
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable(RELEASED.into()))?;
+        if !log.fits(&row_refs) {
+            self.checkpoint(&db, log)?;
+        }
+        let logged = log.could_fit(&row_refs);
+        if logged {
+            log.append(first, &row_refs).map_err(|e| {
+                StoreError::Unavailable(format!("write-ahead log: {}", describe_io(&e)))
+            })?;
         } else {
-            wtx.commit().ctx("commit transaction")?;
-            self.commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            for change in changes {
-                // No receiver is fine: nobody is watching.
-                let _ = self.changes_tx.send(Arc::new(change));
+            // Larger than the whole log; the checkpoint above emptied the overlay.
+            write_db(
+                &db,
+                &written,
+                changes.iter().map(|c| c.revision).zip(row_refs),
+                last,
+            )?;
+        }
+        drop(wal);
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let changes: Vec<Arc<Change>> = changes.into_iter().map(Arc::new).collect();
+        {
+            let mut overlay = self.overlay.lock();
+            if logged {
+                overlay.kv.extend(written);
+                overlay.bytes += rows.iter().map(|r| r.len() as u64).sum::<u64>();
+                overlay.changes.extend(changes.iter().cloned().zip(rows));
             }
+            overlay.revision = last;
+        }
+        for change in changes {
+            // No receiver is fine: nobody is watching.
+            let _ = self.changes_tx.send(change);
         }
         Ok(responses)
+    }
+
+    /// Writes the overlay into redb in one durable commit, empties it and starts the log
+    /// again. The caller holds `write_lock` (no revision is added meanwhile) and the log.
+    fn checkpoint(&self, db: &Database, log: &mut Wal) -> Result<(), StoreError> {
+        let (kv, rows, revision) = {
+            let overlay = self.overlay.lock();
+            if overlay.changes.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<(Revision, Vec<u8>)> = overlay
+                .changes
+                .iter()
+                .map(|(c, row)| (c.revision, row.clone()))
+                .collect();
+            (overlay.kv.clone(), rows, overlay.revision)
+        };
+        write_db(
+            db,
+            &kv,
+            rows.iter().map(|(rev, row)| (*rev, row.as_slice())),
+            revision,
+        )?;
+        {
+            let mut overlay = self.overlay.lock();
+            overlay.kv.clear();
+            overlay.changes.clear();
+            overlay.bytes = 0;
+        }
+        log.restart().map_err(|e| {
+            StoreError::Unavailable(format!("start write-ahead log: {}", describe_io(&e)))
+        })
     }
 
     /// Drops `changes` rows below `revision`; the current key values are untouched.
     fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let _writer = self.write_lock.lock();
-        let wtx = self.db_locked()?.begin_write().ctx("begin write")?;
+        let db = self.db_locked()?;
+        // The history to drop may still be in the overlay.
+        if let Some(log) = self.wal.lock().as_mut() {
+            self.checkpoint(&db, log)?;
+        }
+        let wtx = db.begin_write().ctx("begin write")?;
         let changed = {
             let mut meta = wtx.open_table(META).ctx("open meta table")?;
             let current = read_meta(&meta, META_REVISION)?;
@@ -624,11 +913,23 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads up to [`HISTORY_CHUNK`] `changes` rows from `from` on, in one snapshot.
+    /// Reads up to [`HISTORY_CHUNK`] `changes` rows from `from` on, in one snapshot: redb's
+    /// rows, then the overlay's.
     fn read_history(&self, prefix: &str, from: Revision) -> Result<History, StoreError> {
-        let rtx = self.db()?.begin_read().ctx("begin read")?;
+        let (rtx, current, overlaid) = {
+            let overlay = self.overlay.lock();
+            let rtx = self.db()?.begin_read().ctx("begin read")?;
+            let overlaid: Vec<Arc<Change>> = overlay
+                .changes
+                .iter()
+                .filter(|(c, _)| c.revision >= from)
+                .take(HISTORY_CHUNK)
+                .map(|(c, _)| c.clone())
+                .collect();
+            (rtx, overlay.revision, overlaid)
+        };
         let meta = rtx.open_table(META).ctx("open meta table")?;
-        let current = read_meta(&meta, META_REVISION)?;
+        let in_file = read_meta(&meta, META_REVISION)?;
         let compacted = read_meta(&meta, META_COMPACTED)?;
         if from <= compacted {
             return Err(StoreError::Compacted {
@@ -636,9 +937,11 @@ impl Inner {
                 compacted,
             });
         }
+        let keep = |e: &Event| e.kv.key.starts_with(prefix);
         let changes = rtx.open_table(CHANGES).ctx("open changes table")?;
         let mut batches = Vec::new();
         let mut last_scanned = None;
+        let mut scanned = 0;
         for row in changes
             .range(from..)
             .ctx("range changes table")?
@@ -647,14 +950,32 @@ impl Inner {
             let (rev, data) = row.ctx("range changes table")?;
             let revision = rev.value();
             let events = decode_events(revision, data.value())?;
-            let events: Vec<Event> = events
-                .into_iter()
-                .filter(|e| e.kv.key.starts_with(prefix))
-                .collect();
+            let events: Vec<Event> = events.into_iter().filter(keep).collect();
             if !events.is_empty() {
                 batches.push(WatchBatch { revision, events });
             }
             last_scanned = Some(revision);
+            scanned += 1;
+        }
+        // The overlay goes on where the file stops (its rows the file already has, when a
+        // checkpoint ran in between, are skipped); not after a full chunk, which may stop
+        // short of the file's last row.
+        if scanned < HISTORY_CHUNK {
+            for change in overlaid
+                .iter()
+                .filter(|c| c.revision > in_file)
+                .take(HISTORY_CHUNK - scanned)
+            {
+                let events: Vec<Event> =
+                    change.events.iter().filter(|e| keep(e)).cloned().collect();
+                if !events.is_empty() {
+                    batches.push(WatchBatch {
+                        revision: change.revision,
+                        events,
+                    });
+                }
+                last_scanned = Some(change.revision);
+            }
         }
         Ok(History {
             batches,
@@ -780,10 +1101,30 @@ fn reject_duplicates(ops: &[Op]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The state a group of transactions is planned against: what the group wrote so far, then
+/// the overlay, then redb.
+struct Planned<'a> {
+    written: BTreeMap<String, Option<KeyValue>>,
+    overlay: &'a Overlay,
+    table: &'a redb::ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl Planned<'_> {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        if let Some(state) = self.written.get(key).or_else(|| self.overlay.kv.get(key)) {
+            return Ok(state.clone());
+        }
+        match self.table.get(key).ctx("read key")? {
+            Some(v) => Ok(Some(decode_kv(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Writes one transaction branch at revision `rev`; the events it made (none: nothing
 /// changed, and the revision is not used).
 fn apply_ops(
-    kv: &mut redb::Table<&'static str, &'static [u8]>,
+    state: &mut Planned<'_>,
     ops: Vec<Op>,
     rev: Revision,
 ) -> Result<Vec<Event>, StoreError> {
@@ -794,7 +1135,8 @@ fn apply_ops(
             // A touch writes the value the key has.
             Op::Touch { key } => (key, None),
             Op::Delete { key } => {
-                if kv.remove(key.as_str()).ctx("delete key")?.is_some() {
+                if state.get(&key)?.is_some() {
+                    state.written.insert(key.clone(), None);
                     events.push(Event {
                         kind: EventKind::Delete,
                         kv: KeyValue {
@@ -809,47 +1151,36 @@ fn apply_ops(
                 continue;
             }
         };
-        let prev = match kv.get(key.as_str()).ctx("read key")? {
-            Some(v) => Some(decode_kv(&key, v.value())?),
-            None => None,
-        };
-        let (create_revision, version, value) = match (prev, value) {
+        let (create_revision, version, value) = match (state.get(&key)?, value) {
             (Some(p), Some(value)) => (p.create_revision, p.version + 1, value),
             (Some(p), None) => (p.create_revision, p.version + 1, p.value),
             (None, Some(value)) => (rev, 1, value),
             // Touching a key that is not there changes nothing.
             (None, None) => continue,
         };
-        let encoded = encode_kv(create_revision, rev, version, &value);
-        kv.insert(key.as_str(), encoded.as_slice())
-            .ctx("write key")?;
+        let kv = KeyValue {
+            key,
+            value,
+            create_revision,
+            mod_revision: rev,
+            version,
+        };
+        state.written.insert(kv.key.clone(), Some(kv.clone()));
         events.push(Event {
             kind: EventKind::Put,
-            kv: KeyValue {
-                key,
-                value,
-                create_revision,
-                mod_revision: rev,
-                version,
-            },
+            kv,
         });
     }
     Ok(events)
 }
 
-fn compare_holds(
-    kv: &impl ReadableTable<&'static str, &'static [u8]>,
-    compare: &Compare,
-) -> Result<bool, StoreError> {
+fn compare_holds(state: &Planned<'_>, compare: &Compare) -> Result<bool, StoreError> {
     let key = match compare {
         Compare::ModRevision { key, .. }
         | Compare::CreateRevision { key, .. }
         | Compare::Value { key, .. } => key.as_str(),
     };
-    let current = match kv.get(key).ctx("read key")? {
-        Some(v) => Some(decode_kv(key, v.value())?),
-        None => None,
-    };
+    let current = state.get(key)?;
     Ok(match compare {
         Compare::ModRevision { revision, .. } => {
             current.map_or(0, |kv| kv.mod_revision) == *revision
@@ -1371,6 +1702,91 @@ mod tests {
             }))
         );
         assert_eq!(next(&mut w).await, None);
+    }
+
+    /// The files as a crash leaves them (what the page cache holds, no clean close), copied
+    /// while the store is open: every acknowledged revision is there when the copy opens,
+    /// whether a checkpoint put it into redb or it was only in the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_image_holds_every_acknowledged_revision() {
+        let (dir, store) = fresh();
+        let total = CHECKPOINT_REVISIONS as i64 + 200;
+        for i in 1..=total {
+            let txn = if i % 10 == 0 {
+                Txn {
+                    success: vec![Op::Delete {
+                        key: format!("x/{}", i - 1),
+                    }],
+                    ..Txn::default()
+                }
+            } else {
+                put(&format!("x/{i}"), &i.to_le_bytes())
+            };
+            assert_eq!(store.txn(txn).await.unwrap().revision, i);
+        }
+        assert!(
+            !store.inner.overlay.lock().changes.is_empty(),
+            "the last revisions should be in the log only"
+        );
+        let image = tempfile::tempdir().unwrap();
+        for name in ["fulcrum.redb", "fulcrum.wal"] {
+            std::fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
+        }
+        let copy = EmbeddedStore::open(&image.path().join("fulcrum.redb")).unwrap();
+        assert_eq!(copy.revision().await.unwrap(), total);
+        let kvs = copy.range("x/").await.unwrap().kvs;
+        assert_eq!(kvs.len() as i64, total - 2 * (total / 10));
+        let last = copy
+            .get(&format!("x/{}", total - 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.value, (total - 1).to_le_bytes());
+        assert_eq!(last.mod_revision, total - 1);
+        let mut w = copy.watch("x/", 1).await.unwrap();
+        for rev in 1..=total {
+            assert_eq!(next(&mut w).await.unwrap().unwrap().revision, rev);
+        }
+        // And it goes on from there.
+        assert_eq!(
+            copy.txn(put("x/next", b"1")).await.unwrap().revision,
+            total + 1
+        );
+    }
+
+    /// Reads during writes and checkpoints see one cut: a range's revision matches the value
+    /// it returns, and neither goes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_see_one_cut_across_checkpoints() {
+        let (_dir, store) = fresh();
+        let total = 3 * CHECKPOINT_REVISIONS as i64;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 1..=total {
+                    store.txn(put("cut/n", &i.to_le_bytes())).await.unwrap();
+                }
+            })
+        };
+        let mut seen = 0;
+        let mut reads = 0;
+        while seen < total {
+            let r = store.range("cut/").await.unwrap();
+            let value = r.kvs.first().map_or(0, |kv| {
+                i64::from_le_bytes(kv.value.as_slice().try_into().unwrap())
+            });
+            assert_eq!(value, r.revision, "a range mixed two cuts");
+            assert!(value >= seen, "a read went back from {seen} to {value}");
+            if let Some(kv) = store.get("cut/n").await.unwrap() {
+                let got = i64::from_le_bytes(kv.value.as_slice().try_into().unwrap());
+                assert!(got >= value, "get went back from {value} to {got}");
+                assert_eq!(kv.mod_revision, got);
+            }
+            seen = value;
+            reads += 1;
+        }
+        writer.await.unwrap();
+        assert!(reads > 1);
     }
 
     /// Watches hold the store weakly: dropping the store closes the file (it can be
