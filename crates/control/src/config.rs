@@ -167,15 +167,21 @@ impl Config {
         };
         let k = secret_key;
         match key {
-            ConfigKey::LoadBalancer(_) => {
-                insert(&mut self.loadbalancers, kv, k, Keep::Stored, |v| {
-                    v.id.clone()
-                })
+            ConfigKey::LoadBalancer(id) => {
+                if !touched(&mut self.loadbalancers, &LoadBalancerId::from(id), kv) {
+                    insert(&mut self.loadbalancers, kv, k, Keep::Stored, |v| {
+                        v.id.clone()
+                    })
+                }
             }
             ConfigKey::Listener(_) => {
                 insert(&mut self.listeners, kv, k, Keep::Value, |v| v.id.clone())
             }
-            ConfigKey::Pool(_) => insert(&mut self.pools, kv, k, Keep::Stored, |v| v.id.clone()),
+            ConfigKey::Pool(id) => {
+                if !touched(&mut self.pools, &PoolId::from(id), kv) {
+                    insert(&mut self.pools, kv, k, Keep::Stored, |v| v.id.clone())
+                }
+            }
             ConfigKey::Member { pool, .. } => {
                 let members = self.members.entry(PoolId::from(pool)).or_default();
                 insert(members, kv, k, Keep::Value, |v: &Member| v.id.clone());
@@ -362,6 +368,20 @@ fn insert<K: Ord, T: DeserializeOwned + Secrets>(
     }
 }
 
+/// Whether `kv` only moved the revisions of the entry `id` (a touch, which every shared
+/// member change makes to its pool and load balancer): same bytes, so no need to decode
+/// them again. If so, the entry now has the new revisions.
+fn touched<K: Ord, T>(map: &mut BTreeMap<K, Versioned<T>>, id: &K, kv: &KeyValue) -> bool {
+    match map.get_mut(id) {
+        Some(v) if v.stored.as_deref() == Some(kv.value.as_slice()) => {
+            v.create_revision = kv.create_revision;
+            v.mod_revision = kv.mod_revision;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Reads a work request with its revision (the transaction that wrote it first).
 pub(crate) fn decode_work_request(kv: &KeyValue) -> Option<WorkRequest> {
     // Work requests hold no secret.
@@ -405,6 +425,45 @@ mod tests {
             version: 1,
         };
         c.put(&kv, &SecretKey::generate().unwrap().0);
+    }
+
+    /// A touch moves only the revisions; a write of other bytes is read again.
+    #[test]
+    fn touches_move_revisions_and_new_bytes_are_read_again() {
+        use fulcrum_model::{LoadBalancer, LoadBalancerSpec};
+        let secret = SecretKey::generate().unwrap().0;
+        let lb = |name: &str| LoadBalancer {
+            id: LoadBalancerId("lb-1".into()),
+            spec: serde_json::from_value::<LoadBalancerSpec>(serde_json::json!({"name": name}))
+                .unwrap(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let kv = |value: &LoadBalancer, rev: i64| KeyValue {
+            key: keys::lb(&value.id),
+            value: records::encode(&secret, value).unwrap(),
+            create_revision: 1,
+            mod_revision: rev,
+            version: rev,
+        };
+        let id = LoadBalancerId("lb-1".into());
+        let mut c = Config::default();
+        let first = kv(&lb("a"), 1);
+        c.put(&first, &secret);
+        let touch = KeyValue {
+            mod_revision: 5,
+            ..first.clone()
+        };
+        c.put(&touch, &secret);
+        let got = &c.loadbalancers[&id];
+        assert_eq!((got.mod_revision, got.value.spec.name.as_str()), (5, "a"));
+        c.put(&kv(&lb("b"), 6), &secret);
+        let got = &c.loadbalancers[&id];
+        assert_eq!((got.mod_revision, got.value.spec.name.as_str()), (6, "b"));
+        assert_eq!(
+            got.stored.as_deref(),
+            Some(kv(&lb("b"), 6).value.as_slice())
+        );
     }
 
     #[test]
