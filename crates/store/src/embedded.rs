@@ -10,16 +10,17 @@
 //! appends one `changes` row. Transactions are committed in groups: those that arrive while
 //! a group is being made durable queue up and go into the next one together, each with its
 //! own compares and revision, and one `fdatasync` makes them all durable before any `txn`
-//! returns. A group is made durable as one record of the write-ahead log (`wal.rs`, next to
-//! the redb file), not as a redb commit: that is one small write instead of a copy of every
-//! page on the path to each key, which was most of an API change's cost. The revisions in
-//! the log but not yet in redb live in memory too (the overlay: the latest state of each key
-//! they wrote, and their `changes` rows), and every read looks there first. Every few
-//! hundred revisions, and before compaction or a hand-over, a checkpoint writes the overlay
-//! into redb in one durable commit and starts the log again. Opening the store folds what
-//! the log holds into redb first, so a crash loses nothing that was acknowledged. The
-//! commit and the live notification happen under one writer lock: watchers therefore see
-//! revisions in commit order.
+//! returns. A group is made durable as one record of a write-ahead log (`wal.rs`, two files
+//! next to the redb file), not as a redb commit: that is one small write instead of a copy of
+//! every page on the path to each key, which was most of an API change's cost. The revisions
+//! in the logs but not yet in redb live in memory too (the overlay: the latest state of each
+//! key they wrote, and their `changes` rows), and every read looks there first. When the log
+//! being written holds a few hundred revisions, the two logs swap: the other one takes new
+//! records while a thread of its own folds the full one into redb in one durable commit (so
+//! acknowledgements never wait for redb). Compaction, a hand-over and a clean close fold
+//! everything; opening the store folds what the logs hold into redb first, so a crash loses
+//! nothing that was acknowledged. The commit and the live notification happen under one
+//! writer lock: watchers therefore see revisions in commit order.
 //!
 //! Conventions where etcd leaves a choice or differs:
 //! * an empty store is at revision 0; the first write makes revision 1;
@@ -109,8 +110,8 @@ impl Drop for EmbeddedStore {
         }
         let inner = &self.inner;
         let _writer = inner.write_lock.lock();
-        if let (Some(log), Ok(db)) = (inner.wal.lock().as_mut(), inner.db())
-            && let Err(e) = inner.checkpoint(&db, log)
+        if let (Some(logs), Ok(db)) = (inner.wal.lock().as_mut(), inner.db())
+            && let Err(e) = inner.checkpoint_all(&db, logs)
         {
             tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");
         }
@@ -142,8 +143,10 @@ struct Inner {
     /// they see of the overlay and of redb is one cut even while a checkpoint moves one into
     /// the other.
     overlay: Mutex<Overlay>,
-    /// The write-ahead log; `None` while the store is handed over (`Store::release`).
-    wal: Mutex<Option<Wal>>,
+    /// Signalled (with `overlay`) when a background fold ends.
+    folded: parking_lot::Condvar,
+    /// The write-ahead logs; `None` while the store is handed over (`Store::release`).
+    wal: Mutex<Option<Logs>>,
     /// redb commits made by `txn` (each one fsync), for group-commit accounting.
     commits: std::sync::atomic::AtomicU64,
     /// The file was let go for another process (`Store::release`): no reopening until
@@ -185,28 +188,89 @@ struct Change {
     events: Vec<Event>,
 }
 
-/// What the log holds that redb does not yet: see the module comment.
+/// What the logs hold that redb does not yet: see the module comment.
 #[derive(Default)]
 struct Overlay {
-    /// The current revision: the last one committed, to the log or to redb.
+    /// The current revision: the last one committed, to a log or to redb.
     revision: Revision,
-    /// Every key the overlaid revisions wrote, at its latest state (`None`: deleted).
+    /// The revisions in the log being written.
+    active: Layer,
+    /// The revisions of the other log, being folded into redb (or left by a fold that
+    /// failed, for the next checkpoint). Older than all of `active`'s.
+    frozen: Option<Arc<Layer>>,
+    /// A background fold of `frozen` is under way.
+    folding: bool,
+}
+
+/// Revisions of one log: every key they wrote, at its latest state (`None`: deleted), and
+/// the revisions themselves, oldest first, each with its encoded `changes` row.
+#[derive(Default)]
+struct Layer {
     kv: BTreeMap<String, Option<KeyValue>>,
-    /// The overlaid revisions, oldest first, each with its encoded `changes` row.
     changes: Vec<(Arc<Change>, Vec<u8>)>,
-    /// Bytes of `changes` rows, to bound the overlay.
+    /// Bytes of `changes` rows.
     bytes: u64,
 }
 
 impl Overlay {
+    /// The latest state of `key` in the overlay (`Some(None)`: deleted there), if it has one.
+    fn get(&self, key: &str) -> Option<&Option<KeyValue>> {
+        self.active
+            .kv
+            .get(key)
+            .or_else(|| self.frozen.as_ref()?.kv.get(key))
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.active.changes.is_empty() && self.frozen.is_none()
+    }
+
+    /// Every overlaid revision, oldest first.
+    fn changes(&self) -> impl Iterator<Item = &(Arc<Change>, Vec<u8>)> {
+        self.frozen
+            .iter()
+            .flat_map(|f| f.changes.iter())
+            .chain(&self.active.changes)
+    }
+
+    /// The keys under `prefix` the overlay has, at their latest state.
+    fn range(&self, prefix: &str) -> Vec<(String, Option<KeyValue>)> {
+        let under = |layer: &Layer| -> Vec<(String, Option<KeyValue>)> {
+            layer
+                .kv
+                .range(prefix.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let mut found = self.frozen.as_deref().map(under).unwrap_or_default();
+        found.extend(under(&self.active));
+        found
+    }
+}
+
+impl Layer {
     fn wants_checkpoint(&self) -> bool {
         self.changes.len() >= CHECKPOINT_REVISIONS || self.bytes >= CHECKPOINT_BYTES
     }
 }
 
-/// The write-ahead log that goes with the store file at `path`.
-fn wal_path(path: &Path) -> PathBuf {
-    path.with_extension("wal")
+/// The two write-ahead logs: one takes new records while the other's are folded into redb.
+struct Logs {
+    files: [Wal; 2],
+    active: usize,
+}
+
+impl Logs {
+    fn active(&mut self) -> &mut Wal {
+        &mut self.files[self.active]
+    }
+}
+
+/// The write-ahead logs that go with the store file at `path`.
+fn wal_paths(path: &Path) -> [PathBuf; 2] {
+    [path.with_extension("0.wal"), path.with_extension("1.wal")]
 }
 
 impl EmbeddedStore {
@@ -223,7 +287,7 @@ impl EmbeddedStore {
         }
         create_private(path)?;
         let db = open_database(path)?;
-        let (wal, revision) = open_wal(&db, path)?;
+        let (logs, revision) = open_logs(&db, path)?;
         let (changes_tx, _) = broadcast::channel(capacity.max(1));
         tracing::debug!(path = %path.display(), "embedded store opened");
         Ok(Self {
@@ -238,7 +302,8 @@ impl EmbeddedStore {
                     revision,
                     ..Overlay::default()
                 }),
-                wal: Mutex::new(Some(wal)),
+                folded: parking_lot::Condvar::new(),
+                wal: Mutex::new(Some(logs)),
                 released: std::sync::atomic::AtomicBool::new(false),
                 commits: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -310,26 +375,38 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     Ok(db)
 }
 
-/// Opens the write-ahead log next to the store file at `path` (creating it), folds the
-/// revisions it holds into `db` and starts it again; returns it with the current revision.
-fn open_wal(db: &Database, path: &Path) -> Result<(Wal, Revision), StoreError> {
-    let wal_path = wal_path(path);
-    let io = |what: &str, e: std::io::Error| {
-        StoreError::Unavailable(format!(
-            "{what} {}: {}",
-            wal_path.display(),
-            describe_io(&e)
-        ))
-    };
-    let (mut wal, rows) =
-        Wal::open(&wal_path, WAL_BYTES).map_err(|e| io("open write-ahead log", e))?;
+/// Opens the write-ahead logs next to the store file at `path` (creating them), folds the
+/// revisions they hold into `db` and starts them again; returns them with the current
+/// revision.
+fn open_logs(db: &Database, path: &Path) -> Result<(Logs, Revision), StoreError> {
+    let mut rows = Vec::new();
+    let mut files = Vec::with_capacity(2);
+    for wal_path in wal_paths(path) {
+        let (wal, mut held) = Wal::open(&wal_path, WAL_BYTES).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "open write-ahead log {}: {}",
+                wal_path.display(),
+                describe_io(&e)
+            ))
+        })?;
+        rows.append(&mut held);
+        files.push(wal);
+    }
+    rows.sort_by_key(|r| r.revision);
     let revision = fold_rows(db, rows)?;
-    wal.restart().map_err(|e| io("start write-ahead log", e))?;
-    Ok((wal, revision))
+    for wal in &mut files {
+        wal.restart().map_err(|e| {
+            StoreError::Unavailable(format!("start write-ahead log: {}", describe_io(&e)))
+        })?;
+    }
+    let files: [Wal; 2] = files
+        .try_into()
+        .map_err(|_| StoreError::Internal("two write-ahead logs expected".into()))?;
+    Ok((Logs { files, active: 0 }, revision))
 }
 
-/// Writes the rows of the log that redb does not have yet into it, in one durable commit;
-/// returns the current revision.
+/// Writes the rows of the logs (in revision order) that redb does not have yet into it, in
+/// one durable commit; returns the current revision.
 fn fold_rows(db: &Database, rows: Vec<wal::Row>) -> Result<Revision, StoreError> {
     let current = {
         let rtx = db.begin_read().ctx("begin read")?;
@@ -343,6 +420,12 @@ fn fold_rows(db: &Database, rows: Vec<wal::Row>) -> Result<Revision, StoreError>
         return Err(StoreError::Internal(format!(
             "the write-ahead log goes on from revision {} but the store file is at {current}",
             first.revision - 1
+        )));
+    }
+    if let Some(gap) = rows.windows(2).find(|w| w[1].revision != w[0].revision + 1) {
+        return Err(StoreError::Internal(format!(
+            "the write-ahead logs skip from revision {} to {}",
+            gap[0].revision, gap[1].revision
         )));
     }
     let mut kv = BTreeMap::new();
@@ -439,7 +522,7 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = key.to_owned();
         self.blocking(move |inner| {
-            if let Some(state) = inner.overlay.lock().kv.get(&key) {
+            if let Some(state) = inner.overlay.lock().get(&key) {
                 return Ok(state.clone());
             }
             // Not in the overlay now: its latest state is in redb (a checkpoint meanwhile
@@ -458,13 +541,7 @@ impl Store for EmbeddedStore {
             let (rtx, revision, overlaid) = {
                 let overlay = inner.overlay.lock();
                 let rtx = inner.db()?.begin_read().ctx("begin read")?;
-                let overlaid: Vec<(String, Option<KeyValue>)> = overlay
-                    .kv
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                (rtx, overlay.revision, overlaid)
+                (rtx, overlay.revision, overlay.range(&prefix))
             };
             let kv = rtx.open_table(KV).ctx("open kv table")?;
             let mut found = BTreeMap::new();
@@ -538,8 +615,8 @@ impl Store for EmbeddedStore {
             // whatever else reads the file, and a failure is no reason not to hand over.
             {
                 let mut wal = inner.wal.lock();
-                if let (Some(log), Ok(db)) = (wal.as_mut(), inner.db())
-                    && let Err(e) = inner.checkpoint(&db, log)
+                if let (Some(logs), Ok(db)) = (wal.as_mut(), inner.db())
+                    && let Err(e) = inner.checkpoint_all(&db, logs)
                 {
                     tracing::warn!(error = %e, "could not fold the write-ahead log before the hand-over");
                 }
@@ -676,17 +753,17 @@ impl Inner {
         {
             let mut wal = self.wal.lock();
             match wal.as_mut() {
-                Some(log) => self
-                    .checkpoint(&db, log)
+                Some(logs) => self
+                    .checkpoint_all(&db, logs)
                     .map_err(|e| unavailable(e.to_string()))?,
                 None => {
-                    let (log, revision) =
-                        open_wal(&db, &self.path).map_err(|e| unavailable(e.to_string()))?;
+                    let (logs, revision) =
+                        open_logs(&db, &self.path).map_err(|e| unavailable(e.to_string()))?;
                     *self.overlay.lock() = Overlay {
                         revision,
                         ..Overlay::default()
                     };
-                    *wal = Some(log);
+                    *wal = Some(logs);
                 }
             }
         }
@@ -706,9 +783,10 @@ impl Inner {
     /// Commits every queued transaction, batch after batch, until the queue is empty; run
     /// by the caller that found no commit under way (the leader). Transactions that arrive
     /// while a batch is being made durable wait for the next one, so under load one fsync
-    /// serves many writers, and a lone writer waits for nothing. A checkpoint, when one is
-    /// due, runs between batches, after the answers went out.
-    fn commit_queued(&self) {
+    /// serves many writers, and a lone writer waits for nothing. When the log being written
+    /// holds enough, the two logs swap roles between batches and the full one is folded
+    /// into redb in the background.
+    fn commit_queued(self: &Arc<Self>) {
         loop {
             let batch = {
                 let mut queue = self.queue.lock();
@@ -736,15 +814,16 @@ impl Inner {
                     }
                 }
             }
-            if self.overlay.lock().wants_checkpoint() {
+            let due = {
+                let overlay = self.overlay.lock();
+                overlay.active.wants_checkpoint() && overlay.frozen.is_none()
+            };
+            if due {
                 let _writer = self.write_lock.lock();
-                let mut wal = self.wal.lock();
-                let done = match (wal.as_mut(), self.db()) {
-                    (Some(log), Ok(db)) => self.checkpoint(&db, log),
-                    _ => Ok(()),
-                };
-                if let Err(StoreError::Unavailable(reason)) = &done {
-                    self.failed(reason);
+                if let Some(logs) = self.wal.lock().as_mut()
+                    && let Err(StoreError::Unavailable(reason)) = self.freeze(logs)
+                {
+                    self.failed(&reason);
                 }
             }
         }
@@ -752,18 +831,20 @@ impl Inner {
 
     /// Applies transactions in order as one group: each evaluates its compares against the
     /// state the ones before it left, and writes its own revision (if it writes anything).
-    /// The group is one record of the log (or, larger than the log, one redb commit): all
+    /// The group is one record of the log (or, larger than a log, one redb commit): all
     /// are durable, or none is (the error is then every transaction's). Watchers are told
     /// afterwards, in revision order.
-    fn apply_batch(&self, txns: Vec<Txn>) -> Result<Vec<TxnResponse>, StoreError> {
+    fn apply_batch(self: &Arc<Self>, txns: Vec<Txn>) -> Result<Vec<TxnResponse>, StoreError> {
         let _writer = self.write_lock.lock();
         let db = self.db_locked()?;
         let mut responses = Vec::with_capacity(txns.len());
         let mut changes = Vec::new();
         let written = {
+            // The redb snapshot is taken under the overlay's lock: a fold that ends
+            // meanwhile cannot leave a revision in neither.
+            let overlay = self.overlay.lock();
             let rtx = db.begin_read().ctx("begin read")?;
             let table = rtx.open_table(KV).ctx("open kv table")?;
-            let overlay = self.overlay.lock();
             let mut state = Planned {
                 written: BTreeMap::new(),
                 overlay: &overlay,
@@ -803,19 +884,16 @@ impl Inner {
             .collect::<Result<Vec<_>, _>>()?;
         let row_refs: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
         let mut wal = self.wal.lock();
-        let log = wal
+        let logs = wal
             .as_mut()
             .ok_or_else(|| StoreError::Unavailable(RELEASED.into()))?;
-        if !log.fits(&row_refs) {
-            self.checkpoint(&db, log)?;
-        }
-        let logged = log.could_fit(&row_refs);
+        let logged = self.make_room(&db, logs, &row_refs)?;
         if logged {
-            log.append(first, &row_refs).map_err(|e| {
+            logs.active().append(first, &row_refs).map_err(|e| {
                 StoreError::Unavailable(format!("write-ahead log: {}", describe_io(&e)))
             })?;
         } else {
-            // Larger than the whole log; the checkpoint above emptied the overlay.
+            // Larger than a whole log; `make_room` emptied the overlay.
             write_db(
                 &db,
                 &written,
@@ -830,9 +908,10 @@ impl Inner {
         {
             let mut overlay = self.overlay.lock();
             if logged {
-                overlay.kv.extend(written);
-                overlay.bytes += rows.iter().map(|r| r.len() as u64).sum::<u64>();
-                overlay.changes.extend(changes.iter().cloned().zip(rows));
+                let layer = &mut overlay.active;
+                layer.kv.extend(written);
+                layer.bytes += rows.iter().map(|r| r.len() as u64).sum::<u64>();
+                layer.changes.extend(changes.iter().cloned().zip(rows));
             }
             overlay.revision = last;
         }
@@ -843,36 +922,146 @@ impl Inner {
         Ok(responses)
     }
 
-    /// Writes the overlay into redb in one durable commit, empties it and starts the log
-    /// again. The caller holds `write_lock` (no revision is added meanwhile) and the log.
-    fn checkpoint(&self, db: &Database, log: &mut Wal) -> Result<(), StoreError> {
-        let (kv, rows, revision) = {
-            let overlay = self.overlay.lock();
-            if overlay.changes.is_empty() {
-                return Ok(());
+    /// Makes room in the active log for a record of `rows`: swaps the logs when it is full
+    /// (waiting for a fold of the other one to end first). False when the record is larger
+    /// than a whole log: everything is then folded and the caller writes to redb directly.
+    fn make_room(
+        self: &Arc<Self>,
+        db: &Database,
+        logs: &mut Logs,
+        rows: &[&[u8]],
+    ) -> Result<bool, StoreError> {
+        if logs.active().fits(rows) {
+            return Ok(true);
+        }
+        if !logs.active().could_fit(rows) {
+            self.checkpoint_all(db, logs)?;
+            return Ok(false);
+        }
+        let stuck = {
+            let mut overlay = self.overlay.lock();
+            while overlay.folding {
+                self.folded.wait(&mut overlay);
             }
-            let rows: Vec<(Revision, Vec<u8>)> = overlay
-                .changes
-                .iter()
-                .map(|(c, row)| (c.revision, row.clone()))
-                .collect();
-            (overlay.kv.clone(), rows, overlay.revision)
+            overlay.frozen.is_some()
         };
-        write_db(
-            db,
-            &kv,
-            rows.iter().map(|(rev, row)| (*rev, row.as_slice())),
-            revision,
-        )?;
+        if stuck {
+            // The last fold failed: fold both now (which empties both logs).
+            self.checkpoint_all(db, logs)?;
+        } else {
+            self.freeze(logs)?;
+        }
+        Ok(true)
+    }
+
+    /// Swaps the logs: the other one (empty, its revisions folded) is started again and
+    /// takes new records, and the active one's revisions are folded into redb by a thread
+    /// of their own. Nothing to do while the other log is still being folded. The caller
+    /// holds `write_lock` and the logs.
+    fn freeze(self: &Arc<Self>, logs: &mut Logs) -> Result<(), StoreError> {
+        if self.overlay.lock().frozen.is_some() {
+            return Ok(());
+        }
+        let other = 1 - logs.active;
+        logs.files[other].restart().map_err(|e| {
+            StoreError::Unavailable(format!("start write-ahead log: {}", describe_io(&e)))
+        })?;
+        logs.active = other;
         {
             let mut overlay = self.overlay.lock();
-            overlay.kv.clear();
-            overlay.changes.clear();
-            overlay.bytes = 0;
+            let full = std::mem::take(&mut overlay.active);
+            overlay.frozen = Some(Arc::new(full));
+            overlay.folding = true;
         }
-        log.restart().map_err(|e| {
-            StoreError::Unavailable(format!("start write-ahead log: {}", describe_io(&e)))
-        })
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fulcrum-fold".into())
+            .spawn(move || inner.fold_frozen());
+        if spawned.is_err() {
+            self.fold_frozen();
+        }
+        Ok(())
+    }
+
+    /// Folds the frozen log's revisions into redb (one durable commit) and drops them from
+    /// the overlay. On failure they stay, for the next checkpoint, and the store fails.
+    fn fold_frozen(&self) {
+        let Some(frozen) = self.overlay.lock().frozen.clone() else {
+            return;
+        };
+        let result = match (self.db(), frozen.changes.last()) {
+            (Ok(db), Some((last, _))) => write_db(
+                &db,
+                &frozen.kv,
+                frozen
+                    .changes
+                    .iter()
+                    .map(|(c, row)| (c.revision, row.as_slice())),
+                last.revision,
+            ),
+            (Ok(_), None) => Ok(()),
+            (Err(e), _) => Err(e),
+        };
+        {
+            let mut overlay = self.overlay.lock();
+            overlay.folding = false;
+            if result.is_ok() {
+                overlay.frozen = None;
+            }
+        }
+        self.folded.notify_all();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");
+            if let StoreError::Unavailable(reason) = &e {
+                self.failed(reason);
+            }
+        }
+    }
+
+    /// Writes the whole overlay into redb in one durable commit, empties it and starts both
+    /// logs again. The caller holds `write_lock` (no revision is added meanwhile) and the
+    /// logs; a background fold under way is waited for first.
+    fn checkpoint_all(&self, db: &Database, logs: &mut Logs) -> Result<(), StoreError> {
+        let (kv, rows, revision) = {
+            let mut overlay = self.overlay.lock();
+            while overlay.folding {
+                self.folded.wait(&mut overlay);
+            }
+            let mut kv = overlay
+                .frozen
+                .as_ref()
+                .map(|f| f.kv.clone())
+                .unwrap_or_default();
+            kv.extend(
+                overlay
+                    .active
+                    .kv
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            let rows: Vec<(Revision, Vec<u8>)> = overlay
+                .changes()
+                .map(|(c, row)| (c.revision, row.clone()))
+                .collect();
+            (kv, rows, overlay.revision)
+        };
+        if !rows.is_empty() {
+            write_db(
+                db,
+                &kv,
+                rows.iter().map(|(rev, row)| (*rev, row.as_slice())),
+                revision,
+            )?;
+            let mut overlay = self.overlay.lock();
+            overlay.active = Layer::default();
+            overlay.frozen = None;
+        }
+        for wal in &mut logs.files {
+            wal.restart().map_err(|e| {
+                StoreError::Unavailable(format!("start write-ahead log: {}", describe_io(&e)))
+            })?;
+        }
+        Ok(())
     }
 
     /// Drops `changes` rows below `revision`; the current key values are untouched.
@@ -880,8 +1069,8 @@ impl Inner {
         let _writer = self.write_lock.lock();
         let db = self.db_locked()?;
         // The history to drop may still be in the overlay.
-        if let Some(log) = self.wal.lock().as_mut() {
-            self.checkpoint(&db, log)?;
+        if let Some(logs) = self.wal.lock().as_mut() {
+            self.checkpoint_all(&db, logs)?;
         }
         let wtx = db.begin_write().ctx("begin write")?;
         let changed = {
@@ -920,8 +1109,7 @@ impl Inner {
             let overlay = self.overlay.lock();
             let rtx = self.db()?.begin_read().ctx("begin read")?;
             let overlaid: Vec<Arc<Change>> = overlay
-                .changes
-                .iter()
+                .changes()
                 .filter(|(c, _)| c.revision >= from)
                 .take(HISTORY_CHUNK)
                 .map(|(c, _)| c.clone())
@@ -1111,7 +1299,7 @@ struct Planned<'a> {
 
 impl Planned<'_> {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        if let Some(state) = self.written.get(key).or_else(|| self.overlay.kv.get(key)) {
+        if let Some(state) = self.written.get(key).or_else(|| self.overlay.get(key)) {
             return Ok(state.clone());
         }
         match self.table.get(key).ctx("read key")? {
@@ -1724,12 +1912,19 @@ mod tests {
             };
             assert_eq!(store.txn(txn).await.unwrap().revision, i);
         }
-        assert!(
-            !store.inner.overlay.lock().changes.is_empty(),
-            "the last revisions should be in the log only"
-        );
+        {
+            // A file copy is no crash image while a fold is writing redb.
+            let mut overlay = store.inner.overlay.lock();
+            while overlay.folding {
+                store.inner.folded.wait(&mut overlay);
+            }
+            assert!(
+                !overlay.is_empty(),
+                "the last revisions should be in a log only"
+            );
+        }
         let image = tempfile::tempdir().unwrap();
-        for name in ["fulcrum.redb", "fulcrum.wal"] {
+        for name in ["fulcrum.redb", "fulcrum.0.wal", "fulcrum.1.wal"] {
             std::fs::copy(dir.path().join(name), image.path().join(name)).unwrap();
         }
         let copy = EmbeddedStore::open(&image.path().join("fulcrum.redb")).unwrap();
