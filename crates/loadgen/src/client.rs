@@ -4,11 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::header::HeaderValue;
+use hyper::{Method, StatusCode, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::ApiArgs;
@@ -68,35 +66,42 @@ pub struct Reply {
 
 pub struct Client {
     ep: Endpoint,
-    conn: Option<SendRequest<Full<Bytes>>>,
+    conn: Option<Conn>,
 }
+
+/// One open connection and what was read from it beyond the last answer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Headers an answer may have (fulcrum's have fewer than 20).
+const MAX_HEADERS: usize = 64;
 
 impl Client {
     pub fn new(ep: Endpoint) -> Self {
         Self { ep, conn: None }
     }
 
-    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    async fn connect(&self) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(&self.ep.addr)
             .await
             .with_context(|| format!("connecting to {}", self.ep.addr))?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // Ends when the connection closes; the next request then fails and reconnects.
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(16 << 10),
+        })
     }
 
     /// Sends one request (JSON body, bearer token) and reads the whole answer. A request that
     /// fails on a reused keep-alive connection (the server may have closed it meanwhile) is sent
     /// once more on a new one; a failure on a new connection, or a timeout, is returned.
     pub async fn call(&mut self, method: Method, path: &str, body: Bytes) -> anyhow::Result<Reply> {
-        let reused = self.conn.as_ref().is_some_and(|c| !c.is_closed());
-        match self.call_once(method.clone(), path, body.clone()).await {
+        let reused = self.conn.is_some();
+        match self.call_once(&method, path, &body).await {
             Err(e) if reused && !e.is::<tokio::time::error::Elapsed>() => {
-                self.call_once(method, path, body).await
+                self.call_once(&method, path, &body).await
             }
             r => r,
         }
@@ -104,9 +109,9 @@ impl Client {
 
     async fn call_once(
         &mut self,
-        method: Method,
+        method: &Method,
         path: &str,
-        body: Bytes,
+        body: &[u8],
     ) -> anyhow::Result<Reply> {
         let r = tokio::time::timeout(self.ep.timeout, self.exchange(method, path, body)).await;
         let r = match r {
@@ -119,30 +124,82 @@ impl Client {
         r
     }
 
-    async fn exchange(&mut self, method: Method, path: &str, body: Bytes) -> anyhow::Result<Reply> {
-        let mut sender = match self.conn.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
+    /// One request and its answer on the kept connection (or a new one). Written by hand on
+    /// a plain socket, not through an HTTP client library: the churn benchmark runs this next
+    /// to the proxy it measures, so every microsecond it spends is taken from the proxy.
+    /// Answers must carry a Content-Length (fulcrum's API always does).
+    async fn exchange(
+        &mut self,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<Reply> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect().await?,
         };
-        sender.ready().await?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.ep.host.clone())
-            .header(AUTHORIZATION, self.ep.auth.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(body))?;
-        let resp = sender.send_request(req).await?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        self.conn = Some(sender);
+        let mut request = Vec::with_capacity(256 + body.len());
+        for part in [
+            method.as_str().as_bytes(),
+            b" ",
+            path.as_bytes(),
+            b" HTTP/1.1\r\nhost: ",
+            self.ep.host.as_bytes(),
+            b"\r\nauthorization: ",
+            self.ep.auth.as_bytes(),
+            b"\r\ncontent-type: application/json\r\ncontent-length: ",
+            body.len().to_string().as_bytes(),
+            b"\r\n\r\n",
+            body,
+        ] {
+            request.extend_from_slice(part);
+        }
+        conn.stream.write_all(&request).await?;
+
+        conn.buf.clear();
+        let (status, work_request, head_len, body_len, close) = loop {
+            if conn.buf.len() == conn.buf.capacity() {
+                conn.buf.reserve(conn.buf.len());
+            }
+            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+                bail!("the connection closed before a whole answer head");
+            }
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let httparse::Status::Complete(head_len) = response.parse(&conn.buf)? else {
+                continue;
+            };
+            let status = StatusCode::from_u16(response.code.unwrap_or(0))?;
+            let mut body_len = None;
+            let mut work_request = None;
+            let mut close = false;
+            for h in response.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    body_len = Some(std::str::from_utf8(h.value)?.trim().parse::<usize>()?);
+                } else if h.name.eq_ignore_ascii_case("x-work-request-id") {
+                    work_request = Some(String::from_utf8_lossy(h.value).into_owned());
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    bail!("a chunked answer (only Content-Length is read)");
+                } else if h.name.eq_ignore_ascii_case("connection") {
+                    close = h.value.eq_ignore_ascii_case(b"close");
+                }
+            }
+            let body_len = body_len.ok_or_else(|| anyhow!("an answer without Content-Length"))?;
+            break (status, work_request, head_len, body_len, close);
+        };
+        while conn.buf.len() < head_len + body_len {
+            conn.buf.reserve(head_len + body_len - conn.buf.len());
+            if conn.stream.read_buf(&mut conn.buf).await? == 0 {
+                bail!("the connection closed in the middle of an answer body");
+            }
+        }
+        let body = Bytes::copy_from_slice(&conn.buf[head_len..head_len + body_len]);
+        if !close {
+            self.conn = Some(conn);
+        }
         Ok(Reply {
-            status: parts.status,
-            work_request: parts
-                .headers
-                .get("x-work-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            status,
+            work_request,
             body,
         })
     }
@@ -194,6 +251,69 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers read whole across short reads, on one kept connection, and a new connection
+    /// once the server says `Connection: close`.
+    #[tokio::test]
+    async fn answers_come_whole_and_connections_are_kept_until_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut accepted = 0;
+            for close_after in [2, 1] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                accepted += 1;
+                let mut buf = vec![0u8; 4096];
+                for i in 0..close_after {
+                    let n = s.read(&mut buf).await.unwrap();
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    assert!(text.starts_with("PATCH /v1/x HTTP/1.1\r\n"), "{text}");
+                    assert!(text.contains("authorization: Bearer t\r\n"), "{text}");
+                    assert!(text.ends_with("\r\n\r\n{\"weight\":2}"), "{text}");
+                    let last = i + 1 == close_after;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nx-work-request-id: wr-{accepted}-{i}\r\n{}content-length: 11\r\n\r\n",
+                        if last && close_after == 1 {
+                            "connection: close\r\n"
+                        } else {
+                            ""
+                        }
+                    );
+                    // Head and body in pieces, as a slow server would send them.
+                    s.write_all(head.as_bytes()).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    s.write_all(b"{\"ok\":").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    s.write_all(b"true}").await.unwrap();
+                }
+            }
+        });
+        let ep = Endpoint::new(
+            &ApiArgs {
+                api: format!("http://{addr}"),
+                token: "t".into(),
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut client = Client::new(ep);
+        for expected in ["wr-1-0", "wr-1-1", "wr-2-0"] {
+            let reply = client
+                .call(
+                    Method::PATCH,
+                    "/v1/x",
+                    Bytes::from_static(b"{\"weight\":2}"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+            assert_eq!(reply.work_request.as_deref(), Some(expected));
+            assert_eq!(&reply.body[..], b"{\"ok\":true}");
+        }
+        assert!(client.conn.is_none(), "kept a connection the server closed");
+        server.await.unwrap();
+    }
 
     #[test]
     fn api_urls() {
