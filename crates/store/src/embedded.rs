@@ -335,14 +335,8 @@ impl EmbeddedStore {
 /// 0600, so it is never readable by others even for a moment, and tightened with a warning
 /// when an older version left it open.
 fn create_private(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+    use std::os::unix::fs::PermissionsExt;
+    let file = wal::open_private(path)
         .map_err(|e| StoreError::Internal(format!("open store file {}: {e}", path.display())))?;
     let mode = file
         .metadata()

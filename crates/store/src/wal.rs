@@ -56,13 +56,7 @@ impl Wal {
     /// missing or shorter; returns it with every row it holds, oldest first. The caller
     /// folds those into redb and then calls [`Wal::restart`].
     pub fn open(path: &Path, capacity: u64) -> io::Result<(Wal, Vec<Row>)> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_private(path)?;
         let len = file.metadata()?.len();
         let capacity = capacity.max(HEADER_BYTES * 2);
         if len < capacity {
@@ -232,6 +226,18 @@ impl Wal {
         }
         payload.is_empty().then_some((first, count, len))
     }
+}
+
+/// Opens `path` for reading and writing, creating it readable by the owner only (there is
+/// no moment when others could open it).
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }
 
 fn record_len(rows: &[&[u8]]) -> usize {
