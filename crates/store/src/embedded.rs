@@ -147,7 +147,8 @@ struct Inner {
     folded: parking_lot::Condvar,
     /// The write-ahead logs; `None` while the store is handed over (`Store::release`).
     wal: Mutex<Option<Logs>>,
-    /// redb commits made by `txn` (each one fsync), for group-commit accounting.
+    /// Durable group commits made by `txn` (each one log record and one fsync, or one redb
+    /// commit when larger than a log), for group-commit accounting.
     commits: std::sync::atomic::AtomicU64,
     /// The file was let go for another process (`Store::release`): no reopening until
     /// `Store::reacquire`.
