@@ -179,29 +179,25 @@ impl Wal {
         self.file.read_exact_at(&mut data, HEADER_BYTES)?;
         let mut rows = Vec::new();
         let mut at = 0usize;
-        while let Some((first, count, len)) = self.record_at(&data[at..]) {
+        while let Some((first, record_rows, len)) = self.record_at(&data[at..]) {
             if self.next_revision.is_some_and(|next| next != first) {
                 break;
             }
-            let mut payload = &data[at + RECORD_HEAD..at + len];
-            for i in 0..count {
-                let n = u32::from_le_bytes(payload[..4].try_into().unwrap_or_default()) as usize;
-                rows.push(Row {
-                    revision: first + i as Revision,
-                    bytes: payload[4..4 + n].to_vec(),
-                });
-                payload = &payload[4 + n..];
-            }
-            self.next_revision = Some(first + count as Revision);
+            let next = first + record_rows.len() as Revision;
+            rows.extend((first..).zip(record_rows).map(|(revision, bytes)| Row {
+                revision,
+                bytes: bytes.to_vec(),
+            }));
+            self.next_revision = Some(next);
             at += len;
         }
         self.end = HEADER_BYTES + at as u64;
         Ok(rows)
     }
 
-    /// The record at the start of `data`, if it is whole and valid: (first revision, rows,
-    /// record length).
-    fn record_at(&self, data: &[u8]) -> Option<(Revision, usize, usize)> {
+    /// The record at the start of `data`, if it is whole and valid: (first revision, its
+    /// rows, record length).
+    fn record_at<'d>(&self, data: &'d [u8]) -> Option<(Revision, Vec<&'d [u8]>, usize)> {
         let head = data.get(..RECORD_HEAD)?;
         if head[..4] != RECORD_MAGIC {
             return None;
@@ -220,11 +216,13 @@ impl Wal {
         }
         // The CRC matched, so the lengths inside were written by `append`; check anyway.
         let mut payload = &record[RECORD_HEAD..];
+        let mut rows = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             let n = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
-            payload = payload.get(4 + n..)?;
+            rows.push(payload.get(4..4 + n)?);
+            payload = &payload[4 + n..];
         }
-        payload.is_empty().then_some((first, count, len))
+        payload.is_empty().then_some((first, rows, len))
     }
 }
 
