@@ -1012,7 +1012,23 @@ async fn stats_report_recent_traffic_per_listener_pool_and_member() {
     for _ in 0..20 {
         assert_eq!(get(&c, &format!("http://127.0.0.1:{port}/")).await.0, 200);
     }
-    let stats = f.api.read(&format!("/v1/stats?loadbalancer_id={lb}")).await;
+    // An exchange is counted when it ends, just after the client has its answer: the
+    // last one may still be finishing when the client reads, so wait for it.
+    let of_lb = format!("/v1/stats?loadbalancer_id={lb}");
+    let stats = wait_until(
+        Duration::from_secs(5),
+        "the twentieth request counted",
+        || f.api.read(&of_lb),
+        |stats: &Value| {
+            stats["listeners"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|l| l["requests_total"] == 20))
+                && stats["members"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|m| m["in_flight"] == 0))
+        },
+    )
+    .await;
     let find = |kind: &str, id: &str| -> Value {
         stats[kind]
             .as_array()
