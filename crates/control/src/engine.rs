@@ -11,7 +11,7 @@ use fulcrum_model::{
     WorkRequestError, WorkRequestId, WorkRequestStatus,
 };
 use fulcrum_store::{Compare, Op, Revision, Store, StoreError, Txn};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use parking_lot::{RwLock, RwLockReadGuard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -306,6 +306,15 @@ pub trait Observer: Send + Sync {
     }
 }
 
+/// The data plane, told of each new view where the view is kept, so a change reaches the
+/// traffic without waking another thread: it compiles what it serves and reports it through
+/// [`ControlPlane::report_applied`].
+pub trait Follower: Send + Sync {
+    /// Called on the control plane's runtime once a burst of revisions is in the view (one
+    /// call for the burst); it must not block.
+    fn view_changed(&self, control: &ControlPlane);
+}
+
 /// Something in the configuration the data plane was given and cannot serve: a listener
 /// whose address is taken or whose certificate does not load, a pool whose TLS settings
 /// are invalid. Reported with every applied revision; a work request that changed it fails.
@@ -324,6 +333,7 @@ pub type FinishedHook = Arc<dyn Fn(&WorkRequest) + Send + Sync>;
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     observer: RwLock<Option<Arc<dyn Observer>>>,
+    follower: RwLock<Option<Arc<dyn Follower>>>,
     finished_hook: RwLock<Option<FinishedHook>>,
     config: RwLock<Config>,
     /// The revision the view holds.
@@ -390,6 +400,7 @@ impl ControlPlane {
         let cp = Arc::new(ControlPlane {
             store,
             observer: RwLock::new(None),
+            follower: RwLock::new(None),
             finished_hook: RwLock::new(None),
             seen: watch::Sender::new(revision),
             local_applied: watch::Sender::new(initial_applied),
@@ -451,6 +462,20 @@ impl ControlPlane {
     /// The data plane registers what it observes (health) for reads.
     pub fn set_observer(&self, observer: Arc<dyn Observer>) {
         *self.observer.write() = Some(observer);
+    }
+
+    /// The data plane registers itself to be told of each new view (see [`Follower`]);
+    /// `None` stops telling it.
+    pub fn set_follower(&self, follower: Option<Arc<dyn Follower>>) {
+        *self.follower.write() = follower;
+    }
+
+    /// Tells the data plane (if one follows) that the view moved.
+    fn follow_view(&self) {
+        let follower = self.follower.read().clone();
+        if let Some(follower) = follower {
+            follower.view_changed(self);
+        }
     }
 
     /// Registers what is told of each work request once its final status is recorded (by
@@ -567,7 +592,7 @@ impl ControlPlane {
         *self.local_applied.borrow()
     }
 
-    /// Subscribes to the revision the view holds (the data plane recompiles on change).
+    /// Subscribes to the revision the view holds (a fleet node saves its snapshot on change).
     pub fn subscribe_seen(&self) -> watch::Receiver<Revision> {
         self.seen.subscribe()
     }
@@ -1226,7 +1251,7 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
         let store = this.store.clone();
         drop(this);
         let mut stream = match store.watch(keys::ROOT, from).await {
-            Ok(s) => s,
+            Ok(s) => s.peekable(),
             Err(e) => {
                 if let Some(this) = cp.upgrade() {
                     this.set_store_reachable(false);
@@ -1252,6 +1277,15 @@ async fn watch_config(cp: Weak<ControlPlane>, mut from: Revision) {
                     this.seen.send_replace(batch.revision);
                     if this.opts.self_apply {
                         this.report_applied(batch.revision, Vec::new());
+                    }
+                    // A burst of revisions is served as one: the data plane is told once
+                    // the feed has nothing more at hand.
+                    if std::pin::Pin::new(&mut stream)
+                        .peek()
+                        .now_or_never()
+                        .is_none()
+                    {
+                        this.follow_view();
                     }
                 }
                 Err(e) => {
@@ -1344,6 +1378,7 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
                 if this.opts.self_apply {
                     this.report_applied(range.revision, Vec::new());
                 }
+                this.follow_view();
                 return Some(range.revision);
             }
             Err(e) => {

@@ -43,7 +43,7 @@ pub use apply::{Applied, ApplyStep, ApplySummary, check_document};
 pub use batch::Batch;
 pub use config::{Config, Versioned};
 pub use engine::{
-    ControlPlane, FinishedHook, NOT_SERVED, Observer, Options, Outcome, Reader, Refusal,
+    ControlPlane, FinishedHook, Follower, NOT_SERVED, Observer, Options, Outcome, Reader, Refusal,
     default_vip_ranges,
 };
 pub use error::ControlError;

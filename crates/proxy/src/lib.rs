@@ -11,11 +11,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use context::Shared;
-use fulcrum_control::{ControlPlane, Refusal, Revision};
+use fulcrum_control::{ControlPlane, Follower, Refusal, Revision};
 use fulcrum_model::{ListenerId, MemberId, ResourceKind, ResourceRef};
 use parking_lot::Mutex;
 
@@ -80,6 +81,12 @@ struct DataPlaneInner {
     sampler: Mutex<traffic::Sampler>,
     /// Listening sockets taken over from another process, until listeners claim them.
     inherited: Mutex<listener::Inherited>,
+    /// The runtime of the data plane's own tasks (health checks, sampling).
+    bookkeeping: tokio::runtime::Handle,
+    /// The traffic revision compiled last; its lock makes one `follow_step` at a time.
+    compiled: Mutex<Option<Revision>>,
+    /// Set once the data plane stops: a view that comes later is not served.
+    stopped: AtomicBool,
 }
 
 /// What a process hands to the one that takes over from it: its listening sockets, by
@@ -92,6 +99,7 @@ pub struct Handover {
 /// The running data plane.
 pub struct DataPlane {
     inner: Arc<DataPlaneInner>,
+    control: Arc<ControlPlane>,
     task: tokio::task::JoinHandle<()>,
     sampling: tokio::task::JoinHandle<()>,
     /// Declared last: dropped after everything above, it stops the worker threads.
@@ -145,6 +153,9 @@ impl DataPlane {
             workers: workers.handles(),
             sampler: Mutex::default(),
             inherited: Mutex::default(),
+            bookkeeping: workers.control().clone(),
+            compiled: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         });
         if let Some(from) = from {
             let mut inherited = inner.inherited.lock();
@@ -154,10 +165,14 @@ impl DataPlane {
             inner.shared.registry.carry_in(from.members);
         }
         control.set_observer(Arc::new(Observations(inner.clone())));
-        let task = workers.control().spawn(follow(inner.clone(), control));
+        control.set_follower(Some(Arc::new(Following(inner.clone()))));
+        let task = workers
+            .control()
+            .spawn(follow(inner.clone(), control.clone()));
         let sampling = workers.control().spawn(sample_traffic(inner.clone()));
         Ok(DataPlane {
             inner,
+            control,
             task,
             sampling,
             _workers: workers,
@@ -215,9 +230,18 @@ impl DataPlane {
         })
     }
 
+    /// Serves no later view: the listeners it closes stay closed.
+    fn stop_following(&self) {
+        self.control.set_follower(None);
+        self.inner.stopped.store(true, Ordering::Release);
+        // Waits for a step under way on another thread to end.
+        drop(self.inner.compiled.lock());
+        self.task.abort();
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (up to `grace`).
     pub async fn shutdown(&self, grace: Duration) {
-        self.task.abort();
+        self.stop_following();
         self.sampling.abort();
         listener::close_all(&mut self.inner.listeners.lock());
         let deadline = tokio::time::Instant::now() + grace;
@@ -232,7 +256,7 @@ impl DataPlane {
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop_following();
         self.sampling.abort();
         if let Some(log) = &self.inner.shared.access_log {
             log.close();
@@ -248,64 +272,91 @@ pub struct MemberObservation {
     pub in_flight: u64,
 }
 
+/// Told of each new view on the control plane's runtime, where the view is kept: the
+/// change reaches the traffic without a hand-over to another thread.
+struct Following(Arc<DataPlaneInner>);
+
+impl Follower for Following {
+    fn view_changed(&self, control: &ControlPlane) {
+        follow_step(&self.0, control, false);
+    }
+}
+
+/// Serves the view on the data plane's own thread at start (it may hold revisions the
+/// control plane had before `Following` was registered), then retries listeners that could
+/// not bind.
 async fn follow(inner: Arc<DataPlaneInner>, control: Arc<ControlPlane>) {
-    let mut seen = control.subscribe_seen();
-    // The traffic revision last compiled: changes to work requests alone (the finisher
-    // marking them done) need no new snapshot, what is served already reflects them.
-    let mut compiled: Option<Revision> = None;
+    follow_step(&inner, &control, false);
     loop {
-        let (revision, fresh) = {
-            let cfg = control.view();
-            let fresh = (compiled != Some(cfg.traffic_revision)).then(|| {
-                let shared = &inner.shared;
-                Arc::new(snapshot::compile(
-                    &cfg,
-                    &shared.snapshot.load(),
-                    &shared.registry,
-                    shared.options.bind_address,
-                    shared.access_log.is_some(),
-                ))
-            });
-            compiled = Some(cfg.traffic_revision);
-            (cfg.revision, fresh)
-        };
-        if let Some(snap) = fresh {
-            inner.shared.snapshot.store(snap.clone());
-            let mut inherited = inner.inherited.lock();
-            let failed = listener::reconcile(
-                &inner.shared,
-                inner.workers.traffic(),
-                &mut inner.listeners.lock(),
-                &snap,
-                &mut inherited,
-            );
-            // Sockets no listener claimed at the first snapshot are not served here: closed,
-            // as the process they came from closes them when it stops.
-            for (addr, sockets) in inherited.drain() {
-                tracing::info!(%addr, sockets = sockets.len(), "closing sockets taken over that no listener uses");
-            }
-            drop(inherited);
-            inner.shared.registry.carry_in(Vec::new());
-            let failed: HashMap<ListenerId, String> = failed.into_iter().collect();
-            let mut bind_errors = inner.bind_errors.lock();
-            // Binds are retried every few seconds: say so once per listener and reason.
-            for (id, reason) in &failed {
-                if bind_errors.get(id) != Some(reason) {
-                    tracing::warn!(listener = %id, reason, "cannot serve the listener");
-                }
-            }
-            *bind_errors = failed;
-            drop(bind_errors);
-            inner.checks.lock().reconcile(&snap, &inner.shared.registry);
-        }
-        control.report_applied(revision, refusals(&inner));
-        let retry_binds = !inner.bind_errors.lock().is_empty();
-        tokio::select! {
-            changed = seen.changed() => if changed.is_err() { return },
-            // Listeners that could not bind are tried again with a fresh compile.
-            _ = tokio::time::sleep(REBIND_EVERY), if retry_binds => compiled = None,
+        tokio::time::sleep(REBIND_EVERY).await;
+        if !inner.bind_errors.lock().is_empty() {
+            follow_step(&inner, &control, true);
         }
     }
+}
+
+/// Compiles the view when what it serves moved (`again`: also when it did not, so
+/// listeners that could not bind are tried once more), swaps it in, reconciles sockets and
+/// health checks, and reports the revision served. Runs on whichever thread calls it, one
+/// call at a time.
+fn follow_step(inner: &DataPlaneInner, control: &ControlPlane, again: bool) {
+    let mut compiled = inner.compiled.lock();
+    if inner.stopped.load(Ordering::Acquire) {
+        return;
+    }
+    if again {
+        *compiled = None;
+    }
+    // What reconciling starts (health checks, the listeners' own tasks) runs on the data
+    // plane's runtime, whichever thread this is.
+    let _runtime = inner.bookkeeping.enter();
+    let (revision, fresh) = {
+        let cfg = control.view();
+        // Changes to work requests alone (the finisher marking them done) need no new
+        // snapshot: what is served already reflects them.
+        let fresh = (*compiled != Some(cfg.traffic_revision)).then(|| {
+            let shared = &inner.shared;
+            Arc::new(snapshot::compile(
+                &cfg,
+                &shared.snapshot.load(),
+                &shared.registry,
+                shared.options.bind_address,
+                shared.access_log.is_some(),
+            ))
+        });
+        *compiled = Some(cfg.traffic_revision);
+        (cfg.revision, fresh)
+    };
+    if let Some(snap) = fresh {
+        inner.shared.snapshot.store(snap.clone());
+        let mut inherited = inner.inherited.lock();
+        let failed = listener::reconcile(
+            &inner.shared,
+            inner.workers.traffic(),
+            &mut inner.listeners.lock(),
+            &snap,
+            &mut inherited,
+        );
+        // Sockets no listener claimed at the first snapshot are not served here: closed,
+        // as the process they came from closes them when it stops.
+        for (addr, sockets) in inherited.drain() {
+            tracing::info!(%addr, sockets = sockets.len(), "closing sockets taken over that no listener uses");
+        }
+        drop(inherited);
+        inner.shared.registry.carry_in(Vec::new());
+        let failed: HashMap<ListenerId, String> = failed.into_iter().collect();
+        let mut bind_errors = inner.bind_errors.lock();
+        // Binds are retried every few seconds: say so once per listener and reason.
+        for (id, reason) in &failed {
+            if bind_errors.get(id) != Some(reason) {
+                tracing::warn!(listener = %id, reason, "cannot serve the listener");
+            }
+        }
+        *bind_errors = failed;
+        drop(bind_errors);
+        inner.checks.lock().reconcile(&snap, &inner.shared.registry);
+    }
+    control.report_applied(revision, refusals(inner));
 }
 
 /// Copies the counters every few seconds, for the figures of `/v1/stats`, and runs
