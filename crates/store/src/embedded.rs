@@ -52,6 +52,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::pace::Pace;
 use crate::wal::{self, Wal};
 use crate::{
     Compare, Event, EventKind, KeyValue, Op, RangeResponse, Revision, Store, StoreError, Txn,
@@ -163,6 +164,8 @@ struct Queue {
     pending: Vec<Pending>,
     /// A caller is committing batches (and will take what is queued before it stops).
     committing: bool,
+    /// How fast changes arrive: whether a lone one waits for company.
+    pace: Pace,
 }
 
 struct Pending {
@@ -568,6 +571,7 @@ impl Store for EmbeddedStore {
         let (reply, answer) = oneshot::channel();
         let lead = {
             let mut queue = self.inner.queue.lock();
+            queue.pace.arrived(Instant::now());
             queue.pending.push(Pending { txn, reply });
             !std::mem::replace(&mut queue.committing, true)
         };
@@ -788,6 +792,16 @@ impl Inner {
                 if queue.pending.is_empty() {
                     queue.committing = false;
                     return;
+                }
+                if queue.pending.len() == 1
+                    && let Some(window) = queue.pace.window()
+                {
+                    // Changes are streaming in: the next few share this one's commit.
+                    drop(queue);
+                    std::thread::sleep(window);
+                    queue = self.queue.lock();
+                    let gathered = queue.pending.len();
+                    queue.pace.window_ended(gathered);
                 }
                 std::mem::take(&mut queue.pending)
             };

@@ -16,6 +16,7 @@ use futures::Stream;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod embedded;
+mod pace;
 mod wal;
 
 pub use embedded::EmbeddedStore;
