@@ -464,10 +464,20 @@ impl ControlPlane {
         *self.observer.write() = Some(observer);
     }
 
-    /// The data plane registers itself to be told of each new view (see [`Follower`]);
-    /// `None` stops telling it.
-    pub fn set_follower(&self, follower: Option<Arc<dyn Follower>>) {
-        *self.follower.write() = follower;
+    /// The data plane registers itself to be told of each new view (see [`Follower`]).
+    pub fn set_follower(&self, follower: Arc<dyn Follower>) {
+        *self.follower.write() = Some(follower);
+    }
+
+    /// Stops telling `follower` of new views, if it is the one registered.
+    pub fn unset_follower(&self, follower: &Arc<dyn Follower>) {
+        let mut current = self.follower.write();
+        let ours = current
+            .as_ref()
+            .is_some_and(|f| std::ptr::addr_eq(Arc::as_ptr(f), Arc::as_ptr(follower)));
+        if ours {
+            *current = None;
+        }
     }
 
     /// Tells the data plane (if one follows) that the view moved.

@@ -100,6 +100,8 @@ pub struct Handover {
 pub struct DataPlane {
     inner: Arc<DataPlaneInner>,
     control: Arc<ControlPlane>,
+    /// What `control` tells of each new view.
+    following: Arc<dyn Follower>,
     task: tokio::task::JoinHandle<()>,
     sampling: tokio::task::JoinHandle<()>,
     /// Declared last: dropped after everything above, it stops the worker threads.
@@ -165,7 +167,8 @@ impl DataPlane {
             inner.shared.registry.carry_in(from.members);
         }
         control.set_observer(Arc::new(Observations(inner.clone())));
-        control.set_follower(Some(Arc::new(Following(inner.clone()))));
+        let following: Arc<dyn Follower> = Arc::new(Following(inner.clone()));
+        control.set_follower(following.clone());
         let task = workers
             .control()
             .spawn(follow(inner.clone(), control.clone()));
@@ -173,6 +176,7 @@ impl DataPlane {
         Ok(DataPlane {
             inner,
             control,
+            following,
             task,
             sampling,
             _workers: workers,
@@ -232,7 +236,7 @@ impl DataPlane {
 
     /// Serves no later view: the listeners it closes stay closed.
     fn stop_following(&self) {
-        self.control.set_follower(None);
+        self.control.unset_follower(&self.following);
         self.inner.stopped.store(true, Ordering::Release);
         // Waits for a step under way on another thread to end.
         drop(self.inner.compiled.lock());
