@@ -1447,8 +1447,10 @@ def udp_listener_udp_pool_then_quic_cid_pool_with_traffic(c):
 
     # The listener now serves the QUIC pool: Initials (client-chosen DCIDs) are hashed by
     # DCID, so different connections spread while one DCID keeps its member across ports.
+    # Where a DCID lands depends on the members' places on the hash ring, new each run:
+    # 12 DCIDs miss u3 (a third of the ring) in about 1 run in 130, 64 in 1 in 10^11.
     wait_until(
-        lambda: "u3" in {initial_lands(d) for d in dcids(12)},
+        lambda: "u3" in {initial_lands(d) for d in dcids(64)},
         what="the listener serving the QUIC_CID pool (u3 is only in it)",
     )
 
