@@ -333,8 +333,6 @@ impl EmbeddedStore {
     }
 }
 
-/// Opens the file (redb repairs it if the last commit did not complete) and creates the
-/// tables up front so read transactions never meet a missing table.
 /// The store file is the owner's only (its secrets are sealed, the rest is not): created
 /// 0600, so it is never readable by others even for a moment, and tightened with a warning
 /// when an older version left it open.
@@ -358,6 +356,8 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens the file (redb repairs it if the last commit did not complete) and creates the
+/// tables up front so read transactions never meet a missing table.
 fn open_database(path: &Path) -> Result<Database, StoreError> {
     let db = redb::Builder::new()
         .set_cache_size(CACHE_BYTES)
