@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fulcrum_model::{
     Certificate, CertificateId, HealthMonitor, HealthMonitorId, Listener, ListenerId, LoadBalancer,
     LoadBalancerId, Member, MemberId, OciApiKey, OciApiKeyId, Pool, PoolId, Secrets, Subnet,
-    SubnetId, Vpc, VpcId, WorkRequest, WorkRequestId,
+    SubnetId, Timestamp, Vpc, VpcId, WorkRequest, WorkRequestId,
 };
 use fulcrum_store::{Event, EventKind, KeyValue, Revision, WatchBatch};
 use serde::de::DeserializeOwned;
@@ -68,6 +68,53 @@ pub struct Config {
     /// store (and answers while it is away). Not saved either.
     #[serde(skip)]
     pub finished_work_requests: RecentWorkRequests,
+    /// Every final work request the store holds, for retention to pick the ones to delete
+    /// without reading them back. Not saved either.
+    #[serde(skip)]
+    pub kept_work_requests: KeptWorkRequests,
+}
+
+/// The final work requests in the store: each one's create revision (which orders them by
+/// age) and when it ended.
+#[derive(Clone, Debug, Default)]
+pub struct KeptWorkRequests {
+    by_id: HashMap<WorkRequestId, (Revision, Timestamp)>,
+}
+
+impl KeptWorkRequests {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// What retention deletes, oldest first: every work request that ended before
+    /// `ended_before`, and the oldest beyond the newest `keep`, but none `may_delete`
+    /// refuses (those stay, above `keep` if need be).
+    pub fn to_forget(
+        &self,
+        keep: usize,
+        ended_before: Timestamp,
+        may_delete: impl Fn(&WorkRequestId, Revision) -> bool,
+    ) -> Vec<WorkRequestId> {
+        let mut by_age: Vec<(Revision, Timestamp, &WorkRequestId)> = self
+            .by_id
+            .iter()
+            .map(|(id, &(revision, ended))| (revision, ended, id))
+            .collect();
+        by_age.sort_unstable();
+        let beyond = by_age.len().saturating_sub(keep);
+        by_age
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, (revision, ended, id))| {
+                (i < beyond || ended < ended_before) && may_delete(id, revision)
+            })
+            .map(|(_, (_, _, id))| id.clone())
+            .collect()
+    }
 }
 
 /// The newest [`RecentWorkRequests::CAPACITY`] work requests seen reaching a final status;
@@ -217,10 +264,15 @@ impl Config {
                     }
                     Some(wr) => {
                         self.pending_work_requests.remove(&id);
+                        let ended = wr.finished_at.unwrap_or(wr.accepted_at);
+                        self.kept_work_requests
+                            .by_id
+                            .insert(id.clone(), (kv.create_revision, ended));
                         self.finished_work_requests.insert(id, wr);
                     }
                     None => {
                         self.pending_work_requests.remove(&id);
+                        self.kept_work_requests.by_id.remove(&id);
                     }
                 }
             }
@@ -273,6 +325,7 @@ impl Config {
                 let id = WorkRequestId::from(id);
                 self.pending_work_requests.remove(&id);
                 self.finished_work_requests.remove(&id);
+                self.kept_work_requests.by_id.remove(&id);
             }
         }
     }
@@ -491,5 +544,56 @@ mod tests {
         assert!(c.finished_work_requests.get(&newest).is_some());
         c.delete(&keys::work_request(&newest));
         assert!(c.finished_work_requests.get(&newest).is_none());
+    }
+
+    #[test]
+    fn the_view_keeps_an_index_of_final_work_requests_for_retention() {
+        let mut c = Config::default();
+        put(&mut c, 1, WorkRequestStatus::InProgress);
+        assert!(
+            c.kept_work_requests.is_empty(),
+            "pending ones are never forgotten"
+        );
+        put(&mut c, 1, WorkRequestStatus::Succeeded);
+        put(&mut c, 2, WorkRequestStatus::Failed);
+        assert_eq!(c.kept_work_requests.len(), 2);
+        c.delete(&keys::work_request(&WorkRequestId::from(
+            "wr-00001".to_owned(),
+        )));
+        assert_eq!(c.kept_work_requests.len(), 1);
+    }
+
+    #[test]
+    fn retention_forgets_the_oldest_beyond_the_count_and_those_ended_too_long_ago() {
+        let at = |secs: i64| chrono::DateTime::from_timestamp(secs, 0).unwrap();
+        let id = |n: i64| WorkRequestId::from(format!("wr-{n}"));
+        let mut kept = KeptWorkRequests::default();
+        // Revisions 1..=6; number 5 ended long ago although it is recent (a slow one).
+        for n in 1..=6 {
+            let ended = if n == 5 { at(10) } else { at(1000 + n) };
+            kept.by_id.insert(id(n), (n, ended));
+        }
+        let ids = |v: Vec<WorkRequestId>| v.into_iter().map(|i| i.0).collect::<Vec<_>>();
+        assert_eq!(
+            ids(kept.to_forget(6, at(0), |_, _| true)),
+            Vec::<String>::new()
+        );
+        assert_eq!(ids(kept.to_forget(4, at(0), |_, _| true)), ["wr-1", "wr-2"]);
+        assert_eq!(
+            ids(kept.to_forget(4, at(100), |_, _| true)),
+            ["wr-1", "wr-2", "wr-5"],
+            "by age as well as by count"
+        );
+        assert_eq!(
+            ids(kept.to_forget(4, at(1002), |_, _| true)),
+            ["wr-1", "wr-2", "wr-5"],
+            "an end time exactly at the limit is kept"
+        );
+        // Refused ones stay (a live retry token, or newer than what was checked).
+        assert_eq!(
+            ids(kept.to_forget(2, at(0), |i, rev| i.0 != "wr-2" && rev <= 3)),
+            ["wr-1", "wr-3"]
+        );
+        assert_eq!(ids(kept.to_forget(0, at(0), |_, _| true)).len(), 6);
     }
 }

@@ -1,6 +1,7 @@
 //! The mutation engine: plan against the view, commit with compare-and-swap, retry on
 //! conflict; plus the tasks that keep the view current and finish work requests.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use fulcrum_model::{
     LoadBalancerId, PoolId, ResourceKind, ResourceRef, Secrets, Timestamp, WorkRequest,
     WorkRequestError, WorkRequestId, WorkRequestStatus,
 };
-use fulcrum_store::{Compare, Op, Revision, Store, StoreError, Txn};
+use fulcrum_store::{Compare, KeyValue, Op, Revision, Store, StoreError, Txn};
 use futures::{FutureExt, StreamExt};
 use parking_lot::{RwLock, RwLockReadGuard};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,11 @@ pub struct Options {
     pub self_apply: bool,
     /// How long a retry token is remembered.
     pub retry_token_ttl: Duration,
+    /// Finished work requests kept in the store: housekeeping deletes the oldest beyond
+    /// this many, and those that ended more than [`Options::work_requests_kept_for`] ago,
+    /// except one a live retry token still answers with.
+    pub work_requests_kept: usize,
+    pub work_requests_kept_for: Duration,
     /// How long a mutation waits for an earlier change of the same load balancer to be
     /// served before answering `Busy`.
     pub busy_wait: Duration,
@@ -50,6 +56,12 @@ pub struct Options {
     pub vip_ranges: Vec<ipnet::IpNet>,
 }
 
+/// Finished work requests kept by default: a few days of an operator's changes, a few
+/// seconds of a benchmark's; listing them all stays quick.
+pub const DEFAULT_WORK_REQUESTS_KEPT: usize = 10_000;
+/// How long a finished work request is kept by default.
+pub const DEFAULT_WORK_REQUESTS_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// `[proxy] vip_ranges` by default: loopback only, which every node can bind.
 pub fn default_vip_ranges() -> Vec<ipnet::IpNet> {
     vec![ipnet::IpNet::V4(
@@ -63,6 +75,8 @@ impl Default for Options {
         Self {
             self_apply: true,
             retry_token_ttl: Duration::from_secs(24 * 3600),
+            work_requests_kept: DEFAULT_WORK_REQUESTS_KEPT,
+            work_requests_kept_for: DEFAULT_WORK_REQUESTS_KEPT_FOR,
             busy_wait: Duration::from_secs(2),
             history_revisions: 10_000,
             housekeeping_every: Duration::from_secs(300),
@@ -1408,6 +1422,16 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
 const FINISH_EVERY: Duration = Duration::from_millis(20);
 /// Work requests recorded per transaction.
 const FINISH_CHUNK: usize = 128;
+/// Old work requests or expired retry tokens deleted per transaction (etcd takes at most
+/// 128 operations in one by default).
+const FORGET_CHUNK: usize = 128;
+
+/// What housekeeping read of the retry tokens: the work requests they name, and the
+/// revision they were read at.
+struct TokensRead {
+    work_requests: HashSet<WorkRequestId>,
+    revision: Revision,
+}
 
 /// Marks work requests SUCCEEDED once the data plane serves them, forgets expired retry
 /// tokens and compacts old history.
@@ -1503,8 +1527,13 @@ impl ControlPlane {
     }
 
     async fn housekeeping(&self) {
-        if let Err(e) = self.forget_expired_tokens().await {
-            tracing::warn!(error = %e, "could not forget expired retry tokens");
+        match self.forget_expired_tokens().await {
+            Ok(live) => {
+                if let Err(e) = self.forget_old_work_requests(&live).await {
+                    tracing::warn!(error = %e, "could not delete old work requests");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not forget expired retry tokens"),
         }
         let keep_from = self.applied_revision() - self.opts.history_revisions;
         if keep_from > 1
@@ -1514,23 +1543,82 @@ impl ControlPlane {
         }
     }
 
-    async fn forget_expired_tokens(&self) -> Result<(), ControlError> {
-        let now = Utc::now();
-        let range = self.store.range(keys::IDEMPOTENCY).await?;
-        for kv in range.kvs {
-            let expired = serde_json::from_slice::<RetryRecord>(&kv.value)
-                .map(|r| r.expires_at <= now)
-                .unwrap_or(true);
-            if expired {
-                self.store
-                    .txn(Txn {
-                        compares: vec![Compare::unchanged(kv.key.clone(), kv.mod_revision)],
-                        success: vec![Op::Delete { key: kv.key }],
-                        failure: Vec::new(),
-                    })
-                    .await?;
-            }
+    /// Deletes the finished work requests retention no longer keeps (see
+    /// [`Options::work_requests_kept`]), a bounded transaction at a time. A work request a
+    /// retry token may still replay stays, and so does any newer than the tokens read.
+    async fn forget_old_work_requests(&self, tokens: &TokensRead) -> Result<(), ControlError> {
+        let ended_before = Utc::now()
+            - chrono::Duration::from_std(self.opts.work_requests_kept_for)
+                .unwrap_or(chrono::Duration::MAX);
+        let old = self.config.read().kept_work_requests.to_forget(
+            self.opts.work_requests_kept,
+            ended_before,
+            |id, revision| revision <= tokens.revision && !tokens.work_requests.contains(id),
+        );
+        if !old.is_empty() {
+            tracing::debug!(count = old.len(), "deleting old work requests");
+        }
+        for chunk in old.chunks(FORGET_CHUNK) {
+            // Final work requests never change again: nothing to compare.
+            self.store
+                .txn(Txn {
+                    compares: Vec::new(),
+                    success: chunk
+                        .iter()
+                        .map(|id| Op::Delete {
+                            key: keys::work_request(id),
+                        })
+                        .collect(),
+                    failure: Vec::new(),
+                })
+                .await?;
         }
         Ok(())
+    }
+
+    /// Deletes expired retry tokens, a bounded transaction at a time; returns the work
+    /// requests of every token it read (an expired one too: a replay may have read it just
+    /// before), which retention keeps for now.
+    async fn forget_expired_tokens(&self) -> Result<TokensRead, ControlError> {
+        let now = Utc::now();
+        let range = self.store.range(keys::IDEMPOTENCY).await?;
+        let mut work_requests = HashSet::new();
+        let mut expired = Vec::new();
+        for kv in range.kvs {
+            match serde_json::from_slice::<RetryRecord>(&kv.value) {
+                Ok(record) => {
+                    work_requests.insert(record.work_request_id);
+                    if record.expires_at <= now {
+                        expired.push(kv);
+                    }
+                }
+                Err(_) => expired.push(kv),
+            }
+        }
+        for chunk in expired.chunks(FORGET_CHUNK) {
+            // Each only if unchanged: a token used again meanwhile holds a new record.
+            let txn = |kvs: &[KeyValue]| Txn {
+                compares: kvs
+                    .iter()
+                    .map(|kv| Compare::unchanged(kv.key.clone(), kv.mod_revision))
+                    .collect(),
+                success: kvs
+                    .iter()
+                    .map(|kv| Op::Delete {
+                        key: kv.key.clone(),
+                    })
+                    .collect(),
+                failure: Vec::new(),
+            };
+            if !self.store.txn(txn(chunk)).await?.succeeded {
+                for kv in chunk {
+                    self.store.txn(txn(std::slice::from_ref(kv))).await?;
+                }
+            }
+        }
+        Ok(TokensRead {
+            work_requests,
+            revision: range.revision,
+        })
     }
 }

@@ -775,6 +775,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn old_work_requests_are_deleted_but_one_a_live_retry_token_replays_is_kept() {
+        use std::time::Duration;
+        let (_dir, cp) = control_with(crate::Options {
+            work_requests_kept: 3,
+            housekeeping_every: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .await;
+        let with_token = RequestContext {
+            principal: "p".into(),
+            retry_token: Some("t".into()),
+            ..Default::default()
+        };
+        let create = |ctx: &RequestContext, port: u16| {
+            let mut res = tree(&ControlPlane::new_pool_id(), Vec::new());
+            res.listeners[0].port = port;
+            let ctx = ctx.clone();
+            let cp = cp.clone();
+            async move { cp.add_resources(&ctx, "Create", res).await.unwrap() }
+        };
+        let first = create(&with_token, 18_300).await;
+        let mut made = vec![first.work_request.id.clone()];
+        for port in 18_301..18_308 {
+            made.push(
+                create(&RequestContext::default(), port)
+                    .await
+                    .work_request
+                    .id,
+            );
+        }
+        let stored = || async {
+            let range = cp.store().range(keys::WORK_REQUESTS).await.unwrap();
+            range
+                .kvs
+                .iter()
+                .filter_map(|kv| keys::parse(&kv.key))
+                .filter_map(|k| match k {
+                    keys::ConfigKey::WorkRequest(id) => Some(id.to_owned()),
+                    _ => None,
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        // The newest 3 stay, and the first, which its live retry token still answers.
+        let expected: std::collections::BTreeSet<String> = [&made[0], &made[5], &made[6], &made[7]]
+            .into_iter()
+            .map(|id| id.0.clone())
+            .collect();
+        eventually("old work requests deleted", async || {
+            stored().await == expected
+        })
+        .await;
+        assert_eq!(cp.view().kept_work_requests.len(), 4);
+        assert!(cp.get_work_request(&made[1]).await.unwrap().is_none());
+        let replayed = create(&with_token, 18_300).await;
+        assert!(replayed.replayed);
+        assert_eq!(replayed.work_request.id, first.work_request.id);
+        // Pending ones are never deleted, and nothing more goes while no more is made.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(stored().await, expected);
+    }
+
+    #[tokio::test]
     async fn history_is_compacted_and_a_node_started_later_lists_past_it() {
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();

@@ -355,6 +355,10 @@ pub struct StoreSection {
     /// How long a node's record outlives it in etcd (default 5 s): a dead node stops
     /// holding back work requests after this long.
     pub session_ttl_secs: Option<u64>,
+    /// Finished work requests kept (default 10,000): older ones are deleted.
+    pub work_requests_kept: Option<usize>,
+    /// Hours a finished work request is kept at most (default 168, a week).
+    pub work_requests_kept_hours: Option<u64>,
 }
 
 /// A fleet store's endpoints, parsed from `etcd://a:2379,b:2379` or `etcds://…`.

@@ -190,12 +190,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         false => None,
     };
     // The data plane reports what it serves; work requests succeed only then.
+    let defaults = Options::default();
     let options = Options {
         self_apply: false,
         node,
         secret_key: Arc::new(secret_key),
         vip_ranges,
-        ..Options::default()
+        work_requests_kept: file
+            .store
+            .work_requests_kept
+            .unwrap_or(defaults.work_requests_kept),
+        work_requests_kept_for: file
+            .store
+            .work_requests_kept_hours
+            .map(|h| std::time::Duration::from_secs(h.saturating_mul(3600)))
+            .unwrap_or(defaults.work_requests_kept_for),
+        ..defaults
     };
     let control = match ControlPlane::start(store, options).await {
         Ok(c) => c,

@@ -146,3 +146,53 @@ async fn upstream_tls_that_does_not_load_fails_the_pool_change() {
     let p = f.read(&format!("/v1/pools/{pool}")).await;
     assert_eq!(p["provisioning_status"], "ERROR", "{p}");
 }
+
+/// `[store] work_requests_kept`: housekeeping (at start, then every five minutes) deletes the
+/// oldest finished work requests beyond it, across a crash and restart; the newest stay.
+#[tokio::test]
+async fn finished_work_requests_beyond_the_configured_count_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::unlimited_config_with(dir.path(), "[store]\nwork_requests_kept = 2\n");
+    let data = dir.path().join("data");
+    let server = common::Server::start_with(&data, &["--config", &config]);
+    let api = server.client();
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        let r = api
+            .apply("POST", "/v1/loadbalancers", Some(json!({"name": "lb"})))
+            .await;
+        made.push(r.header("x-work-request-id").expect("a work request id"));
+    }
+    // Every one recorded as finished, then a crash.
+    let ids = |wrs: Vec<serde_json::Value>| -> Vec<String> {
+        wrs.iter()
+            .map(|w| w["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let recorded = eventually(Duration::from_secs(5), || async {
+        let wrs = api.items("/v1/work-requests").await;
+        wrs.len() == 5 && wrs.iter().all(|w| w["finished_at"].is_string())
+    })
+    .await;
+    assert!(recorded, "not every work request was recorded as finished");
+    server.kill9();
+
+    let server = common::Server::start_with(&data, &["--config", &config]);
+    let api = server.client();
+    let newest: Vec<String> = made[3..].iter().rev().cloned().collect();
+    let trimmed = eventually(Duration::from_secs(10), || async {
+        ids(api.items("/v1/work-requests").await) == newest
+    })
+    .await;
+    assert!(
+        trimmed,
+        "kept {:?}, expected the newest two {newest:?}",
+        ids(api.items("/v1/work-requests").await)
+    );
+    let gone = api
+        .call("GET", &format!("/v1/work-requests/{}", made[0]), None)
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    // The load balancers themselves stay.
+    assert_eq!(api.items("/v1/loadbalancers").await.len(), 5);
+}
