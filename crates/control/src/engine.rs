@@ -701,7 +701,10 @@ impl ControlPlane {
         let mut shared_losses = 0;
         for _ in 0..MAX_ATTEMPTS {
             let now = Utc::now();
-            let wr_id = WorkRequestId(uuid::Uuid::new_v4().to_string());
+            // Time-ordered (UUIDv7): each new work request's key lands next to the last
+            // one in the store's B-tree instead of on a random page of it. With random ids
+            // acknowledged writes/s fell by a third as work requests piled up.
+            let wr_id = WorkRequestId(uuid::Uuid::now_v7().to_string());
             // Plan, check the precondition and take the compares from one view: a compare
             // read from a fresher view than the plan could let a stale plan commit.
             let (plan, planned_at, lb_revision, wr, txn, shared) = {
