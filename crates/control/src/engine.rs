@@ -1436,8 +1436,8 @@ struct TokensRead {
     revision: Revision,
 }
 
-/// Marks work requests SUCCEEDED once the data plane serves them, forgets expired retry
-/// tokens and compacts old history.
+/// Marks work requests SUCCEEDED once the data plane serves them; housekeeping forgets
+/// expired retry tokens, deletes old work requests and compacts old history.
 async fn finish_work_requests(cp: Weak<ControlPlane>) {
     let mut applied = match cp.upgrade() {
         Some(this) => this.applied.subscribe(),
