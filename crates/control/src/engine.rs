@@ -1448,6 +1448,7 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
         None => return,
     };
     let mut last_round = tokio::time::Instant::now();
+    let mut last_trim: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
@@ -1481,7 +1482,24 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
                 break;
             }
         }
+        // A stream of changes outgrows retention well before the next housekeeping: trim
+        // then too, so the store (and every list of work requests) stays near its bound.
+        if this.config.read().kept_work_requests.len()
+            > this.opts.work_requests_kept + retention_slack(this.opts.work_requests_kept)
+            && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY)
+        {
+            last_trim = Some(tokio::time::Instant::now());
+            this.trim_work_requests().await;
+        }
     }
+}
+
+/// Between housekeeping rounds, old work requests are deleted at most this often…
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// …once there are this many more than retention keeps.
+fn retention_slack(kept: usize) -> usize {
+    (kept / 10).max(100)
 }
 
 impl ControlPlane {
@@ -1530,19 +1548,25 @@ impl ControlPlane {
     }
 
     async fn housekeeping(&self) {
-        match self.forget_expired_tokens().await {
-            Ok(live) => {
-                if let Err(e) = self.forget_old_work_requests(&live).await {
-                    tracing::warn!(error = %e, "could not delete old work requests");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not forget expired retry tokens"),
-        }
+        self.trim_work_requests().await;
         let keep_from = self.applied_revision() - self.opts.history_revisions;
         if keep_from > 1
             && let Err(e) = self.store.compact(keep_from).await
         {
             tracing::warn!(error = %e, "could not compact history");
+        }
+    }
+
+    /// Forgets expired retry tokens, then deletes the work requests retention no longer
+    /// keeps.
+    async fn trim_work_requests(&self) {
+        match self.forget_expired_tokens().await {
+            Ok(tokens) => {
+                if let Err(e) = self.forget_old_work_requests(&tokens).await {
+                    tracing::warn!(error = %e, "could not delete old work requests");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not forget expired retry tokens"),
         }
     }
 

@@ -837,6 +837,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_of_changes_is_trimmed_to_retention_between_housekeeping_rounds() {
+        use std::time::Duration;
+        let (_dir, cp) = control_with(crate::Options {
+            work_requests_kept: 3,
+            // Once at start (nothing to delete yet), then not within this test.
+            housekeeping_every: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await;
+        // Housekeeping's first round may run a little after the first changes and delete
+        // a few; 140 is well beyond what it can.
+        for port in 0..140 {
+            let mut res = tree(&ControlPlane::new_pool_id(), Vec::new());
+            res.listeners[0].port = 18_400 + port;
+            cp.add_resources(&RequestContext::default(), "Create", res)
+                .await
+                .unwrap();
+        }
+        // Trimmed to 3 each time more than 3 + 100 have finished, so never more than that.
+        let stored = || async {
+            cp.store()
+                .range(keys::WORK_REQUESTS)
+                .await
+                .unwrap()
+                .kvs
+                .len()
+        };
+        eventually("the work requests trimmed", async || {
+            stored().await <= 3 + 100
+        })
+        .await;
+        assert!(cp.view().kept_work_requests.len() <= 103);
+    }
+
+    #[tokio::test]
     async fn history_is_compacted_and_a_node_started_later_lists_past_it() {
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
