@@ -217,7 +217,12 @@ impl PoolRt {
         starting: bool,
     ) -> Option<PoolRt> {
         let pool = &cfg.pools.get(id)?.value;
-        let pool_upstream = Arc::new(UpstreamRt::compile(&pool.spec.upstream));
+        // Settings that did not change keep their compiled form: the same `Arc`, so idle
+        // connections match it by pointer, and TLS client configs are not built again.
+        let pool_upstream = match previous {
+            Some(p) if p.upstream.source == pool.spec.upstream => p.upstream.clone(),
+            _ => Arc::new(UpstreamRt::compile(&pool.spec.upstream)),
+        };
         // A member alone in its pool takes everything anyway: no ramp for it.
         let others_serve = cfg
             .members_of(id)
@@ -233,7 +238,11 @@ impl PoolRt {
                     Err(_) => Target::Host(spec.address.clone(), spec.port),
                 };
                 let upstream = match &spec.upstream {
-                    Some(own) => Arc::new(UpstreamRt::compile(own)),
+                    Some(own) => previous
+                        .and_then(|p| p.by_id.get(&m.value.id).map(|&i| &p.members[i].upstream))
+                        .filter(|old| old.source == **own)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(UpstreamRt::compile(own))),
                     None => pool_upstream.clone(),
                 };
                 let host_override = (upstream.source.host_header
@@ -541,4 +550,84 @@ fn refusals(pool: &PoolId, upstream: &Arc<UpstreamRt>, members: &[MemberRt]) -> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use fulcrum_control::Versioned;
+    use fulcrum_model::{Member, Pool};
+
+    use super::*;
+
+    fn versioned<T>(value: T, revision: i64) -> Versioned<T> {
+        Versioned {
+            value,
+            create_revision: 1,
+            mod_revision: revision,
+            stored: None,
+        }
+    }
+
+    /// A pool of two members, the second with upstream settings of its own, at `revision`.
+    fn config(revision: i64, weight: u32, scheme: &str) -> Config {
+        let pool: Pool = serde_json::from_value(serde_json::json!({
+            "id": "p", "loadbalancer_id": "lb", "name": "p", "protocol": "HTTP",
+            "algorithm": "ROUND_ROBIN", "upstream": {"scheme": scheme},
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        let member = |id: &str, extra: serde_json::Value| -> Member {
+            let mut v = serde_json::json!({
+                "id": id, "pool_id": "p", "address": "127.0.0.1", "port": 9000,
+                "weight": weight,
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+            });
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(v).unwrap()
+        };
+        let mut cfg = Config::default();
+        let pid = PoolId::from("p".to_owned());
+        cfg.pools.insert(pid.clone(), versioned(pool, revision));
+        let members = cfg.members.entry(pid).or_default();
+        for m in [
+            member("m1", serde_json::json!({})),
+            member(
+                "m2",
+                serde_json::json!({"port": 9001, "upstream": {"base_path": "/b"}}),
+            ),
+        ] {
+            members.insert(m.id.clone(), versioned(m, revision));
+        }
+        cfg
+    }
+
+    /// Idle connections are matched to a member's settings by pointer first: a change that
+    /// leaves the settings alone (a weight) keeps the compiled settings, one that changes
+    /// them does not.
+    #[test]
+    fn unchanged_upstream_settings_keep_their_compiled_form() {
+        let registry = Registry::new(1);
+        let pid = PoolId::from("p".to_owned());
+        let first = compile(
+            &config(2, 1, "http"),
+            &Snapshot::empty(),
+            &registry,
+            None,
+            false,
+        );
+        let second = compile(&config(3, 2, "http"), &first, &registry, None, false);
+        let (a, b) = (&first.pools[&pid], &second.pools[&pid]);
+        assert_eq!(b.members[0].weight, 2, "the pool was compiled again");
+        assert!(Arc::ptr_eq(&a.upstream, &b.upstream));
+        assert!(Arc::ptr_eq(&a.members[0].upstream, &b.members[0].upstream));
+        assert!(Arc::ptr_eq(&a.members[1].upstream, &b.members[1].upstream));
+        assert!(!Arc::ptr_eq(&b.members[0].upstream, &b.members[1].upstream));
+
+        let third = compile(&config(4, 2, "https"), &second, &registry, None, false);
+        let c = &third.pools[&pid];
+        assert!(!Arc::ptr_eq(&b.upstream, &c.upstream));
+        assert!(Arc::ptr_eq(&c.upstream, &c.members[0].upstream));
+    }
 }
