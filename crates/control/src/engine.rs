@@ -37,6 +37,7 @@ pub struct Options {
     /// this many, and those that ended more than [`Options::work_requests_kept_for`] ago,
     /// except one a live retry token still answers with.
     pub work_requests_kept: usize,
+    /// How long a finished work request is kept at most.
     pub work_requests_kept_for: Duration,
     /// How long a mutation waits for an earlier change of the same load balancer to be
     /// served before answering `Busy`.
@@ -58,9 +59,9 @@ pub struct Options {
 
 /// Finished work requests kept by default: a few days of an operator's changes, a few
 /// seconds of a benchmark's; listing them all stays quick.
-pub const DEFAULT_WORK_REQUESTS_KEPT: usize = 10_000;
+const DEFAULT_WORK_REQUESTS_KEPT: usize = 10_000;
 /// How long a finished work request is kept by default.
-pub const DEFAULT_WORK_REQUESTS_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+const DEFAULT_WORK_REQUESTS_KEPT_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `[proxy] vip_ranges` by default: loopback only, which every node can bind.
 pub fn default_vip_ranges() -> Vec<ipnet::IpNet> {
@@ -1423,11 +1424,9 @@ async fn relist(cp: &Weak<ControlPlane>, store: &Arc<dyn Store>) -> Option<Revis
 /// The finisher records finished work requests at most this often (readers derive the
 /// status meanwhile), so that a stream of changes shares its commits.
 const FINISH_EVERY: Duration = Duration::from_millis(20);
-/// Work requests recorded per transaction.
-const FINISH_CHUNK: usize = 128;
-/// Old work requests or expired retry tokens deleted per transaction (etcd takes at most
-/// 128 operations in one by default).
-const FORGET_CHUNK: usize = 128;
+/// Work requests recorded, or old work requests and expired retry tokens deleted, per
+/// transaction (etcd takes at most 128 operations in one by default).
+const OPS_PER_TXN: usize = 128;
 
 /// What housekeeping read of the retry tokens: the work requests they name, and the
 /// revision they were read at.
@@ -1476,7 +1475,7 @@ async fn finish_work_requests(cp: Weak<ControlPlane>) {
         };
         // In bounded transactions, one after another: a huge one would hold up the changes
         // that share its group commit.
-        for chunk in done.chunks(FINISH_CHUNK) {
+        for chunk in done.chunks(OPS_PER_TXN) {
             if let Err(e) = this.persist_finished(chunk).await {
                 tracing::warn!(error = %e, "could not record finished work requests");
                 break;
@@ -1585,7 +1584,7 @@ impl ControlPlane {
         if !old.is_empty() {
             tracing::debug!(count = old.len(), "deleting old work requests");
         }
-        for chunk in old.chunks(FORGET_CHUNK) {
+        for chunk in old.chunks(OPS_PER_TXN) {
             // Final work requests never change again: nothing to compare.
             self.store
                 .txn(Txn {
@@ -1622,7 +1621,7 @@ impl ControlPlane {
                 Err(_) => expired.push(kv),
             }
         }
-        for chunk in expired.chunks(FORGET_CHUNK) {
+        for chunk in expired.chunks(OPS_PER_TXN) {
             // Each only if unchanged: a token used again meanwhile holds a new record.
             let txn = |kvs: &[KeyValue]| Txn {
                 compares: kvs
